@@ -1,0 +1,1 @@
+"""Side effects, and nothing else: the care-operations store and provider adapters."""

@@ -1,0 +1,98 @@
+"""What journeys send to and get back from activities. Pure pydantic, importable by
+workflow code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from clinical.aftercare import CallOutcome, CheckIn
+from clinical.assessment import ContactWindow, Enrolment
+from clinical.attendance import SessionRecord
+from clinical.careplan import CarePlan, SessionSpec
+from clinical.placement import Placement
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AuditEntry(_Record):
+    """One fact for the audit trail: who did what, to which patient, when and why."""
+
+    key: str
+    actor: str
+    action: str
+    purpose: str
+    at: datetime
+    detail: dict[str, str | int | float | bool | None] = {}
+
+
+class IntakeRecord(_Record):
+    enrolment: Enrolment
+    placement: Placement
+    plan: CarePlan
+    risk: str
+    at: datetime
+
+
+class SessionBooking(_Record):
+    patient_id: str
+    sessions: list[SessionSpec]
+
+
+class BookingResult(_Record):
+    booked: int
+    already_booked: int
+
+
+class CareEvents(_Record):
+    """Attendance changes and audit entries gathered since the last wake-up."""
+
+    patient_id: str
+    session_changes: list[SessionRecord] = []
+    audit: list[AuditEntry] = []
+
+
+TaskKind = Literal[
+    "schedule_conflict", "escalation_referral", "unreachable_patient", "outreach", "review"
+]
+
+
+class CaseManagerTask(_Record):
+    key: str
+    patient_id: str
+    case_manager_id: str
+    kind: TaskKind
+    detail: str
+    due_at: datetime | None = None
+
+
+class PhaseChangeRecord(_Record):
+    key: str
+    patient_id: str
+    case_manager_id: str
+    phase: str
+    level: str | None
+    risk: str
+    at: datetime
+    reason: str
+
+
+class FollowUpCallRequest(_Record):
+    patient_id: str
+    call_id: str
+    attempt: int
+    due_at: datetime
+    window: ContactWindow
+
+    @property
+    def key(self) -> str:
+        return f"{self.patient_id}/{self.call_id}/attempt-{self.attempt}"
+
+
+class CallResult(_Record):
+    outcome: CallOutcome
+    check_in: CheckIn | None = None

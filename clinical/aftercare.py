@@ -1,0 +1,80 @@
+"""Aftercare follow-up calls: when they are due, and what a call found."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clinical.assessment import ContactWindow
+from clinical.clock import ProgramClock
+from clinical.protocol import ProgramProtocol
+
+
+class CallOutcome(StrEnum):
+    reached = "reached"
+    unreachable = "unreachable"
+    declined = "declined"
+
+
+class CheckIn(BaseModel):
+    """What a reached patient told us. Structured answers only: no free text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    days_of_use: Annotated[int, Field(ge=0, le=365)]
+
+
+class FollowUp(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    day_offset: int
+    day: float
+    due_at: datetime
+    outcome: CallOutcome | None = None
+    attempts: int = 0
+    check_in: CheckIn | None = None
+
+
+def follow_up_schedule(
+    aftercare_start_day: int,
+    window: ContactWindow,
+    clock: ProgramClock,
+    protocol: ProgramProtocol,
+) -> list[FollowUp]:
+    """The aftercare check-ins, each placed at the start of the patient's contact window."""
+    hour = (window.start.hour * 60 + window.start.minute) / (24 * 60)
+    calls = []
+    for offset in protocol.aftercare.follow_up_days:
+        day = aftercare_start_day + offset + hour
+        calls.append(
+            FollowUp(
+                call_id=f"FU-D{offset:03d}", day_offset=offset, day=day, due_at=clock.calendar(day)
+            )
+        )
+    return calls
+
+
+class FollowUpCallPlan(BaseModel):
+    """One check-in: a call placed within the contact window, retried over days."""
+
+    model_config = ConfigDict(frozen=True)
+
+    patient_id: str
+    call_id: str
+    due_at: datetime
+    window: ContactWindow
+    attempts: int
+    attempt_spacing_seconds: float
+
+
+class FollowUpResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    outcome: CallOutcome
+    attempts: int
+    check_in: CheckIn | None = None

@@ -1,0 +1,146 @@
+"""Intake: the assessment a case manager records, and the enrolment that carries it."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from clinical.identifiers import CaseManagerId, PatientId, ProgramId, SiteId
+
+Rating = Annotated[int, Field(ge=0, le=4, description="0 = no risk … 4 = severe")]
+
+
+class Weekday(StrEnum):
+    mon = "mon"
+    tue = "tue"
+    wed = "wed"
+    thu = "thu"
+    fri = "fri"
+    sat = "sat"
+    sun = "sun"
+
+    @property
+    def number(self) -> int:
+        """Monday = 0 … Sunday = 6."""
+        return list(Weekday).index(self)
+
+
+class SocialNeed(StrEnum):
+    medical = "medical"
+    housing = "housing"
+    parenting = "parenting"
+    employment = "employment"
+    legal = "legal"
+
+
+class AgeGroup(StrEnum):
+    adult = "adult"
+    adolescent = "adolescent"
+
+
+def _sorted_unique(values: tuple[SocialNeed, ...]) -> tuple[SocialNeed, ...]:
+    # Sets serialise in hash order, which differs between processes; a sorted tuple keeps
+    # payloads byte-identical wherever they are encoded.
+    return tuple(sorted(set(values)))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DimensionRatings(_Strict):
+    """The six assessment dimensions (ASAM 3rd edition), each rated 0-4."""
+
+    withdrawal: Rating
+    biomedical: Rating
+    emotional: Rating
+    readiness: Rating
+    relapse: Rating
+    environment: Rating
+
+    def as_dict(self) -> dict[str, int]:
+        return self.model_dump()
+
+
+class Commitment(_Strict):
+    """A recurring time the patient cannot attend (work, school, childcare)."""
+
+    weekday: Weekday
+    start: time
+    end: time
+    kind: Literal["work", "school", "childcare", "other"] = "other"
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Commitment:
+        if self.end <= self.start:
+            raise ValueError(f"commitment on {self.weekday.value} ends before it starts")
+        return self
+
+
+class ContactWindow(_Strict):
+    """When the patient prefers to be called (clinic-local time)."""
+
+    start: time = time(10, 0)
+    end: time = time(18, 0)
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> ContactWindow:
+        if self.end <= self.start:
+            raise ValueError("contact window ends before it starts")
+        return self
+
+
+class Consents(_Strict):
+    """What the patient has consented to (42 CFR Part 2 needs explicit consent)."""
+
+    family_involvement: bool = False
+    partner_disclosure: tuple[SocialNeed, ...] = ()
+
+    _sorted = field_validator("partner_disclosure")(classmethod(lambda cls, v: _sorted_unique(v)))
+
+
+class Assessment(_Strict):
+    ratings: DimensionRatings
+    age_group: AgeGroup
+    substances: tuple[Annotated[str, Field(min_length=2, max_length=40)], ...] = Field(min_length=1)
+    co_occurring: tuple[str, ...] = ()
+    social_needs: tuple[SocialNeed, ...] = ()
+    commitments: tuple[Commitment, ...] = ()
+    transport_barrier: bool = False
+    distance_km: Annotated[float, Field(ge=0, le=2000)] | None = None
+    contact_window: ContactWindow = ContactWindow()
+    consents: Consents = Consents()
+
+    _sorted = field_validator("social_needs")(classmethod(lambda cls, v: _sorted_unique(v)))
+
+
+class PatientContact(_Strict):
+    """Protected health information. Travels only inside (encrypted) payloads and the
+    care-operations store; never in IDs, search attributes or logs."""
+
+    given_name: Annotated[str, Field(min_length=1, max_length=80)]
+    family_name: Annotated[str, Field(min_length=1, max_length=80)]
+    date_of_birth: date
+    phone: Annotated[str, Field(pattern=r"^\+?[0-9 ()\-.]{7,20}$")]
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _plausible_birth_date(cls, value: date) -> date:
+        if value.year < 1900:
+            raise ValueError("date_of_birth is before 1900")
+        return value
+
+
+class Enrolment(_Strict):
+    """What a case manager submits to enrol a patient in a program."""
+
+    patient_id: PatientId
+    case_manager_id: CaseManagerId
+    site_id: SiteId
+    program_id: ProgramId = "default-iop"
+    contact: PatientContact
+    assessment: Assessment

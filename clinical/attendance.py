@@ -1,0 +1,108 @@
+"""Attendance: the earliest indicator of engagement.
+
+A session is `scheduled` until a case manager records it (attended / missed / excused) or,
+once the protocol's grace period has passed with no record, it is counted as missed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from clinical.careplan import Modality, SessionSpec
+from clinical.phases import Phase
+
+
+class SessionStatus(StrEnum):
+    scheduled = "scheduled"
+    attended = "attended"
+    missed = "missed"
+    excused = "excused"
+    cancelled = "cancelled"
+
+
+RECORDABLE = (SessionStatus.attended, SessionStatus.missed, SessionStatus.excused)
+
+
+class SessionRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    phase: Phase
+    week: int
+    level: str
+    day: float
+    starts_at: datetime
+    hours: float
+    session_type: str
+    modality: Modality
+    status: SessionStatus = SessionStatus.scheduled
+    recorded_by: str | None = None
+    missed_by_grace: bool = False
+
+    @classmethod
+    def booked(cls, spec: SessionSpec) -> SessionRecord:
+        return cls(**spec.model_dump())
+
+
+class AttendanceSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    attended: int
+    missed: int
+    excused: int
+    pending: int
+    cancelled: int
+
+    @property
+    def counted(self) -> int:
+        return self.attended + self.missed
+
+    @property
+    def rate(self) -> float | None:
+        """Attended / (attended + missed); excused and pending sessions do not count."""
+        return None if self.counted == 0 else self.attended / self.counted
+
+
+def summarize(records: list[SessionRecord]) -> AttendanceSummary:
+    count = {status: 0 for status in SessionStatus}
+    for r in records:
+        count[r.status] += 1
+    return AttendanceSummary(
+        attended=count[SessionStatus.attended],
+        missed=count[SessionStatus.missed],
+        excused=count[SessionStatus.excused],
+        pending=count[SessionStatus.scheduled],
+        cancelled=count[SessionStatus.cancelled],
+    )
+
+
+def close_out(
+    records: list[SessionRecord], now_day: float, grace_days: float
+) -> tuple[list[SessionRecord], list[SessionRecord]]:
+    """Count sessions still unrecorded after the grace period as missed.
+
+    Returns the updated records and the ones that changed."""
+    updated: list[SessionRecord] = []
+    changed: list[SessionRecord] = []
+    for r in records:
+        if r.status == SessionStatus.scheduled and r.day + grace_days <= now_day:
+            r = r.model_copy(update={"status": SessionStatus.missed, "missed_by_grace": True})
+            changed.append(r)
+        updated.append(r)
+    return updated, changed
+
+
+def cancel_from(
+    records: list[SessionRecord], now_day: float
+) -> tuple[list[SessionRecord], list[SessionRecord]]:
+    """Cancel sessions that have not started yet (a journey ending, a plan change)."""
+    updated: list[SessionRecord] = []
+    changed: list[SessionRecord] = []
+    for r in records:
+        if r.status == SessionStatus.scheduled and r.day > now_day:
+            r = r.model_copy(update={"status": SessionStatus.cancelled})
+            changed.append(r)
+        updated.append(r)
+    return updated, changed

@@ -1,0 +1,281 @@
+"""The individual care plan: phase stages with a weekly schedule that fits the patient's
+life, and the sessions each week books."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from itertools import combinations
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from clinical.assessment import Assessment, Weekday
+from clinical.clock import ProgramClock
+from clinical.phases import Phase
+from clinical.placement import Placement
+from clinical.protocol import ProgramProtocol, SessionPattern
+
+Modality = Literal["in_person", "telehealth"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PlannedSession(_Frozen):
+    weekday: Weekday
+    start: time
+    hours: float
+    kind: Literal["group", "individual"]
+
+
+class WeeklySchedule(_Frozen):
+    level: str
+    modality: Modality
+    sessions: tuple[PlannedSession, ...]
+
+    @property
+    def weekly_hours(self) -> float:
+        return sum(s.hours for s in self.sessions)
+
+    @property
+    def session_days(self) -> int:
+        return len({s.weekday for s in self.sessions})
+
+
+class ScheduleConflict(_Frozen):
+    level: str
+    reason: str
+
+
+class PlanStage(_Frozen):
+    phase: Phase
+    level: str
+    weeks: int
+    schedule: WeeklySchedule
+
+
+class CarePlan(_Frozen):
+    placement: Placement
+    intensive_weeks: int
+    stages: tuple[PlanStage, ...]
+    conflict: ScheduleConflict | None = None
+
+    def weeks_in(self, phase: Phase) -> int:
+        return sum(s.weeks for s in self.stages if s.phase == phase)
+
+    def stage_for(self, phase: Phase, week: int) -> PlanStage:
+        """The stage that week `week` (1-based) of `phase` belongs to."""
+        remaining = week
+        for stage in self.stages:
+            if stage.phase != phase:
+                continue
+            if remaining <= stage.weeks:
+                return stage
+            remaining -= stage.weeks
+        raise ValueError(f"{phase.value} has no week {week}")
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        seen: list[Phase] = []
+        for stage in self.stages:
+            if stage.phase not in seen:
+                seen.append(stage.phase)
+        return tuple(seen)
+
+
+def _minutes(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+def _free(busy: list[tuple[int, int]], start: int, end: int) -> bool:
+    return end <= 24 * 60 and all(end <= b0 or b1 <= start for b0, b1 in busy)
+
+
+def _spread_days(days: list[int], k: int) -> tuple[int, ...]:
+    """Pick k weekdays that spread sessions across the week (largest smallest gap)."""
+
+    def score(combo: tuple[int, ...]) -> tuple[int, int]:
+        gaps = [(combo[(i + 1) % k] - combo[i]) % 7 or 7 for i in range(k)]
+        return (min(gaps), -max(gaps))
+
+    return max(combinations(sorted(days), k), key=lambda c: (score(c), [-d for d in c]))
+
+
+def uses_telehealth(assessment: Assessment, protocol: ProgramProtocol) -> bool:
+    far = (
+        assessment.distance_km is not None
+        and assessment.distance_km > protocol.schedule.telehealth_distance_km
+    )
+    return assessment.transport_barrier or far
+
+
+def fit_week(
+    assessment: Assessment, level: str, pattern: SessionPattern, protocol: ProgramProtocol
+) -> WeeklySchedule | ScheduleConflict:
+    """A week of sessions that avoids the patient's commitments, or why none exists."""
+    weekdays = list(Weekday)
+    busy: dict[int, list[tuple[int, int]]] = {i: [] for i in range(7)}
+    for c in assessment.commitments:
+        busy[c.weekday.number].append((_minutes(c.start), _minutes(c.end)))
+    visit_minutes = round(pattern.visit_hours * 60)
+    earliest: dict[int, int] = {}
+    for slot in protocol.schedule.slots:
+        start = _minutes(slot.start)
+        for day in slot.weekdays:
+            i = day.number
+            if _free(busy[i], start, start + visit_minutes) and start < earliest.get(i, 24 * 60):
+                earliest[i] = start
+    k = pattern.visits_per_week
+    if len(earliest) < k:
+        fitting = ", ".join(weekdays[i].value for i in sorted(earliest)) or "none"
+        return ScheduleConflict(
+            level=level,
+            reason=(
+                f"only {len(earliest)} session day(s) fit around the patient's commitments "
+                f"({fitting}); level {level} needs {k}"
+            ),
+        )
+    chosen = _spread_days(list(earliest), k)
+    sessions = [
+        PlannedSession(
+            weekday=weekdays[d],
+            start=_clock_time(earliest[d]),
+            hours=pattern.visit_hours,
+            kind="group",
+        )
+        for d in chosen
+    ]
+    if pattern.individual_hours > 0:
+        individual = _place_individual(chosen, earliest, busy, visit_minutes, pattern)
+        if individual is None:
+            return ScheduleConflict(
+                level=level,
+                reason="no free time next to a group visit for the individual session",
+            )
+        sessions.append(individual)
+    sessions.sort(key=lambda s: (s.weekday.number, s.start))
+    modality: Modality = "telehealth" if uses_telehealth(assessment, protocol) else "in_person"
+    return WeeklySchedule(level=level, modality=modality, sessions=tuple(sessions))
+
+
+def _clock_time(minutes: int) -> time:
+    return time(minutes // 60, minutes % 60)
+
+
+def _place_individual(
+    chosen: tuple[int, ...],
+    earliest: dict[int, int],
+    busy: dict[int, list[tuple[int, int]]],
+    visit_minutes: int,
+    pattern: SessionPattern,
+) -> PlannedSession | None:
+    length = round(pattern.individual_hours * 60)
+    # Next to the earliest visit first: an individual session at 21:00 helps nobody.
+    for d in sorted(chosen, key=lambda day: (earliest[day], day)):
+        visit_start = earliest[d]
+        for start in (visit_start + visit_minutes, visit_start - length):
+            if start >= 0 and _free(busy[d], start, start + length):
+                return PlannedSession(
+                    weekday=list(Weekday)[d],
+                    start=_clock_time(start),
+                    hours=pattern.individual_hours,
+                    kind="individual",
+                )
+    return None
+
+
+def intensive_weeks(assessment: Assessment, protocol: ProgramProtocol) -> int:
+    cfg = protocol.intensive
+    extra = 0
+    if cfg.extra_week_per_rating_at_least > 0:
+        extra = sum(
+            1
+            for rating in assessment.ratings.as_dict().values()
+            if rating >= cfg.extra_week_per_rating_at_least
+        )
+    return min(cfg.min_weeks + extra, cfg.max_weeks)
+
+
+def plan_care(assessment: Assessment, placement: Placement, protocol: ProgramProtocol) -> CarePlan:
+    """The stages of care after intake for a placement, each with a fitted weekly schedule.
+
+    Intensive levels run the intensive phase, then step-down (a taper below the IOP floor,
+    then outpatient care). An outpatient placement goes straight to the outpatient weeks.
+    A referral out has no stages."""
+    weeks = intensive_weeks(assessment, protocol)
+    if placement.refers_out:
+        return CarePlan(placement=placement, intensive_weeks=0, stages=())
+    sd = protocol.step_down
+    wanted: list[tuple[Phase, str, int, SessionPattern]] = []
+    if placement.level in protocol.intensive.levels:
+        wanted.append(
+            (Phase.intensive, placement.level, weeks, protocol.levels[placement.level].pattern)
+        )
+        if sd.taper_weeks:
+            wanted.append((Phase.step_down, sd.taper_level, sd.taper_weeks, sd.taper))
+    else:
+        weeks = 0
+    if sd.outpatient_weeks:
+        outpatient = protocol.levels[sd.outpatient_level].pattern
+        wanted.append((Phase.step_down, sd.outpatient_level, sd.outpatient_weeks, outpatient))
+    stages: list[PlanStage] = []
+    for phase, level, n_weeks, pattern in wanted:
+        fitted = fit_week(assessment, level, pattern, protocol)
+        if isinstance(fitted, ScheduleConflict):
+            return CarePlan(
+                placement=placement, intensive_weeks=weeks, stages=tuple(stages), conflict=fitted
+            )
+        stages.append(PlanStage(phase=phase, level=level, weeks=n_weeks, schedule=fitted))
+    return CarePlan(placement=placement, intensive_weeks=weeks, stages=tuple(stages))
+
+
+class SessionSpec(_Frozen):
+    """One booked session of one week, with its clinic-calendar time."""
+
+    session_id: str
+    phase: Phase
+    week: int
+    level: str
+    day: float
+    starts_at: datetime
+    hours: float
+    session_type: str
+    modality: Modality
+
+
+def week_sessions(
+    plan: CarePlan,
+    phase: Phase,
+    episode: int,
+    week: int,
+    week_start_day: int,
+    clock: ProgramClock,
+    protocol: ProgramProtocol,
+) -> list[SessionSpec]:
+    """The sessions of week `week` of `phase`, whose Monday is program day `week_start_day`."""
+    stage = plan.stage_for(phase, week)
+    group_types = protocol.schedule.group_session_types
+    specs: list[SessionSpec] = []
+    group_index = 0
+    for n, planned in enumerate(stage.schedule.sessions, start=1):
+        if planned.kind == "group":
+            session_type = group_types[(group_index + week - 1) % len(group_types)]
+            group_index += 1
+        else:
+            session_type = protocol.schedule.individual_session_type
+        day = week_start_day + planned.weekday.number + _minutes(planned.start) / (24 * 60)
+        specs.append(
+            SessionSpec(
+                session_id=f"{phase.session_code}{episode}-W{week:02d}-S{n}",
+                phase=phase,
+                week=week,
+                level=stage.level,
+                day=day,
+                starts_at=clock.calendar(day),
+                hours=planned.hours,
+                session_type=session_type,
+                modality=stage.schedule.modality,
+            )
+        )
+    return specs

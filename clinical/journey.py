@@ -1,0 +1,284 @@
+"""A patient's journey as data: the state a journey workflow carries (across
+continue-as-new), the case managers' requests, and the pure rules that accept or refuse
+them. The workflow only sequences these; the rules live here so they are tested alone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clinical.aftercare import FollowUp
+from clinical.assessment import Assessment, Commitment, Enrolment
+from clinical.attendance import AttendanceSummary, SessionRecord, SessionStatus, summarize
+from clinical.careplan import CarePlan, plan_care
+from clinical.clock import ProgramClock
+from clinical.identifiers import CaseManagerId
+from clinical.phases import Phase
+from clinical.placement import Placement, place, risk_level
+from clinical.protocol import ProgramProtocol
+
+
+class PhaseChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    phase: Phase
+    at: datetime
+    day: float
+    reason: str
+
+
+class DischargeReason(StrEnum):
+    withdrew = "withdrew"
+    administrative = "administrative"
+    lost_to_contact = "lost_to_contact"
+    transferred = "transferred"
+
+    @property
+    def outcome(self) -> Phase:
+        return {
+            DischargeReason.withdrew: Phase.withdrawn,
+            DischargeReason.lost_to_contact: Phase.lost_to_contact,
+        }.get(self, Phase.discharged)
+
+
+class JourneyState(BaseModel):
+    """Everything a journey needs to go on; carried whole across continue-as-new."""
+
+    patient_id: str
+    case_manager_id: str
+    site_id: str
+    program_id: str
+    protocol: ProgramProtocol
+    clock: ProgramClock
+    enrolled_at: datetime
+    assessment: Assessment
+    placement: Placement
+    plan: CarePlan
+    risk: str
+    phase: Phase = Phase.intake
+    episode: int = 1
+    phase_start_day: int | None = None
+    week: int = 0
+    sessions: list[SessionRecord] = []
+    follow_ups: list[FollowUp] = []
+    aftercare_start_day: int | None = None
+    phase_history: list[PhaseChange] = []
+    discharge: DischargeRequest | None = None
+    intake_recorded: bool = False
+    runs: int = 1
+
+    def summary(self) -> AttendanceSummary:
+        return summarize(self.sessions)
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        return next((s for s in self.sessions if s.session_id == session_id), None)
+
+
+def start_journey(enrolment: Enrolment, protocol: ProgramProtocol, now: datetime) -> JourneyState:
+    """Intake: place the patient and draw up the care plan from the assessment."""
+    placement = place(enrolment.assessment, protocol)
+    clock = ProgramClock.starting_at(now, protocol.clock.seconds_per_day)
+    return JourneyState(
+        patient_id=enrolment.patient_id,
+        case_manager_id=enrolment.case_manager_id,
+        site_id=enrolment.site_id,
+        program_id=enrolment.program_id,
+        protocol=protocol,
+        clock=clock,
+        enrolled_at=now,
+        assessment=enrolment.assessment,
+        placement=placement,
+        plan=plan_care(enrolment.assessment, placement, protocol),
+        risk=risk_level(enrolment.assessment, protocol),
+        phase_history=[
+            PhaseChange(phase=Phase.intake, at=now, day=clock.day(now), reason="enrolled")
+        ],
+    )
+
+
+# --- case managers' requests -------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_manager_id: CaseManagerId
+
+
+class AttendanceReport(_Request):
+    session_id: str = Field(min_length=1, max_length=32)
+    status: Literal["attended", "missed", "excused"]
+
+
+class DischargeRequest(_Request):
+    reason: DischargeReason
+
+
+class CommitmentsRevision(_Request):
+    """New availability for a patient whose schedule could not be fitted."""
+
+    commitments: tuple[Commitment, ...]
+    transport_barrier: bool | None = None
+
+
+class RequestRefused(ValueError):
+    """A case manager's request that the rules refuse; the message says why."""
+
+
+def _require_active(state: JourneyState) -> None:
+    if state.phase.is_terminal:
+        raise RequestRefused(f"the journey has ended ({state.phase.value})")
+
+
+def check_attendance(state: JourneyState, report: AttendanceReport, now_day: float) -> None:
+    _require_active(state)
+    session = state.session(report.session_id)
+    if session is None:
+        raise RequestRefused(f"unknown session {report.session_id!r} for this patient")
+    if session.status == SessionStatus.cancelled:
+        raise RequestRefused(f"session {report.session_id} was cancelled")
+    if session.day > now_day:
+        raise RequestRefused(
+            f"session {report.session_id} is on {session.starts_at:%Y-%m-%d %H:%M} "
+            "and has not happened yet"
+        )
+
+
+def apply_attendance(state: JourneyState, report: AttendanceReport) -> SessionRecord:
+    """Record (or correct) a session's attendance; returns the updated record."""
+    updated: SessionRecord | None = None
+    records = []
+    for s in state.sessions:
+        if s.session_id == report.session_id:
+            s = s.model_copy(
+                update={
+                    "status": SessionStatus(report.status),
+                    "recorded_by": report.case_manager_id,
+                    "missed_by_grace": False,
+                }
+            )
+            updated = s
+        records.append(s)
+    if updated is None:
+        raise RequestRefused(f"unknown session {report.session_id!r} for this patient")
+    state.sessions = records
+    return updated
+
+
+def check_discharge(state: JourneyState, request: DischargeRequest) -> None:
+    _require_active(state)
+    if state.discharge is not None:
+        raise RequestRefused(
+            f"a discharge ({state.discharge.reason.value}) is already being processed"
+        )
+
+
+def check_commitments_revision(state: JourneyState, revision: CommitmentsRevision) -> None:
+    _require_active(state)
+    if state.phase != Phase.intake or state.plan.conflict is None:
+        raise RequestRefused("the patient's schedule has no conflict to resolve")
+
+
+def apply_commitments_revision(state: JourneyState, revision: CommitmentsRevision) -> None:
+    changes: dict[str, object] = {"commitments": revision.commitments}
+    if revision.transport_barrier is not None:
+        changes["transport_barrier"] = revision.transport_barrier
+    state.assessment = state.assessment.model_copy(update=changes)
+    state.plan = plan_care(state.assessment, state.placement, state.protocol)
+
+
+# --- what a journey shows --------------------------------------------------------------
+
+
+class JourneyStatus(BaseModel):
+    """The answer to "where is this patient?" (a workflow query)."""
+
+    patient_id: str
+    program_id: str
+    case_manager_id: str
+    site_id: str
+    phase: Phase
+    level: str | None
+    risk: str
+    episode: int
+    week: int
+    weeks_in_phase: int
+    program_day: float
+    today: datetime
+    placement: str
+    schedule_conflict: str | None
+    attendance: AttendanceSummary
+    attendance_rate: float | None
+    sessions: list[SessionRecord]
+    follow_ups: list[FollowUp]
+    next_contact_due: datetime | None
+    phase_history: list[PhaseChange]
+
+
+class JourneyOutcome(BaseModel):
+    """What a finished journey returns."""
+
+    patient_id: str
+    outcome: Phase
+    reason: str
+    attendance: AttendanceSummary
+    follow_ups_reached: int
+    follow_ups_total: int
+    ended_at: datetime
+
+
+def current_level(state: JourneyState) -> str | None:
+    if state.phase in (Phase.intensive, Phase.step_down) and state.week >= 1:
+        return state.plan.stage_for(state.phase, state.week).level
+    if state.phase == Phase.intake:
+        return state.placement.level
+    return None
+
+
+def next_contact_day(state: JourneyState, now_day: float) -> float | None:
+    """The next time someone from the program is due to see or call the patient."""
+    upcoming = [s.day for s in state.sessions if s.status == SessionStatus.scheduled]
+    upcoming += [f.day for f in state.follow_ups if f.outcome is None]
+    future = [d for d in upcoming if d >= now_day]
+    return min(future) if future else None
+
+
+def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
+    now_day = state.clock.day(now)
+    due = next_contact_day(state, now_day)
+    weeks = state.plan.weeks_in(state.phase) if state.phase in state.plan.phases else 0
+    summary = state.summary()
+    return JourneyStatus(
+        patient_id=state.patient_id,
+        program_id=state.program_id,
+        case_manager_id=state.case_manager_id,
+        site_id=state.site_id,
+        phase=state.phase,
+        level=current_level(state),
+        risk=state.risk,
+        episode=state.episode,
+        week=state.week,
+        weeks_in_phase=weeks,
+        program_day=now_day,
+        today=state.clock.calendar(now_day),
+        placement=state.placement.explain(),
+        schedule_conflict=state.plan.conflict.reason if state.plan.conflict else None,
+        attendance=summary,
+        attendance_rate=summary.rate,
+        sessions=state.sessions,
+        follow_ups=state.follow_ups,
+        next_contact_due=None if due is None else state.clock.calendar(due),
+        phase_history=state.phase_history,
+    )
+
+
+class JourneyInput(BaseModel):
+    """A journey's start: the enrolment and program snapshot on the first run; only the
+    carried state after continue-as-new (so PHI of the enrolment stays in the first run)."""
+
+    enrolment: Enrolment | None = None
+    protocol: ProgramProtocol | None = None
+    state: JourneyState | None = None

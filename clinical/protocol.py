@@ -1,0 +1,287 @@
+"""The program protocol: every clinical threshold and cadence of a program, loaded from a
+TOML file and validated as a whole, so that a broken file is refused at load with the field
+and the reason rather than discovered by a patient months later."""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clinical.assessment import AgeGroup, Weekday
+from clinical.identifiers import ProgramId
+
+DimensionName = Literal[
+    "withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment"
+]
+ESCALATE = "higher"
+"""Placement result meaning: this program cannot serve the patient; refer to a higher level."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProgramInfo(_Strict):
+    id: ProgramId
+    name: str
+    level_code_system: str = Field(
+        description="code system (and edition) that level codes belong to, e.g. asam-criteria-3"
+    )
+
+
+class ClockConfig(_Strict):
+    """How long a program day lasts in real seconds. 86400 in a clinic; demos and load
+    tests compress it without touching workflow code."""
+
+    seconds_per_day: Annotated[float, Field(gt=0, le=86400)] = 86400.0
+
+
+class HoursBand(_Strict):
+    min: Annotated[float, Field(ge=0)]
+    max: Annotated[float, Field(gt=0)] | None = None
+
+    def contains(self, hours: float) -> bool:
+        return hours >= self.min and (self.max is None or hours <= self.max)
+
+    def describe(self) -> str:
+        return f"{self.min:g}+ h" if self.max is None else f"{self.min:g}-{self.max:g} h"
+
+
+class SessionPattern(_Strict):
+    """A week's shape: visits (one per day) of a given length, plus individual time."""
+
+    visits_per_week: Annotated[int, Field(ge=1, le=7)]
+    visit_hours: Annotated[float, Field(gt=0, le=8)]
+    individual_hours: Annotated[float, Field(ge=0, le=4)] = 0
+
+    @property
+    def weekly_hours(self) -> float:
+        return self.visits_per_week * self.visit_hours + self.individual_hours
+
+
+class LevelOfCare(_Strict):
+    name: str
+    hours: dict[AgeGroup, HoursBand]
+    pattern: SessionPattern
+
+    @model_validator(mode="after")
+    def _both_age_groups(self) -> LevelOfCare:
+        missing = set(AgeGroup) - set(self.hours)
+        if missing:
+            raise ValueError(f"hours band missing for {', '.join(sorted(missing))}")
+        return self
+
+
+class PlacementRule(_Strict):
+    """Place into `level` when any of `when_any` (and all of `when_all`) ratings reach
+    their thresholds. Rules are tried in order; the first match wins."""
+
+    level: str
+    reason: str
+    when_any: dict[DimensionName, Annotated[int, Field(ge=0, le=4)]] = {}
+    when_all: dict[DimensionName, Annotated[int, Field(ge=0, le=4)]] = {}
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> PlacementRule:
+        if not self.when_any and not self.when_all:
+            raise ValueError(f"rule for level {self.level} has no condition")
+        return self
+
+
+class PlacementConfig(_Strict):
+    rules: tuple[PlacementRule, ...]
+    default_level: str
+    default_reason: str = "no rule matched; lowest level offered"
+
+
+class SessionSlot(_Strict):
+    weekdays: tuple[Weekday, ...] = Field(min_length=1)
+    start: time
+
+
+class ScheduleConfig(_Strict):
+    slots: tuple[SessionSlot, ...] = Field(min_length=1)
+    group_session_types: tuple[str, ...] = Field(min_length=1)
+    individual_session_type: str = "individual_therapy"
+    telehealth_distance_km: Annotated[float, Field(gt=0)] = 40.0
+
+
+class IntensiveConfig(_Strict):
+    levels: tuple[str, ...] = ("2.1", "2.5")
+    min_weeks: Annotated[int, Field(ge=1, le=52)]
+    max_weeks: Annotated[int, Field(ge=1, le=52)]
+    extra_week_per_rating_at_least: Annotated[int, Field(ge=0, le=4)] = 3
+    min_session_days: Annotated[int, Field(ge=1, le=7)] = 3
+
+    @model_validator(mode="after")
+    def _weeks_ordered(self) -> IntensiveConfig:
+        if self.min_weeks > self.max_weeks:
+            raise ValueError("min_weeks is greater than max_weeks")
+        return self
+
+
+class StepDownConfig(_Strict):
+    taper_level: str = "2.1"
+    taper_weeks: Annotated[int, Field(ge=0, le=4)] = 2
+    taper: SessionPattern
+    outpatient_level: str = "1"
+    outpatient_weeks: Annotated[int, Field(ge=0, le=52)] = 4
+
+
+class AttendanceConfig(_Strict):
+    grace_days: Annotated[float, Field(ge=0, le=14)] = 2.0
+
+
+class AftercareConfig(_Strict):
+    follow_up_days: tuple[Annotated[int, Field(ge=1, le=730)], ...] = Field(min_length=1)
+    duration_days: Annotated[int, Field(ge=1, le=730)]
+    call_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    attempt_spacing_days: Annotated[float, Field(gt=0, le=14)] = 2.0
+
+    @model_validator(mode="after")
+    def _cadence_fits(self) -> AftercareConfig:
+        days = self.follow_up_days
+        if any(b <= a for a, b in itertools.pairwise(days)):
+            raise ValueError("follow_up_days must be strictly increasing")
+        if days[-1] > self.duration_days:
+            raise ValueError(
+                f"last follow-up (day {days[-1]}) is after aftercare ends "
+                f"(duration_days = {self.duration_days})"
+            )
+        return self
+
+
+class RiskConfig(_Strict):
+    moderate_at: Annotated[int, Field(ge=1, le=4)] = 2
+    high_at: Annotated[int, Field(ge=1, le=4)] = 3
+
+
+class ProgramProtocol(_Strict):
+    program: ProgramInfo
+    clock: ClockConfig = ClockConfig()
+    levels: dict[str, LevelOfCare]
+    placement: PlacementConfig
+    schedule: ScheduleConfig
+    intensive: IntensiveConfig
+    step_down: StepDownConfig
+    attendance: AttendanceConfig = AttendanceConfig()
+    aftercare: AftercareConfig
+    risk: RiskConfig = RiskConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProgramProtocol:
+        known = set(self.levels)
+        for i, rule in enumerate(self.placement.rules):
+            if rule.level != ESCALATE and rule.level not in known:
+                raise ValueError(f"placement.rules[{i}]: unknown level {rule.level!r}")
+        for name, code in (
+            ("placement.default_level", self.placement.default_level),
+            ("step_down.taper_level", self.step_down.taper_level),
+            ("step_down.outpatient_level", self.step_down.outpatient_level),
+            *((f"intensive.levels[{i}]", c) for i, c in enumerate(self.intensive.levels)),
+        ):
+            if code not in known:
+                raise ValueError(f"{name}: unknown level {code!r}")
+        slot_days = {d for slot in self.schedule.slots for d in slot.weekdays}
+        for code, level in self.levels.items():
+            for group, band in level.hours.items():
+                if not band.contains(level.pattern.weekly_hours):
+                    raise ValueError(
+                        f"levels.{code}.pattern gives {level.pattern.weekly_hours:g} h/week, "
+                        f"outside the {group.value} band {band.describe()}"
+                    )
+            if level.pattern.visits_per_week > len(slot_days):
+                raise ValueError(
+                    f"levels.{code}.pattern needs {level.pattern.visits_per_week} session days "
+                    f"but schedule.slots offer only {len(slot_days)}"
+                )
+        for code in self.intensive.levels:
+            if self.levels[code].pattern.visits_per_week < self.intensive.min_session_days:
+                raise ValueError(
+                    f"levels.{code}.pattern has fewer session days than "
+                    f"intensive.min_session_days ({self.intensive.min_session_days})"
+                )
+        if self.risk.moderate_at > self.risk.high_at:
+            raise ValueError("risk.moderate_at is above risk.high_at")
+        return self
+
+    def day_seconds(self, days: float) -> float:
+        return days * self.clock.seconds_per_day
+
+
+class ProtocolError(ValueError):
+    """A program file that cannot be used, with the file, field and reason in one line."""
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ProtocolError(f"{path.name}: 'extends' loops back to itself")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProtocolError(f"{path}: no such program file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProtocolError(f"{path.name}: not valid TOML ({exc})") from None
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ProtocolError(f"{path.name}: extends must be a file name")
+    return _deep_merge(_read_toml(path.parent / parent, (*seen, path)), data)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as `field.path: reason`, one line."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    return f"{where}: {message}" + (f" (and {more} more problem(s))" if more else "")
+
+
+def load_protocol(path: Path) -> ProgramProtocol:
+    data = _read_toml(path)
+    try:
+        return ProgramProtocol.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"{path.name}: {describe_validation_error(exc)}") from None
+
+
+class ProgramCatalog:
+    """The programs a clinic runs: one TOML file per program in a directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_of(self, program_id: str) -> Path:
+        return self.directory / f"{program_id}.toml"
+
+    def load(self, program_id: str) -> ProgramProtocol:
+        path = self.path_of(program_id)
+        if not path.exists():
+            known = ", ".join(self.program_ids()) or "none"
+            raise ProtocolError(f"unknown program {program_id!r} (known programs: {known})")
+        protocol = load_protocol(path)
+        if protocol.program.id != program_id:
+            raise ProtocolError(
+                f"{path.name}: program.id is {protocol.program.id!r}, expected {program_id!r}"
+            )
+        return protocol
+
+    def program_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob("*.toml"))

@@ -1,0 +1,346 @@
+"""The care-operations store: patients, appointments, follow-up calls, case-manager tasks,
+the notifications outbox and the audit trail.
+
+Every write that an activity makes carries an idempotency key with a unique constraint, so
+a retried activity can never book, call, notify or audit twice: the database refuses it.
+SQLite is the embedded default; the same code runs on PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+
+def _ts(name: str, nullable: bool = True) -> Column[datetime]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("patient_id", String(16), primary_key=True),
+    Column("case_manager_id", String(16), nullable=False, index=True),
+    Column("site_id", String(32), nullable=False, index=True),
+    Column("program_id", String(48), nullable=False),
+    _ts("enrolled_at", nullable=False),
+    Column("phase", String(24), nullable=False),
+    Column("level", String(16)),
+    Column("risk", String(16)),
+    # Protected health information: only here and in encrypted workflow payloads.
+    Column("given_name", String(80), nullable=False),
+    Column("family_name", String(80), nullable=False),
+    Column("date_of_birth", String(10), nullable=False),
+    Column("phone", String(24), nullable=False),
+    Column("email", String(120)),
+    Column("assessment_json", Text, nullable=False),
+    Column("care_plan_json", Text, nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(96), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("session_id", String(32), nullable=False),
+    Column("phase", String(24), nullable=False),
+    Column("week", Integer, nullable=False),
+    Column("level", String(16), nullable=False),
+    _ts("starts_at", nullable=False),
+    Column("hours", Float, nullable=False),
+    Column("session_type", String(40), nullable=False),
+    Column("modality", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recorded_by", String(16)),
+    Column("missed_by_grace", Boolean, nullable=False, default=False),
+    _ts("booked_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    UniqueConstraint("patient_id", "session_id", name="uq_appointment_session"),
+)
+
+follow_up_calls = Table(
+    "follow_up_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(96), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("call_id", String(24), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    _ts("due_at", nullable=False),
+    _ts("placed_at", nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("days_of_use", Integer),
+    UniqueConstraint("patient_id", "call_id", "attempt", name="uq_call_attempt"),
+)
+
+# The simulated telephony provider's own ledger, as a real provider would keep one: a call
+# placed with a reference it has seen before is not placed again.
+telephony_ledger = Table(
+    "telephony_ledger",
+    metadata,
+    Column("reference", String(96), primary_key=True),
+    Column("patient_id", String(16), nullable=False),
+    _ts("placed_at", nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("answers_json", Text),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(24), nullable=False, index=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("body", Text, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("sent_at"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("case_manager_id", String(16), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    _ts("due_at"),
+    _ts("created_at", nullable=False),
+    _ts("completed_at"),
+    Column("completed_by", String(16)),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("actor", String(24), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    _ts("at", nullable=False),
+    Column("detail_json", Text, nullable=False),
+)
+
+phase_changes = Table(
+    "phase_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(96), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("phase", String(24), nullable=False),
+    _ts("at", nullable=False),
+    Column("reason", String(120), nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    _ts("applied_at", nullable=False),
+)
+
+IDEMPOTENT_TABLES = (appointments, follow_up_calls, notifications, tasks, audit_events)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class CareStore:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+
+    # --- schema -------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema to SCHEMA_VERSION; returns the version."""
+        metadata.create_all(self.engine, tables=[schema_migrations])
+        with self.engine.begin() as conn:
+            current = conn.scalar(select(func.max(schema_migrations.c.version))) or 0
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                _MIGRATIONS[version](conn)
+                conn.execute(insert(schema_migrations).values(version=version, applied_at=utcnow()))
+        return SCHEMA_VERSION
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- idempotent writes --------------------------------------------------------------
+
+    def insert_once(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows whose idempotency key is new; returns how many were new."""
+        if not rows:
+            return 0
+        key = ["reference"] if table is telephony_ledger else ["idempotency_key"]
+        dialect = conn.dialect.name
+        stmt: Any
+        if dialect == "sqlite":
+            stmt = (
+                sqlite.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=key)
+            )
+        elif dialect == "postgresql":
+            stmt = (
+                postgresql.insert(table)
+                .values(list(rows))
+                .on_conflict_do_nothing(index_elements=key)
+            )
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            raise RuntimeError(f"unsupported database {dialect}")
+        return int(conn.execute(stmt).rowcount or 0)
+
+    def upsert_patient(self, conn: Connection, row: dict[str, Any]) -> bool:
+        """Insert the patient once; a repeat (retried intake) changes nothing."""
+        exists = conn.scalar(
+            select(patients.c.patient_id).where(patients.c.patient_id == row["patient_id"])
+        )
+        if exists:
+            return False
+        conn.execute(insert(patients).values(**row))
+        return True
+
+    def set_patient_phase(
+        self, conn: Connection, patient_id: str, phase: str, level: str | None, risk: str
+    ) -> None:
+        conn.execute(
+            update(patients)
+            .where(patients.c.patient_id == patient_id)
+            .values(phase=phase, level=level, risk=risk, updated_at=utcnow())
+        )
+
+    def set_session_statuses(
+        self, conn: Connection, patient_id: str, changes: Iterable[dict[str, Any]]
+    ) -> int:
+        changed = 0
+        for change in changes:
+            result = conn.execute(
+                update(appointments)
+                .where(
+                    appointments.c.patient_id == patient_id,
+                    appointments.c.session_id == change["session_id"],
+                )
+                .values(
+                    status=change["status"],
+                    recorded_by=change.get("recorded_by"),
+                    missed_by_grace=change.get("missed_by_grace", False),
+                    updated_at=utcnow(),
+                )
+            )
+            changed += int(result.rowcount or 0)
+        return changed
+
+    # --- reads --------------------------------------------------------------------------
+
+    def rows(self, table: Table, **where: Any) -> list[dict[str, Any]]:
+        stmt = select(table)
+        for column, value in where.items():
+            stmt = stmt.where(table.c[column] == value)
+        with self.engine.connect() as conn:
+            result = [dict(r._mapping) for r in conn.execute(stmt)]
+        for row in result:
+            for k, v in row.items():
+                if isinstance(v, datetime):
+                    row[k] = _as_utc(v)
+        return result
+
+    def duplicate_counts(self) -> dict[str, int]:
+        """Rows sharing an idempotency key or business key, per table (should all be 0)."""
+        business_keys: dict[str, tuple[str, ...]] = {
+            "appointments": ("patient_id", "session_id"),
+            "follow_up_calls": ("patient_id", "call_id", "attempt"),
+            "notifications": ("idempotency_key",),
+            "tasks": ("idempotency_key",),
+            "audit_events": ("idempotency_key",),
+        }
+        counts: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for table in IDEMPOTENT_TABLES:
+                key_cols = [table.c[c] for c in business_keys[table.name]]
+                dupes = 0
+                for cols in ([table.c.idempotency_key], key_cols):
+                    grouped = (
+                        select(func.count().label("n")).select_from(table).group_by(*cols)
+                    ).subquery()
+                    dupes += int(
+                        conn.scalar(select(func.coalesce(func.sum(grouped.c.n - 1), 0))) or 0
+                    )
+                counts[table.name] = dupes
+        return counts
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the CLI read while workers write; busy_timeout rides out short write locks.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _migration_1(conn: Connection) -> None:
+    metadata.create_all(
+        conn, tables=[t for t in metadata.sorted_tables if t is not schema_migrations]
+    )
+
+
+_MIGRATIONS = {1: _migration_1}
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,141 @@
+"""Helpers shared by the tests: enrolments, time-skipping environments, workers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.care_operations import CareOperations
+from activities.telephony import SimulatedTelephony
+from clinical.assessment import Enrolment
+from clinical.identifiers import journey_workflow_id, new_patient_id
+from clinical.journey import JourneyInput, JourneyStatus
+from clinical.protocol import ProgramCatalog
+from infra.embedded_server import binary
+from infra.settings import PROJECT_ROOT, Settings, load_settings
+from infra.store import CareStore
+from infra.temporal import data_converter
+from worker import running_worker
+from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.visibility import ALL_KEYS
+
+PROGRAMS = PROJECT_ROOT / "programs"
+
+
+def enrolment_data(**assessment_overrides: Any) -> dict[str, Any]:
+    assessment: dict[str, Any] = {
+        "ratings": {
+            "withdrawal": 1,
+            "biomedical": 0,
+            "emotional": 2,
+            "readiness": 2,
+            "relapse": 2,
+            "environment": 1,
+        },
+        "age_group": "adult",
+        "substances": ["alcohol"],
+        "commitments": [{"weekday": "tue", "start": "08:00", "end": "17:00", "kind": "work"}],
+        "contact_window": {"start": "10:00", "end": "18:00"},
+    }
+    assessment.update(assessment_overrides)
+    return {
+        "patient_id": new_patient_id(),
+        "case_manager_id": "CM-01",
+        "site_id": "north",
+        "program_id": "default-iop",
+        "contact": {
+            "given_name": "Avery",
+            "family_name": "Quinlan",
+            "date_of_birth": "1988-04-02",
+            "phone": "+1 555 010 2030",
+        },
+        "assessment": assessment,
+    }
+
+
+def make_enrolment(**assessment_overrides: Any) -> Enrolment:
+    return Enrolment.model_validate(enrolment_data(**assessment_overrides))
+
+
+async def register_search_attributes(client: Client) -> None:
+    types = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+        "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    }
+    names = {1: "Text", 2: "Keyword", 3: "Int", 4: "Double", 5: "Bool", 6: "Datetime"}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={k.name: types[names[int(k.indexed_value_type)]] for k in ALL_KEYS},
+        )
+    )
+
+
+async def start_time_skipping() -> WorkflowEnvironment:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binary("temporal-test-server")),
+        data_converter=data_converter(),
+    )
+    await register_search_attributes(env.client)
+    return env
+
+
+@dataclass
+class Clinic:
+    """A worker with a fresh store, on some Temporal environment."""
+
+    client: Client
+    settings: Settings
+    operations: CareOperations
+
+    @property
+    def store(self) -> CareStore:
+        return self.operations.store
+
+    async def enrol(
+        self, enrolment: Enrolment, program_id: str | None = None
+    ) -> WorkflowHandle[Any, Any]:
+        protocol = self.operations.catalog.load(program_id or enrolment.program_id)
+        return await self.client.start_workflow(
+            PatientJourneyWorkflow.run,
+            JourneyInput(enrolment=enrolment, protocol=protocol),
+            id=journey_workflow_id(enrolment.patient_id),
+            task_queue=self.settings.task_queue,
+        )
+
+    async def status(self, handle: WorkflowHandle[Any, Any]) -> JourneyStatus:
+        return await handle.query(PatientJourneyWorkflow.status)
+
+
+@asynccontextmanager
+async def clinic(
+    client: Client, tmp_path: Path, programs_dir: Path = PROGRAMS, **worker_overrides: Any
+) -> AsyncIterator[Clinic]:
+    import dataclasses
+
+    settings = dataclasses.replace(
+        load_settings(),
+        database_url=f"sqlite:///{tmp_path / 'care.db'}",
+        programs_dir=programs_dir,
+        task_queue=f"carepath-test-{uuid.uuid4().hex[:8]}",
+    )
+    store = CareStore(settings.database_url)
+    store.migrate()
+    operations = CareOperations(store, ProgramCatalog(programs_dir), SimulatedTelephony(store))
+    async with running_worker(client, settings, operations, **worker_overrides):
+        yield Clinic(client=client, settings=settings, operations=operations)
+    store.dispose()
+
+
+DAY = timedelta(days=1)

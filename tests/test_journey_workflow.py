@@ -1,0 +1,96 @@
+"""Journeys on the time-skipping server: a whole year in seconds, with a case manager
+recording attendance as the weeks pass."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from clinical.attendance import SessionStatus
+from clinical.journey import AttendanceReport
+from clinical.phases import Phase
+from infra.store import appointments, audit_events, follow_up_calls, phase_changes
+from tests.support import DAY, clinic, make_enrolment, start_time_skipping
+from workflows.patient_journey import PatientJourneyWorkflow
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await start_time_skipping()
+    yield environment
+    await environment.shutdown()
+
+
+async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:
+    """Every phase in order; sessions and calls in the store; attendance arithmetic."""
+    async with clinic(env.client, tmp_path) as c:
+        enrolment = make_enrolment()
+        reported: dict[str, str] = {}
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            while True:
+                status = await c.status(handle)
+                if status.phase.is_terminal:
+                    break
+                for s in status.sessions:
+                    if s.session_id in reported or s.day > status.program_day:
+                        continue
+                    n = len(reported) + 1
+                    # Every 4th session goes unrecorded: the grace period counts it missed.
+                    choice = "none" if n % 4 == 0 else ("missed" if n % 7 == 0 else "attended")
+                    reported[s.session_id] = choice
+                    if choice != "none":
+                        await handle.execute_update(
+                            PatientJourneyWorkflow.record_attendance,
+                            AttendanceReport(
+                                case_manager_id="CM-01", session_id=s.session_id, status=choice
+                            ),
+                        )
+                await env.sleep(DAY)
+            outcome = await handle.result()
+
+    assert outcome.outcome == Phase.completed
+    phases = [p.phase for p in status.phase_history]
+    assert phases == [
+        Phase.intake,
+        Phase.intensive,
+        Phase.step_down,
+        Phase.aftercare,
+        Phase.completed,
+    ]
+    # Default program, no rating >= 3: 8 intensive weeks of 3 group visits + 1 individual,
+    # a 2-week taper (2 + 1), then 4 outpatient weeks (1 + 1).
+    assert len(status.sessions) == 8 * 4 + 2 * 3 + 4 * 2
+    booked = c.store.rows(appointments, patient_id=enrolment.patient_id)
+    assert sorted(r["session_id"] for r in booked) == sorted(s.session_id for s in status.sessions)
+    attended = sum(1 for v in reported.values() if v == "attended")
+    missed = sum(1 for v in reported.values() if v != "attended")
+    assert len(reported) == len(status.sessions)
+    assert (outcome.attendance.attended, outcome.attendance.missed) == (attended, missed)
+    assert outcome.attendance.rate == pytest.approx(attended / (attended + missed))
+    by_status = {st: sum(1 for r in booked if r["status"] == st) for st in SessionStatus}
+    assert by_status[SessionStatus.attended] == attended
+    assert by_status[SessionStatus.missed] == missed
+    assert sum(1 for r in booked if r["missed_by_grace"]) == sum(
+        1 for v in reported.values() if v == "none"
+    )
+    # Aftercare: day 7, 30, 60, 90, 180, 270 and 365, each call attempted until reached.
+    assert [f.day_offset for f in status.follow_ups] == [7, 30, 60, 90, 180, 270, 365]
+    assert all(f.outcome is not None for f in status.follow_ups)
+    calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+    assert len(calls) == sum(f.attempts for f in status.follow_ups)
+    # Each case-manager update is in the audit trail once.
+    audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+    assert sum(1 for a in audit if a["action"] == "attendance_recorded") == sum(
+        1 for v in reported.values() if v != "none"
+    )
+    assert [r["phase"] for r in c.store.rows(phase_changes, patient_id=enrolment.patient_id)] == [
+        "intensive",
+        "step_down",
+        "aftercare",
+        "completed",
+    ]
+    assert c.store.duplicate_counts() == dict.fromkeys(c.store.duplicate_counts(), 0)

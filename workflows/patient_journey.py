@@ -1,0 +1,504 @@
+"""One durable workflow per patient: intake → intensive → step-down → aftercare → completed,
+with exits (discharged, withdrawn, escalated, lost to contact).
+
+The workflow only sequences: clinical rules are pure functions in `clinical`, side effects
+are activities. It wakes once a week in treatment (close out the past week's attendance,
+book the coming week in one activity) and once per check-in in aftercare, and continues as
+new at every phase boundary so each run's history stays small."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ActivityError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.care_operations import CareOperations
+    from activities.records import (
+        AuditEntry,
+        CareEvents,
+        CaseManagerTask,
+        IntakeRecord,
+        PhaseChangeRecord,
+        SessionBooking,
+    )
+    from clinical.aftercare import (
+        CallOutcome,
+        FollowUp,
+        FollowUpCallPlan,
+        FollowUpResult,
+        follow_up_schedule,
+    )
+    from clinical.assessment import Enrolment
+    from clinical.attendance import (
+        AttendanceSummary,
+        SessionRecord,
+        cancel_from,
+        close_out,
+    )
+    from clinical.careplan import week_sessions
+    from clinical.clock import first_monday_after
+    from clinical.journey import (
+        AttendanceReport,
+        CommitmentsRevision,
+        DischargeRequest,
+        JourneyInput,
+        JourneyOutcome,
+        JourneyStatus,
+        PhaseChange,
+        apply_attendance,
+        apply_commitments_revision,
+        check_attendance,
+        check_commitments_revision,
+        check_discharge,
+        current_level,
+        next_contact_day,
+        start_journey,
+        status_of,
+    )
+    from clinical.phases import Phase
+    from workflows import visibility
+    from workflows.follow_up_call import FollowUpCallWorkflow
+    from workflows.policies import (
+        PROGRAM_LOAD_RETRY,
+        PROGRAM_LOAD_TIMEOUT,
+        STORE_RETRY,
+        STORE_TIMEOUT,
+    )
+
+
+@workflow.defn(name="PatientJourney")
+class PatientJourneyWorkflow:
+    @workflow.init
+    def __init__(self, journey: JourneyInput) -> None:
+        if journey.state is not None:
+            self._state = journey.state
+        elif journey.enrolment is not None and journey.protocol is not None:
+            self._state = start_journey(journey.enrolment, journey.protocol, workflow.now())
+        else:
+            raise ValueError("a journey starts from an enrolment and a program protocol")
+        self._pending_sessions: dict[str, SessionRecord] = {}
+        self._pending_audit: list[AuditEntry] = []
+        self._visible: dict[str, Any] = {}
+        self._phase_boundary = False
+        self._outcome: JourneyOutcome | None = None
+        self._revisions = 0
+
+    # --- the journey ---------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyOutcome:
+        st = self._state
+        if journey.state is not None:
+            await self._refresh_protocol()
+        if st.phase == Phase.intake:
+            await self._intake(journey.enrolment)
+        while not st.phase.is_terminal:
+            if st.discharge is not None:
+                await self._end(st.discharge.reason.outcome, f"discharged: {st.discharge.reason}")
+            elif st.phase in (Phase.intensive, Phase.step_down):
+                await self._treatment_week()
+            elif st.phase == Phase.aftercare:
+                await self._aftercare_step()
+            if not st.phase.is_terminal and (
+                self._phase_boundary or workflow.info().is_continue_as_new_suggested()
+            ):
+                await self._continue_as_new()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self._outcome is not None
+        return self._outcome
+
+    async def _intake(self, enrolment: Enrolment | None) -> None:
+        st = self._state
+        if not st.intake_recorded and enrolment is not None:
+            await workflow.execute_activity_method(
+                CareOperations.record_intake,
+                IntakeRecord(
+                    enrolment=enrolment,
+                    placement=st.placement,
+                    plan=st.plan,
+                    risk=st.risk,
+                    at=st.enrolled_at,
+                ),
+                start_to_close_timeout=STORE_TIMEOUT,
+                retry_policy=STORE_RETRY,
+            )
+            st.intake_recorded = True
+        self._update_visibility()
+        if st.placement.refers_out:
+            await self._open_task(
+                "escalation_referral",
+                f"placement refers out: {st.placement.explain()}",
+                key_suffix="intake",
+            )
+            await self._end(Phase.escalated, "needs a higher level of care than this program")
+            return
+        revision = 0
+        while st.plan.conflict is not None:
+            revision += 1
+            await self._open_task(
+                "schedule_conflict", st.plan.conflict.reason, key_suffix=f"r{revision}"
+            )
+            await self._await_revised_commitments()
+            if st.discharge is not None:
+                return
+        first = st.plan.phases[0]
+        start = first_monday_after(self._today(), st.clock.origin_date.weekday())
+        await self._enter_phase(first, start, f"placed at level {st.placement.level}")
+
+    async def _await_revised_commitments(self) -> None:
+        seen = self._revisions
+        await workflow.wait_condition(
+            lambda: self._revisions != seen or self._state.discharge is not None
+        )
+
+    async def _treatment_week(self) -> None:
+        st = self._state
+        assert st.phase_start_day is not None
+        monday = st.phase_start_day + 7 * st.week
+        weeks = st.plan.weeks_in(st.phase)
+        label = f"week {st.week + 1} of {st.phase.value}" if st.week < weeks else "phase end"
+        if not await self._wake_at(monday, label):
+            return
+        self._close_out()
+        if st.week < weeks:
+            st.week += 1
+            specs = week_sessions(
+                st.plan, st.phase, st.episode, st.week, monday, st.clock, st.protocol
+            )
+            st.sessions = [*st.sessions, *(SessionRecord.booked(s) for s in specs)]
+            await asyncio.gather(
+                workflow.execute_activity_method(
+                    CareOperations.book_sessions,
+                    SessionBooking(patient_id=st.patient_id, sessions=specs),
+                    start_to_close_timeout=STORE_TIMEOUT,
+                    retry_policy=STORE_RETRY,
+                ),
+                self._flush(),
+            )
+            self._update_visibility()
+            return
+        phases = st.plan.phases
+        position = phases.index(st.phase)
+        if position + 1 < len(phases):
+            await self._flush()
+            await self._enter_phase(
+                phases[position + 1], monday, f"completed {weeks} weeks of {st.phase.value}"
+            )
+            return
+        st.aftercare_start_day = monday
+        st.follow_ups = follow_up_schedule(
+            monday, st.assessment.contact_window, st.clock, st.protocol
+        )
+        await self._flush()
+        await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
+
+    async def _aftercare_step(self) -> None:
+        st = self._state
+        due = next((f for f in st.follow_ups if f.outcome is None), None)
+        if due is None:
+            assert st.aftercare_start_day is not None
+            end = st.aftercare_start_day + st.protocol.aftercare.duration_days
+            if await self._wake_at(end, "end of aftercare"):
+                self._close_out()
+                await self._end(Phase.completed, "aftercare finished")
+            return
+        if not await self._wake_at(due.day, f"check-in {due.call_id}"):
+            return
+        result = await self._check_in(due)
+        if result is None:  # discharged during the call window
+            return
+        st.follow_ups = [
+            f.model_copy(
+                update={
+                    "outcome": result.outcome,
+                    "attempts": result.attempts,
+                    "check_in": result.check_in,
+                }
+            )
+            if f.call_id == due.call_id
+            else f
+            for f in st.follow_ups
+        ]
+        self._audit(
+            "system",
+            "follow_up_call_completed",
+            "treatment",
+            {"call_id": due.call_id, "outcome": result.outcome.value, "attempts": result.attempts},
+            key=f"{st.patient_id}/E{st.episode}/{due.call_id}",
+        )
+        if result.outcome == CallOutcome.unreachable:
+            await self._open_task(
+                "unreachable_patient",
+                f"aftercare check-in {due.call_id} unreachable after {result.attempts} attempts",
+                key_suffix=f"E{st.episode}-{due.call_id}",
+            )
+        await self._flush()
+        self._update_visibility()
+
+    async def _check_in(self, due: FollowUp) -> FollowUpResult | None:
+        st = self._state
+        aftercare = st.protocol.aftercare
+        call = await workflow.start_child_workflow(
+            FollowUpCallWorkflow.run,
+            FollowUpCallPlan(
+                patient_id=st.patient_id,
+                call_id=due.call_id,
+                due_at=due.due_at,
+                window=st.assessment.contact_window,
+                attempts=aftercare.call_attempts,
+                attempt_spacing_seconds=st.clock.duration(
+                    aftercare.attempt_spacing_days
+                ).total_seconds(),
+            ),
+            id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        )
+        await workflow.wait_condition(lambda: call.done() or st.discharge is not None)
+        if not call.done():
+            call.cancel()
+            return None
+        return call.result()
+
+    # --- phase changes and endings -----------------------------------------------------
+
+    async def _enter_phase(self, phase: Phase, start_day: int, reason: str) -> None:
+        st = self._state
+        st.phase = phase
+        st.phase_start_day = start_day
+        st.week = 0
+        await self._record_phase(reason)
+        self._phase_boundary = True
+
+    async def _end(self, outcome: Phase, reason: str) -> None:
+        st = self._state
+        today = self._today()
+        st.sessions, cancelled = cancel_from(st.sessions, today)
+        self._pending_sessions.update({s.session_id: s for s in cancelled})
+        self._close_out(final=True)
+        await self._flush()
+        st.phase = outcome
+        await self._record_phase(reason)
+        summary = st.summary()
+        self._outcome = JourneyOutcome(
+            patient_id=st.patient_id,
+            outcome=outcome,
+            reason=reason,
+            attendance=summary,
+            follow_ups_reached=sum(1 for f in st.follow_ups if f.outcome == CallOutcome.reached),
+            follow_ups_total=len(st.follow_ups),
+            ended_at=workflow.now(),
+        )
+
+    async def _record_phase(self, reason: str) -> None:
+        st = self._state
+        now = workflow.now()
+        st.phase_history = [
+            *st.phase_history,
+            PhaseChange(phase=st.phase, at=now, day=self._today(), reason=reason),
+        ]
+        await workflow.execute_activity_method(
+            CareOperations.record_phase_change,
+            PhaseChangeRecord(
+                key=f"{st.patient_id}/phase/{len(st.phase_history)}-{st.phase.value}",
+                patient_id=st.patient_id,
+                case_manager_id=st.case_manager_id,
+                phase=st.phase.value,
+                level=current_level(st),
+                risk=st.risk,
+                at=now,
+                reason=reason,
+            ),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+        self._update_visibility()
+
+    async def _continue_as_new(self) -> None:
+        # Nothing may be lost across the boundary: let running handlers finish and write
+        # what they gathered, then continue with no await in between.
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not (self._pending_sessions or self._pending_audit):
+                break
+            await self._flush()
+        self._state.runs += 1
+        workflow.continue_as_new(JourneyInput(state=self._state))
+
+    async def _refresh_protocol(self) -> None:
+        """A new run picks up the program's current protocol, so protocol changes reach
+        patients at their next phase or check-in, never retroactively."""
+        st = self._state
+        try:
+            st.protocol = await workflow.execute_activity_method(
+                CareOperations.load_program,
+                st.program_id,
+                start_to_close_timeout=PROGRAM_LOAD_TIMEOUT,
+                retry_policy=PROGRAM_LOAD_RETRY,
+            )
+        except ActivityError:
+            workflow.logger.warning(
+                "program protocol could not be reloaded; keeping the current one",
+                extra={"patient_id": st.patient_id, "program_id": st.program_id},
+            )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _today(self) -> float:
+        return self._state.clock.day(workflow.now())
+
+    async def _wake_at(self, day: float, summary: str) -> bool:
+        """Sleep until program day `day`; False if a discharge interrupted the wait."""
+        st = self._state
+        delay = st.clock.instant(day) - workflow.now()
+        if delay.total_seconds() > 0:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: st.discharge is not None, timeout=delay, timeout_summary=summary
+                )
+        return st.discharge is None
+
+    def _close_out(self, final: bool = False) -> None:
+        st = self._state
+        grace = 0.0 if final else st.protocol.attendance.grace_days
+        st.sessions, missed = close_out(st.sessions, self._today(), grace)
+        self._pending_sessions.update({s.session_id: s for s in missed})
+
+    async def _flush(self) -> None:
+        if not (self._pending_sessions or self._pending_audit):
+            return
+        events = CareEvents(
+            patient_id=self._state.patient_id,
+            session_changes=list(self._pending_sessions.values()),
+            audit=self._pending_audit,
+        )
+        self._pending_sessions, self._pending_audit = {}, []
+        await workflow.execute_activity_method(
+            CareOperations.record_care_events,
+            events,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+
+    async def _open_task(self, kind: Any, detail: str, key_suffix: str) -> None:
+        st = self._state
+        await workflow.execute_activity_method(
+            CareOperations.open_case_manager_task,
+            CaseManagerTask(
+                key=f"{st.patient_id}/task/{kind}/{key_suffix}",
+                patient_id=st.patient_id,
+                case_manager_id=st.case_manager_id,
+                kind=kind,
+                detail=detail,
+            ),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+
+    def _audit(
+        self,
+        actor: str,
+        action: str,
+        purpose: str,
+        detail: dict[str, str | int | float | bool | None],
+        key: str | None = None,
+    ) -> None:
+        if key is None:
+            update = workflow.current_update_info()
+            key = f"{self._state.patient_id}/update/{update.id if update else action}"
+        self._pending_audit.append(
+            AuditEntry(
+                key=key,
+                actor=actor,
+                action=action,
+                purpose=purpose,
+                at=workflow.now(),
+                detail=detail,
+            )
+        )
+
+    def _update_visibility(self) -> None:
+        """Upsert only the search attributes whose value changed (each upsert is an event)."""
+        st = self._state
+        due = next_contact_day(st, self._today())
+        wanted: dict[str, Any] = {
+            visibility.PHASE.name: st.phase.value,
+            visibility.CASE_MANAGER.name: st.case_manager_id,
+            visibility.SITE.name: st.site_id,
+            visibility.PROGRAM.name: st.program_id,
+            visibility.RISK.name: st.risk,
+            visibility.ENROLLED_AT.name: st.enrolled_at,
+            visibility.NEXT_CONTACT_DUE.name: None if due is None else st.clock.instant(due),
+            visibility.ATTENDANCE_RATE.name: st.summary().rate,
+        }
+        keys = {k.name: k for k in visibility.ALL_KEYS}
+        updates: list[SearchAttributeUpdate[Any]] = []
+        for name, value in wanted.items():
+            if name in self._visible and self._visible[name] == value:
+                continue
+            key = keys[name]
+            updates.append(key.value_unset() if value is None else key.value_set(value))
+            self._visible[name] = value
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    # --- case managers' messages -------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> JourneyStatus:
+        return status_of(self._state, workflow.now())
+
+    @workflow.update
+    def record_attendance(self, report: AttendanceReport) -> AttendanceSummary:
+        record = apply_attendance(self._state, report)
+        self._pending_sessions[record.session_id] = record
+        self._audit(
+            report.case_manager_id,
+            "attendance_recorded",
+            "treatment",
+            {"session_id": report.session_id, "status": report.status},
+        )
+        return self._state.summary()
+
+    @record_attendance.validator
+    def _validate_attendance(self, report: AttendanceReport) -> None:
+        check_attendance(self._state, report, self._today())
+
+    @workflow.update
+    async def discharge(self, request: DischargeRequest) -> JourneyOutcome:
+        self._state.discharge = request
+        self._audit(
+            request.case_manager_id,
+            "discharge_requested",
+            "treatment",
+            {"reason": request.reason.value},
+        )
+        await workflow.wait_condition(lambda: self._outcome is not None)
+        assert self._outcome is not None
+        return self._outcome
+
+    @discharge.validator
+    def _validate_discharge(self, request: DischargeRequest) -> None:
+        check_discharge(self._state, request)
+
+    @workflow.update
+    def revise_commitments(self, revision: CommitmentsRevision) -> str | None:
+        apply_commitments_revision(self._state, revision)
+        self._revisions += 1
+        self._audit(
+            revision.case_manager_id,
+            "commitments_revised",
+            "treatment",
+            {"commitments": len(revision.commitments)},
+        )
+        conflict = self._state.plan.conflict
+        return None if conflict is None else conflict.reason
+
+    @revise_commitments.validator
+    def _validate_revision(self, revision: CommitmentsRevision) -> None:
+        check_commitments_revision(self._state, revision)

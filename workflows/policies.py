@@ -1,0 +1,32 @@
+"""Named, deliberate retry policies and timeouts for the journey's activities."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Store writes are idempotent, so retrying them is always safe: keep trying (with backoff)
+# through a database restart, but never on a permanent error.
+STORE_TIMEOUT = timedelta(seconds=30)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    non_retryable_error_types=["ProtocolError", "UnknownPatient", "ValidationError"],
+)
+
+# A telephony provider outage should not burn the patient's contact window: a few quick
+# retries, then the check-in counts the attempt as unreachable and tries again days later.
+TELEPHONY_TIMEOUT = timedelta(seconds=60)
+TELEPHONY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=5,
+    non_retryable_error_types=["UnknownPatient"],
+)
+
+# Reading a program file either works or the file is broken: do not spin on it.
+PROGRAM_LOAD_TIMEOUT = timedelta(seconds=10)
+PROGRAM_LOAD_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ProtocolError"])
