@@ -1,0 +1,1 @@
+"""The demo: a synthetic cohort (faker) walked through the whole journey."""

@@ -1,0 +1,101 @@
+"""Synthetic patients for demos and simulations: believable, varied and reproducible."""
+
+from __future__ import annotations
+
+import random
+from datetime import time
+from typing import Any
+
+from faker import Faker
+
+from clinical.assessment import Enrolment
+from clinical.identifiers import _CROCKFORD
+
+_SUBSTANCES = ["alcohol", "opioids", "cannabis", "stimulants", "benzodiazepines"]
+_CONDITIONS = ["depression", "anxiety", "ptsd", "adhd"]
+_NEEDS = ["medical", "housing", "parenting", "employment", "legal"]
+
+
+def _patient_id(rng: random.Random) -> str:
+    while True:
+        body = "".join(rng.choice(_CROCKFORD) for _ in range(8))
+        if sum(c.isdigit() for c in body) >= 2:
+            return f"P-{body}"
+
+
+def _assessment(rng: random.Random) -> dict[str, Any]:
+    roll = rng.random()
+    ratings = {
+        "withdrawal": rng.choice([0, 1, 1, 2]),
+        "biomedical": rng.choice([0, 0, 1, 2]),
+        "emotional": rng.choice([1, 2, 2, 3]),
+        "readiness": rng.choice([1, 2, 2, 3]),
+        "relapse": rng.choice([2, 2, 3, 3]),
+        "environment": rng.choice([1, 2, 2, 3]),
+    }
+    if roll < 0.08:
+        ratings["emotional"] = 4  # partial hospitalisation
+    commitments: list[dict[str, str]] = []
+    if rng.random() < 0.6:
+        days = rng.sample(["mon", "tue", "wed", "thu", "fri"], k=rng.choice([2, 3, 5]))
+        commitments += [
+            {"weekday": d, "start": "08:00", "end": "17:00", "kind": "work"} for d in days
+        ]
+    if rng.random() < 0.25:
+        commitments.append(
+            {"weekday": "sat", "start": "09:00", "end": "13:00", "kind": "childcare"}
+        )
+    start = rng.choice([time(9), time(10), time(12), time(17)])
+    return {
+        "ratings": ratings,
+        "age_group": "adolescent" if rng.random() < 0.1 else "adult",
+        "substances": rng.sample(_SUBSTANCES, k=rng.choice([1, 1, 2])),
+        "co_occurring": rng.sample(_CONDITIONS, k=rng.choice([0, 1])),
+        "social_needs": rng.sample(_NEEDS, k=rng.choice([0, 1, 2])),
+        "commitments": commitments,
+        "transport_barrier": rng.random() < 0.2,
+        "distance_km": round(rng.uniform(1, 60), 1),
+        "contact_window": {"start": start.isoformat(), "end": time(start.hour + 3).isoformat()},
+        "consents": {"family_involvement": rng.random() < 0.5},
+    }
+
+
+def synthetic_cohort(
+    size: int,
+    seed: int,
+    program_id: str = "default-iop",
+    case_managers: tuple[str, ...] = ("CM-01", "CM-02", "CM-03"),
+    sites: tuple[str, ...] = ("north", "south"),
+) -> list[Enrolment]:
+    rng = random.Random(seed)
+    fake = Faker("en_US")
+    fake.seed_instance(seed)
+    cohort = []
+    for i in range(size):
+        cohort.append(
+            Enrolment.model_validate(
+                {
+                    "patient_id": _patient_id(rng),
+                    "case_manager_id": case_managers[i % len(case_managers)],
+                    "site_id": sites[i % len(sites)],
+                    "program_id": program_id,
+                    "contact": {
+                        "given_name": fake.first_name(),
+                        "family_name": fake.last_name(),
+                        "date_of_birth": fake.date_of_birth(minimum_age=16, maximum_age=70),
+                        "phone": fake.numerify("+1 ### ### ####"),
+                        "email": fake.email(),
+                    },
+                    "assessment": _assessment(rng),
+                }
+            )
+        )
+    return cohort
+
+
+def synthetic_enrolment(case_manager_id: str, site_id: str, program_id: str) -> Enrolment:
+    """One fresh synthetic patient (a random seed each time)."""
+    enrolment = synthetic_cohort(1, random.SystemRandom().randrange(2**31), program_id)[0]
+    return Enrolment.model_validate(
+        {**enrolment.model_dump(), "case_manager_id": case_manager_id, "site_id": site_id}
+    )

@@ -1,0 +1,177 @@
+"""`starter.py demo`: the embedded server, a worker, and a synthetic cohort walked through
+intake, intensive, step-down, aftercare and completion on the demo program's compressed
+clock, with simulated case managers recording attendance as sessions happen."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+
+from clinical.attendance import SessionStatus
+from clinical.journey import AttendanceReport, JourneyOutcome, JourneyStatus
+from clinical.phases import ACTIVE_PHASES, Phase
+from demo.cohort import synthetic_cohort
+from infra.embedded_server import EmbeddedServer
+from infra.settings import Settings
+from infra.store import follow_up_calls, tasks
+from infra.temporal import connect
+from worker import build_care_operations, running_worker
+from workflows.patient_journey import PatientJourneyWorkflow
+
+console = Console()
+
+
+async def simulated_case_manager(
+    handle: WorkflowHandle[Any, Any],
+    statuses: dict[str, JourneyStatus],
+    patient_id: str,
+    rng: random.Random,
+    poll_seconds: float,
+) -> None:
+    """Reports attendance for each session once it has happened, as a case manager would."""
+    propensity = rng.uniform(0.65, 0.97)
+    reported: set[str] = set()
+    while True:
+        status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+        statuses[patient_id] = status
+        if status.phase.is_terminal:
+            return
+        for s in status.sessions:
+            if s.session_id in reported or s.day > status.program_day:
+                continue
+            reported.add(s.session_id)
+            if s.status != SessionStatus.scheduled or rng.random() < 0.05:
+                continue  # left unrecorded: the grace period will count it missed
+            outcome = "attended" if rng.random() < propensity else "missed"
+            try:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.record_attendance,
+                    AttendanceReport(
+                        case_manager_id=status.case_manager_id,
+                        session_id=s.session_id,
+                        status=outcome,
+                    ),
+                )
+            except WorkflowUpdateFailedError:
+                pass  # e.g. the journey ended meanwhile; the demo moves on
+        await asyncio.sleep(poll_seconds)
+
+
+def progress_view(statuses: dict[str, JourneyStatus], total: int, started: float) -> Group:
+    counts = Counter(s.phase for s in statuses.values())
+    phases = Table.grid(padding=(0, 2))
+    shown = [*ACTIVE_PHASES, Phase.completed, Phase.escalated, Phase.discharged]
+    phases.add_row(*(f"[bold]{p.value}[/]" for p in shown))
+    phases.add_row(*(str(counts.get(p, 0)) for p in shown))
+    table = Table(
+        "patient",
+        "phase",
+        "level",
+        "week",
+        "attendance",
+        "check-ins",
+        "program date",
+        title=f"CarePath demo: {total} patients, {time.monotonic() - started:.0f} s",
+    )
+    for pid in sorted(statuses):
+        s = statuses[pid]
+        rate = "-" if s.attendance_rate is None else f"{s.attendance_rate:.0%}"
+        reached = sum(1 for f in s.follow_ups if f.outcome is not None)
+        week = f"{s.week}/{s.weeks_in_phase}" if s.weeks_in_phase else "-"
+        table.add_row(
+            pid,
+            s.phase.value,
+            s.level or "-",
+            week,
+            rate,
+            f"{reached}/{len(s.follow_ups)}" if s.follow_ups else "-",
+            f"{s.today:%Y-%m-%d}",
+        )
+    return Group(phases, table)
+
+
+def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operations: Any) -> Table:
+    store = operations.store
+    ids = {o.patient_id for o in outcomes}
+    calls = [c for c in store.rows(follow_up_calls) if c["patient_id"] in ids]
+    opened = [t for t in store.rows(tasks) if t["patient_id"] in ids]
+    rates = [o.attendance.rate for o in outcomes if o.attendance.rate is not None]
+    attended = sum(o.attendance.attended for o in outcomes)
+    missed = sum(o.attendance.missed for o in outcomes)
+    reached = sum(o.follow_ups_reached for o in outcomes)
+    planned = sum(o.follow_ups_total for o in outcomes)
+    table = Table("outcome", "value", title="Outcomes", show_header=False)
+    for outcome, n in sorted(Counter(o.outcome.value for o in outcomes).items()):
+        table.add_row(f"journeys {outcome}", str(n))
+    table.add_row("sessions attended / missed", f"{attended} / {missed}")
+    if rates:
+        table.add_row(
+            "attendance rate (cohort / median patient)",
+            f"{attended / max(attended + missed, 1):.0%} / {statistics.median(rates):.0%}",
+        )
+    table.add_row("aftercare check-ins reached", f"{reached} of {planned}")
+    table.add_row("call attempts placed", str(len(calls)))
+    table.add_row(
+        "case-manager tasks opened",
+        ", ".join(f"{k} {v}" for k, v in Counter(t["kind"] for t in opened).items()) or "0",
+    )
+    return table
+
+
+async def run_demo(
+    settings: Settings, server: EmbeddedServer, patients: int, program_id: str, seed: int
+) -> int:
+    from starter import start_journey  # the same enrolment path as the CLI's
+
+    if patients < 1:
+        raise ValueError("--patients must be at least 1")
+    if not server.running():
+        console.print("starting the embedded Temporal server …")
+    server.start()
+    operations = build_care_operations(settings)
+    client: Client = await connect(settings)
+    cohort = synthetic_cohort(patients, seed, program_id)
+    rng = random.Random(seed)
+    statuses: dict[str, JourneyStatus] = {}
+    started = time.monotonic()
+    async with running_worker(client, settings, operations):
+        handles = [await start_journey(client, settings, e) for e in cohort]
+        poll = max(0.25, operations.catalog.load(program_id).clock.seconds_per_day)
+        managers = [
+            asyncio.create_task(
+                simulated_case_manager(h, statuses, e.patient_id, random.Random(rng.random()), poll)
+            )
+            for h, e in zip(handles, cohort, strict=True)
+        ]
+        with Live(
+            progress_view(statuses, patients, started), console=console, refresh_per_second=2
+        ) as live:
+            while not all(m.done() for m in managers):
+                live.update(progress_view(statuses, patients, started))
+                await asyncio.sleep(0.5)
+            live.update(progress_view(statuses, patients, started))
+        for m in managers:
+            m.result()  # surface any failure of the simulation
+        outcomes: list[JourneyOutcome] = [await h.result() for h in handles]
+    console.print(outcome_summary(outcomes, settings, operations))
+    console.print(
+        f"Finished in {time.monotonic() - started:.0f} s. Each patient's workflow history is in "
+        f"the Temporal Web UI: {server.ui_url}/namespaces/default/workflows"
+    )
+    console.print(
+        f"  e.g. {server.ui_url}/namespaces/default/workflows/journey-{cohort[0].patient_id}"
+    )
+    console.print(
+        "The server keeps running so you can look; stop it with `python starter.py server stop`."
+    )
+    operations.store.dispose()
+    return 0

@@ -1,0 +1,459 @@
+"""CarePath's command line, for case managers and operators.
+
+    python starter.py server start|stop|status
+    python starter.py enrol FILE.json | --generate [--case-manager CM-01 --site north]
+    python starter.py attendance PATIENT SESSION attended|missed|excused --case-manager CM-01
+    python starter.py discharge PATIENT --reason withdrew --case-manager CM-01
+    python starter.py status PATIENT [--json]
+    python starter.py list [--phase P] [--case-manager CM] [--site S] [--json]
+    python starter.py demo [--patients 20]
+
+Every error is one line on stderr naming the problem, with a non-zero exit; a refused
+request changes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from clinical.assessment import Enrolment
+from clinical.identifiers import CaseManagerId, PatientId, journey_workflow_id
+from clinical.journey import (
+    AttendanceReport,
+    DischargeReason,
+    DischargeRequest,
+    JourneyInput,
+    JourneyStatus,
+)
+from clinical.phases import Phase
+from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
+from infra.embedded_server import EmbeddedServer
+from infra.logging import configure_logging
+from infra.settings import Settings, load_settings
+from infra.temporal import connect
+from workflows import visibility
+from workflows.patient_journey import PatientJourneyWorkflow
+
+console = Console()
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+EXIT_UNREACHABLE = 4
+# A query or update needs a worker to answer; don't leave a case manager staring at a prompt.
+ANSWER_TIMEOUT = timedelta(seconds=15)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def embedded_server(settings: Settings) -> EmbeddedServer:
+    return EmbeddedServer(
+        data_dir=settings.data_dir, port=settings.server_port, ui_port=settings.ui_port
+    )
+
+
+async def client_for(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0]
+        raise CliError(
+            f"cannot reach the Temporal server ({reason}); "
+            "start the embedded one with `python starter.py server start`",
+            EXIT_UNREACHABLE,
+        ) from None
+
+
+def _validated(adapter: Any, value: Any, what: str) -> Any:
+    try:
+        return TypeAdapter(adapter).validate_python(value)
+    except ValidationError as exc:
+        raise CliError(f"{what}: {exc.errors()[0]['msg']}") from None
+
+
+def _handle(client: Client, patient_id: str) -> WorkflowHandle[Any, Any]:
+    patient_id = _validated(PatientId, patient_id, "patient")
+    return client.get_workflow_handle(journey_workflow_id(patient_id))
+
+
+async def _journey_call(patient_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a request against a journey, turning Temporal's errors into one-line ones."""
+    try:
+        return await call()
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        raise CliError(f"refused: {message}", EXIT_REFUSED) from None
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise CliError(
+                f"no CarePath worker answered within {ANSWER_TIMEOUT.seconds} s; "
+                "is one running (`python worker.py`)?",
+                EXIT_UNREACHABLE,
+            ) from None
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no journey for patient {patient_id}") from None
+        if exc.status == RPCStatusCode.FAILED_PRECONDITION or "completed" in exc.message:
+            raise CliError(f"the journey of patient {patient_id} has ended", EXIT_REFUSED) from None
+        raise CliError(f"the Temporal server refused: {exc.message}", EXIT_UNREACHABLE) from None
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    server = embedded_server(settings)
+    if args.action == "start":
+        already = server.running()
+        pid = server.start()
+        state = "already running" if already else "started"
+        console.print(f"Temporal server {state} (pid {pid}) at {server.address}")
+        console.print(f"Web UI: {server.ui_url}   data: {server.db_file}")
+    elif args.action == "stop":
+        stopped = server.stop()
+        console.print("Temporal server stopped" if stopped else "Temporal server was not running")
+    else:
+        if server.running():
+            console.print(f"running (pid {server.pid()}) at {server.address}, UI {server.ui_url}")
+        else:
+            console.print("not running")
+            return 1
+    return 0
+
+
+def load_enrolment(path: Path) -> Enrolment:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path.name}: not valid JSON ({exc})") from None
+    try:
+        return Enrolment.model_validate(raw)
+    except ValidationError as exc:
+        raise CliError(f"{path.name}: {describe_validation_error(exc)}") from None
+
+
+async def start_journey(
+    client: Client, settings: Settings, enrolment: Enrolment
+) -> WorkflowHandle[Any, Any]:
+    try:
+        protocol = ProgramCatalog(settings.programs_dir).load(enrolment.program_id)
+    except ProtocolError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        return await client.start_workflow(
+            PatientJourneyWorkflow.run,
+            JourneyInput(enrolment=enrolment, protocol=protocol),
+            id=journey_workflow_id(enrolment.patient_id),
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        raise CliError(
+            f"patient {enrolment.patient_id} is already enrolled "
+            f"(journey {journey_workflow_id(enrolment.patient_id)})",
+            EXIT_REFUSED,
+        ) from None
+
+
+async def cmd_enrol(args: argparse.Namespace, settings: Settings) -> int:
+    if args.generate:
+        from demo.cohort import synthetic_enrolment
+
+        try:
+            enrolment = synthetic_enrolment(args.case_manager, args.site, args.program)
+        except ValidationError as exc:
+            raise CliError(describe_validation_error(exc)) from None
+    elif args.file:
+        enrolment = load_enrolment(Path(args.file))
+    else:
+        raise CliError("give an enrolment file, or --generate")
+    client = await client_for(settings)
+    await start_journey(client, settings, enrolment)
+    console.print(f"enrolled {enrolment.patient_id} in {enrolment.program_id}")
+    return 0
+
+
+async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        report = AttendanceReport(
+            case_manager_id=args.case_manager, session_id=args.session, status=args.status
+        )
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+    client = await client_for(settings)
+    handle = _handle(client, args.patient)
+    summary = await _journey_call(
+        args.patient,
+        lambda: handle.execute_update(
+            PatientJourneyWorkflow.record_attendance, report, rpc_timeout=ANSWER_TIMEOUT
+        ),
+    )
+    rate = "n/a" if summary.rate is None else f"{summary.rate:.0%}"
+    console.print(
+        f"{args.patient} {args.session}: {args.status} "
+        f"(attended {summary.attended}, missed {summary.missed}, rate {rate})"
+    )
+    return 0
+
+
+async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        request = DischargeRequest(case_manager_id=args.case_manager, reason=args.reason)
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+    client = await client_for(settings)
+    handle = _handle(client, args.patient)
+    outcome = await _journey_call(
+        args.patient,
+        lambda: handle.execute_update(
+            PatientJourneyWorkflow.discharge, request, rpc_timeout=ANSWER_TIMEOUT
+        ),
+    )
+    console.print(f"{args.patient}: journey ended, {outcome.outcome.value} ({outcome.reason})")
+    return 0
+
+
+async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
+    handle = _handle(client, patient_id)
+    status: JourneyStatus = await _journey_call(
+        patient_id,
+        lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
+    )
+    return status
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await client_for(settings)
+    status = await fetch_status(client, args.patient)
+    if args.json:
+        print(status.model_dump_json(indent=2))
+        return 0
+    render_status(status)
+    return 0
+
+
+def render_status(s: JourneyStatus) -> None:
+    rate = "n/a" if s.attendance_rate is None else f"{s.attendance_rate:.0%}"
+    due = "-" if s.next_contact_due is None else f"{s.next_contact_due:%Y-%m-%d %H:%M}"
+    week = f"week {s.week} of {s.weeks_in_phase}" if s.weeks_in_phase else ""
+    console.print(
+        f"[bold]{s.patient_id}[/] {s.phase.value} {week}  level {s.level or '-'}  "
+        f"risk {s.risk}  case manager {s.case_manager_id}  site {s.site_id}"
+    )
+    console.print(f"program {s.program_id}, today {s.today:%Y-%m-%d}; {s.placement}")
+    if s.schedule_conflict:
+        console.print(f"[red]schedule conflict:[/] {s.schedule_conflict}")
+    a = s.attendance
+    console.print(
+        f"attendance {rate}: {a.attended} attended, {a.missed} missed, {a.excused} excused, "
+        f"{a.pending} pending, {a.cancelled} cancelled; next contact {due}"
+    )
+    recent = [x for x in s.sessions if x.day <= s.program_day][-6:]
+    upcoming = [x for x in s.sessions if x.day > s.program_day][:6]
+    if recent or upcoming:
+        table = Table("session", "when", "type", "modality", "status", title="Sessions")
+        for x in [*recent, *upcoming]:
+            table.add_row(
+                x.session_id,
+                f"{x.starts_at:%a %Y-%m-%d %H:%M}",
+                x.session_type,
+                x.modality,
+                x.status.value,
+            )
+        console.print(table)
+    if s.follow_ups:
+        table = Table("check-in", "due", "outcome", "attempts", "days of use", title="Aftercare")
+        for f in s.follow_ups:
+            table.add_row(
+                f.call_id,
+                f"{f.due_at:%Y-%m-%d}",
+                f.outcome.value if f.outcome else "due",
+                str(f.attempts),
+                "-" if f.check_in is None else str(f.check_in.days_of_use),
+            )
+        console.print(table)
+
+
+def visibility_query(
+    phase: str | None = None, case_manager: str | None = None, site: str | None = None
+) -> str:
+    clauses = [
+        "WorkflowType = 'PatientJourney'",
+        "ExecutionStatus != 'ContinuedAsNew'",
+    ]
+    if phase:
+        clauses.append(f"{visibility.PHASE.name} = '{_validated(Phase, phase, 'phase').value}'")
+    if case_manager:
+        cm = _validated(CaseManagerId, case_manager, "case manager")
+        clauses.append(f"{visibility.CASE_MANAGER.name} = '{cm}'")
+    if site:
+        if not site.replace("-", "").isalnum():
+            raise CliError(f"site: {site!r} is not a site identifier")
+        clauses.append(f"{visibility.SITE.name} = '{site}'")
+    return " AND ".join(clauses)
+
+
+async def list_journeys(client: Client, query: str) -> list[dict[str, Any]]:
+    rows = []
+    async for wf in client.list_workflows(query):
+        sa = wf.typed_search_attributes
+        due = sa.get(visibility.NEXT_CONTACT_DUE)
+        rate = sa.get(visibility.ATTENDANCE_RATE)
+        rows.append(
+            {
+                "patient_id": wf.id.removeprefix("journey-"),
+                "phase": sa.get(visibility.PHASE),
+                "case_manager_id": sa.get(visibility.CASE_MANAGER),
+                "site_id": sa.get(visibility.SITE),
+                "risk": sa.get(visibility.RISK),
+                "attendance_rate": rate,
+                "next_contact_due": due.isoformat() if due else None,
+                "running": wf.status == WorkflowExecutionStatus.RUNNING,
+            }
+        )
+    rows.sort(key=lambda r: (r["next_contact_due"] or "9999", r["patient_id"]))
+    return rows
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    query = visibility_query(args.phase, args.case_manager, args.site)
+    client = await client_for(settings)
+    rows = await list_journeys(client, query)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(
+        "patient",
+        "phase",
+        "case manager",
+        "site",
+        "risk",
+        "attendance",
+        "next contact due",
+        title=f"{len(rows)} journeys",
+    )
+    for r in rows:
+        rate = "-" if r["attendance_rate"] is None else f"{r['attendance_rate']:.0%}"
+        table.add_row(
+            r["patient_id"],
+            r["phase"] or "-",
+            r["case_manager_id"] or "-",
+            r["site_id"] or "-",
+            r["risk"] or "-",
+            rate,
+            (r["next_contact_due"] or "-")[:16],
+        )
+    console.print(table)
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from demo.run import run_demo
+
+    return await run_demo(
+        settings,
+        embedded_server(settings),
+        patients=args.patients,
+        program_id=args.program,
+        seed=args.seed,
+    )
+
+
+# --- wiring ------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="starter.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("server", help="start, stop or check the embedded Temporal server")
+    s.add_argument("action", choices=["start", "stop", "status"])
+
+    e = sub.add_parser("enrol", help="enrol a patient from a JSON file (or a generated one)")
+    e.add_argument("file", nargs="?")
+    e.add_argument("--generate", action="store_true", help="enrol a synthetic patient")
+    e.add_argument("--case-manager", default="CM-01")
+    e.add_argument("--site", default="north")
+    e.add_argument("--program", default="default-iop")
+
+    a = sub.add_parser("attendance", help="record a session's attendance")
+    a.add_argument("patient")
+    a.add_argument("session")
+    a.add_argument("status", choices=["attended", "missed", "excused"])
+    a.add_argument("--case-manager", required=True)
+
+    d = sub.add_parser("discharge", help="end a patient's journey, with a reason")
+    d.add_argument("patient")
+    d.add_argument("--reason", required=True, choices=[r.value for r in DischargeReason])
+    d.add_argument("--case-manager", required=True)
+
+    st = sub.add_parser("status", help="show a patient's journey")
+    st.add_argument("patient")
+    st.add_argument("--json", action="store_true")
+
+    ls = sub.add_parser("list", help="list journeys by phase, case manager or site")
+    ls.add_argument("--phase", choices=[ph.value for ph in Phase])
+    ls.add_argument("--case-manager")
+    ls.add_argument("--site")
+    ls.add_argument("--json", action="store_true")
+
+    dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
+    dm.add_argument("--patients", type=int, default=20)
+    dm.add_argument("--program", default="demo-iop")
+    dm.add_argument("--seed", type=int, default=7)
+    return p
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
+    "server": cmd_server,
+    "enrol": cmd_enrol,
+    "attendance": cmd_attendance,
+    "discharge": cmd_discharge,
+    "status": cmd_status,
+    "list": cmd_list,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_format, "warning" if args.command != "demo" else "error")
+    try:
+        result = COMMANDS[args.command](args, settings)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
