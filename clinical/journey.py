@@ -242,13 +242,16 @@ def next_contact_day(state: JourneyState, now_day: float) -> float | None:
     """The next time someone from the program is due to see or call the patient."""
     upcoming = [s.day for s in state.sessions if s.status == SessionStatus.scheduled]
     upcoming += [f.day for f in state.follow_ups if f.outcome is None]
-    if state.phase in state.plan.phases and state.phase_start_day is not None:
-        # The coming week is booked on its Monday; until then, its first session is due.
-        if state.week < state.plan.weeks_in(state.phase):
-            stage = state.plan.stage_for(state.phase, state.week + 1)
-            first = stage.schedule.sessions[0]
-            start = first.start.hour / 24 + first.start.minute / 1440
-            upcoming.append(state.phase_start_day + 7 * state.week + first.weekday.number + start)
+    # The coming week is booked on its Monday; until then, its first session is due.
+    if (
+        state.phase in state.plan.phases
+        and state.phase_start_day is not None
+        and state.week < state.plan.weeks_in(state.phase)
+    ):
+        stage = state.plan.stage_for(state.phase, state.week + 1)
+        first = stage.schedule.sessions[0]
+        start = first.start.hour / 24 + first.start.minute / 1440
+        upcoming.append(state.phase_start_day + 7 * state.week + first.weekday.number + start)
     future = [d for d in upcoming if d >= now_day]
     return min(future) if future else None
 
