@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -30,6 +31,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -97,7 +99,9 @@ def _handle(client: Client, patient_id: str) -> WorkflowHandle[Any, Any]:
     return client.get_workflow_handle(journey_workflow_id(patient_id))
 
 
-async def _journey_call(patient_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
+async def _journey_call(
+    handle: WorkflowHandle[Any, Any], patient_id: str, call: Callable[[], Awaitable[Any]]
+) -> Any:
     """Run a request against a journey, turning Temporal's errors into one-line ones."""
     try:
         return await call()
@@ -105,6 +109,12 @@ async def _journey_call(patient_id: str, call: Callable[[], Awaitable[Any]]) -> 
         cause = exc.cause
         message = getattr(cause, "message", None) or str(cause or exc)
         raise CliError(f"refused: {message}", EXIT_REFUSED) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise CliError(
+            f"no answer within {ANSWER_TIMEOUT.seconds} s; is a CarePath worker running "
+            "(`python worker.py`)? The request may still be carried out",
+            EXIT_UNREACHABLE,
+        ) from None
     except RPCError as exc:
         if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             raise CliError(
@@ -112,11 +122,17 @@ async def _journey_call(patient_id: str, call: Callable[[], Awaitable[Any]]) -> 
                 "is one running (`python worker.py`)?",
                 EXIT_UNREACHABLE,
             ) from None
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no journey for patient {patient_id}") from None
-        if exc.status == RPCStatusCode.FAILED_PRECONDITION or "completed" in exc.message:
-            raise CliError(f"the journey of patient {patient_id} has ended", EXIT_REFUSED) from None
-        raise CliError(f"the Temporal server refused: {exc.message}", EXIT_UNREACHABLE) from None
+        if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise CliError(
+                f"the Temporal server refused: {exc.message}", EXIT_UNREACHABLE
+            ) from None
+    # An update to a finished workflow is "not found" too: tell the two apart.
+    try:
+        described = await handle.describe()
+    except RPCError:
+        raise CliError(f"no journey for patient {patient_id}") from None
+    status = described.status.name.lower() if described.status else "closed"
+    raise CliError(f"the journey of patient {patient_id} has ended ({status})", EXIT_REFUSED)
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -206,6 +222,7 @@ async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:
     client = await client_for(settings)
     handle = _handle(client, args.patient)
     summary = await _journey_call(
+        handle,
         args.patient,
         lambda: handle.execute_update(
             PatientJourneyWorkflow.record_attendance, report, rpc_timeout=ANSWER_TIMEOUT
@@ -227,6 +244,7 @@ async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
     client = await client_for(settings)
     handle = _handle(client, args.patient)
     outcome = await _journey_call(
+        handle,
         args.patient,
         lambda: handle.execute_update(
             PatientJourneyWorkflow.discharge, request, rpc_timeout=ANSWER_TIMEOUT
@@ -239,6 +257,7 @@ async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
 async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
     handle = _handle(client, patient_id)
     status: JourneyStatus = await _journey_call(
+        handle,
         patient_id,
         lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
     )
@@ -456,4 +475,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The SDK's Rust client threads can race CPython's interpreter teardown in short-lived
+    # processes and abort it (temporalio/sdk-python issue #300). Our work is done and
+    # flushed: skip the teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -105,8 +105,10 @@ class PatientJourneyWorkflow:
                 await self._treatment_week()
             elif st.phase == Phase.aftercare:
                 await self._aftercare_step()
-            if not st.phase.is_terminal and (
-                self._phase_boundary or workflow.info().is_continue_as_new_suggested()
+            if (
+                not st.phase.is_terminal
+                and st.discharge is None
+                and (self._phase_boundary or workflow.info().is_continue_as_new_suggested())
             ):
                 await self._continue_as_new()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -321,14 +323,20 @@ class PatientJourneyWorkflow:
 
     async def _continue_as_new(self) -> None:
         # Nothing may be lost across the boundary: let running handlers finish and write
-        # what they gathered, then continue with no await in between.
+        # what they gathered, then continue with no await in between. A discharge handler
+        # waits for the journey to end, so a discharge pre-empts the boundary instead.
+        st = self._state
         while True:
-            await workflow.wait_condition(workflow.all_handlers_finished)
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or st.discharge is not None
+            )
+            if st.discharge is not None:
+                return
             if not (self._pending_sessions or self._pending_audit):
                 break
             await self._flush()
-        self._state.runs += 1
-        workflow.continue_as_new(JourneyInput(state=self._state))
+        st.runs += 1
+        workflow.continue_as_new(JourneyInput(state=st))
 
     async def _refresh_protocol(self) -> None:
         """A new run picks up the program's current protocol, so protocol changes reach

@@ -1,0 +1,237 @@
+"""End to end, as a user would: the real dev server (SQLite file), `worker.py` as its own
+process, and `starter.py` commands, including the bad-input cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.embedded_server import EmbeddedServer, free_port
+from infra.settings import PROJECT_ROOT
+from tests.support import enrolment_data
+
+pytestmark = pytest.mark.e2e
+TEST_PROGRAMS = Path(__file__).parent / "programs"
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    server: EmbeddedServer
+    worker_log: Path
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=PROJECT_ROOT,
+        )
+
+    def status(self, patient_id: str) -> dict[str, Any]:
+        result = self.cli("status", patient_id, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def wait_for(self, patient_id: str, predicate: Any, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(patient_id)
+            if predicate(status):
+                return status
+            assert time.monotonic() < deadline, f"timed out; last status phase {status['phase']}"
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    data = tmp_path_factory.mktemp("carepath-e2e")
+    env = {
+        **os.environ,
+        "CAREPATH_DATA_DIR": str(data),
+        "CAREPATH_PROGRAMS_DIR": str(TEST_PROGRAMS),
+        "CAREPATH_SERVER_PORT": str(free_port()),
+        "CAREPATH_UI_PORT": str(free_port()),
+        "CAREPATH_LOG_FORMAT": "json",
+    }
+    server = EmbeddedServer(
+        data_dir=data, port=int(env["CAREPATH_SERVER_PORT"]), ui_port=int(env["CAREPATH_UI_PORT"])
+    )
+    deployment = Deployment(env=env, server=server, worker_log=data / "worker.log")
+    started = deployment.cli("server", "start")
+    assert started.returncode == 0, started.stderr
+    with open(deployment.worker_log, "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "worker.py")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+    try:
+        yield deployment
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            code = worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            code = worker.wait()
+        server.stop()
+    assert code == 0, "the worker did not shut down cleanly on SIGINT"
+    assert "Traceback" not in deployment.worker_log.read_text()
+
+
+def write(tmp_path: Path, name: str, content: Any) -> str:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def journeys(d: Deployment) -> list[dict[str, Any]]:
+    result = d.cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None:
+    d = deployment
+    good = enrolment_data()
+    good["program_id"] = "e2e-iop"
+    patient = good["patient_id"]
+    assert d.cli("enrol", write(tmp_path, "good.json", good)).returncode == 0
+
+    cases: list[tuple[str, Any, str]] = [
+        ("malformed.json", "{ not json", "not valid JSON"),
+        (
+            "rating.json",
+            {
+                **good,
+                "patient_id": "P-7K2M9Q4D",
+                "assessment": {
+                    **good["assessment"],
+                    "ratings": {**good["assessment"]["ratings"], "relapse": 9},
+                },
+            },
+            "assessment.ratings.relapse",
+        ),
+        ("name-as-id.json", {**good, "patient_id": "JaneDoe"}, "patient_id"),
+        (
+            "program.json",
+            {**good, "patient_id": "P-7K2M9Q4E", "program_id": "no-such"},
+            "unknown program 'no-such'",
+        ),
+        ("second.json", good, f"patient {patient} is already enrolled"),
+    ]
+    for name, content, message in cases:
+        result = d.cli("enrol", write(tmp_path, name, content))
+        assert result.returncode != 0, name
+        assert message in result.stderr, (name, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # Nothing was started by the refused enrolments.
+    listed = [j["patient_id"] for j in journeys(d)]
+    assert patient in listed
+    assert not {"P-7K2M9Q4D", "P-7K2M9Q4E"} & set(listed)
+
+    unknown = d.cli("status", "P-0000000Z")
+    assert unknown.returncode == 2, unknown.stderr
+    assert "no journey for patient P-0000000Z" in unknown.stderr
+
+    # A session at least 3 program days (3 s) ahead, so it is still ahead when the CLI asks.
+    first = d.wait_for(
+        patient, lambda s: any(x["day"] > s["program_day"] + 3 for x in s["sessions"])
+    )
+    before = first["attendance"]
+    future = [s for s in first["sessions"] if s["day"] > first["program_day"] + 3]
+    refusals = [
+        (
+            ("attendance", patient, "INT1-W09-S1", "attended", "--case-manager", "CM-01"),
+            "unknown session 'INT1-W09-S1'",
+        ),
+        (
+            (
+                "attendance",
+                patient,
+                future[-1]["session_id"],
+                "attended",
+                "--case-manager",
+                "CM-01",
+            ),
+            "has not happened yet",
+        ),
+        (
+            ("attendance", patient, "INT1-W01-S1", "attended", "--case-manager", "Dr Smith"),
+            "case_manager_id",
+        ),
+    ]
+    for args, message in refusals:
+        result = d.cli(*args)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+    assert d.status(patient)["attendance"]["attended"] == before["attended"]
+
+    happened = d.wait_for(
+        patient, lambda s: any(x["day"] <= s["program_day"] for x in s["sessions"])
+    )
+    session = next(x for x in happened["sessions"] if x["day"] <= happened["program_day"])
+    recorded = d.cli(
+        "attendance", patient, session["session_id"], "attended", "--case-manager", "CM-01"
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    after = d.status(patient)
+    assert (
+        next(x for x in after["sessions"] if x["session_id"] == session["session_id"])["status"]
+        == "attended"
+    )
+
+    done = d.wait_for(patient, lambda s: s["phase"] == "completed")
+    phases = [p["phase"] for p in done["phase_history"]]
+    assert phases == ["intake", "intensive", "step_down", "aftercare", "completed"]
+    assert patient in [
+        j["patient_id"] for j in json.loads(d.cli("list", "--phase", "completed", "--json").stdout)
+    ]
+    ended = d.cli("attendance", patient, session["session_id"], "missed", "--case-manager", "CM-01")
+    assert ended.returncode == 3 and "has ended" in ended.stderr
+
+    # Logs carry opaque identifiers only.
+    log = d.worker_log.read_text()
+    assert patient in log
+    for phi in (good["contact"]["family_name"], good["contact"]["phone"], "1988-04-02"):
+        assert phi not in log
+
+
+def test_discharge(deployment: Deployment, tmp_path: Path) -> None:
+    d = deployment
+    data = enrolment_data()
+    data["program_id"] = "e2e-iop"
+    patient = data["patient_id"]
+    assert d.cli("enrol", write(tmp_path, "p.json", data)).returncode == 0
+    d.wait_for(patient, lambda s: s["phase"] == "intensive")
+    result = d.cli("discharge", patient, "--reason", "withdrew", "--case-manager", "CM-02")
+    assert result.returncode == 0, result.stderr
+    assert "withdrawn" in result.stdout
+    status = d.status(patient)
+    assert status["phase"] == "withdrawn"
+    assert all(s["status"] != "scheduled" for s in status["sessions"])
+    again = d.cli("discharge", patient, "--reason", "withdrew", "--case-manager", "CM-02")
+    assert again.returncode == 3 and "has ended" in again.stderr
+
+
+def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
+    result = deployment.cli(
+        "demo", "--patients", "3", "--program", "e2e-iop", "--seed", "11", timeout=240
+    )
+    assert result.returncode == 0, result.stderr
+    assert "journeys completed" in result.stdout
+    assert deployment.server.ui_url in result.stdout.replace("\n", "")
