@@ -139,3 +139,61 @@ async def clinic(
 
 
 DAY = timedelta(days=1)
+
+
+def attendance_choice(n: int) -> str:
+    """The n-th session's fate in simulated journeys: mostly attended, some missed, every
+    4th left unrecorded (the grace period then counts it missed)."""
+    return "none" if n % 4 == 0 else ("missed" if n % 7 == 0 else "attended")
+
+
+async def drive_journey(
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle[Any, Any],
+    until: Any = None,
+    step: timedelta = DAY,
+) -> tuple[JourneyStatus, dict[str, str]]:
+    """Step the clock a day at a time, recording attendance for each session once it has
+    happened, until the journey ends (or `until(status)` holds). Call with automatic time
+    skipping disabled."""
+    from clinical.journey import AttendanceReport
+
+    reported: dict[str, str] = {}
+    while True:
+        status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+        if status.phase.is_terminal or (until is not None and until(status)):
+            return status, reported
+        for s in status.sessions:
+            if s.session_id in reported or s.day > status.program_day:
+                continue
+            choice = attendance_choice(len(reported) + 1)
+            reported[s.session_id] = choice
+            if choice != "none":
+                await handle.execute_update(
+                    PatientJourneyWorkflow.record_attendance,
+                    AttendanceReport(
+                        case_manager_id=status.case_manager_id,
+                        session_id=s.session_id,
+                        status=choice,
+                    ),
+                )
+        await env.sleep(step)
+
+
+async def journey_histories(client: Client, started: WorkflowHandle[Any, Any]) -> list[Any]:
+    """Every run of a workflow, first to last, following the continue-as-new chain."""
+    from temporalio.client import WorkflowHistory
+
+    workflow_id = started.id
+    run_id: str | None = started.first_execution_run_id or started.result_run_id
+    histories: list[WorkflowHistory] = []
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else None
+        )
+    return histories

@@ -10,11 +10,9 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
-from clinical.journey import AttendanceReport
 from clinical.phases import Phase
 from infra.store import appointments, audit_events, follow_up_calls, phase_changes
-from tests.support import DAY, clinic, make_enrolment, start_time_skipping
-from workflows.patient_journey import PatientJourneyWorkflow
+from tests.support import clinic, drive_journey, make_enrolment, start_time_skipping
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -28,28 +26,9 @@ async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:
     """Every phase in order; sessions and calls in the store; attendance arithmetic."""
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
-        reported: dict[str, str] = {}
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
-            while True:
-                status = await c.status(handle)
-                if status.phase.is_terminal:
-                    break
-                for s in status.sessions:
-                    if s.session_id in reported or s.day > status.program_day:
-                        continue
-                    n = len(reported) + 1
-                    # Every 4th session goes unrecorded: the grace period counts it missed.
-                    choice = "none" if n % 4 == 0 else ("missed" if n % 7 == 0 else "attended")
-                    reported[s.session_id] = choice
-                    if choice != "none":
-                        await handle.execute_update(
-                            PatientJourneyWorkflow.record_attendance,
-                            AttendanceReport(
-                                case_manager_id="CM-01", session_id=s.session_id, status=choice
-                            ),
-                        )
-                await env.sleep(DAY)
+            status, reported = await drive_journey(env, handle)
             outcome = await handle.result()
 
     assert outcome.outcome == Phase.completed

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         cancel_from,
         close_out,
     )
-    from clinical.careplan import week_sessions
+    from clinical.careplan import CarePlan, week_sessions
     from clinical.clock import first_monday_after
     from clinical.journey import (
         AttendanceReport,
@@ -87,7 +87,6 @@ class PatientJourneyWorkflow:
         self._visible: dict[str, Any] = {}
         self._phase_boundary = False
         self._outcome: JourneyOutcome | None = None
-        self._revisions = 0
 
     # --- the journey ---------------------------------------------------------------------
 
@@ -143,20 +142,21 @@ class PatientJourneyWorkflow:
         revision = 0
         while st.plan.conflict is not None:
             revision += 1
+            # Captured before the task activity: a revision may arrive while it runs.
+            conflicted = st.plan
             await self._open_task(
                 "schedule_conflict", st.plan.conflict.reason, key_suffix=f"r{revision}"
             )
-            await self._await_revised_commitments()
+            await self._await_new_plan(conflicted)
             if st.discharge is not None:
                 return
         first = st.plan.phases[0]
         start = first_monday_after(self._today(), st.clock.origin_date.weekday())
         await self._enter_phase(first, start, f"placed at level {st.placement.level}")
 
-    async def _await_revised_commitments(self) -> None:
-        seen = self._revisions
+    async def _await_new_plan(self, seen: CarePlan) -> None:
         await workflow.wait_condition(
-            lambda: self._revisions != seen or self._state.discharge is not None
+            lambda: self._state.plan is not seen or self._state.discharge is not None
         )
 
     async def _treatment_week(self) -> None:
@@ -497,7 +497,6 @@ class PatientJourneyWorkflow:
     @workflow.update
     def revise_commitments(self, revision: CommitmentsRevision) -> str | None:
         apply_commitments_revision(self._state, revision)
-        self._revisions += 1
         self._audit(
             revision.case_manager_id,
             "commitments_revised",

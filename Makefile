@@ -1,0 +1,46 @@
+# CarePath: two commands for a newcomer.
+#   make demo   installs what is needed, then runs a synthetic cohort through the whole journey
+#   make test   installs what is needed, then runs the whole test suite (what CI runs)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint server-start server-stop worker histories clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python starter.py demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+server-start: $(STAMP)
+	$(BIN)/python starter.py server start
+
+server-stop: $(STAMP)
+	$(BIN)/python starter.py server stop
+
+worker: $(STAMP)
+	$(BIN)/python worker.py
+
+histories: $(STAMP)
+	$(BIN)/python -m tests.record_histories
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
