@@ -15,6 +15,7 @@ from clinical.careplan import ScheduleConflict, fit_week, intensive_weeks, plan_
 from clinical.clock import ProgramClock, first_monday_after
 from clinical.journey import (
     AttendanceReport,
+    JourneyState,
     RequestRefused,
     apply_attendance,
     check_attendance,
@@ -169,7 +170,7 @@ def test_program_clock_maps_days_to_instants_and_calendar() -> None:
     assert first_monday_after(0.5, origin_weekday=1) == 6  # Tue 24 Nov -> Mon 30 Nov
 
 
-def _journey():
+def _journey() -> JourneyState:
     e = Enrolment.model_validate(enrolment_data())
     return start_journey(e, PROTOCOL, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
 
