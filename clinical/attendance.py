@@ -5,13 +5,11 @@ once the protocol's grace period has passed with no record, it is counted as mis
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from clinical.careplan import Modality, SessionSpec
-from clinical.phases import Phase
+from clinical.careplan import SessionSpec
 
 
 class SessionStatus(StrEnum):
@@ -25,18 +23,9 @@ class SessionStatus(StrEnum):
 RECORDABLE = (SessionStatus.attended, SessionStatus.missed, SessionStatus.excused)
 
 
-class SessionRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class SessionRecord(SessionSpec):
+    """A booked session and what became of it."""
 
-    session_id: str
-    phase: Phase
-    week: int
-    level: str
-    day: float
-    starts_at: datetime
-    hours: float
-    session_type: str
-    modality: Modality
     status: SessionStatus = SessionStatus.scheduled
     recorded_by: str | None = None
     missed_by_grace: bool = False
