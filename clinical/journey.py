@@ -69,6 +69,8 @@ class JourneyState(BaseModel):
     discharge: DischargeRequest | None = None
     intake_recorded: bool = False
     runs: int = 1
+    alerts_opened: list[str] = []
+    last_review_day: float | None = None
 
     def summary(self) -> AttendanceSummary:
         return summarize(self.sessions)
@@ -210,6 +212,7 @@ class JourneyStatus(BaseModel):
     today: datetime
     placement: str
     schedule_conflict: str | None
+    commitments: tuple[Commitment, ...]
     attendance: AttendanceSummary
     attendance_rate: float | None
     sessions: list[SessionRecord]
@@ -276,6 +279,7 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         today=state.clock.calendar(now_day),
         placement=state.placement.explain(),
         schedule_conflict=state.plan.conflict.reason if state.plan.conflict else None,
+        commitments=state.assessment.commitments,
         attendance=summary,
         attendance_rate=summary.rate,
         sessions=state.sessions,

@@ -17,7 +17,12 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from clinical.attendance import SessionStatus
-from clinical.journey import AttendanceReport, JourneyOutcome, JourneyStatus
+from clinical.journey import (
+    AttendanceReport,
+    CommitmentsRevision,
+    JourneyOutcome,
+    JourneyStatus,
+)
 from clinical.phases import ACTIVE_PHASES, Phase
 from demo.cohort import synthetic_cohort
 from infra.embedded_server import EmbeddedServer
@@ -45,12 +50,16 @@ async def simulated_case_manager(
         statuses[patient_id] = status
         if status.phase.is_terminal:
             return
+        if status.schedule_conflict:
+            await resolve_schedule_conflict(handle, status)
         for s in status.sessions:
             if s.session_id in reported or s.day > status.program_day:
                 continue
             reported.add(s.session_id)
-            if s.status != SessionStatus.scheduled or rng.random() < 0.05:
-                continue  # left unrecorded: the grace period will count it missed
+            # A late entry corrects a session the grace period counted missed; a few are
+            # never entered at all.
+            if s.status == SessionStatus.cancelled or rng.random() < 0.05:
+                continue
             outcome = "attended" if rng.random() < propensity else "missed"
             try:
                 await handle.execute_update(
@@ -64,6 +73,23 @@ async def simulated_case_manager(
             except WorkflowUpdateFailedError:
                 pass  # e.g. the journey ended meanwhile; the demo moves on
         await asyncio.sleep(poll_seconds)
+
+
+async def resolve_schedule_conflict(
+    handle: WorkflowHandle[Any, Any], status: JourneyStatus
+) -> None:
+    """What a case manager does with a schedule-conflict task: finds the patient some room
+    (here, by dropping commitments one at a time, childcare first)."""
+    commitments = sorted(status.commitments, key=lambda c: c.kind != "childcare")
+    try:
+        await handle.execute_update(
+            PatientJourneyWorkflow.revise_commitments,
+            CommitmentsRevision(
+                case_manager_id=status.case_manager_id, commitments=tuple(commitments[1:])
+            ),
+        )
+    except WorkflowUpdateFailedError:
+        pass  # resolved meanwhile
 
 
 def progress_view(statuses: dict[str, JourneyStatus], total: int, started: float) -> Group:
