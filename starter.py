@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +261,7 @@ async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
         patient_id,
         lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
     )
-    return status
+    return status.as_of(datetime.now(UTC))
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

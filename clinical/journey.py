@@ -196,7 +196,10 @@ def apply_commitments_revision(state: JourneyState, revision: CommitmentsRevisio
 
 
 class JourneyStatus(BaseModel):
-    """The answer to "where is this patient?" (a workflow query)."""
+    """The answer to "where is this patient?" (a workflow query).
+
+    A query does not move the workflow's clock, so `program_day` and `today` are as of the
+    journey's last activity; callers use `as_of(now)` for the present."""
 
     patient_id: str
     program_id: str
@@ -219,6 +222,11 @@ class JourneyStatus(BaseModel):
     follow_ups: list[FollowUp]
     next_contact_due: datetime | None
     phase_history: list[PhaseChange]
+    clock: ProgramClock
+
+    def as_of(self, now: datetime) -> JourneyStatus:
+        day = self.clock.day(now)
+        return self.model_copy(update={"program_day": day, "today": self.clock.calendar(day)})
 
 
 class JourneyOutcome(BaseModel):
@@ -286,6 +294,7 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         follow_ups=state.follow_ups,
         next_contact_due=None if due is None else state.clock.calendar(due),
         phase_history=state.phase_history,
+        clock=state.clock,
     )
 
 

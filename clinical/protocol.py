@@ -137,6 +137,15 @@ class AttendanceConfig(_Strict):
     grace_days: Annotated[float, Field(ge=0, le=14)] = 2.0
 
 
+class EngagementConfig(_Strict):
+    """Attendance is the earliest indicator: when it calls for a case manager's attention."""
+
+    consecutive_misses_for_outreach: Annotated[int, Field(ge=1, le=10)] = 2
+    review_window_days: Annotated[int, Field(ge=7, le=56)] = 14
+    review_below_rate: Annotated[float, Field(gt=0, le=1)] = 0.6
+    review_min_sessions: Annotated[int, Field(ge=1, le=50)] = 4
+
+
 class AftercareConfig(_Strict):
     follow_up_days: tuple[Annotated[int, Field(ge=1, le=730)], ...] = Field(min_length=1)
     duration_days: Annotated[int, Field(ge=1, le=730)]
@@ -170,6 +179,7 @@ class ProgramProtocol(_Strict):
     intensive: IntensiveConfig
     step_down: StepDownConfig
     attendance: AttendanceConfig = AttendanceConfig()
+    engagement: EngagementConfig = EngagementConfig()
     aftercare: AftercareConfig
     risk: RiskConfig = RiskConfig()
 

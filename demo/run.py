@@ -9,6 +9,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -47,6 +48,7 @@ async def simulated_case_manager(
     reported: set[str] = set()
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+        status = status.as_of(datetime.now(UTC))
         statuses[patient_id] = status
         if status.phase.is_terminal:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.care_operations import CareOperations
@@ -98,6 +100,7 @@ class Clinic:
     client: Client
     settings: Settings
     operations: CareOperations
+    started: list[WorkflowHandle[Any, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def store(self) -> CareStore:
@@ -107,12 +110,23 @@ class Clinic:
         self, enrolment: Enrolment, program_id: str | None = None
     ) -> WorkflowHandle[Any, Any]:
         protocol = self.operations.catalog.load(program_id or enrolment.program_id)
-        return await self.client.start_workflow(
+        handle = await self.client.start_workflow(
             PatientJourneyWorkflow.run,
             JourneyInput(enrolment=enrolment, protocol=protocol),
             id=journey_workflow_id(enrolment.patient_id),
             task_queue=self.settings.task_queue,
         )
+        self.started.append(handle)
+        return handle
+
+    async def close(self) -> None:
+        """End journeys a test left running: on a shared time-skipping server, a journey
+        with no worker would hold up the clock for the next test."""
+        for handle in self.started:
+            try:
+                await self.client.get_workflow_handle(handle.id).terminate("test finished")
+            except RPCError:
+                pass  # already ended
 
     async def status(self, handle: WorkflowHandle[Any, Any]) -> JourneyStatus:
         return await handle.query(PatientJourneyWorkflow.status)
@@ -122,8 +136,6 @@ class Clinic:
 async def clinic(
     client: Client, tmp_path: Path, programs_dir: Path = PROGRAMS, **worker_overrides: Any
 ) -> AsyncIterator[Clinic]:
-    import dataclasses
-
     settings = dataclasses.replace(
         load_settings(),
         database_url=f"sqlite:///{tmp_path / 'care.db'}",
@@ -134,7 +146,11 @@ async def clinic(
     store.migrate()
     operations = CareOperations(store, ProgramCatalog(programs_dir), SimulatedTelephony(store))
     async with running_worker(client, settings, operations, **worker_overrides):
-        yield Clinic(client=client, settings=settings, operations=operations)
+        c = Clinic(client=client, settings=settings, operations=operations)
+        try:
+            yield c
+        finally:
+            await c.close()
     store.dispose()
 
 
@@ -152,6 +168,7 @@ async def drive_journey(
     handle: WorkflowHandle[Any, Any],
     until: Any = None,
     step: timedelta = DAY,
+    choose: Any = attendance_choice,
 ) -> tuple[JourneyStatus, dict[str, str]]:
     """Step the clock a day at a time, recording attendance for each session once it has
     happened, until the journey ends (or `until(status)` holds). Call with automatic time
@@ -161,12 +178,13 @@ async def drive_journey(
     reported: dict[str, str] = {}
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+        status = status.as_of(await env.get_current_time())
         if status.phase.is_terminal or (until is not None and until(status)):
             return status, reported
         for s in status.sessions:
             if s.session_id in reported or s.day > status.program_day:
                 continue
-            choice = attendance_choice(len(reported) + 1)
+            choice = choose(len(reported) + 1)
             reported[s.session_id] = choice
             if choice != "none":
                 await handle.execute_update(

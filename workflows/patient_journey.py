@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from clinical.careplan import CarePlan, week_sessions
     from clinical.clock import first_monday_after
+    from clinical.engagement import engagement_alerts
     from clinical.journey import (
         AttendanceReport,
         CommitmentsRevision,
@@ -168,6 +169,7 @@ class PatientJourneyWorkflow:
         if not await self._wake_at(monday, label):
             return
         self._close_out()
+        await self._raise_engagement_alerts()
         if st.week < weeks:
             st.week += 1
             specs = week_sessions(
@@ -266,6 +268,25 @@ class PatientJourneyWorkflow:
             call.cancel()
             return None
         return call.result()
+
+    async def _raise_engagement_alerts(self) -> None:
+        """Outreach after consecutive misses, a care-plan review when attendance is low."""
+        st = self._state
+        if st.phase not in (Phase.intensive, Phase.step_down):
+            return
+        # Journeys started before these rules existed carry on without them.
+        if not workflow.patched("engagement-alerts"):
+            return
+        today = self._today()
+        alerts = engagement_alerts(st.sessions, today, st.protocol.engagement, st.last_review_day)
+        for alert in alerts:
+            if alert.key in st.alerts_opened:
+                continue
+            # Marked before the activity: a handler may evaluate the rules meanwhile.
+            st.alerts_opened = [*st.alerts_opened, alert.key]
+            if alert.kind == "review":
+                st.last_review_day = today
+            await self._open_task(alert.kind, alert.detail, key_suffix=alert.key)
 
     # --- phase changes and endings -----------------------------------------------------
 
@@ -462,7 +483,7 @@ class PatientJourneyWorkflow:
         return status_of(self._state, workflow.now())
 
     @workflow.update
-    def record_attendance(self, report: AttendanceReport) -> AttendanceSummary:
+    async def record_attendance(self, report: AttendanceReport) -> AttendanceSummary:
         record = apply_attendance(self._state, report)
         self._pending_sessions[record.session_id] = record
         self._audit(
@@ -471,7 +492,10 @@ class PatientJourneyWorkflow:
             "treatment",
             {"session_id": report.session_id, "status": report.status},
         )
-        return self._state.summary()
+        summary = self._state.summary()
+        if report.status == "missed":
+            await self._raise_engagement_alerts()
+        return summary
 
     @record_attendance.validator
     def _validate_attendance(self, report: AttendanceReport) -> None:
