@@ -39,8 +39,9 @@ server-stop: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/python worker.py
 
+# make histories SCENARIOS="relapse_in_intensive" records only those paths.
 histories: $(STAMP)
-	$(BIN)/python -m tests.record_histories
+	$(BIN)/python -m tests.record_histories $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -4,6 +4,7 @@
     python starter.py enrol FILE.json | --generate [--case-manager CM-01 --site north]
     python starter.py attendance PATIENT SESSION attended|missed|excused --case-manager CM-01
     python starter.py discharge PATIENT --reason withdrew --case-manager CM-01
+    python starter.py relapse PATIENT --ratings 1,0,2,2,3,3 --case-manager CM-01
     python starter.py status PATIENT [--json]
     python starter.py list [--phase P] [--case-manager CM] [--site S] [--json]
     python starter.py demo [--patients 20]
@@ -45,6 +46,7 @@ from clinical.journey import (
     DischargeRequest,
     JourneyInput,
     JourneyStatus,
+    RelapseReport,
 )
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
@@ -254,6 +256,33 @@ async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+DIMENSIONS = ("withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment")
+
+
+async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
+    values = args.ratings.split(",")
+    if len(values) != len(DIMENSIONS) or not all(v.strip().isdigit() for v in values):
+        raise CliError(f"--ratings takes six numbers 0-4, in order: {','.join(DIMENSIONS)}")
+    try:
+        report = RelapseReport(
+            case_manager_id=args.case_manager,
+            ratings=dict(zip(DIMENSIONS, (int(v) for v in values), strict=True)),
+        )
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+    client = await client_for(settings)
+    handle = _handle(client, args.patient)
+    message = await _journey_call(
+        handle,
+        args.patient,
+        lambda: handle.execute_update(
+            PatientJourneyWorkflow.report_relapse, report, rpc_timeout=ANSWER_TIMEOUT
+        ),
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
 async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
     handle = _handle(client, patient_id)
     status: JourneyStatus = await _journey_call(
@@ -429,6 +458,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--reason", required=True, choices=[r.value for r in DischargeReason])
     d.add_argument("--case-manager", required=True)
 
+    r = sub.add_parser("relapse", help="report a relapse with the reassessment's ratings")
+    r.add_argument("patient")
+    r.add_argument("--ratings", required=True, help=f"six numbers 0-4: {','.join(DIMENSIONS)}")
+    r.add_argument("--case-manager", required=True)
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -451,6 +485,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "enrol": cmd_enrol,
     "attendance": cmd_attendance,
     "discharge": cmd_discharge,
+    "relapse": cmd_relapse,
     "status": cmd_status,
     "list": cmd_list,
     "demo": cmd_demo,

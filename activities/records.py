@@ -57,7 +57,12 @@ class CareEvents(_Record):
 
 
 TaskKind = Literal[
-    "schedule_conflict", "escalation_referral", "unreachable_patient", "outreach", "review"
+    "schedule_conflict",
+    "escalation_referral",
+    "unreachable_patient",
+    "outreach",
+    "review",
+    "reassessment",
 ]
 
 

@@ -33,6 +33,7 @@ class FollowUp(BaseModel):
     call_id: str
     day_offset: int
     day: float
+    episode: int = 1
     due_at: datetime
     outcome: CallOutcome | None = None
     attempts: int = 0
@@ -44,6 +45,7 @@ def follow_up_schedule(
     window: ContactWindow,
     clock: ProgramClock,
     protocol: ProgramProtocol,
+    episode: int = 1,
 ) -> list[FollowUp]:
     """The aftercare check-ins, each placed at the start of the patient's contact window."""
     hour = (window.start.hour * 60 + window.start.minute) / (24 * 60)
@@ -52,7 +54,11 @@ def follow_up_schedule(
         day = aftercare_start_day + offset + hour
         calls.append(
             FollowUp(
-                call_id=f"FU-D{offset:03d}", day_offset=offset, day=day, due_at=clock.calendar(day)
+                call_id=f"FU-D{offset:03d}",
+                day_offset=offset,
+                day=day,
+                due_at=clock.calendar(day),
+                episode=episode,
             )
         )
     return calls

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.aftercare import FollowUp
-from clinical.assessment import Assessment, Commitment, Enrolment
+from clinical.assessment import Assessment, Commitment, DimensionRatings, Enrolment
 from clinical.attendance import AttendanceSummary, SessionRecord, SessionStatus, summarize
 from clinical.careplan import CarePlan, plan_care
 from clinical.clock import ProgramClock
@@ -44,6 +44,16 @@ class DischargeReason(StrEnum):
         }.get(self, Phase.discharged)
 
 
+class Relapse(BaseModel):
+    """A relapse waiting to be acted on: who found it and the reassessment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reported_by: str
+    source: Literal["case_manager", "follow_up_call"]
+    ratings: DimensionRatings
+
+
 class JourneyState(BaseModel):
     """Everything a journey needs to go on; carried whole across continue-as-new."""
 
@@ -67,6 +77,7 @@ class JourneyState(BaseModel):
     aftercare_start_day: int | None = None
     phase_history: list[PhaseChange] = []
     discharge: DischargeRequest | None = None
+    relapse: Relapse | None = None
     intake_recorded: bool = False
     runs: int = 1
     alerts_opened: list[str] = []
@@ -117,6 +128,12 @@ class AttendanceReport(_Request):
 
 class DischargeRequest(_Request):
     reason: DischargeReason
+
+
+class RelapseReport(_Request):
+    """A relapse reported by a case manager, with the reassessment's six ratings."""
+
+    ratings: DimensionRatings
 
 
 class CommitmentsRevision(_Request):
@@ -176,6 +193,45 @@ def check_discharge(state: JourneyState, request: DischargeRequest) -> None:
         raise RequestRefused(
             f"a discharge ({state.discharge.reason.value}) is already being processed"
         )
+
+
+RELAPSE_PHASES = (Phase.intensive, Phase.step_down, Phase.aftercare)
+
+
+def check_relapse(state: JourneyState, report: RelapseReport) -> None:
+    _require_active(state)
+    if state.phase not in RELAPSE_PHASES:
+        raise RequestRefused(
+            f"a relapse can be reported in {', '.join(p.value for p in RELAPSE_PHASES)}, "
+            f"not during {state.phase.value}"
+        )
+    if state.discharge is not None:
+        raise RequestRefused("the journey is being discharged")
+    if state.relapse is not None:
+        raise RequestRefused("a relapse is already being acted on")
+
+
+def relapse_found_by_call(state: JourneyState) -> Relapse:
+    """Use reported on a check-in: the last ratings with relapse risk raised to the
+    protocol's level; the case manager is asked to confirm with a full reassessment."""
+    floor = state.protocol.relapse.found_by_call_relapse_rating
+    ratings = state.assessment.ratings.model_copy(
+        update={"relapse": max(state.assessment.ratings.relapse, floor)}
+    )
+    return Relapse(reported_by="system", source="follow_up_call", ratings=ratings)
+
+
+def reassess(state: JourneyState, ratings: DimensionRatings) -> None:
+    """A new placement and care plan from new ratings (a new treatment episode)."""
+    state.assessment = state.assessment.model_copy(update={"ratings": ratings})
+    state.placement = place(state.assessment, state.protocol)
+    state.plan = plan_care(state.assessment, state.placement, state.protocol)
+    state.risk = risk_level(state.assessment, state.protocol)
+    state.episode += 1
+    state.week = 0
+    state.phase_start_day = None
+    state.aftercare_start_day = None
+    state.follow_ups = [f for f in state.follow_ups if f.outcome is not None]
 
 
 def check_commitments_revision(state: JourneyState, revision: CommitmentsRevision) -> None:

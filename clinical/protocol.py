@@ -146,6 +146,10 @@ class EngagementConfig(_Strict):
     review_min_sessions: Annotated[int, Field(ge=1, le=50)] = 4
 
 
+class RelapseConfig(_Strict):
+    found_by_call_relapse_rating: Annotated[int, Field(ge=0, le=4)] = 3
+
+
 class AftercareConfig(_Strict):
     follow_up_days: tuple[Annotated[int, Field(ge=1, le=730)], ...] = Field(min_length=1)
     duration_days: Annotated[int, Field(ge=1, le=730)]
@@ -180,6 +184,7 @@ class ProgramProtocol(_Strict):
     step_down: StepDownConfig
     attendance: AttendanceConfig = AttendanceConfig()
     engagement: EngagementConfig = EngagementConfig()
+    relapse: RelapseConfig = RelapseConfig()
     aftercare: AftercareConfig
     risk: RiskConfig = RiskConfig()
 

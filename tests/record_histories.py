@@ -8,6 +8,7 @@ the old histories too, so the gate proves both old and new paths replay. See REA
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,10 +16,16 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from clinical.journey import CommitmentsRevision, DischargeReason, DischargeRequest
+from clinical.journey import (
+    CommitmentsRevision,
+    DischargeReason,
+    DischargeRequest,
+    RelapseReport,
+)
 from clinical.phases import Phase
 from tests.support import (
     Clinic,
+    UseOnFirstCheckIn,
     clinic,
     drive_journey,
     journey_histories,
@@ -96,27 +103,76 @@ async def schedule_conflict(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
     return [(f"journey_schedule_conflict--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
-SCENARIOS: list[Scenario] = [full_year, discharged, escalated, schedule_conflict]
+async def relapse_in_intensive(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    enrolment = make_enrolment()
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3)
+        await handle.execute_update(
+            PatientJourneyWorkflow.report_relapse,
+            RelapseReport(
+                case_manager_id="CM-02",
+                ratings=enrolment.assessment.ratings.model_copy(update={"relapse": 3}),
+            ),
+        )
+        await drive_journey(env, handle, until=lambda s: s.episode == 2 and s.week >= 2)
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-02", reason=DischargeReason.transferred),
+        )
+    runs = await journey_histories(c.client, handle)
+    return [(f"journey_relapse_in_intensive--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
-async def record(directory: Path = HISTORY_DIR) -> list[Path]:
+async def relapse_from_check_in(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(make_enrolment())
+        await drive_journey(env, handle, until=lambda s: s.episode == 2 and s.week >= 1)
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-02", reason=DischargeReason.withdrew),
+        )
+    runs = await journey_histories(c.client, handle)
+    return [(f"journey_relapse_from_check_in--run{i}", h) for i, h in enumerate(runs, 1)]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.__name__: s
+    for s in (
+        full_year,
+        discharged,
+        escalated,
+        schedule_conflict,
+        relapse_in_intensive,
+        relapse_from_check_in,
+    )
+}
+TELEPHONY: dict[str, Any] = {"relapse_from_check_in": UseOnFirstCheckIn}
+
+
+async def record(names: list[str], directory: Path = HISTORY_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    env = await start_time_skipping()
-    try:
-        for scenario in SCENARIOS:
+    for name in names or list(SCENARIOS):
+        scenario = SCENARIOS[name]
+        # A fresh server per scenario: a journey one leaves behind cannot hold the next.
+        env = await start_time_skipping()
+        try:
             with tempfile.TemporaryDirectory() as tmp:
-                async with clinic(env.client, Path(tmp)) as c:
+                async with clinic(env.client, Path(tmp), telephony=TELEPHONY.get(name)) as c:
                     for name, history in await scenario(env, c):
                         # Replay needs the real workflow ID (child IDs derive from it).
                         path = directory / f"{name}--{history.workflow_id}.json"
                         path.write_text(history.to_json())
                         written.append(path)
-    finally:
-        await env.shutdown()
+        finally:
+            await env.shutdown()
     return written
 
 
 if __name__ == "__main__":
-    for path in asyncio.run(record()):
+    unknown = set(sys.argv[1:]) - set(SCENARIOS)
+    if unknown:
+        sys.exit(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(SCENARIOS)}")
+    for path in asyncio.run(record(sys.argv[1:])):
         print(f"wrote {path}")

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.care_operations import CareOperations
 from activities.telephony import SimulatedTelephony
 from clinical.assessment import Enrolment
+from clinical.attendance import SessionStatus
 from clinical.identifiers import journey_workflow_id, new_patient_id
 from clinical.journey import JourneyInput, JourneyStatus
 from clinical.protocol import ProgramCatalog
@@ -134,8 +135,13 @@ class Clinic:
 
 @asynccontextmanager
 async def clinic(
-    client: Client, tmp_path: Path, programs_dir: Path = PROGRAMS, **worker_overrides: Any
+    client: Client,
+    tmp_path: Path,
+    programs_dir: Path = PROGRAMS,
+    telephony: Any = None,
+    **worker_overrides: Any,
 ) -> AsyncIterator[Clinic]:
+    """`telephony`, if given, builds the provider from the store (default: simulated)."""
     settings = dataclasses.replace(
         load_settings(),
         database_url=f"sqlite:///{tmp_path / 'care.db'}",
@@ -144,7 +150,8 @@ async def clinic(
     )
     store = CareStore(settings.database_url)
     store.migrate()
-    operations = CareOperations(store, ProgramCatalog(programs_dir), SimulatedTelephony(store))
+    provider = telephony(store) if telephony else SimulatedTelephony(store)
+    operations = CareOperations(store, ProgramCatalog(programs_dir), provider)
     async with running_worker(client, settings, operations, **worker_overrides):
         c = Clinic(client=client, settings=settings, operations=operations)
         try:
@@ -182,7 +189,11 @@ async def drive_journey(
         if status.phase.is_terminal or (until is not None and until(status)):
             return status, reported
         for s in status.sessions:
-            if s.session_id in reported or s.day > status.program_day:
+            if (
+                s.session_id in reported
+                or s.day > status.program_day
+                or s.status == SessionStatus.cancelled
+            ):
                 continue
             choice = choose(len(reported) + 1)
             reported[s.session_id] = choice
@@ -215,3 +226,17 @@ async def journey_histories(client: Client, started: WorkflowHandle[Any, Any]) -
             else None
         )
     return histories
+
+
+class UseOnFirstCheckIn:
+    """A telephony provider whose patient reports use on the first aftercare check-in."""
+
+    def __init__(self, store: CareStore) -> None:
+        self.calls: list[str] = []
+
+    def place_call(self, reference: str, patient_id: str, phone: str) -> Any:
+        from clinical.aftercare import CallOutcome, CheckIn
+
+        self.calls.append(reference)
+        days = 3 if "FU-D007" in reference else 0
+        return CallOutcome.reached, CheckIn(days_of_use=days)

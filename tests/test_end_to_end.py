@@ -211,13 +211,17 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
         assert phi not in log
 
 
-def test_discharge(deployment: Deployment, tmp_path: Path) -> None:
+def test_relapse_then_discharge(deployment: Deployment, tmp_path: Path) -> None:
     d = deployment
     data = enrolment_data()
     data["program_id"] = "e2e-iop"
     patient = data["patient_id"]
     assert d.cli("enrol", write(tmp_path, "p.json", data)).returncode == 0
     d.wait_for(patient, lambda s: s["phase"] == "intensive")
+    relapse = d.cli("relapse", patient, "--ratings", "1,0,2,2,3,3", "--case-manager", "CM-02")
+    assert relapse.returncode == 0 and "re-linking" in relapse.stdout, relapse.stderr
+    relinked = d.wait_for(patient, lambda s: s["episode"] == 2)
+    assert relinked["risk"] == "high"
     result = d.cli("discharge", patient, "--reason", "withdrew", "--case-manager", "CM-02")
     assert result.returncode == 0, result.stderr
     assert "withdrawn" in result.stdout

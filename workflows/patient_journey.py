@@ -52,13 +52,18 @@ with workflow.unsafe.imports_passed_through():
         JourneyOutcome,
         JourneyStatus,
         PhaseChange,
+        Relapse,
+        RelapseReport,
         apply_attendance,
         apply_commitments_revision,
         check_attendance,
         check_commitments_revision,
         check_discharge,
+        check_relapse,
         current_level,
         next_contact_day,
+        reassess,
+        relapse_found_by_call,
         start_journey,
         status_of,
     )
@@ -96,12 +101,19 @@ class PatientJourneyWorkflow:
         st = self._state
         if journey.state is not None:
             await self._refresh_protocol()
-        if st.phase == Phase.intake:
-            await self._intake(journey.enrolment)
         while not st.phase.is_terminal:
             if st.discharge is not None:
                 await self._end(st.discharge.reason.outcome, f"discharged: {st.discharge.reason}")
-            elif st.phase in (Phase.intensive, Phase.step_down):
+                continue
+            if st.relapse is not None:
+                await self._relink(st.relapse)
+            if st.phase == Phase.intake:
+                # Intake runs on into the first week before any continue-as-new (as it
+                # always has: recorded journeys depend on that order).
+                await self._intake(journey.enrolment)
+                if st.phase.is_terminal or self._interrupted():
+                    continue
+            if st.phase in (Phase.intensive, Phase.step_down):
                 await self._treatment_week()
             elif st.phase == Phase.aftercare:
                 await self._aftercare_step()
@@ -136,7 +148,7 @@ class PatientJourneyWorkflow:
             await self._open_task(
                 "escalation_referral",
                 f"placement refers out: {st.placement.explain()}",
-                key_suffix="intake",
+                key_suffix=f"E{st.episode}",
             )
             await self._end(Phase.escalated, "needs a higher level of care than this program")
             return
@@ -146,19 +158,19 @@ class PatientJourneyWorkflow:
             # Captured before the task activity: a revision may arrive while it runs.
             conflicted = st.plan
             await self._open_task(
-                "schedule_conflict", st.plan.conflict.reason, key_suffix=f"r{revision}"
+                "schedule_conflict",
+                st.plan.conflict.reason,
+                key_suffix=f"E{st.episode}-r{revision}",
             )
             await self._await_new_plan(conflicted)
-            if st.discharge is not None:
+            if self._interrupted():
                 return
         first = st.plan.phases[0]
         start = first_monday_after(self._today(), st.clock.origin_date.weekday())
         await self._enter_phase(first, start, f"placed at level {st.placement.level}")
 
     async def _await_new_plan(self, seen: CarePlan) -> None:
-        await workflow.wait_condition(
-            lambda: self._state.plan is not seen or self._state.discharge is not None
-        )
+        await workflow.wait_condition(lambda: self._state.plan is not seen or self._interrupted())
 
     async def _treatment_week(self) -> None:
         st = self._state
@@ -196,9 +208,12 @@ class PatientJourneyWorkflow:
             )
             return
         st.aftercare_start_day = monday
-        st.follow_ups = follow_up_schedule(
-            monday, st.assessment.contact_window, st.clock, st.protocol
-        )
+        st.follow_ups = [
+            *st.follow_ups,
+            *follow_up_schedule(
+                monday, st.assessment.contact_window, st.clock, st.protocol, st.episode
+            ),
+        ]
         await self._flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
 
@@ -215,7 +230,7 @@ class PatientJourneyWorkflow:
         if not await self._wake_at(due.day, f"check-in {due.call_id}"):
             return
         result = await self._check_in(due)
-        if result is None:  # discharged during the call window
+        if result is None:  # discharged or relapsed during the call window
             return
         st.follow_ups = [
             f.model_copy(
@@ -225,7 +240,7 @@ class PatientJourneyWorkflow:
                     "check_in": result.check_in,
                 }
             )
-            if f.call_id == due.call_id
+            if (f.episode, f.call_id) == (due.episode, due.call_id)
             else f
             for f in st.follow_ups
         ]
@@ -236,6 +251,13 @@ class PatientJourneyWorkflow:
             {"call_id": due.call_id, "outcome": result.outcome.value, "attempts": result.attempts},
             key=f"{st.patient_id}/E{st.episode}/{due.call_id}",
         )
+        if (
+            result.check_in is not None
+            and result.check_in.days_of_use > 0
+            # Journeys recorded before re-linkage existed only noted the answer.
+            and workflow.patched("relapse-from-check-in")
+        ):
+            st.relapse = relapse_found_by_call(st)
         if result.outcome == CallOutcome.unreachable:
             await self._open_task(
                 "unreachable_patient",
@@ -263,11 +285,34 @@ class PatientJourneyWorkflow:
             id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         )
-        await workflow.wait_condition(lambda: call.done() or st.discharge is not None)
+        await workflow.wait_condition(lambda: call.done() or self._interrupted())
         if not call.done():
             call.cancel()
             return None
         return call.result()
+
+    async def _relink(self, relapse: Relapse) -> None:
+        """Relapse: back to intake with the reassessment, as a new treatment episode.
+        Intake then escalates, asks for a schedule, or enters the first phase again."""
+        st = self._state
+        st.sessions, cancelled = cancel_from(st.sessions, self._today())
+        self._pending_sessions.update({s.session_id: s for s in cancelled})
+        self._close_out()
+        await self._flush()
+        st.relapse = None
+        reassess(st, relapse.ratings)
+        st.phase = Phase.intake
+        await self._record_phase(
+            f"relapse ({relapse.source}): reassessed, episode {st.episode}, "
+            f"{st.placement.explain()}"
+        )
+        if relapse.source == "follow_up_call":
+            await self._open_task(
+                "reassessment",
+                "use reported on an aftercare check-in: the patient was re-linked to care; "
+                "confirm with a full reassessment",
+                key_suffix=f"E{st.episode}",
+            )
 
     async def _raise_engagement_alerts(self) -> None:
         """Outreach after consecutive misses, a care-plan review when attendance is low."""
@@ -382,15 +427,17 @@ class PatientJourneyWorkflow:
         return self._state.clock.day(workflow.now())
 
     async def _wake_at(self, day: float, summary: str) -> bool:
-        """Sleep until program day `day`; False if a discharge interrupted the wait."""
-        st = self._state
-        delay = st.clock.instant(day) - workflow.now()
+        """Sleep until program day `day`; False if a discharge or relapse interrupted."""
+        delay = self._state.clock.instant(day) - workflow.now()
         if delay.total_seconds() > 0:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: st.discharge is not None, timeout=delay, timeout_summary=summary
+                    self._interrupted, timeout=delay, timeout_summary=summary
                 )
-        return st.discharge is None
+        return not self._interrupted()
+
+    def _interrupted(self) -> bool:
+        return self._state.discharge is not None or self._state.relapse is not None
 
     def _close_out(self, final: bool = False) -> None:
         st = self._state
@@ -517,6 +564,23 @@ class PatientJourneyWorkflow:
     @discharge.validator
     def _validate_discharge(self, request: DischargeRequest) -> None:
         check_discharge(self._state, request)
+
+    @workflow.update
+    def report_relapse(self, report: RelapseReport) -> str:
+        self._state.relapse = Relapse(
+            reported_by=report.case_manager_id, source="case_manager", ratings=report.ratings
+        )
+        self._audit(
+            report.case_manager_id,
+            "relapse_reported",
+            "treatment",
+            {"phase": self._state.phase.value},
+        )
+        return f"relapse recorded during {self._state.phase.value}; re-linking to care"
+
+    @report_relapse.validator
+    def _validate_relapse(self, report: RelapseReport) -> None:
+        check_relapse(self._state, report)
 
     @workflow.update
     def revise_commitments(self, revision: CommitmentsRevision) -> str | None:
