@@ -137,6 +137,25 @@ async def _journey_call(
     raise CliError(f"the journey of patient {patient_id} has ended ({status})", EXIT_REFUSED)
 
 
+def _request(model: Any, **fields: Any) -> Any:
+    """Build a case manager's request, or a one-line error naming the bad field."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+
+
+async def _send_update(settings: Settings, patient_id: str, update: Any, request: Any) -> Any:
+    """Deliver a case manager's request to the patient's journey."""
+    client = await client_for(settings)
+    handle = _handle(client, patient_id)
+    return await _journey_call(
+        handle,
+        patient_id,
+        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
+    )
+
+
 # --- commands ----------------------------------------------------------------------------
 
 
@@ -215,20 +234,14 @@ async def cmd_enrol(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        report = AttendanceReport(
-            case_manager_id=args.case_manager, session_id=args.session, status=args.status
-        )
-    except ValidationError as exc:
-        raise CliError(describe_validation_error(exc)) from None
-    client = await client_for(settings)
-    handle = _handle(client, args.patient)
-    summary = await _journey_call(
-        handle,
-        args.patient,
-        lambda: handle.execute_update(
-            PatientJourneyWorkflow.record_attendance, report, rpc_timeout=ANSWER_TIMEOUT
-        ),
+    report = _request(
+        AttendanceReport,
+        case_manager_id=args.case_manager,
+        session_id=args.session,
+        status=args.status,
+    )
+    summary = await _send_update(
+        settings, args.patient, PatientJourneyWorkflow.record_attendance, report
     )
     rate = "n/a" if summary.rate is None else f"{summary.rate:.0%}"
     console.print(
@@ -239,19 +252,8 @@ async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        request = DischargeRequest(case_manager_id=args.case_manager, reason=args.reason)
-    except ValidationError as exc:
-        raise CliError(describe_validation_error(exc)) from None
-    client = await client_for(settings)
-    handle = _handle(client, args.patient)
-    outcome = await _journey_call(
-        handle,
-        args.patient,
-        lambda: handle.execute_update(
-            PatientJourneyWorkflow.discharge, request, rpc_timeout=ANSWER_TIMEOUT
-        ),
-    )
+    request = _request(DischargeRequest, case_manager_id=args.case_manager, reason=args.reason)
+    outcome = await _send_update(settings, args.patient, PatientJourneyWorkflow.discharge, request)
     console.print(f"{args.patient}: journey ended, {outcome.outcome.value} ({outcome.reason})")
     return 0
 
@@ -263,21 +265,13 @@ async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
     values = args.ratings.split(",")
     if len(values) != len(DIMENSIONS) or not all(v.strip().isdigit() for v in values):
         raise CliError(f"--ratings takes six numbers 0-4, in order: {','.join(DIMENSIONS)}")
-    try:
-        report = RelapseReport(
-            case_manager_id=args.case_manager,
-            ratings=dict(zip(DIMENSIONS, (int(v) for v in values), strict=True)),
-        )
-    except ValidationError as exc:
-        raise CliError(describe_validation_error(exc)) from None
-    client = await client_for(settings)
-    handle = _handle(client, args.patient)
-    message = await _journey_call(
-        handle,
-        args.patient,
-        lambda: handle.execute_update(
-            PatientJourneyWorkflow.report_relapse, report, rpc_timeout=ANSWER_TIMEOUT
-        ),
+    report = _request(
+        RelapseReport,
+        case_manager_id=args.case_manager,
+        ratings=dict(zip(DIMENSIONS, (int(v) for v in values), strict=True)),
+    )
+    message = await _send_update(
+        settings, args.patient, PatientJourneyWorkflow.report_relapse, report
     )
     console.print(f"{args.patient}: {message}")
     return 0
