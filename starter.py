@@ -52,7 +52,7 @@ from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from infra.embedded_server import EmbeddedServer
 from infra.logging import configure_logging
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, SettingsError, load_settings
 from infra.temporal import connect
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -488,7 +488,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, "warning" if args.command != "demo" else "error")
     try:
         result = COMMANDS[args.command](args, settings)

@@ -17,7 +17,7 @@ from activities.care_operations import CareOperations
 from activities.telephony import SimulatedTelephony
 from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore
 from infra.temporal import build_worker, connect
 
@@ -30,7 +30,7 @@ def build_care_operations(settings: Settings) -> CareOperations:
     return CareOperations(
         store=store,
         catalog=ProgramCatalog(settings.programs_dir),
-        telephony=SimulatedTelephony(store),
+        telephony=SimulatedTelephony(store, use_risk=settings.simulated_use_risk),
     )
 
 
@@ -59,7 +59,11 @@ async def connect_with_patience(settings: Settings, stop: asyncio.Event) -> Clie
 
 
 async def main() -> int:
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

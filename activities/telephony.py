@@ -31,9 +31,11 @@ def _seeded(*parts: str) -> random.Random:
 
 
 class SimulatedTelephony:
-    def __init__(self, store: CareStore, seed: str = "carepath") -> None:
+    def __init__(self, store: CareStore, seed: str = "carepath", use_risk: float = 0.2) -> None:
+        """`use_risk`: the highest chance a simulated patient reports use at a check-in."""
         self.store = store
         self.seed = seed
+        self.use_risk = use_risk
 
     def place_call(
         self, reference: str, patient_id: str, phone: str
@@ -64,7 +66,7 @@ class SimulatedTelephony:
     def _answer(self, reference: str, patient_id: str) -> tuple[CallOutcome, CheckIn | None]:
         patient = _seeded(self.seed, patient_id)
         reachability = patient.uniform(0.55, 0.95)
-        use_risk = patient.uniform(0.02, 0.2)
+        use_risk = patient.uniform(0.1, 1.0) * self.use_risk
         call = _seeded(self.seed, reference)
         draw = call.random()
         if draw > reachability:

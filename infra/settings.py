@@ -9,6 +9,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class SettingsError(ValueError):
+    """A CAREPATH_* variable holds a value CarePath cannot use."""
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -20,6 +24,9 @@ class Settings:
     max_cached_workflows: int
     server_port: int
     ui_port: int
+    # The simulated telephony's cohort: the highest chance that a simulated patient reports
+    # use at a check-in (each patient draws their own below it). 0 keeps everyone abstinent.
+    simulated_use_risk: float = 0.2
 
     @property
     def embedded_address(self) -> str:
@@ -39,4 +46,18 @@ def load_settings() -> Settings:
         max_cached_workflows=int(env.get("CAREPATH_MAX_CACHED_WORKFLOWS", "1000")),
         server_port=int(env.get("CAREPATH_SERVER_PORT", "7233")),
         ui_port=int(env.get("CAREPATH_UI_PORT", "8233")),
+        simulated_use_risk=_probability(env, "CAREPATH_SIMULATED_USE_RISK", 0.2),
     )
+
+
+def _probability(env: os._Environ[str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be a probability between 0 and 1, not {raw!r}")
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -141,7 +142,8 @@ async def clinic(
     telephony: Any = None,
     **worker_overrides: Any,
 ) -> AsyncIterator[Clinic]:
-    """`telephony`, if given, builds the provider from the store (default: simulated)."""
+    """`telephony`, if given, builds the provider from the store (default: simulated,
+    abstinent patients)."""
     settings = dataclasses.replace(
         load_settings(),
         database_url=f"sqlite:///{tmp_path / 'care.db'}",
@@ -150,7 +152,9 @@ async def clinic(
     )
     store = CareStore(settings.database_url)
     store.migrate()
-    provider = telephony(store) if telephony else SimulatedTelephony(store)
+    # Simulated patients stay abstinent unless a test brings a provider that says otherwise:
+    # a relapse on a random patient's check-in would send the journey round again.
+    provider = telephony(store) if telephony else SimulatedTelephony(store, use_risk=0.0)
     operations = CareOperations(store, ProgramCatalog(programs_dir), provider)
     async with running_worker(client, settings, operations, **worker_overrides):
         c = Clinic(client=client, settings=settings, operations=operations)
@@ -176,18 +180,23 @@ async def drive_journey(
     until: Any = None,
     step: timedelta = DAY,
     choose: Any = attendance_choice,
+    within: timedelta = timedelta(days=3 * 365),
 ) -> tuple[JourneyStatus, dict[str, str]]:
     """Step the clock a day at a time, recording attendance for each session once it has
-    happened, until the journey ends (or `until(status)` holds). Call with automatic time
-    skipping disabled."""
+    happened, until the journey ends (or `until(status)` holds), and fail if that takes
+    longer than `within` of program time. Call with automatic time skipping disabled."""
     from clinical.journey import AttendanceReport
 
     reported: dict[str, str] = {}
+    steps = 0
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
         status = status.as_of(await env.get_current_time())
         if status.phase.is_terminal or (until is not None and until(status)):
             return status, reported
+        if steps * step > within:
+            raise AssertionError(f"journey still in {status.phase} after {within.days} days")
+        steps += 1
         for s in status.sessions:
             if (
                 s.session_id in reported
@@ -206,7 +215,83 @@ async def drive_journey(
                         status=choice,
                     ),
                 )
+        await settle(env.client, handle.id)
         await env.sleep(step)
+
+
+_WORKFLOW_TASK_ENDS = ("workflow_task_completed", "workflow_task_failed", "workflow_task_timed_out")
+_ACTIVITY_ENDS = (
+    "activity_task_completed",
+    "activity_task_failed",
+    "activity_task_timed_out",
+    "activity_task_canceled",
+)
+_CHILD_ENDS = (
+    "child_workflow_execution_completed",
+    "child_workflow_execution_failed",
+    "child_workflow_execution_canceled",
+    "child_workflow_execution_timed_out",
+    "child_workflow_execution_terminated",
+)
+
+
+async def _work_in_flight(client: Client, workflow_id: str) -> list[str]:
+    """What a workflow (and its running children) still has in flight: an undelivered
+    workflow task or an unfinished activity. The time-skipping server reports neither in
+    DescribeWorkflowExecution, so read them off the latest run's history."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    task_open = False
+    activities: dict[int, str] = {}
+    children: dict[int, str] = {}
+    closed = False
+    for event in history.events:
+        kind = event.WhichOneof("attributes") or ""
+        name = kind.removesuffix("_event_attributes")
+        if name == "workflow_task_scheduled":
+            task_open = True
+        elif name in _WORKFLOW_TASK_ENDS:
+            task_open = False
+        elif name == "activity_task_scheduled":
+            scheduled = event.activity_task_scheduled_event_attributes
+            activities[event.event_id] = scheduled.activity_type.name
+        elif name in _ACTIVITY_ENDS:
+            activities.pop(getattr(event, kind).scheduled_event_id, None)
+        elif name == "child_workflow_execution_started":
+            child = event.child_workflow_execution_started_event_attributes
+            children[child.initiated_event_id] = child.workflow_execution.workflow_id
+        elif name in _CHILD_ENDS:
+            children.pop(getattr(event, kind).initiated_event_id, None)
+        elif name.startswith("workflow_execution_") and name not in (
+            "workflow_execution_started",
+            "workflow_execution_signaled",
+            "workflow_execution_update_accepted",
+            "workflow_execution_update_completed",
+            "workflow_execution_update_admitted",
+        ):
+            closed = True
+    if closed:
+        return []
+    busy = [f"{workflow_id}: workflow task"] if task_open else []
+    busy += [f"{workflow_id}: activity {name}" for name in activities.values()]
+    for child_id in children.values():
+        busy += await _work_in_flight(client, child_id)
+    return busy
+
+
+async def settle(
+    client: Client, workflow_id: str, within: timedelta = timedelta(seconds=60)
+) -> None:
+    """Wait (in real time) until the journey and its children have nothing in flight.
+
+    Stepping the time-skipping server's clock while a workflow task or activity is in
+    flight jumps past its timeout; the task then times out and is retried, and with bad
+    luck the journey stalls (see ../shared/TEMPORAL-NOTES.md)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within.total_seconds()
+    while busy := await _work_in_flight(client, workflow_id):
+        if loop.time() > deadline:
+            raise AssertionError(f"still in flight after {within}: {busy}")
+        await asyncio.sleep(0.01)
 
 
 async def journey_histories(client: Client, started: WorkflowHandle[Any, Any]) -> list[Any]:

@@ -65,6 +65,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "CAREPATH_SERVER_PORT": str(free_port()),
         "CAREPATH_UI_PORT": str(free_port()),
         "CAREPATH_LOG_FORMAT": "json",
+        # A check-in that reports use would send the patient round again (and past the
+        # test's deadline); relapse has its own tests.
+        "CAREPATH_SIMULATED_USE_RISK": "0",
     }
     server = EmbeddedServer(
         data_dir=data, port=int(env["CAREPATH_SERVER_PORT"]), ui_port=int(env["CAREPATH_UI_PORT"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionRecord, SessionStatus
@@ -15,18 +13,9 @@ from clinical.journey import start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from infra.store import tasks
-from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment, start_time_skipping
+from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    # A fresh time-skipping server per test (~0.1 s): a journey one test leaves behind
-    # must not hold the next test's clock.
-    environment = await start_time_skipping()
-    yield environment
-    await environment.shutdown()
 
 
 def _ledger(statuses: list[str]) -> list[SessionRecord]:

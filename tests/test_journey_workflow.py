@@ -3,25 +3,13 @@ recording attendance as the weeks pass."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
 from clinical.phases import Phase
 from infra.store import appointments, audit_events, follow_up_calls, phase_changes
-from tests.support import clinic, drive_journey, make_enrolment, start_time_skipping
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    # A fresh time-skipping server per test (~0.1 s): a journey one test leaves behind
-    # must not hold the next test's clock.
-    environment = await start_time_skipping()
-    yield environment
-    await environment.shutdown()
+from tests.support import clinic, drive_journey, make_enrolment
 
 
 async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:

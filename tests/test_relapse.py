@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
@@ -23,7 +22,6 @@ from tests.support import (
     clinic,
     drive_journey,
     make_enrolment,
-    start_time_skipping,
 )
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -37,15 +35,6 @@ async def manual_clock(env: WorkflowEnvironment) -> AsyncIterator[None]:
 REASSESSED = DimensionRatings(
     withdrawal=1, biomedical=0, emotional=2, readiness=2, relapse=3, environment=3
 )
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    # A fresh time-skipping server per test (~0.1 s): a journey one test leaves behind
-    # must not hold the next test's clock.
-    environment = await start_time_skipping()
-    yield environment
-    await environment.shutdown()
 
 
 async def relapse_during(
