@@ -46,9 +46,11 @@ from clinical.journey import (
     DischargeRequest,
     JourneyInput,
     JourneyStatus,
+    ProgressReview,
     RelapseReport,
 )
 from clinical.phases import Phase
+from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from infra.embedded_server import EmbeddedServer
 from infra.logging import configure_logging
@@ -200,6 +202,10 @@ async def start_journey(
     except ProtocolError as exc:
         raise CliError(str(exc)) from None
     try:
+        place_enrolment(enrolment, protocol)
+    except PlacementRefused as exc:
+        raise CliError(str(exc)) from None
+    try:
         return await client.start_workflow(
             PatientJourneyWorkflow.run,
             JourneyInput(enrolment=enrolment, protocol=protocol),
@@ -277,6 +283,21 @@ async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    review = _request(
+        ProgressReview,
+        case_manager_id=args.case_manager,
+        decision=args.decision.replace("-", "_"),
+        weeks=args.weeks,
+        level=args.level,
+    )
+    message = await _send_update(
+        settings, args.patient, PatientJourneyWorkflow.review_progress, review
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
 async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
     handle = _handle(client, patient_id)
     status: JourneyStatus = await _journey_call(
@@ -305,9 +326,12 @@ def render_status(s: JourneyStatus) -> None:
         f"[bold]{s.patient_id}[/] {s.phase.value} {week}  level {s.level or '-'}  "
         f"risk {s.risk}  case manager {s.case_manager_id}  site {s.site_id}"
     )
-    console.print(f"program {s.program_id}, today {s.today:%Y-%m-%d}; {s.placement}")
+    console.print(f"program {s.program_id}, today {s.today:%Y-%m-%d}; {s.plan.placement.explain()}")
     if s.schedule_conflict:
         console.print(f"[red]schedule conflict:[/] {s.schedule_conflict}")
+    for t in s.open_tasks:
+        since = s.clock.calendar(s.clock.day(t.opened_at))
+        console.print(f"[yellow]open task[/] {t.kind} since {since:%Y-%m-%d}: {t.detail}")
     a = s.attendance
     console.print(
         f"attendance {rate}: {a.attended} attended, {a.missed} missed, {a.excused} excused, "
@@ -457,6 +481,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--ratings", required=True, help=f"six numbers 0-4: {','.join(DIMENSIONS)}")
     r.add_argument("--case-manager", required=True)
 
+    rv = sub.add_parser("review", help="a progress review of the intensive phase")
+    rv.add_argument("patient")
+    rv.add_argument("decision", choices=["extend", "shorten", "approve-step-down", "change-level"])
+    rv.add_argument("--weeks", type=int, help="for extend and shorten")
+    rv.add_argument("--level", help="for change-level: a level of the program")
+    rv.add_argument("--case-manager", required=True)
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -480,6 +511,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "attendance": cmd_attendance,
     "discharge": cmd_discharge,
     "relapse": cmd_relapse,
+    "review": cmd_review,
     "status": cmd_status,
     "list": cmd_list,
     "demo": cmd_demo,

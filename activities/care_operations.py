@@ -95,23 +95,43 @@ class CareOperations:
                     "updated_at": utcnow(),
                 },
             )
-            self.store.insert_once(
-                conn,
-                audit_events,
-                [
+            placement = intake.placement
+            entries = [
+                {
+                    "idempotency_key": f"{e.patient_id}/enrolled",
+                    "patient_id": e.patient_id,
+                    "actor": e.case_manager_id,
+                    "action": "enrolled",
+                    "purpose": "treatment",
+                    "at": intake.at,
+                    "detail_json": to_json(
+                        {
+                            "program": e.program_id,
+                            "level": placement.level,
+                            "drivers": placement.drivers,
+                        }
+                    ),
+                }
+            ]
+            if placement.overridden_by is not None:
+                entries.append(
                     {
-                        "idempotency_key": f"{e.patient_id}/enrolled",
+                        "idempotency_key": f"{e.patient_id}/placement-overridden",
                         "patient_id": e.patient_id,
-                        "actor": e.case_manager_id,
-                        "action": "enrolled",
+                        "actor": placement.overridden_by,
+                        "action": "placement_overridden",
                         "purpose": "treatment",
                         "at": intake.at,
                         "detail_json": to_json(
-                            {"program": e.program_id, "level": intake.placement.level}
+                            {
+                                "rules_level": placement.rules_level,
+                                "level": placement.level,
+                                "reason": placement.override_reason,
+                            }
                         ),
                     }
-                ],
-            )
+                )
+            self.store.insert_once(conn, audit_events, entries)
         log.info("intake_recorded", patient_id=e.patient_id, new=created)
         return created
 
@@ -175,6 +195,7 @@ class CareOperations:
                     for a in events.audit
                 ],
             )
+            self.store.resolve_tasks(conn, events.tasks_resolved)
         log.info(
             "care_events_recorded",
             patient_id=events.patient_id,

@@ -48,12 +48,19 @@ class BookingResult(_Record):
     already_booked: int
 
 
+class TaskResolution(_Record):
+    key: str
+    by: str
+    at: datetime
+
+
 class CareEvents(_Record):
-    """Attendance changes and audit entries gathered since the last wake-up."""
+    """Attendance changes, audit entries and resolved tasks gathered since the last write."""
 
     patient_id: str
     session_changes: list[SessionRecord] = []
     audit: list[AuditEntry] = []
+    tasks_resolved: list[TaskResolution] = []
 
 
 TaskKind = Literal[
@@ -63,6 +70,7 @@ TaskKind = Literal[
     "outreach",
     "review",
     "reassessment",
+    "step_down_decision",
 ]
 
 

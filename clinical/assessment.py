@@ -135,6 +135,19 @@ class PatientContact(_Strict):
         return value
 
 
+class PlacementOverride(_Strict):
+    """The enrolling case manager's clinical judgement over the rules' placement: a level
+    of the program (or "higher" to refer out) and why, which is kept in the audit trail."""
+
+    level: Annotated[str, Field(min_length=1, max_length=16)]
+    reason: Annotated[str, Field(min_length=10, max_length=500)]
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _meaningful_reason(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+
 class Enrolment(_Strict):
     """What a case manager submits to enrol a patient in a program."""
 
@@ -144,3 +157,4 @@ class Enrolment(_Strict):
     program_id: ProgramId = "default-iop"
     contact: PatientContact
     assessment: Assessment
+    placement_override: PlacementOverride | None = None

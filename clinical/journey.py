@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.aftercare import FollowUp
 from clinical.assessment import Assessment, Commitment, DimensionRatings, Enrolment
 from clinical.attendance import AttendanceSummary, SessionRecord, SessionStatus, summarize
-from clinical.careplan import CarePlan, plan_care
+from clinical.careplan import CarePlan, ScheduleConflict, fit_week, plan_care
 from clinical.clock import ProgramClock
 from clinical.identifiers import CaseManagerId
 from clinical.phases import Phase
-from clinical.placement import Placement, place, risk_level
+from clinical.placement import Placement, place, place_enrolment, risk_level
 from clinical.protocol import ProgramProtocol
 
 
@@ -54,6 +54,20 @@ class Relapse(BaseModel):
     ratings: DimensionRatings
 
 
+class JourneyTask(BaseModel):
+    """A task the journey gave the case manager; open until someone resolves it."""
+
+    key: str
+    kind: str
+    detail: str
+    opened_at: datetime
+    resolved_by: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_by is None
+
+
 class JourneyState(BaseModel):
     """Everything a journey needs to go on; carried whole across continue-as-new."""
 
@@ -78,10 +92,12 @@ class JourneyState(BaseModel):
     phase_history: list[PhaseChange] = []
     discharge: DischargeRequest | None = None
     relapse: Relapse | None = None
+    step_down_approved: bool = False
     intake_recorded: bool = False
     runs: int = 1
     alerts_opened: list[str] = []
     last_review_day: float | None = None
+    tasks: list[JourneyTask] = []
 
     def summary(self) -> AttendanceSummary:
         return summarize(self.sessions)
@@ -89,10 +105,17 @@ class JourneyState(BaseModel):
     def session(self, session_id: str) -> SessionRecord | None:
         return next((s for s in self.sessions if s.session_id == session_id), None)
 
+    def resolve_tasks(self, kind: str, by: str) -> list[str]:
+        """Mark the open tasks of a kind resolved (their cause is gone); their keys."""
+        resolved = [t for t in self.tasks if t.kind == kind and t.is_open]
+        for task in resolved:
+            task.resolved_by = by
+        return [t.key for t in resolved]
+
 
 def start_journey(enrolment: Enrolment, protocol: ProgramProtocol, now: datetime) -> JourneyState:
     """Intake: place the patient and draw up the care plan from the assessment."""
-    placement = place(enrolment.assessment, protocol)
+    placement = place_enrolment(enrolment, protocol)
     clock = ProgramClock.starting_at(now, protocol.clock.seconds_per_day)
     return JourneyState(
         patient_id=enrolment.patient_id,
@@ -134,6 +157,14 @@ class RelapseReport(_Request):
     """A relapse reported by a case manager, with the reassessment's six ratings."""
 
     ratings: DimensionRatings
+
+
+class ProgressReview(_Request):
+    """A case manager's progress evaluation of the intensive phase."""
+
+    decision: Literal["extend", "shorten", "approve_step_down", "change_level"]
+    weeks: Annotated[int, Field(ge=1, le=52)] | None = None
+    level: str | None = None
 
 
 class CommitmentsRevision(_Request):
@@ -232,6 +263,102 @@ def reassess(state: JourneyState, ratings: DimensionRatings) -> None:
     state.phase_start_day = None
     state.aftercare_start_day = None
     state.follow_ups = [f for f in state.follow_ups if f.outcome is not None]
+    state.step_down_approved = False
+
+
+def with_intensive_weeks(plan: CarePlan, weeks: int) -> CarePlan:
+    stages = tuple(
+        stage.model_copy(update={"weeks": weeks}) if stage.phase == Phase.intensive else stage
+        for stage in plan.stages
+    )
+    return plan.model_copy(update={"stages": stages, "intensive_weeks": weeks})
+
+
+def step_down_blocker(state: JourneyState, need_approval: bool = True) -> str | None:
+    """Why the patient may not leave the intensive phase yet (None: they may)."""
+    criteria = state.protocol.step_down.criteria
+    if state.week < criteria.min_intensive_weeks:
+        return (
+            f"step-down needs {criteria.min_intensive_weeks} weeks of intensive care; "
+            f"{state.week} done"
+        )
+    rate = state.summary().rate
+    if rate is None or rate < criteria.min_attendance_rate:
+        shown = "unknown" if rate is None else f"{rate:.0%}"
+        return f"attendance {shown} is below the {criteria.min_attendance_rate:.0%} step-down needs"
+    if need_approval and criteria.clinician_approval and not state.step_down_approved:
+        return "step-down needs a case manager's approval (review_progress approve_step_down)"
+    return None
+
+
+def check_review(state: JourneyState, review: ProgressReview) -> None:
+    _require_active(state)
+    if state.phase != Phase.intensive or state.week < 1:
+        raise RequestRefused("progress reviews apply to the intensive phase once it has begun")
+    planned = state.plan.weeks_in(Phase.intensive)
+    top = state.protocol.intensive.max_weeks
+    if review.decision in ("extend", "shorten") and review.weeks is None:
+        raise RequestRefused(f"{review.decision} needs a number of weeks")
+    if review.decision == "extend" and planned + (review.weeks or 0) > top:
+        raise RequestRefused(
+            f"extending by {review.weeks} would make {planned + (review.weeks or 0)} weeks, "
+            f"above the program's maximum of {top}"
+        )
+    if review.decision == "shorten":
+        floor = max(state.week, state.protocol.step_down.criteria.min_intensive_weeks)
+        if planned - (review.weeks or 0) < floor:
+            raise RequestRefused(
+                f"shortening by {review.weeks} would leave {planned - (review.weeks or 0)} "
+                f"weeks; at least {floor} are needed"
+            )
+    if review.decision == "approve_step_down":
+        blocker = step_down_blocker(state, need_approval=False)
+        if blocker is not None:
+            raise RequestRefused(blocker)
+    if review.decision == "change_level":
+        levels = state.protocol.intensive.levels
+        if review.level not in levels:
+            raise RequestRefused(f"level must be one of {', '.join(levels)}")
+        fitted = fit_week(
+            state.assessment,
+            review.level,
+            state.protocol.levels[review.level].pattern,
+            state.protocol,
+        )
+        if isinstance(fitted, ScheduleConflict):
+            raise RequestRefused(fitted.reason)
+
+
+def apply_review(state: JourneyState, review: ProgressReview) -> str:
+    planned = state.plan.weeks_in(Phase.intensive)
+    if review.decision == "extend":
+        state.plan = with_intensive_weeks(state.plan, planned + (review.weeks or 0))
+    elif review.decision == "shorten":
+        state.plan = with_intensive_weeks(state.plan, planned - (review.weeks or 0))
+    elif review.decision == "approve_step_down":
+        state.step_down_approved = True
+        state.plan = with_intensive_weeks(state.plan, state.week)
+    else:
+        assert review.level is not None
+        fitted = fit_week(
+            state.assessment,
+            review.level,
+            state.protocol.levels[review.level].pattern,
+            state.protocol,
+        )
+        assert not isinstance(fitted, ScheduleConflict)
+        state.plan = state.plan.model_copy(
+            update={
+                "stages": tuple(
+                    s.model_copy(update={"level": review.level, "schedule": fitted})
+                    if s.phase == Phase.intensive
+                    else s
+                    for s in state.plan.stages
+                )
+            }
+        )
+    weeks = state.plan.weeks_in(Phase.intensive)
+    return f"{review.decision}: intensive phase now {weeks} weeks (week {state.week} under way)"
 
 
 def check_commitments_revision(state: JourneyState, revision: CommitmentsRevision) -> None:
@@ -269,8 +396,10 @@ class JourneyStatus(BaseModel):
     weeks_in_phase: int
     program_day: float
     today: datetime
-    placement: str
-    schedule_conflict: str | None
+    plan: CarePlan
+    """The placement (and why), each stage's weekly schedule, or the schedule conflict."""
+    open_tasks: list[JourneyTask]
+    step_down_approved: bool
     commitments: tuple[Commitment, ...]
     attendance: AttendanceSummary
     attendance_rate: float | None
@@ -279,6 +408,10 @@ class JourneyStatus(BaseModel):
     next_contact_due: datetime | None
     phase_history: list[PhaseChange]
     clock: ProgramClock
+
+    @property
+    def schedule_conflict(self) -> str | None:
+        return self.plan.conflict.reason if self.plan.conflict else None
 
     def as_of(self, now: datetime) -> JourneyStatus:
         day = self.clock.day(now)
@@ -341,8 +474,9 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         weeks_in_phase=weeks,
         program_day=now_day,
         today=state.clock.calendar(now_day),
-        placement=state.placement.explain(),
-        schedule_conflict=state.plan.conflict.reason if state.plan.conflict else None,
+        plan=state.plan,
+        open_tasks=[t for t in state.tasks if t.is_open],
+        step_down_approved=state.step_down_approved,
         commitments=state.assessment.commitments,
         attendance=summary,
         attendance_rate=summary.rate,

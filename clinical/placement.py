@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from clinical.assessment import Assessment
+from clinical.assessment import Assessment, Enrolment
 from clinical.protocol import ESCALATE, HoursBand, ProgramProtocol
 
 
@@ -21,6 +21,8 @@ class Placement(BaseModel):
     hours_band: HoursBand | None
     overridden_by: str | None = None
     override_reason: str | None = None
+    rules_level: str | None = None
+    """Where the rules placed the patient, when a case manager overrode them."""
 
     @property
     def refers_out(self) -> bool:
@@ -28,7 +30,47 @@ class Placement(BaseModel):
 
     def explain(self) -> str:
         drivers = ", ".join(f"{k}={v}" for k, v in self.drivers.items()) or "none"
-        return f"level {self.level} ({self.code_system}): {self.reason} [drivers: {drivers}]"
+        told = f"level {self.level} ({self.code_system}): {self.reason} [drivers: {drivers}]"
+        if self.overridden_by is None:
+            return told
+        return (
+            f"level {self.level} ({self.code_system}), set by {self.overridden_by} over the "
+            f"rules' level {self.rules_level} ({self.reason} [drivers: {drivers}]): "
+            f"{self.override_reason}"
+        )
+
+
+class PlacementRefused(ValueError):
+    """A placement override the program cannot take."""
+
+
+def place_enrolment(enrolment: Enrolment, protocol: ProgramProtocol) -> Placement:
+    """The rules' placement, or the enrolling case manager's override of it."""
+    placement = place(enrolment.assessment, protocol)
+    override = enrolment.placement_override
+    if override is None:
+        return placement
+    levels = [*protocol.levels, ESCALATE]
+    if override.level not in levels:
+        raise PlacementRefused(
+            f"placement_override.level {override.level!r} is not a level of program "
+            f"{protocol.program.id}: use one of {', '.join(levels)}"
+        )
+    if override.level == placement.level:
+        raise PlacementRefused(
+            f"the rules already place this patient at level {placement.level}; "
+            "an override must name another level"
+        )
+    chosen = _placement(
+        override.level, placement.reason, placement.drivers, enrolment.assessment, protocol
+    )
+    return chosen.model_copy(
+        update={
+            "overridden_by": enrolment.case_manager_id,
+            "override_reason": override.reason,
+            "rules_level": placement.level,
+        }
+    )
 
 
 def place(assessment: Assessment, protocol: ProgramProtocol) -> Placement:

@@ -125,12 +125,21 @@ class IntensiveConfig(_Strict):
         return self
 
 
+class StepDownCriteria(_Strict):
+    """What must hold before a patient leaves the intensive phase."""
+
+    min_intensive_weeks: Annotated[int, Field(ge=1, le=52)] = 6
+    min_attendance_rate: Annotated[float, Field(ge=0, le=1)] = 0.7
+    clinician_approval: bool = True
+
+
 class StepDownConfig(_Strict):
     taper_level: str = "2.1"
     taper_weeks: Annotated[int, Field(ge=0, le=4)] = 2
     taper: SessionPattern
     outpatient_level: str = "1"
     outpatient_weeks: Annotated[int, Field(ge=0, le=52)] = 4
+    criteria: StepDownCriteria = StepDownCriteria()
 
 
 class AttendanceConfig(_Strict):
@@ -221,6 +230,8 @@ class ProgramProtocol(_Strict):
                     f"levels.{code}.pattern has fewer session days than "
                     f"intensive.min_session_days ({self.intensive.min_session_days})"
                 )
+        if self.step_down.criteria.min_intensive_weeks > self.intensive.max_weeks:
+            raise ValueError("step_down.criteria.min_intensive_weeks is above intensive.max_weeks")
         if self.risk.moderate_at > self.risk.high_at:
             raise ValueError("risk.moderate_at is above risk.high_at")
         return self

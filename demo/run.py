@@ -23,6 +23,7 @@ from clinical.journey import (
     CommitmentsRevision,
     JourneyOutcome,
     JourneyStatus,
+    ProgressReview,
 )
 from clinical.phases import ACTIVE_PHASES, Phase
 from demo.cohort import synthetic_cohort
@@ -46,6 +47,7 @@ async def simulated_case_manager(
     """Reports attendance for each session once it has happened, as a case manager would."""
     propensity = rng.uniform(0.65, 0.97)
     reported: set[str] = set()
+    asked: set[tuple[int, int]] = set()
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
         status = status.as_of(datetime.now(UTC))
@@ -54,6 +56,22 @@ async def simulated_case_manager(
             return
         if status.schedule_conflict:
             await resolve_schedule_conflict(handle, status)
+        if (
+            status.phase == Phase.intensive
+            and status.week >= status.weeks_in_phase
+            and not status.step_down_approved
+            and (status.episode, status.week) not in asked
+        ):
+            asked.add((status.episode, status.week))
+            try:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.review_progress,
+                    ProgressReview(
+                        case_manager_id=status.case_manager_id, decision="approve_step_down"
+                    ),
+                )
+            except WorkflowUpdateFailedError:
+                pass  # criteria not met: the journey extends a week and asks again
         for s in status.sessions:
             if s.session_id in reported or s.day > status.program_day:
                 continue

@@ -264,6 +264,19 @@ class CareStore:
             .values(phase=phase, level=level, risk=risk, updated_at=utcnow())
         )
 
+    def resolve_tasks(self, conn: Connection, resolutions: Iterable[Any]) -> int:
+        """Close open tasks whose cause is gone (a resolution has key, by and at);
+        a task already closed keeps its first closing."""
+        closed = 0
+        for r in resolutions:
+            result = conn.execute(
+                update(tasks)
+                .where(tasks.c.idempotency_key == r.key, tasks.c.status == "open")
+                .values(status="done", completed_at=r.at, completed_by=r.by)
+            )
+            closed += result.rowcount or 0
+        return closed
+
     def set_session_statuses(
         self, conn: Connection, patient_id: str, changes: Iterable[dict[str, Any]]
     ) -> int:

@@ -16,10 +16,12 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
+from clinical.assessment import Enrolment
 from clinical.journey import (
     CommitmentsRevision,
     DischargeReason,
     DischargeRequest,
+    ProgressReview,
     RelapseReport,
 )
 from clinical.phases import Phase
@@ -28,9 +30,11 @@ from tests.support import (
     UseOnFirstCheckIn,
     clinic,
     drive_journey,
+    enrolment_data,
     journey_histories,
     make_enrolment,
     start_time_skipping,
+    steady_attendance,
 )
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -136,6 +140,43 @@ async def relapse_from_check_in(env: WorkflowEnvironment, c: Clinic) -> list[tup
     return [(f"journey_relapse_from_check_in--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
+async def reviewed_step_down(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """An overridden placement; no approval at the planned end (the journey extends and
+    asks), a review that extends once more, then approval and step-down."""
+    data = enrolment_data()
+    data["placement_override"] = {"level": "2.5", "reason": "two failed attempts at 2.1"}
+    enrolment = Enrolment.model_validate(data)
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        status, _ = await drive_journey(
+            env,
+            handle,
+            approve_step_down=False,
+            choose=steady_attendance,
+            until=lambda s: any(t.kind == "step_down_decision" for t in s.open_tasks),
+        )
+        assert status.phase == Phase.intensive
+        for decision in ("extend", "approve_step_down"):
+            await handle.execute_update(
+                PatientJourneyWorkflow.review_progress,
+                ProgressReview(case_manager_id="CM-04", decision=decision, weeks=1)
+                if decision == "extend"
+                else ProgressReview(case_manager_id="CM-04", decision=decision),
+            )
+        await drive_journey(
+            env,
+            handle,
+            choose=steady_attendance,
+            until=lambda s: s.phase == Phase.step_down and s.week >= 1,
+        )
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-04", reason=DischargeReason.transferred),
+        )
+    runs = await journey_histories(c.client, handle)
+    return [(f"journey_reviewed_step_down--run{i}", h) for i, h in enumerate(runs, 1)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.__name__: s
     for s in (
@@ -145,6 +186,7 @@ SCENARIOS: dict[str, Scenario] = {
         schedule_conflict,
         relapse_in_intensive,
         relapse_from_check_in,
+        reviewed_step_down,
     )
 }
 TELEPHONY: dict[str, Any] = {"relapse_from_check_in": UseOnFirstCheckIn}

@@ -24,6 +24,7 @@ from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
 from clinical.identifiers import journey_workflow_id, new_patient_id
 from clinical.journey import JourneyInput, JourneyStatus
+from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
@@ -174,6 +175,11 @@ def attendance_choice(n: int) -> str:
     return "none" if n % 4 == 0 else ("missed" if n % 7 == 0 else "attended")
 
 
+def steady_attendance(n: int) -> str:
+    """About 78% attended: enough for the default program's step-down criteria (70%)."""
+    return "none" if n % 10 == 0 else ("missed" if n % 7 == 0 else "attended")
+
+
 async def drive_journey(
     env: WorkflowEnvironment,
     handle: WorkflowHandle[Any, Any],
@@ -181,13 +187,20 @@ async def drive_journey(
     step: timedelta = DAY,
     choose: Any = attendance_choice,
     within: timedelta = timedelta(days=3 * 365),
+    approve_step_down: bool = True,
 ) -> tuple[JourneyStatus, dict[str, str]]:
     """Step the clock a day at a time, recording attendance for each session once it has
     happened, until the journey ends (or `until(status)` holds), and fail if that takes
-    longer than `within` of program time. Call with automatic time skipping disabled."""
-    from clinical.journey import AttendanceReport
+    longer than `within` of program time. With `approve_step_down`, the case manager
+    approves step-down when the intensive phase reaches its planned end (the journey
+    extends and asks again while the criteria are not met). Call with automatic time
+    skipping disabled."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from clinical.journey import AttendanceReport, ProgressReview
 
     reported: dict[str, str] = {}
+    asked: set[tuple[int, int]] = set()
     steps = 0
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
@@ -215,6 +228,23 @@ async def drive_journey(
                         status=choice,
                     ),
                 )
+        if (
+            approve_step_down
+            and status.phase == Phase.intensive
+            and status.week >= status.weeks_in_phase
+            and not status.step_down_approved
+            and (status.episode, status.week) not in asked
+        ):
+            asked.add((status.episode, status.week))
+            try:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.review_progress,
+                    ProgressReview(
+                        case_manager_id=status.case_manager_id, decision="approve_step_down"
+                    ),
+                )
+            except WorkflowUpdateFailedError:
+                pass  # criteria not met yet: the journey extends and asks again
         await settle(env.client, handle.id)
         await env.sleep(step)
 

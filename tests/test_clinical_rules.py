@@ -22,7 +22,7 @@ from clinical.journey import (
     start_journey,
 )
 from clinical.phases import Phase
-from clinical.placement import place, risk_level
+from clinical.placement import PlacementRefused, place, place_enrolment, risk_level
 from clinical.protocol import ProgramCatalog, ProtocolError, load_protocol
 from tests.support import PROGRAMS, enrolment_data
 
@@ -95,6 +95,40 @@ def test_placement_by_the_programs_rules_explains_itself(
     assert placement.level == level
     assert placement.drivers == drivers
     assert f"level {level}" in placement.explain()
+
+
+def test_a_case_manager_overrides_placement_with_a_reason() -> None:
+    data = enrolment_data(ratings=ratings(relapse=2, readiness=1))  # the rules say 2.1
+    data["placement_override"] = {"level": "2.5", "reason": "  failed 2.1 twice last year  "}
+    enrolment = Enrolment.model_validate(data)
+    placement = place_enrolment(enrolment, PROTOCOL)
+    assert (placement.level, placement.rules_level) == ("2.5", "2.1")
+    assert placement.overridden_by == enrolment.case_manager_id
+    assert placement.override_reason == "failed 2.1 twice last year"
+    assert placement.drivers == {"relapse": 2}  # what the rules saw is kept
+    assert placement.hours_band == PROTOCOL.levels["2.5"].hours[enrolment.assessment.age_group]
+    assert "over the rules' level 2.1" in placement.explain()
+    # The care plan follows the overridden level.
+    state = start_journey(enrolment, PROTOCOL, datetime(2026, 3, 2, tzinfo=UTC))
+    assert state.plan.stages[0].level == "2.5"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"level": "2.5"}, "placement_override.reason"),
+        ({"level": "2.5", "reason": "   short   "}, "placement_override.reason"),
+        ({"level": "3.7", "reason": "needs more structure"}, "not a level of program"),
+        ({"level": "2.1", "reason": "needs more structure"}, "already place this patient"),
+    ],
+)
+def test_a_placement_override_needs_a_known_new_level_and_a_reason(
+    override: dict[str, str], message: str
+) -> None:
+    data = enrolment_data(ratings=ratings(relapse=2, readiness=1))
+    data["placement_override"] = override
+    with pytest.raises((ValidationError, PlacementRefused), match=message):
+        place_enrolment(Enrolment.model_validate(data), PROTOCOL)
 
 
 def test_risk_and_intensive_weeks_follow_the_ratings() -> None:

@@ -136,6 +136,15 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
             {**good, "patient_id": "P-7K2M9Q4E", "program_id": "no-such"},
             "unknown program 'no-such'",
         ),
+        (
+            "override.json",
+            {
+                **good,
+                "patient_id": "P-7K2M9Q4F",
+                "placement_override": {"level": "3.7", "reason": "wants residential care"},
+            },
+            "'3.7' is not a level of program e2e-iop",
+        ),
         ("second.json", good, f"patient {patient} is already enrolled"),
     ]
     for name, content, message in cases:
@@ -146,7 +155,7 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     # Nothing was started by the refused enrolments.
     listed = [j["patient_id"] for j in journeys(d)]
     assert patient in listed
-    assert not {"P-7K2M9Q4D", "P-7K2M9Q4E"} & set(listed)
+    assert not {"P-7K2M9Q4D", "P-7K2M9Q4E", "P-7K2M9Q4F"} & set(listed)
 
     unknown = d.cli("status", "P-0000000Z")
     assert unknown.returncode == 2, unknown.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         IntakeRecord,
         PhaseChangeRecord,
         SessionBooking,
+        TaskResolution,
     )
     from clinical.aftercare import (
         CallOutcome,
@@ -51,23 +52,30 @@ with workflow.unsafe.imports_passed_through():
         JourneyInput,
         JourneyOutcome,
         JourneyStatus,
+        JourneyTask,
         PhaseChange,
+        ProgressReview,
         Relapse,
         RelapseReport,
         apply_attendance,
         apply_commitments_revision,
+        apply_review,
         check_attendance,
         check_commitments_revision,
         check_discharge,
         check_relapse,
+        check_review,
         current_level,
         next_contact_day,
         reassess,
         relapse_found_by_call,
         start_journey,
         status_of,
+        step_down_blocker,
+        with_intensive_weeks,
     )
     from clinical.phases import Phase
+    from clinical.placement import PlacementRefused
     from workflows import visibility
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
@@ -85,11 +93,17 @@ class PatientJourneyWorkflow:
         if journey.state is not None:
             self._state = journey.state
         elif journey.enrolment is not None and journey.protocol is not None:
-            self._state = start_journey(journey.enrolment, journey.protocol, workflow.now())
+            try:
+                self._state = start_journey(journey.enrolment, journey.protocol, workflow.now())
+            except PlacementRefused as exc:
+                # Starters check this first; a client that did not must not leave a journey
+                # retrying its first task forever.
+                raise ApplicationError(str(exc), non_retryable=True) from None
         else:
             raise ValueError("a journey starts from an enrolment and a program protocol")
         self._pending_sessions: dict[str, SessionRecord] = {}
         self._pending_audit: list[AuditEntry] = []
+        self._pending_resolutions: list[TaskResolution] = []
         self._visible: dict[str, Any] = {}
         self._phase_boundary = False
         self._outcome: JourneyOutcome | None = None
@@ -182,6 +196,11 @@ class PatientJourneyWorkflow:
             return
         self._close_out()
         await self._raise_engagement_alerts()
+        # A review may have changed the plan while the journey slept.
+        weeks = st.plan.weeks_in(st.phase)
+        if st.phase == Phase.intensive and st.week >= weeks:
+            await self._hold_for_step_down_criteria()
+            weeks = st.plan.weeks_in(st.phase)
         if st.week < weeks:
             st.week += 1
             specs = week_sessions(
@@ -312,6 +331,32 @@ class PatientJourneyWorkflow:
                 "use reported on an aftercare check-in: the patient was re-linked to care; "
                 "confirm with a full reassessment",
                 key_suffix=f"E{st.episode}",
+            )
+
+    async def _hold_for_step_down_criteria(self) -> None:
+        """At the planned end of the intensive phase, step down only if the protocol's
+        criteria hold; otherwise extend a week (up to the program's maximum) and ask the
+        case manager to decide."""
+        st = self._state
+        # Journeys started before step-down criteria existed stepped down on schedule.
+        if not workflow.patched("step-down-criteria"):
+            return
+        blocker = step_down_blocker(st)
+        if blocker is None:
+            return
+        weeks = st.plan.weeks_in(Phase.intensive)
+        if weeks < st.protocol.intensive.max_weeks:
+            st.plan = with_intensive_weeks(st.plan, weeks + 1)
+            await self._open_task(
+                "step_down_decision",
+                f"{blocker}; intensive phase extended to {weeks + 1} weeks",
+                key_suffix=f"E{st.episode}-W{weeks}",
+            )
+        else:
+            await self._open_task(
+                "review",
+                f"stepping down at the program's maximum of {weeks} intensive weeks: {blocker}",
+                key_suffix=f"E{st.episode}-max-weeks",
             )
 
     async def _raise_engagement_alerts(self) -> None:
@@ -452,8 +497,10 @@ class PatientJourneyWorkflow:
             patient_id=self._state.patient_id,
             session_changes=list(self._pending_sessions.values()),
             audit=self._pending_audit,
+            tasks_resolved=self._pending_resolutions,
         )
         self._pending_sessions, self._pending_audit = {}, []
+        self._pending_resolutions = []
         await workflow.execute_activity_method(
             CareOperations.record_care_events,
             events,
@@ -463,10 +510,11 @@ class PatientJourneyWorkflow:
 
     async def _open_task(self, kind: Any, detail: str, key_suffix: str) -> None:
         st = self._state
+        key = f"{st.patient_id}/task/{kind}/{key_suffix}"
         await workflow.execute_activity_method(
             CareOperations.open_case_manager_task,
             CaseManagerTask(
-                key=f"{st.patient_id}/task/{kind}/{key_suffix}",
+                key=key,
                 patient_id=st.patient_id,
                 case_manager_id=st.case_manager_id,
                 kind=kind,
@@ -475,6 +523,18 @@ class PatientJourneyWorkflow:
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY,
         )
+        if all(t.key != key for t in st.tasks):
+            st.tasks.append(
+                JourneyTask(key=key, kind=kind, detail=detail, opened_at=workflow.now())
+            )
+
+    def _resolve_tasks(self, kind: str, by: str) -> None:
+        """Close the case manager's tasks of a kind in the next write (which the audit
+        entry of the update that resolved them always brings)."""
+        now = workflow.now()
+        self._pending_resolutions += [
+            TaskResolution(key=key, by=by, at=now) for key in self._state.resolve_tasks(kind, by)
+        ]
 
     def _audit(
         self,
@@ -566,6 +626,23 @@ class PatientJourneyWorkflow:
         check_discharge(self._state, request)
 
     @workflow.update
+    def review_progress(self, review: ProgressReview) -> str:
+        result = apply_review(self._state, review)
+        self._audit(
+            review.case_manager_id,
+            "progress_reviewed",
+            "treatment",
+            {"decision": review.decision, "weeks": review.weeks, "level": review.level},
+        )
+        if review.decision == "approve_step_down":
+            self._resolve_tasks("step_down_decision", review.case_manager_id)
+        return result
+
+    @review_progress.validator
+    def _validate_review(self, review: ProgressReview) -> None:
+        check_review(self._state, review)
+
+    @workflow.update
     def report_relapse(self, report: RelapseReport) -> str:
         self._state.relapse = Relapse(
             reported_by=report.case_manager_id, source="case_manager", ratings=report.ratings
@@ -592,6 +669,8 @@ class PatientJourneyWorkflow:
             {"commitments": len(revision.commitments)},
         )
         conflict = self._state.plan.conflict
+        if conflict is None:
+            self._resolve_tasks("schedule_conflict", revision.case_manager_id)
         return None if conflict is None else conflict.reason
 
     @revise_commitments.validator
