@@ -7,9 +7,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
+from clinical.journey import DischargeReason, DischargeRequest
 from clinical.phases import Phase
 from infra.store import appointments, audit_events, follow_up_calls, phase_changes
 from tests.support import clinic, drive_journey, make_enrolment, steady_attendance
+from workflows.patient_journey import PatientJourneyWorkflow
 
 
 async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:
@@ -68,3 +70,43 @@ async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:
         "completed",
     ]
     assert c.store.duplicate_counts() == dict.fromkeys(c.store.duplicate_counts(), 0)
+
+
+@pytest.mark.parametrize(
+    ("reason", "outcome"),
+    [
+        (DischargeReason.withdrew, Phase.withdrawn),
+        (DischargeReason.administrative, Phase.discharged),
+        (DischargeReason.lost_to_contact, Phase.lost_to_contact),
+    ],
+)
+async def test_explicit_exits_end_the_journey_with_their_reason(
+    env: WorkflowEnvironment, tmp_path, reason: DischargeReason, outcome: Phase
+) -> None:
+    async with clinic(env.client, tmp_path) as c:
+        enrolment = make_enrolment()
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await drive_journey(
+                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2
+            )
+            ended = await handle.execute_update(
+                PatientJourneyWorkflow.discharge,
+                DischargeRequest(case_manager_id="CM-07", reason=reason),
+            )
+            status = await c.status(handle)
+        booked = c.store.rows(appointments, patient_id=enrolment.patient_id)
+        audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+
+    assert (ended.outcome, ended.reason) == (outcome, f"discharged: {reason}")
+    assert status.phase == outcome and status.phase_history[-1].phase == outcome
+    # Nothing is left booked after the exit; what was due before it stays on the record.
+    ended_day = status.phase_history[-1].day
+    later = {x.session_id for x in status.sessions if x.day > ended_day}
+    assert later, "the test ends the journey while sessions are still booked ahead"
+    assert {
+        r["session_id"]: r["status"] for r in booked if r["session_id"] in later
+    } == dict.fromkeys(later, "cancelled")
+    assert [(a["actor"], a["action"]) for a in audit if a["action"] == "discharge_requested"] == [
+        ("CM-07", "discharge_requested")
+    ]
