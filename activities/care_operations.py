@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.partners import PartnerServices, SimulatedPartners
 from activities.records import (
     BookingResult,
     CallResult,
     CareEvents,
     CaseManagerTask,
+    ConsentRecord,
     FollowUpCallRequest,
     IntakeRecord,
     PhaseChangeRecord,
+    ReferralClosing,
+    ReferralDispatch,
+    ReferralRecord,
+    ReferralReminder,
     SessionBooking,
 )
 from activities.telephony import Telephony
@@ -26,10 +32,12 @@ from infra.store import (
     CareStore,
     appointments,
     audit_events,
+    consents,
     follow_up_calls,
     notifications,
     patients,
     phase_changes,
+    referrals,
     tasks,
     to_json,
     utcnow,
@@ -39,15 +47,25 @@ log = get_logger("carepath.activities")
 
 NON_RETRYABLE_PROTOCOL = "ProtocolError"
 NON_RETRYABLE_UNKNOWN_PATIENT = "UnknownPatient"
+CONSENT_MISSING = "ConsentMissing"
+"""A disclosure the patient has not consented to: never retried; the workflow asks for
+consent instead."""
 
 
 class CareOperations:
     """Activities bound to one store, program catalog and telephony provider."""
 
-    def __init__(self, store: CareStore, catalog: ProgramCatalog, telephony: Telephony) -> None:
+    def __init__(
+        self,
+        store: CareStore,
+        catalog: ProgramCatalog,
+        telephony: Telephony,
+        partners: PartnerServices | None = None,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.telephony = telephony
+        self.partners = partners if partners is not None else SimulatedPartners(store)
 
     def all(self) -> list[object]:
         return [
@@ -58,6 +76,11 @@ class CareOperations:
             self.record_phase_change,
             self.open_case_manager_task,
             self.place_follow_up_call,
+            self.record_referral,
+            self.send_referral,
+            self.remind_partner,
+            self.close_referral,
+            self.record_consent,
         ]
 
     @activity.defn
@@ -132,6 +155,26 @@ class CareOperations:
                     }
                 )
             self.store.insert_once(conn, audit_events, entries)
+            given = e.assessment.consents
+            kinds = {"family_involvement": given.family_involvement}
+            kinds |= {f"disclosure:{need.value}": True for need in given.partner_disclosure}
+            self.store.insert_once(
+                conn,
+                consents,
+                [
+                    _consent_row(
+                        ConsentRecord(
+                            key=f"{e.patient_id}/consent/intake/{kind}",
+                            patient_id=e.patient_id,
+                            kind=kind,
+                            granted=granted,
+                            recorded_by=e.case_manager_id,
+                            at=intake.at,
+                        )
+                    )
+                    for kind, granted in kinds.items()
+                ],
+            )
         log.info("intake_recorded", patient_id=e.patient_id, new=created)
         return created
 
@@ -257,6 +300,7 @@ class CareOperations:
                         "detail": task.detail,
                         "due_at": task.due_at,
                         "created_at": now,
+                        "workflow_id": task.workflow_id,
                     }
                 ],
             )
@@ -323,3 +367,135 @@ class CareOperations:
             outcome=outcome.value,
         )
         return CallResult(outcome=outcome, check_in=check_in)
+
+    # --- referrals and consent -------------------------------------------------------------
+
+    @activity.defn
+    def record_referral(self, r: ReferralRecord) -> bool:
+        with self.store.transaction() as conn:
+            created = self.store.insert_once(
+                conn,
+                referrals,
+                [
+                    {
+                        "idempotency_key": r.key,
+                        "referral_id": r.referral_id,
+                        "workflow_id": r.workflow_id,
+                        "patient_id": r.patient_id,
+                        "case_manager_id": r.case_manager_id,
+                        "need": r.need,
+                        "status": "requested",
+                        "reminders": 0,
+                        "requested_at": r.at,
+                    }
+                ],
+            )
+            self.store.insert_once(
+                conn,
+                audit_events,
+                [
+                    {
+                        "idempotency_key": f"{r.key}/requested",
+                        "patient_id": r.patient_id,
+                        "actor": r.requested_by,
+                        "action": "referral_requested",
+                        "purpose": "care_coordination",
+                        "at": r.at,
+                        "detail_json": to_json({"referral": r.referral_id, "need": r.need}),
+                    }
+                ],
+            )
+        log.info("referral_recorded", patient_id=r.patient_id, need=r.need, new=bool(created))
+        return bool(created)
+
+    @activity.defn
+    def send_referral(self, d: ReferralDispatch) -> str:
+        """Send the service request, only with the patient's consent to that disclosure."""
+        with self.store.engine.connect() as conn:
+            consented = self.store.consent_in_force(conn, d.patient_id, d.consent_kind)
+        if not consented:
+            raise ApplicationError(
+                f"no consent in force for {d.consent_kind}",
+                type=CONSENT_MISSING,
+                non_retryable=True,
+                # An expected answer, not a fault: no error log or failure metric.
+                category=ApplicationErrorCategory.BENIGN,
+            )
+        reference = self.partners.send_request(d.key, d.patient_id, d.need)
+        with self.store.transaction() as conn:
+            conn.execute(
+                referrals.update()
+                .where(referrals.c.idempotency_key == d.key, referrals.c.sent_at.is_(None))
+                .values(status="sent", partner_reference=reference, sent_at=d.at)
+            )
+        log.info("referral_sent", patient_id=d.patient_id, need=d.need)
+        return reference
+
+    @activity.defn
+    def remind_partner(self, r: ReferralReminder) -> None:
+        self.partners.send_reminder(f"{r.key}/reminder-{r.number}", r.patient_id, r.need)
+        with self.store.transaction() as conn:
+            conn.execute(
+                referrals.update()
+                .where(referrals.c.idempotency_key == r.key, referrals.c.reminders < r.number)
+                .values(reminders=r.number)
+            )
+        log.info("partner_reminded", patient_id=r.patient_id, need=r.need, number=r.number)
+
+    @activity.defn
+    def close_referral(self, c: ReferralClosing) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                referrals.update()
+                .where(referrals.c.idempotency_key == c.key, referrals.c.closed_at.is_(None))
+                .values(status="closed", outcome=c.outcome, closed_at=c.at)
+            )
+            self.store.insert_once(
+                conn,
+                audit_events,
+                [
+                    {
+                        "idempotency_key": f"{c.key}/closed",
+                        "patient_id": c.patient_id,
+                        "actor": c.by,
+                        "action": "referral_closed",
+                        "purpose": "care_coordination",
+                        "at": c.at,
+                        "detail_json": to_json({"referral": c.referral_id, "outcome": c.outcome}),
+                    }
+                ],
+            )
+        log.info("referral_closed", patient_id=c.patient_id, outcome=c.outcome)
+
+    @activity.defn
+    def record_consent(self, c: ConsentRecord) -> bool:
+        with self.store.transaction() as conn:
+            created = self.store.insert_once(conn, consents, [_consent_row(c)])
+            self.store.insert_once(
+                conn,
+                audit_events,
+                [
+                    {
+                        "idempotency_key": f"{c.key}/audit",
+                        "patient_id": c.patient_id,
+                        "actor": c.recorded_by,
+                        "action": "consent_given" if c.granted else "consent_withdrawn",
+                        "purpose": "consent",
+                        "at": c.at,
+                        "detail_json": to_json({"kind": c.kind}),
+                    }
+                ],
+            )
+        log.info("consent_recorded", patient_id=c.patient_id, kind=c.kind, granted=c.granted)
+        return bool(created)
+
+
+def _consent_row(c: ConsentRecord) -> dict[str, object]:
+    return {
+        "idempotency_key": c.key,
+        "patient_id": c.patient_id,
+        "kind": c.kind,
+        "granted": c.granted,
+        "recorded_by": c.recorded_by,
+        "recorded_at": c.at,
+    }

@@ -71,6 +71,9 @@ TaskKind = Literal[
     "review",
     "reassessment",
     "step_down_decision",
+    "consent_needed",
+    "referral_stalled",
+    "referral_follow_up",
 ]
 
 
@@ -81,6 +84,52 @@ class CaseManagerTask(_Record):
     kind: TaskKind
     detail: str
     due_at: datetime | None = None
+    workflow_id: str | None = None
+    """The workflow that completing the task reaches (the journey when None)."""
+
+
+class ReferralRecord(_Record):
+    key: str
+    referral_id: str
+    workflow_id: str
+    patient_id: str
+    case_manager_id: str
+    need: str
+    requested_by: str
+    at: datetime
+
+
+class ReferralDispatch(_Record):
+    key: str
+    patient_id: str
+    need: str
+    consent_kind: str
+    at: datetime
+
+
+class ReferralReminder(_Record):
+    key: str
+    patient_id: str
+    need: str
+    number: int
+
+
+class ReferralClosing(_Record):
+    key: str
+    patient_id: str
+    referral_id: str
+    outcome: str
+    by: str
+    at: datetime
+
+
+class ConsentRecord(_Record):
+    key: str
+    patient_id: str
+    kind: str
+    granted: bool
+    recorded_by: str
+    at: datetime
 
 
 class PhaseChangeRecord(_Record):

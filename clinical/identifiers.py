@@ -44,6 +44,11 @@ def journey_workflow_id(patient_id: str) -> str:
     return f"journey-{patient_id}"
 
 
+def referral_workflow_id(patient_id: str, need: str) -> str:
+    """One referral per patient and need at a time; the need is a category, never a note."""
+    return f"{journey_workflow_id(patient_id)}-REF-{need}"
+
+
 def patient_id_from_workflow_id(workflow_id: str) -> str | None:
     if workflow_id.startswith("journey-") and _PATIENT_ID.match(workflow_id[len("journey-") :]):
         return workflow_id[len("journey-") :]

@@ -11,11 +11,17 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.aftercare import FollowUp
-from clinical.assessment import Assessment, Commitment, DimensionRatings, Enrolment
+from clinical.assessment import (
+    Assessment,
+    Commitment,
+    DimensionRatings,
+    Enrolment,
+    SocialNeed,
+)
 from clinical.attendance import AttendanceSummary, SessionRecord, SessionStatus, summarize
 from clinical.careplan import CarePlan, ScheduleConflict, fit_week, plan_care
 from clinical.clock import ProgramClock
-from clinical.identifiers import CaseManagerId
+from clinical.identifiers import CaseManagerId, referral_workflow_id
 from clinical.phases import Phase
 from clinical.placement import Placement, place, place_enrolment, risk_level
 from clinical.protocol import ProgramProtocol
@@ -68,6 +74,16 @@ class JourneyTask(BaseModel):
         return self.resolved_by is None
 
 
+class ReferralRef(BaseModel):
+    """A referral the journey started (its own workflow); the outcome once it closes."""
+
+    referral_id: str
+    need: SocialNeed
+    workflow_id: str
+    requested_by: str
+    outcome: str | None = None
+
+
 class JourneyState(BaseModel):
     """Everything a journey needs to go on; carried whole across continue-as-new."""
 
@@ -98,6 +114,7 @@ class JourneyState(BaseModel):
     alerts_opened: list[str] = []
     last_review_day: float | None = None
     tasks: list[JourneyTask] = []
+    referrals: list[ReferralRef] = []
 
     def summary(self) -> AttendanceSummary:
         return summarize(self.sessions)
@@ -174,6 +191,12 @@ class CommitmentsRevision(_Request):
     transport_barrier: bool | None = None
 
 
+class ReferralRequest(_Request):
+    """A case manager's referral to a partner service for one of the patient's needs."""
+
+    need: SocialNeed
+
+
 class RequestRefused(ValueError):
     """A case manager's request that the rules refuse; the message says why."""
 
@@ -224,6 +247,28 @@ def check_discharge(state: JourneyState, request: DischargeRequest) -> None:
         raise RequestRefused(
             f"a discharge ({state.discharge.reason.value}) is already being processed"
         )
+
+
+def check_referral(state: JourneyState, request: ReferralRequest) -> None:
+    _require_active(state)
+    open_ = [r for r in state.referrals if r.need == request.need and r.outcome is None]
+    if open_:
+        raise RequestRefused(
+            f"a {request.need.value} referral is already open ({open_[0].referral_id})"
+        )
+
+
+def new_referral(state: JourneyState, need: SocialNeed, by: str) -> ReferralRef:
+    """Record a referral for a need; its ID numbers the referrals for that need."""
+    n = 1 + sum(1 for r in state.referrals if r.need == need)
+    ref = ReferralRef(
+        referral_id=f"REF-{need.value}-{n}",
+        need=need,
+        workflow_id=referral_workflow_id(state.patient_id, need.value),
+        requested_by=by,
+    )
+    state.referrals.append(ref)
+    return ref
 
 
 RELAPSE_PHASES = (Phase.intensive, Phase.step_down, Phase.aftercare)
@@ -399,6 +444,7 @@ class JourneyStatus(BaseModel):
     plan: CarePlan
     """The placement (and why), each stage's weekly schedule, or the schedule conflict."""
     open_tasks: list[JourneyTask]
+    referrals: list[ReferralRef]
     step_down_approved: bool
     commitments: tuple[Commitment, ...]
     attendance: AttendanceSummary
@@ -476,6 +522,7 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         today=state.clock.calendar(now_day),
         plan=state.plan,
         open_tasks=[t for t in state.tasks if t.is_open],
+        referrals=state.referrals,
         step_down_approved=state.step_down_approved,
         commitments=state.assessment.commitments,
         attendance=summary,

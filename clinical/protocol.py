@@ -178,6 +178,25 @@ class AftercareConfig(_Strict):
         return self
 
 
+class ReferralConfig(_Strict):
+    """Service levels for case-manager referrals to partner services (program days)."""
+
+    response_days: Annotated[float, Field(gt=0, le=60)] = 5
+    """No answer from the partner by then: a reminder to the partner."""
+    task_after_reminder_days: Annotated[float, Field(gt=0, le=60)] = 3
+    """Still no answer this long after the reminder: a task for the case manager."""
+    completion_days: Annotated[float, Field(gt=0, le=365)] = 30
+    """Accepted but not completed by then: a follow-up task for the case manager."""
+    expire_days: Annotated[float, Field(gt=0, le=730)] = 90
+    """A referral not completed this long after it was sent expires."""
+
+    @model_validator(mode="after")
+    def _expiry_last(self) -> ReferralConfig:
+        if self.expire_days <= self.response_days + self.task_after_reminder_days:
+            raise ValueError("expire_days must come after response_days + task_after_reminder_days")
+        return self
+
+
 class RiskConfig(_Strict):
     moderate_at: Annotated[int, Field(ge=1, le=4)] = 2
     high_at: Annotated[int, Field(ge=1, le=4)] = 3
@@ -195,6 +214,7 @@ class ProgramProtocol(_Strict):
     engagement: EngagementConfig = EngagementConfig()
     relapse: RelapseConfig = RelapseConfig()
     aftercare: AftercareConfig
+    referrals: ReferralConfig = ReferralConfig()
     risk: RiskConfig = RiskConfig()
 
     @model_validator(mode="after")

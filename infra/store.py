@@ -31,12 +31,14 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -144,6 +146,52 @@ tasks = Table(
     _ts("created_at", nullable=False),
     _ts("completed_at"),
     Column("completed_by", String(16)),
+    # Where completing the task is delivered (the journey's or a referral's workflow).
+    Column("workflow_id", String(96)),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("referral_id", String(40), nullable=False),
+    Column("workflow_id", String(96), nullable=False, index=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("case_manager_id", String(16), nullable=False, index=True),
+    Column("need", String(16), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("partner_reference", String(64)),
+    Column("reminders", Integer, nullable=False, default=0),
+    Column("outcome", String(16)),
+    _ts("requested_at", nullable=False),
+    _ts("sent_at"),
+    _ts("closed_at"),
+)
+
+# The simulated partner services' own ledger: a request or reminder with a reference seen
+# before is not sent again.
+partner_ledger = Table(
+    "partner_ledger",
+    metadata,
+    Column("reference", String(128), primary_key=True),
+    Column("need", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("patient_id", String(16), nullable=False),
+    _ts("sent_at", nullable=False),
+)
+
+# Consents over time: the latest row of a (patient, kind) is in force.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("recorded_by", String(16), nullable=False),
+    _ts("recorded_at", nullable=False),
 )
 
 audit_events = Table(
@@ -177,7 +225,15 @@ schema_migrations = Table(
     _ts("applied_at", nullable=False),
 )
 
-IDEMPOTENT_TABLES = (appointments, follow_up_calls, notifications, tasks, audit_events)
+IDEMPOTENT_TABLES = (
+    appointments,
+    follow_up_calls,
+    notifications,
+    tasks,
+    audit_events,
+    referrals,
+    consents,
+)
 
 
 def utcnow() -> datetime:
@@ -228,7 +284,7 @@ class CareStore:
         """Insert rows whose idempotency key is new; returns how many were new."""
         if not rows:
             return 0
-        key = ["reference"] if table is telephony_ledger else ["idempotency_key"]
+        key = ["reference"] if table in (telephony_ledger, partner_ledger) else ["idempotency_key"]
         dialect = conn.dialect.name
         stmt: Any
         if dialect == "sqlite":
@@ -263,6 +319,16 @@ class CareStore:
             .where(patients.c.patient_id == patient_id)
             .values(phase=phase, level=level, risk=risk, updated_at=utcnow())
         )
+
+    def consent_in_force(self, conn: Connection, patient_id: str, kind: str) -> bool:
+        """The latest recorded consent of that kind (none recorded: not given)."""
+        latest = conn.execute(
+            select(consents.c.granted)
+            .where(consents.c.patient_id == patient_id, consents.c.kind == kind)
+            .order_by(consents.c.recorded_at.desc(), consents.c.id.desc())
+            .limit(1)
+        ).first()
+        return bool(latest and latest.granted)
 
     def resolve_tasks(self, conn: Connection, resolutions: Iterable[Any]) -> int:
         """Close open tasks whose cause is gone (a resolution has key, by and at);
@@ -320,6 +386,8 @@ class CareStore:
             "notifications": ("idempotency_key",),
             "tasks": ("idempotency_key",),
             "audit_events": ("idempotency_key",),
+            "referrals": ("patient_id", "referral_id"),
+            "consents": ("idempotency_key",),
         }
         counts: dict[str, int] = {}
         with self.engine.connect() as conn:
@@ -346,13 +414,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_V1_TABLES = (
+    "patients",
+    "appointments",
+    "follow_up_calls",
+    "telephony_ledger",
+    "notifications",
+    "tasks",
+    "audit_events",
+    "phase_changes",
+)
+
+
 def _migration_1(conn: Connection) -> None:
-    metadata.create_all(
-        conn, tables=[t for t in metadata.sorted_tables if t is not schema_migrations]
-    )
+    # Today's definitions of the tables version 1 had; later migrations add what is missing.
+    metadata.create_all(conn, tables=[metadata.tables[name] for name in _V1_TABLES])
 
 
-_MIGRATIONS = {1: _migration_1}
+def _migration_2(conn: Connection) -> None:
+    """Referrals, the partner ledger and consents; tasks know their workflow."""
+    metadata.create_all(conn, tables=[referrals, partner_ledger, consents])
+    if "workflow_id" not in {c["name"] for c in inspect(conn).get_columns("tasks")}:
+        conn.execute(text("ALTER TABLE tasks ADD COLUMN workflow_id VARCHAR(96)"))
+
+
+_MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
 def to_json(value: Any) -> str:

@@ -40,8 +40,9 @@ async def connect(settings: Settings) -> Client:
 def workflow_classes() -> list[type]:
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.patient_journey import PatientJourneyWorkflow
+    from workflows.referral import ReferralWorkflow
 
-    return [PatientJourneyWorkflow, FollowUpCallWorkflow]
+    return [PatientJourneyWorkflow, FollowUpCallWorkflow, ReferralWorkflow]
 
 
 def build_worker(

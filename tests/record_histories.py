@@ -17,6 +17,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
+from clinical.identifiers import referral_workflow_id
 from clinical.journey import (
     CommitmentsRevision,
     DischargeReason,
@@ -25,6 +26,7 @@ from clinical.journey import (
     RelapseReport,
 )
 from clinical.phases import Phase
+from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
 from tests.support import (
     Clinic,
     UseOnFirstCheckIn,
@@ -37,6 +39,7 @@ from tests.support import (
     steady_attendance,
 )
 from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 """Files are named `<path>--<workflow id>.json`."""
@@ -177,6 +180,43 @@ async def reviewed_step_down(env: WorkflowEnvironment, c: Clinic) -> list[tuple[
     return [(f"journey_reviewed_step_down--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
+async def referrals(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """Referrals from intake: housing (consented) accepted then completed; medical (not
+    consented) waits for consent, is sent, then declined."""
+    data = enrolment_data(
+        social_needs=["housing", "medical"], consents={"partner_disclosure": ["housing"]}
+    )
+    enrolment = Enrolment.model_validate(data)
+    pid = enrolment.patient_id
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+        housing = c.client.get_workflow_handle(referral_workflow_id(pid, "housing"))
+        medical = c.client.get_workflow_handle(referral_workflow_id(pid, "medical"))
+        await medical.execute_update(
+            ReferralWorkflow.record_consent, ConsentGrant(case_manager_id="CM-01")
+        )
+        await drive_journey(env, handle, until=lambda s: s.program_day >= 3)
+        for child, answers in ((housing, ("accepted", "completed")), (medical, ("declined",))):
+            for answer in answers:
+                await child.execute_update(
+                    ReferralWorkflow.partner_response,
+                    PartnerReport(answer=PartnerAnswer(answer), reported_by="partner-portal"),
+                )
+        await drive_journey(env, handle, until=lambda s: all(r.outcome for r in s.referrals))
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.administrative),
+        )
+    runs = await journey_histories(c.client, handle)
+    named = [(f"journey_referrals--run{i}", h) for i, h in enumerate(runs, 1)]
+    named += [
+        ("referral--completed", await housing.fetch_history()),
+        ("referral--consent-then-declined", await medical.fetch_history()),
+    ]
+    return named
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.__name__: s
     for s in (
@@ -187,6 +227,7 @@ SCENARIOS: dict[str, Scenario] = {
         relapse_in_intensive,
         relapse_from_check_in,
         reviewed_step_down,
+        referrals,
     )
 }
 TELEPHONY: dict[str, Any] = {"relapse_from_check_in": UseOnFirstCheckIn}

@@ -245,7 +245,9 @@ async def drive_journey(
                 )
             except WorkflowUpdateFailedError:
                 pass  # criteria not met yet: the journey extends and asks again
-        await settle(env.client, handle.id)
+        # Referrals outlive the journey's runs, so the latest run's history may not name them.
+        for workflow_id in [handle.id, *(r.workflow_id for r in status.referrals if not r.outcome)]:
+            await settle(env.client, workflow_id)
         await env.sleep(step)
 
 

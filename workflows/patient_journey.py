@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         FollowUpResult,
         follow_up_schedule,
     )
-    from clinical.assessment import Enrolment
+    from clinical.assessment import Enrolment, SocialNeed
     from clinical.attendance import (
         AttendanceSummary,
         SessionRecord,
@@ -55,6 +55,8 @@ with workflow.unsafe.imports_passed_through():
         JourneyTask,
         PhaseChange,
         ProgressReview,
+        ReferralRef,
+        ReferralRequest,
         Relapse,
         RelapseReport,
         apply_attendance,
@@ -63,9 +65,11 @@ with workflow.unsafe.imports_passed_through():
         check_attendance,
         check_commitments_revision,
         check_discharge,
+        check_referral,
         check_relapse,
         check_review,
         current_level,
+        new_referral,
         next_contact_day,
         reassess,
         relapse_found_by_call,
@@ -76,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from clinical.phases import Phase
     from clinical.placement import PlacementRefused
+    from clinical.referrals import ReferralInput, ReferralStatus
     from workflows import visibility
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
@@ -84,6 +89,7 @@ with workflow.unsafe.imports_passed_through():
         STORE_RETRY,
         STORE_TIMEOUT,
     )
+    from workflows.referral import REFERRAL_CLOSED_SIGNAL, ReferralWorkflow
 
 
 @workflow.defn(name="PatientJourney")
@@ -157,6 +163,10 @@ class PatientJourneyWorkflow:
                 retry_policy=STORE_RETRY,
             )
             st.intake_recorded = True
+            # Journeys enrolled before referrals existed had none started at intake.
+            if not st.referrals and workflow.patched("referrals-at-intake"):
+                for need in st.assessment.social_needs:
+                    await self._start_referral(need, enrolment.case_manager_id)
         self._update_visibility()
         if st.placement.refers_out:
             await self._open_task(
@@ -528,6 +538,28 @@ class PatientJourneyWorkflow:
                 JourneyTask(key=key, kind=kind, detail=detail, opened_at=workflow.now())
             )
 
+    async def _start_referral(self, need: SocialNeed, by: str) -> ReferralRef:
+        st = self._state
+        ref = new_referral(st, need, by)
+        await workflow.start_child_workflow(
+            ReferralWorkflow.run,
+            ReferralInput(
+                referral_id=ref.referral_id,
+                patient_id=st.patient_id,
+                case_manager_id=st.case_manager_id,
+                need=need,
+                journey_workflow_id=workflow.info().workflow_id,
+                service_levels=st.protocol.referrals,
+                seconds_per_day=st.protocol.clock.seconds_per_day,
+                requested_by=by,
+            ),
+            id=ref.workflow_id,
+            # The referral outlives this run (continue-as-new) and even the journey.
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            static_summary=f"{need.value} referral",
+        )
+        return ref
+
     def _resolve_tasks(self, kind: str, by: str) -> None:
         """Close the case manager's tasks of a kind in the next write (which the audit
         entry of the update that resolved them always brings)."""
@@ -641,6 +673,20 @@ class PatientJourneyWorkflow:
     @review_progress.validator
     def _validate_review(self, review: ProgressReview) -> None:
         check_review(self._state, review)
+
+    @workflow.update
+    async def refer(self, request: ReferralRequest) -> ReferralRef:
+        return await self._start_referral(request.need, request.case_manager_id)
+
+    @refer.validator
+    def _validate_referral(self, request: ReferralRequest) -> None:
+        check_referral(self._state, request)
+
+    @workflow.signal(name=REFERRAL_CLOSED_SIGNAL)
+    def referral_closed(self, closed: ReferralStatus) -> None:
+        for ref in self._state.referrals:
+            if ref.referral_id == closed.referral_id:
+                ref.outcome = str(closed.outcome)
 
     @workflow.update
     def report_relapse(self, report: RelapseReport) -> str:

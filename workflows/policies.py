@@ -30,3 +30,14 @@ TELEPHONY_RETRY = RetryPolicy(
 # Reading a program file either works or the file is broken: do not spin on it.
 PROGRAM_LOAD_TIMEOUT = timedelta(seconds=10)
 PROGRAM_LOAD_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ProtocolError"])
+
+# A partner service's intake system may be down for hours: keep trying with long backoff
+# (the referral's own service-level timers tell the case manager if it stays silent), but a
+# missing consent is a decision, not an outage.
+PARTNER_TIMEOUT = timedelta(seconds=60)
+PARTNER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=30),
+    non_retryable_error_types=["ConsentMissing", "UnknownPatient"],
+)

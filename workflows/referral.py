@@ -1,0 +1,274 @@
+"""One referral to a partner service: a loop that must close, or someone must be told.
+
+A child of the journey with a predictable ID (`journey-<patient>-REF-<need>`), abandoned
+rather than ended when the journey continues as new. It records the request, sends it only
+with the patient's consent to that disclosure (asking the case manager for consent when it
+is missing), then waits for the partner's answer under the program's service levels:
+reminder, stalled task, follow-up task, expiry. It ends with a recorded outcome and tells the
+journey."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.care_operations import CONSENT_MISSING, CareOperations
+    from activities.records import (
+        CaseManagerTask,
+        ConsentRecord,
+        ReferralClosing,
+        ReferralDispatch,
+        ReferralRecord,
+        ReferralReminder,
+        TaskKind,
+    )
+    from clinical.referrals import (
+        ConsentGrant,
+        PartnerReport,
+        ReferralCancel,
+        ReferralInput,
+        ReferralOutcome,
+        ReferralStage,
+        ReferralState,
+        ReferralStatus,
+        apply_partner_report,
+        check_cancel,
+        check_consent_grant,
+        check_partner_report,
+        close,
+        consent_kind,
+        next_due,
+    )
+    from workflows.policies import (
+        PARTNER_RETRY,
+        PARTNER_TIMEOUT,
+        STORE_RETRY,
+        STORE_TIMEOUT,
+    )
+
+REFERRAL_CLOSED_SIGNAL = "referral_closed"
+
+
+@workflow.defn(name="Referral")
+class ReferralWorkflow:
+    @workflow.init
+    def __init__(self, referral: ReferralInput) -> None:
+        self._input = referral
+        self._state = ReferralState()
+        self._consent_by: str | None = None
+        self._changed = False
+
+    @workflow.run
+    async def run(self, referral: ReferralInput) -> ReferralStatus:
+        st = self._state
+        await self._store(
+            CareOperations.record_referral,
+            ReferralRecord(
+                key=self._key,
+                referral_id=referral.referral_id,
+                workflow_id=workflow.info().workflow_id,
+                patient_id=referral.patient_id,
+                case_manager_id=referral.case_manager_id,
+                need=referral.need.value,
+                requested_by=referral.requested_by,
+                at=workflow.now(),
+            ),
+        )
+        while st.stage != ReferralStage.closed and not await self._sent():
+            await workflow.wait_condition(
+                lambda: self._consent_by is not None or st.stage == ReferralStage.closed
+            )
+        while st.stage != ReferralStage.closed:
+            await self._wait_for_partner()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._store(
+            CareOperations.close_referral,
+            ReferralClosing(
+                key=self._key,
+                patient_id=referral.patient_id,
+                referral_id=referral.referral_id,
+                outcome=str(st.outcome),
+                by=st.closed_by or "engine",
+                at=workflow.now(),
+            ),
+        )
+        await self._tell_journey()
+        return self.status()
+
+    # --- steps -------------------------------------------------------------------------
+
+    async def _sent(self) -> bool:
+        """Send the request; False (with a consent task) when consent is missing."""
+        r, st = self._input, self._state
+        if self._consent_by is not None:
+            await self._store(
+                CareOperations.record_consent,
+                ConsentRecord(
+                    key=f"{self._key}/consent",
+                    patient_id=r.patient_id,
+                    kind=consent_kind(r.need),
+                    granted=True,
+                    recorded_by=self._consent_by,
+                    at=workflow.now(),
+                ),
+            )
+            self._consent_by = None
+        try:
+            await workflow.execute_activity_method(
+                CareOperations.send_referral,
+                ReferralDispatch(
+                    key=self._key,
+                    patient_id=r.patient_id,
+                    need=r.need.value,
+                    consent_kind=consent_kind(r.need),
+                    at=workflow.now(),
+                ),
+                start_to_close_timeout=PARTNER_TIMEOUT,
+                retry_policy=PARTNER_RETRY,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == CONSENT_MISSING):
+                raise
+            if st.stage != ReferralStage.awaiting_consent:
+                st.stage = ReferralStage.awaiting_consent
+                await self._task(
+                    "consent_needed",
+                    f"{r.need.value} referral needs the patient's consent to disclose to the "
+                    "partner: record it (or cancel the referral)",
+                )
+            return False
+        st.stage, st.sent_day = ReferralStage.sent, self._day()
+        return True
+
+    async def _wait_for_partner(self) -> None:
+        r, st = self._input, self._state
+        due = next_due(st, r.service_levels)
+        assert due is not None
+        what, day = due
+        self._changed = False
+        seconds = max(0.0, (day - self._day()) * r.seconds_per_day)
+        try:
+            await workflow.wait_condition(
+                lambda: self._changed,
+                timeout=timedelta(seconds=seconds),
+                timeout_summary=f"referral {what}",
+            )
+            return  # an answer or a cancellation: look again
+        except TimeoutError:
+            pass
+        if what == "reminder":
+            st.reminders += 1
+            await self._store(
+                CareOperations.remind_partner,
+                ReferralReminder(
+                    key=self._key, patient_id=r.patient_id, need=r.need.value, number=st.reminders
+                ),
+                retry=PARTNER_RETRY,
+            )
+        elif what == "stalled_task":
+            st.tasks.append("stalled")
+            await self._task(
+                "referral_stalled",
+                f"{r.need.value} partner has not answered the referral, even after a reminder",
+            )
+        elif what == "follow_up_task":
+            st.tasks.append("follow_up")
+            await self._task(
+                "referral_follow_up",
+                f"{r.need.value} partner accepted the referral but has not reported it completed",
+            )
+        else:
+            close(st, ReferralOutcome.expired, "engine")
+
+    async def _task(self, kind: TaskKind, detail: str) -> None:
+        r = self._input
+        await self._store(
+            CareOperations.open_case_manager_task,
+            CaseManagerTask(
+                key=f"{self._key}/task/{kind}",
+                patient_id=r.patient_id,
+                case_manager_id=r.case_manager_id,
+                kind=kind,
+                detail=detail,
+                workflow_id=workflow.info().workflow_id,
+            ),
+        )
+
+    async def _tell_journey(self) -> None:
+        journey = workflow.get_external_workflow_handle(self._input.journey_workflow_id)
+        try:
+            await journey.signal(REFERRAL_CLOSED_SIGNAL, self.status())
+        except Exception:  # the journey may have ended; the store has the outcome
+            workflow.logger.info("journey not told of the referral's outcome (it has ended)")
+
+    async def _store(self, activity: Any, record: object, retry: RetryPolicy | None = None) -> None:
+        await workflow.execute_activity_method(
+            activity,
+            record,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=retry or STORE_RETRY,
+        )
+
+    @property
+    def _key(self) -> str:
+        return f"{self._input.patient_id}/{self._input.referral_id}"
+
+    def _day(self) -> float:
+        started = workflow.info().start_time
+        elapsed = (workflow.now() - started).total_seconds()
+        return elapsed / self._input.seconds_per_day
+
+    # --- messages ------------------------------------------------------------------------
+
+    @workflow.update
+    def partner_response(self, report: PartnerReport) -> ReferralStatus:
+        apply_partner_report(self._state, report, self._day())
+        self._changed = True
+        return self.status()
+
+    @partner_response.validator
+    def _validate_response(self, report: PartnerReport) -> None:
+        check_partner_report(self._state, report)
+
+    @workflow.update
+    def record_consent(self, grant: ConsentGrant) -> ReferralStatus:
+        self._consent_by = grant.case_manager_id
+        return self.status()
+
+    @record_consent.validator
+    def _validate_consent(self, grant: ConsentGrant) -> None:
+        check_consent_grant(self._state)
+        if self._consent_by is not None:
+            raise ValueError("consent is already being recorded")
+
+    @workflow.update
+    def cancel(self, request: ReferralCancel) -> ReferralStatus:
+        close(self._state, ReferralOutcome.cancelled, request.case_manager_id)
+        self._changed = True
+        return self.status()
+
+    @cancel.validator
+    def _validate_cancel(self, request: ReferralCancel) -> None:
+        check_cancel(self._state)
+
+    @workflow.query
+    def status(self) -> ReferralStatus:
+        st, r = self._state, self._input
+        due = next_due(st, r.service_levels)
+        return ReferralStatus(
+            referral_id=r.referral_id,
+            need=r.need,
+            stage=st.stage,
+            outcome=st.outcome,
+            reminders=st.reminders,
+            no_shows=st.no_shows,
+            tasks=list(st.tasks),
+            next_due=None if due is None else due[0],
+            next_due_day=None if due is None else due[1],
+        )
