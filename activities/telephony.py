@@ -31,7 +31,7 @@ def _seeded(*parts: str) -> random.Random:
 
 
 class SimulatedTelephony:
-    def __init__(self, store: CareStore, seed: str = "carepath", use_risk: float = 0.05) -> None:
+    def __init__(self, store: CareStore, seed: str = "carepath", use_risk: float = 0.02) -> None:
         """`use_risk`: the highest chance a simulated patient reports use at a check-in."""
         self.store = store
         self.seed = seed

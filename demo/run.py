@@ -26,18 +26,28 @@ from clinical.journey import (
     ProgressReview,
 )
 from clinical.phases import ACTIVE_PHASES, Phase
+from clinical.referrals import (
+    ConsentGrant,
+    PartnerAnswer,
+    PartnerReport,
+    ReferralCancel,
+    ReferralStage,
+    ReferralStatus,
+)
 from demo.cohort import synthetic_cohort
 from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings
-from infra.store import follow_up_calls, tasks
+from infra.store import follow_up_calls, referrals, tasks
 from infra.temporal import connect
 from worker import build_care_operations, running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
 
 console = Console()
 
 
 async def simulated_case_manager(
+    client: Client,
     handle: WorkflowHandle[Any, Any],
     statuses: dict[str, JourneyStatus],
     patient_id: str,
@@ -72,6 +82,9 @@ async def simulated_case_manager(
                 )
             except WorkflowUpdateFailedError:
                 pass  # criteria not met: the journey extends a week and asks again
+        for ref in status.referrals:
+            if ref.outcome is None:
+                await close_the_loop(client, ref.workflow_id, status.case_manager_id, rng)
         for s in status.sessions:
             if s.session_id in reported or s.day > status.program_day:
                 continue
@@ -93,6 +106,40 @@ async def simulated_case_manager(
             except WorkflowUpdateFailedError:
                 pass  # e.g. the journey ended meanwhile; the demo moves on
         await asyncio.sleep(poll_seconds)
+
+
+async def close_the_loop(
+    client: Client, workflow_id: str, case_manager_id: str, rng: random.Random
+) -> None:
+    """A referral's other parties: the patient consents when asked (most do, some decline
+    and the case manager cancels), and the partner answers within days (or stays silent,
+    and the service levels run)."""
+    referral = client.get_workflow_handle(workflow_id)
+    status: ReferralStatus = await referral.query(ReferralWorkflow.status)
+    try:
+        if status.stage == ReferralStage.awaiting_consent:
+            if rng.random() < 0.8:
+                await referral.execute_update(
+                    ReferralWorkflow.record_consent, ConsentGrant(case_manager_id=case_manager_id)
+                )
+            else:
+                await referral.execute_update(
+                    ReferralWorkflow.cancel,
+                    ReferralCancel(case_manager_id=case_manager_id, reason="patient_declined"),
+                )
+        elif status.stage in (ReferralStage.sent, ReferralStage.accepted) and rng.random() < 0.1:
+            answer = {
+                ReferralStage.sent: PartnerAnswer.accepted
+                if rng.random() < 0.85
+                else PartnerAnswer.declined,
+                ReferralStage.accepted: PartnerAnswer.completed,
+            }[status.stage]
+            await referral.execute_update(
+                ReferralWorkflow.partner_response,
+                PartnerReport(answer=answer, reported_by="partner-portal"),
+            )
+    except WorkflowUpdateFailedError:
+        pass  # the referral moved on meanwhile
 
 
 async def resolve_schedule_conflict(
@@ -166,6 +213,13 @@ def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operatio
         )
     table.add_row("aftercare check-ins reached", f"{reached} of {planned}")
     table.add_row("call attempts placed", str(len(calls)))
+    closed = Counter(
+        r["outcome"] or "open" for r in store.rows(referrals) if r["patient_id"] in ids
+    )
+    table.add_row(
+        "referrals",
+        ", ".join(f"{k} {v}" for k, v in sorted(closed.items())) or "none",
+    )
     table.add_row(
         "case-manager tasks opened",
         ", ".join(f"{k} {v}" for k, v in Counter(t["kind"] for t in opened).items()) or "0",
@@ -194,7 +248,9 @@ async def run_demo(
         poll = max(0.25, operations.catalog.load(program_id).clock.seconds_per_day)
         managers = [
             asyncio.create_task(
-                simulated_case_manager(h, statuses, e.patient_id, random.Random(rng.random()), poll)
+                simulated_case_manager(
+                    client, h, statuses, e.patient_id, random.Random(rng.random()), poll
+                )
             )
             for h, e in zip(handles, cohort, strict=True)
         ]

@@ -26,7 +26,7 @@ class Settings:
     ui_port: int
     # The simulated telephony's cohort: the highest chance that a simulated patient reports
     # use at a check-in (each patient draws their own below it). 0 keeps everyone abstinent.
-    simulated_use_risk: float = 0.05
+    simulated_use_risk: float = 0.02
 
     @property
     def embedded_address(self) -> str:
@@ -46,7 +46,7 @@ def load_settings() -> Settings:
         max_cached_workflows=int(env.get("CAREPATH_MAX_CACHED_WORKFLOWS", "1000")),
         server_port=int(env.get("CAREPATH_SERVER_PORT", "7233")),
         ui_port=int(env.get("CAREPATH_UI_PORT", "8233")),
-        simulated_use_risk=_probability(env, "CAREPATH_SIMULATED_USE_RISK", 0.05),
+        simulated_use_risk=_probability(env, "CAREPATH_SIMULATED_USE_RISK", 0.02),
     )
 
 
