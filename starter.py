@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +40,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clinical.assessment import Enrolment
-from clinical.identifiers import CaseManagerId, PatientId, journey_workflow_id
+from clinical.identifiers import (
+    CaseManagerId,
+    PatientId,
+    is_referral_workflow_id,
+    journey_workflow_id,
+)
 from clinical.journey import (
     AttendanceReport,
     DischargeReason,
@@ -48,16 +54,19 @@ from clinical.journey import (
     JourneyStatus,
     ProgressReview,
     RelapseReport,
+    TaskDone,
 )
-from clinical.phases import Phase
+from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from infra.embedded_server import EmbeddedServer
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
+from infra.store import CareStore
 from infra.temporal import connect
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
 
 console = Console()
 EXIT_BAD_INPUT = 2
@@ -436,6 +445,123 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _care_store(settings: Settings) -> CareStore:
+    store = CareStore(settings.database_url)
+    store.migrate()
+    return store
+
+
+def _task_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("id", "patient_id", "case_manager_id", "kind", "status", "detail", "workflow_id")
+    return [
+        {
+            **{k: r[k] for k in keep},
+            "opened_at": r["created_at"].isoformat(),
+            "completed_by": r["completed_by"],
+        }
+        for r in rows
+    ]
+
+
+def _task_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table("task", "patient", "kind", "opened", "status", "detail", title=title)
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["patient_id"],
+            r["kind"],
+            r["opened_at"][:16].replace("T", " "),
+            r["status"] if r["status"] == "open" else f"done by {r['completed_by']}",
+            r["detail"],
+        )
+    return table
+
+
+def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    cm = _validated(CaseManagerId, args.case_manager, "case manager") if args.case_manager else None
+    patient = _validated(PatientId, args.patient, "patient") if args.patient else None
+    store = _care_store(settings)
+    rows = _task_rows(store.task_list(cm, patient, include_done=args.all))
+    store.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        console.print(_task_table(rows, f"{len(rows)} {'tasks' if args.all else 'open tasks'}"))
+    return 0
+
+
+async def cmd_done(args: argparse.Namespace, settings: Settings) -> int:
+    """Mark a task done: the update goes to the workflow that opened it, which decides what
+    done means (a consent task records the consent and sends the referral)."""
+    store = _care_store(settings)
+    row = next((r for r in store.task_list(include_done=True) if r["id"] == args.task), None)
+    store.dispose()
+    if row is None:
+        raise CliError(f"no task {args.task}")
+    if row["status"] != "open":
+        raise CliError(f"task {args.task} is already done (by {row['completed_by']})", EXIT_REFUSED)
+    request = _request(TaskDone, case_manager_id=args.case_manager, task_key=row["idempotency_key"])
+    workflow_id = row["workflow_id"] or journey_workflow_id(row["patient_id"])
+    update: Any = (
+        ReferralWorkflow.complete_task
+        if is_referral_workflow_id(workflow_id)
+        else PatientJourneyWorkflow.complete_task
+    )
+    client = await client_for(settings)
+    handle = client.get_workflow_handle(workflow_id)
+    message = await _journey_call(
+        handle,
+        row["patient_id"],
+        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
+    )
+    console.print(f"task {args.task} ({row['patient_id']}): {message}")
+    return 0
+
+
+async def cmd_caseload(args: argparse.Namespace, settings: Settings) -> int:
+    """A case manager's active patients (from search attributes) with their open tasks (from
+    the store)."""
+    cm = _validated(CaseManagerId, args.case_manager, "case manager")
+    client = await client_for(settings)
+    active = {p.value for p in ACTIVE_PHASES}
+    patients = [
+        r
+        for r in await list_journeys(client, visibility_query(case_manager=cm))
+        if r["running"] and r["phase"] in active
+    ]
+    store = _care_store(settings)
+    open_tasks = _task_rows(store.task_list(cm))
+    store.dispose()
+    per_patient = Counter(t["patient_id"] for t in open_tasks)
+    for p in patients:
+        p["open_tasks"] = per_patient.get(p["patient_id"], 0)
+    if args.json:
+        print(json.dumps({"patients": patients, "open_tasks": open_tasks}, indent=2))
+        return 0
+    table = Table(
+        "patient",
+        "phase",
+        "risk",
+        "attendance",
+        "next contact due",
+        "open tasks",
+        title=f"{cm}: {len(patients)} active patients",
+    )
+    for p in patients:
+        rate = "-" if p["attendance_rate"] is None else f"{p['attendance_rate']:.0%}"
+        table.add_row(
+            p["patient_id"],
+            p["phase"],
+            p["risk"] or "-",
+            rate,
+            (p["next_contact_due"] or "-")[:16],
+            str(p["open_tasks"]),
+        )
+    console.print(table)
+    console.print(_task_table(open_tasks, f"{len(open_tasks)} open tasks"))
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from demo.run import run_demo
 
@@ -498,6 +624,20 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--site")
     ls.add_argument("--json", action="store_true")
 
+    t = sub.add_parser("tasks", help="the case managers' inbox: open tasks")
+    t.add_argument("--case-manager")
+    t.add_argument("--patient")
+    t.add_argument("--all", action="store_true", help="done tasks too")
+    t.add_argument("--json", action="store_true")
+
+    dn = sub.add_parser("done", help="mark a task done (delivered to its workflow)")
+    dn.add_argument("task", type=int)
+    dn.add_argument("--case-manager", required=True)
+
+    cl = sub.add_parser("caseload", help="a case manager's active patients and open tasks")
+    cl.add_argument("case_manager")
+    cl.add_argument("--json", action="store_true")
+
     dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
     dm.add_argument("--patients", type=int, default=20)
     dm.add_argument("--program", default="demo-iop")
@@ -514,6 +654,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "review": cmd_review,
     "status": cmd_status,
     "list": cmd_list,
+    "tasks": cmd_tasks,
+    "done": cmd_done,
+    "caseload": cmd_caseload,
     "demo": cmd_demo,
 }
 

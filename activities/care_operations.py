@@ -23,6 +23,8 @@ from activities.records import (
     ReferralRecord,
     ReferralReminder,
     SessionBooking,
+    TaskCompletion,
+    TaskResolution,
 )
 from activities.telephony import Telephony
 from clinical.aftercare import CallOutcome, CheckIn
@@ -75,6 +77,7 @@ class CareOperations:
             self.record_care_events,
             self.record_phase_change,
             self.open_case_manager_task,
+            self.complete_case_manager_task,
             self.place_follow_up_call,
             self.record_referral,
             self.send_referral,
@@ -367,6 +370,32 @@ class CareOperations:
             outcome=outcome.value,
         )
         return CallResult(outcome=outcome, check_in=check_in)
+
+    @activity.defn
+    def complete_case_manager_task(self, done: TaskCompletion) -> bool:
+        """Close a task in the store and audit who did (a task already closed keeps its
+        first closing)."""
+        with self.store.transaction() as conn:
+            closed = self.store.resolve_tasks(
+                conn, [TaskResolution(key=done.key, by=done.by, at=done.at)]
+            )
+            self.store.insert_once(
+                conn,
+                audit_events,
+                [
+                    {
+                        "idempotency_key": f"{done.key}/done",
+                        "patient_id": done.patient_id,
+                        "actor": done.by,
+                        "action": "task_completed",
+                        "purpose": "treatment",
+                        "at": done.at,
+                        "detail_json": to_json({"kind": done.kind}),
+                    }
+                ],
+            )
+        log.info("task_completed", patient_id=done.patient_id, kind=done.kind)
+        return closed > 0
 
     # --- referrals and consent -------------------------------------------------------------
 

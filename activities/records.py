@@ -54,6 +54,16 @@ class TaskResolution(_Record):
     at: datetime
 
 
+class TaskCompletion(_Record):
+    """A case manager marked a task done."""
+
+    key: str
+    patient_id: str
+    kind: str
+    by: str
+    at: datetime
+
+
 class CareEvents(_Record):
     """Attendance changes, audit entries and resolved tasks gathered since the last write."""
 

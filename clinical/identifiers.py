@@ -49,6 +49,10 @@ def referral_workflow_id(patient_id: str, need: str) -> str:
     return f"{journey_workflow_id(patient_id)}-REF-{need}"
 
 
+def is_referral_workflow_id(workflow_id: str) -> bool:
+    return workflow_id.startswith("journey-") and "-REF-" in workflow_id
+
+
 def patient_id_from_workflow_id(workflow_id: str) -> str | None:
     if workflow_id.startswith("journey-") and _PATIENT_ID.match(workflow_id[len("journey-") :]):
         return workflow_id[len("journey-") :]

@@ -197,6 +197,19 @@ class ReferralRequest(_Request):
     need: SocialNeed
 
 
+class TaskDone(_Request):
+    """A case manager marks one of the journey's (or a referral's) tasks done."""
+
+    task_key: str = Field(min_length=3, max_length=128)
+
+
+# Tasks that close when their cause is dealt with, not by marking them done.
+CLOSED_BY_ACTION = {
+    "schedule_conflict": "revise the patient's commitments (revise_commitments)",
+    "step_down_decision": "record a progress review (review_progress)",
+}
+
+
 class RequestRefused(ValueError):
     """A case manager's request that the rules refuse; the message says why."""
 
@@ -247,6 +260,17 @@ def check_discharge(state: JourneyState, request: DischargeRequest) -> None:
         raise RequestRefused(
             f"a discharge ({state.discharge.reason.value}) is already being processed"
         )
+
+
+def check_task_done(tasks: list[JourneyTask], request: TaskDone) -> JourneyTask:
+    task = next((t for t in tasks if t.key == request.task_key), None)
+    if task is None:
+        raise RequestRefused(f"no task {request.task_key!r} for this patient")
+    if not task.is_open:
+        raise RequestRefused(f"task {task.kind} was already done by {task.resolved_by}")
+    if task.kind in CLOSED_BY_ACTION:
+        raise RequestRefused(f"a {task.kind} task closes when you {CLOSED_BY_ACTION[task.kind]}")
+    return task
 
 
 def check_referral(state: JourneyState, request: ReferralRequest) -> None:

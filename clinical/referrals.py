@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.assessment import SocialNeed
 from clinical.identifiers import CaseManagerId
+from clinical.journey import JourneyTask
 from clinical.protocol import ReferralConfig
 
 
@@ -84,6 +85,8 @@ class ReferralState(BaseModel):
     accepted_day: float | None = None
     reminders: int = 0
     tasks: list[str] = []
+    """Which service-level tasks have been opened ("stalled", "follow_up")."""
+    case_manager_tasks: list[JourneyTask] = []
     no_shows: int = 0
     outcome: ReferralOutcome | None = None
     closed_by: str | None = None
@@ -170,3 +173,4 @@ class ReferralStatus(BaseModel):
     tasks: list[str]
     next_due: str | None
     next_due_day: float | None
+    open_tasks: list[JourneyTask] = []

@@ -371,12 +371,24 @@ class CareStore:
         for column, value in where.items():
             stmt = stmt.where(table.c[column] == value)
         with self.engine.connect() as conn:
-            result = [dict(r._mapping) for r in conn.execute(stmt)]
-        for row in result:
-            for k, v in row.items():
-                if isinstance(v, datetime):
-                    row[k] = _as_utc(v)
-        return result
+            return [_utc_row(dict(r._mapping)) for r in conn.execute(stmt)]
+
+    def task_list(
+        self,
+        case_manager_id: str | None = None,
+        patient_id: str | None = None,
+        include_done: bool = False,
+    ) -> list[dict[str, Any]]:
+        """A case manager's inbox: tasks oldest first (open ones only unless asked)."""
+        stmt = select(tasks).order_by(tasks.c.created_at, tasks.c.id)
+        if case_manager_id is not None:
+            stmt = stmt.where(tasks.c.case_manager_id == case_manager_id)
+        if patient_id is not None:
+            stmt = stmt.where(tasks.c.patient_id == patient_id)
+        if not include_done:
+            stmt = stmt.where(tasks.c.status == "open")
+        with self.engine.connect() as conn:
+            return [_utc_row(dict(r._mapping)) for r in conn.execute(stmt)]
 
     def duplicate_counts(self) -> dict[str, int]:
         """Rows sharing an idempotency key or business key, per table (should all be 0)."""
@@ -439,6 +451,11 @@ def _migration_2(conn: Connection) -> None:
 
 
 _MIGRATIONS = {1: _migration_1, 2: _migration_2}
+
+
+def _utc_row(row: dict[str, Any]) -> dict[str, Any]:
+    # SQLite returns naive datetimes; every timestamp stored is UTC.
+    return {k: _as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def to_json(value: Any) -> str:

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         IntakeRecord,
         PhaseChangeRecord,
         SessionBooking,
+        TaskCompletion,
         TaskResolution,
     )
     from clinical.aftercare import (
@@ -59,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         ReferralRequest,
         Relapse,
         RelapseReport,
+        TaskDone,
         apply_attendance,
         apply_commitments_revision,
         apply_review,
@@ -68,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         check_referral,
         check_relapse,
         check_review,
+        check_task_done,
         current_level,
         new_referral,
         next_contact_day,
@@ -673,6 +676,28 @@ class PatientJourneyWorkflow:
     @review_progress.validator
     def _validate_review(self, review: ProgressReview) -> None:
         check_review(self._state, review)
+
+    @workflow.update
+    async def complete_task(self, done: TaskDone) -> str:
+        task = check_task_done(self._state.tasks, done)
+        task.resolved_by = done.case_manager_id
+        await workflow.execute_activity_method(
+            CareOperations.complete_case_manager_task,
+            TaskCompletion(
+                key=task.key,
+                patient_id=self._state.patient_id,
+                kind=task.kind,
+                by=done.case_manager_id,
+                at=workflow.now(),
+            ),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+        return f"{task.kind} done"
+
+    @complete_task.validator
+    def _validate_task_done(self, done: TaskDone) -> None:
+        check_task_done(self._state.tasks, done)
 
     @workflow.update
     async def refer(self, request: ReferralRequest) -> ReferralRef:

@@ -25,8 +25,10 @@ with workflow.unsafe.imports_passed_through():
         ReferralDispatch,
         ReferralRecord,
         ReferralReminder,
+        TaskCompletion,
         TaskKind,
     )
+    from clinical.journey import JourneyTask, TaskDone, check_task_done
     from clinical.referrals import (
         ConsentGrant,
         PartnerReport,
@@ -117,6 +119,9 @@ class ReferralWorkflow:
                     at=workflow.now(),
                 ),
             )
+            for task in st.case_manager_tasks:
+                if task.kind == "consent_needed" and task.is_open:
+                    await self._close_task(task, self._consent_by)
             self._consent_by = None
         try:
             await workflow.execute_activity_method(
@@ -188,15 +193,32 @@ class ReferralWorkflow:
 
     async def _task(self, kind: TaskKind, detail: str) -> None:
         r = self._input
+        key = f"{self._key}/task/{kind}"
         await self._store(
             CareOperations.open_case_manager_task,
             CaseManagerTask(
-                key=f"{self._key}/task/{kind}",
+                key=key,
                 patient_id=r.patient_id,
                 case_manager_id=r.case_manager_id,
                 kind=kind,
                 detail=detail,
                 workflow_id=workflow.info().workflow_id,
+            ),
+        )
+        self._state.case_manager_tasks.append(
+            JourneyTask(key=key, kind=kind, detail=detail, opened_at=workflow.now())
+        )
+
+    async def _close_task(self, task: JourneyTask, by: str) -> None:
+        task.resolved_by = by
+        await self._store(
+            CareOperations.complete_case_manager_task,
+            TaskCompletion(
+                key=task.key,
+                patient_id=self._input.patient_id,
+                kind=task.kind,
+                by=by,
+                at=workflow.now(),
             ),
         )
 
@@ -257,6 +279,22 @@ class ReferralWorkflow:
     def _validate_cancel(self, request: ReferralCancel) -> None:
         check_cancel(self._state)
 
+    @workflow.update
+    async def complete_task(self, done: TaskDone) -> str:
+        task = check_task_done(self._state.case_manager_tasks, done)
+        if task.kind == "consent_needed":
+            # Done means the patient consented: record it and send (which closes the task).
+            self._consent_by = done.case_manager_id
+            return "consent recorded; the referral will be sent"
+        await self._close_task(task, done.case_manager_id)
+        return f"{task.kind} done"
+
+    @complete_task.validator
+    def _validate_task_done(self, done: TaskDone) -> None:
+        task = check_task_done(self._state.case_manager_tasks, done)
+        if task.kind == "consent_needed":
+            check_consent_grant(self._state)
+
     @workflow.query
     def status(self) -> ReferralStatus:
         st, r = self._state, self._input
@@ -271,4 +309,5 @@ class ReferralWorkflow:
             tasks=list(st.tasks),
             next_due=None if due is None else due[0],
             next_due_day=None if due is None else due[1],
+            open_tasks=[t for t in st.case_manager_tasks if t.is_open],
         )

@@ -1,0 +1,101 @@
+"""The case manager's inbox on the time-skipping server: marking a task done reaches the
+workflow that opened it, which decides what done means."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from clinical.assessment import Enrolment
+from clinical.identifiers import referral_workflow_id
+from clinical.journey import TaskDone
+from clinical.phases import Phase
+from clinical.referrals import ReferralStage
+from infra.store import audit_events, partner_ledger, tasks
+from tests.support import clinic, drive_journey, enrolment_data, make_enrolment
+from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
+
+
+async def test_an_outreach_task_done_closes_in_the_store_and_the_journey(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    enrolment = make_enrolment()
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            before, _ = await drive_journey(
+                env,
+                handle,
+                choose=lambda n: "missed" if n in (4, 5) else "attended",
+                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+            )
+            (task,) = c.store.task_list(patient_id=pid)
+            done = await handle.execute_update(
+                PatientJourneyWorkflow.complete_task,
+                TaskDone(case_manager_id="CM-09", task_key=task["idempotency_key"]),
+            )
+            with pytest.raises(WorkflowUpdateFailedError) as again:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.complete_task,
+                    TaskDone(case_manager_id="CM-09", task_key=task["idempotency_key"]),
+                )
+            after = await c.status(handle)
+        (row,) = c.store.rows(tasks, patient_id=pid)
+        audit = c.store.rows(audit_events, patient_id=pid, action="task_completed")
+
+    assert [t.kind for t in before.open_tasks] == ["outreach"]
+    assert done == "outreach done" and after.open_tasks == []
+    assert (row["status"], row["completed_by"]) == ("done", "CM-09")
+    assert "already done by CM-09" in str(again.value.cause)
+    assert [a["actor"] for a in audit] == ["CM-09"]
+
+
+async def test_a_schedule_conflict_is_not_closed_by_marking_it_done(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    busy = [
+        {"weekday": d, "start": "07:00", "end": "21:00", "kind": "work"}
+        for d in ("mon", "tue", "wed", "thu", "fri", "sat")
+    ]
+    enrolment = Enrolment.model_validate(enrolment_data(commitments=busy))
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await drive_journey(env, handle, until=lambda s: bool(s.open_tasks))
+            (task,) = c.store.task_list(patient_id=enrolment.patient_id)
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.complete_task,
+                    TaskDone(case_manager_id="CM-01", task_key=task["idempotency_key"]),
+                )
+    assert "closes when you revise the patient's commitments" in str(refused.value.cause)
+
+
+async def test_consent_task_done_records_consent_and_sends_the_referral(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    enrolment = Enrolment.model_validate(enrolment_data(social_needs=["parenting"]))
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+            (task,) = c.store.task_list(patient_id=pid)
+            referral = c.client.get_workflow_handle(referral_workflow_id(pid, "parenting"))
+            message = await referral.execute_update(
+                ReferralWorkflow.complete_task,
+                TaskDone(case_manager_id="CM-01", task_key=task["idempotency_key"]),
+            )
+            await drive_journey(env, handle, until=lambda s: s.program_day >= 3)
+            status = await referral.query(ReferralWorkflow.status)
+        (row,) = c.store.rows(tasks, patient_id=pid)
+        ledger = c.store.rows(partner_ledger, patient_id=pid)
+
+    assert task["kind"] == "consent_needed"
+    assert message == "consent recorded; the referral will be sent"
+    assert ReferralStage(status.stage) == ReferralStage.sent and status.open_tasks == []
+    assert (row["status"], row["completed_by"]) == ("done", "CM-01")
+    assert [e["kind"] for e in ledger] == ["request"]
