@@ -19,11 +19,13 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from clinical.attendance import SessionStatus
 from clinical.journey import (
+    CLOSED_BY_ACTION,
     AttendanceReport,
     CommitmentsRevision,
     JourneyOutcome,
     JourneyStatus,
     ProgressReview,
+    TaskDone,
 )
 from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.referrals import (
@@ -82,6 +84,10 @@ async def simulated_case_manager(
                 )
             except WorkflowUpdateFailedError:
                 pass  # criteria not met: the journey extends a week and asks again
+        for task in status.open_tasks:
+            # The inbox: most follow-ups are dealt with within a few days.
+            if task.kind not in CLOSED_BY_ACTION and rng.random() < 0.3:
+                await complete(handle, task.key, status.case_manager_id)
         for ref in status.referrals:
             if ref.outcome is None:
                 await close_the_loop(client, ref.workflow_id, status.case_manager_id, rng)
@@ -138,8 +144,21 @@ async def close_the_loop(
                 ReferralWorkflow.partner_response,
                 PartnerReport(answer=answer, reported_by="partner-portal"),
             )
+        for task in status.open_tasks:
+            if task.kind != "consent_needed" and rng.random() < 0.3:
+                await complete(referral, task.key, case_manager_id)
     except WorkflowUpdateFailedError:
         pass  # the referral moved on meanwhile
+
+
+async def complete(handle: WorkflowHandle[Any, Any], task_key: str, case_manager_id: str) -> None:
+    """Mark a task done, as `starter.py done` does."""
+    try:
+        await handle.execute_update(
+            "complete_task", TaskDone(case_manager_id=case_manager_id, task_key=task_key)
+        )
+    except WorkflowUpdateFailedError:
+        pass  # done meanwhile (or closed by the journey itself)
 
 
 async def resolve_schedule_conflict(

@@ -9,7 +9,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
-from clinical.journey import TaskDone
+from clinical.journey import DischargeReason, DischargeRequest, TaskDone
 from clinical.phases import Phase
 from clinical.referrals import ReferralStage
 from infra.store import audit_events, partner_ledger, tasks
@@ -99,3 +99,24 @@ async def test_consent_task_done_records_consent_and_sends_the_referral(
     assert ReferralStage(status.stage) == ReferralStage.sent and status.open_tasks == []
     assert (row["status"], row["completed_by"]) == ("done", "CM-01")
     assert [e["kind"] for e in ledger] == ["request"]
+
+
+async def test_an_ended_journey_closes_its_open_tasks(env: WorkflowEnvironment, tmp_path) -> None:
+    enrolment = make_enrolment()
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await drive_journey(
+                env,
+                handle,
+                choose=lambda n: "missed" if n in (4, 5) else "attended",
+                until=lambda s: bool(s.open_tasks),
+            )
+            assert [t["status"] for t in c.store.rows(tasks, patient_id=pid)] == ["open"]
+            await handle.execute_update(
+                PatientJourneyWorkflow.discharge,
+                DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.withdrew),
+            )
+        (row,) = c.store.rows(tasks, patient_id=pid)
+    assert (row["kind"], row["status"], row["completed_by"]) == ("outreach", "done", "engine")

@@ -95,6 +95,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.referral import REFERRAL_CLOSED_SIGNAL, ReferralWorkflow
 
 
+ENGINE = "engine"
+"""The actor of what the journey does by itself (closing tasks whose cause is gone)."""
+
+
 @workflow.defn(name="PatientJourney")
 class PatientJourneyWorkflow:
     @workflow.init
@@ -395,6 +399,8 @@ class PatientJourneyWorkflow:
 
     async def _enter_phase(self, phase: Phase, start_day: int, reason: str) -> None:
         st = self._state
+        if st.phase == Phase.intensive and phase != Phase.intensive:
+            self._resolve_tasks("step_down_decision", ENGINE)  # the decision is made
         st.phase = phase
         st.phase_start_day = start_day
         st.week = 0
@@ -407,6 +413,12 @@ class PatientJourneyWorkflow:
         st.sessions, cancelled = cancel_from(st.sessions, today)
         self._pending_sessions.update({s.session_id: s for s in cancelled})
         self._close_out(final=True)
+        # Nothing is left to do for an ended journey; journeys that ended before this rule
+        # left their tasks open.
+        still_open = sorted({t.kind for t in st.tasks if t.is_open})
+        if still_open and workflow.patched("close-tasks-at-end"):
+            for kind in still_open:
+                self._resolve_tasks(kind, ENGINE)
         await self._flush()
         st.phase = outcome
         await self._record_phase(reason)
@@ -456,7 +468,7 @@ class PatientJourneyWorkflow:
             )
             if st.discharge is not None:
                 return
-            if not (self._pending_sessions or self._pending_audit):
+            if not (self._pending_sessions or self._pending_audit or self._pending_resolutions):
                 break
             await self._flush()
         st.runs += 1
@@ -504,7 +516,7 @@ class PatientJourneyWorkflow:
         self._pending_sessions.update({s.session_id: s for s in missed})
 
     async def _flush(self) -> None:
-        if not (self._pending_sessions or self._pending_audit):
+        if not (self._pending_sessions or self._pending_audit or self._pending_resolutions):
             return
         events = CareEvents(
             patient_id=self._state.patient_id,
@@ -564,8 +576,7 @@ class PatientJourneyWorkflow:
         return ref
 
     def _resolve_tasks(self, kind: str, by: str) -> None:
-        """Close the case manager's tasks of a kind in the next write (which the audit
-        entry of the update that resolved them always brings)."""
+        """Close the case manager's tasks of a kind in the next write."""
         now = workflow.now()
         self._pending_resolutions += [
             TaskResolution(key=key, by=by, at=now) for key in self._state.resolve_tasks(kind, by)
