@@ -244,6 +244,44 @@ def test_relapse_then_discharge(deployment: Deployment, tmp_path: Path) -> None:
     assert again.returncode == 3 and "has ended" in again.stderr
 
 
+def test_the_inbox_from_the_command_line(deployment: Deployment, tmp_path: Path) -> None:
+    """A referral without consent opens a task; the case manager sees it in the caseload,
+    marks it done, and the referral goes out."""
+    d = deployment
+    data = enrolment_data(social_needs=["housing"])
+    data["program_id"] = "e2e-iop"
+    data["case_manager_id"] = "CM-42"
+    patient = data["patient_id"]
+    assert d.cli("enrol", write(tmp_path, "p.json", data)).returncode == 0
+
+    def inbox(*extra: str) -> list[dict[str, Any]]:
+        result = d.cli("tasks", "--patient", patient, "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    deadline = time.monotonic() + 60
+    while not (opened := inbox()):
+        assert time.monotonic() < deadline, "no consent task appeared"
+        time.sleep(0.5)
+    (task,) = opened
+    assert task["kind"] == "consent_needed" and task["case_manager_id"] == "CM-42"
+
+    caseload = d.cli("caseload", "CM-42", "--json")
+    assert caseload.returncode == 0, caseload.stderr
+    mine = json.loads(caseload.stdout)
+    assert [(p["patient_id"], p["open_tasks"]) for p in mine["patients"]] == [(patient, 1)]
+
+    done = d.cli("done", str(task["id"]), "--case-manager", "CM-42")
+    assert done.returncode == 0, done.stderr
+    assert "consent recorded" in done.stdout
+    again = d.cli("done", str(task["id"]), "--case-manager", "CM-42")
+    assert again.returncode == 3 and "already done" in again.stderr, again.stderr
+    assert inbox() == []
+    (closed,) = inbox("--all")
+    assert (closed["status"], closed["completed_by"]) == ("done", "CM-42")
+    assert d.cli("done", "999999", "--case-manager", "CM-42").stderr.startswith("error: no task")
+
+
 def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     result = deployment.cli(
         "demo", "--patients", "3", "--program", "e2e-iop", "--seed", "11", timeout=240

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ReferralCancel,
         ReferralInput,
         ReferralOutcome,
+        ReferralRefused,
         ReferralStage,
         ReferralState,
         ReferralStatus,
@@ -267,7 +268,7 @@ class ReferralWorkflow:
     def _validate_consent(self, grant: ConsentGrant) -> None:
         check_consent_grant(self._state)
         if self._consent_by is not None:
-            raise ValueError("consent is already being recorded")
+            raise ReferralRefused("consent is already being recorded")
 
     @workflow.update
     def cancel(self, request: ReferralCancel) -> ReferralStatus:
@@ -282,11 +283,11 @@ class ReferralWorkflow:
     @workflow.update
     async def complete_task(self, done: TaskDone) -> str:
         task = check_task_done(self._state.case_manager_tasks, done)
+        await self._close_task(task, done.case_manager_id)
         if task.kind == "consent_needed":
-            # Done means the patient consented: record it and send (which closes the task).
+            # Done means the patient consented: the referral records it and is sent.
             self._consent_by = done.case_manager_id
             return "consent recorded; the referral will be sent"
-        await self._close_task(task, done.case_manager_id)
         return f"{task.kind} done"
 
     @complete_task.validator
@@ -294,6 +295,8 @@ class ReferralWorkflow:
         task = check_task_done(self._state.case_manager_tasks, done)
         if task.kind == "consent_needed":
             check_consent_grant(self._state)
+            if self._consent_by is not None:
+                raise ReferralRefused("consent is already being recorded")
 
     @workflow.query
     def status(self) -> ReferralStatus:
