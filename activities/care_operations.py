@@ -28,6 +28,7 @@ from activities.records import (
 )
 from activities.telephony import Telephony
 from clinical.aftercare import CallOutcome, CheckIn
+from clinical.careplan import FAMILY_SESSION_TYPES
 from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError
 from infra.logging import get_logger
 from infra.store import (
@@ -203,8 +204,25 @@ class CareOperations:
             }
             for s in booking.sessions
         ]
+        # The family contact is invited to each family session (an outbox the notification
+        # adapter delivers from); the invitation names no one, only the session and time.
+        invitations = [
+            {
+                "idempotency_key": f"invite/{booking.patient_id}/{s.session_id}",
+                "channel": "family",
+                "recipient": f"family:{booking.patient_id}",
+                "patient_id": booking.patient_id,
+                "kind": f"invite_{s.session_type}",
+                "body": f"Invitation: {s.session_type.replace('_', ' ')} on "
+                f"{s.starts_at:%a %d %b %H:%M} ({s.modality.replace('_', ' ')})",
+                "created_at": now,
+            }
+            for s in booking.sessions
+            if s.session_type in FAMILY_SESSION_TYPES
+        ]
         with self.store.transaction() as conn:
             booked = self.store.insert_once(conn, appointments, rows)
+            self.store.insert_once(conn, notifications, invitations)
         result = BookingResult(booked=booked, already_booked=len(rows) - booked)
         log.info("sessions_booked", patient_id=booking.patient_id, **result.model_dump())
         return result

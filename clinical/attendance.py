@@ -55,9 +55,11 @@ class AttendanceSummary(BaseModel):
 
 
 def summarize(records: list[SessionRecord]) -> AttendanceSummary:
+    """The patient's attendance (family education, for the family alone, is not theirs)."""
     count = {status: 0 for status in SessionStatus}
     for r in records:
-        count[r.status] += 1
+        if r.attendee == "patient":
+            count[r.status] += 1
     return AttendanceSummary(
         attended=count[SessionStatus.attended],
         missed=count[SessionStatus.missed],

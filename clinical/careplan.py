@@ -242,6 +242,34 @@ class SessionSpec(_Frozen):
     hours: float
     session_type: str
     modality: Modality
+    attendee: Literal["patient", "family"] = "patient"
+    """Family education is for the family contact alone: not the patient's attendance."""
+
+
+FAMILY_THERAPY = "family_therapy"
+FAMILY_EDUCATION = "family_education"
+FAMILY_SESSION_TYPES = (FAMILY_THERAPY, FAMILY_EDUCATION)
+
+
+def family_therapy_slot(
+    schedule: WeeklySchedule, assessment: Assessment, hours: float
+) -> tuple[Weekday, time] | None:
+    """Family therapy next to one of the patient's sessions (after the last session of the
+    day, or before the first), at a time the patient's commitments leave free."""
+    busy: dict[int, list[tuple[int, int]]] = {i: [] for i in range(7)}
+    for c in assessment.commitments:
+        busy[c.weekday.number].append((_minutes(c.start), _minutes(c.end)))
+    length = round(hours * 60)
+    days = sorted({s.weekday for s in schedule.sessions}, key=lambda d: d.number)
+    for day in days:
+        today = [s for s in schedule.sessions if s.weekday == day]
+        first = min(_minutes(s.start) for s in today)
+        last_end = max(_minutes(s.start) + round(s.hours * 60) for s in today)
+        for start in (last_end, first - length):
+            evening_ok = start + length <= 22 * 60  # not in the small hours
+            if start >= 7 * 60 and evening_ok and _free(busy[day.number], start, start + length):
+                return day, _clock_time(start)
+    return None
 
 
 def week_sessions(
@@ -252,8 +280,11 @@ def week_sessions(
     week_start_day: int,
     clock: ProgramClock,
     protocol: ProgramProtocol,
+    family_of: Assessment | None = None,
 ) -> list[SessionSpec]:
-    """The sessions of week `week` of `phase`, whose Monday is program day `week_start_day`."""
+    """The sessions of week `week` of `phase`, whose Monday is program day `week_start_day`;
+    with `family_of` (a patient who consents to family involvement), also the family
+    sessions the program's cadence puts in that week."""
     stage = plan.stage_for(phase, week)
     group_types = protocol.schedule.group_session_types
     specs: list[SessionSpec] = []
@@ -276,6 +307,50 @@ def week_sessions(
                 hours=planned.hours,
                 session_type=session_type,
                 modality=stage.schedule.modality,
+            )
+        )
+    if family_of is not None:
+        specs += _family_sessions(
+            stage, phase, episode, week, week_start_day, clock, family_of, protocol
+        )
+    return specs
+
+
+def _family_sessions(
+    stage: PlanStage,
+    phase: Phase,
+    episode: int,
+    week: int,
+    week_start_day: int,
+    clock: ProgramClock,
+    assessment: Assessment,
+    protocol: ProgramProtocol,
+) -> list[SessionSpec]:
+    cfg = protocol.family
+    every = cfg.intensive_every_weeks if phase == Phase.intensive else cfg.step_down_every_weeks
+    wanted: list[tuple[str, Weekday, time, float, str]] = []
+    slot = family_therapy_slot(stage.schedule, assessment, cfg.therapy_hours)
+    if every and (week - 1) % every == 0 and slot is not None:
+        wanted.append(("F", *slot, cfg.therapy_hours, FAMILY_THERAPY))
+    if cfg.education_every_weeks and (week - 1) % cfg.education_every_weeks == 0:
+        wanted.append(
+            ("E", cfg.education_weekday, cfg.education_start, cfg.education_hours, FAMILY_EDUCATION)
+        )
+    specs = []
+    for code, weekday, start, hours, session_type in wanted:
+        day = week_start_day + weekday.number + _minutes(start) / (24 * 60)
+        specs.append(
+            SessionSpec(
+                session_id=f"{phase.session_code}{episode}-W{week:02d}-{code}1",
+                phase=phase,
+                week=week,
+                level=stage.level,
+                day=day,
+                starts_at=clock.calendar(day),
+                hours=hours,
+                session_type=session_type,
+                modality=stage.schedule.modality,
+                attendee="family" if session_type == FAMILY_EDUCATION else "patient",
             )
         )
     return specs

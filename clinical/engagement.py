@@ -28,7 +28,10 @@ def engagement_alerts(
     last_review_day: float | None = None,
 ) -> list[EngagementAlert]:
     """Alerts due now. A review is not asked for again within one window of the last."""
-    counted = sorted((s for s in sessions if s.status in _COUNTED), key=lambda s: s.day)
+    counted = sorted(
+        (s for s in sessions if s.status in _COUNTED and s.attendee == "patient"),
+        key=lambda s: s.day,
+    )
     alerts: list[EngagementAlert] = []
     streak: list[SessionRecord] = []
     for s in counted:

@@ -19,7 +19,13 @@ from clinical.assessment import (
     SocialNeed,
 )
 from clinical.attendance import AttendanceSummary, SessionRecord, SessionStatus, summarize
-from clinical.careplan import CarePlan, ScheduleConflict, fit_week, plan_care
+from clinical.careplan import (
+    FAMILY_SESSION_TYPES,
+    CarePlan,
+    ScheduleConflict,
+    fit_week,
+    plan_care,
+)
 from clinical.clock import ProgramClock
 from clinical.identifiers import CaseManagerId, referral_workflow_id
 from clinical.phases import Phase
@@ -115,6 +121,14 @@ class JourneyState(BaseModel):
     last_review_day: float | None = None
     tasks: list[JourneyTask] = []
     referrals: list[ReferralRef] = []
+    family_consent: bool | None = None
+    """Consent to family involvement as changed since enrolment (None: as enrolled)."""
+
+    @property
+    def family_involved(self) -> bool:
+        if self.family_consent is not None:
+            return self.family_consent
+        return self.assessment.consents.family_involvement
 
     def summary(self) -> AttendanceSummary:
         return summarize(self.sessions)
@@ -197,6 +211,12 @@ class ReferralRequest(_Request):
     need: SocialNeed
 
 
+class FamilyConsentChange(_Request):
+    """The patient gives or withdraws consent to family involvement."""
+
+    granted: bool
+
+
 class TaskDone(_Request):
     """A case manager marks one of the journey's (or a referral's) tasks done."""
 
@@ -271,6 +291,35 @@ def check_task_done(tasks: list[JourneyTask], request: TaskDone) -> JourneyTask:
     if task.kind in CLOSED_BY_ACTION:
         raise RequestRefused(f"a {task.kind} task closes when you {CLOSED_BY_ACTION[task.kind]}")
     return task
+
+
+def check_family_consent(state: JourneyState, change: FamilyConsentChange) -> None:
+    _require_active(state)
+    if change.granted == state.family_involved:
+        now = "given" if change.granted else "not given"
+        raise RequestRefused(f"consent to family involvement is already {now}")
+
+
+def apply_family_consent(
+    state: JourneyState, change: FamilyConsentChange, today: float
+) -> list[SessionRecord]:
+    """Record the change; a withdrawal cancels the family sessions still ahead (returned)."""
+    state.family_consent = change.granted
+    if change.granted:
+        return []
+    cancelled: list[SessionRecord] = []
+    kept: list[SessionRecord] = []
+    for s in state.sessions:
+        if (
+            s.session_type in FAMILY_SESSION_TYPES
+            and s.day > today
+            and s.status == SessionStatus.scheduled
+        ):
+            s = s.model_copy(update={"status": SessionStatus.cancelled})
+            cancelled.append(s)
+        kept.append(s)
+    state.sessions = kept
+    return cancelled
 
 
 def check_referral(state: JourneyState, request: ReferralRequest) -> None:

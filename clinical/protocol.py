@@ -178,6 +178,20 @@ class AftercareConfig(_Strict):
         return self
 
 
+class FamilyConfig(_Strict):
+    """Family involvement, only with the patient's consent. Family therapy (patient and
+    family together) every N weeks of a phase (0: none), next to one of the patient's
+    sessions; family education for the family contact alone at a fixed evening slot."""
+
+    intensive_every_weeks: Annotated[int, Field(ge=0, le=8)] = 1
+    step_down_every_weeks: Annotated[int, Field(ge=0, le=8)] = 2
+    therapy_hours: Annotated[float, Field(gt=0, le=3)] = 1.0
+    education_every_weeks: Annotated[int, Field(ge=0, le=12)] = 4
+    education_weekday: Weekday = Weekday.thu
+    education_start: time = time(18, 30)
+    education_hours: Annotated[float, Field(gt=0, le=3)] = 1.5
+
+
 class ReferralConfig(_Strict):
     """Service levels for case-manager referrals to partner services (program days)."""
 
@@ -215,6 +229,7 @@ class ProgramProtocol(_Strict):
     relapse: RelapseConfig = RelapseConfig()
     aftercare: AftercareConfig
     referrals: ReferralConfig = ReferralConfig()
+    family: FamilyConfig = FamilyConfig()
     risk: RiskConfig = RiskConfig()
 
     @model_validator(mode="after")

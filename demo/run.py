@@ -5,6 +5,8 @@ clock, with simulated case managers recording attendance as sessions happen."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import random
 import statistics
 import time
@@ -17,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
+from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
 from clinical.journey import (
     CLOSED_BY_ACTION,
@@ -25,6 +28,7 @@ from clinical.journey import (
     JourneyOutcome,
     JourneyStatus,
     ProgressReview,
+    RelapseReport,
     TaskDone,
 )
 from clinical.phases import ACTIVE_PHASES, Phase
@@ -55,8 +59,10 @@ async def simulated_case_manager(
     patient_id: str,
     rng: random.Random,
     poll_seconds: float,
+    relapses: bool = False,
 ) -> None:
-    """Reports attendance for each session once it has happened, as a case manager would."""
+    """Reports attendance for each session once it has happened, as a case manager would,
+    and (for a patient who `relapses`) a relapse in the third intensive week."""
     propensity = rng.uniform(0.65, 0.97)
     reported: set[str] = set()
     asked: set[tuple[int, int]] = set()
@@ -84,6 +90,22 @@ async def simulated_case_manager(
                 )
             except WorkflowUpdateFailedError:
                 pass  # criteria not met: the journey extends a week and asks again
+        if relapses and (status.episode, status.phase, status.week) == (1, Phase.intensive, 3):
+            with contextlib.suppress(WorkflowUpdateFailedError):  # e.g. a discharge came first
+                await handle.execute_update(
+                    PatientJourneyWorkflow.report_relapse,
+                    RelapseReport(
+                        case_manager_id=status.case_manager_id,
+                        ratings=DimensionRatings(
+                            withdrawal=1,
+                            biomedical=0,
+                            emotional=2,
+                            readiness=2,
+                            relapse=3,
+                            environment=2,
+                        ),
+                    ),
+                )
         for task in status.open_tasks:
             # The inbox: most follow-ups are dealt with within a few days.
             if task.kind not in CLOSED_BY_ACTION and rng.random() < 0.3:
@@ -256,7 +278,10 @@ async def run_demo(
     if not server.running():
         console.print("starting the embedded Temporal server …")
     server.start()
-    operations = build_care_operations(settings)
+    # The cohort reports no use at check-ins: a relapse late in aftercare would send a patient
+    # round a whole second year and the demo past a few minutes. One patient relapses early
+    # instead, as reported by their case manager.
+    operations = build_care_operations(dataclasses.replace(settings, simulated_use_risk=0.0))
     client: Client = await connect(settings)
     cohort = synthetic_cohort(patients, seed, program_id)
     rng = random.Random(seed)
@@ -268,10 +293,16 @@ async def run_demo(
         managers = [
             asyncio.create_task(
                 simulated_case_manager(
-                    client, h, statuses, e.patient_id, random.Random(rng.random()), poll
+                    client,
+                    h,
+                    statuses,
+                    e.patient_id,
+                    random.Random(rng.random()),
+                    poll,
+                    relapses=i == 1,
                 )
             )
-            for h, e in zip(handles, cohort, strict=True)
+            for i, (h, e) in enumerate(zip(handles, cohort, strict=True))
         ]
         with Live(
             progress_view(statuses, patients, started), console=console, refresh_per_second=2

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         AuditEntry,
         CareEvents,
         CaseManagerTask,
+        ConsentRecord,
         IntakeRecord,
         PhaseChangeRecord,
         SessionBooking,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         AttendanceReport,
         CommitmentsRevision,
         DischargeRequest,
+        FamilyConsentChange,
         JourneyInput,
         JourneyOutcome,
         JourneyStatus,
@@ -63,10 +65,12 @@ with workflow.unsafe.imports_passed_through():
         TaskDone,
         apply_attendance,
         apply_commitments_revision,
+        apply_family_consent,
         apply_review,
         check_attendance,
         check_commitments_revision,
         check_discharge,
+        check_family_consent,
         check_referral,
         check_relapse,
         check_review,
@@ -220,8 +224,17 @@ class PatientJourneyWorkflow:
             weeks = st.plan.weeks_in(st.phase)
         if st.week < weeks:
             st.week += 1
+            # Journeys booked before family sessions existed go on without them.
+            family = st.family_involved and workflow.patched("family-sessions")
             specs = week_sessions(
-                st.plan, st.phase, st.episode, st.week, monday, st.clock, st.protocol
+                st.plan,
+                st.phase,
+                st.episode,
+                st.week,
+                monday,
+                st.clock,
+                st.protocol,
+                family_of=st.assessment if family else None,
             )
             st.sessions = [*st.sessions, *(SessionRecord.booked(s) for s in specs)]
             await asyncio.gather(
@@ -687,6 +700,33 @@ class PatientJourneyWorkflow:
     @review_progress.validator
     def _validate_review(self, review: ProgressReview) -> None:
         check_review(self._state, review)
+
+    @workflow.update
+    async def change_family_consent(self, change: FamilyConsentChange) -> str:
+        st = self._state
+        cancelled = apply_family_consent(st, change, self._today())
+        self._pending_sessions.update({s.session_id: s for s in cancelled})
+        update = workflow.current_update_info()
+        await workflow.execute_activity_method(
+            CareOperations.record_consent,
+            ConsentRecord(
+                key=f"{st.patient_id}/consent/{update.id if update else 'family'}",
+                patient_id=st.patient_id,
+                kind="family_involvement",
+                granted=change.granted,
+                recorded_by=change.case_manager_id,
+                at=workflow.now(),
+            ),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+        if change.granted:
+            return "family consent given: family sessions from next week's booking"
+        return f"family consent withdrawn: {len(cancelled)} family session(s) cancelled"
+
+    @change_family_consent.validator
+    def _validate_family_consent(self, change: FamilyConsentChange) -> None:
+        check_family_consent(self._state, change)
 
     @workflow.update
     async def complete_task(self, done: TaskDone) -> str:

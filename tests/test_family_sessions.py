@@ -1,0 +1,121 @@
+"""Family sessions: only with the patient's consent, at the program's cadence, invitations to
+the family contact, and a withdrawal that cancels what is still ahead."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from clinical.assessment import Enrolment
+from clinical.attendance import SessionStatus
+from clinical.careplan import FAMILY_EDUCATION, FAMILY_THERAPY, week_sessions
+from clinical.journey import FamilyConsentChange, start_journey
+from clinical.phases import Phase
+from clinical.protocol import ProgramCatalog
+from infra.store import appointments, audit_events, consents, notifications
+from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data
+from workflows.patient_journey import PatientJourneyWorkflow
+
+PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
+
+
+def family_enrolment(consented: bool = True, **overrides: object) -> Enrolment:
+    return Enrolment.model_validate(
+        enrolment_data(consents={"family_involvement": consented}, **overrides)
+    )
+
+
+def test_family_sessions_follow_the_cadence_and_the_patients_commitments() -> None:
+    evenings = [
+        {"weekday": d, "start": "06:00", "end": "09:00", "kind": "childcare"}
+        for d in ("mon", "tue", "wed", "thu", "fri")
+    ]
+    enrolment = family_enrolment(commitments=evenings)
+    state = start_journey(enrolment, PROTOCOL, datetime(2026, 3, 2, tzinfo=UTC))
+
+    def week(phase: Phase, n: int) -> list[str]:
+        specs = week_sessions(
+            state.plan, phase, 1, n, 7 * n, state.clock, PROTOCOL, family_of=state.assessment
+        )
+        return [s.session_type for s in specs if s.session_type.startswith("family")]
+
+    # Weekly family therapy in intensive, education every 4th week; every other week later.
+    assert [week(Phase.intensive, n) for n in (1, 2, 5)] == [
+        [FAMILY_THERAPY, FAMILY_EDUCATION],
+        [FAMILY_THERAPY],
+        [FAMILY_THERAPY, FAMILY_EDUCATION],
+    ]
+    assert [week(Phase.step_down, n) for n in (1, 2, 3)] == [
+        [FAMILY_THERAPY, FAMILY_EDUCATION],
+        [],
+        [FAMILY_THERAPY],
+    ]
+    specs = week_sessions(
+        state.plan, Phase.intensive, 1, 1, 7, state.clock, PROTOCOL, family_of=state.assessment
+    )
+    therapy = next(s for s in specs if s.session_type == FAMILY_THERAPY)
+    patient_days = {int(s.day) for s in specs if not s.session_type.startswith("family")}
+    assert int(therapy.day) in patient_days  # next to one of the patient's own sessions
+    minutes = round((therapy.day % 1) * 24 * 60)
+    assert minutes >= 9 * 60  # after the morning childcare
+    education = next(s for s in specs if s.session_type == FAMILY_EDUCATION)
+    assert education.attendee == "family" and therapy.attendee == "patient"
+    # Without consent, none.
+    plain = week_sessions(state.plan, Phase.intensive, 1, 1, 7, state.clock, PROTOCOL)
+    assert not [s for s in plain if s.session_type.startswith("family")]
+
+
+async def test_withdrawn_consent_cancels_family_sessions_ahead(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    enrolment = family_enrolment()
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            first, _ = await drive_journey(
+                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1
+            )
+            with pytest.raises(WorkflowUpdateFailedError) as already:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.change_family_consent,
+                    FamilyConsentChange(case_manager_id="CM-01", granted=True),
+                )
+            withdrawn = await handle.execute_update(
+                PatientJourneyWorkflow.change_family_consent,
+                FamilyConsentChange(case_manager_id="CM-01", granted=False),
+            )
+            later, _ = await drive_journey(
+                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
+            )
+        booked = {r["session_id"]: r for r in c.store.rows(appointments, patient_id=pid)}
+        invites = c.store.rows(notifications, patient_id=pid, channel="family")
+        given = c.store.rows(consents, patient_id=pid, kind="family_involvement")
+        audit = [a["action"] for a in c.store.rows(audit_events, patient_id=pid)]
+
+    family_first = [s for s in first.sessions if s.session_type.startswith("family")]
+    assert {s.session_type for s in family_first} == {FAMILY_THERAPY, FAMILY_EDUCATION}
+    assert "already given" in str(already.value.cause)
+    ahead = [s for s in family_first if s.day > first.program_day]
+    assert ahead, "the consent is withdrawn while family sessions are still ahead"
+    assert withdrawn == f"family consent withdrawn: {len(ahead)} family session(s) cancelled"
+    for s in ahead:
+        assert booked[s.session_id]["status"] == SessionStatus.cancelled
+    # Weeks booked after the withdrawal have no family sessions.
+    assert not [s for s in later.sessions if s.week >= 2 and s.session_type.startswith("family")]
+    assert sorted(i["kind"] for i in invites) == sorted(
+        f"invite_{s.session_type}" for s in family_first
+    )
+    assert all(pid not in i["body"] and "Avery" not in i["body"] for i in invites)
+    assert [g["granted"] for g in sorted(given, key=lambda g: g["recorded_at"])] == [True, False]
+    assert "consent_withdrawn" in audit
+    # Family education is the family's attendance, not the patient's.
+    patient_sessions = [s for s in later.sessions if s.attendee == "patient"]
+    summary = later.attendance
+    assert (
+        summary.attended + summary.missed + summary.excused + summary.pending + summary.cancelled
+        == len(patient_sessions)
+    )
