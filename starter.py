@@ -39,26 +39,30 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from clinical.assessment import Enrolment
+from clinical.assessment import Enrolment, SocialNeed
 from clinical.identifiers import (
     CaseManagerId,
     PatientId,
     is_referral_workflow_id,
     journey_workflow_id,
+    referral_workflow_id,
 )
 from clinical.journey import (
     AttendanceReport,
     DischargeReason,
     DischargeRequest,
+    FamilyConsentChange,
     JourneyInput,
     JourneyStatus,
     ProgressReview,
+    ReferralRequest,
     RelapseReport,
     TaskDone,
 )
 from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
+from clinical.referrals import PartnerAnswer, PartnerReport
 from infra.embedded_server import EmbeddedServer
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
@@ -307,6 +311,43 @@ async def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_refer(args: argparse.Namespace, settings: Settings) -> int:
+    request = _request(ReferralRequest, case_manager_id=args.case_manager, need=args.need)
+    ref = await _send_update(settings, args.patient, PatientJourneyWorkflow.refer, request)
+    console.print(f"{args.patient}: {ref.referral_id} started ({ref.workflow_id})")
+    return 0
+
+
+async def cmd_family_consent(args: argparse.Namespace, settings: Settings) -> int:
+    change = _request(
+        FamilyConsentChange, case_manager_id=args.case_manager, granted=args.action == "give"
+    )
+    message = await _send_update(
+        settings, args.patient, PatientJourneyWorkflow.change_family_consent, change
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> int:
+    """What a partner's portal reports; a case manager can enter it for a partner that
+    answered by phone."""
+    patient_id = _validated(PatientId, args.patient, "patient")
+    report = _request(PartnerReport, answer=args.answer, reported_by=args.reported_by)
+    client = await client_for(settings)
+    handle = client.get_workflow_handle(referral_workflow_id(patient_id, args.need))
+    status = await _journey_call(
+        handle,
+        patient_id,
+        lambda: handle.execute_update(
+            ReferralWorkflow.partner_response, report, rpc_timeout=ANSWER_TIMEOUT
+        ),
+    )
+    outcome = f", {status.outcome}" if status.outcome else ""
+    console.print(f"{patient_id} {args.need} referral: {status.stage}{outcome}")
+    return 0
+
+
 async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
     handle = _handle(client, patient_id)
     status: JourneyStatus = await _journey_call(
@@ -338,6 +379,8 @@ def render_status(s: JourneyStatus) -> None:
     console.print(f"program {s.program_id}, today {s.today:%Y-%m-%d}; {s.plan.placement.explain()}")
     if s.schedule_conflict:
         console.print(f"[red]schedule conflict:[/] {s.schedule_conflict}")
+    for r in s.referrals:
+        console.print(f"referral {r.referral_id} ({r.need.value}): {r.outcome or 'open'}")
     for t in s.open_tasks:
         since = s.clock.calendar(s.clock.day(t.opened_at))
         console.print(f"[yellow]open task[/] {t.kind} since {since:%Y-%m-%d}: {t.detail}")
@@ -614,6 +657,22 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("--level", help="for change-level: a level of the program")
     rv.add_argument("--case-manager", required=True)
 
+    rf = sub.add_parser("refer", help="refer a patient to a partner service for a need")
+    rf.add_argument("patient")
+    rf.add_argument("--need", required=True, choices=[n.value for n in SocialNeed])
+    rf.add_argument("--case-manager", required=True)
+
+    fc = sub.add_parser("family-consent", help="the patient gives or withdraws family consent")
+    fc.add_argument("patient")
+    fc.add_argument("action", choices=["give", "withdraw"])
+    fc.add_argument("--case-manager", required=True)
+
+    pa = sub.add_parser("partner-answer", help="a partner service's answer to a referral")
+    pa.add_argument("patient")
+    pa.add_argument("need", choices=[n.value for n in SocialNeed])
+    pa.add_argument("answer", choices=[a.value for a in PartnerAnswer])
+    pa.add_argument("--reported-by", required=True, help="the partner, or the case manager")
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -652,6 +711,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "discharge": cmd_discharge,
     "relapse": cmd_relapse,
     "review": cmd_review,
+    "refer": cmd_refer,
+    "family-consent": cmd_family_consent,
+    "partner-answer": cmd_partner_answer,
     "status": cmd_status,
     "list": cmd_list,
     "tasks": cmd_tasks,

@@ -22,6 +22,7 @@ from clinical.journey import (
     CommitmentsRevision,
     DischargeReason,
     DischargeRequest,
+    FamilyConsentChange,
     ProgressReview,
     RelapseReport,
 )
@@ -217,6 +218,25 @@ async def referrals(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]
     return named
 
 
+async def family_consent_withdrawn(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    data = enrolment_data(consents={"family_involvement": True})
+    enrolment = Enrolment.model_validate(data)
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
+        await handle.execute_update(
+            PatientJourneyWorkflow.change_family_consent,
+            FamilyConsentChange(case_manager_id="CM-03", granted=False),
+        )
+        await drive_journey(env, handle, until=lambda s: s.week >= 3)
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-03", reason=DischargeReason.withdrew),
+        )
+    runs = await journey_histories(c.client, handle)
+    return [(f"journey_family_consent_withdrawn--run{i}", h) for i, h in enumerate(runs, 1)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.__name__: s
     for s in (
@@ -228,6 +248,7 @@ SCENARIOS: dict[str, Scenario] = {
         relapse_from_check_in,
         reviewed_step_down,
         referrals,
+        family_consent_withdrawn,
     )
 }
 TELEPHONY: dict[str, Any] = {"relapse_from_check_in": UseOnFirstCheckIn}
