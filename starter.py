@@ -500,6 +500,7 @@ def _task_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             **{k: r[k] for k in keep},
             "opened_at": r["created_at"].isoformat(),
+            "due_at": r["due_at"].isoformat() if r["due_at"] else None,
             "completed_by": r["completed_by"],
         }
         for r in rows
@@ -507,13 +508,14 @@ def _task_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _task_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table("task", "patient", "kind", "opened", "status", "detail", title=title)
+    table = Table("task", "patient", "kind", "opened", "due", "status", "detail", title=title)
     for r in rows:
         table.add_row(
             str(r["id"]),
             r["patient_id"],
             r["kind"],
             r["opened_at"][:16].replace("T", " "),
+            (r["due_at"] or "-")[:16].replace("T", " "),
             r["status"] if r["status"] == "open" else f"done by {r['completed_by']}",
             r["detail"],
         )

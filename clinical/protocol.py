@@ -211,6 +211,27 @@ class ReferralConfig(_Strict):
         return self
 
 
+class TaskConfig(_Strict):
+    """How many program days a case manager has for each kind of task."""
+
+    due_days: dict[str, Annotated[float, Field(gt=0, le=60)]] = {
+        "outreach": 2,
+        "unreachable_patient": 3,
+        "review": 5,
+        "schedule_conflict": 3,
+        "step_down_decision": 5,
+        "reassessment": 3,
+        "escalation_referral": 2,
+        "consent_needed": 7,
+        "referral_stalled": 3,
+        "referral_follow_up": 5,
+    }
+    default_due_days: Annotated[float, Field(gt=0, le=60)] = 5
+
+    def due_in_days(self, kind: str) -> float:
+        return self.due_days.get(kind, self.default_due_days)
+
+
 class RiskConfig(_Strict):
     moderate_at: Annotated[int, Field(ge=1, le=4)] = 2
     high_at: Annotated[int, Field(ge=1, le=4)] = 3
@@ -230,6 +251,7 @@ class ProgramProtocol(_Strict):
     aftercare: AftercareConfig
     referrals: ReferralConfig = ReferralConfig()
     family: FamilyConfig = FamilyConfig()
+    tasks: TaskConfig = TaskConfig()
     risk: RiskConfig = RiskConfig()
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from clinical.assessment import SocialNeed
 from clinical.identifiers import CaseManagerId
 from clinical.journey import JourneyTask
-from clinical.protocol import ReferralConfig
+from clinical.protocol import ReferralConfig, TaskConfig
 
 
 class ReferralStage(StrEnum):
@@ -55,6 +55,7 @@ class ReferralInput(BaseModel):
     service_levels: ReferralConfig
     seconds_per_day: float
     requested_by: str
+    tasks: TaskConfig = TaskConfig()
 
 
 class PartnerReport(BaseModel):

@@ -3,6 +3,8 @@ workflow that opened it, which decides what done means."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +35,9 @@ async def test_an_outreach_task_done_closes_in_the_store_and_the_journey(
                 until=lambda s: s.phase == Phase.intensive and s.week >= 3,
             )
             (task,) = c.store.task_list(patient_id=pid)
+            # Due in the program's 2 days for outreach (a day is 86400 s in this program).
+            due_in = task["due_at"] - before.open_tasks[0].opened_at
+            assert abs(due_in - timedelta(days=2)) < timedelta(minutes=1)
             done = await handle.execute_update(
                 PatientJourneyWorkflow.complete_task,
                 TaskDone(case_manager_id="CM-09", task_key=task["idempotency_key"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -557,6 +558,10 @@ class PatientJourneyWorkflow:
                 case_manager_id=st.case_manager_id,
                 kind=kind,
                 detail=detail,
+                due_at=workflow.now()
+                + timedelta(
+                    seconds=st.protocol.tasks.due_in_days(kind) * st.protocol.clock.seconds_per_day
+                ),
             ),
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY,
@@ -580,6 +585,7 @@ class PatientJourneyWorkflow:
                 service_levels=st.protocol.referrals,
                 seconds_per_day=st.protocol.clock.seconds_per_day,
                 requested_by=by,
+                tasks=st.protocol.tasks,
             ),
             id=ref.workflow_id,
             # The referral outlives this run (continue-as-new) and even the journey.

@@ -204,6 +204,8 @@ class ReferralWorkflow:
                 kind=kind,
                 detail=detail,
                 workflow_id=workflow.info().workflow_id,
+                due_at=workflow.now()
+                + timedelta(seconds=r.tasks.due_in_days(kind) * r.seconds_per_day),
             ),
         )
         self._state.case_manager_tasks.append(
