@@ -119,6 +119,9 @@ async def test_silent_partner_gets_a_reminder_then_the_case_manager_a_task(
         (row,) = c.store.rows(referrals, patient_id=pid)
 
     assert stalled.tasks == ["stalled"] and stalled.next_due == "expiry"
+    # The expired referral closed its own task: nothing is left to do.
+    (task,) = c.store.rows(tasks, patient_id=pid, kind="referral_stalled")
+    assert (task["status"], task["completed_by"]) == ("done", "engine")
     assert ledger == ["request", "reminder"]
     assert [t["workflow_id"] for t in opened] == [referral_workflow_id(pid, "employment")]
     assert (row["outcome"], row["reminders"]) == ("expired", 1)

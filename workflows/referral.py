@@ -89,6 +89,9 @@ class ReferralWorkflow:
         while st.stage != ReferralStage.closed:
             await self._wait_for_partner()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        for task in st.case_manager_tasks:
+            if task.is_open:  # nothing left to do for a closed referral
+                await self._close_task(task, st.closed_by or "engine")
         await self._store(
             CareOperations.close_referral,
             ReferralClosing(
