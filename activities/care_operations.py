@@ -397,20 +397,15 @@ class CareOperations:
             closed = self.store.resolve_tasks(
                 conn, [TaskResolution(key=done.key, by=done.by, at=done.at)]
             )
-            self.store.insert_once(
+            self.store.audit(
                 conn,
-                audit_events,
-                [
-                    {
-                        "idempotency_key": f"{done.key}/done",
-                        "patient_id": done.patient_id,
-                        "actor": done.by,
-                        "action": "task_completed",
-                        "purpose": "treatment",
-                        "at": done.at,
-                        "detail_json": to_json({"kind": done.kind}),
-                    }
-                ],
+                key=f"{done.key}/done",
+                patient_id=done.patient_id,
+                actor=done.by,
+                action="task_completed",
+                purpose="treatment",
+                at=done.at,
+                detail={"kind": done.kind},
             )
         log.info("task_completed", patient_id=done.patient_id, kind=done.kind)
         return closed > 0
@@ -437,20 +432,15 @@ class CareOperations:
                     }
                 ],
             )
-            self.store.insert_once(
+            self.store.audit(
                 conn,
-                audit_events,
-                [
-                    {
-                        "idempotency_key": f"{r.key}/requested",
-                        "patient_id": r.patient_id,
-                        "actor": r.requested_by,
-                        "action": "referral_requested",
-                        "purpose": "care_coordination",
-                        "at": r.at,
-                        "detail_json": to_json({"referral": r.referral_id, "need": r.need}),
-                    }
-                ],
+                key=f"{r.key}/requested",
+                patient_id=r.patient_id,
+                actor=r.requested_by,
+                action="referral_requested",
+                purpose="care_coordination",
+                at=r.at,
+                detail={"referral": r.referral_id, "need": r.need},
             )
         log.info("referral_recorded", patient_id=r.patient_id, need=r.need, new=bool(created))
         return bool(created)
@@ -497,20 +487,15 @@ class CareOperations:
                 .where(referrals.c.idempotency_key == c.key, referrals.c.closed_at.is_(None))
                 .values(status="closed", outcome=c.outcome, closed_at=c.at)
             )
-            self.store.insert_once(
+            self.store.audit(
                 conn,
-                audit_events,
-                [
-                    {
-                        "idempotency_key": f"{c.key}/closed",
-                        "patient_id": c.patient_id,
-                        "actor": c.by,
-                        "action": "referral_closed",
-                        "purpose": "care_coordination",
-                        "at": c.at,
-                        "detail_json": to_json({"referral": c.referral_id, "outcome": c.outcome}),
-                    }
-                ],
+                key=f"{c.key}/closed",
+                patient_id=c.patient_id,
+                actor=c.by,
+                action="referral_closed",
+                purpose="care_coordination",
+                at=c.at,
+                detail={"referral": c.referral_id, "outcome": c.outcome},
             )
         log.info("referral_closed", patient_id=c.patient_id, outcome=c.outcome)
 
@@ -518,20 +503,15 @@ class CareOperations:
     def record_consent(self, c: ConsentRecord) -> bool:
         with self.store.transaction() as conn:
             created = self.store.insert_once(conn, consents, [_consent_row(c)])
-            self.store.insert_once(
+            self.store.audit(
                 conn,
-                audit_events,
-                [
-                    {
-                        "idempotency_key": f"{c.key}/audit",
-                        "patient_id": c.patient_id,
-                        "actor": c.recorded_by,
-                        "action": "consent_given" if c.granted else "consent_withdrawn",
-                        "purpose": "consent",
-                        "at": c.at,
-                        "detail_json": to_json({"kind": c.kind}),
-                    }
-                ],
+                key=f"{c.key}/audit",
+                patient_id=c.patient_id,
+                actor=c.recorded_by,
+                action="consent_given" if c.granted else "consent_withdrawn",
+                purpose="consent",
+                at=c.at,
+                detail={"kind": c.kind},
             )
         log.info("consent_recorded", patient_id=c.patient_id, kind=c.kind, granted=c.granted)
         return bool(created)

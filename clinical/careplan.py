@@ -287,7 +287,7 @@ def week_sessions(
     sessions the program's cadence puts in that week."""
     stage = plan.stage_for(phase, week)
     group_types = protocol.schedule.group_session_types
-    specs: list[SessionSpec] = []
+    wanted: list[_Wanted] = []
     group_index = 0
     for n, planned in enumerate(stage.schedule.sessions, start=1):
         if planned.kind == "group":
@@ -295,53 +295,15 @@ def week_sessions(
             group_index += 1
         else:
             session_type = protocol.schedule.individual_session_type
-        day = week_start_day + planned.weekday.number + _minutes(planned.start) / (24 * 60)
-        specs.append(
-            SessionSpec(
-                session_id=f"{phase.session_code}{episode}-W{week:02d}-S{n}",
-                phase=phase,
-                week=week,
-                level=stage.level,
-                day=day,
-                starts_at=clock.calendar(day),
-                hours=planned.hours,
-                session_type=session_type,
-                modality=stage.schedule.modality,
-            )
-        )
+        wanted.append((f"S{n}", planned.weekday, planned.start, planned.hours, session_type))
     if family_of is not None:
-        specs += _family_sessions(
-            stage, phase, episode, week, week_start_day, clock, family_of, protocol
-        )
-    return specs
-
-
-def _family_sessions(
-    stage: PlanStage,
-    phase: Phase,
-    episode: int,
-    week: int,
-    week_start_day: int,
-    clock: ProgramClock,
-    assessment: Assessment,
-    protocol: ProgramProtocol,
-) -> list[SessionSpec]:
-    cfg = protocol.family
-    every = cfg.intensive_every_weeks if phase == Phase.intensive else cfg.step_down_every_weeks
-    wanted: list[tuple[str, Weekday, time, float, str]] = []
-    slot = family_therapy_slot(stage.schedule, assessment, cfg.therapy_hours)
-    if every and (week - 1) % every == 0 and slot is not None:
-        wanted.append(("F", *slot, cfg.therapy_hours, FAMILY_THERAPY))
-    if cfg.education_every_weeks and (week - 1) % cfg.education_every_weeks == 0:
-        wanted.append(
-            ("E", cfg.education_weekday, cfg.education_start, cfg.education_hours, FAMILY_EDUCATION)
-        )
+        wanted += _family_sessions(stage.schedule, phase, week, family_of, protocol)
     specs = []
     for code, weekday, start, hours, session_type in wanted:
         day = week_start_day + weekday.number + _minutes(start) / (24 * 60)
         specs.append(
             SessionSpec(
-                session_id=f"{phase.session_code}{episode}-W{week:02d}-{code}1",
+                session_id=f"{phase.session_code}{episode}-W{week:02d}-{code}",
                 phase=phase,
                 week=week,
                 level=stage.level,
@@ -354,3 +316,33 @@ def _family_sessions(
             )
         )
     return specs
+
+
+_Wanted = tuple[str, Weekday, time, float, str]
+"""A session of the week: ID suffix, weekday, start, hours, session type."""
+
+
+def _family_sessions(
+    schedule: WeeklySchedule,
+    phase: Phase,
+    week: int,
+    assessment: Assessment,
+    protocol: ProgramProtocol,
+) -> list[_Wanted]:
+    cfg = protocol.family
+    every = cfg.intensive_every_weeks if phase == Phase.intensive else cfg.step_down_every_weeks
+    wanted: list[_Wanted] = []
+    slot = family_therapy_slot(schedule, assessment, cfg.therapy_hours)
+    if every and (week - 1) % every == 0 and slot is not None:
+        wanted.append(("F1", *slot, cfg.therapy_hours, FAMILY_THERAPY))
+    if cfg.education_every_weeks and (week - 1) % cfg.education_every_weeks == 0:
+        wanted.append(
+            (
+                "E1",
+                cfg.education_weekday,
+                cfg.education_start,
+                cfg.education_hours,
+                FAMILY_EDUCATION,
+            )
+        )
+    return wanted

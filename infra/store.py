@@ -320,6 +320,35 @@ class CareStore:
             .values(phase=phase, level=level, risk=risk, updated_at=utcnow())
         )
 
+    def audit(
+        self,
+        conn: Connection,
+        *,
+        key: str,
+        patient_id: str,
+        actor: str,
+        action: str,
+        purpose: str,
+        at: datetime,
+        detail: dict[str, Any],
+    ) -> int:
+        """One fact for the audit trail, once per key."""
+        return self.insert_once(
+            conn,
+            audit_events,
+            [
+                {
+                    "idempotency_key": key,
+                    "patient_id": patient_id,
+                    "actor": actor,
+                    "action": action,
+                    "purpose": purpose,
+                    "at": at,
+                    "detail_json": to_json(detail),
+                }
+            ],
+        )
+
     def consent_in_force(self, conn: Connection, patient_id: str, kind: str) -> bool:
         """The latest recorded consent of that kind (none recorded: not given)."""
         latest = conn.execute(
