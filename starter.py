@@ -224,7 +224,8 @@ async def start_journey(
             JourneyInput(enrolment=enrolment, protocol=protocol),
             id=journey_workflow_id(enrolment.patient_id),
             task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # A patient whose journey has ended (say, lost to contact) can be enrolled again.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
         raise CliError(

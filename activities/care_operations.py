@@ -348,9 +348,11 @@ class CareOperations:
         existing = self.store.rows(follow_up_calls, idempotency_key=request.key)
         if existing:
             row = existing[0]
-            check_in = (
-                CheckIn(days_of_use=row["days_of_use"]) if row["days_of_use"] is not None else None
-            )
+            check_in = None
+            if row["check_in_json"]:
+                check_in = CheckIn.model_validate_json(row["check_in_json"])
+            elif row["days_of_use"] is not None:  # recorded before instruments were asked
+                check_in = CheckIn(days_of_use=row["days_of_use"])
             return CallResult(outcome=CallOutcome(row["outcome"]), check_in=check_in)
         with self.store.engine.connect() as conn:
             phone = conn.scalar(
@@ -362,7 +364,9 @@ class CareOperations:
                 type=NON_RETRYABLE_UNKNOWN_PATIENT,
                 non_retryable=True,
             )
-        outcome, check_in = self.telephony.place_call(request.key, request.patient_id, phone)
+        outcome, check_in = self.telephony.place_call(
+            request.key, request.patient_id, phone, request.instruments
+        )
         with self.store.transaction() as conn:
             self.store.insert_once(
                 conn,
@@ -371,12 +375,13 @@ class CareOperations:
                     {
                         "idempotency_key": request.key,
                         "patient_id": request.patient_id,
-                        "call_id": request.call_id,
+                        "call_id": request.call_ref,
                         "attempt": request.attempt,
                         "due_at": request.due_at,
                         "placed_at": utcnow(),
                         "outcome": outcome.value,
                         "days_of_use": check_in.days_of_use if check_in else None,
+                        "check_in_json": check_in.model_dump_json() if check_in else None,
                     }
                 ],
             )

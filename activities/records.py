@@ -84,6 +84,8 @@ TaskKind = Literal[
     "consent_needed",
     "referral_stalled",
     "referral_follow_up",
+    "clinical_follow_up",
+    "aftercare_support",
 ]
 
 
@@ -159,10 +161,18 @@ class FollowUpCallRequest(_Record):
     attempt: int
     due_at: datetime
     window: ContactWindow
+    episode: int = 1
+    instruments: tuple[str, ...] = ()
+
+    @property
+    def call_ref(self) -> str:
+        """The check-in within the patient's journey: a later episode's day-7 call is not
+        the first episode's."""
+        return self.call_id if self.episode == 1 else f"E{self.episode}-{self.call_id}"
 
     @property
     def key(self) -> str:
-        return f"{self.patient_id}/{self.call_id}/attempt-{self.attempt}"
+        return f"{self.patient_id}/{self.call_ref}/attempt-{self.attempt}"
 
 
 class CallResult(_Record):

@@ -14,14 +14,22 @@ from typing import Protocol
 from sqlalchemy import select
 
 from clinical.aftercare import CallOutcome, CheckIn
+from clinical.instruments import (
+    BAM_PROTECTIVE_ITEMS,
+    BAM_RISK_ITEMS,
+    BAM_USE_ITEMS,
+    BamAnswers,
+    Phq9Answers,
+)
 from infra.store import CareStore, telephony_ledger, utcnow
 
 
 class Telephony(Protocol):
     def place_call(
-        self, reference: str, patient_id: str, phone: str
+        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
     ) -> tuple[CallOutcome, CheckIn | None]:
-        """Place one call. A reference seen before returns the earlier result, uncalled."""
+        """Place one call; a reached patient answers days of use and the instruments asked.
+        A reference seen before returns the earlier result, uncalled."""
         ...
 
 
@@ -38,7 +46,7 @@ class SimulatedTelephony:
         self.use_risk = use_risk
 
     def place_call(
-        self, reference: str, patient_id: str, phone: str
+        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
     ) -> tuple[CallOutcome, CheckIn | None]:
         with self.store.transaction() as conn:
             row = conn.execute(
@@ -47,7 +55,7 @@ class SimulatedTelephony:
             if row is not None:
                 answers = json.loads(row.answers_json) if row.answers_json else None
                 return CallOutcome(row.outcome), CheckIn(**answers) if answers else None
-            outcome, check_in = self._answer(reference, patient_id)
+            outcome, check_in = self._answer(reference, patient_id, instruments)
             self.store.insert_once(
                 conn,
                 telephony_ledger,
@@ -63,10 +71,13 @@ class SimulatedTelephony:
             )
         return outcome, check_in
 
-    def _answer(self, reference: str, patient_id: str) -> tuple[CallOutcome, CheckIn | None]:
+    def _answer(
+        self, reference: str, patient_id: str, instruments: tuple[str, ...]
+    ) -> tuple[CallOutcome, CheckIn | None]:
         patient = _seeded(self.seed, patient_id)
         reachability = patient.uniform(0.55, 0.95)
         use_risk = patient.uniform(0.1, 1.0) * self.use_risk
+        strain = patient.betavariate(2, 6)  # how hard recovery is for this patient, 0-1
         call = _seeded(self.seed, reference)
         draw = call.random()
         if draw > reachability:
@@ -74,4 +85,33 @@ class SimulatedTelephony:
         if draw > reachability - 0.02:
             return CallOutcome.declined, None
         days_of_use = call.randint(1, 8) if call.random() < use_risk else 0
-        return CallOutcome.reached, CheckIn(days_of_use=days_of_use)
+        return CallOutcome.reached, CheckIn(
+            days_of_use=days_of_use,
+            bam=_bam(call, strain, days_of_use) if "bam" in instruments else None,
+            phq9=_phq9(call, strain) if "phq9" in instruments else None,
+        )
+
+
+def _likert(rng: random.Random, mean: float, top: int) -> int:
+    return max(0, min(top, round(rng.gauss(mean, 0.8))))
+
+
+def _bam(rng: random.Random, strain: float, days_of_use: int) -> BamAnswers:
+    """BAM answers consistent with the reported use and the patient's strain."""
+    items = []
+    for n in range(1, 18):
+        if n in BAM_USE_ITEMS:
+            items.append(min(4, (days_of_use + 2) // 3))
+        elif n in BAM_RISK_ITEMS:
+            items.append(_likert(rng, 4 * strain, 4))
+        elif n in BAM_PROTECTIVE_ITEMS:
+            items.append(_likert(rng, 3.2 - 2.5 * strain, 4))
+        else:
+            items.append(_likert(rng, 1.5 * strain, 4))
+    return BamAnswers(items=tuple(items))
+
+
+def _phq9(rng: random.Random, strain: float) -> Phq9Answers:
+    items = [_likert(rng, 2 * strain, 3) for _ in range(8)]
+    items.append(1 if rng.random() < 0.02 + 0.05 * strain else 0)  # thoughts of self-harm
+    return Phq9Answers(items=tuple(items))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.assessment import ContactWindow
 from clinical.clock import ProgramClock
+from clinical.instruments import BamAnswers, Finding, Phq9Answers, check_in_findings
 from clinical.protocol import ProgramProtocol
 
 
@@ -25,6 +26,11 @@ class CheckIn(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     days_of_use: Annotated[int, Field(ge=0, le=365)]
+    bam: BamAnswers | None = None
+    phq9: Phq9Answers | None = None
+
+    def findings(self) -> list[Finding]:
+        return check_in_findings(self.days_of_use, self.bam, self.phq9)
 
 
 class FollowUp(BaseModel):
@@ -75,6 +81,8 @@ class FollowUpCallPlan(BaseModel):
     window: ContactWindow
     attempts: int
     attempt_spacing_seconds: float
+    instruments: tuple[str, ...] = ()
+    episode: int = 1
 
 
 class FollowUpResult(BaseModel):

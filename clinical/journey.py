@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinical.aftercare import FollowUp
+from clinical.aftercare import CallOutcome, FollowUp
 from clinical.assessment import (
     Assessment,
     Commitment,
@@ -368,6 +368,17 @@ def relapse_found_by_call(state: JourneyState) -> Relapse:
         update={"relapse": max(state.assessment.ratings.relapse, floor)}
     )
     return Relapse(reported_by="system", source="follow_up_call", ratings=ratings)
+
+
+def unreachable_in_a_row(state: JourneyState) -> int:
+    """Consecutive unreachable check-ins of this episode, up to the latest one done."""
+    done = [f for f in state.follow_ups if f.episode == state.episode and f.outcome is not None]
+    count = 0
+    for f in reversed(done):
+        if f.outcome != CallOutcome.unreachable:
+            break
+        count += 1
+    return count
 
 
 def reassess(state: JourneyState, ratings: DimensionRatings) -> None:

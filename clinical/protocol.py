@@ -164,6 +164,10 @@ class AftercareConfig(_Strict):
     duration_days: Annotated[int, Field(ge=1, le=730)]
     call_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     attempt_spacing_days: Annotated[float, Field(gt=0, le=14)] = 2.0
+    instruments: tuple[Literal["bam", "phq9"], ...] = ("bam", "phq9")
+    """Asked at every reached check-in, besides days of use."""
+    lost_after_unreachable: Annotated[int, Field(ge=1, le=10)] = 3
+    """Consecutive unreachable check-ins after which the patient is lost to contact."""
 
     @model_validator(mode="after")
     def _cadence_fits(self) -> AftercareConfig:
@@ -225,6 +229,8 @@ class TaskConfig(_Strict):
         "consent_needed": 7,
         "referral_stalled": 3,
         "referral_follow_up": 5,
+        "clinical_follow_up": 0.25,  # PHQ-9 item 9: the same day
+        "aftercare_support": 3,
     }
     default_due_days: Annotated[float, Field(gt=0, le=60)] = 5
 

@@ -103,6 +103,7 @@ follow_up_calls = Table(
     _ts("placed_at", nullable=False),
     Column("outcome", String(16), nullable=False),
     Column("days_of_use", Integer),
+    Column("check_in_json", Text),  # the structured check-in (instruments' answers): PHI
     UniqueConstraint("patient_id", "call_id", "attempt", name="uq_call_attempt"),
 )
 
@@ -473,10 +474,13 @@ def _migration_1(conn: Connection) -> None:
 
 
 def _migration_2(conn: Connection) -> None:
-    """Referrals, the partner ledger and consents; tasks know their workflow."""
+    """Referrals, the partner ledger and consents; tasks know their workflow; check-ins
+    keep their structured answers."""
     metadata.create_all(conn, tables=[referrals, partner_ledger, consents])
-    if "workflow_id" not in {c["name"] for c in inspect(conn).get_columns("tasks")}:
-        conn.execute(text("ALTER TABLE tasks ADD COLUMN workflow_id VARCHAR(96)"))
+    added = {"tasks": ("workflow_id", "VARCHAR(96)"), "follow_up_calls": ("check_in_json", "TEXT")}
+    for table, (column, sql_type) in added.items():
+        if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 _MIGRATIONS = {1: _migration_1, 2: _migration_2}

@@ -16,8 +16,10 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
+from clinical.aftercare import CallOutcome, CheckIn
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
+from clinical.instruments import BamAnswers, Phq9Answers
 from clinical.journey import (
     CommitmentsRevision,
     DischargeReason,
@@ -30,6 +32,7 @@ from clinical.phases import Phase
 from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
 from tests.support import (
     Clinic,
+    Scripted,
     UseOnFirstCheckIn,
     clinic,
     drive_journey,
@@ -237,6 +240,41 @@ async def family_consent_withdrawn(env: WorkflowEnvironment, c: Clinic) -> list[
     return [(f"journey_family_consent_withdrawn--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
+async def check_in_findings(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """Instruments at check-ins (scripted by TELEPHONY below): PHQ-9 item 9 at day 30, BAM
+    use at day 60 (re-linkage), then discharge in the new episode."""
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(make_enrolment())
+        await drive_journey(env, handle, choose=steady_attendance, until=lambda s: s.episode == 2)
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-06", reason=DischargeReason.withdrew),
+        )
+    runs = await journey_histories(c.client, handle)
+    return [(f"journey_check_in_findings--run{i}", h) for i, h in enumerate(runs, 1)]
+
+
+async def lost_to_contact(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(make_enrolment())
+        status, _ = await drive_journey(env, handle, choose=steady_attendance)
+    assert status.phase == Phase.lost_to_contact
+    runs = await journey_histories(c.client, handle)
+    return [(f"journey_lost_to_contact--run{i}", h) for i, h in enumerate(runs, 1)]
+
+
+def _findings_at_check_ins(reference: str) -> tuple[CallOutcome, CheckIn | None]:
+    bam = [0] * 17
+    if "FU-D060" in reference:
+        bam[3] = 2  # BAM item 4: use
+    item9 = 1 if "FU-D030" in reference else 0
+    return CallOutcome.reached, CheckIn(
+        days_of_use=0,
+        bam=BamAnswers(items=tuple(bam)),
+        phq9=Phq9Answers(items=(0,) * 8 + (item9,)),
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.__name__: s
     for s in (
@@ -249,9 +287,15 @@ SCENARIOS: dict[str, Scenario] = {
         reviewed_step_down,
         referrals,
         family_consent_withdrawn,
+        check_in_findings,
+        lost_to_contact,
     )
 }
-TELEPHONY: dict[str, Any] = {"relapse_from_check_in": UseOnFirstCheckIn}
+TELEPHONY: dict[str, Any] = {
+    "relapse_from_check_in": UseOnFirstCheckIn,
+    "check_in_findings": Scripted(_findings_at_check_ins),
+    "lost_to_contact": Scripted(lambda reference: (CallOutcome.unreachable, None)),
+}
 
 
 async def record(names: list[str], directory: Path = HISTORY_DIR) -> list[Path]:

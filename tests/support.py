@@ -351,9 +351,27 @@ class UseOnFirstCheckIn:
     def __init__(self, store: CareStore) -> None:
         self.calls: list[str] = []
 
-    def place_call(self, reference: str, patient_id: str, phone: str) -> Any:
+    def place_call(
+        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
+    ) -> Any:
         from clinical.aftercare import CallOutcome, CheckIn
 
         self.calls.append(reference)
         days = 3 if "FU-D007" in reference else 0
         return CallOutcome.reached, CheckIn(days_of_use=days)
+
+
+class Scripted:
+    """A telephony provider answering each check-in as a test says (by call reference);
+    pass it where a provider factory is expected."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def __call__(self, store: CareStore) -> Scripted:
+        return self
+
+    def place_call(
+        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
+    ) -> Any:
+        return self.answer(reference)

@@ -32,6 +32,8 @@ class FollowUpCallWorkflow:
                     attempt=attempt,
                     due_at=plan.due_at,
                     window=plan.window,
+                    episode=plan.episode,
+                    instruments=plan.instruments,
                 ),
                 start_to_close_timeout=TELEPHONY_TIMEOUT,
                 retry_policy=TELEPHONY_RETRY,

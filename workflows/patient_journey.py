@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.careplan import CarePlan, week_sessions
     from clinical.clock import first_monday_after
     from clinical.engagement import engagement_alerts
+    from clinical.instruments import Finding
     from clinical.journey import (
         AttendanceReport,
         CommitmentsRevision,
@@ -84,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         start_journey,
         status_of,
         step_down_blocker,
+        unreachable_in_a_row,
         with_intensive_weeks,
     )
     from clinical.phases import Phase
@@ -301,10 +303,14 @@ class PatientJourneyWorkflow:
             {"call_id": due.call_id, "outcome": result.outcome.value, "attempts": result.attempts},
             key=f"{st.patient_id}/E{st.episode}/{due.call_id}",
         )
-        if (
+        findings = result.check_in.findings() if result.check_in is not None else []
+        # Journeys recorded before instruments were scored acted on days of use alone, and
+        # those recorded before re-linkage existed only noted the answer.
+        if findings and workflow.patched("check-in-findings"):
+            await self._act_on_findings(due, findings)
+        elif (
             result.check_in is not None
             and result.check_in.days_of_use > 0
-            # Journeys recorded before re-linkage existed only noted the answer.
             and workflow.patched("relapse-from-check-in")
         ):
             st.relapse = relapse_found_by_call(st)
@@ -314,8 +320,32 @@ class PatientJourneyWorkflow:
                 f"aftercare check-in {due.call_id} unreachable after {result.attempts} attempts",
                 key_suffix=f"E{st.episode}-{due.call_id}",
             )
+            missed = unreachable_in_a_row(st)
+            if missed >= st.protocol.aftercare.lost_after_unreachable and workflow.patched(
+                "lost-to-contact"
+            ):
+                await self._end(
+                    Phase.lost_to_contact,
+                    f"{missed} aftercare check-ins in a row unreachable",
+                )
+                return
         await self._flush()
         self._update_visibility()
+
+    async def _act_on_findings(self, due: FollowUp, findings: list[Finding]) -> None:
+        """Use re-links the patient to care; self-harm, risk and weak protective factors go
+        to the case manager (self-harm the same day)."""
+        st = self._state
+        for finding in findings:
+            if finding.kind == "relapse":
+                st.relapse = relapse_found_by_call(st)
+                continue
+            kind = "clinical_follow_up" if finding.kind == "self_harm" else "aftercare_support"
+            await self._open_task(
+                kind,
+                f"check-in {due.call_id}: {finding.detail}",
+                key_suffix=f"E{st.episode}-{due.call_id}-{finding.kind}",
+            )
 
     async def _check_in(self, due: FollowUp) -> FollowUpResult | None:
         st = self._state
@@ -331,6 +361,8 @@ class PatientJourneyWorkflow:
                 attempt_spacing_seconds=st.clock.duration(
                     aftercare.attempt_spacing_days
                 ).total_seconds(),
+                instruments=aftercare.instruments,
+                episode=st.episode,
             ),
             id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,

@@ -1,0 +1,162 @@
+"""Aftercare check-ins with instruments: BAM and PHQ-9 scoring, and what a check-in's
+answers (or silence) make the journey do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from temporalio.testing import WorkflowEnvironment
+
+from clinical.aftercare import CallOutcome, CheckIn
+from clinical.instruments import (
+    BAM_PROTECTIVE_ITEMS,
+    BAM_RISK_ITEMS,
+    BAM_USE_ITEMS,
+    BamAnswers,
+    Phq9Answers,
+    check_in_findings,
+    score_bam,
+    score_phq9,
+)
+from clinical.phases import Phase
+from infra.store import follow_up_calls, tasks
+from tests.support import Scripted, clinic, drive_journey, make_enrolment, steady_attendance
+
+
+def bam(use: int = 0, risk: int = 0, protective: int = 4, other: int = 0) -> BamAnswers:
+    items = []
+    for n in range(1, 18):
+        if n in BAM_USE_ITEMS:
+            items.append(use)
+        elif n in BAM_RISK_ITEMS:
+            items.append(risk)
+        elif n in BAM_PROTECTIVE_ITEMS:
+            items.append(protective)
+        else:
+            items.append(other)
+    return BamAnswers(items=tuple(items))
+
+
+def test_bam_subscales_and_flags() -> None:
+    score = score_bam(bam(use=1, risk=2, protective=2, other=4))
+    assert (score.use, score.risk, score.protective) == (3, 12, 12)
+    assert score.use_flag and score.risk_flag and score.protective_flag
+    calm = score_bam(bam(use=0, risk=1, protective=3))
+    assert (calm.use_flag, calm.risk_flag, calm.protective_flag) == (False, False, False)
+
+
+@given(st.lists(st.integers(0, 4), min_size=17, max_size=17))
+def test_bam_subscales_stay_in_range_and_ignore_other_items(items: list[int]) -> None:
+    score = score_bam(BamAnswers(items=tuple(items)))
+    assert 0 <= score.use <= 12 and 0 <= score.risk <= 24 and 0 <= score.protective <= 24
+    changed = list(items)
+    changed[6] = 4 - changed[6]  # item 7 belongs to no subscale
+    changed[16] = 4 - changed[16]  # nor does item 17
+    assert score_bam(BamAnswers(items=tuple(changed))) == score
+
+
+@pytest.mark.parametrize(
+    ("items", "total", "severity", "flag"),
+    [
+        ((0,) * 9, 0, "minimal", False),
+        ((1, 1, 1, 1, 1, 0, 0, 0, 0), 5, "mild", False),
+        ((3, 3, 3, 3, 3, 3, 2, 0, 0), 20, "severe", False),
+        ((0, 0, 0, 0, 0, 0, 0, 0, 1), 1, "minimal", True),
+    ],
+)
+def test_phq9_total_severity_and_item_9(
+    items: tuple[int, ...], total: int, severity: str, flag: bool
+) -> None:
+    score = score_phq9(Phq9Answers(items=items))
+    assert (score.total, score.severity, score.self_harm_flag) == (total, severity, flag)
+
+
+def test_findings_put_self_harm_first_and_keep_answers_out_of_details() -> None:
+    findings = check_in_findings(
+        0, bam(use=1, risk=3, protective=1), Phq9Answers(items=(0,) * 8 + (2,))
+    )
+    assert [f.kind for f in findings] == ["self_harm", "relapse", "risk", "low_protective"]
+    assert "same-day" in findings[0].detail
+    assert check_in_findings(0, bam(), Phq9Answers(items=(0,) * 9)) == []
+    assert [f.kind for f in check_in_findings(2, None, None)] == ["relapse"]
+
+
+def test_refused_answers_are_refused() -> None:
+    with pytest.raises(ValueError, match="items"):
+        BamAnswers(items=(5,) * 17)
+    with pytest.raises(ValueError, match="items"):
+        Phq9Answers(items=(0,) * 8)
+
+
+async def aftercare_journey(
+    env: WorkflowEnvironment, tmp_path: Any, telephony: Scripted, until: Any
+) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    enrolment = make_enrolment()
+    async with clinic(env.client, tmp_path, telephony=telephony) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(env, handle, choose=steady_attendance, until=until)
+        opened = c.store.rows(tasks, patient_id=enrolment.patient_id)
+        calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+    return status, opened, calls
+
+
+async def test_phq9_item_9_opens_a_same_day_clinical_task(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    def answer(reference: str) -> tuple[CallOutcome, CheckIn | None]:
+        item9 = 1 if "FU-D030" in reference else 0
+        return CallOutcome.reached, CheckIn(
+            days_of_use=0, bam=bam(), phq9=Phq9Answers(items=(1,) * 8 + (item9,))
+        )
+
+    status, opened, calls = await aftercare_journey(
+        env,
+        tmp_path,
+        Scripted(answer),
+        until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
+    )
+    clinical = [t for t in opened if t["kind"] == "clinical_follow_up"]
+    assert len(clinical) == 1 and "FU-D030" in clinical[0]["detail"]
+    (task,) = [t for t in status.open_tasks if t.kind == "clinical_follow_up"]
+    assert clinical[0]["due_at"] - task.opened_at < status.clock.duration(0.3)  # same day
+    assert "PHQ-9 item 9" in clinical[0]["detail"] and status.phase == Phase.aftercare
+    # The structured answers are kept with the call (the store is where PHI may live).
+    kept = [CheckIn.model_validate_json(c["check_in_json"]) for c in calls]
+    assert [k.phq9.items[8] for k in kept if k.phq9] == [0, 1]
+
+
+async def test_bam_use_flag_without_days_of_use_relinks_the_patient(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    def answer(reference: str) -> tuple[CallOutcome, CheckIn | None]:
+        use = 1 if "FU-D007" in reference else 0
+        return CallOutcome.reached, CheckIn(days_of_use=0, bam=bam(use=use, risk=3))
+
+    status, opened, _ = await aftercare_journey(
+        env, tmp_path, Scripted(answer), until=lambda s: s.episode == 2
+    )
+    assert status.phase_history[-1].phase in (Phase.intake, Phase.intensive)
+    assert {"reassessment", "aftercare_support"} <= {t["kind"] for t in opened}
+
+
+async def test_three_unreachable_check_ins_in_a_row_lose_contact(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    status, opened, calls = await aftercare_journey(
+        env,
+        tmp_path,
+        Scripted(lambda reference: (CallOutcome.unreachable, None)),
+        until=lambda s: False,
+    )
+    assert status.phase == Phase.lost_to_contact
+    assert [f.call_id for f in status.follow_ups if f.outcome] == ["FU-D007", "FU-D030", "FU-D060"]
+    assert len(calls) == 3 * 3  # every check-in tried three times
+    assert [t["kind"] for t in opened if t["kind"] == "unreachable_patient"] == [
+        "unreachable_patient"
+    ] * 3
+    # An ended journey leaves nothing open.
+    assert {t["status"] for t in opened} == {"done"}
