@@ -3,14 +3,29 @@ recording attendance as the weeks pass."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
-from clinical.journey import DischargeReason, DischargeRequest
+from clinical.journey import (
+    AttendanceReport,
+    DischargeReason,
+    DischargeRequest,
+    ProgressReview,
+)
 from clinical.phases import Phase
 from infra.store import appointments, audit_events, follow_up_calls, phase_changes
-from tests.support import clinic, drive_journey, make_enrolment, steady_attendance
+from tests.support import (
+    clinic,
+    drive_journey,
+    journey_histories,
+    make_enrolment,
+    settle,
+    steady_attendance,
+)
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
@@ -27,8 +42,13 @@ async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:
                 choose=steady_attendance,
             )
             outcome = await handle.result()
+            runs = await journey_histories(c.client, handle)
 
     assert outcome.outcome == Phase.completed
+    # Continue-as-new at every phase boundary keeps each run's history small (the budget is
+    # 10,000 events a run for a whole patient-year).
+    assert len(runs) == 4
+    assert max(len(r.events) for r in runs) < 2_000, [len(r.events) for r in runs]
     phases = [p.phase for p in status.phase_history]
     assert phases == [
         Phase.intake,
@@ -110,3 +130,56 @@ async def test_explicit_exits_end_the_journey_with_their_reason(
     assert [(a["actor"], a["action"]) for a in audit if a["action"] == "discharge_requested"] == [
         ("CM-07", "discharge_requested")
     ]
+
+
+async def test_updates_racing_the_continue_as_new_boundary_are_not_lost(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    """Attendance for the last intensive week is sent while the clock crosses into step-down
+    (the journey continues as new there): every report lands once, in the new run's state
+    and in the store."""
+    async with clinic(env.client, tmp_path) as c:
+        enrolment = make_enrolment()
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                choose=lambda n: "attended",
+                until=lambda s: s.phase == Phase.intensive and s.week == s.weeks_in_phase,
+            )
+            await handle.execute_update(
+                PatientJourneyWorkflow.review_progress,
+                ProgressReview(case_manager_id="CM-01", decision="approve_step_down"),
+            )
+            last_week = [s.session_id for s in status.sessions if s.week == status.week]
+            runs_before = len(await journey_histories(c.client, handle))
+
+            async def report(session_id: str) -> None:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.record_attendance,
+                    AttendanceReport(
+                        case_manager_id="CM-01", session_id=session_id, status="excused"
+                    ),
+                )
+
+            # Past the week's last session (the boundary is at the next week's start) ...
+            last_day = max(s.day for s in status.sessions if s.week == status.week)
+            await env.sleep(timedelta(days=last_day - status.program_day + 0.1))
+            # ... then the clock crosses the boundary while the reports arrive.
+            await asyncio.gather(env.sleep(timedelta(days=3)), *map(report, last_week))
+            await settle(c.client, handle.id)
+            after = await c.status(handle)
+            runs_after = len(await journey_histories(c.client, handle))
+        rows = {
+            r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)
+        }
+        audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+
+    assert after.phase == Phase.step_down
+    assert runs_after == runs_before + 1  # the boundary was crossed
+    recorded = {s.session_id: s.status for s in after.sessions}
+    assert {recorded[sid] for sid in last_week} == {SessionStatus.excused}
+    assert {rows[sid]["status"] for sid in last_week} == {"excused"}
+    keys = [a["idempotency_key"] for a in audit if a["action"] == "attendance_recorded"]
+    assert len(keys) == len(set(keys))
