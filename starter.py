@@ -49,6 +49,7 @@ from clinical.identifiers import (
 )
 from clinical.journey import (
     AttendanceReport,
+    CheckInAdjustment,
     DischargeReason,
     DischargeRequest,
     FamilyConsentChange,
@@ -346,6 +347,23 @@ async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> in
     )
     outcome = f", {status.outcome}" if status.outcome else ""
     console.print(f"{patient_id} {args.need} referral: {status.stage}{outcome}")
+    return 0
+
+
+async def cmd_check_ins(args: argparse.Namespace, settings: Settings) -> int:
+    parts = [d.strip() for d in args.days.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise CliError("--days takes aftercare days as whole numbers, e.g. 20,45,90")
+    adjustment = _request(
+        CheckInAdjustment,
+        case_manager_id=args.case_manager,
+        days=tuple(int(p) for p in parts),
+        reason=args.reason,
+    )
+    message = await _send_update(
+        settings, args.patient, PatientJourneyWorkflow.adjust_check_ins, adjustment
+    )
+    console.print(f"{args.patient}: {message}")
     return 0
 
 
@@ -676,6 +694,12 @@ def parser() -> argparse.ArgumentParser:
     pa.add_argument("answer", choices=[a.value for a in PartnerAnswer])
     pa.add_argument("--reported-by", required=True, help="the partner, or the case manager")
 
+    ck = sub.add_parser("check-ins", help="reschedule the aftercare check-ins ahead")
+    ck.add_argument("patient")
+    ck.add_argument("--days", required=True, help="aftercare days, e.g. 20,45,90")
+    ck.add_argument("--reason", required=True, choices=["patient_request", "clinical"])
+    ck.add_argument("--case-manager", required=True)
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -717,6 +741,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "refer": cmd_refer,
     "family-consent": cmd_family_consent,
     "partner-answer": cmd_partner_answer,
+    "check-ins": cmd_check_ins,
     "status": cmd_status,
     "list": cmd_list,
     "tasks": cmd_tasks,

@@ -52,11 +52,13 @@ def follow_up_schedule(
     clock: ProgramClock,
     protocol: ProgramProtocol,
     episode: int = 1,
+    offsets: tuple[int, ...] | None = None,
 ) -> list[FollowUp]:
-    """The aftercare check-ins, each placed at the start of the patient's contact window."""
+    """The aftercare check-ins (the protocol's days after aftercare starts, or `offsets`),
+    each placed at the start of the patient's contact window."""
     hour = (window.start.hour * 60 + window.start.minute) / (24 * 60)
     calls = []
-    for offset in protocol.aftercare.follow_up_days:
+    for offset in offsets if offsets is not None else protocol.aftercare.follow_up_days:
         day = aftercare_start_day + offset + hour
         calls.append(
             FollowUp(

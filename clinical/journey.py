@@ -4,13 +4,14 @@ them. The workflow only sequences these; the rules live here so they are tested 
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinical.aftercare import CallOutcome, FollowUp
+from clinical.aftercare import CallOutcome, FollowUp, follow_up_schedule
 from clinical.assessment import (
     Assessment,
     Commitment,
@@ -217,6 +218,14 @@ class FamilyConsentChange(_Request):
     granted: bool
 
 
+class CheckInAdjustment(_Request):
+    """A new schedule for the check-ins still ahead: days after aftercare began. A case
+    manager's clinical judgement, or the patient asking for another day."""
+
+    days: tuple[Annotated[int, Field(ge=1, le=730)], ...] = Field(min_length=1, max_length=24)
+    reason: Literal["patient_request", "clinical"]
+
+
 class TaskDone(_Request):
     """A case manager marks one of the journey's (or a referral's) tasks done."""
 
@@ -280,6 +289,45 @@ def check_discharge(state: JourneyState, request: DischargeRequest) -> None:
         raise RequestRefused(
             f"a discharge ({state.discharge.reason.value}) is already being processed"
         )
+
+
+def check_check_in_adjustment(
+    state: JourneyState, adjustment: CheckInAdjustment, today: float
+) -> None:
+    _require_active(state)
+    if state.phase != Phase.aftercare or state.aftercare_start_day is None:
+        raise RequestRefused("check-ins can be rescheduled in aftercare only")
+    days = adjustment.days
+    if any(b <= a for a, b in itertools.pairwise(days)):
+        raise RequestRefused("the days must be strictly increasing")
+    elapsed = today - state.aftercare_start_day
+    if days[0] <= elapsed:
+        raise RequestRefused(
+            f"day {days[0]} has passed: aftercare is on day {int(elapsed)}; give days ahead"
+        )
+    limit = state.protocol.aftercare.duration_days
+    if days[-1] > limit:
+        raise RequestRefused(f"day {days[-1]} is after aftercare ends (day {limit})")
+    taken = {f.call_id for f in state.follow_ups if f.episode == state.episode and f.outcome}
+    clash = [d for d in days if f"FU-D{d:03d}" in taken]
+    if clash:
+        raise RequestRefused(f"day {clash[0]} already had its check-in")
+
+
+def apply_check_in_adjustment(state: JourneyState, adjustment: CheckInAdjustment) -> int:
+    """Replace the check-ins still ahead; returns how many there are now."""
+    assert state.aftercare_start_day is not None
+    done = [f for f in state.follow_ups if f.outcome is not None or f.episode != state.episode]
+    ahead = follow_up_schedule(
+        state.aftercare_start_day,
+        state.assessment.contact_window,
+        state.clock,
+        state.protocol,
+        state.episode,
+        offsets=adjustment.days,
+    )
+    state.follow_ups = [*done, *ahead]
+    return len(ahead)
 
 
 def check_task_done(tasks: list[JourneyTask], request: TaskDone) -> JourneyTask:

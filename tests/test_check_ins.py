@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.aftercare import CallOutcome, CheckIn
@@ -21,9 +22,11 @@ from clinical.instruments import (
     score_bam,
     score_phq9,
 )
+from clinical.journey import CheckInAdjustment
 from clinical.phases import Phase
 from infra.store import follow_up_calls, tasks
 from tests.support import Scripted, clinic, drive_journey, make_enrolment, steady_attendance
+from workflows.patient_journey import PatientJourneyWorkflow
 
 
 def bam(use: int = 0, risk: int = 0, protective: int = 4, other: int = 0) -> BamAnswers:
@@ -160,3 +163,43 @@ async def test_three_unreachable_check_ins_in_a_row_lose_contact(
     ] * 3
     # An ended journey leaves nothing open.
     assert {t["status"] for t in opened} == {"done"}
+
+
+async def test_a_case_manager_reschedules_the_check_ins_ahead(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    reached = Scripted(lambda reference: (CallOutcome.reached, CheckIn(days_of_use=0)))
+    enrolment = make_enrolment()
+    async with clinic(env.client, tmp_path, telephony=reached) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            first, _ = await drive_journey(
+                env,
+                handle,
+                choose=steady_attendance,
+                until=lambda s: any(f.outcome for f in s.follow_ups),
+            )
+            refusals = []
+            for days in ((3, 40), (40, 30), (40, 400)):
+                with pytest.raises(WorkflowUpdateFailedError) as refused:
+                    await handle.execute_update(
+                        PatientJourneyWorkflow.adjust_check_ins,
+                        CheckInAdjustment(case_manager_id="CM-02", days=days, reason="clinical"),
+                    )
+                refusals.append(str(refused.value.cause))
+            moved = await handle.execute_update(
+                PatientJourneyWorkflow.adjust_check_ins,
+                CheckInAdjustment(case_manager_id="CM-02", days=(20, 45), reason="patient_request"),
+            )
+            done, _ = await drive_journey(env, handle, choose=steady_attendance)
+        calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+
+    assert [f.call_id for f in first.follow_ups if f.outcome] == ["FU-D007"]
+    assert "has passed" in refusals[0] and "strictly increasing" in refusals[1]
+    assert "after aftercare ends" in refusals[2]
+    assert moved == "2 check-in(s) ahead, from aftercare day 20"
+    assert done.phase == Phase.completed
+    assert [f.call_id for f in done.follow_ups] == ["FU-D007", "FU-D020", "FU-D045"]
+    assert sorted(c["call_id"] for c in calls) == ["FU-D007", "FU-D020", "FU-D045"]
+    start = done.phase_history[-2].day  # aftercare began
+    assert [round(f.day - start) for f in done.follow_ups] == [7, 20, 45]

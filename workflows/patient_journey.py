@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.instruments import Finding
     from clinical.journey import (
         AttendanceReport,
+        CheckInAdjustment,
         CommitmentsRevision,
         DischargeRequest,
         FamilyConsentChange,
@@ -66,10 +68,12 @@ with workflow.unsafe.imports_passed_through():
         RelapseReport,
         TaskDone,
         apply_attendance,
+        apply_check_in_adjustment,
         apply_commitments_revision,
         apply_family_consent,
         apply_review,
         check_attendance,
+        check_check_in_adjustment,
         check_commitments_revision,
         check_discharge,
         check_family_consent,
@@ -124,6 +128,7 @@ class PatientJourneyWorkflow:
         self._pending_sessions: dict[str, SessionRecord] = {}
         self._pending_audit: list[AuditEntry] = []
         self._pending_resolutions: list[TaskResolution] = []
+        self._check_ins_adjusted = False
         self._visible: dict[str, Any] = {}
         self._phase_boundary = False
         self._outcome: JourneyOutcome | None = None
@@ -279,7 +284,11 @@ class PatientJourneyWorkflow:
                 self._close_out()
                 await self._end(Phase.completed, "aftercare finished")
             return
-        if not await self._wake_at(due.day, f"check-in {due.call_id}"):
+        rescheduled = lambda: self._check_ins_adjusted  # noqa: E731
+        if not await self._wake_at(due.day, f"check-in {due.call_id}", or_when=rescheduled):
+            return
+        if self._check_ins_adjusted:  # a new schedule: wait for its first check-in instead
+            self._check_ins_adjusted = False
             return
         result = await self._check_in(due)
         if result is None:  # discharged or relapsed during the call window
@@ -542,13 +551,18 @@ class PatientJourneyWorkflow:
     def _today(self) -> float:
         return self._state.clock.day(workflow.now())
 
-    async def _wake_at(self, day: float, summary: str) -> bool:
-        """Sleep until program day `day`; False if a discharge or relapse interrupted."""
+    async def _wake_at(
+        self, day: float, summary: str, or_when: Callable[[], bool] | None = None
+    ) -> bool:
+        """Sleep until program day `day` (or until `or_when` holds); False if a discharge
+        or relapse interrupted."""
         delay = self._state.clock.instant(day) - workflow.now()
         if delay.total_seconds() > 0:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    self._interrupted, timeout=delay, timeout_summary=summary
+                    lambda: self._interrupted() or (or_when is not None and or_when()),
+                    timeout=delay,
+                    timeout_summary=summary,
                 )
         return not self._interrupted()
 
@@ -765,6 +779,23 @@ class PatientJourneyWorkflow:
     @change_family_consent.validator
     def _validate_family_consent(self, change: FamilyConsentChange) -> None:
         check_family_consent(self._state, change)
+
+    @workflow.update
+    def adjust_check_ins(self, adjustment: CheckInAdjustment) -> str:
+        ahead = apply_check_in_adjustment(self._state, adjustment)
+        self._check_ins_adjusted = True
+        self._audit(
+            adjustment.case_manager_id,
+            "check_ins_rescheduled",
+            "treatment",
+            {"reason": adjustment.reason, "days": ",".join(map(str, adjustment.days))},
+        )
+        self._update_visibility()
+        return f"{ahead} check-in(s) ahead, from aftercare day {adjustment.days[0]}"
+
+    @adjust_check_ins.validator
+    def _validate_check_ins(self, adjustment: CheckInAdjustment) -> None:
+        check_check_in_adjustment(self._state, adjustment, self._today())
 
     @workflow.update
     async def complete_task(self, done: TaskDone) -> str:
