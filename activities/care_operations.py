@@ -28,8 +28,10 @@ from activities.records import (
 )
 from activities.telephony import Telephony
 from clinical.aftercare import CallOutcome, CheckIn
+from clinical.attendance import SessionStatus
 from clinical.careplan import FAMILY_SESSION_TYPES
 from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError
+from clinical.reminders import session_reminder_key
 from infra.logging import get_logger
 from infra.store import (
     CareStore,
@@ -223,6 +225,7 @@ class CareOperations:
         with self.store.transaction() as conn:
             booked = self.store.insert_once(conn, appointments, rows)
             self.store.insert_once(conn, notifications, invitations)
+            self.store.queue_reminders(conn, booking.reminders, now)
         result = BookingResult(booked=booked, already_booked=len(rows) - booked)
         log.info("sessions_booked", patient_id=booking.patient_id, **result.model_dump())
         return result
@@ -260,6 +263,18 @@ class CareOperations:
                 ],
             )
             self.store.resolve_tasks(conn, events.tasks_resolved)
+            self.store.queue_reminders(conn, events.reminders, utcnow())
+            self.store.withdraw_reminders(conn, events.reminders_withdrawn, utcnow())
+            # A cancelled session's reminder is not sent.
+            self.store.withdraw_reminders(
+                conn,
+                (
+                    session_reminder_key(events.patient_id, s.session_id)
+                    for s in events.session_changes
+                    if s.status == SessionStatus.cancelled
+                ),
+                utcnow(),
+            )
         log.info(
             "care_events_recorded",
             patient_id=events.patient_id,

@@ -13,6 +13,7 @@ from clinical.assessment import ContactWindow, Enrolment
 from clinical.attendance import SessionRecord
 from clinical.careplan import CarePlan, SessionSpec
 from clinical.placement import Placement
+from clinical.reminders import Reminder
 
 
 class _Record(BaseModel):
@@ -41,6 +42,7 @@ class IntakeRecord(_Record):
 class SessionBooking(_Record):
     patient_id: str
     sessions: list[SessionSpec]
+    reminders: list[Reminder] = []
 
 
 class BookingResult(_Record):
@@ -71,6 +73,8 @@ class CareEvents(_Record):
     session_changes: list[SessionRecord] = []
     audit: list[AuditEntry] = []
     tasks_resolved: list[TaskResolution] = []
+    reminders: list[Reminder] = []
+    reminders_withdrawn: list[str] = []
 
 
 TaskKind = Literal[

@@ -81,10 +81,12 @@ class Commitment(_Strict):
 
 
 class ContactWindow(_Strict):
-    """When the patient prefers to be called (clinic-local time)."""
+    """When the patient prefers to be called or messaged (clinic-local time); outside it
+    are their quiet hours. `reminders`: how they want reminders, if at all."""
 
     start: time = time(10, 0)
     end: time = time(18, 0)
+    reminders: Literal["sms", "email", "none"] = "sms"
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> ContactWindow:

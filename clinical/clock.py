@@ -41,6 +41,11 @@ class ProgramClock(BaseModel):
         """The clinic-calendar date and time of program day `day`."""
         return datetime.combine(self.origin_date, time(0), tzinfo=UTC) + timedelta(days=day)
 
+    def calendar_day(self, at: datetime) -> float:
+        """The program day of a clinic-calendar date and time (inverse of `calendar`)."""
+        midnight = datetime.combine(self.origin_date, time(0), tzinfo=UTC)
+        return (at - midnight).total_seconds() / 86400
+
     def duration(self, days: float) -> timedelta:
         return timedelta(seconds=days * self.seconds_per_day)
 

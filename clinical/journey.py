@@ -24,6 +24,7 @@ from clinical.careplan import (
     FAMILY_SESSION_TYPES,
     CarePlan,
     ScheduleConflict,
+    SessionSpec,
     fit_week,
     plan_care,
 )
@@ -32,6 +33,7 @@ from clinical.identifiers import CaseManagerId, referral_workflow_id
 from clinical.phases import Phase
 from clinical.placement import Placement, place, place_enrolment, risk_level
 from clinical.protocol import ProgramProtocol
+from clinical.reminders import Reminder, call_reminder_key, reminder, session_reminder_key
 
 
 class PhaseChange(BaseModel):
@@ -416,6 +418,47 @@ def relapse_found_by_call(state: JourneyState) -> Relapse:
         update={"relapse": max(state.assessment.ratings.relapse, floor)}
     )
     return Relapse(reported_by="system", source="follow_up_call", ratings=ratings)
+
+
+def session_reminders(state: JourneyState, specs: list[SessionSpec]) -> list[Reminder]:
+    """A reminder before each of the patient's own sessions (family education is the
+    family's, invited separately)."""
+    window, cfg = state.assessment.contact_window, state.protocol.reminders
+    found = [
+        reminder(
+            patient_id=state.patient_id,
+            key=session_reminder_key(state.patient_id, s.session_id),
+            kind="session_reminder",
+            about=s.session_id,
+            event=s.starts_at,
+            text=f"{s.session_type.replace('_', ' ')} ({s.modality.replace('_', ' ')})",
+            window=window,
+            hours_before=cfg.session_hours_before,
+            clock=state.clock,
+        )
+        for s in specs
+        if s.attendee == "patient"
+    ]
+    return [r for r in found if r is not None]
+
+
+def call_reminders(state: JourneyState, calls: list[FollowUp]) -> list[Reminder]:
+    window, cfg = state.assessment.contact_window, state.protocol.reminders
+    found = [
+        reminder(
+            patient_id=state.patient_id,
+            key=call_reminder_key(state.patient_id, f.episode, f.call_id),
+            kind="call_reminder",
+            about=f.call_id,
+            event=f.due_at,
+            text="your check-in call from the clinic",
+            window=window,
+            hours_before=cfg.call_hours_before,
+            clock=state.clock,
+        )
+        for f in calls
+    ]
+    return [r for r in found if r is not None]
 
 
 def unreachable_in_a_row(state: JourneyState) -> int:

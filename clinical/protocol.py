@@ -215,6 +215,14 @@ class ReferralConfig(_Strict):
         return self
 
 
+class ReminderConfig(_Strict):
+    """How long before a session or a check-in call the patient is reminded (at the latest
+    time inside their contact window)."""
+
+    session_hours_before: Annotated[float, Field(ge=1, le=72)] = 24
+    call_hours_before: Annotated[float, Field(ge=1, le=72)] = 24
+
+
 class TaskConfig(_Strict):
     """How many program days a case manager has for each kind of task."""
 
@@ -258,6 +266,7 @@ class ProgramProtocol(_Strict):
     referrals: ReferralConfig = ReferralConfig()
     family: FamilyConfig = FamilyConfig()
     tasks: TaskConfig = TaskConfig()
+    reminders: ReminderConfig = ReminderConfig()
     risk: RiskConfig = RiskConfig()
 
     @model_validator(mode="after")

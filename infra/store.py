@@ -131,6 +131,8 @@ notifications = Table(
     Column("body", Text, nullable=False),
     _ts("created_at", nullable=False),
     _ts("sent_at"),
+    _ts("deliver_at"),  # not before (a reminder); None: at once
+    _ts("withdrawn_at"),  # no longer to be sent (the session was cancelled, the call moved)
 )
 
 tasks = Table(
@@ -360,6 +362,41 @@ class CareStore:
         ).first()
         return bool(latest and latest.granted)
 
+    def queue_reminders(self, conn: Connection, reminders: Iterable[Any], now: datetime) -> int:
+        return self.insert_once(
+            conn,
+            notifications,
+            [
+                {
+                    "idempotency_key": r.key,
+                    "channel": r.channel,
+                    "recipient": f"patient:{r.patient_id}",
+                    "patient_id": r.patient_id,
+                    "kind": r.kind,
+                    "body": r.body,
+                    "created_at": now,
+                    "deliver_at": r.deliver_at,
+                }
+                for r in reminders
+            ],
+        )
+
+    def withdraw_reminders(self, conn: Connection, keys: Iterable[str], at: datetime) -> int:
+        """Reminders not yet sent that no longer apply."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        result = conn.execute(
+            update(notifications)
+            .where(
+                notifications.c.idempotency_key.in_(keys),
+                notifications.c.sent_at.is_(None),
+                notifications.c.withdrawn_at.is_(None),
+            )
+            .values(withdrawn_at=at)
+        )
+        return int(result.rowcount or 0)
+
     def resolve_tasks(self, conn: Connection, resolutions: Iterable[Any]) -> int:
         """Close open tasks whose cause is gone (a resolution has key, by and at);
         a task already closed keeps its first closing."""
@@ -477,8 +514,14 @@ def _migration_2(conn: Connection) -> None:
     """Referrals, the partner ledger and consents; tasks know their workflow; check-ins
     keep their structured answers."""
     metadata.create_all(conn, tables=[referrals, partner_ledger, consents])
-    added = {"tasks": ("workflow_id", "VARCHAR(96)"), "follow_up_calls": ("check_in_json", "TEXT")}
-    for table, (column, sql_type) in added.items():
+    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    added = [
+        ("tasks", "workflow_id", "VARCHAR(96)"),
+        ("follow_up_calls", "check_in_json", "TEXT"),
+        ("notifications", "deliver_at", timestamp),
+        ("notifications", "withdrawn_at", timestamp),
+    ]
+    for table, column, sql_type in added:
         if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 

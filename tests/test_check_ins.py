@@ -24,7 +24,7 @@ from clinical.instruments import (
 )
 from clinical.journey import CheckInAdjustment
 from clinical.phases import Phase
-from infra.store import follow_up_calls, tasks
+from infra.store import follow_up_calls, notifications, tasks
 from tests.support import Scripted, clinic, drive_journey, make_enrolment, steady_attendance
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -193,8 +193,23 @@ async def test_a_case_manager_reschedules_the_check_ins_ahead(
             )
             done, _ = await drive_journey(env, handle, choose=steady_attendance)
         calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+        reminders = {
+            n["idempotency_key"].rsplit("-", 1)[-1]: n["withdrawn_at"] is None
+            for n in c.store.rows(notifications, patient_id=enrolment.patient_id)
+            if n["kind"] == "call_reminder"
+        }
 
     assert [f.call_id for f in first.follow_ups if f.outcome] == ["FU-D007"]
+    # The moved calls' reminders are withdrawn; the new ones are queued.
+    assert {k for k, live in reminders.items() if live} == {"D007", "D020", "D045"}
+    assert {k for k, live in reminders.items() if not live} == {
+        "D030",
+        "D060",
+        "D090",
+        "D180",
+        "D270",
+        "D365",
+    }
     assert "has passed" in refusals[0] and "strictly increasing" in refusals[1]
     assert "after aftercare ends" in refusals[2]
     assert moved == "2 check-in(s) ahead, from aftercare day 20"

@@ -17,7 +17,13 @@ from clinical.journey import (
     ProgressReview,
 )
 from clinical.phases import Phase
-from infra.store import appointments, audit_events, follow_up_calls, phase_changes
+from infra.store import (
+    appointments,
+    audit_events,
+    follow_up_calls,
+    notifications,
+    phase_changes,
+)
 from tests.support import (
     clinic,
     drive_journey,
@@ -117,8 +123,19 @@ async def test_explicit_exits_end_the_journey_with_their_reason(
             status = await c.status(handle)
         booked = c.store.rows(appointments, patient_id=enrolment.patient_id)
         audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+        reminders = {
+            n["idempotency_key"].rsplit("/", 1)[-1]: n
+            for n in c.store.rows(notifications, patient_id=enrolment.patient_id)
+            if n["kind"] == "session_reminder"
+        }
 
     assert (ended.outcome, ended.reason) == (outcome, f"discharged: {reason}")
+    # Every session booked got a reminder inside the contact window; the cancelled ones'
+    # reminders are withdrawn.
+    assert set(reminders) == {r["session_id"] for r in booked}
+    for r in booked:
+        withdrawn = reminders[r["session_id"]]["withdrawn_at"] is not None
+        assert withdrawn == (r["status"] == "cancelled"), r["session_id"]
     assert status.phase == outcome and status.phase_history[-1].phase == outcome
     # Nothing is left booked after the exit; what was due before it stays on the record.
     ended_day = status.phase_history[-1].day

@@ -72,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         apply_commitments_revision,
         apply_family_consent,
         apply_review,
+        call_reminders,
         check_attendance,
         check_check_in_adjustment,
         check_commitments_revision,
@@ -86,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         next_contact_day,
         reassess,
         relapse_found_by_call,
+        session_reminders,
         start_journey,
         status_of,
         step_down_blocker,
@@ -95,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.phases import Phase
     from clinical.placement import PlacementRefused
     from clinical.referrals import ReferralInput, ReferralStatus
+    from clinical.reminders import Reminder, call_reminder_key
     from workflows import visibility
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
@@ -129,6 +132,8 @@ class PatientJourneyWorkflow:
         self._pending_audit: list[AuditEntry] = []
         self._pending_resolutions: list[TaskResolution] = []
         self._check_ins_adjusted = False
+        self._pending_reminders: list[Reminder] = []
+        self._withdrawn_reminders: list[str] = []
         self._visible: dict[str, Any] = {}
         self._phase_boundary = False
         self._outcome: JourneyOutcome | None = None
@@ -248,7 +253,11 @@ class PatientJourneyWorkflow:
             await asyncio.gather(
                 workflow.execute_activity_method(
                     CareOperations.book_sessions,
-                    SessionBooking(patient_id=st.patient_id, sessions=specs),
+                    SessionBooking(
+                        patient_id=st.patient_id,
+                        sessions=specs,
+                        reminders=session_reminders(st, specs),
+                    ),
                     start_to_close_timeout=STORE_TIMEOUT,
                     retry_policy=STORE_RETRY,
                 ),
@@ -265,12 +274,13 @@ class PatientJourneyWorkflow:
             )
             return
         st.aftercare_start_day = monday
-        st.follow_ups = [
-            *st.follow_ups,
-            *follow_up_schedule(
-                monday, st.assessment.contact_window, st.clock, st.protocol, st.episode
-            ),
-        ]
+        calls = follow_up_schedule(
+            monday, st.assessment.contact_window, st.clock, st.protocol, st.episode
+        )
+        st.follow_ups = [*st.follow_ups, *calls]
+        # Journeys that reached aftercare before call reminders existed had none queued.
+        if workflow.patched("call-reminders"):
+            self._pending_reminders += call_reminders(st, calls)
         await self._flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
 
@@ -389,6 +399,7 @@ class PatientJourneyWorkflow:
         st.sessions, cancelled = cancel_from(st.sessions, self._today())
         self._pending_sessions.update({s.session_id: s for s in cancelled})
         self._close_out()
+        self._withdraw_call_reminders()  # the check-ins ahead are dropped
         await self._flush()
         st.relapse = None
         reassess(st, relapse.ratings)
@@ -404,6 +415,16 @@ class PatientJourneyWorkflow:
                 "confirm with a full reassessment",
                 key_suffix=f"E{st.episode}",
             )
+
+    def _withdraw_call_reminders(self) -> None:
+        """The check-ins still ahead will not happen: their reminders are not sent."""
+        st = self._state
+        ahead = [f for f in st.follow_ups if f.outcome is None]
+        # Journeys that queued no call reminders have none to withdraw.
+        if ahead and workflow.patched("call-reminders"):
+            self._withdrawn_reminders += [
+                call_reminder_key(st.patient_id, f.episode, f.call_id) for f in ahead
+            ]
 
     async def _hold_for_step_down_criteria(self) -> None:
         """At the planned end of the intensive phase, step down only if the protocol's
@@ -468,6 +489,7 @@ class PatientJourneyWorkflow:
         st.sessions, cancelled = cancel_from(st.sessions, today)
         self._pending_sessions.update({s.session_id: s for s in cancelled})
         self._close_out(final=True)
+        self._withdraw_call_reminders()
         # Nothing is left to do for an ended journey; journeys that ended before this rule
         # left their tasks open.
         still_open = sorted({t.kind for t in st.tasks if t.is_open})
@@ -523,7 +545,13 @@ class PatientJourneyWorkflow:
             )
             if st.discharge is not None:
                 return
-            if not (self._pending_sessions or self._pending_audit or self._pending_resolutions):
+            if not (
+                self._pending_sessions
+                or self._pending_audit
+                or self._pending_resolutions
+                or self._pending_reminders
+                or self._withdrawn_reminders
+            ):
                 break
             await self._flush()
         st.runs += 1
@@ -576,16 +604,25 @@ class PatientJourneyWorkflow:
         self._pending_sessions.update({s.session_id: s for s in missed})
 
     async def _flush(self) -> None:
-        if not (self._pending_sessions or self._pending_audit or self._pending_resolutions):
+        if not (
+            self._pending_sessions
+            or self._pending_audit
+            or self._pending_resolutions
+            or self._pending_reminders
+            or self._withdrawn_reminders
+        ):
             return
         events = CareEvents(
             patient_id=self._state.patient_id,
             session_changes=list(self._pending_sessions.values()),
             audit=self._pending_audit,
             tasks_resolved=self._pending_resolutions,
+            reminders=self._pending_reminders,
+            reminders_withdrawn=self._withdrawn_reminders,
         )
         self._pending_sessions, self._pending_audit = {}, []
         self._pending_resolutions = []
+        self._pending_reminders, self._withdrawn_reminders = [], []
         await workflow.execute_activity_method(
             CareOperations.record_care_events,
             events,
@@ -782,7 +819,19 @@ class PatientJourneyWorkflow:
 
     @workflow.update
     def adjust_check_ins(self, adjustment: CheckInAdjustment) -> str:
-        ahead = apply_check_in_adjustment(self._state, adjustment)
+        st = self._state
+        before = [f for f in st.follow_ups if f.outcome is None and f.episode == st.episode]
+        ahead = apply_check_in_adjustment(st, adjustment)
+        fresh = call_reminders(
+            st, [f for f in st.follow_ups if f.outcome is None and f.episode == st.episode]
+        )
+        kept = {r.key for r in fresh}
+        self._withdrawn_reminders += [
+            key
+            for f in before
+            if (key := call_reminder_key(st.patient_id, f.episode, f.call_id)) not in kept
+        ]
+        self._pending_reminders += fresh
         self._check_ins_adjusted = True
         self._audit(
             adjustment.case_manager_id,
