@@ -31,7 +31,7 @@ from clinical.aftercare import CallOutcome, CheckIn
 from clinical.attendance import SessionStatus
 from clinical.careplan import FAMILY_SESSION_TYPES
 from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError
-from clinical.reminders import session_reminder_key
+from clinical.reminders import Reminder, session_reminder_key
 from infra.logging import get_logger
 from infra.store import (
     CareStore,
@@ -81,6 +81,7 @@ class CareOperations:
             self.record_phase_change,
             self.open_case_manager_task,
             self.complete_case_manager_task,
+            self.queue_messages,
             self.place_follow_up_call,
             self.record_referral,
             self.send_referral,
@@ -429,6 +430,12 @@ class CareOperations:
             )
         log.info("task_completed", patient_id=done.patient_id, kind=done.kind)
         return closed > 0
+
+    @activity.defn
+    def queue_messages(self, messages: list[Reminder]) -> int:
+        """Messages for patients into the outbox (once per key)."""
+        with self.store.transaction() as conn:
+            return self.store.queue_reminders(conn, messages, utcnow())
 
     # --- referrals and consent -------------------------------------------------------------
 

@@ -85,6 +85,7 @@ class FollowUpCallPlan(BaseModel):
     attempt_spacing_seconds: float
     instruments: tuple[str, ...] = ()
     episode: int = 1
+    sms_before_retry: bool = False
 
 
 class FollowUpResult(BaseModel):

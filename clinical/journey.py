@@ -124,6 +124,7 @@ class JourneyState(BaseModel):
     last_review_day: float | None = None
     tasks: list[JourneyTask] = []
     referrals: list[ReferralRef] = []
+    alumni_attended: list[str] = []
     family_consent: bool | None = None
     """Consent to family involvement as changed since enrolment (None: as enrolled)."""
 
@@ -461,6 +462,53 @@ def call_reminders(state: JourneyState, calls: list[FollowUp]) -> list[Reminder]
     return [r for r in found if r is not None]
 
 
+def alumni_meetings(state: JourneyState) -> list[tuple[str, float]]:
+    """The alumni and peer-support meetings of this episode's aftercare: (ID, program day)."""
+    cfg = state.protocol.aftercare
+    if not cfg.alumni_every_days or state.aftercare_start_day is None:
+        return []
+    start = state.aftercare_start_day
+    first = start + (cfg.alumni_weekday.number - state.clock.calendar(start).weekday()) % 7
+    hour = (cfg.alumni_start.hour * 60 + cfg.alumni_start.minute) / (24 * 60)
+    days = range(int(first), start + cfg.duration_days, cfg.alumni_every_days)
+    return [(f"ALUMNI-E{state.episode}-D{d - start:03d}", d + hour) for d in days]
+
+
+def alumni_invitations(state: JourneyState) -> list[Reminder]:
+    found = [
+        reminder(
+            patient_id=state.patient_id,
+            key=f"{state.patient_id}/invite/{meeting_id}",
+            kind="alumni_invitation",
+            about=meeting_id,
+            event=state.clock.calendar(day),
+            text="alumni and peer-support meeting (optional, all welcome)",
+            window=state.assessment.contact_window,
+            hours_before=48,
+            clock=state.clock,
+        )
+        for meeting_id, day in alumni_meetings(state)
+    ]
+    return [r for r in found if r is not None]
+
+
+class AlumniAttendance(_Request):
+    """A patient went to an alumni or peer-support meeting (reported, never required)."""
+
+    meeting_id: str = Field(min_length=5, max_length=32)
+
+
+def check_alumni_attendance(state: JourneyState, report: AlumniAttendance, today: float) -> None:
+    _require_active(state)
+    meetings = dict(alumni_meetings(state))
+    if report.meeting_id not in meetings:
+        raise RequestRefused(f"no alumni meeting {report.meeting_id!r} for this patient")
+    if meetings[report.meeting_id] > today:
+        raise RequestRefused(f"meeting {report.meeting_id} has not happened yet")
+    if report.meeting_id in state.alumni_attended:
+        raise RequestRefused(f"attendance at {report.meeting_id} is already recorded")
+
+
 def unreachable_in_a_row(state: JourneyState) -> int:
     """Consecutive unreachable check-ins of this episode, up to the latest one done."""
     done = [f for f in state.follow_ups if f.episode == state.episode and f.outcome is not None]
@@ -620,6 +668,7 @@ class JourneyStatus(BaseModel):
     """The placement (and why), each stage's weekly schedule, or the schedule conflict."""
     open_tasks: list[JourneyTask]
     referrals: list[ReferralRef]
+    alumni_attended: list[str] = []
     step_down_approved: bool
     commitments: tuple[Commitment, ...]
     attendance: AttendanceSummary
@@ -698,6 +747,7 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         plan=state.plan,
         open_tasks=[t for t in state.tasks if t.is_open],
         referrals=state.referrals,
+        alumni_attended=state.alumni_attended,
         step_down_approved=state.step_down_approved,
         commitments=state.assessment.commitments,
         attendance=summary,

@@ -168,6 +168,12 @@ class AftercareConfig(_Strict):
     """Asked at every reached check-in, besides days of use."""
     lost_after_unreachable: Annotated[int, Field(ge=1, le=10)] = 3
     """Consecutive unreachable check-ins after which the patient is lost to contact."""
+    sms_before_retry: bool = True
+    """A text message before the second call attempt ("we tried to reach you")."""
+    alumni_every_days: Annotated[int, Field(ge=0, le=90)] = 14
+    """Alumni and peer-support meetings during aftercare (0: none); patients are invited."""
+    alumni_weekday: Weekday = Weekday.wed
+    alumni_start: time = time(19, 0)
 
     @model_validator(mode="after")
     def _cadence_fits(self) -> AftercareConfig:

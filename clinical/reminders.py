@@ -21,7 +21,7 @@ class Reminder(BaseModel):
     key: str
     patient_id: str
     channel: Literal["sms", "email"]
-    kind: Literal["session_reminder", "call_reminder"]
+    kind: Literal["session_reminder", "call_reminder", "check_in_sms", "alumni_invitation"]
     about: str
     deliver_at: datetime
     """Real time (the program clock's instant), for the outbox's sender."""
@@ -46,7 +46,7 @@ def reminder(
     *,
     patient_id: str,
     key: str,
-    kind: Literal["session_reminder", "call_reminder"],
+    kind: Literal["session_reminder", "call_reminder", "check_in_sms", "alumni_invitation"],
     about: str,
     event: datetime,
     text: str,
@@ -66,7 +66,8 @@ def reminder(
         kind=kind,
         about=about,
         deliver_at=clock.instant(clock.calendar_day(at)),
-        body=f"Reminder: {text} on {event:%a %d %b at %H:%M}",
+        body=f"{'Invitation' if kind == 'alumni_invitation' else 'Reminder'}: {text} "
+        f"on {event:%a %d %b at %H:%M}",
     )
 
 

@@ -263,6 +263,26 @@ async def lost_to_contact(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str
     return [(f"journey_lost_to_contact--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
+async def text_before_retry(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """A check-in reached on the second attempt, after a text; alumni invitations queued."""
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(make_enrolment())
+        await drive_journey(
+            env,
+            handle,
+            choose=steady_attendance,
+            until=lambda s: any(f.outcome for f in s.follow_ups),
+        )
+        await handle.execute_update(
+            PatientJourneyWorkflow.discharge,
+            DischargeRequest(case_manager_id="CM-06", reason=DischargeReason.lost_to_contact),
+        )
+    child = c.client.get_workflow_handle(f"{handle.id}-E1-FU-D007")
+    runs = await journey_histories(c.client, handle)
+    named = [(f"journey_text_before_retry--run{i}", h) for i, h in enumerate(runs, 1)]
+    return [*named, ("follow_up_call--FU-D007-text-then-reached", await child.fetch_history())]
+
+
 def _findings_at_check_ins(reference: str) -> tuple[CallOutcome, CheckIn | None]:
     bam = [0] * 17
     if "FU-D060" in reference:
@@ -289,12 +309,20 @@ SCENARIOS: dict[str, Scenario] = {
         family_consent_withdrawn,
         check_in_findings,
         lost_to_contact,
+        text_before_retry,
     )
 }
 TELEPHONY: dict[str, Any] = {
     "relapse_from_check_in": UseOnFirstCheckIn,
     "check_in_findings": Scripted(_findings_at_check_ins),
     "lost_to_contact": Scripted(lambda reference: (CallOutcome.unreachable, None)),
+    "text_before_retry": Scripted(
+        lambda reference: (
+            (CallOutcome.unreachable, None)
+            if reference.endswith("FU-D007/attempt-1")
+            else (CallOutcome.reached, CheckIn(days_of_use=0))
+        )
+    ),
 }
 
 

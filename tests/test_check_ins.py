@@ -22,7 +22,7 @@ from clinical.instruments import (
     score_bam,
     score_phq9,
 )
-from clinical.journey import CheckInAdjustment
+from clinical.journey import AlumniAttendance, CheckInAdjustment
 from clinical.phases import Phase
 from infra.store import follow_up_calls, notifications, tasks
 from tests.support import Scripted, clinic, drive_journey, make_enrolment, steady_attendance
@@ -218,3 +218,55 @@ async def test_a_case_manager_reschedules_the_check_ins_ahead(
     assert sorted(c["call_id"] for c in calls) == ["FU-D007", "FU-D020", "FU-D045"]
     start = done.phase_history[-2].day  # aftercare began
     assert [round(f.day - start) for f in done.follow_ups] == [7, 20, 45]
+
+
+async def test_alumni_invitations_and_a_text_before_the_second_attempt(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    def answer(reference: str) -> tuple[CallOutcome, CheckIn | None]:
+        # Day 30's first attempt goes unanswered; every other attempt reaches the patient.
+        if "FU-D030/attempt-1" in reference:
+            return CallOutcome.unreachable, None
+        return CallOutcome.reached, CheckIn(days_of_use=0)
+
+    enrolment = make_enrolment()
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path, telephony=Scripted(answer)) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                choose=steady_attendance,
+                until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
+            )
+            outbox = c.store.rows(notifications, patient_id=pid)
+            invitations = sorted(
+                (n for n in outbox if n["kind"] == "alumni_invitation"),
+                key=lambda n: n["deliver_at"],
+            )
+            past = invitations[0]["idempotency_key"].rsplit("/", 1)[-1]
+            future = invitations[-1]["idempotency_key"].rsplit("/", 1)[-1]
+            went = await handle.execute_update(
+                PatientJourneyWorkflow.report_alumni_attendance,
+                AlumniAttendance(case_manager_id="CM-01", meeting_id=past),
+            )
+            refusals = []
+            for meeting in (future, past, "ALUMNI-E1-D999"):
+                with pytest.raises(WorkflowUpdateFailedError) as refused:
+                    await handle.execute_update(
+                        PatientJourneyWorkflow.report_alumni_attendance,
+                        AlumniAttendance(case_manager_id="CM-01", meeting_id=meeting),
+                    )
+                refusals.append(str(refused.value.cause))
+
+    # Every other week through the aftercare year, on the program's weekday and hour.
+    assert len(invitations) == 26
+    assert all("alumni and peer-support meeting" in n["body"] for n in invitations)
+    assert all(n["body"].startswith("Invitation: ") for n in invitations)
+    texts = [n for n in outbox if n["kind"] == "check_in_sms"]
+    assert [t["idempotency_key"] for t in texts] == [f"{pid}/sms/E1-FU-D030"]
+    assert went == "1 alumni meeting(s) attended"
+    assert "has not happened yet" in refusals[0] and "already recorded" in refusals[1]
+    assert "no alumni meeting" in refusals[2]
+    assert status.follow_ups[1].attempts == 2

@@ -11,7 +11,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.care_operations import CareOperations
     from activities.records import FollowUpCallRequest
     from clinical.aftercare import CallOutcome, FollowUpCallPlan, FollowUpResult
-    from workflows.policies import TELEPHONY_RETRY, TELEPHONY_TIMEOUT
+    from clinical.reminders import Reminder
+    from workflows.policies import STORE_RETRY, STORE_TIMEOUT, TELEPHONY_RETRY, TELEPHONY_TIMEOUT
 
 
 @workflow.defn(name="FollowUpCall")
@@ -19,6 +20,31 @@ class FollowUpCallWorkflow:
     @workflow.run
     async def run(self, plan: FollowUpCallPlan) -> FollowUpResult:
         for attempt in range(1, plan.attempts + 1):
+            # A text before the second attempt, if the patient takes texts (journeys that
+            # called before texts existed did not send one).
+            if (
+                attempt == 2
+                and plan.sms_before_retry
+                and plan.window.reminders == "sms"
+                and workflow.patched("sms-before-retry")
+            ):
+                await workflow.execute_activity_method(
+                    CareOperations.queue_messages,
+                    [
+                        Reminder(
+                            key=f"{plan.patient_id}/sms/E{plan.episode}-{plan.call_id}",
+                            patient_id=plan.patient_id,
+                            channel="sms",
+                            kind="check_in_sms",
+                            about=plan.call_id,
+                            deliver_at=workflow.now(),
+                            body="The clinic tried to call you for your check-in and will "
+                            "try again; reply CALL to ask for a call back.",
+                        )
+                    ],
+                    start_to_close_timeout=STORE_TIMEOUT,
+                    retry_policy=STORE_RETRY,
+                )
             if attempt > 1:
                 await workflow.sleep(
                     timedelta(seconds=plan.attempt_spacing_seconds),

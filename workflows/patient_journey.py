@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.engagement import engagement_alerts
     from clinical.instruments import Finding
     from clinical.journey import (
+        AlumniAttendance,
         AttendanceReport,
         CheckInAdjustment,
         CommitmentsRevision,
@@ -67,12 +68,15 @@ with workflow.unsafe.imports_passed_through():
         Relapse,
         RelapseReport,
         TaskDone,
+        alumni_invitations,
+        alumni_meetings,
         apply_attendance,
         apply_check_in_adjustment,
         apply_commitments_revision,
         apply_family_consent,
         apply_review,
         call_reminders,
+        check_alumni_attendance,
         check_attendance,
         check_check_in_adjustment,
         check_commitments_revision,
@@ -281,6 +285,9 @@ class PatientJourneyWorkflow:
         # Journeys that reached aftercare before call reminders existed had none queued.
         if workflow.patched("call-reminders"):
             self._pending_reminders += call_reminders(st, calls)
+        # Likewise for alumni and peer-support invitations.
+        if workflow.patched("alumni-invitations"):
+            self._pending_reminders += alumni_invitations(st)
         await self._flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
 
@@ -382,6 +389,7 @@ class PatientJourneyWorkflow:
                 ).total_seconds(),
                 instruments=aftercare.instruments,
                 episode=st.episode,
+                sms_before_retry=aftercare.sms_before_retry,
             ),
             id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
@@ -417,7 +425,8 @@ class PatientJourneyWorkflow:
             )
 
     def _withdraw_call_reminders(self) -> None:
-        """The check-ins still ahead will not happen: their reminders are not sent."""
+        """The check-ins and alumni meetings still ahead are off: their reminders and
+        invitations are not sent."""
         st = self._state
         ahead = [f for f in st.follow_ups if f.outcome is None]
         # Journeys that queued no call reminders have none to withdraw.
@@ -425,6 +434,10 @@ class PatientJourneyWorkflow:
             self._withdrawn_reminders += [
                 call_reminder_key(st.patient_id, f.episode, f.call_id) for f in ahead
             ]
+        today = self._today()
+        meetings = [m for m, day in alumni_meetings(st) if day > today]
+        if meetings and st.phase == Phase.aftercare and workflow.patched("alumni-invitations"):
+            self._withdrawn_reminders += [f"{st.patient_id}/invite/{m}" for m in meetings]
 
     async def _hold_for_step_down_criteria(self) -> None:
         """At the planned end of the intensive phase, step down only if the protocol's
@@ -816,6 +829,21 @@ class PatientJourneyWorkflow:
     @change_family_consent.validator
     def _validate_family_consent(self, change: FamilyConsentChange) -> None:
         check_family_consent(self._state, change)
+
+    @workflow.update
+    def report_alumni_attendance(self, report: AlumniAttendance) -> str:
+        self._state.alumni_attended.append(report.meeting_id)
+        self._audit(
+            report.case_manager_id,
+            "alumni_meeting_attended",
+            "treatment",
+            {"meeting": report.meeting_id},
+        )
+        return f"{len(self._state.alumni_attended)} alumni meeting(s) attended"
+
+    @report_alumni_attendance.validator
+    def _validate_alumni(self, report: AlumniAttendance) -> None:
+        check_alumni_attendance(self._state, report, self._today())
 
     @workflow.update
     def adjust_check_ins(self, adjustment: CheckInAdjustment) -> str:
