@@ -3,6 +3,7 @@ answers (or silence) make the journey do."""
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pytest
@@ -25,7 +26,14 @@ from clinical.instruments import (
 from clinical.journey import AlumniAttendance, CheckInAdjustment
 from clinical.phases import Phase
 from infra.store import follow_up_calls, notifications, tasks
-from tests.support import Scripted, clinic, drive_journey, make_enrolment, steady_attendance
+from tests.support import (
+    PROGRAMS,
+    Scripted,
+    clinic,
+    drive_journey,
+    make_enrolment,
+    steady_attendance,
+)
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
@@ -270,3 +278,45 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
     assert "has not happened yet" in refusals[0] and "already recorded" in refusals[1]
     assert "no alumni meeting" in refusals[2]
     assert status.follow_ups[1].attempts == 2
+
+
+async def test_a_program_change_reaches_aftercare_at_the_next_check_in(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    programs = tmp_path / "programs"
+    shutil.copytree(PROGRAMS, programs)
+    default = programs / "default-iop.toml"
+
+    def answer(reference: str) -> tuple[CallOutcome, CheckIn | None]:
+        if "FU-D030" in reference:  # never answers day 30: every attempt is used
+            return CallOutcome.unreachable, None
+        return CallOutcome.reached, CheckIn(days_of_use=0)
+
+    enrolment = make_enrolment()
+    async with clinic(env.client, tmp_path, programs, telephony=Scripted(answer)) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await drive_journey(
+                env,
+                handle,
+                choose=steady_attendance,
+                until=lambda s: any(f.outcome for f in s.follow_ups),
+            )
+            text = default.read_text()
+            changed = text.replace("call_attempts = 3", "call_attempts = 2").replace(
+                "follow_up_days = [7, 30, 60, 90, 180, 270, 365]",
+                "follow_up_days = [7, 14, 30, 60, 90, 180, 270, 365]",
+            )
+            assert changed.count("\n") == text.count("\n") and changed != text
+            default.write_text(changed)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                choose=steady_attendance,
+                until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
+            )
+
+    day30 = status.follow_ups[1]
+    assert (day30.call_id, day30.outcome, day30.attempts) == ("FU-D030", "unreachable", 2)
+    # Not retroactive: the schedule made when aftercare began stands.
+    assert [f.day_offset for f in status.follow_ups] == [7, 30, 60, 90, 180, 270, 365]

@@ -307,6 +307,11 @@ class PatientJourneyWorkflow:
         if self._check_ins_adjusted:  # a new schedule: wait for its first check-in instead
             self._check_ins_adjusted = False
             return
+        # Program changes reach a patient in aftercare at their next check-in (how it is
+        # placed, what is asked); the schedule already made stays. Journeys from before
+        # kept the protocol of their run.
+        if workflow.patched("protocol-at-check-in"):
+            await self._refresh_protocol()
         result = await self._check_in(due)
         if result is None:  # discharged or relapsed during the call window
             return
