@@ -48,6 +48,7 @@ from clinical.identifiers import (
     referral_workflow_id,
 )
 from clinical.journey import (
+    AlumniAttendance,
     AttendanceReport,
     CheckInAdjustment,
     DischargeReason,
@@ -362,6 +363,15 @@ async def cmd_check_ins(args: argparse.Namespace, settings: Settings) -> int:
     )
     message = await _send_update(
         settings, args.patient, PatientJourneyWorkflow.adjust_check_ins, adjustment
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
+    report = _request(AlumniAttendance, case_manager_id=args.case_manager, meeting_id=args.meeting)
+    message = await _send_update(
+        settings, args.patient, PatientJourneyWorkflow.report_alumni_attendance, report
     )
     console.print(f"{args.patient}: {message}")
     return 0
@@ -700,6 +710,11 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--reason", required=True, choices=["patient_request", "clinical"])
     ck.add_argument("--case-manager", required=True)
 
+    al = sub.add_parser("alumni", help="a patient went to an alumni or peer-support meeting")
+    al.add_argument("patient")
+    al.add_argument("meeting", help="the meeting's ID from the invitation, e.g. ALUMNI-E1-D016")
+    al.add_argument("--case-manager", required=True)
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -742,6 +757,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "family-consent": cmd_family_consent,
     "partner-answer": cmd_partner_answer,
     "check-ins": cmd_check_ins,
+    "alumni": cmd_alumni,
     "status": cmd_status,
     "list": cmd_list,
     "tasks": cmd_tasks,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from typing import Protocol
 
 from sqlalchemy import select
@@ -84,12 +85,20 @@ class SimulatedTelephony:
             return CallOutcome.unreachable, None
         if draw > reachability - 0.02:
             return CallOutcome.declined, None
-        days_of_use = call.randint(1, 8) if call.random() < use_risk else 0
+        days_of_use = call.randint(1, 8) if call.random() < use_risk * _early(reference) else 0
         return CallOutcome.reached, CheckIn(
             days_of_use=days_of_use,
             bam=_bam(call, strain, days_of_use) if "bam" in instruments else None,
             phq9=_phq9(call, strain) if "phq9" in instruments else None,
         )
+
+
+def _early(reference: str) -> float:
+    """Relapse is likeliest soon after treatment: the first month's check-ins carry half as
+    much risk again, those after month 3 a little over half."""
+    found = re.search(r"FU-D(\d+)", reference)
+    day = int(found.group(1)) if found else 90
+    return 1.5 if day <= 30 else 1.0 if day <= 90 else 0.6
 
 
 def _likert(rng: random.Random, mean: float, top: int) -> int:
