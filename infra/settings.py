@@ -27,6 +27,14 @@ class Settings:
     # The simulated telephony's cohort: the highest chance that a simulated patient reports
     # use at a check-in (each patient draws their own below it). 0 keeps everyone abstinent.
     simulated_use_risk: float = 0.02
+    # Payload encryption (AES-GCM) with the key file, made on first use; off only for the
+    # demo (CAREPATH_ENCRYPTION=off) or by choice.
+    encryption: bool = True
+    keys_file: Path | None = None
+
+    @property
+    def key_file(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
 
     @property
     def embedded_address(self) -> str:
@@ -47,7 +55,22 @@ def load_settings() -> Settings:
         server_port=int(env.get("CAREPATH_SERVER_PORT", "7233")),
         ui_port=int(env.get("CAREPATH_UI_PORT", "8233")),
         simulated_use_risk=_probability(env, "CAREPATH_SIMULATED_USE_RISK", 0.02),
+        encryption=_switch(env, "CAREPATH_ENCRYPTION", True),
+        keys_file=Path(env["CAREPATH_KEYS_FILE"]).resolve()
+        if "CAREPATH_KEYS_FILE" in env
+        else None,
     )
+
+
+def _switch(env: os._Environ[str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("on", "true", "1", "yes"):
+        return True
+    if raw.lower() in ("off", "false", "0", "no"):
+        return False
+    raise SettingsError(f"{name} must be on or off, not {raw!r}")
 
 
 def _probability(env: os._Environ[str], name: str, default: float) -> float:

@@ -7,6 +7,7 @@ TEMPORAL_CONFIG_FILE, TLS settings); without them, the embedded server's address
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +19,25 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
-from infra.settings import Settings
+from infra.codec import EncryptionCodec, KeyFileError, KeyRing
+from infra.settings import Settings, SettingsError
 
 
-def data_converter() -> DataConverter:
-    """The converter every client, worker and replayer uses (pydantic models as JSON)."""
-    return pydantic_data_converter
+def data_converter(keys: KeyRing | None = None) -> DataConverter:
+    """The converter every client, worker and replayer uses: pydantic models as JSON, sealed
+    with AES-GCM when there are keys."""
+    if keys is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
+
+
+def converter_for(settings: Settings) -> DataConverter:
+    if not settings.encryption:
+        return data_converter()
+    try:
+        return data_converter(KeyRing.load_or_create(settings.key_file))
+    except KeyFileError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def connect_config(settings: Settings) -> dict[str, Any]:
@@ -34,7 +48,7 @@ def connect_config(settings: Settings) -> dict[str, Any]:
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(**connect_config(settings), data_converter=data_converter())
+    return await Client.connect(**connect_config(settings), data_converter=converter_for(settings))
 
 
 def workflow_classes() -> list[type]:

@@ -26,6 +26,7 @@ from clinical.identifiers import journey_workflow_id, new_patient_id
 from clinical.journey import JourneyInput, JourneyStatus
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
+from infra.codec import KeyRing
 from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
 from infra.store import CareStore
@@ -35,6 +36,9 @@ from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.visibility import ALL_KEYS
 
 PROGRAMS = PROJECT_ROOT / "programs"
+# A committed test key ring (two keys: a rotation) so tests, recorded histories and the
+# replay gate run with the production codec.
+TEST_KEYS = KeyRing.load(Path(__file__).parent / "test-keys.json")
 
 
 def enrolment_data(**assessment_overrides: Any) -> dict[str, Any]:
@@ -90,7 +94,7 @@ async def register_search_attributes(client: Client) -> None:
 async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(binary("temporal-test-server")),
-        data_converter=data_converter(),
+        data_converter=data_converter(TEST_KEYS),
     )
     await register_search_attributes(env.client)
     return env

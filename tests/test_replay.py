@@ -1,6 +1,7 @@
 """The replay gate. Journeys live for months, so every change to workflow code must replay
 the histories recorded under tests/histories/ (each main path of each workflow type)
-without a non-determinism error, with the production data converter."""
+without a non-determinism error, with the production data converter and codec (histories
+recorded before encryption pass through it unsealed)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from infra.temporal import data_converter, workflow_classes
+from tests.support import TEST_KEYS
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
@@ -30,7 +32,7 @@ def test_every_registered_workflow_type_has_recorded_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    replayer = Replayer(workflows=workflow_classes(), data_converter=data_converter())
+    replayer = Replayer(workflows=workflow_classes(), data_converter=data_converter(TEST_KEYS))
     workflow_id = path.stem.rsplit("--", 1)[-1]
     history = WorkflowHistory.from_json(workflow_id, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
