@@ -29,6 +29,7 @@ class Deployment:
     env: dict[str, str]
     server: EmbeddedServer
     worker_log: Path
+    demo_output: str | None = None
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -286,6 +287,33 @@ def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     result = deployment.cli(
         "demo", "--patients", "3", "--program", "e2e-iop", "--seed", "11", timeout=240
     )
+    deployment.demo_output = result.stdout + result.stderr
     assert result.returncode == 0, result.stderr
     assert "journeys completed" in result.stdout
     assert deployment.server.ui_url in result.stdout.replace("\n", "")
+
+
+def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> None:
+    """After the module's journeys (a file enrolment and the demo cohort): the Temporal
+    server's SQLite files and every log hold none of their names, phones or birth dates."""
+    from demo.cohort import synthetic_cohort
+
+    d = deployment
+    secrets = {"Quinlan", "+1 555 010 2030", "1988-04-02"}
+    if d.demo_output is not None:  # the demo test ran: its cohort, rebuilt from the seed
+        cohort = synthetic_cohort(3, 11, "e2e-iop")
+        listing = d.cli("list", "--json")
+        assert listing.returncode == 0
+        listed = {r["patient_id"] for r in json.loads(listing.stdout)}
+        assert {e.patient_id for e in cohort} <= listed
+        for e in cohort:
+            c = e.contact
+            secrets |= {c.family_name, c.phone, c.date_of_birth.isoformat()}
+    server_files = sorted(d.server.db_file.parent.glob(d.server.db_file.name + "*"))
+    assert server_files, "the server's database"
+    haystacks = {p.name: p.read_bytes() for p in server_files}
+    haystacks["worker.log"] = d.worker_log.read_bytes()
+    haystacks["demo output"] = (d.demo_output or "").encode()
+    for name, data in haystacks.items():
+        found = sorted(s for s in secrets if s.encode() in data)
+        assert not found, f"{name} holds PHI: {found}"
