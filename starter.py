@@ -65,6 +65,8 @@ from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from clinical.referrals import PartnerAnswer, PartnerReport
+from infra.codec import EncryptionCodec, KeyRing
+from infra.codec_server import CodecServer, load_or_create_token
 from infra.embedded_server import EmbeddedServer
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
@@ -89,9 +91,41 @@ class CliError(Exception):
 
 
 def embedded_server(settings: Settings) -> EmbeddedServer:
+    # With encryption on, the Web UI asks the codec server (`starter.py codec-server`) to
+    # open payloads for an operator.
+    extra = ["--ui-codec-endpoint", codec_endpoint(settings)] if settings.encryption else []
     return EmbeddedServer(
-        data_dir=settings.data_dir, port=settings.server_port, ui_port=settings.ui_port
+        data_dir=settings.data_dir,
+        port=settings.server_port,
+        ui_port=settings.ui_port,
+        extra_args=extra,
     )
+
+
+def codec_endpoint(settings: Settings) -> str:
+    token = load_or_create_token(settings.codec_token_file)
+    return f"http://127.0.0.1:{settings.codec_port}/t/{token}"
+
+
+def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the codec for the Web UI until Ctrl-C."""
+    if not settings.encryption:
+        raise CliError("encryption is off (CAREPATH_ENCRYPTION=off): nothing to decode")
+    codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
+    token = load_or_create_token(settings.codec_token_file)
+    ui_origin = f"http://127.0.0.1:{settings.ui_port}"
+    try:
+        server = CodecServer(codec, token, settings.codec_port, ui_origin)
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on 127.0.0.1:{settings.codec_port}: {exc.strerror}"
+        ) from None
+    console.print(f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it)")
+    try:
+        server.httpd.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return 0
 
 
 async def client_for(settings: Settings) -> Client:
@@ -715,6 +749,8 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("meeting", help="the meeting's ID from the invitation, e.g. ALUMNI-E1-D016")
     al.add_argument("--case-manager", required=True)
 
+    sub.add_parser("codec-server", help="let the Web UI open sealed payloads (operators)")
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -758,6 +794,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "partner-answer": cmd_partner_answer,
     "check-ins": cmd_check_ins,
     "alumni": cmd_alumni,
+    "codec-server": cmd_codec_server,
     "status": cmd_status,
     "list": cmd_list,
     "tasks": cmd_tasks,

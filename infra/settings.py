@@ -32,9 +32,15 @@ class Settings:
     encryption: bool = True
     keys_file: Path | None = None
 
+    codec_port: int = 8234
+
     @property
     def key_file(self) -> Path:
         return self.keys_file or self.data_dir / "keys.json"
+
+    @property
+    def codec_token_file(self) -> Path:
+        return self.data_dir / "codec-token"
 
     @property
     def embedded_address(self) -> str:
@@ -56,6 +62,7 @@ def load_settings() -> Settings:
         ui_port=int(env.get("CAREPATH_UI_PORT", "8233")),
         simulated_use_risk=_probability(env, "CAREPATH_SIMULATED_USE_RISK", 0.02),
         encryption=_switch(env, "CAREPATH_ENCRYPTION", True),
+        codec_port=int(env.get("CAREPATH_CODEC_PORT", "8234")),
         keys_file=Path(env["CAREPATH_KEYS_FILE"]).resolve()
         if "CAREPATH_KEYS_FILE" in env
         else None,

@@ -4,16 +4,20 @@ metadata, several keys for rotation), and IDs and search attributes are opaque."
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from temporalio.api.common.v1 import Payload, WorkflowExecution
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads, WorkflowExecution
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.phases import Phase
 from infra.codec import ENCODING, KEY_ID, EncryptionCodec, KeyFileError, KeyRing
+from infra.codec_server import CodecServer, load_or_create_token
 from tests.support import TEST_KEYS, clinic, drive_journey, make_enrolment
 
 PHI = ("Avery", "Quinlan", "555 010 2030", "1988-04-02")
@@ -84,3 +88,43 @@ async def test_the_servers_history_holds_no_readable_phi(
     assert ENCODING in wire  # sealed payloads are there
     # Workflow IDs are opaque.
     assert handle.id == f"journey-{enrolment.patient_id}"
+
+
+def test_the_codec_server_opens_payloads_for_the_ui_with_the_token_only(tmp_path: Path) -> None:
+    codec = EncryptionCodec(TEST_KEYS)
+    token = load_or_create_token(tmp_path / "codec-token")
+    assert token == load_or_create_token(tmp_path / "codec-token")
+    server = CodecServer(codec, token, 0, "http://127.0.0.1:8233")
+    server.serve_in_background()
+    try:
+        sealed = codec.seal([payload('{"phone": "+1 555 010 2030"}')])
+        body = json_format.MessageToJson(Payloads(payloads=sealed)).encode()
+
+        def post(path: str, data: bytes) -> tuple[int, bytes, dict[str, str]]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.port}{path}", data=data, method="POST"
+            )
+            request.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.read(), dict(response.headers)
+            except urllib.error.HTTPError as err:
+                return err.code, b"", dict(err.headers)
+
+        status, answer, headers = post(f"/t/{token}/decode", body)
+        assert status == 200
+        assert headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:8233"
+        (opened,) = json_format.Parse(answer, Payloads()).payloads
+        assert opened.data == b'{"phone": "+1 555 010 2030"}'
+        assert post("/t/not-the-token/decode", body)[0] == 403
+        assert post(f"/t/{token}/decrypt", body)[0] == 403
+        assert post(f"/t/{token}/decode", b"{not json")[0] == 400
+        status, answer, _ = post(
+            f"/t/{token}/encode",
+            json_format.MessageToJson(Payloads(payloads=[payload("x")])).encode(),
+        )
+        assert status == 200
+        (resealed,) = json_format.Parse(answer, Payloads()).payloads
+        assert resealed.metadata["encoding"] == ENCODING
+    finally:
+        server.close()
