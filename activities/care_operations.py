@@ -226,6 +226,17 @@ class CareOperations:
         with self.store.transaction() as conn:
             booked = self.store.insert_once(conn, appointments, rows)
             self.store.insert_once(conn, notifications, invitations)
+            for invitation in invitations:  # telling the family is a disclosure too
+                self.store.audit(
+                    conn,
+                    key=f"{invitation['idempotency_key']}/disclosed",
+                    patient_id=booking.patient_id,
+                    actor="engine",
+                    action="disclosed_to_family",
+                    purpose="family_involvement",
+                    at=now,
+                    detail={"session": str(invitation["idempotency_key"]).rsplit("/", 1)[-1]},
+                )
             self.store.queue_reminders(conn, booking.reminders, now)
         result = BookingResult(booked=booked, already_booked=len(rows) - booked)
         log.info("sessions_booked", patient_id=booking.patient_id, **result.model_dump())
@@ -491,6 +502,17 @@ class CareOperations:
                 referrals.update()
                 .where(referrals.c.idempotency_key == d.key, referrals.c.sent_at.is_(None))
                 .values(status="sent", partner_reference=reference, sent_at=d.at)
+            )
+            # A disclosure of Part 2 information: who, to whom, under which consent.
+            self.store.audit(
+                conn,
+                key=f"{d.key}/disclosed",
+                patient_id=d.patient_id,
+                actor="engine",
+                action="disclosed_to_partner",
+                purpose="care_coordination",
+                at=d.at,
+                detail={"partner": d.need, "consent": d.consent_kind, "reference": reference},
             )
         log.info("referral_sent", patient_id=d.patient_id, need=d.need)
         return reference

@@ -112,6 +112,7 @@ async def test_withdrawn_consent_cancels_family_sessions_ahead(
     assert all(pid not in i["body"] and "Avery" not in i["body"] for i in invites)
     assert [g["granted"] for g in sorted(given, key=lambda g: g["recorded_at"])] == [True, False]
     assert "consent_withdrawn" in audit
+    assert audit.count("disclosed_to_family") == len(invites)
     # Family education is the family's attendance, not the patient's.
     patient_sessions = [s for s in later.sessions if s.attendee == "patient"]
     summary = later.attendance

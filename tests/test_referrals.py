@@ -92,6 +92,7 @@ async def test_referral_from_intake_accepted_then_completed(
     assert row["partner_reference"] and row["sent_at"] is not None
     assert [e["kind"] for e in ledger] == ["request"]  # sent exactly once
     assert audit.count("referral_requested") == 1 and audit.count("referral_closed") == 1
+    assert audit.count("disclosed_to_partner") == 1  # the disclosure itself, once
     assert c.store.duplicate_counts() == dict.fromkeys(c.store.duplicate_counts(), 0)
 
 
