@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint server-start server-stop worker histories clean
+.PHONY: install demo test storm lint server-start server-stop worker histories clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -q
+
+# The crash storm: 50 journeys while the worker is SIGKILLed 10 times and the server restarted.
+storm: $(STAMP)
+	$(BIN)/python -m pytest -m storm -s --timeout 900 tests/test_storm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
