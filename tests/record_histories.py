@@ -48,6 +48,20 @@ from workflows.referral import ReferralWorkflow
 HISTORY_DIR = Path(__file__).parent / "histories"
 """Files are named `<path>--<workflow id>.json`."""
 
+
+async def discharge(handle: Any, case_manager_id: str, reason: DischargeReason) -> None:
+    await handle.execute_update(
+        PatientJourneyWorkflow.discharge,
+        DischargeRequest(case_manager_id=case_manager_id, reason=reason),
+    )
+
+
+async def runs_of(c: Clinic, handle: Any, name: str) -> list[tuple[str, Any]]:
+    """Every run of a journey, named `<name>--run<n>`."""
+    runs = await journey_histories(c.client, handle)
+    return [(f"{name}--run{i}", h) for i, h in enumerate(runs, 1)]
+
+
 Scenario = Callable[[WorkflowEnvironment, Clinic], Awaitable[list[tuple[str, Any]]]]
 
 
@@ -70,12 +84,8 @@ async def discharged(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any
     with env.auto_time_skipping_disabled():
         handle = await c.enrol(enrolment)
         await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.administrative),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_discharged--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-01", DischargeReason.administrative)
+    return await runs_of(c, handle, "journey_discharged")
 
 
 async def escalated(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -106,12 +116,8 @@ async def schedule_conflict(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
             CommitmentsRevision(case_manager_id="CM-01", commitments=()),
         )
         await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1)
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.withdrew),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_schedule_conflict--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_schedule_conflict")
 
 
 async def relapse_in_intensive(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -127,24 +133,16 @@ async def relapse_in_intensive(env: WorkflowEnvironment, c: Clinic) -> list[tupl
             ),
         )
         await drive_journey(env, handle, until=lambda s: s.episode == 2 and s.week >= 2)
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-02", reason=DischargeReason.transferred),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_relapse_in_intensive--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-02", DischargeReason.transferred)
+    return await runs_of(c, handle, "journey_relapse_in_intensive")
 
 
 async def relapse_from_check_in(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     with env.auto_time_skipping_disabled():
         handle = await c.enrol(make_enrolment())
         await drive_journey(env, handle, until=lambda s: s.episode == 2 and s.week >= 1)
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-02", reason=DischargeReason.withdrew),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_relapse_from_check_in--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-02", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_relapse_from_check_in")
 
 
 async def reviewed_step_down(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -176,12 +174,8 @@ async def reviewed_step_down(env: WorkflowEnvironment, c: Clinic) -> list[tuple[
             choose=steady_attendance,
             until=lambda s: s.phase == Phase.step_down and s.week >= 1,
         )
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-04", reason=DischargeReason.transferred),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_reviewed_step_down--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-04", DischargeReason.transferred)
+    return await runs_of(c, handle, "journey_reviewed_step_down")
 
 
 async def referrals(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -232,12 +226,8 @@ async def family_consent_withdrawn(env: WorkflowEnvironment, c: Clinic) -> list[
             FamilyConsentChange(case_manager_id="CM-03", granted=False),
         )
         await drive_journey(env, handle, until=lambda s: s.week >= 3)
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-03", reason=DischargeReason.withdrew),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_family_consent_withdrawn--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-03", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_family_consent_withdrawn")
 
 
 async def check_in_findings(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -246,12 +236,8 @@ async def check_in_findings(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
     with env.auto_time_skipping_disabled():
         handle = await c.enrol(make_enrolment())
         await drive_journey(env, handle, choose=steady_attendance, until=lambda s: s.episode == 2)
-        await handle.execute_update(
-            PatientJourneyWorkflow.discharge,
-            DischargeRequest(case_manager_id="CM-06", reason=DischargeReason.withdrew),
-        )
-    runs = await journey_histories(c.client, handle)
-    return [(f"journey_check_in_findings--run{i}", h) for i, h in enumerate(runs, 1)]
+        await discharge(handle, "CM-06", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_check_in_findings")
 
 
 async def lost_to_contact(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
