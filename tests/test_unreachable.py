@@ -1,0 +1,82 @@
+"""When the Temporal server is not there: the CLI says so in one line with exit code 4,
+and a worker waits for it, connects when it comes, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.embedded_server import EmbeddedServer, free_port
+from infra.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def environment(data: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+    return {
+        **env,
+        "CAREPATH_DATA_DIR": str(data),
+        "CAREPATH_SERVER_PORT": str(port),
+        "CAREPATH_UI_PORT": str(free_port()),
+        "CAREPATH_LOG_FORMAT": "json",
+    }
+
+
+def test_the_cli_says_the_server_is_unreachable_in_one_line(tmp_path: Path) -> None:
+    env = environment(tmp_path, free_port())
+    for args in (["status", "P-7K2M9Q4D"], ["list"], ["enrol", "--generate"]):
+        result = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=PROJECT_ROOT,
+        )
+        assert result.returncode == 4, (args, result.stderr)
+        assert result.stderr.startswith("error: cannot reach the Temporal server"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_worker_waits_for_the_server_then_connects(tmp_path: Path) -> None:
+    port = free_port()
+    env = environment(tmp_path, port)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "worker.py")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+    server = EmbeddedServer(data_dir=tmp_path, port=port, ui=False)
+    try:
+        deadline = time.monotonic() + 30
+        while "temporal_unreachable" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never said it was waiting"
+            time.sleep(0.2)
+        server.start()
+        deadline = time.monotonic() + 60
+        while "worker_started" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never connected"
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        server.stop()
+    text = log.read_text()
+    assert "Traceback" not in text and "worker_stopped" in text
