@@ -6,6 +6,7 @@ exactly once, and the store holds no duplicates. Opt-in (minutes long): `make st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -23,6 +24,7 @@ from temporalio.service import RPCError
 
 from clinical.journey import AttendanceReport, JourneyStatus
 from demo.cohort import synthetic_cohort
+from demo.run import resolve_schedule_conflict
 from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore, appointments, audit_events
@@ -86,6 +88,9 @@ async def case_manager(
         status = status.as_of(datetime.now(UTC))
         if status.phase.is_terminal:
             return
+        if status.schedule_conflict:  # as the demo's case managers do
+            with contextlib.suppress(Exception):
+                await resolve_schedule_conflict(handle, status)
         for s in status.sessions:
             if s.day > status.program_day or s.status.value != "scheduled" or s.session_id in sent:
                 continue
