@@ -21,9 +21,9 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
@@ -479,12 +479,23 @@ def render_status(s: JourneyStatus) -> None:
 
 
 def visibility_query(
-    phase: str | None = None, case_manager: str | None = None, site: str | None = None
+    phase: str | None = None,
+    case_manager: str | None = None,
+    site: str | None = None,
+    risk: str | None = None,
+    overdue: bool = False,
+    enrolled_from: str | None = None,
+    enrolled_to: str | None = None,
+    active: bool = False,
 ) -> str:
+    """A visibility query over CarePath's search attributes; every value is validated
+    first, so nothing a user types reaches the query unchecked."""
     clauses = [
         "WorkflowType = 'PatientJourney'",
         "ExecutionStatus != 'ContinuedAsNew'",
     ]
+    if active:
+        clauses.append("ExecutionStatus = 'Running'")
     if phase:
         clauses.append(f"{visibility.PHASE.name} = '{_validated(Phase, phase, 'phase').value}'")
     if case_manager:
@@ -494,6 +505,17 @@ def visibility_query(
         if not site.replace("-", "").isalnum():
             raise CliError(f"site: {site!r} is not a site identifier")
         clauses.append(f"{visibility.SITE.name} = '{site}'")
+    if risk:
+        if risk not in ("low", "moderate", "high"):
+            raise CliError(f"risk: {risk!r} is not one of low, moderate, high")
+        clauses.append(f"{visibility.RISK.name} = '{risk}'")
+    if overdue:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        clauses.append(f"{visibility.NEXT_CONTACT_DUE.name} < '{now}'")
+    for bound, op in ((enrolled_from, ">="), (enrolled_to, "<")):
+        if bound:
+            day = _validated(date, bound, "enrolled date (YYYY-MM-DD)")
+            clauses.append(f"{visibility.ENROLLED_AT.name} {op} '{day.isoformat()}T00:00:00Z'")
     return " AND ".join(clauses)
 
 
@@ -520,7 +542,16 @@ async def list_journeys(client: Client, query: str) -> list[dict[str, Any]]:
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    query = visibility_query(args.phase, args.case_manager, args.site)
+    query = visibility_query(
+        args.phase,
+        args.case_manager,
+        args.site,
+        risk=args.risk,
+        overdue=args.overdue,
+        enrolled_from=args.enrolled_from,
+        enrolled_to=args.enrolled_to,
+        active=args.active,
+    )
     client = await client_for(settings)
     rows = await list_journeys(client, query)
     if args.json:
@@ -685,8 +716,17 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 # --- wiring ------------------------------------------------------------------------------
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments get one line naming the problem (and exit code 2), like every other
+    bad input; `--help` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="starter.py", description=__doc__.splitlines()[0])
+    p = _OneLineErrors(prog="starter.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("server", help="start, stop or check the embedded Temporal server")
@@ -755,11 +795,20 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
 
-    ls = sub.add_parser("list", help="list journeys by phase, case manager or site")
-    ls.add_argument("--phase", choices=[ph.value for ph in Phase])
-    ls.add_argument("--case-manager")
-    ls.add_argument("--site")
-    ls.add_argument("--json", action="store_true")
+    for name, text in (
+        ("list", "list journeys (all filters optional)"),
+        ("find", "find patients by phase, case manager, site, risk, overdue contact, enrolment"),
+    ):
+        ls = sub.add_parser(name, help=text)
+        ls.add_argument("--phase", choices=[ph.value for ph in Phase])
+        ls.add_argument("--case-manager")
+        ls.add_argument("--site")
+        ls.add_argument("--risk", choices=["low", "moderate", "high"])
+        ls.add_argument("--overdue", action="store_true", help="next contact is past due")
+        ls.add_argument("--enrolled-from", help="YYYY-MM-DD")
+        ls.add_argument("--enrolled-to", help="YYYY-MM-DD (exclusive)")
+        ls.add_argument("--active", action="store_true", help="running journeys only")
+        ls.add_argument("--json", action="store_true")
 
     t = sub.add_parser("tasks", help="the case managers' inbox: open tasks")
     t.add_argument("--case-manager")
@@ -797,6 +846,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "codec-server": cmd_codec_server,
     "status": cmd_status,
     "list": cmd_list,
+    "find": cmd_list,
     "tasks": cmd_tasks,
     "done": cmd_done,
     "caseload": cmd_caseload,

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,34 @@ def test_the_inbox_from_the_command_line(deployment: Deployment, tmp_path: Path)
     (closed,) = inbox("--all")
     assert (closed["status"], closed["completed_by"]) == ("done", "CM-42")
     assert d.cli("done", "999999", "--case-manager", "CM-42").stderr.startswith("error: no task")
+
+
+def test_find_answers_visibility_questions(deployment: Deployment, tmp_path: Path) -> None:
+    d = deployment
+    data = enrolment_data()  # highest rating 2: moderate risk
+    data["program_id"] = "e2e-iop"
+    data["site_id"] = "east-2"
+    patient = data["patient_id"]
+    assert d.cli("enrol", write(tmp_path, "f.json", data)).returncode == 0
+    d.wait_for(patient, lambda s: s["phase"] == "intensive")
+
+    def found(*filters: str) -> set[str]:
+        result = d.cli("find", "--json", *filters)
+        assert result.returncode == 0, result.stderr
+        return {r["patient_id"] for r in json.loads(result.stdout)}
+
+    today = datetime.now(UTC).date()
+    deadline = time.monotonic() + 30
+    while patient not in found("--site", "east-2", "--risk", "moderate", "--active"):
+        assert time.monotonic() < deadline, "visibility never showed the patient"
+        time.sleep(0.5)
+    assert patient not in found("--site", "east-2", "--risk", "high")
+    assert patient in found("--site", "east-2", "--enrolled-from", today.isoformat())
+    assert patient not in found("--site", "east-2", "--enrolled-to", today.isoformat())
+    assert patient not in found("--site", "east-2", "--phase", "aftercare")
+    bad = d.cli("find", "--risk", "extreme")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
