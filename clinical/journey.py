@@ -688,6 +688,15 @@ class JourneyStatus(BaseModel):
         return self.model_copy(update={"program_day": day, "today": self.clock.calendar(day)})
 
 
+def awaits_step_down_approval(status: JourneyStatus) -> bool:
+    """The intensive phase has reached its planned end and no one has approved step-down."""
+    return (
+        status.phase == Phase.intensive
+        and status.week >= status.weeks_in_phase
+        and not status.step_down_approved
+    )
+
+
 class JourneyOutcome(BaseModel):
     """What a finished journey returns."""
 

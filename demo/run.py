@@ -30,6 +30,7 @@ from clinical.journey import (
     ProgressReview,
     RelapseReport,
     TaskDone,
+    awaits_step_down_approval,
 )
 from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.referrals import (
@@ -74,12 +75,7 @@ async def simulated_case_manager(
             return
         if status.schedule_conflict:
             await resolve_schedule_conflict(handle, status)
-        if (
-            status.phase == Phase.intensive
-            and status.week >= status.weeks_in_phase
-            and not status.step_down_approved
-            and (status.episode, status.week) not in asked
-        ):
+        if awaits_step_down_approval(status) and (status.episode, status.week) not in asked:
             asked.add((status.episode, status.week))
             try:
                 await handle.execute_update(

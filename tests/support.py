@@ -24,7 +24,6 @@ from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
 from clinical.identifiers import journey_workflow_id, new_patient_id
 from clinical.journey import JourneyInput, JourneyStatus
-from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from infra.codec import KeyRing
 from infra.embedded_server import binary
@@ -201,7 +200,7 @@ async def drive_journey(
     skipping disabled."""
     from temporalio.client import WorkflowUpdateFailedError
 
-    from clinical.journey import AttendanceReport, ProgressReview
+    from clinical.journey import AttendanceReport, ProgressReview, awaits_step_down_approval
 
     reported: dict[str, str] = {}
     asked: set[tuple[int, int]] = set()
@@ -234,9 +233,7 @@ async def drive_journey(
                 )
         if (
             approve_step_down
-            and status.phase == Phase.intensive
-            and status.week >= status.weeks_in_phase
-            and not status.step_down_approved
+            and awaits_step_down_approval(status)
             and (status.episode, status.week) not in asked
         ):
             asked.add((status.episode, status.week))

@@ -1,7 +1,8 @@
 """The crash storm: a cohort runs on the real dev server (SQLite file) with a real worker
 process, while the worker is SIGKILLed at random moments and the server is restarted. Then
 every journey has completed, every attendance report sent during the storm is recorded
-exactly once, and the store holds no duplicates. Opt-in (minutes long): `make storm`."""
+exactly once, and the store holds no duplicates. Part of the suite (~2 minutes); alone with
+`make storm`."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from infra.temporal import connect
 from starter import start_journey
 from workflows.patient_journey import PatientJourneyWorkflow
 
-pytestmark = pytest.mark.storm
+pytestmark = [pytest.mark.storm, pytest.mark.timeout(900)]
 
 PATIENTS = 50
 KILLS = 10
