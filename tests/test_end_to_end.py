@@ -342,6 +342,11 @@ def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> N
     assert server_files, "the server's database"
     haystacks = {p.name: p.read_bytes() for p in server_files}
     haystacks["worker.log"] = d.worker_log.read_bytes()
+    haystacks["temporal-server.log"] = d.server.log_file.read_bytes()
+    # Search attributes, as an operator's query sees them: opaque values only.
+    found = d.cli("find", "--json")
+    assert found.returncode == 0
+    haystacks["search attributes"] = found.stdout.encode()
     haystacks["demo output"] = (d.demo_output or "").encode()
     for name, data in haystacks.items():
         found = sorted(s for s in secrets if s.encode() in data)
