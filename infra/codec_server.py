@@ -16,6 +16,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from google.protobuf import json_format
@@ -78,7 +79,8 @@ def _handler(server: CodecServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Access-Control-Allow-Credentials", "true")
 
         def _operation(self) -> str | None:
-            parts = self.path.strip("/").split("/")
+            # The UI adds query parameters (e.g. preserveStorageRefs): the path alone decides.
+            parts = urlsplit(self.path).path.strip("/").split("/")
             if len(parts) != 3 or parts[0] != "t" or parts[2] not in ("encode", "decode"):
                 return None
             if not hmac.compare_digest(parts[1].encode(), server.token.encode()):

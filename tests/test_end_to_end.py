@@ -344,9 +344,9 @@ def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> N
     haystacks["worker.log"] = d.worker_log.read_bytes()
     haystacks["temporal-server.log"] = d.server.log_file.read_bytes()
     # Search attributes, as an operator's query sees them: opaque values only.
-    found = d.cli("find", "--json")
-    assert found.returncode == 0
-    haystacks["search attributes"] = found.stdout.encode()
+    attributes = d.cli("find", "--json")
+    assert attributes.returncode == 0
+    haystacks["search attributes"] = attributes.stdout.encode()
     haystacks["demo output"] = (d.demo_output or "").encode()
     for name, data in haystacks.items():
         found = sorted(s for s in secrets if s.encode() in data)
