@@ -68,6 +68,7 @@ from clinical.referrals import PartnerAnswer, PartnerReport
 from infra.codec import EncryptionCodec, KeyRing
 from infra.codec_server import CodecServer, load_or_create_token
 from infra.embedded_server import EmbeddedServer
+from infra.history import journey_story
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore
@@ -408,6 +409,25 @@ async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
         settings, args.patient, PatientJourneyWorkflow.report_alumni_attendance, report
     )
     console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    patient_id = _validated(PatientId, args.patient, "patient")
+    client = await client_for(settings)
+    try:
+        story = await journey_story(client, patient_id)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no journey for patient {patient_id}") from None
+        raise
+    if args.json:
+        print(json.dumps([e.as_json() for e in story], indent=2))
+        return 0
+    table = Table("when", "where", "what", "who", "detail", title=f"{patient_id}: the journey")
+    for e in story:
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.source, e.what, e.who, e.detail[:80])
+    console.print(table)
     return 0
 
 
@@ -791,6 +811,10 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("codec-server", help="let the Web UI open sealed payloads (operators)")
 
+    hs = sub.add_parser("history", help="a patient's whole journey as a timeline (operators)")
+    hs.add_argument("patient")
+    hs.add_argument("--json", action="store_true")
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -844,6 +868,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "check-ins": cmd_check_ins,
     "alumni": cmd_alumni,
     "codec-server": cmd_codec_server,
+    "history": cmd_history,
     "status": cmd_status,
     "list": cmd_list,
     "find": cmd_list,

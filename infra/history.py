@@ -1,0 +1,159 @@
+"""A patient's journey as a story: Temporal's own event histories (every run of the journey,
+and its check-ins and referrals) read into one timeline of what happened, when and who did it.
+
+Payloads are opened with the client's data converter (so the codec), and only the fields a
+timeline needs are shown: phases and reasons, sessions, attendance, calls, tasks, referrals
+and every case manager's request with its actor. Contact details never appear."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+from clinical.identifiers import journey_workflow_id
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    source: str
+    what: str
+    who: str
+    detail: str
+
+    def as_json(self) -> dict[str, str]:
+        return {**asdict(self), "at": self.at.isoformat()}
+
+
+# Requests: which fields tell the story (never the contact).
+_REQUEST_FIELDS = {
+    "record_attendance": ("session_id", "status"),
+    "discharge": ("reason",),
+    "revise_commitments": (),
+    "review_progress": ("decision", "weeks", "level"),
+    "report_relapse": (),
+    "refer": ("need",),
+    "complete_task": ("task_key",),
+    "change_family_consent": ("granted",),
+    "adjust_check_ins": ("days", "reason"),
+    "report_alumni_attendance": ("meeting_id",),
+    "partner_response": ("answer",),
+    "record_consent": (),
+    "cancel": ("reason",),
+}
+
+
+async def _open(client: Client, payloads: list[Payload]) -> list[Any]:
+    opened = (
+        await client.data_converter.payload_codec.decode(payloads)
+        if (client.data_converter.payload_codec)
+        else payloads
+    )
+    return [json.loads(p.data) if p.data else None for p in opened]
+
+
+def _fields(value: Any, names: tuple[str, ...]) -> str:
+    if not isinstance(value, dict):
+        return ""
+    return ", ".join(f"{n}={value[n]}" for n in names if value.get(n) is not None)
+
+
+async def _story_of(client: Client, workflow_id: str, run_id: str | None) -> list[Entry]:
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    # A child's name within the journey: E1-FU-D007, REF-housing.
+    source = workflow_id.split("-", 3)[-1]
+    entries: list[Entry] = []
+    for event in history.events:
+        entries += await _read(client, source, event)
+    return entries
+
+
+async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]:
+    at = event.event_time.ToDatetime().replace(tzinfo=UTC)
+    kind = event.WhichOneof("attributes")
+    if kind == "workflow_execution_started_event_attributes":
+        attrs = event.workflow_execution_started_event_attributes
+        return [Entry(at, source, f"{attrs.workflow_type.name} run began", "engine", "")]
+    if kind == "workflow_execution_update_accepted_event_attributes":
+        request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+        name = request.input.name
+        (arg,) = (await _open(client, list(request.input.args.payloads))) or [None]
+        who = (arg or {}).get("case_manager_id") or (arg or {}).get("reported_by") or "?"
+        detail = _fields(arg, _REQUEST_FIELDS.get(name, ()))
+        return [Entry(at, source, name.replace("_", " "), str(who), detail)]
+    if kind == "activity_task_scheduled_event_attributes":
+        scheduled = event.activity_task_scheduled_event_attributes
+        (arg,) = (await _open(client, list(scheduled.input.payloads))) or [None]
+        return _activity(at, source, scheduled.activity_type.name, arg)
+    if kind == "child_workflow_execution_completed_event_attributes":
+        child = event.child_workflow_execution_completed_event_attributes
+        (result,) = (await _open(client, list(child.result.payloads))) or [None]
+        detail = _fields(result, ("call_id", "outcome", "attempts", "referral_id"))
+        return [Entry(at, source, f"{child.workflow_type.name} finished", "engine", detail)]
+    if kind == "workflow_execution_continued_as_new_event_attributes":
+        return [Entry(at, source, "continued as new (next phase or run)", "engine", "")]
+    if kind == "workflow_execution_completed_event_attributes":
+        (result,) = (
+            await _open(
+                client,
+                list(event.workflow_execution_completed_event_attributes.result.payloads),
+            )
+        ) or [None]
+        return [Entry(at, source, "ended", "engine", _fields(result, ("outcome", "reason")))]
+    return []
+
+
+def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
+    arg = arg if isinstance(arg, dict) else {}
+    if name == "record_phase_change":
+        return [Entry(at, source, f"phase {arg.get('phase')}", "engine", str(arg.get("reason")))]
+    if name == "book_sessions":
+        ids = [s["session_id"] for s in arg.get("sessions", [])]
+        return [Entry(at, source, f"{len(ids)} sessions booked", "engine", " ".join(ids))]
+    if name == "record_care_events":
+        changes = arg.get("session_changes", [])
+        detail = " ".join(f"{c['session_id']}={c['status']}" for c in changes)
+        return [Entry(at, source, "attendance written", "engine", detail)] if changes else []
+    if name == "open_case_manager_task":
+        return [Entry(at, source, f"task {arg.get('kind')}", "engine", str(arg.get("detail")))]
+    if name == "place_follow_up_call":
+        what = f"call {arg.get('call_id')} attempt {arg.get('attempt')}"
+        return [Entry(at, source, what, "engine", "")]
+    if name == "send_referral":
+        return [Entry(at, source, f"referral sent to {arg.get('need')} partner", "engine", "")]
+    if name == "remind_partner":
+        return [Entry(at, source, "partner reminded", "engine", f"number={arg.get('number')}")]
+    return []
+
+
+async def journey_story(client: Client, patient_id: str) -> list[Entry]:
+    """Every run of the journey (found backwards from the latest), then its children,
+    merged by time."""
+    workflow_id = journey_workflow_id(patient_id)
+    histories = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id or None
+        if run_id is None:
+            break
+    entries: list[Entry] = []
+    children: list[str] = []
+    for history in reversed(histories):
+        for event in history.events:
+            entries += await _read(client, "journey", event)
+            if event.HasField("child_workflow_execution_started_event_attributes"):
+                child = event.child_workflow_execution_started_event_attributes
+                children.append(child.workflow_execution.workflow_id)
+    for child_id in dict.fromkeys(children):
+        entries += await _story_of(client, child_id, None)
+    entries.sort(key=lambda e: e.at)
+    return entries
