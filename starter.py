@@ -415,12 +415,15 @@ async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     patient_id = _validated(PatientId, args.patient, "patient")
     client = await client_for(settings)
+    store = _care_store(settings)
     try:
-        story = await journey_story(client, patient_id)
+        story = await journey_story(client, patient_id, store)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no journey for patient {patient_id}") from None
         raise
+    finally:
+        store.dispose()
     if args.json:
         print(json.dumps([e.as_json() for e in story], indent=2))
         return 0

@@ -17,6 +17,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from clinical.identifiers import journey_workflow_id
+from infra.store import CareStore, audit_events
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,34 @@ def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
     return []
 
 
-async def journey_story(client: Client, patient_id: str) -> list[Entry]:
-    """Every run of the journey (found backwards from the latest), then its children,
-    merged by time."""
+# What only the store's audit trail knows (the rest is in the event histories already).
+AUDIT_ONLY = (
+    "enrolled",
+    "placement_overridden",
+    "consent_given",
+    "consent_withdrawn",
+    "disclosed_to_partner",
+    "disclosed_to_family",
+    "task_completed",
+)
+
+
+def audit_entries(store: CareStore, patient_id: str) -> list[Entry]:
+    """The audit trail's own facts: consents, disclosures, tasks done, who enrolled."""
+    rows = [r for r in store.rows(audit_events, patient_id=patient_id) if r["action"] in AUDIT_ONLY]
+    entries = []
+    for r in rows:
+        detail = json.loads(r["detail_json"] or "{}")
+        shown = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "reason")
+        entries.append(Entry(r["at"], "audit", r["action"].replace("_", " "), r["actor"], shown))
+    return entries
+
+
+async def journey_story(
+    client: Client, patient_id: str, store: CareStore | None = None
+) -> list[Entry]:
+    """Every run of the journey (found backwards from the latest), then its children, and
+    (with the store) the audit trail's own facts, merged by time."""
     workflow_id = journey_workflow_id(patient_id)
     histories = []
     run_id: str | None = None
@@ -155,5 +181,7 @@ async def journey_story(client: Client, patient_id: str) -> list[Entry]:
                 children.append(child.workflow_execution.workflow_id)
     for child_id in dict.fromkeys(children):
         entries += await _story_of(client, child_id, None)
+    if store is not None:
+        entries += audit_entries(store, patient_id)
     entries.sort(key=lambda e: e.at)
     return entries

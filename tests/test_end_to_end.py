@@ -244,6 +244,15 @@ def test_relapse_then_discharge(deployment: Deployment, tmp_path: Path) -> None:
     assert all(s["status"] != "scheduled" for s in status["sessions"])
     again = d.cli("discharge", patient, "--reason", "withdrew", "--case-manager", "CM-02")
     assert again.returncode == 3 and "has ended" in again.stderr
+    # The operator's story of it, from the server's histories and the audit trail.
+    history = d.cli("history", patient, "--json")
+    assert history.returncode == 0, history.stderr
+    story = json.loads(history.stdout)
+    whats = [(e["what"], e["who"]) for e in story]
+    assert ("report relapse", "CM-02") in whats and ("discharge", "CM-02") in whats
+    assert ("enrolled", data["case_manager_id"]) in whats
+    assert story[-1]["what"] == "ended" and "withdrawn" in story[-1]["detail"]
+    assert "Quinlan" not in history.stdout
 
 
 def test_the_inbox_from_the_command_line(deployment: Deployment, tmp_path: Path) -> None:

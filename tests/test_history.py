@@ -52,10 +52,15 @@ async def test_a_referrals_loop_is_in_the_story(env: WorkflowEnvironment, tmp_pa
                     PartnerReport(answer=answer, reported_by="housing-portal"),
                 )
             await drive_journey(env, handle, until=lambda s: s.referrals[0].outcome is not None)
-        story = await journey_story(env.client, enrolment.patient_id)
+        story = await journey_story(env.client, enrolment.patient_id, c.store)
 
     referral_story = [(e.what, e.who) for e in story if e.source == "REF-housing"]
     assert referral_story[0] == ("Referral run began", "engine")
     assert ("referral sent to housing partner", "engine") in referral_story
     assert referral_story.count(("partner response", "housing-portal")) == 2
     assert any(e.what == "Referral finished" and "REF-housing-1" in e.detail for e in story)
+    # From the audit trail: who enrolled, the consent on file, the disclosure to the partner.
+    audit = [(e.what, e.who) for e in story if e.source == "audit"]
+    assert ("enrolled", enrolment.case_manager_id) in audit
+    assert ("disclosed to partner", "engine") in audit
+    assert [e.at for e in story] == sorted(e.at for e in story)
