@@ -197,10 +197,13 @@ def _request(model: Any, **fields: Any) -> Any:
         raise CliError(describe_validation_error(exc)) from None
 
 
-async def _send_update(settings: Settings, patient_id: str, update: Any, request: Any) -> Any:
-    """Deliver a case manager's request to the patient's journey."""
+async def _send_update(
+    settings: Settings, patient_id: str, update: Any, request: Any, workflow_id: str | None = None
+) -> Any:
+    """Deliver a request to the patient's journey (or to another of the patient's workflows,
+    such as a referral)."""
     client = await client_for(settings)
-    handle = _handle(client, patient_id)
+    handle = client.get_workflow_handle(workflow_id) if workflow_id else _handle(client, patient_id)
     return await _journey_call(
         handle,
         patient_id,
@@ -372,14 +375,12 @@ async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> in
     answered by phone."""
     patient_id = _validated(PatientId, args.patient, "patient")
     report = _request(PartnerReport, answer=args.answer, reported_by=args.reported_by)
-    client = await client_for(settings)
-    handle = client.get_workflow_handle(referral_workflow_id(patient_id, args.need))
-    status = await _journey_call(
-        handle,
+    status = await _send_update(
+        settings,
         patient_id,
-        lambda: handle.execute_update(
-            ReferralWorkflow.partner_response, report, rpc_timeout=ANSWER_TIMEOUT
-        ),
+        ReferralWorkflow.partner_response,
+        report,
+        workflow_id=referral_workflow_id(patient_id, args.need),
     )
     outcome = f", {status.outcome}" if status.outcome else ""
     console.print(f"{patient_id} {args.need} referral: {status.stage}{outcome}")
@@ -669,12 +670,8 @@ async def cmd_done(args: argparse.Namespace, settings: Settings) -> int:
         if is_referral_workflow_id(workflow_id)
         else PatientJourneyWorkflow.complete_task
     )
-    client = await client_for(settings)
-    handle = client.get_workflow_handle(workflow_id)
-    message = await _journey_call(
-        handle,
-        row["patient_id"],
-        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
+    message = await _send_update(
+        settings, row["patient_id"], update, request, workflow_id=workflow_id
     )
     console.print(f"task {args.task} ({row['patient_id']}): {message}")
     return 0

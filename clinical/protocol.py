@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from datetime import time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -248,8 +248,10 @@ class TaskConfig(_Strict):
     }
     default_due_days: Annotated[float, Field(gt=0, le=60)] = 5
 
-    def due_in_days(self, kind: str) -> float:
-        return self.due_days.get(kind, self.default_due_days)
+    def due_at(self, kind: str, opened: datetime, seconds_per_day: float) -> datetime:
+        """When a task of this kind opened at `opened` is due (program days, real time)."""
+        days = self.due_days.get(kind, self.default_due_days)
+        return opened + timedelta(seconds=days * seconds_per_day)
 
 
 class RiskConfig(_Strict):

@@ -85,12 +85,19 @@ class ReferralState(BaseModel):
     sent_day: float | None = None
     accepted_day: float | None = None
     reminders: int = 0
-    tasks: list[str] = []
-    """Which service-level tasks have been opened ("stalled", "follow_up")."""
     case_manager_tasks: list[JourneyTask] = []
     no_shows: int = 0
     outcome: ReferralOutcome | None = None
     closed_by: str | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        """Which service-level tasks have been opened ("stalled", "follow_up")."""
+        kinds = [t.kind for t in self.case_manager_tasks]
+        return [mark for mark, kind in _SERVICE_LEVEL_TASKS if kind in kinds]
+
+
+_SERVICE_LEVEL_TASKS = (("stalled", "referral_stalled"), ("follow_up", "referral_follow_up"))
 
 
 class ReferralRefused(ValueError):

@@ -25,6 +25,14 @@ KEY_ID = "encryption-key-id"
 _NONCE = 12
 
 
+def write_private(path: Path, text: str) -> None:
+    """A secret file, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 class KeyFileError(ValueError):
     """A key file CarePath cannot use, or a payload sealed with a key it does not have."""
 
@@ -72,14 +80,11 @@ class KeyRing:
         return cls(active=kid, keys={kid: AESGCM.generate_key(bit_length=256)})
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = {
             "active": self.active,
             "keys": {kid: base64.b64encode(k).decode() for kid, k in self.keys.items()},
         }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(body, f, indent=2)
+        write_private(path, json.dumps(body, indent=2))
 
 
 class EncryptionCodec(PayloadCodec):

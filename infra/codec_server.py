@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import secrets
 import threading
 from http import HTTPStatus
@@ -22,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from infra.codec import EncryptionCodec, KeyFileError
+from infra.codec import EncryptionCodec, KeyFileError, write_private
 from infra.logging import get_logger
 
 log = get_logger("carepath.codec_server")
@@ -31,10 +30,7 @@ log = get_logger("carepath.codec_server")
 def load_or_create_token(path: Path) -> str:
     """The operator's token, made on first use (readable by its owner only)."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
+        write_private(path, secrets.token_urlsafe(24))
     return path.read_text().strip()
 
 

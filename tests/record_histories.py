@@ -31,9 +31,9 @@ from clinical.journey import (
 from clinical.phases import Phase
 from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
 from tests.support import (
+    USE_ON_FIRST_CHECK_IN,
     Clinic,
     Scripted,
-    UseOnFirstCheckIn,
     clinic,
     drive_journey,
     enrolment_data,
@@ -299,7 +299,7 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 TELEPHONY: dict[str, Any] = {
-    "relapse_from_check_in": UseOnFirstCheckIn,
+    "relapse_from_check_in": USE_ON_FIRST_CHECK_IN,
     "check_in_findings": Scripted(_findings_at_check_ins),
     "lost_to_contact": Scripted(lambda reference: (CallOutcome.unreachable, None)),
     "text_before_retry": Scripted(

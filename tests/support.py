@@ -346,22 +346,6 @@ async def journey_histories(client: Client, started: WorkflowHandle[Any, Any]) -
     return histories
 
 
-class UseOnFirstCheckIn:
-    """A telephony provider whose patient reports use on the first aftercare check-in."""
-
-    def __init__(self, store: CareStore) -> None:
-        self.calls: list[str] = []
-
-    def place_call(
-        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
-    ) -> Any:
-        from clinical.aftercare import CallOutcome, CheckIn
-
-        self.calls.append(reference)
-        days = 3 if "FU-D007" in reference else 0
-        return CallOutcome.reached, CheckIn(days_of_use=days)
-
-
 class Scripted:
     """A telephony provider answering each check-in as a test says (by call reference);
     pass it where a provider factory is expected."""
@@ -376,3 +360,13 @@ class Scripted:
         self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
     ) -> Any:
         return self.answer(reference)
+
+
+def _use_on_first_check_in(reference: str) -> Any:
+    from clinical.aftercare import CallOutcome, CheckIn
+
+    return CallOutcome.reached, CheckIn(days_of_use=3 if "FU-D007" in reference else 0)
+
+
+USE_ON_FIRST_CHECK_IN = Scripted(_use_on_first_check_in)
+"""A patient who reports use on the first aftercare check-in, and none after."""

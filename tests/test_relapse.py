@@ -18,7 +18,7 @@ from clinical.journey import JourneyStatus, RelapseReport
 from clinical.phases import Phase
 from infra.store import appointments, tasks
 from tests.support import (
-    UseOnFirstCheckIn,
+    USE_ON_FIRST_CHECK_IN,
     clinic,
     drive_journey,
     make_enrolment,
@@ -131,7 +131,7 @@ async def test_relapse_refused_outside_treatment(env: WorkflowEnvironment, tmp_p
 async def test_use_found_on_a_check_in_relinks_the_patient(
     env: WorkflowEnvironment, tmp_path
 ) -> None:
-    async with clinic(env.client, tmp_path, telephony=UseOnFirstCheckIn) as c:
+    async with clinic(env.client, tmp_path, telephony=USE_ON_FIRST_CHECK_IN) as c:
         async with manual_clock(env):
             handle = await c.enrol(make_enrolment())
             status, _ = await drive_journey(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -301,8 +300,10 @@ class PatientJourneyWorkflow:
                 self._close_out()
                 await self._end(Phase.completed, "aftercare finished")
             return
-        rescheduled = lambda: self._check_ins_adjusted  # noqa: E731
-        if not await self._wake_at(due.day, f"check-in {due.call_id}", or_when=rescheduled):
+        woke = await self._wake_at(
+            due.day, f"check-in {due.call_id}", or_when=lambda: self._check_ins_adjusted
+        )
+        if not woke:
             return
         if self._check_ins_adjusted:  # a new schedule: wait for its first check-in instead
             self._check_ins_adjusted = False
@@ -563,13 +564,7 @@ class PatientJourneyWorkflow:
             )
             if st.discharge is not None:
                 return
-            if not (
-                self._pending_sessions
-                or self._pending_audit
-                or self._pending_resolutions
-                or self._pending_reminders
-                or self._withdrawn_reminders
-            ):
+            if not self._writes_pending():
                 break
             await self._flush()
         st.runs += 1
@@ -621,14 +616,17 @@ class PatientJourneyWorkflow:
         st.sessions, missed = close_out(st.sessions, self._today(), grace)
         self._pending_sessions.update({s.session_id: s for s in missed})
 
-    async def _flush(self) -> None:
-        if not (
+    def _writes_pending(self) -> bool:
+        return bool(
             self._pending_sessions
             or self._pending_audit
             or self._pending_resolutions
             or self._pending_reminders
             or self._withdrawn_reminders
-        ):
+        )
+
+    async def _flush(self) -> None:
+        if not self._writes_pending():
             return
         events = CareEvents(
             patient_id=self._state.patient_id,
@@ -659,9 +657,8 @@ class PatientJourneyWorkflow:
                 case_manager_id=st.case_manager_id,
                 kind=kind,
                 detail=detail,
-                due_at=workflow.now()
-                + timedelta(
-                    seconds=st.protocol.tasks.due_in_days(kind) * st.protocol.clock.seconds_per_day
+                due_at=st.protocol.tasks.due_at(
+                    kind, workflow.now(), st.protocol.clock.seconds_per_day
                 ),
             ),
             start_to_close_timeout=STORE_TIMEOUT,

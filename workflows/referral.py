@@ -181,13 +181,11 @@ class ReferralWorkflow:
                 retry=PARTNER_RETRY,
             )
         elif what == "stalled_task":
-            st.tasks.append("stalled")
             await self._task(
                 "referral_stalled",
                 f"{r.need.value} partner has not answered the referral, even after a reminder",
             )
         elif what == "follow_up_task":
-            st.tasks.append("follow_up")
             await self._task(
                 "referral_follow_up",
                 f"{r.need.value} partner accepted the referral but has not reported it completed",
@@ -207,8 +205,7 @@ class ReferralWorkflow:
                 kind=kind,
                 detail=detail,
                 workflow_id=workflow.info().workflow_id,
-                due_at=workflow.now()
-                + timedelta(seconds=r.tasks.due_in_days(kind) * r.seconds_per_day),
+                due_at=r.tasks.due_at(kind, workflow.now(), r.seconds_per_day),
             ),
         )
         self._state.case_manager_tasks.append(
