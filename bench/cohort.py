@@ -1,0 +1,172 @@
+"""3. Cohort simulation: N patients through the whole default protocol (intake, intensive,
+step-down, twelve months of aftercare) on the time-skipping server, with the simulated
+clinic (a case manager reporting each session's attendance and approving step-down),
+partners and telephony (every check-in call answered by the seeded simulated provider).
+
+The clock is stepped by hand (automatic time skipping stalls with many concurrent
+workflows, see TEMPORAL-NOTES): a day at a time while anyone is in treatment, once the
+case manager has done the day's reports, and a week at a time once everyone is in
+aftercare. Patient-years per minute of wall-clock time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import statistics
+import tempfile
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from bench.common import Stopwatch, kind, time_skipping
+from clinical.attendance import SessionStatus
+from clinical.journey import (
+    AttendanceReport,
+    JourneyOutcome,
+    JourneyStatus,
+    ProgressReview,
+    awaits_step_down_approval,
+)
+from clinical.phases import Phase
+from workflows.patient_journey import PatientJourneyWorkflow
+
+DAY = timedelta(days=1)
+TREATMENT = (Phase.intake, Phase.intensive, Phase.step_down)
+
+
+@dataclasses.dataclass
+class Patient:
+    """What the simulated case manager knows of one patient."""
+
+    handle: WorkflowHandle[Any, Any]
+    result: asyncio.Task[JourneyOutcome]
+    status: JourneyStatus | None = None
+    seen_week: int | None = None
+    reported: set[str] = dataclasses.field(default_factory=set)
+    asked: set[tuple[int, int]] = dataclasses.field(default_factory=set)
+    reports: int = 0
+
+    @property
+    def in_treatment(self) -> bool:
+        return self.status is None or self.status.phase in TREATMENT
+
+
+def week_of(status: JourneyStatus, now: datetime) -> int:
+    """The program week (Monday to Sunday) that `now` falls in."""
+    return int((status.clock.day(now) + status.clock.origin_date.weekday()) // 7)
+
+
+class CaseManager:
+    """Reports attendance for each session once it has happened (about 78% attended, some
+    missed, every tenth left for the grace period), and approves step-down when asked."""
+
+    def __init__(self) -> None:
+        from tests.support import steady_attendance
+
+        self.choose = steady_attendance
+
+    async def look(self, p: Patient, now: datetime) -> None:
+        """The week's sessions come with Monday's booking: look once a week (and after a
+        decision), as a case manager opens a patient's page."""
+        if p.status is None or p.seen_week != week_of(p.status, now):
+            status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
+            p.status = status
+            p.seen_week = week_of(status, now)
+
+    async def act(self, p: Patient, now: datetime) -> None:
+        status = p.status
+        assert status is not None
+        today = status.clock.day(now)
+        for s in status.sessions:
+            if s.session_id in p.reported or s.day > today or s.status == SessionStatus.cancelled:
+                continue
+            p.reported.add(s.session_id)
+            choice = self.choose(len(p.reported))
+            if choice == "none":
+                continue
+            p.reports += 1
+            await p.handle.execute_update(
+                PatientJourneyWorkflow.record_attendance,
+                AttendanceReport(
+                    case_manager_id=status.case_manager_id,
+                    session_id=s.session_id,
+                    status=choice,
+                ),
+            )
+        if awaits_step_down_approval(status) and (status.episode, status.week) not in p.asked:
+            p.asked.add((status.episode, status.week))
+            try:
+                await p.handle.execute_update(
+                    PatientJourneyWorkflow.review_progress,
+                    ProgressReview(
+                        case_manager_id=status.case_manager_id, decision="approve_step_down"
+                    ),
+                )
+            except WorkflowUpdateFailedError:
+                pass  # criteria not met yet: the journey extends a week and asks again
+            p.seen_week = None  # look again after the decision
+
+
+async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> dict[str, Any]:
+    from clinical.assessment import Enrolment
+    from tests.support import clinic, enrolment_data
+
+    async with clinic(env.client, workdir) as c:
+        with env.auto_time_skipping_disabled():
+            watch = Stopwatch()
+            handles = [
+                await c.enrol(Enrolment.model_validate(enrolment_data())) for _ in range(patients)
+            ]
+            cohort = [Patient(h, asyncio.create_task(h.result())) for h in handles]
+            manager = CaseManager()
+            start = await env.get_current_time()
+            steps = 0
+            while not all(p.result.done() for p in cohort):
+                now = await env.get_current_time()
+                active = [p for p in cohort if not p.result.done() and p.in_treatment]
+                await asyncio.gather(*(manager.look(p, now) for p in active))
+                await asyncio.gather(*(manager.act(p, now) for p in active))
+                anyone_in_treatment = any(p.in_treatment for p in cohort if not p.result.done())
+                await env.sleep(DAY if anyone_in_treatment else 7 * DAY)
+                steps += 1
+            seconds = watch.seconds()
+            outcomes = [p.result.result() for p in cohort]
+            virtual_days = (await env.get_current_time() - start) / DAY
+            trouble = await troubles(env, handles)
+    return {
+        "patients": patients,
+        "seconds": seconds,
+        "steps": steps,
+        "virtual_days": virtual_days,
+        "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
+        "reports": sum(p.reports for p in cohort),
+        "troubles": trouble,
+    }
+
+
+TROUBLE = (
+    "workflow_task_timed_out",
+    "workflow_task_failed",
+    "activity_task_timed_out",
+    "activity_task_failed",
+)
+
+
+async def troubles(
+    env: WorkflowEnvironment, handles: list[WorkflowHandle[Any, Any]]
+) -> dict[str, int]:
+    """Timeouts and failures anywhere in the cohort's histories (runs and children): a
+    clock stepped past work in flight would show here."""
+    from bench.patient_year import children_of
+    from tests.support import journey_histories
+
+    found: Counter[str] = Counter()
+    for handle in handles:
+        runs = await journey_histories(env.client, handle)
+        for history in [*runs, *await children_of(env.client, runs)]:
+            found.update(k for e in history.events if (k := kind(e)) in TROUBLE)
+    return dict(found)
