@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import statistics
-import tempfile
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from bench.common import Stopwatch, kind, time_skipping
+from bench.common import Stopwatch, kind
 from clinical.attendance import SessionStatus
 from clinical.journey import (
     AttendanceReport,
