@@ -20,7 +20,7 @@ from typing import Any
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from bench.common import Stopwatch, kind
+from bench.common import Stopwatch, kind, spread, time_skipping
 from clinical.attendance import SessionStatus
 from clinical.journey import (
     AttendanceReport,
@@ -168,3 +168,25 @@ async def troubles(
         for history in [*runs, *await children_of(env.client, runs)]:
             found.update(k for e in history.events if (k := kind(e)) in TROUBLE)
     return dict(found)
+
+
+async def run(sizes: list[int], repeat: int, scratch: Path) -> dict[str, Any]:
+    """Each size `repeat` times (sizes above 100 once: they take minutes), each on a fresh
+    time-skipping server. A patient's whole protocol (about 474 program days from intake to
+    the end of aftercare) counts as one patient-year, as in the architecture's target."""
+    figures: dict[str, Any] = {"sizes": {}, "target": "1,000 patient-years in 5 minutes"}
+    for n in sizes:
+        runs = []
+        for r in range(repeat if n <= 100 else 1):
+            workdir = scratch / f"cohort-{n}-{r}"
+            workdir.mkdir(parents=True)
+            async with time_skipping() as env:
+                result = await simulate(env, n, workdir)
+            result["patient_years_per_minute"] = n / (result["seconds"] / 60)
+            runs.append(result)
+        figures["sizes"][str(n)] = {
+            "patient_years_per_minute": spread([r["patient_years_per_minute"] for r in runs]),
+            "seconds": spread([r["seconds"] for r in runs]),
+            "runs": runs,
+        }
+    return figures

@@ -1,0 +1,153 @@
+"""The one table `python -m bench` prints: each benchmark's headline figures, the median of
+its runs with the spread (min-max), against the target where the issue names one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+Row = tuple[str, str, str, str, str]
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _median(figures: dict[str, Any], digits: int = 1, unit: str = "") -> tuple[str, str]:
+    """Median, and the spread of the runs (min-max) when there were several."""
+    median = _num(figures["median"], digits) + unit
+    if figures.get("runs", 1) < 2:
+        return median, "1 run"
+    return median, f"{_num(figures['min'], digits)}-{_num(figures['max'], digits)}{unit}"
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]met[/]" if ok else "[red]not met[/]"
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    """(benchmark, figure, median, spread, target) for each headline figure measured."""
+    out: list[Row] = []
+    b = results["benchmarks"]
+    if "overhead" in b:
+        o = b["overhead"]
+        n = f"{o['patients']} patients"
+        out.append(
+            (
+                "1 overhead",
+                f"CarePath, patients per CPU-second ({n})",
+                *_median(o["carepath_per_cpu_s"], 2),
+                "",
+            )
+        )
+        out.append(
+            (
+                "1 overhead",
+                "bare reference, patients per CPU-second",
+                *_median(o["bare_per_cpu_s"], 2),
+                "",
+            )
+        )
+        ratio = o["cost_ratio"]
+        out.append(
+            (
+                "1 overhead",
+                "cost ratio CarePath / bare (worker + server CPU)",
+                *_median(ratio, 2, "x"),
+                f"<= {o['target_ratio']}x {_verdict(ratio['median'] <= o['target_ratio'])}",
+            )
+        )
+    if "latency" in b:
+        lat = b["latency"]
+        active = f"{lat['active']} active"
+        for side in ("carepath", "bare"):
+            for p in ("p50", "p99"):
+                out.append(
+                    (
+                        "2 latency",
+                        f"{side} {p} update round trip ({active})",
+                        *_median(lat[f"{side}_{p}_ms"], 1, " ms"),
+                        "",
+                    )
+                )
+        ratio = lat["p99_ratio"]
+        target = lat["target_p99_ratio"]
+        out.append(
+            (
+                "2 latency",
+                "p99 ratio CarePath / bare",
+                *_median(ratio, 2, "x"),
+                f"<= {target}x {_verdict(ratio['median'] <= target)}",
+            )
+        )
+    if "cohort" in b:
+        for n, figures in b["cohort"]["sizes"].items():
+            rate = figures["patient_years_per_minute"]
+            target = "" if n != "1000" else (f">= 200/min {_verdict(rate['median'] >= 200)}")
+            out.append(
+                ("3 cohort", f"patient-years per minute, N = {n}", *_median(rate, 1), target)
+            )
+    if "patient_year" in b:
+        py = b["patient_year"]
+        s = py["summary"]
+        out.append(
+            (
+                "4 patient-year",
+                "history events (all runs and children)",
+                *_median(s["total_events"], 0),
+                "",
+            )
+        )
+        out.append(("4 patient-year", "workflow tasks", *_median(s["total_workflow_tasks"], 0), ""))
+        largest = s["largest_run"]
+        out.append(
+            (
+                "4 patient-year",
+                "largest single run (events)",
+                *_median(largest, 0),
+                f"<= 10,000 {_verdict(largest['max'] <= py['target_largest_run'])}",
+            )
+        )
+        for phase, figures in py["by_phase"].items():
+            out.append(
+                (
+                    "4 patient-year",
+                    f"  {phase}: events / workflow tasks",
+                    f"{_num(figures['events']['median'], 0)} / "
+                    f"{_num(figures['workflow_tasks']['median'], 0)}",
+                    "",
+                    "",
+                )
+            )
+    if "memory" in b:
+        for r in b["memory"]["readings"]:
+            if r["how"] == "idle worker":
+                continue
+            out.append(
+                (
+                    "5 memory",
+                    f"worker RSS, cache {r['cache']}, {r['journeys']} journeys ({r['how']})",
+                    f"{_num(r['rss_mib'])} MiB",
+                    f"peak {_num(r['peak_mib'])} MiB",
+                    "",
+                )
+            )
+    return out
+
+
+def table(results: dict[str, Any]) -> Table:
+    m = results["machine"]
+    t = Table(
+        "benchmark",
+        "figure",
+        "median",
+        "spread (min-max)",
+        "target",
+        title=f"CarePath benchmarks: {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"load {m['load_average_at_start'][0]} at start"
+        + (" (quick sizes)" if results.get("quick") else ""),
+    )
+    for row in rows(results):
+        t.add_row(*row)
+    return t
