@@ -118,7 +118,9 @@ def positive(value: str) -> int:
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    from starter import _OneLineErrors  # bad arguments: one line and exit code 2, as starter.py
+
+    parser = _OneLineErrors(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", type=parse_only, default=list(BENCHMARKS), metavar="NAMES")
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--repeat", type=positive, default=None, metavar="K")
@@ -146,12 +148,18 @@ async def main(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "parameters": {name: params[name] for name in args.only},
         "benchmarks": {},
+        "failed": {},
     }
     for name in args.only:
         say(f"{name} …")
         started = time.monotonic()
-        with scratch_dir(name) as scratch:
-            figures = await run_one(name, params[name], scratch)
+        try:
+            with scratch_dir(name) as scratch:
+                figures = await run_one(name, params[name], scratch)
+        except Exception as exc:  # one benchmark failing must not lose the others' figures
+            results["failed"][name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            say(f"{name} failed: {results['failed'][name]}")
+            continue
         figures["wall_seconds"] = time.monotonic() - started
         results["benchmarks"][name] = figures
         say(f"{name} done in {figures['wall_seconds']:.0f} s")
@@ -177,7 +185,9 @@ def cli(argv: list[str] | None = None) -> int:
     path = write(results, args.results)
     console.print(table(results))
     console.print(f"figures: {path} (and {path.parent / 'latest.json'})")
-    return 0
+    for name, error in results["failed"].items():
+        console.print(f"[red]{name} failed[/]: {error}")
+    return 1 if results["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -132,10 +132,24 @@ async def dev_server(workdir: Path) -> AsyncIterator[tuple[EmbeddedServer, Clien
     server = EmbeddedServer(data_dir=workdir / "server", port=free_port(), ui=False)
     server.start()
     try:
-        client = await Client.connect(server.address, data_converter=converter(workdir))
+        client = await _connect(server.address, converter(workdir))
         yield server, client
     finally:
         server.stop()
+
+
+async def _connect(address: str, data_converter: Any, within: float = 30.0) -> Client:
+    """The port opens a moment before the frontend answers ("not healthy yet")."""
+    import asyncio
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await Client.connect(address, data_converter=data_converter)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def converter(workdir: Path) -> Any:

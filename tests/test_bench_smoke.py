@@ -1,0 +1,172 @@
+"""The benchmark harness's pure parts: its statistics, the bare reference's script read from
+a journey's history, the table, the JSON it writes and its arguments. Nothing here times
+anything: benchmarks are not tests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.history.v1 import (
+    ActivityTaskScheduledEventAttributes,
+    HistoryEvent,
+    TimerStartedEventAttributes,
+    WorkflowExecutionContinuedAsNewEventAttributes,
+    WorkflowExecutionUpdateAcceptedEventAttributes,
+    WorkflowTaskCompletedEventAttributes,
+)
+from temporalio.client import WorkflowHistory
+
+from bench.__main__ import arguments, write
+from bench.bare import BareStep, counts, script_of
+from bench.common import latency_summary, percentile, spread
+from bench.table import rows
+
+
+def test_percentiles_interpolate_between_ranks():
+    assert percentile([4, 1, 3, 2], 50) == 2.5
+    assert percentile([7], 99) == 7
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_spread_is_the_median_of_runs_with_range_and_quartiles():
+    assert spread([3.0, 1.0, 2.0]) == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "q1": 1.5,
+        "q3": 2.5,
+        "runs": 3,
+    }
+
+
+def test_latency_summary_is_in_milliseconds():
+    summary = latency_summary([0.010] * 98 + [0.020, 0.500])
+    assert summary["p50_ms"] == pytest.approx(10.0)
+    assert summary["max_ms"] == pytest.approx(500.0)
+    assert summary["samples"] == 100
+    assert 10.0 < summary["p99_ms"] < 500.0
+
+
+def _event(event_id: int, **attributes: object) -> HistoryEvent:
+    return HistoryEvent(event_id=event_id, **attributes)  # type: ignore[arg-type]
+
+
+def test_bare_script_repeats_what_the_journey_did():
+    """Activities scheduled by one workflow task run together; timers keep their duration;
+    updates are counted; each run but the last ends in continue-as-new."""
+    done = WorkflowTaskCompletedEventAttributes()
+    first = WorkflowHistory(
+        "journey-P-1",
+        [
+            _event(4, workflow_task_completed_event_attributes=done),
+            _event(
+                5,
+                activity_task_scheduled_event_attributes=ActivityTaskScheduledEventAttributes(
+                    workflow_task_completed_event_id=4
+                ),
+            ),
+            _event(
+                6,
+                activity_task_scheduled_event_attributes=ActivityTaskScheduledEventAttributes(
+                    workflow_task_completed_event_id=4
+                ),
+            ),
+            _event(
+                10,
+                timer_started_event_attributes=TimerStartedEventAttributes(
+                    start_to_fire_timeout=Duration(seconds=90)
+                ),
+            ),
+            _event(
+                14,
+                activity_task_scheduled_event_attributes=ActivityTaskScheduledEventAttributes(
+                    workflow_task_completed_event_id=13
+                ),
+            ),
+            _event(
+                20,
+                workflow_execution_continued_as_new_event_attributes=(
+                    WorkflowExecutionContinuedAsNewEventAttributes()
+                ),
+            ),
+        ],
+    )
+    second = WorkflowHistory(
+        "journey-P-1",
+        [
+            _event(
+                5,
+                workflow_execution_update_accepted_event_attributes=(
+                    WorkflowExecutionUpdateAcceptedEventAttributes()
+                ),
+            )
+        ],
+    )
+    script = script_of([first, second])
+    assert script.runs == [
+        [BareStep(activities=2), BareStep(timer_seconds=90.0), BareStep(activities=1)],
+        [],
+    ]
+    assert script.updates == 1
+    tally = counts([first, second])
+    assert (tally["activities"], tally["timers"], tally["updates"]) == (3, 1, 1)
+    assert (tally["continued_as_new"], tally["runs"], tally["events"]) == (1, 2, 7)
+
+
+def _results(ratio: float, largest: int) -> dict[str, object]:
+    one = {"median": ratio, "min": ratio, "max": ratio, "runs": 1}
+    return {
+        "machine": {"cores": 2, "memory_gib": 8.0, "load_average_at_start": [0.5, 0.5, 0.5]},
+        "benchmarks": {
+            "overhead": {
+                "patients": 10,
+                "carepath_per_cpu_s": {"median": 4.0, "min": 3.5, "max": 4.5, "runs": 3},
+                "bare_per_cpu_s": one | {"median": 4.0 * ratio},
+                "cost_ratio": one,
+                "target_ratio": 1.3,
+            },
+            "patient_year": {
+                "summary": {
+                    key: {"median": largest, "min": largest, "max": largest, "runs": 1}
+                    for key in ("total_events", "total_workflow_tasks", "largest_run")
+                },
+                "by_phase": {},
+                "target_largest_run": 10_000,
+            },
+        },
+    }
+
+
+def test_the_table_reports_each_figure_against_its_target():
+    met = {row[1]: row for row in rows(_results(ratio=1.2, largest=400))}
+    ratio_row = met["cost ratio CarePath / bare (worker + server CPU)"]
+    assert ratio_row[2] == "1.20x" and "met" in ratio_row[4] and "not met" not in ratio_row[4]
+    assert met["CarePath, patients per CPU-second (10 patients)"][3] == "3.50-4.50"
+    largest = met["largest single run (events)"]
+    assert largest[2] == "400" and "not met" not in largest[4]
+
+    missed = {row[1]: row for row in rows(_results(ratio=1.6, largest=12_000))}
+    assert "not met" in missed["cost ratio CarePath / bare (worker + server CPU)"][4]
+    assert "not met" in missed["largest single run (events)"][4]
+
+
+def test_results_are_written_with_a_latest_copy(tmp_path):
+    path = write({"benchmarks": {"x": 1}}, tmp_path)
+    assert json.loads(path.read_text()) == {"benchmarks": {"x": 1}}
+    assert (tmp_path / "latest.json").read_text() == path.read_text()
+
+
+def test_arguments_are_checked_in_one_line(capsys):
+    args = arguments(["--only", "latency,memory", "--quick", "--repeat", "2"])
+    assert (args.only, args.quick, args.repeat) == (["latency", "memory"], True, 2)
+    for bad in (["--only", "speed"], ["--repeat", "0"], ["--cohort-sizes", "10,x"]):
+        with pytest.raises(SystemExit) as exit_:
+            arguments(bad)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1
+        assert bad[1] in err
