@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
@@ -162,6 +162,7 @@ async def serve() -> int:
     (same executor, concurrency, cache, converter): `python -m bench.bare`."""
     import signal
 
+    from activities.care_operations import CareOperations
     from infra.logging import configure_logging
     from infra.settings import load_settings
     from infra.temporal import connect
@@ -174,7 +175,9 @@ async def serve() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     client = await connect(settings)
-    async with running_worker(client, settings, BareOperations(), workflows=[BareJourney]):
+    # running_worker only asks its operations for their activities (`all()`).
+    operations = cast("CareOperations", BareOperations())
+    async with running_worker(client, settings, operations, workflows=[BareJourney]):
         await stop.wait()
     return 0
 

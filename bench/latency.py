@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -90,7 +91,9 @@ async def carepath_side(
         env = worker_env(server, workdir, programs, TASK_QUEUE)
         async with worker_process(client, env) as worker:
             caseload = [enrolment("default-iop") for _ in range(active - measured)]
-            await _bounded([lambda e=e: start_journey(client, settings, e) for e in caseload])
+            await _bounded(
+                [functools.partial(start_journey, client, settings, e) for e in caseload]
+            )
             await quiet(worker.pid)
             started = await _bounded(
                 [lambda: start_journey(client, settings, enrolment(PROGRAM))] * measured

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ async def _open_each(client: Client, workflow_ids: list[str]) -> None:
     async def look(workflow_id: str) -> None:
         await client.get_workflow_handle(workflow_id).query(PatientJourneyWorkflow.status)
 
-    await _bounded([lambda w=w: look(w) for w in workflow_ids], at_once=8)
+    await _bounded([functools.partial(look, w) for w in workflow_ids], at_once=8)
 
 
 def _mib(kib: dict[str, int]) -> dict[str, float]:
@@ -61,7 +62,7 @@ async def run(counts: list[int], caches: list[int], scratch: Path) -> dict[str, 
                     Enrolment.model_validate(enrolment_data()) for _ in range(count - len(ids))
                 ]
                 started = await _bounded(
-                    [lambda e=e: start_journey(client, settings, e) for e in caseload]
+                    [functools.partial(start_journey, client, settings, e) for e in caseload]
                 )
                 ids += [h.id for h in started]
                 await quiet(worker.pid)

@@ -259,7 +259,7 @@ async def bare_side(carepath: Side, per_second: float, workdir: Path) -> Side:
 async def run(
     patients: int, repeat: int, per_second: float, seconds_per_day: float, scratch: Path
 ) -> dict[str, Any]:
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for r in range(repeat):
         carepath = await carepath_side(
             patients, per_second, seconds_per_day, scratch / f"carepath-{r}"
