@@ -174,7 +174,7 @@ def cli(argv: list[str] | None = None) -> int:
     from infra.logging import configure_logging
 
     args = arguments(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     configure_logging("console", "warning")
     raise_on_sigterm()
     try:
