@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import os
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +23,18 @@ from typing import Any
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from bench.common import Stopwatch, kind, spread, time_skipping
+from bench.common import (
+    Stopwatch,
+    cpu_seconds,
+    kind,
+    program_dir,
+    spread,
+    time_skipping,
+    worker_env,
+    worker_process,
+)
+from bench.latency import _bounded, quiet
+from bench.overhead import TASK_QUEUE
 from clinical.attendance import SessionStatus
 from clinical.journey import (
     AttendanceReport,
@@ -30,6 +44,7 @@ from clinical.journey import (
     awaits_step_down_approval,
 )
 from clinical.phases import Phase
+from infra.settings import load_settings
 from workflows.patient_journey import PatientJourneyWorkflow
 
 DAY = timedelta(days=1)
@@ -110,15 +125,32 @@ class CaseManager:
 
 
 async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> dict[str, Any]:
+    """The cohort, with `worker.py` in its own process (as in production), so the
+    simulated case managers' work is not done under the worker's interpreter lock."""
     from clinical.assessment import Enrolment
-    from tests.support import clinic, enrolment_data
+    from starter import start_journey
+    from tests.support import TEST_KEYS_FILE, enrolment_data
 
-    async with clinic(env.client, workdir) as c:
+    programs = program_dir(workdir / "programs")
+    settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)
+    address = env.client.service_client.config.target_host
+    variables = worker_env(
+        address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
+    )
+    server = _child_named("temporal-test-server")
+    async with worker_process(env.client, variables) as worker:
+        await quiet(worker.pid)  # connected and idle: its start-up is not the cohort's time
         with env.auto_time_skipping_disabled():
+            cpu_before = _cpu(worker.pid, server)
             watch = Stopwatch()
-            handles = [
-                await c.enrol(Enrolment.model_validate(enrolment_data())) for _ in range(patients)
-            ]
+            handles = await _bounded(
+                [
+                    functools.partial(
+                        start_journey, env.client, settings, Enrolment.model_validate(data)
+                    )
+                    for data in (enrolment_data() for _ in range(patients))
+                ]
+            )
             cohort = [Patient(h, asyncio.create_task(h.result())) for h in handles]
             manager = CaseManager()
             start = await env.get_current_time()
@@ -132,6 +164,7 @@ async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> di
                 await env.sleep(DAY if anyone_in_treatment else 7 * DAY)
                 steps += 1
             seconds = watch.seconds()
+            cpu_after = _cpu(worker.pid, server)
             outcomes = [p.result.result() for p in cohort]
             virtual_days = (await env.get_current_time() - start) / DAY
             trouble = await troubles(env, handles)
@@ -143,6 +176,29 @@ async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> di
         "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
         "reports": sum(p.reports for p in cohort),
         "troubles": trouble,
+        "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
+    }
+
+
+def _child_named(name: str) -> int | None:
+    """The PID of a child process of ours running `name` (the time-skipping server)."""
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if name in Path(f"/proc/{pid}/cmdline").read_text():
+                    return int(pid)
+            except OSError:
+                continue
+    return None
+
+
+def _cpu(worker: int, server: int | None) -> dict[str, float]:
+    """CPU seconds so far: the worker process, the time-skipping server, and this process
+    (the simulated case managers and the client)."""
+    return {
+        "worker": cpu_seconds(worker),
+        "server": cpu_seconds(server) if server is not None else 0.0,
+        "driver": time.process_time(),
     }
 
 

@@ -243,13 +243,14 @@ class WorkerProcess:
 
 
 def worker_env(
-    server: EmbeddedServer, data_dir: Path, programs: Path, task_queue: str, **extra: str
+    server: EmbeddedServer | str, data_dir: Path, programs: Path, task_queue: str, **extra: str
 ) -> dict[str, str]:
-    """The production worker's settings, pointed at this run's server, store and keys."""
+    """The production worker's settings, pointed at this run's server (or address), store
+    and keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREPATH_", "TEMPORAL_"))}
     env.update(
         {
-            "TEMPORAL_ADDRESS": server.address,
+            "TEMPORAL_ADDRESS": server if isinstance(server, str) else server.address,
             "CAREPATH_DATA_DIR": str(data_dir),
             "CAREPATH_KEYS_FILE": str(data_dir / "keys.json"),
             "CAREPATH_PROGRAMS_DIR": str(programs),
@@ -302,21 +303,29 @@ async def worker_process(
 
 
 async def _polling(client: Client, task_queue: str) -> bool:
+    """Whether a worker polls both of the queue's kinds; where the server cannot say (the
+    time-skipping server), a worker that has connected will: the server holds the tasks."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.service import RPCError, RPCStatusCode
 
     for queue_type in (
         TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
     ):
-        described = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=task_queue),
-                task_queue_type=queue_type,
+        try:
+            described = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=queue_type,
+                )
             )
-        )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.UNIMPLEMENTED:
+                return True
+            raise
         if not described.pollers:
             return False
     return True

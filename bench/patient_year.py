@@ -50,6 +50,15 @@ def by_kind(histories: list[WorkflowHistory]) -> Counter[str]:
     return Counter(kind(e) for h in histories for e in h.events)
 
 
+def activity_types(histories: list[WorkflowHistory]) -> Counter[str]:
+    return Counter(
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for h in histories
+        for e in h.events
+        if kind(e) == "activity_task_scheduled"
+    )
+
+
 async def one_year(needs: list[str], workdir: Path) -> dict[str, Any]:
     from clinical.assessment import Enrolment
     from tests.support import (
@@ -97,6 +106,7 @@ async def one_year(needs: list[str], workdir: Path) -> dict[str, Any]:
         "total_workflow_tasks": sum(workflow_tasks(r) for r in [*runs, *all_children]),
         "largest_run": max(len(r.events) for r in [*runs, *all_children]),
         "kinds": dict(by_kind([*runs, *all_children]).most_common()),
+        "activities": dict(activity_types([*runs, *all_children]).most_common()),
     }
 
 

@@ -37,7 +37,8 @@ from workflows.visibility import ALL_KEYS
 PROGRAMS = PROJECT_ROOT / "programs"
 # A committed test key ring (two keys: a rotation) so tests, recorded histories and the
 # replay gate run with the production codec.
-TEST_KEYS = KeyRing.load(Path(__file__).parent / "test-keys.json")
+TEST_KEYS_FILE = Path(__file__).parent / "test-keys.json"
+TEST_KEYS = KeyRing.load(TEST_KEYS_FILE)
 
 
 def enrolment_data(**assessment_overrides: Any) -> dict[str, Any]:
