@@ -33,7 +33,7 @@ from bench.common import (
     worker_env,
     worker_process,
 )
-from bench.latency import _bounded, quiet
+from bench.latency import _bounded
 from bench.overhead import TASK_QUEUE
 from clinical.attendance import SessionStatus
 from clinical.journey import (
@@ -139,7 +139,6 @@ async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> di
     )
     server = _child_named("temporal-test-server")
     async with worker_process(env.client, variables) as worker:
-        await quiet(worker.pid)  # connected and idle: its start-up is not the cohort's time
         with env.auto_time_skipping_disabled():
             cpu_before = _cpu(worker.pid, server)
             watch = Stopwatch()

@@ -242,6 +242,20 @@ class WorkerProcess:
         return figures
 
 
+async def quiet(pid: int, idle_share: float = 0.03, within: float = 900.0) -> None:
+    """Wait until a process has been (nearly) idle for a second: a worker has started, or a
+    caseload has settled on its timers."""
+    import asyncio
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(1.0)
+        if cpu_seconds(pid) - before < idle_share:
+            return
+    raise TimeoutError(f"process {pid} still busy after {within:.0f} s")
+
+
 def worker_env(
     server: EmbeddedServer | str, data_dir: Path, programs: Path, task_queue: str, **extra: str
 ) -> dict[str, str]:
@@ -270,8 +284,9 @@ async def worker_process(
     client: Client, env: dict[str, str], bare: bool = False
 ) -> AsyncIterator[WorkerProcess]:
     """`worker.py` (or the bare reference's worker, identically configured) in its own
-    process, so its CPU and memory are its own. Ready once it polls the task queue; stopped
-    by its PID (SIGTERM, then SIGKILL) whatever happens."""
+    process, so its CPU and memory are its own. Ready once the task queue has pollers and
+    the process has gone idle (a server remembers an earlier worker's pollers for a while);
+    stopped by its PID (SIGTERM, then SIGKILL) whatever happens."""
     import asyncio
     import subprocess
     import sys
@@ -292,6 +307,7 @@ async def worker_process(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the worker did not poll within 60 s; see {log}")
             await asyncio.sleep(0.1)
+        await quiet(proc.pid)
         yield WorkerProcess(pid=proc.pid, task_queue=task_queue, log=log)
     finally:
         proc.send_signal(signal.SIGTERM)

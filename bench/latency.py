@@ -23,10 +23,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.bare import BareJourney, BareScript, BareStep
 from bench.common import (
-    cpu_seconds,
     dev_server,
     latency_summary,
     program_dir,
+    quiet,
     spread,
     worker_env,
     worker_process,
@@ -38,18 +38,6 @@ from infra.settings import load_settings
 from workflows.patient_journey import PatientJourneyWorkflow
 
 Send = Callable[[], Awaitable[Any]]
-
-
-async def quiet(pid: int, idle_share: float = 0.03, within: float = 900.0) -> None:
-    """Wait until a process has been (nearly) idle for a second: the caseload has settled
-    on its timers."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
-        await asyncio.sleep(1.0)
-        if cpu_seconds(pid) - before < idle_share:
-            return
-    raise TimeoutError(f"process {pid} still busy after {within:.0f} s")
 
 
 async def _bounded(starts: list[Send], at_once: int = 25) -> list[Any]:

@@ -19,8 +19,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from bench.common import dev_server, program_dir, worker_env, worker_process
-from bench.latency import _bounded, quiet
+from bench.common import dev_server, program_dir, quiet, worker_env, worker_process
+from bench.latency import _bounded
 from bench.overhead import TASK_QUEUE
 from clinical.assessment import Enrolment
 from infra.settings import load_settings
