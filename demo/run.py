@@ -18,6 +18,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
@@ -139,7 +140,14 @@ async def close_the_loop(
     and the case manager cancels), and the partner answers within days (or stays silent,
     and the service levels run)."""
     referral = client.get_workflow_handle(workflow_id)
-    status: ReferralStatus = await referral.query(ReferralWorkflow.status)
+    try:
+        status: ReferralStatus = await referral.query(ReferralWorkflow.status)
+    except RPCError as exc:
+        # The journey lists a referral as it starts the referral's workflow; on a busy
+        # server the start lands a moment later. Look again at the next round.
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return
+        raise
     try:
         if status.stage == ReferralStage.awaiting_consent:
             if rng.random() < 0.8:
