@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.care_operations import CareOperations
+from activities.referral_launch import ReferralLauncher
 from activities.telephony import SimulatedTelephony
 from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
@@ -39,7 +40,8 @@ async def running_worker(
     client: Client, settings: Settings, operations: CareOperations, **overrides: object
 ) -> AsyncIterator[Worker]:
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, operations.all(), executor, **overrides)
+        activities = operations.all() + ReferralLauncher(client).all()
+        worker = build_worker(client, settings, activities, executor, **overrides)
         async with worker:
             yield worker
 

@@ -20,7 +20,7 @@ from clinical.referrals import (
     ReferralStatus,
 )
 from infra.store import audit_events, partner_ledger, referrals, tasks
-from tests.support import Clinic, clinic, drive_journey, enrolment_data
+from tests.support import Clinic, clinic, drive_journey, enrolment_data, journey_histories
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -198,3 +198,32 @@ async def test_no_consent_asks_for_it_and_sends_once_given(
     started = [e for e in history.events if e.HasField("activity_task_started_event_attributes")]
     assert len(scheduled) == 2
     assert all(e.activity_task_started_event_attributes.attempt == 1 for e in started)
+
+
+async def test_a_referral_closing_after_the_journey_moved_on_and_the_journey_to_its_end(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    """A referral started at intake expires at its service level (day 90), long after the
+    journey run that asked for it continued as new; the journey hears it and goes on to the
+    end of aftercare. (As a child of that closed run, the time-skipping server could not
+    finish it: temporalio/sdk-java#1540.)"""
+    enrolment = with_needs(["employment"], consented=["employment"])
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await until_referral(env, c, handle, "employment", ReferralStage.sent)
+            expired, _ = await drive_journey(
+                env, handle, until=lambda s: s.referrals[0].outcome is not None
+            )
+            final, _ = await drive_journey(env, handle)
+        runs = await journey_histories(c.client, handle)
+        first_run_closed = runs[0].events[-1].event_time.ToDatetime()
+        (row,) = c.store.rows(referrals, patient_id=pid)
+
+    # The run that asked for the referral had closed (continued as new) before it expired.
+    assert expired.phase != "intake" and len(runs) >= 4
+    assert first_run_closed < row["closed_at"].replace(tzinfo=None)
+    assert [(r.need, r.outcome) for r in final.referrals] == [(SocialNeed.employment, "expired")]
+    assert row["outcome"] == "expired"
+    assert final.phase == "completed"

@@ -27,10 +27,12 @@ with workflow.unsafe.imports_passed_through():
         ConsentRecord,
         IntakeRecord,
         PhaseChangeRecord,
+        ReferralLaunch,
         SessionBooking,
         TaskCompletion,
         TaskResolution,
     )
+    from activities.referral_launch import ReferralLauncher
     from clinical.aftercare import (
         CallOutcome,
         FollowUp,
@@ -89,6 +91,7 @@ with workflow.unsafe.imports_passed_through():
         new_referral,
         next_contact_day,
         reassess,
+        referral_opened,
         relapse_found_by_call,
         session_reminders,
         start_journey,
@@ -672,24 +675,39 @@ class PatientJourneyWorkflow:
     async def _start_referral(self, need: SocialNeed, by: str) -> ReferralRef:
         st = self._state
         ref = new_referral(st, need, by)
-        await workflow.start_child_workflow(
-            ReferralWorkflow.run,
-            ReferralInput(
-                referral_id=ref.referral_id,
-                patient_id=st.patient_id,
-                case_manager_id=st.case_manager_id,
-                need=need,
-                journey_workflow_id=workflow.info().workflow_id,
-                service_levels=st.protocol.referrals,
-                seconds_per_day=st.protocol.clock.seconds_per_day,
-                requested_by=by,
-                tasks=st.protocol.tasks,
-            ),
-            id=ref.workflow_id,
-            # The referral outlives this run (continue-as-new) and even the journey.
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            static_summary=f"{need.value} referral",
+        referral = ReferralInput(
+            referral_id=ref.referral_id,
+            patient_id=st.patient_id,
+            case_manager_id=st.case_manager_id,
+            need=need,
+            journey_workflow_id=workflow.info().workflow_id,
+            service_levels=st.protocol.referrals,
+            seconds_per_day=st.protocol.clock.seconds_per_day,
+            requested_by=by,
+            tasks=st.protocol.tasks,
         )
+        # The referral outlives this run (continue-as-new) and even the journey: a workflow
+        # of its own, not a child of a run that will close (see activities/referral_launch).
+        if workflow.patched("referrals-own-workflows"):
+            await workflow.execute_activity_method(
+                ReferralLauncher.start_referral_loop,
+                ReferralLaunch(
+                    workflow_id=ref.workflow_id,
+                    task_queue=workflow.info().task_queue,
+                    referral=referral,
+                ),
+                start_to_close_timeout=STORE_TIMEOUT,
+                retry_policy=STORE_RETRY,
+            )
+        else:
+            await workflow.start_child_workflow(
+                ReferralWorkflow.run,
+                referral,
+                id=ref.workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"{need.value} referral",
+            )
+        referral_opened(st, ref)
         return ref
 
     def _resolve_tasks(self, kind: str, by: str) -> None:
