@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment, SocialNeed
@@ -227,3 +228,53 @@ async def test_a_referral_closing_after_the_journey_moved_on_and_the_journey_to_
     assert [(r.need, r.outcome) for r in final.referrals] == [(SocialNeed.employment, "expired")]
     assert row["outcome"] == "expired"
     assert final.phase == "completed"
+
+
+async def test_starting_a_referral_loop_twice_starts_it_once(env: WorkflowEnvironment) -> None:
+    """A retried start finds its own referral and does nothing; a start that would stand on
+    another open referral for the need is refused, not retried."""
+    from activities.records import ReferralLaunch
+    from activities.referral_launch import ReferralLauncher
+    from clinical.protocol import ReferralConfig
+    from clinical.referrals import ReferralInput
+
+    pid = enrolment_data()["patient_id"]
+    workflow_id = referral_workflow_id(pid, "legal")
+
+    def launch(referral_id: str) -> ReferralLaunch:
+        return ReferralLaunch(
+            workflow_id=workflow_id,
+            task_queue="no-worker-here",  # nothing runs it: only its start is under test
+            referral=ReferralInput(
+                referral_id=referral_id,
+                patient_id=pid,
+                case_manager_id="CM-01",
+                need=SocialNeed.legal,
+                journey_workflow_id=f"journey-{pid}",
+                service_levels=ReferralConfig(),
+                seconds_per_day=86400,
+                requested_by="CM-01",
+            ),
+        )
+
+    launcher = ReferralLauncher(env.client)
+    handle = env.client.get_workflow_handle(workflow_id)
+
+    async def run_id() -> str | None:
+        return (await handle.describe()).run_id
+
+    await launcher.start_referral_loop(launch("REF-legal-1"))
+    first = await run_id()
+    await launcher.start_referral_loop(launch("REF-legal-1"))  # a retry, loop running
+    with pytest.raises(ApplicationError) as refused:
+        await launcher.start_referral_loop(launch("REF-legal-2"))
+    await handle.terminate("closed quickly")
+    await launcher.start_referral_loop(launch("REF-legal-1"))  # a late retry, loop closed
+    after_late_retry = await run_id()
+    await launcher.start_referral_loop(launch("REF-legal-2"))  # the next referral for it
+    second = await run_id()
+    await handle.terminate("test over")
+
+    assert after_late_retry == first
+    assert refused.value.non_retryable and "legal referral is still open" in str(refused.value)
+    assert second != first
