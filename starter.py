@@ -114,12 +114,12 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("encryption is off (CAREPATH_ENCRYPTION=off): nothing to decode")
     codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
     token = load_or_create_token(settings.codec_token_file)
-    ui_origin = f"http://127.0.0.1:{settings.ui_port}"
+    ui_origin = settings.ui_origin
     try:
-        server = CodecServer(codec, token, settings.codec_port, ui_origin)
+        server = CodecServer(codec, token, settings.codec_port, ui_origin, settings.codec_host)
     except OSError as exc:
         raise CliError(
-            f"cannot listen on 127.0.0.1:{settings.codec_port}: {exc.strerror}"
+            f"cannot listen on {settings.codec_host}:{settings.codec_port}: {exc.strerror}"
         ) from None
     console.print(f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it)")
     try:
@@ -132,6 +132,8 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
 async def client_for(settings: Settings) -> Client:
     try:
         return await connect(settings)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0]
         raise CliError(

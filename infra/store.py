@@ -489,6 +489,39 @@ class CareStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    def census(self) -> dict[str, dict[str, int]]:
+        """What the clinic looks like now, in counts with no patient in them: patients by
+        phase, aftercare check-ins by the outcome of their latest call attempt, open tasks
+        by kind."""
+        latest = (
+            select(
+                follow_up_calls.c.patient_id,
+                follow_up_calls.c.call_id,
+                func.max(follow_up_calls.c.attempt).label("attempt"),
+            )
+            .group_by(follow_up_calls.c.patient_id, follow_up_calls.c.call_id)
+            .subquery()
+        )
+        queries = {
+            "patients": select(patients.c.phase, func.count()).group_by(patients.c.phase),
+            "check_ins": select(follow_up_calls.c.outcome, func.count())
+            .join(
+                latest,
+                (follow_up_calls.c.patient_id == latest.c.patient_id)
+                & (follow_up_calls.c.call_id == latest.c.call_id)
+                & (follow_up_calls.c.attempt == latest.c.attempt),
+            )
+            .group_by(follow_up_calls.c.outcome),
+            "open_tasks": select(tasks.c.kind, func.count())
+            .where(tasks.c.status == "open")
+            .group_by(tasks.c.kind),
+        }
+        with self.engine.connect() as conn:
+            return {
+                name: {str(label): int(n) for label, n in conn.execute(query)}
+                for name, query in queries.items()
+            }
+
     def duplicate_counts(self) -> dict[str, int]:
         """Rows sharing an idempotency key or business key, per table (should all be 0)."""
         business_keys: dict[str, tuple[str, ...]] = {
