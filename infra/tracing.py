@@ -24,7 +24,9 @@ def tracing_interceptors(settings: Settings) -> list[Any]:
         from temporalio.contrib.opentelemetry import TracingInterceptor
     except ImportError:
         raise SettingsError(NOT_INSTALLED) from None
-    return [TracingInterceptor()]
+    # Journeys are started by the CLI, whose client is not traced: without this, a workflow
+    # makes spans only under a client's span.
+    return [TracingInterceptor(always_create_workflow_spans=True)]
 
 
 def start_exporting(service_name: str = "carepath-worker") -> Any:
