@@ -65,7 +65,7 @@ from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from clinical.referrals import PartnerAnswer, PartnerReport
-from infra.codec import EncryptionCodec, KeyRing
+from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.codec_server import CodecServer, load_or_create_token
 from infra.embedded_server import EmbeddedServer
 from infra.history import journey_story
@@ -126,6 +126,17 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
         server.httpd.serve_forever()
     finally:
         server.httpd.server_close()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Make the payload key file (CAREPATH_KEYS_FILE) if there is none; name its active key
+    (never the key itself)."""
+    try:
+        ring = KeyRing.load_or_create(settings.key_file)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"{settings.key_file}: active key {ring.active} of {len(ring.keys)}")
     return 0
 
 
@@ -812,6 +823,7 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("--case-manager", required=True)
 
     sub.add_parser("codec-server", help="let the Web UI open sealed payloads (operators)")
+    sub.add_parser("keys", help="make the payload key file if there is none (operators)")
 
     hs = sub.add_parser("history", help="a patient's whole journey as a timeline (operators)")
     hs.add_argument("patient")
@@ -870,6 +882,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "check-ins": cmd_check_ins,
     "alumni": cmd_alumni,
     "codec-server": cmd_codec_server,
+    "keys": cmd_keys,
     "history": cmd_history,
     "status": cmd_status,
     "list": cmd_list,

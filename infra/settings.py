@@ -71,8 +71,9 @@ class Settings:
         return f"127.0.0.1:{self.server_port}"
 
 
-def load_settings() -> Settings:
-    env = os.environ
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (the process environment unless given)."""
+    env = os.environ if env is None else env
     data_dir = Path(env.get("CAREPATH_DATA_DIR", PROJECT_ROOT / "data")).resolve()
     return Settings(
         data_dir=data_dir,

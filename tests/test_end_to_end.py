@@ -398,6 +398,23 @@ def test_the_worker_serves_prometheus_metrics(deployment: Deployment) -> None:
     assert sum(latencies) >= 10
     assert any(m == "temporal_workflow_task_execution_latency_count" for m, _ in samples)
 
+    # The container's health check reads the same endpoint.
+    def health(address: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra.healthcheck"],
+            env={**d.env, "CAREPATH_METRICS_ADDRESS": address},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=PROJECT_ROOT,
+        )
+
+    ok = health(d.env["CAREPATH_METRICS_ADDRESS"].replace("127.0.0.1", "0.0.0.0"))
+    assert (ok.returncode, ok.stdout.strip()) == (0, "healthy"), ok.stderr
+    down = health(f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and "does not answer" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+
 
 def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> None:
     """After the module's journeys (a file enrolment and the demo cohort): the Temporal
