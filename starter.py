@@ -112,7 +112,10 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the codec for the Web UI until Ctrl-C."""
     if not settings.encryption:
         raise CliError("encryption is off (CAREPATH_ENCRYPTION=off): nothing to decode")
-    codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
+    try:
+        codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
     token = load_or_create_token(settings.codec_token_file)
     ui_origin = settings.ui_origin
     try:
