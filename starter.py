@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -71,7 +72,7 @@ from infra.embedded_server import EmbeddedServer
 from infra.history import journey_story
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
-from infra.store import CareStore
+from infra.store import CareStore, store_unreachable
 from infra.temporal import connect
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -913,6 +914,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except OperationalError as exc:
+        print(f"error: {store_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
@@ -20,7 +21,7 @@ from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
 from infra.metrics import ClinicGauges, metrics_runtime
 from infra.settings import Settings, SettingsError, load_settings
-from infra.store import CareStore
+from infra.store import CareStore, store_unreachable
 from infra.temporal import build_worker, connect, connect_config
 from infra.tracing import start_exporting
 
@@ -80,7 +81,11 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    operations = build_care_operations(settings)
+    try:
+        operations = build_care_operations(settings)
+    except OperationalError as exc:  # restarted by its supervisor; says why in one line
+        print(f"error: {store_unreachable(exc)}", file=sys.stderr)
+        return 4
     client = await connect_with_patience(settings, stop, runtime)
     if client is None:
         return 0

@@ -594,5 +594,11 @@ def _migration_2(conn: Connection) -> None:
 _MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
+def store_unreachable(exc: Exception) -> str:
+    """One line for a database that does not answer (the URL, with its password, left out)."""
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return f"the care-operations store does not answer ({reason[0] if reason else 'no reason'})"
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)

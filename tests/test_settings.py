@@ -177,3 +177,25 @@ def test_worker_and_cli_exit_2_with_one_line(tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith(f"error: {name}"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_store_that_does_not_answer_is_one_line_without_its_password(tmp_path: Path) -> None:
+    from infra.embedded_server import free_port
+
+    env = {
+        **os.environ,
+        "CAREPATH_DATA_DIR": str(tmp_path),
+        "CAREPATH_DATABASE_URL": f"postgresql+psycopg://carepath:s3cret@127.0.0.1:{free_port()}/cp",
+    }
+    for args in (["worker.py"], ["starter.py", "tasks"]):
+        result = subprocess.run(
+            [sys.executable, *args],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 4, (args, result.stderr)
+        assert result.stderr.startswith("error: the care-operations store does not answer")
+        assert len(result.stderr.strip().splitlines()) == 1 and "s3cret" not in result.stderr
