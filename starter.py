@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -65,13 +66,13 @@ from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from clinical.referrals import PartnerAnswer, PartnerReport
-from infra.codec import EncryptionCodec, KeyRing
+from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.codec_server import CodecServer, load_or_create_token
 from infra.embedded_server import EmbeddedServer
 from infra.history import journey_story
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
-from infra.store import CareStore
+from infra.store import CareStore, store_unreachable
 from infra.temporal import connect
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -112,14 +113,17 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the codec for the Web UI until Ctrl-C."""
     if not settings.encryption:
         raise CliError("encryption is off (CAREPATH_ENCRYPTION=off): nothing to decode")
-    codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
-    token = load_or_create_token(settings.codec_token_file)
-    ui_origin = f"http://127.0.0.1:{settings.ui_port}"
     try:
-        server = CodecServer(codec, token, settings.codec_port, ui_origin)
+        codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    token = load_or_create_token(settings.codec_token_file)
+    ui_origin = settings.ui_origin
+    try:
+        server = CodecServer(codec, token, settings.codec_port, ui_origin, settings.codec_host)
     except OSError as exc:
         raise CliError(
-            f"cannot listen on 127.0.0.1:{settings.codec_port}: {exc.strerror}"
+            f"cannot listen on {settings.codec_host}:{settings.codec_port}: {exc.strerror}"
         ) from None
     console.print(f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it)")
     try:
@@ -129,9 +133,22 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Make the payload key file (CAREPATH_KEYS_FILE) if there is none; name its active key
+    (never the key itself)."""
+    try:
+        ring = KeyRing.load_or_create(settings.key_file)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"{settings.key_file}: active key {ring.active} of {len(ring.keys)}")
+    return 0
+
+
 async def client_for(settings: Settings) -> Client:
     try:
         return await connect(settings)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0]
         raise CliError(
@@ -810,6 +827,7 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("--case-manager", required=True)
 
     sub.add_parser("codec-server", help="let the Web UI open sealed payloads (operators)")
+    sub.add_parser("keys", help="make the payload key file if there is none (operators)")
 
     hs = sub.add_parser("history", help="a patient's whole journey as a timeline (operators)")
     hs.add_argument("patient")
@@ -868,6 +886,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "check-ins": cmd_check_ins,
     "alumni": cmd_alumni,
     "codec-server": cmd_codec_server,
+    "keys": cmd_keys,
     "history": cmd_history,
     "status": cmd_status,
     "list": cmd_list,
@@ -895,6 +914,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except OperationalError as exc:
+        print(f"error: {store_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -144,13 +144,15 @@ async def clinic(
     tmp_path: Path,
     programs_dir: Path = PROGRAMS,
     telephony: Any = None,
+    database_url: str | None = None,
     **worker_overrides: Any,
 ) -> AsyncIterator[Clinic]:
     """`telephony`, if given, builds the provider from the store (default: simulated,
-    abstinent patients)."""
+    abstinent patients); the store is a SQLite file in `tmp_path` unless `database_url`
+    names another."""
     settings = dataclasses.replace(
         load_settings(),
-        database_url=f"sqlite:///{tmp_path / 'care.db'}",
+        database_url=database_url or f"sqlite:///{tmp_path / 'care.db'}",
         programs_dir=programs_dir,
         task_queue=f"carepath-test-{uuid.uuid4().hex[:8]}",
     )

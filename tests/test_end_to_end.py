@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,7 @@ class Deployment:
     server: EmbeddedServer
     worker_log: Path
     demo_output: str | None = None
+    metrics_output: str | None = None
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -70,6 +73,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         # A check-in that reports use would send the patient round again (and past the
         # test's deadline); relapse has its own tests.
         "CAREPATH_SIMULATED_USE_RISK": "0",
+        # The worker's Prometheus endpoint, its clinic gauges refreshed twice a second.
+        "CAREPATH_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "CAREPATH_METRICS_INTERVAL": "0.5",
     }
     server = EmbeddedServer(
         data_dir=data, port=int(env["CAREPATH_SERVER_PORT"]), ui_port=int(env["CAREPATH_UI_PORT"])
@@ -331,6 +337,85 @@ def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     assert deployment.server.ui_url in result.stdout.replace("\n", "")
 
 
+def scrape(d: Deployment) -> tuple[str, dict[tuple[str, str], float]]:
+    """The worker's /metrics, and its samples by (name, labels)."""
+    url = f"http://{d.env['CAREPATH_METRICS_ADDRESS']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if m := re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line):
+            samples[(m[1], m[2] or "")] = float(m[3])
+    return text, samples
+
+
+def carepath_gauge(samples: dict[tuple[str, str], float], name: str) -> dict[str, int]:
+    found = {}
+    for (metric, labels), value in samples.items():
+        if metric == name:
+            (label,) = re.findall(r'(?:phase|outcome|kind)="([^"]*)"', labels)
+            found[label] = int(value)
+    return found
+
+
+def test_the_worker_serves_prometheus_metrics(deployment: Deployment) -> None:
+    """After the module's journeys: the SDK's metrics, and the clinic's gauges agreeing with
+    the store (read again until both are taken between two phase changes)."""
+    from infra.store import CareStore
+
+    d = deployment
+    store = CareStore(f"sqlite:///{Path(d.env['CAREPATH_DATA_DIR']) / 'carepath.db'}")
+    gauges = {"patients": "carepath_patients", "check_ins": "carepath_check_ins"}
+    gauges["open_tasks"] = "carepath_tasks_open"
+    deadline = time.monotonic() + 30
+    while True:
+        text, samples = scrape(d)
+        census = store.census()
+        seen = {key: carepath_gauge(samples, name) for key, name in gauges.items()}
+        nonzero = {key: {k: v for k, v in values.items() if v} for key, values in seen.items()}
+        if nonzero == census or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    store.dispose()
+    d.metrics_output = text
+    assert nonzero == census
+    # Every label value is shown, zeros too; none is about one patient.
+    assert set(seen["patients"]) >= {"intake", "intensive", "aftercare", "completed"}
+    assert set(seen["check_ins"]) == {"reached", "unreachable", "declined"}
+    assert "consent_needed" in seen["open_tasks"]
+    assert not re.search(r"P-[0-9A-Z]{8}", text)
+    # This module's journeys: at least the first one completed and the relapse one withdrew,
+    # after aftercare check-ins.
+    assert seen["patients"]["completed"] >= 1 and seen["patients"]["withdrawn"] >= 1
+    assert sum(seen["check_ins"].values()) >= 2
+    # The SDK's own: workflow tasks and activities this worker ran.
+    completed = sum(v for (m, _), v in samples.items() if m == "temporal_workflow_completed")
+    assert completed >= 1
+    latencies = [
+        v for (m, labels), v in samples.items() if m == "temporal_activity_execution_latency_count"
+    ]
+    assert sum(latencies) >= 10
+    assert any(m == "temporal_workflow_task_execution_latency_count" for m, _ in samples)
+
+    # The container's health check reads the same endpoint.
+    def health(address: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra.healthcheck"],
+            env={**d.env, "CAREPATH_METRICS_ADDRESS": address},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=PROJECT_ROOT,
+        )
+
+    ok = health(d.env["CAREPATH_METRICS_ADDRESS"].replace("127.0.0.1", "0.0.0.0"))
+    assert (ok.returncode, ok.stdout.strip()) == (0, "healthy"), ok.stderr
+    down = health(f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and "does not answer" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+
+
 def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> None:
     """After the module's journeys (a file enrolment and the demo cohort): the Temporal
     server's SQLite files and every log hold none of their names, phones or birth dates."""
@@ -357,6 +442,7 @@ def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> N
     assert attributes.returncode == 0
     haystacks["search attributes"] = attributes.stdout.encode()
     haystacks["demo output"] = (d.demo_output or "").encode()
+    haystacks["worker metrics"] = (d.metrics_output or "").encode()
     for name, data in haystacks.items():
         found = sorted(s for s in secrets if s.encode() in data)
         assert not found, f"{name} holds PHI: {found}"

@@ -66,11 +66,11 @@ async def until_referral(
 
 
 async def test_referral_from_intake_accepted_then_completed(
-    env: WorkflowEnvironment, tmp_path
+    env: WorkflowEnvironment, tmp_path, database_url
 ) -> None:
     enrolment = with_needs(["housing"], consented=["housing"])
     pid = enrolment.patient_id
-    async with clinic(env.client, tmp_path) as c:
+    async with clinic(env.client, tmp_path, database_url=database_url) as c:
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
             await until_referral(env, c, handle, "housing", ReferralStage.sent)
