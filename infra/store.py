@@ -8,6 +8,8 @@ SQLite is the embedded default; the same code runs on PostgreSQL (SQLAlchemy Cor
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -551,10 +553,19 @@ class CareStore:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets the CLI read while workers write; busy_timeout rides out short write locks.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # busy_timeout rides out short write locks; WAL lets the CLI read while workers write.
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Switching a new database to WAL does not wait on the busy handler: workers opening it
+    # together see "database is locked" and try again.
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
