@@ -212,7 +212,7 @@ def terminal_tables(report: OutcomesReport) -> list[Table]:
     headline = Table(
         "metric",
         "value",
-        "counts",
+        "definition",
         title=f"Outcomes: {report.cohort} (as of {report.as_of:%Y-%m-%d %H:%M} UTC)",
         title_justify="left",
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def attendance_chart(report: OutcomesReport) -> Figure:
             labels=[str(w.attended + w.missed) for w in weeks],
             label_type="center",
             color="white",
-            fontsize=7,
+            fontsize=8,
         )
     if report.attendance.rate is not None:
         ax.axhline(
@@ -86,8 +87,11 @@ def attendance_chart(report: OutcomesReport) -> Figure:
             linestyle="--",
             label=f"whole cohort {report.attendance.rate:.0%}",
         )
-        ax.legend(loc="lower left")
-    ax.set_ylim(0, 105)
+        # Above the 100% line: the legend never covers a bar.
+        ax.legend(loc="upper right")
+    ax.set_ylim(0, 120)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlim(xs[0] - 0.6, xs[-1] + 0.6)
     ax.set_xlabel("treatment week (week 1: the patient's first booked week)")
     ax.set_ylabel("attended / (attended + missed), %")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -96,7 +100,7 @@ def attendance_chart(report: OutcomesReport) -> Figure:
 
 
 def bam_chart(report: OutcomesReport) -> Figure:
-    fig = _figure(10, 4.0)
+    fig = _figure(10, 4.4)
     months = report.bam_by_month
     if not months:
         _no_data(fig.subplots(), "no BAM answered at a check-in yet")
@@ -104,28 +108,51 @@ def bam_chart(report: OutcomesReport) -> Figure:
     axes = fig.subplots(1, 3, sharex=True)
     xs = [m.month for m in months]
     scales = (
-        ("Use (0-12)", 12, [m.use for m in months], BAM_USE_FLAG_AT, "flag at >= "),
-        ("Risk (0-24)", 24, [m.risk for m in months], BAM_RISK_FLAG_AT, "flag at >= "),
+        (
+            "Use (0-12)",
+            12,
+            [m.use for m in months],
+            f"flag at \u2265 {BAM_USE_FLAG_AT}",
+            BAM_USE_FLAG_AT,
+        ),
+        (
+            "Risk (0-24)",
+            24,
+            [m.risk for m in months],
+            f"flag at \u2265 {BAM_RISK_FLAG_AT}",
+            BAM_RISK_FLAG_AT,
+        ),
         (
             "Protective (0-24)",
             24,
             [m.protective for m in months],
+            f"flag at \u2264 {BAM_PROTECTIVE_FLAG_AT_OR_BELOW}",
             BAM_PROTECTIVE_FLAG_AT_OR_BELOW,
-            "flag at <= ",
         ),
     )
-    for ax, (name, top, trend, flag, flag_text) in zip(axes, scales, strict=True):
+    for ax, (name, top, trend, flag_text, flag) in zip(axes, scales, strict=True):
         ax.plot(xs, [t.median for t in trend], marker="o", color=ACTIVE_COLOUR, label="median")
         ax.plot(xs, [t.mean for t in trend], linestyle="--", color="#805ad5", label="mean")
-        ax.axhline(flag, color="#c53030", linestyle=":", label=f"{flag_text}{flag}")
+        ax.axhline(flag, color="#c53030", linestyle=":")
+        ax.annotate(
+            flag_text,
+            (1.0, flag),
+            xycoords=("axes fraction", "data"),
+            xytext=(-3, 3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            color="#c53030",
+            fontsize=8,
+        )
         ax.set_ylim(-0.5, top + 0.5)
         ax.set_title(name)
         ax.set_xlabel("aftercare month")
         ax.set_xticks(xs)
-        ax.legend(fontsize=8, loc="upper right" if name.startswith("Use") else "best")
     axes[0].set_ylabel("score")
-    counts = ", ".join(f"m{m.month}: {m.n}" for m in months)
-    fig.suptitle(f"BAM scores by check-in month (check-ins: {counts})")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    counts = ", ".join(f"{m.month}: {m.n}" for m in months)
+    fig.suptitle(f"BAM scores by aftercare check-in month (check-ins per month {counts})")
     return fig
 
 
@@ -146,11 +173,12 @@ def referral_chart(report: OutcomesReport) -> Figure:
         stacked=True,
         label=[f"{n} ({len(by_outcome[n])})" for n in names],
         color=[OUTCOME_COLOURS.get(n, ACTIVE_COLOUR) for n in names],
+        edgecolor="white",
     )
     ax.set_xlabel(f"program days from request to close (bins of {step} d)")
     ax.set_ylabel("referrals")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(title="outcome")
+    ax.legend(title="outcome", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     median = report.referrals.days_to_close.median
     ax.set_title(f"Referral loop closure time (median {median:.1f} days)")
     return fig
@@ -178,12 +206,16 @@ def milestones_chart(report: OutcomesReport) -> Figure:
         medianprops={"color": "#c05621", "linewidth": 2},
     )
     for y, (_, values) in zip(positions, rows, strict=True):
-        # Points over the box: a small cohort's every patient shows.
-        offsets = [y + 0.18 * ((i % 5) - 2) / 2 for i in range(len(values))]
-        ax.scatter(values, offsets, s=14, color=ACTIVE_COLOUR, alpha=0.6, zorder=3)
+        # Every patient as a point over the box, spread evenly across its height (golden
+        # ratio steps) so patients on the same day do not hide each other.
+        offsets = [y + 0.4 * ((i * 0.618034) % 1 - 0.5) for i in range(len(values))]
+        ax.scatter(values, offsets, s=10, color=ACTIVE_COLOUR, alpha=0.5, zorder=3)
     ax.set_yticks(
         positions,
-        [f"{name}\n(n={len(values)})" for name, values in rows],
+        [
+            f"{name}\nn={len(values)}, median {statistics.median(values):.0f} d"
+            for name, values in rows
+        ],
     )
     ax.invert_yaxis()
     ax.set_xlabel("program days from enrolment")
@@ -248,7 +280,7 @@ def render_html(report: OutcomesReport, charts: dict[str, bytes] | None = None) 
         (
             "summary",
             "Summary",
-            _table(("metric", "value", "counts"), summary_rows(report)),
+            _table(("metric", "value", "definition"), summary_rows(report)),
         ),
         (
             "phases",
@@ -363,6 +395,7 @@ section {{ border-top: 1px solid #e2e8f0; padding-top: 0.5rem; margin-top: 1.5re
 table {{ border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }}
 th, td {{ border: 1px solid #e2e8f0; padding: 0.25rem 0.6rem; text-align: left; }}
 th {{ background: #f7fafc; }}
+#summary td:nth-child(-n+2) {{ white-space: nowrap; }}
 img.chart {{ max-width: 100%; height: auto; display: block; margin: 0.5rem 0; }}
 </style></head><body>
 <h1>CarePath outcomes report</h1>
