@@ -32,6 +32,8 @@ OUTCOME_COLOURS = {
     "expired": "#c53030",
 }
 DPI = 110
+POINTS_UP_TO = 150
+"""Beyond this many patients a milestone shows as its box alone."""
 
 
 # --- charts ------------------------------------------------------------------------------
@@ -204,12 +206,15 @@ def milestones_chart(report: OutcomesReport) -> Figure:
         widths=0.5,
         showfliers=False,
         medianprops={"color": "#c05621", "linewidth": 2},
+        zorder=2,
     )
     for y, (_, values) in zip(positions, rows, strict=True):
-        # Every patient as a point over the box, spread evenly across its height (golden
+        if len(values) > POINTS_UP_TO:
+            continue  # a crowd of points would hide the box
+        # Every patient as a point behind the box, spread evenly across its height (golden
         # ratio steps) so patients on the same day do not hide each other.
         offsets = [y + 0.4 * ((i * 0.618034) % 1 - 0.5) for i in range(len(values))]
-        ax.scatter(values, offsets, s=10, color=ACTIVE_COLOUR, alpha=0.5, zorder=3)
+        ax.scatter(values, offsets, s=10, color=ACTIVE_COLOUR, alpha=0.5, zorder=1)
     ax.set_yticks(
         positions,
         [
