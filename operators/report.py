@@ -84,7 +84,13 @@ def cohort_filter(
         if field in _OPTIONS:
             option, expected = _OPTIONS[field]
             raise ReportError(f"{option}: {error['input']!r} is not {expected}") from None
-        raise ReportError(str(error["msg"]).removeprefix("Value error, ")) from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        for name, option in (
+            ("enrolled_from", "--enrolled-from"),
+            ("enrolled_to", "--enrolled-to"),
+        ):
+            message = message.replace(name, option)
+        raise ReportError(message) from None
 
 
 def load_cohort(

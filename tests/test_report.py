@@ -485,7 +485,7 @@ def test_the_cohort_read_leaves_contact_details_in_the_store(known_store: CareSt
         ({"enrolled_to": "soon"}, "--enrolled-to: 'soon' is not a date"),
         (
             {"enrolled_from": "2026-02-01", "enrolled_to": "2026-01-01"},
-            "enrolled_to (2026-01-01) must be after enrolled_from (2026-02-01)",
+            "--enrolled-to (2026-01-01) must be after --enrolled-from (2026-02-01)",
         ),
         ({"site": "North Side"}, "--site: 'North Side' is not a site identifier"),
         ({"case_manager": "bob"}, "--case-manager: 'bob' is not a case manager identifier"),
@@ -599,7 +599,7 @@ def test_the_cli_renders_from_the_store(known_store: CareStore, tmp_path: Path) 
         (("--enrolled-from", "2026-02-30"), "error: --enrolled-from: '2026-02-30' is not a date"),
         (
             ("--enrolled-from", "2026-02-01", "--enrolled-to", "2026-01-01"),
-            "error: enrolled_to (2026-01-01) must be after",
+            "error: --enrolled-to (2026-01-01) must be after",
         ),
         (("--html", str(tmp_path / "no" / "such" / "r.html")), "error: --html: no directory"),
     ):
