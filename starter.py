@@ -7,6 +7,8 @@
     python starter.py relapse PATIENT --ratings 1,0,2,2,3,3 --case-manager CM-01
     python starter.py status PATIENT [--json]
     python starter.py list [--phase P] [--case-manager CM] [--site S] [--json]
+    python starter.py report [--site S] [--case-manager CM] [--program P]
+        [--enrolled-from D --enrolled-to D] [--html FILE] [--png-dir DIR] [--json]
     python starter.py demo [--patients 20]
 
 Every error is one line on stderr naming the problem, with a non-zero exit; a refused
@@ -74,6 +76,7 @@ from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
 from infra.temporal import connect
+from operators import report
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -738,6 +741,42 @@ async def cmd_caseload(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """The outcomes report of a cohort, read from the care-operations store (no Temporal)."""
+    try:
+        cohort = report.cohort_filter(
+            args.site, args.case_manager, args.program, args.enrolled_from, args.enrolled_to
+        )
+        report.check_outputs(args.html, args.png_dir)
+    except report.ReportError as exc:
+        raise CliError(str(exc)) from None
+    store = _care_store(settings)
+    try:
+        outcomes = report.cohort_report(
+            store, ProgramCatalog(settings.programs_dir), cohort, datetime.now(UTC)
+        )
+    finally:
+        store.dispose()
+    if outcomes.enrolled == 0:
+        print(f"no patients match ({cohort.describe()}): nothing to report", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps(report.as_json(outcomes), indent=2))
+    else:
+        console.print(*report.terminal_tables(outcomes))
+    if args.html or args.png_dir:
+        from operators import report_html
+
+        # On stderr: stdout may be the JSON.
+        if args.html:
+            report_html.write_html(outcomes, args.html)
+            print(f"wrote {args.html}", file=sys.stderr)
+        if args.png_dir:
+            for path in report_html.write_pngs(outcomes, args.png_dir):
+                print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from demo.run import run_demo
 
@@ -866,6 +905,16 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("case_manager")
     cl.add_argument("--json", action="store_true")
 
+    rp = sub.add_parser("report", help="outcomes of a cohort or site (tables, HTML, charts)")
+    rp.add_argument("--site", help="patients of this site, e.g. north")
+    rp.add_argument("--case-manager", help="patients of this case manager, e.g. CM-01")
+    rp.add_argument("--program", help="patients of this program, e.g. default-iop")
+    rp.add_argument("--enrolled-from", help="enrolled on or after YYYY-MM-DD")
+    rp.add_argument("--enrolled-to", help="enrolled before YYYY-MM-DD (exclusive)")
+    rp.add_argument("--html", type=Path, metavar="FILE", help="write the report as HTML")
+    rp.add_argument("--png-dir", type=Path, metavar="DIR", help="write each chart as a PNG")
+    rp.add_argument("--json", action="store_true")
+
     dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
     dm.add_argument("--patients", type=int, default=20)
     dm.add_argument("--program", default="demo-iop")
@@ -894,6 +943,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "tasks": cmd_tasks,
     "done": cmd_done,
     "caseload": cmd_caseload,
+    "report": cmd_report,
     "demo": cmd_demo,
 }
 

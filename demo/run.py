@@ -327,6 +327,10 @@ async def run_demo(
         f"  e.g. {server.ui_url}/namespaces/default/workflows/journey-{cohort[0].patient_id}"
     )
     console.print(
+        f"The cohort's outcomes report: `python starter.py report --program {program_id} "
+        "--html outcomes.html` (tables here, charts in the page)."
+    )
+    console.print(
         "The server keeps running so you can look; stop it with `python starter.py server stop`."
     )
     operations.store.dispose()

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,32 @@ IDEMPOTENT_TABLES = (
 )
 
 
+COHORT_PATIENT_COLUMNS = (
+    "patient_id",
+    "case_manager_id",
+    "site_id",
+    "program_id",
+    "enrolled_at",
+    "phase",
+    "level",
+    "risk",
+)
+"""What a cohort read takes of a patient: no names, birth date, phone or answers."""
+
+
+@dataclass(frozen=True)
+class CohortRows:
+    """A cohort's rows, table by table (see `CareStore.cohort_rows`)."""
+
+    patients: list[dict[str, Any]]
+    appointments: list[dict[str, Any]]
+    phase_changes: list[dict[str, Any]]
+    follow_up_calls: list[dict[str, Any]]
+    referrals: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    audit_events: list[dict[str, Any]]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -523,6 +550,53 @@ class CareStore:
                 name: {str(label): int(n) for label, n in conn.execute(query)}
                 for name, query in queries.items()
             }
+
+    def cohort_rows(
+        self,
+        *,
+        site_id: str | None = None,
+        case_manager_id: str | None = None,
+        program_id: str | None = None,
+        enrolled_from: datetime | None = None,
+        enrolled_to: datetime | None = None,
+        audit_actions: Sequence[str] = (),
+    ) -> CohortRows:
+        """Read only: the patients matching every filter given (enrolled in [from, to)) and
+        their sessions, phase changes, check-in call attempts, referrals, tasks and the audit
+        facts of the actions asked for. Patients come without their contact columns."""
+        chosen = select(patients.c.patient_id)
+        for column, value in (
+            (patients.c.site_id, site_id),
+            (patients.c.case_manager_id, case_manager_id),
+            (patients.c.program_id, program_id),
+        ):
+            if value is not None:
+                chosen = chosen.where(column == value)
+        if enrolled_from is not None:
+            chosen = chosen.where(patients.c.enrolled_at >= enrolled_from)
+        if enrolled_to is not None:
+            chosen = chosen.where(patients.c.enrolled_at < enrolled_to)
+        without_contact = [patients.c[name] for name in COHORT_PATIENT_COLUMNS]
+
+        def of_cohort(table: Table, *columns: Any) -> Any:
+            return select(*(columns or (table,))).where(table.c.patient_id.in_(chosen))
+
+        with self.engine.connect() as conn:
+
+            def read(stmt: Any) -> list[dict[str, Any]]:
+                return [dict(r._mapping) for r in conn.execute(stmt)]
+
+            return CohortRows(
+                patients=read(of_cohort(patients, *without_contact)),
+                appointments=read(of_cohort(appointments)),
+                phase_changes=read(of_cohort(phase_changes).order_by(phase_changes.c.id)),
+                follow_up_calls=read(of_cohort(follow_up_calls)),
+                referrals=read(of_cohort(referrals)),
+                tasks=read(of_cohort(tasks)),
+                audit_events=read(
+                    of_cohort(audit_events).where(audit_events.c.action.in_(audit_actions))
+                ),
+            )
 
     def duplicate_counts(self) -> dict[str, int]:
         """Rows sharing an idempotency key or business key, per table (should all be 0)."""

@@ -443,6 +443,11 @@ def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> N
     haystacks["search attributes"] = attributes.stdout.encode()
     haystacks["demo output"] = (d.demo_output or "").encode()
     haystacks["worker metrics"] = (d.metrics_output or "").encode()
+    # The outcomes report of everyone enrolled here, in the terminal and as HTML.
+    page = d.server.db_file.parent / "outcomes.html"
+    report = d.cli("report", "--html", str(page))
+    assert report.returncode == 0, report.stderr
+    haystacks["outcomes report"] = report.stdout.encode() + page.read_bytes()
     for name, data in haystacks.items():
         found = sorted(s for s in secrets if s.encode() in data)
         assert not found, f"{name} holds PHI: {found}"

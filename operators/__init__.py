@@ -1,0 +1,1 @@
+"""Operators' views over the whole caseload: reports read from the care-operations store."""
