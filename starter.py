@@ -284,13 +284,23 @@ async def start_journey(
             JourneyInput(enrolment=enrolment, protocol=protocol),
             id=journey_workflow_id(enrolment.patient_id),
             task_queue=settings.task_queue,
-            # A patient whose journey has ended (say, lost to contact) can be enrolled again.
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            # Readmission under the same identifier would share the first admission's
+            # idempotency keys in the store (its sessions, phases and tasks would be taken
+            # for repeats and dropped): refused until admissions are keyed apart.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
+        workflow_id = journey_workflow_id(enrolment.patient_id)
+        described = await client.get_workflow_handle(workflow_id).describe()
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            raise CliError(
+                f"patient {enrolment.patient_id} is already enrolled (journey {workflow_id})",
+                EXIT_REFUSED,
+            ) from None
         raise CliError(
-            f"patient {enrolment.patient_id} is already enrolled "
-            f"(journey {journey_workflow_id(enrolment.patient_id)})",
+            f"patient {enrolment.patient_id} was enrolled before and their journey has ended; "
+            "readmission under the same identifier is not supported yet: enrol them with a "
+            "new patient identifier",
             EXIT_REFUSED,
         ) from None
 

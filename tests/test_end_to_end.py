@@ -169,6 +169,12 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     assert unknown.returncode == 2, unknown.stderr
     assert "no journey for patient P-0000000Z" in unknown.stderr
 
+    # Attendance on a journey enrolled just now: on a busy machine the first one may have
+    # run through its whole (one-second-a-day) program while the refusals above were asked.
+    attender = enrolment_data()
+    attender["program_id"] = "e2e-iop"
+    assert d.cli("enrol", write(tmp_path, "attender.json", attender)).returncode == 0
+    patient = attender["patient_id"]
     # A session at least 3 program days (3 s) ahead, so it is still ahead when the CLI asks.
     first = d.wait_for(
         patient, lambda s: any(x["day"] > s["program_day"] + 3 for x in s["sessions"])
@@ -223,12 +229,16 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     ]
     ended = d.cli("attendance", patient, session["session_id"], "missed", "--case-manager", "CM-01")
     assert ended.returncode == 3 and "has ended" in ended.stderr
+    again = d.cli("enrol", write(tmp_path, "readmission.json", attender))
+    assert again.returncode == 3 and "was enrolled before" in again.stderr, again.stderr
 
     # Logs carry opaque identifiers only.
     log = d.worker_log.read_text()
     assert patient in log
-    for phi in (good["contact"]["family_name"], good["contact"]["phone"], "1988-04-02"):
-        assert phi not in log
+    for enrolled in (good, attender):
+        contact = enrolled["contact"]
+        for phi in (contact["family_name"], contact["phone"], contact["date_of_birth"]):
+            assert phi not in log
 
 
 def test_relapse_then_discharge(deployment: Deployment, tmp_path: Path) -> None:
