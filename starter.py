@@ -74,7 +74,7 @@ from infra.embedded_server import EmbeddedServer
 from infra.history import journey_story
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
-from infra.store import CareStore, store_unreachable
+from infra.store import SCHEMA_VERSION, CareStore, store_unreachable
 from infra.temporal import connect
 from operators import report
 from workflows import visibility
@@ -637,8 +637,20 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _care_store(settings: Settings) -> CareStore:
-    store = CareStore(settings.database_url)
-    store.migrate()
+    """The store, for reading: the command line never creates or migrates one (a mistyped
+    URL would otherwise answer with an empty caseload); workers do."""
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise CliError(f"no care-operations store at {url.removeprefix('sqlite:///')} yet")
+    store = CareStore(url)
+    version = store.schema_version()  # a database that does not answer: main() says so
+    if version != SCHEMA_VERSION:
+        store.dispose()
+        found = "no CarePath schema" if version == 0 else f"schema version {version}"
+        raise CliError(
+            f"the care-operations store holds {found}, not version {SCHEMA_VERSION}: "
+            "is this the database the workers use (a worker creates and upgrades it)?"
+        )
     return store
 
 

@@ -342,6 +342,13 @@ class CareStore:
                 conn.execute(insert(schema_migrations).values(version=version, applied_at=utcnow()))
         return SCHEMA_VERSION
 
+    def schema_version(self) -> int:
+        """The schema version the database holds (0: no CarePath store there)."""
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table(schema_migrations.name):
+                return 0
+            return int(conn.scalar(select(func.max(schema_migrations.c.version))) or 0)
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:

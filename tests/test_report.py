@@ -5,6 +5,7 @@ a real journey on the time-skipping server."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -644,3 +645,22 @@ async def test_the_report_agrees_with_a_real_journey(env: WorkflowEnvironment, t
     enrolled = status.phase_history[0]
     assert enrolled.phase == Phase.intake
     assert r.days_to_step_down.values == [pytest.approx(stepped.day - enrolled.day, abs=0.01)]
+
+
+def test_the_cli_reads_only_a_store_the_workers_made(tmp_path: Path) -> None:
+    """A mistyped database never answers with an empty caseload, and is never created."""
+    import os
+
+    missing = tmp_path / "nowhere" / "carepath.db"
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    answers = {}
+    for name, db in (("missing", missing), ("empty", empty)):
+        env = {**os.environ, "CAREPATH_DATABASE_URL": f"sqlite:///{db}"}
+        answers[name] = _cli(env)
+    assert answers["missing"].returncode == 2
+    assert answers["missing"].stderr.strip() == f"error: no care-operations store at {missing} yet"
+    assert not missing.parent.exists()
+    assert answers["empty"].returncode == 2
+    assert "holds no CarePath schema" in answers["empty"].stderr
+    assert len(answers["empty"].stderr.strip().splitlines()) == 1
