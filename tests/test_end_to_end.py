@@ -169,44 +169,45 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     assert unknown.returncode == 2, unknown.stderr
     assert "no journey for patient P-0000000Z" in unknown.stderr
 
-    # Attendance on a journey enrolled just now: on a busy machine the first one may have
-    # run through its whole (one-second-a-day) program while the refusals above were asked.
-    attender = enrolment_data()
-    attender["program_id"] = "e2e-iop"
-    assert d.cli("enrol", write(tmp_path, "attender.json", attender)).returncode == 0
-    patient = attender["patient_id"]
-    # A session at least 3 program days (3 s) ahead, so it is still ahead when the CLI asks.
+    # Refusals need a session surely ahead: a program on a slower clock (5 s a day; its
+    # first week is booked on the Monday after enrolment), so a busy machine cannot run
+    # past the session while the command line asks.
+    slow = enrolment_data()
+    slow["program_id"] = "e2e-slow-iop"
+    assert d.cli("enrol", write(tmp_path, "slow.json", slow)).returncode == 0
+    waiting = slow["patient_id"]
     first = d.wait_for(
-        patient, lambda s: any(x["day"] > s["program_day"] + 3 for x in s["sessions"])
+        waiting, lambda s: any(x["day"] > s["program_day"] + 2 for x in s["sessions"])
     )
     before = first["attendance"]
-    future = [s for s in first["sessions"] if s["day"] > first["program_day"] + 3]
+    ahead = [x for x in first["sessions"] if x["day"] > first["program_day"] + 2]
     refusals = [
         (
-            ("attendance", patient, "INT1-W09-S1", "attended", "--case-manager", "CM-01"),
+            ("attendance", waiting, "INT1-W09-S1", "attended", "--case-manager", "CM-01"),
             "unknown session 'INT1-W09-S1'",
         ),
         (
-            (
-                "attendance",
-                patient,
-                future[-1]["session_id"],
-                "attended",
-                "--case-manager",
-                "CM-01",
-            ),
+            ("attendance", waiting, ahead[-1]["session_id"], "attended", "--case-manager", "CM-01"),
             "has not happened yet",
         ),
         (
-            ("attendance", patient, "INT1-W01-S1", "attended", "--case-manager", "Dr Smith"),
+            ("attendance", waiting, "INT1-W01-S1", "attended", "--case-manager", "Dr Smith"),
             "case_manager_id",
         ),
     ]
     for args, message in refusals:
         result = d.cli(*args)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
-    assert d.status(patient)["attendance"]["attended"] == before["attended"]
+    assert d.status(waiting)["attendance"]["attended"] == before["attended"]
+    left = d.cli("discharge", waiting, "--reason", "withdrew", "--case-manager", "CM-01")
+    assert left.returncode == 0, left.stderr
 
+    # Attendance and a whole journey on a journey enrolled just now (on a busy machine the
+    # first one may have run through its one-second-a-day program meanwhile).
+    attender = enrolment_data()
+    attender["program_id"] = "e2e-iop"
+    assert d.cli("enrol", write(tmp_path, "attender.json", attender)).returncode == 0
+    patient = attender["patient_id"]
     happened = d.wait_for(
         patient, lambda s: any(x["day"] <= s["program_day"] for x in s["sessions"])
     )
