@@ -6,7 +6,7 @@ Where Temporal is (address, namespace, TLS, API key) is not here: it comes from 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,17 +115,23 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be on or off, not {raw!r}")
 
 
-def _probability(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, fits: Callable[[float], bool], what: str
+) -> float:
     raw = env.get(name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise SettingsError(f"{name} must be a probability between 0 and 1, not {raw!r}")
+        value = float("nan")  # fits nothing
+    if not fits(value):
+        raise SettingsError(f"{name} must be {what}, not {raw!r}")
     return value
+
+
+def _probability(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: 0.0 <= v <= 1.0, "a probability between 0 and 1")
 
 
 def _count(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
@@ -149,16 +155,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise SettingsError(f"{name} must be a number of seconds above 0, not {raw!r}")
-    return value
+    return _number(env, name, default, lambda v: v > 0, "a number of seconds above 0")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
