@@ -6,6 +6,7 @@
     python starter.py discharge PATIENT --reason withdrew --case-manager CM-01
     python starter.py relapse PATIENT --ratings 1,0,2,2,3,3 --case-manager CM-01
     python starter.py status PATIENT [--json]
+    python starter.py export PATIENT --fhir [--out FILE]
     python starter.py list [--phase P] [--case-manager CM] [--site S] [--json]
     python starter.py demo [--patients 20]
 
@@ -73,6 +74,7 @@ from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore
 from infra.temporal import connect
+from operators.fhir import ExportError, journey_bundle, journey_record, with_partner_answers
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -432,6 +434,38 @@ async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     for e in story:
         table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.source, e.what, e.who, e.detail[:80])
     console.print(table)
+    return 0
+
+
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The journey as a FHIR R4 Bundle, for another system (the mapping is operators/fhir)."""
+    if not args.fhir:
+        raise CliError("export: say which format: --fhir (a FHIR R4 Bundle, the only one)")
+    patient_id = _validated(PatientId, args.patient, "patient")
+    store = _care_store(settings)
+    try:
+        record = journey_record(store, ProgramCatalog(settings.programs_dir), patient_id)
+        # Only an open referral needs Temporal: whether its partner accepted is in its history.
+        if record.awaiting_partners:
+            record = await with_partner_answers(record, await client_for(settings))
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    except RPCError as exc:
+        raise CliError(
+            f"cannot read a referral's history: {exc.message}", EXIT_UNREACHABLE
+        ) from None
+    finally:
+        store.dispose()
+    bundle = journey_bundle(record, datetime.now(UTC))
+    text = bundle.model_dump_json(indent=2)
+    if args.out is None:
+        print(text)
+        return 0
+    try:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{args.out}: {exc.strerror}") from None
+    console.print(f"{patient_id}: {len(bundle.entry or [])} FHIR resources written to {args.out}")
     return 0
 
 
@@ -815,6 +849,11 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("patient")
     hs.add_argument("--json", action="store_true")
 
+    ex = sub.add_parser("export", help="a patient's journey for another system (operators)")
+    ex.add_argument("patient")
+    ex.add_argument("--fhir", action="store_true", help="as a FHIR R4 Bundle (JSON)")
+    ex.add_argument("--out", help="write to this file (default: standard output)")
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -869,6 +908,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "alumni": cmd_alumni,
     "codec-server": cmd_codec_server,
     "history": cmd_history,
+    "export": cmd_export,
     "status": cmd_status,
     "list": cmd_list,
     "find": cmd_list,
