@@ -654,7 +654,7 @@ class _Resources:
             activities = self._check_in_activity(period, activity_status)
         else:
             activities = self._session_activities(period, activity_status)
-        levels = sorted({s.level for s in self._sessions_of(period)})
+        levels = list(dict.fromkeys(s.level for s in self._sessions_of(period)))  # in order
         level = f", level {' then '.join(levels)}" if levels else ""
         return {
             "resourceType": "CarePlan",
@@ -683,11 +683,13 @@ class _Resources:
             of_type = [s for s in sessions if s.session_type == session_type]
             frequency, every = weekly_cadence(len(of_type), weeks)
             attended = [s for s in of_type if s.status == SessionStatus.attended]
+            # Every one cancelled (family sessions after consent was withdrawn): none happened.
+            dropped = all(s.status == SessionStatus.cancelled for s in of_type)
             activity: Json = {
                 "detail": {
                     "kind": "Appointment",
                     "code": _concept(SESSION_TYPE_SYSTEM, session_type),
-                    "status": status,
+                    "status": "cancelled" if dropped else status,
                     "scheduledTiming": {
                         "repeat": {
                             "boundsPeriod": _period(of_type[0].starts_at, of_type[-1].ends_at),

@@ -256,6 +256,13 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
     ):
         repeat = intensive[session_type]
         assert (repeat["frequency"], repeat["period"], repeat["periodUnit"]) == (1, 1, "wk")
+    assert plans[1]["description"] == "step-down phase, level 2.1 then 1"  # taper, outpatient
+    # Consent was withdrawn before step-down's family sessions took place.
+    step_down = {
+        a["detail"]["code"]["coding"][0]["code"]: a["detail"] for a in plans[1]["activity"]
+    }
+    assert step_down["family_therapy"]["status"] == "cancelled"
+    assert step_down["individual_therapy"]["status"] == "completed"
 
     # The referral: one ServiceRequest and its Task, closed completed.
     assert len(found["ServiceRequest"]) == len(found["Task"]) == len(loops) == 1
