@@ -352,7 +352,8 @@ def _sessions(store: CareStore, patient_id: str) -> tuple[BookedSession, ...]:
 def _check_ins(store: CareStore, patient_id: str, spacing: timedelta) -> tuple[CheckInCall, ...]:
     last: dict[str, dict[str, Any]] = {}
     for r in sorted(
-        store.rows(follow_up_calls, patient_id=patient_id), key=lambda r: (r["due_at"], r["id"])
+        store.rows(follow_up_calls, patient_id=patient_id),
+        key=lambda r: (r["due_at"], r["attempt"]),
     ):
         last[r["call_id"]] = r  # attempts in order: the last one tells how the check-in ended
     calls = []
@@ -572,6 +573,10 @@ class _Resources:
         self.r = record
         self.patient = _ref("Patient", record.patient_id)
         self.case_manager = _ref("Practitioner", record.case_manager_id)
+        # Everyone a resource names: the patient's case manager, each referral's.
+        self.staff = dict.fromkeys(
+            [record.case_manager_id, *(loop.case_manager_id for loop in record.referrals)]
+        )
         self.episode = _ref("EpisodeOfCare", record.patient_id)
         self.plans = [
             (period, nxt.phase if nxt else None)
@@ -584,7 +589,7 @@ class _Resources:
         asked = [pair for c in r.check_ins if c.answers is not None for pair in self.instruments(c)]
         return [
             self.patient_resource(),
-            self.practitioner(),
+            *(self.practitioner(staff_id) for staff_id in self.staff),
             self.episode_of_care(),
             *(self.care_plan(period, nxt) for period, nxt in self.plans),
             *(self.appointment(s) for s in r.sessions),
@@ -612,11 +617,12 @@ class _Resources:
             ],
         }
 
-    def practitioner(self) -> Json:
+    @staticmethod
+    def practitioner(staff_id: str) -> Json:
         return {
             "resourceType": "Practitioner",
-            "id": resource_id("Practitioner", self.r.case_manager_id),
-            "identifier": [{"system": STAFF_ID_SYSTEM, "value": self.r.case_manager_id}],
+            "id": resource_id("Practitioner", staff_id),
+            "identifier": [{"system": STAFF_ID_SYSTEM, "value": staff_id}],
         }
 
     def episode_of_care(self) -> Json:

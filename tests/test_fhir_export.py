@@ -470,7 +470,7 @@ def _relapse_record() -> JourneyRecord:
         "REF-legal-1",
         f"journey-{pid}-REF-legal",
         "legal",
-        "CM-01",
+        "CM-07",  # another case manager's referral
         day(1),
         None,
         None,
@@ -532,6 +532,9 @@ def test_a_relapse_reads_as_a_second_episode_of_plans() -> None:
     ]
     (task,) = found["Task"]
     assert task["status"] == "draft" and "consent" in task["statusReason"]["text"]
+    staff = {f"urn:uuid:{p['id']}": p["identifier"][0]["value"] for p in found["Practitioner"]}
+    assert staff[task["requester"]["reference"]] == "CM-07"
+    assert staff[episode["careManager"]["reference"]] == "CM-01"
     assert "executionPeriod" not in task  # never sent
     (consent,) = found["Consent"]
     assert (consent["status"], consent["provision"]["type"]) == ("active", "deny")
