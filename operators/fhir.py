@@ -4,7 +4,7 @@ What the bundle holds, read from the care store (and, for a referral still open,
 partner's answers in the referral's Temporal history, which the store does not keep):
 
   Patient                the program's opaque patient ID, nothing else (see Identifiers)
-  Practitioner           the case manager, by staff ID only
+  Practitioner           each case manager it names, by staff ID only
   EpisodeOfCare          the enrolment: status, period, and a statusHistory entry per phase
                          (intake, intensive, step-down, aftercare, the ending; again after a
                          relapse), each tagged with its phase in a CarePath extension
