@@ -6,6 +6,7 @@
     python starter.py discharge PATIENT --reason withdrew --case-manager CM-01
     python starter.py relapse PATIENT --ratings 1,0,2,2,3,3 --case-manager CM-01
     python starter.py status PATIENT [--json]
+    python starter.py export PATIENT --fhir [--out FILE]
     python starter.py list [--phase P] [--case-manager CM] [--site S] [--json]
     python starter.py report [--site S] [--case-manager CM] [--program P]
         [--enrolled-from D --enrolled-to D] [--html FILE] [--png-dir DIR] [--json]
@@ -465,6 +466,41 @@ async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The journey as a FHIR R4 Bundle, for another system (the mapping is operators/fhir)."""
+    # Imported here: the FHIR models take ~0.3 s to load, which no other command should pay.
+    from operators.fhir import ExportError, journey_bundle, journey_record, with_partner_answers
+
+    if not args.fhir:
+        raise CliError("export: say which format: --fhir (a FHIR R4 Bundle, the only one)")
+    patient_id = _validated(PatientId, args.patient, "patient")
+    store = _care_store(settings)
+    try:
+        record = journey_record(store, ProgramCatalog(settings.programs_dir), patient_id)
+        # Only an open referral needs Temporal: whether its partner accepted is in its history.
+        if record.awaiting_partners:
+            record = await with_partner_answers(record, await client_for(settings))
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    except RPCError as exc:
+        raise CliError(
+            f"cannot read a referral's history: {exc.message}", EXIT_UNREACHABLE
+        ) from None
+    finally:
+        store.dispose()
+    bundle = journey_bundle(record, datetime.now(UTC))
+    text = bundle.model_dump_json(indent=2)
+    if args.out is None:
+        print(text)
+        return 0
+    try:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{args.out}: {exc.strerror}") from None
+    console.print(f"{patient_id}: {len(bundle.entry or [])} FHIR resources written to {args.out}")
+    return 0
+
+
 async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
     handle = _handle(client, patient_id)
     status: JourneyStatus = await _journey_call(
@@ -894,6 +930,11 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("patient")
     hs.add_argument("--json", action="store_true")
 
+    ex = sub.add_parser("export", help="a patient's journey for another system (operators)")
+    ex.add_argument("patient")
+    ex.add_argument("--fhir", action="store_true", help="as a FHIR R4 Bundle (JSON)")
+    ex.add_argument("--out", help="write to this file (default: standard output)")
+
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
     st.add_argument("--json", action="store_true")
@@ -959,6 +1000,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "codec-server": cmd_codec_server,
     "keys": cmd_keys,
     "history": cmd_history,
+    "export": cmd_export,
     "status": cmd_status,
     "list": cmd_list,
     "find": cmd_list,

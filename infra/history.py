@@ -154,6 +154,13 @@ def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
     return []
 
 
+async def partner_answers(client: Client, workflow_id: str) -> list[str]:
+    """A referral's partner answers so far (accepted, no_show, ...), in order, from its
+    latest run's history: the store keeps only where the loop ended, not an acceptance."""
+    story = await _story_of(client, workflow_id, None)
+    return [e.detail.removeprefix("answer=") for e in story if e.what == "partner response"]
+
+
 # What only the store's audit trail knows (the rest is in the event histories already).
 AUDIT_ONLY = (
     "enrolled",

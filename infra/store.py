@@ -501,8 +501,12 @@ class CareStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def rows(self, table: Table, **where: Any) -> list[dict[str, Any]]:
-        stmt = select(table)
+    def rows(
+        self, table: Table, *, columns: Sequence[str] | None = None, **where: Any
+    ) -> list[dict[str, Any]]:
+        """Rows matching `where`; only `columns` of them if given (a reader that must not
+        see a patient's contact details names the columns it needs)."""
+        stmt = select(*(table.c[c] for c in columns)) if columns else select(table)
         for column, value in where.items():
             stmt = stmt.where(table.c[column] == value)
         with self.engine.connect() as conn:

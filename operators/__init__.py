@@ -1,1 +1,2 @@
-"""Operators' views over the whole caseload: reports read from the care-operations store."""
+"""What operators read out of CarePath: outcome reports over a caseload and exports of a
+patient's journey for other systems."""
