@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -601,6 +602,13 @@ class PatientJourneyWorkflow:
         """Sleep until program day `day` (or until `or_when` holds); False if a discharge
         or relapse interrupted."""
         delay = self._state.clock.instant(day) - workflow.now()
+        if workflow.patched("wake-by-timer-always"):
+            # Whether a timer starts must not hang on now(): after a retried workflow task
+            # (a worker killed mid-task) replay can read now() a fraction of a second later
+            # than the live task did, and a wake-up that was just ahead becomes just past:
+            # the replay would skip a timer the history holds. A wake-up already due waits a
+            # millisecond instead.
+            delay = max(delay, timedelta(milliseconds=1))
         if delay.total_seconds() > 0:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
