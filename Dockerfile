@@ -20,6 +20,7 @@ COPY activities/ activities/
 COPY infra/ infra/
 COPY demo/ demo/
 COPY programs/ programs/
+COPY cli/ cli/
 COPY worker.py starter.py ./
 # Installed in place (editable), so the programs/ beside the code are the ones read.
 RUN pip install -e '.[otel]'

@@ -275,7 +275,7 @@ def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operatio
 async def run_demo(
     settings: Settings, server: EmbeddedServer, patients: int, program_id: str, seed: int
 ) -> int:
-    from starter import start_journey  # the same enrolment path as the CLI's
+    from cli.enrolment import start_journey  # the same enrolment path as the CLI's
 
     if patients < 1:
         raise ValueError("--patients must be at least 1")

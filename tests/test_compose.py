@@ -303,7 +303,7 @@ def test_the_dockerfile() -> None:
 
 
 def test_the_commands_the_stack_runs_exist() -> None:
-    from starter import parser
+    from cli.main import parser
 
     services = load_compose()["services"]
     codec = services["codec-server"]["command"]

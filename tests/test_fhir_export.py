@@ -15,7 +15,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from temporalio.testing import WorkflowEnvironment
 
-import starter
+from cli import main as cli_main
 from clinical.aftercare import CallOutcome, CheckIn
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
@@ -177,10 +177,10 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
         # The command line writes the same bundle (nothing open: no Temporal needed).
         monkeypatch.setenv("CAREPATH_DATABASE_URL", c.settings.database_url)
         monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path / "data"))
-        monkeypatch.setattr(starter, "configure_logging", lambda *args: None)
+        monkeypatch.setattr(cli_main, "configure_logging", lambda *args: None)
         out = tmp_path / "bundle.json"
         argv = ["export", pid, "--fhir", "--out", str(out)]
-        assert await asyncio.to_thread(starter.main, argv) == 0
+        assert await asyncio.to_thread(cli_main.main, argv) == 0
 
     # It validates: re-parsed by the library, every entry is its resource's model.
     parsed = Bundle.model_validate_json(text)
@@ -564,7 +564,7 @@ def test_export_refuses_bad_input_in_one_line(
 ) -> None:
     monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("CAREPATH_DATABASE_URL", raising=False)
-    monkeypatch.setattr(starter, "configure_logging", lambda *args: None)
+    monkeypatch.setattr(cli_main, "configure_logging", lambda *args: None)
     store = CareStore(f"sqlite:///{tmp_path / 'data' / 'carepath.db'}")  # as a worker makes it
     store.migrate()
     store.dispose()
@@ -572,7 +572,7 @@ def test_export_refuses_bad_input_in_one_line(
 
     def run() -> int:
         try:
-            return starter.main([*argv, "--out", str(out)])
+            return cli_main.main([*argv, "--out", str(out)])
         except SystemExit as exc:  # argparse's own refusals
             return int(exc.code or 0)
 
