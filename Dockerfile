@@ -19,6 +19,7 @@ COPY workflows/ workflows/
 COPY activities/ activities/
 COPY infra/ infra/
 COPY demo/ demo/
+COPY operators/ operators/
 COPY programs/ programs/
 COPY cli/ cli/
 COPY worker.py starter.py ./

@@ -291,9 +291,14 @@ def test_the_dockerfile() -> None:
     assert users and users[-1] not in ("root", "0")
     assert re.search(r'^CMD \["python", "worker.py"\]$', text, re.M)
     assert (PROJECT_ROOT / "worker.py").exists()
+    copied = set()
     for source in re.findall(r"^COPY (.+) \S+$", text, re.M):
         for path in source.split():
             assert (PROJECT_ROOT / path).exists(), path
+            copied.add(path.rstrip("/").removesuffix(".py"))
+    # Every package the project installs is in the image (the editable install needs them all).
+    setup = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(setup["packages"]) | set(setup["py-modules"]) <= copied
     (check,) = re.findall(r'CMD \["python", "-m", "([\w.]+)"\]', text)
     assert (PROJECT_ROOT / (check.replace(".", "/") + ".py")).exists()
     # Nothing secret or local is sent to the image build.
