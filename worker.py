@@ -10,22 +10,28 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.care_operations import CareOperations
+from activities.referral_launch import ReferralLauncher
 from activities.telephony import SimulatedTelephony
 from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
+from infra.metrics import ClinicGauges, metrics_runtime
 from infra.settings import Settings, SettingsError, load_settings
-from infra.store import CareStore
-from infra.temporal import build_worker, connect
+from infra.store import CareStore, store_unreachable
+from infra.temporal import build_worker, connect, connect_config
+from infra.tracing import start_exporting
 
 log = get_logger("carepath.worker")
 
 
 def build_care_operations(settings: Settings) -> CareOperations:
-    store = CareStore(settings.database_url)
+    # A connection for each activity thread, and one for the metrics' reads.
+    store = CareStore(settings.database_url, pool_size=settings.max_concurrent_activities + 1)
     store.migrate()
     return CareOperations(
         store=store,
@@ -38,18 +44,23 @@ def build_care_operations(settings: Settings) -> CareOperations:
 async def running_worker(
     client: Client, settings: Settings, operations: CareOperations, **overrides: object
 ) -> AsyncIterator[Worker]:
-    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, operations.all(), executor, **overrides)
+    with ThreadPoolExecutor(
+        max_workers=settings.max_concurrent_activities, thread_name_prefix="activity"
+    ) as executor:
+        activities = operations.all() + ReferralLauncher(client).all()
+        worker = build_worker(client, settings, activities, executor, **overrides)
         async with worker:
             yield worker
 
 
-async def connect_with_patience(settings: Settings, stop: asyncio.Event) -> Client | None:
+async def connect_with_patience(
+    settings: Settings, stop: asyncio.Event, runtime: Runtime | None = None
+) -> Client | None:
     """Wait for the server rather than fail: a worker may start before it."""
     delay = 0.5
     while not stop.is_set():
         try:
-            return await connect(settings)
+            return await connect(settings, runtime)
         except RuntimeError as exc:
             log.warning("temporal_unreachable", error=str(exc).splitlines()[0], retry_in=delay)
             with suppress(TimeoutError):
@@ -61,6 +72,9 @@ async def connect_with_patience(settings: Settings, stop: asyncio.Event) -> Clie
 async def main() -> int:
     try:
         settings = load_settings()
+        connect_config(settings)  # a profile that cannot work: say so now, not retry it
+        runtime = metrics_runtime(settings)
+        tracer = start_exporting() if settings.otel else None
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,15 +83,30 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    operations = build_care_operations(settings)
-    client = await connect_with_patience(settings, stop)
+    try:
+        operations = build_care_operations(settings)
+    except OperationalError as exc:  # restarted by its supervisor; says why in one line
+        print(f"error: {store_unreachable(exc)}", file=sys.stderr)
+        return 4
+    client = await connect_with_patience(settings, stop, runtime)
     if client is None:
         return 0
     async with running_worker(client, settings, operations):
-        log.info("worker_started", task_queue=settings.task_queue)
-        await stop.wait()
+        log.info(
+            "worker_started",
+            task_queue=settings.task_queue,
+            namespace=client.namespace,
+            metrics=settings.metrics_address,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            if runtime is not None:
+                gauges = ClinicGauges(operations.store, runtime.metric_meter)
+                tasks.create_task(gauges.run(settings.metrics_interval, stop))
+            await stop.wait()
         log.info("worker_stopping")
     operations.store.dispose()
+    if tracer is not None:
+        tracer.shutdown()  # flush the spans still batched
     log.info("worker_stopped")
     return 0
 

@@ -13,6 +13,7 @@ from clinical.assessment import ContactWindow, Enrolment
 from clinical.attendance import SessionRecord
 from clinical.careplan import CarePlan, SessionSpec
 from clinical.placement import Placement
+from clinical.referrals import ReferralInput
 from clinical.reminders import Reminder
 
 
@@ -121,6 +122,14 @@ class ReferralDispatch(_Record):
     need: str
     consent_kind: str
     at: datetime
+
+
+class ReferralLaunch(_Record):
+    """Start a referral's own workflow: its ID, the queue it runs on, its IDs-only input."""
+
+    workflow_id: str
+    task_queue: str
+    referral: ReferralInput
 
 
 class ReferralReminder(_Record):

@@ -6,11 +6,29 @@ from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from clinical.identifiers import CaseManagerId, PatientId, ProgramId, SiteId
 
 Rating = Annotated[int, Field(ge=0, le=4, description="0 = no risk … 4 = severe")]
+
+
+def _clinic_local(value: time) -> time:
+    # A number or "10:00Z" parses to a time with a zone, which cannot be compared with the
+    # clinic-local times beside it.
+    if value.tzinfo is not None:
+        raise ValueError("a clinic-local time (HH:MM), without a time zone")
+    return value
+
+
+LocalTime = Annotated[time, AfterValidator(_clinic_local)]
 
 
 class Weekday(StrEnum):
@@ -69,8 +87,8 @@ class Commitment(_Strict):
     """A recurring time the patient cannot attend (work, school, childcare)."""
 
     weekday: Weekday
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
     kind: Literal["work", "school", "childcare", "other"] = "other"
 
     @model_validator(mode="after")
@@ -84,8 +102,8 @@ class ContactWindow(_Strict):
     """When the patient prefers to be called or messaged (clinic-local time); outside it
     are their quiet hours. `reminders`: how they want reminders, if at all."""
 
-    start: time = time(10, 0)
-    end: time = time(18, 0)
+    start: LocalTime = time(10, 0)
+    end: LocalTime = time(18, 0)
     reminders: Literal["sms", "email", "none"] = "sms"
 
     @model_validator(mode="after")

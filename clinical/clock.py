@@ -41,6 +41,13 @@ class ProgramClock(BaseModel):
         """The clinic-calendar date and time of program day `day`."""
         return datetime.combine(self.origin_date, time(0), tzinfo=UTC) + timedelta(days=day)
 
+    def calendar_of(self, instant: datetime) -> datetime:
+        """The clinic-calendar date and time at real instant `instant` (the same instant
+        with a real clock; later with a compressed one)."""
+        midnight = datetime.combine(self.origin_date, time(0), tzinfo=UTC)
+        # Scaled, not via `day()`: a real clock's factor is 1.0, so no rounding creeps in.
+        return midnight + (instant - self.origin_instant) * (86400 / self.seconds_per_day)
+
     def calendar_day(self, at: datetime) -> float:
         """The program day of a clinic-calendar date and time (inverse of `calendar`)."""
         midnight = datetime.combine(self.origin_date, time(0), tzinfo=UTC)

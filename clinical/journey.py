@@ -124,6 +124,8 @@ class JourneyState(BaseModel):
     last_review_day: float | None = None
     tasks: list[JourneyTask] = []
     referrals: list[ReferralRef] = []
+    referrals_opening: list[ReferralRef] = []
+    """Referrals whose loop is being started: listed once their workflow exists."""
     alumni_attended: list[str] = []
     family_consent: bool | None = None
     """Consent to family involvement as changed since enrolment (None: as enrolled)."""
@@ -375,7 +377,11 @@ def apply_family_consent(
 
 def check_referral(state: JourneyState, request: ReferralRequest) -> None:
     _require_active(state)
-    open_ = [r for r in state.referrals if r.need == request.need and r.outcome is None]
+    open_ = [
+        r
+        for r in state.referrals + state.referrals_opening
+        if r.need == request.need and r.outcome is None
+    ]
     if open_:
         raise RequestRefused(
             f"a {request.need.value} referral is already open ({open_[0].referral_id})"
@@ -383,16 +389,23 @@ def check_referral(state: JourneyState, request: ReferralRequest) -> None:
 
 
 def new_referral(state: JourneyState, need: SocialNeed, by: str) -> ReferralRef:
-    """Record a referral for a need; its ID numbers the referrals for that need."""
-    n = 1 + sum(1 for r in state.referrals if r.need == need)
+    """A referral for a need, opening until `referral_opened`; its ID numbers the
+    referrals for that need."""
+    n = 1 + sum(1 for r in state.referrals + state.referrals_opening if r.need == need)
     ref = ReferralRef(
         referral_id=f"REF-{need.value}-{n}",
         need=need,
         workflow_id=referral_workflow_id(state.patient_id, need.value),
         requested_by=by,
     )
-    state.referrals.append(ref)
+    state.referrals_opening.append(ref)
     return ref
+
+
+def referral_opened(state: JourneyState, ref: ReferralRef) -> None:
+    """Its loop runs: the referral is listed, and case managers can act on it."""
+    state.referrals_opening.remove(ref)
+    state.referrals.append(ref)
 
 
 RELAPSE_PHASES = (Phase.intensive, Phase.step_down, Phase.aftercare)

@@ -18,6 +18,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
@@ -139,7 +140,14 @@ async def close_the_loop(
     and the case manager cancels), and the partner answers within days (or stays silent,
     and the service levels run)."""
     referral = client.get_workflow_handle(workflow_id)
-    status: ReferralStatus = await referral.query(ReferralWorkflow.status)
+    try:
+        status: ReferralStatus = await referral.query(ReferralWorkflow.status)
+    except RPCError as exc:
+        # The journey lists a referral as it starts the referral's workflow; on a busy
+        # server the start lands a moment later. Look again at the next round.
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return
+        raise
     try:
         if status.stage == ReferralStage.awaiting_consent:
             if rng.random() < 0.8:
@@ -267,7 +275,7 @@ def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operatio
 async def run_demo(
     settings: Settings, server: EmbeddedServer, patients: int, program_id: str, seed: int
 ) -> int:
-    from starter import start_journey  # the same enrolment path as the CLI's
+    from cli.enrolment import start_journey  # the same enrolment path as the CLI's
 
     if patients < 1:
         raise ValueError("--patients must be at least 1")
@@ -317,6 +325,10 @@ async def run_demo(
     )
     console.print(
         f"  e.g. {server.ui_url}/namespaces/default/workflows/journey-{cohort[0].patient_id}"
+    )
+    console.print(
+        f"The cohort's outcomes report: `python starter.py report --program {program_id} "
+        "--html outcomes.html` (tables here, charts in the page)."
     )
     console.print(
         "The server keeps running so you can look; stop it with `python starter.py server stop`."

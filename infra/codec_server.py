@@ -2,8 +2,9 @@
 
 The UI posts payloads to `<endpoint>/decode` (and `/encode`) in Temporal's JSON form; the
 endpoint carries the operator's token in its path (`/t/<token>`), since the UI sends no
-credentials of its own to a codec endpoint. Only loopback is served. Nothing is logged but
-the count of payloads (never their content)."""
+credentials of its own to a codec endpoint. It listens on loopback only, unless told to
+listen on a container's interfaces (whose port is then published on the host's loopback
+only). Nothing is logged but the count of payloads (never their content)."""
 
 from __future__ import annotations
 
@@ -35,15 +36,23 @@ def load_or_create_token(path: Path) -> str:
 
 
 class CodecServer:
-    def __init__(self, codec: EncryptionCodec, token: str, port: int, ui_origin: str) -> None:
+    def __init__(
+        self,
+        codec: EncryptionCodec,
+        token: str,
+        port: int,
+        ui_origin: str,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.codec, self.token, self.ui_origin = codec, token, ui_origin
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.port = self.httpd.server_address[1]
         self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/t/{self.token}"
+        return f"http://{self.host}:{self.port}/t/{self.token}"
 
     def serve_in_background(self) -> None:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -97,6 +97,11 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
         (result,) = (await _open(client, list(child.result.payloads))) or [None]
         detail = _fields(result, ("call_id", "outcome", "attempts", "referral_id"))
         return [Entry(at, source, f"{child.workflow_type.name} finished", "engine", detail)]
+    if kind == "workflow_execution_signaled_event_attributes":
+        signal = event.workflow_execution_signaled_event_attributes
+        (arg,) = (await _open(client, list(signal.input.payloads))) or [None]
+        detail = _fields(arg, ("referral_id", "outcome"))
+        return [Entry(at, source, signal.signal_name.replace("_", " "), "engine", detail)]
     if kind == "workflow_execution_continued_as_new_event_attributes":
         return [Entry(at, source, "continued as new (next phase or run)", "engine", "")]
     if kind == "workflow_execution_completed_event_attributes":
@@ -107,6 +112,19 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
             )
         ) or [None]
         return [Entry(at, source, "ended", "engine", _fields(result, ("outcome", "reason")))]
+    return []
+
+
+async def _workflows_started_by(client: Client, event: HistoryEvent) -> list[str]:
+    """Check-ins are the journey's children; referrals are started by an activity (earlier
+    journeys started them as children too)."""
+    if event.HasField("child_workflow_execution_started_event_attributes"):
+        child = event.child_workflow_execution_started_event_attributes
+        return [child.workflow_execution.workflow_id]
+    scheduled = event.activity_task_scheduled_event_attributes
+    if scheduled.activity_type.name == "start_referral_loop":
+        (arg,) = (await _open(client, list(scheduled.input.payloads))) or [None]
+        return [arg["workflow_id"]] if isinstance(arg, dict) else []
     return []
 
 
@@ -126,11 +144,21 @@ def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
     if name == "place_follow_up_call":
         what = f"call {arg.get('call_id')} attempt {arg.get('attempt')}"
         return [Entry(at, source, what, "engine", "")]
+    if name == "start_referral_loop":
+        need = (arg.get("referral") or {}).get("need")
+        return [Entry(at, source, f"{need} referral opened", "engine", "")]
     if name == "send_referral":
         return [Entry(at, source, f"referral sent to {arg.get('need')} partner", "engine", "")]
     if name == "remind_partner":
         return [Entry(at, source, "partner reminded", "engine", f"number={arg.get('number')}")]
     return []
+
+
+async def partner_answers(client: Client, workflow_id: str) -> list[str]:
+    """A referral's partner answers so far (accepted, no_show, ...), in order, from its
+    latest run's history: the store keeps only where the loop ended, not an acceptance."""
+    story = await _story_of(client, workflow_id, None)
+    return [e.detail.removeprefix("answer=") for e in story if e.what == "partner response"]
 
 
 # What only the store's audit trail knows (the rest is in the event histories already).
@@ -176,9 +204,7 @@ async def journey_story(
     for history in reversed(histories):
         for event in history.events:
             entries += await _read(client, "journey", event)
-            if event.HasField("child_workflow_execution_started_event_attributes"):
-                child = event.child_workflow_execution_started_event_attributes
-                children.append(child.workflow_execution.workflow_id)
+            children += await _workflows_started_by(client, event)
     for child_id in dict.fromkeys(children):
         entries += await _story_of(client, child_id, None)
     if store is not None:

@@ -1,8 +1,12 @@
-"""Settings from the environment (CAREPATH_*), with defaults for the embedded setup."""
+"""Settings from the environment (CAREPATH_*), with defaults for the embedded setup.
+
+Where Temporal is (address, namespace, TLS, API key) is not here: it comes from a
+`temporalio.envconfig` profile and TEMPORAL_* variables (infra/temporal.py)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,22 @@ class Settings:
     keys_file: Path | None = None
 
     codec_port: int = 8234
+    # The codec server listens on loopback; in a container, on all of the container's
+    # interfaces (its port is then published on the host's loopback only).
+    codec_host: str = "127.0.0.1"
+    codec_token_path: Path | None = None
+    ui_url: str | None = None  # the Web UI's origin, allowed to call the codec server
+
+    # A worker's share of the work: activity threads (each may hold a database
+    # connection), workflow tasks in flight, and the workflow cache (its memory bound).
+    max_concurrent_activities: int = 16
+    max_concurrent_workflow_tasks: int = 100
+    # Prometheus metrics of a worker ("host:port"; off when None) and how often CarePath's
+    # own gauges are read from the store.
+    metrics_address: str | None = None
+    metrics_interval: float = 15.0
+    # OpenTelemetry tracing of workflows and activities (the `otel` extra).
+    otel: bool = False
 
     @property
     def key_file(self) -> Path:
@@ -40,36 +60,51 @@ class Settings:
 
     @property
     def codec_token_file(self) -> Path:
-        return self.data_dir / "codec-token"
+        return self.codec_token_path or self.data_dir / "codec-token"
+
+    @property
+    def ui_origin(self) -> str:
+        return self.ui_url or f"http://127.0.0.1:{self.ui_port}"
 
     @property
     def embedded_address(self) -> str:
         return f"127.0.0.1:{self.server_port}"
 
 
-def load_settings() -> Settings:
-    env = os.environ
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (the process environment unless given)."""
+    env = os.environ if env is None else env
     data_dir = Path(env.get("CAREPATH_DATA_DIR", PROJECT_ROOT / "data")).resolve()
     return Settings(
         data_dir=data_dir,
         programs_dir=Path(env.get("CAREPATH_PROGRAMS_DIR", PROJECT_ROOT / "programs")).resolve(),
-        database_url=env.get("CAREPATH_DATABASE_URL", f"sqlite:///{data_dir / 'carepath.db'}"),
-        task_queue=env.get("CAREPATH_TASK_QUEUE", "carepath"),
-        log_format=env.get("CAREPATH_LOG_FORMAT", "console"),
-        log_level=env.get("CAREPATH_LOG_LEVEL", "info"),
-        max_cached_workflows=int(env.get("CAREPATH_MAX_CACHED_WORKFLOWS", "1000")),
-        server_port=int(env.get("CAREPATH_SERVER_PORT", "7233")),
-        ui_port=int(env.get("CAREPATH_UI_PORT", "8233")),
+        database_url=_database_url(env, f"sqlite:///{data_dir / 'carepath.db'}"),
+        task_queue=_name(env, "CAREPATH_TASK_QUEUE", "carepath"),
+        log_format=_choice(env, "CAREPATH_LOG_FORMAT", "console", ("console", "json")),
+        log_level=_choice(
+            env, "CAREPATH_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+        ),
+        max_cached_workflows=_count(env, "CAREPATH_MAX_CACHED_WORKFLOWS", 1000, least=0),
+        server_port=_port(env, "CAREPATH_SERVER_PORT", 7233),
+        ui_port=_port(env, "CAREPATH_UI_PORT", 8233),
         simulated_use_risk=_probability(env, "CAREPATH_SIMULATED_USE_RISK", 0.02),
         encryption=_switch(env, "CAREPATH_ENCRYPTION", True),
-        codec_port=int(env.get("CAREPATH_CODEC_PORT", "8234")),
-        keys_file=Path(env["CAREPATH_KEYS_FILE"]).resolve()
-        if "CAREPATH_KEYS_FILE" in env
-        else None,
+        codec_port=_port(env, "CAREPATH_CODEC_PORT", 8234),
+        codec_host=env.get("CAREPATH_CODEC_HOST", "127.0.0.1"),
+        codec_token_path=_path(env, "CAREPATH_CODEC_TOKEN_FILE"),
+        ui_url=env.get("CAREPATH_UI_URL") or None,
+        keys_file=_path(env, "CAREPATH_KEYS_FILE"),
+        max_concurrent_activities=_count(env, "CAREPATH_MAX_CONCURRENT_ACTIVITIES", 16),
+        max_concurrent_workflow_tasks=_count(
+            env, "CAREPATH_MAX_CONCURRENT_WORKFLOW_TASKS", 100, least=2
+        ),
+        metrics_address=_address(env, "CAREPATH_METRICS_ADDRESS"),
+        metrics_interval=_seconds(env, "CAREPATH_METRICS_INTERVAL", 15.0),
+        otel=_switch(env, "CAREPATH_OTEL", False),
     )
 
 
-def _switch(env: os._Environ[str], name: str, default: bool) -> bool:
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None:
         return default
@@ -80,14 +115,84 @@ def _switch(env: os._Environ[str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be on or off, not {raw!r}")
 
 
-def _probability(env: os._Environ[str], name: str, default: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, fits: Callable[[float], bool], what: str
+) -> float:
     raw = env.get(name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise SettingsError(f"{name} must be a probability between 0 and 1, not {raw!r}")
+        value = float("nan")  # fits nothing
+    if not fits(value):
+        raise SettingsError(f"{name} must be {what}, not {raw!r}")
     return value
+
+
+def _probability(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: 0.0 <= v <= 1.0, "a probability between 0 and 1")
+
+
+def _count(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise SettingsError(f"{name} must be a whole number of at least {least}, not {raw!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _count(env, name, default)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a port (1-65535), not {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: v > 0, "a number of seconds above 0")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not value or value != value.strip() or len(value) > 200:
+        raise SettingsError(f"{name} must be a name without spaces around it, not {value!r}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw).resolve() if raw else None
+
+
+def _address(env: Mapping[str, str], name: str) -> str | None:
+    """A "host:port" to listen on, or None when unset or empty."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise SettingsError(f"{name} must be host:port (e.g. 127.0.0.1:9464), not {raw!r}")
+    return raw
+
+
+def _database_url(env: Mapping[str, str], default: str) -> str:
+    url = env.get("CAREPATH_DATABASE_URL", default)
+    if not url.startswith(("sqlite:///", "postgresql+psycopg://")):
+        raise SettingsError(
+            "CAREPATH_DATABASE_URL must be sqlite:///<file> or "
+            f"postgresql+psycopg://<user>:<password>@<host>/<database>, not {url.split(':')[0]}:…"
+        )
+    return url

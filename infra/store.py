@@ -8,8 +8,11 @@ SQLite is the embedded default; the same code runs on PostgreSQL (SQLAlchemy Cor
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
@@ -37,14 +41,35 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, stored in UTC and read back as an aware UTC datetime on every database:
+    SQLite keeps no offset (it would keep the wall-clock time of whatever zone was written),
+    PostgreSQL answers in the session's zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _in_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _in_utc(value)
+
+
+def _in_utc(value: datetime) -> datetime:
+    # A naive time is one the store wrote: UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _ts(name: str, nullable: bool = True) -> Column[datetime]:
-    return Column(name, DateTime(timezone=True), nullable=nullable)
+    return Column(name, UtcDateTime(), nullable=nullable)
 
 
 patients = Table(
@@ -228,6 +253,13 @@ schema_migrations = Table(
     _ts("applied_at", nullable=False),
 )
 
+# The unique key an insert_once conflicts on, where it is not the idempotency key.
+_CONFLICT_KEYS = {
+    "patients": "patient_id",
+    "telephony_ledger": "reference",
+    "partner_ledger": "reference",
+}
+
 IDEMPOTENT_TABLES = (
     appointments,
     follow_up_calls,
@@ -239,39 +271,83 @@ IDEMPOTENT_TABLES = (
 )
 
 
+COHORT_PATIENT_COLUMNS = (
+    "patient_id",
+    "case_manager_id",
+    "site_id",
+    "program_id",
+    "enrolled_at",
+    "phase",
+    "level",
+    "risk",
+)
+"""What a cohort read takes of a patient: no names, birth date, phone or answers."""
+
+
+@dataclass(frozen=True)
+class CohortRows:
+    """A cohort's rows, table by table (see `CareStore.cohort_rows`)."""
+
+    patients: list[dict[str, Any]]
+    appointments: list[dict[str, Any]]
+    phase_changes: list[dict[str, Any]]
+    follow_up_calls: list[dict[str, Any]]
+    referrals: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    audit_events: list[dict[str, Any]]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+# Any constant shared by every CarePath process: the key of the lock migrations hold.
+_MIGRATION_LOCK = 0x43415245
 
 
 class CareStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 5) -> None:
+        """`pool_size`: connections kept open to a database server (a worker's activity
+        threads each hold one while they write)."""
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(
                 url, connect_args={"check_same_thread": False, "timeout": 30}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+        else:  # PostgreSQL (settings allow nothing else)
+            self.engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=pool_size,
+                max_overflow=2,
+                # Timestamps come back in UTC whatever the server's own time zone is.
+                connect_args={"options": "-c timezone=UTC"},
+            )
 
     # --- schema -------------------------------------------------------------------------
 
     def migrate(self) -> int:
-        """Create or upgrade the schema to SCHEMA_VERSION; returns the version."""
-        metadata.create_all(self.engine, tables=[schema_migrations])
+        """Create or upgrade the schema to SCHEMA_VERSION; returns the version. Workers
+        starting together take turns: the first migrates, the others find it done."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            else:  # SQLite: take the write lock now, not at the first write
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            metadata.create_all(conn, tables=[schema_migrations])
             current = conn.scalar(select(func.max(schema_migrations.c.version))) or 0
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 _MIGRATIONS[version](conn)
                 conn.execute(insert(schema_migrations).values(version=version, applied_at=utcnow()))
         return SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        """The schema version the database holds (0: no CarePath store there)."""
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table(schema_migrations.name):
+                return 0
+            return int(conn.scalar(select(func.max(schema_migrations.c.version))) or 0)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -287,32 +363,24 @@ class CareStore:
         """Insert rows whose idempotency key is new; returns how many were new."""
         if not rows:
             return 0
-        key = ["reference"] if table in (telephony_ledger, partner_ledger) else ["idempotency_key"]
+        key = _CONFLICT_KEYS.get(table.name, "idempotency_key")
         dialect = conn.dialect.name
         stmt: Any
         if dialect == "sqlite":
-            stmt = (
-                sqlite.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=key)
-            )
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
         elif dialect == "postgresql":
-            stmt = (
-                postgresql.insert(table)
-                .values(list(rows))
-                .on_conflict_do_nothing(index_elements=key)
-            )
+            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
         else:  # pragma: no cover - only SQLite and PostgreSQL are supported
             raise RuntimeError(f"unsupported database {dialect}")
-        return int(conn.execute(stmt).rowcount or 0)
+        # The keys of the rows actually inserted: rowcount of a multi-row insert is -1 on
+        # PostgreSQL's driver.
+        inserted = conn.execute(stmt.values(list(rows)).returning(table.c[key])).all()
+        return len(inserted)
 
     def upsert_patient(self, conn: Connection, row: dict[str, Any]) -> bool:
-        """Insert the patient once; a repeat (retried intake) changes nothing."""
-        exists = conn.scalar(
-            select(patients.c.patient_id).where(patients.c.patient_id == row["patient_id"])
-        )
-        if exists:
-            return False
-        conn.execute(insert(patients).values(**row))
-        return True
+        """Insert the patient once; a repeat (retried intake, even one running at the same
+        time on another worker) changes nothing."""
+        return self.insert_once(conn, patients, [row]) == 1
 
     def set_patient_phase(
         self, conn: Connection, patient_id: str, phase: str, level: str | None, risk: str
@@ -433,12 +501,16 @@ class CareStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def rows(self, table: Table, **where: Any) -> list[dict[str, Any]]:
-        stmt = select(table)
+    def rows(
+        self, table: Table, *, columns: Sequence[str] | None = None, **where: Any
+    ) -> list[dict[str, Any]]:
+        """Rows matching `where`; only `columns` of them if given (a reader that must not
+        see a patient's contact details names the columns it needs)."""
+        stmt = select(*(table.c[c] for c in columns)) if columns else select(table)
         for column, value in where.items():
             stmt = stmt.where(table.c[column] == value)
         with self.engine.connect() as conn:
-            return [_utc_row(dict(r._mapping)) for r in conn.execute(stmt)]
+            return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def task_list(
         self,
@@ -455,7 +527,87 @@ class CareStore:
         if not include_done:
             stmt = stmt.where(tasks.c.status == "open")
         with self.engine.connect() as conn:
-            return [_utc_row(dict(r._mapping)) for r in conn.execute(stmt)]
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def census(self) -> dict[str, dict[str, int]]:
+        """What the clinic looks like now, in counts with no patient in them: patients by
+        phase, aftercare check-ins by the outcome of their latest call attempt, open tasks
+        by kind."""
+        latest = (
+            select(
+                follow_up_calls.c.patient_id,
+                follow_up_calls.c.call_id,
+                func.max(follow_up_calls.c.attempt).label("attempt"),
+            )
+            .group_by(follow_up_calls.c.patient_id, follow_up_calls.c.call_id)
+            .subquery()
+        )
+        queries = {
+            "patients": select(patients.c.phase, func.count()).group_by(patients.c.phase),
+            "check_ins": select(follow_up_calls.c.outcome, func.count())
+            .join(
+                latest,
+                (follow_up_calls.c.patient_id == latest.c.patient_id)
+                & (follow_up_calls.c.call_id == latest.c.call_id)
+                & (follow_up_calls.c.attempt == latest.c.attempt),
+            )
+            .group_by(follow_up_calls.c.outcome),
+            "open_tasks": select(tasks.c.kind, func.count())
+            .where(tasks.c.status == "open")
+            .group_by(tasks.c.kind),
+        }
+        with self.engine.connect() as conn:
+            return {
+                name: {str(label): int(n) for label, n in conn.execute(query)}
+                for name, query in queries.items()
+            }
+
+    def cohort_rows(
+        self,
+        *,
+        site_id: str | None = None,
+        case_manager_id: str | None = None,
+        program_id: str | None = None,
+        enrolled_from: datetime | None = None,
+        enrolled_to: datetime | None = None,
+        audit_actions: Sequence[str] = (),
+    ) -> CohortRows:
+        """Read only: the patients matching every filter given (enrolled in [from, to)) and
+        their sessions, phase changes, check-in call attempts, referrals, tasks and the audit
+        facts of the actions asked for. Patients come without their contact columns."""
+        chosen = select(patients.c.patient_id)
+        for column, value in (
+            (patients.c.site_id, site_id),
+            (patients.c.case_manager_id, case_manager_id),
+            (patients.c.program_id, program_id),
+        ):
+            if value is not None:
+                chosen = chosen.where(column == value)
+        if enrolled_from is not None:
+            chosen = chosen.where(patients.c.enrolled_at >= enrolled_from)
+        if enrolled_to is not None:
+            chosen = chosen.where(patients.c.enrolled_at < enrolled_to)
+        without_contact = [patients.c[name] for name in COHORT_PATIENT_COLUMNS]
+
+        def of_cohort(table: Table, *columns: Any) -> Any:
+            return select(*(columns or (table,))).where(table.c.patient_id.in_(chosen))
+
+        with self.engine.connect() as conn:
+
+            def read(stmt: Any) -> list[dict[str, Any]]:
+                return [dict(r._mapping) for r in conn.execute(stmt)]
+
+            return CohortRows(
+                patients=read(of_cohort(patients, *without_contact)),
+                appointments=read(of_cohort(appointments)),
+                phase_changes=read(of_cohort(phase_changes).order_by(phase_changes.c.id)),
+                follow_up_calls=read(of_cohort(follow_up_calls)),
+                referrals=read(of_cohort(referrals)),
+                tasks=read(of_cohort(tasks)),
+                audit_events=read(
+                    of_cohort(audit_events).where(audit_events.c.action.in_(audit_actions))
+                ),
+            )
 
     def duplicate_counts(self) -> dict[str, int]:
         """Rows sharing an idempotency key or business key, per table (should all be 0)."""
@@ -486,10 +638,19 @@ class CareStore:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets the CLI read while workers write; busy_timeout rides out short write locks.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # busy_timeout rides out short write locks; WAL lets the CLI read while workers write.
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Switching a new database to WAL does not wait on the busy handler: workers opening it
+    # together see "database is locked" and try again.
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
@@ -529,9 +690,10 @@ def _migration_2(conn: Connection) -> None:
 _MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
-def _utc_row(row: dict[str, Any]) -> dict[str, Any]:
-    # SQLite returns naive datetimes; every timestamp stored is UTC.
-    return {k: _as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+def store_unreachable(exc: Exception) -> str:
+    """One line for a database that does not answer (the URL, with its password, left out)."""
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return f"the care-operations store does not answer ({reason[0] if reason else 'no reason'})"
 
 
 def to_json(value: Any) -> str:

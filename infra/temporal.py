@@ -11,16 +11,19 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.settings import Settings, SettingsError
+from infra.tracing import tracing_interceptors
 
 
 def data_converter(keys: KeyRing | None = None) -> DataConverter:
@@ -41,14 +44,29 @@ def converter_for(settings: Settings) -> DataConverter:
 
 
 def connect_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    """Client.connect's arguments from the envconfig profile (TEMPORAL_PROFILE, "default"
+    unless named, in TEMPORAL_CONFIG_FILE or the default config file) with TEMPORAL_*
+    overrides. A profile that cannot be used is a SettingsError, not an unreachable server."""
+    named = os.environ.get("TEMPORAL_CONFIG_FILE")
+    if named and not Path(named).is_file():
+        raise SettingsError(f"TEMPORAL_CONFIG_FILE {named} does not exist")
+    try:
+        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    except OSError as exc:  # a TLS certificate or key the profile names
+        raise SettingsError(f"Temporal TLS file {exc.filename}: {exc.strerror}") from None
+    except RuntimeError as exc:  # the SDK's ConfigError: bad TOML, unknown profile
+        first = str(exc).strip().splitlines()[0]
+        raise SettingsError(f"Temporal client configuration: {first}") from None
     if "target_host" not in config and not os.environ.get("TEMPORAL_ADDRESS"):
         config["target_host"] = settings.embedded_address
     return config
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(**connect_config(settings), data_converter=converter_for(settings))
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client of the configured Temporal; `runtime` serves a worker's metrics."""
+    return await Client.connect(
+        **connect_config(settings), data_converter=converter_for(settings), runtime=runtime
+    )
 
 
 def workflow_classes() -> list[type]:
@@ -71,8 +89,11 @@ def build_worker(
         "workflows": workflow_classes(),
         "activities": list(activities),
         "activity_executor": executor,
-        "max_concurrent_activities": executor._max_workers,
+        # Never more activities at once than threads to run them.
+        "max_concurrent_activities": min(settings.max_concurrent_activities, executor._max_workers),
+        "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
         "max_cached_workflows": settings.max_cached_workflows,
+        "interceptors": tracing_interceptors(settings),
     }
     options.update(overrides)
     return Worker(client, **options)

@@ -1,12 +1,16 @@
-"""Fixtures shared by the tests that run journeys on the time-skipping server."""
+"""Fixtures shared by the tests: the time-skipping server, and the care-operations store on
+each database CarePath supports."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from tests.postgres import NOT_INSTALLED, PostgresServer, running_postgres
 from tests.support import start_time_skipping
 
 
@@ -17,3 +21,21 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await start_time_skipping()
     yield environment
     await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer | None]:
+    """One PostgreSQL server for the whole run, started on first use."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty care-operations database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'care.db'}"
+    server: PostgresServer | None = request.getfixturevalue("postgres")
+    if server is None:
+        pytest.skip(NOT_INSTALLED)
+    return server.new_database()

@@ -145,13 +145,15 @@ async def clinic(
     tmp_path: Path,
     programs_dir: Path = PROGRAMS,
     telephony: Any = None,
+    database_url: str | None = None,
     **worker_overrides: Any,
 ) -> AsyncIterator[Clinic]:
     """`telephony`, if given, builds the provider from the store (default: simulated,
-    abstinent patients)."""
+    abstinent patients); the store is a SQLite file in `tmp_path` unless `database_url`
+    names another."""
     settings = dataclasses.replace(
         load_settings(),
-        database_url=f"sqlite:///{tmp_path / 'care.db'}",
+        database_url=database_url or f"sqlite:///{tmp_path / 'care.db'}",
         programs_dir=programs_dir,
         task_queue=f"carepath-test-{uuid.uuid4().hex[:8]}",
     )
@@ -192,18 +194,20 @@ async def drive_journey(
     choose: Any = attendance_choice,
     within: timedelta = timedelta(days=3 * 365),
     approve_step_down: bool = True,
+    reported: dict[str, str] | None = None,
 ) -> tuple[JourneyStatus, dict[str, str]]:
     """Step the clock a day at a time, recording attendance for each session once it has
     happened, until the journey ends (or `until(status)` holds), and fail if that takes
     longer than `within` of program time. With `approve_step_down`, the case manager
     approves step-down when the intensive phase reaches its planned end (the journey
-    extends and asks again while the criteria are not met). Call with automatic time
-    skipping disabled."""
+    extends and asks again while the criteria are not met). Pass the `reported` of an
+    earlier call to drive on from where it stopped. Call with automatic time skipping
+    disabled."""
     from temporalio.client import WorkflowUpdateFailedError
 
     from clinical.journey import AttendanceReport, ProgressReview, awaits_step_down_approval
 
-    reported: dict[str, str] = {}
+    reported = {} if reported is None else reported
     asked: set[tuple[int, int]] = set()
     steps = 0
     while True:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,7 @@ class Deployment:
     server: EmbeddedServer
     worker_log: Path
     demo_output: str | None = None
+    metrics_output: str | None = None
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -70,6 +73,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         # A check-in that reports use would send the patient round again (and past the
         # test's deadline); relapse has its own tests.
         "CAREPATH_SIMULATED_USE_RISK": "0",
+        # The worker's Prometheus endpoint, its clinic gauges refreshed twice a second.
+        "CAREPATH_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "CAREPATH_METRICS_INTERVAL": "0.5",
     }
     server = EmbeddedServer(
         data_dir=data, port=int(env["CAREPATH_SERVER_PORT"]), ui_port=int(env["CAREPATH_UI_PORT"])
@@ -163,38 +169,45 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     assert unknown.returncode == 2, unknown.stderr
     assert "no journey for patient P-0000000Z" in unknown.stderr
 
-    # A session at least 3 program days (3 s) ahead, so it is still ahead when the CLI asks.
+    # Refusals need a session surely ahead: a program on a slower clock (5 s a day; its
+    # first week is booked on the Monday after enrolment), so a busy machine cannot run
+    # past the session while the command line asks.
+    slow = enrolment_data()
+    slow["program_id"] = "e2e-slow-iop"
+    assert d.cli("enrol", write(tmp_path, "slow.json", slow)).returncode == 0
+    waiting = slow["patient_id"]
     first = d.wait_for(
-        patient, lambda s: any(x["day"] > s["program_day"] + 3 for x in s["sessions"])
+        waiting, lambda s: any(x["day"] > s["program_day"] + 2 for x in s["sessions"])
     )
     before = first["attendance"]
-    future = [s for s in first["sessions"] if s["day"] > first["program_day"] + 3]
+    ahead = [x for x in first["sessions"] if x["day"] > first["program_day"] + 2]
     refusals = [
         (
-            ("attendance", patient, "INT1-W09-S1", "attended", "--case-manager", "CM-01"),
+            ("attendance", waiting, "INT1-W09-S1", "attended", "--case-manager", "CM-01"),
             "unknown session 'INT1-W09-S1'",
         ),
         (
-            (
-                "attendance",
-                patient,
-                future[-1]["session_id"],
-                "attended",
-                "--case-manager",
-                "CM-01",
-            ),
+            ("attendance", waiting, ahead[-1]["session_id"], "attended", "--case-manager", "CM-01"),
             "has not happened yet",
         ),
         (
-            ("attendance", patient, "INT1-W01-S1", "attended", "--case-manager", "Dr Smith"),
+            ("attendance", waiting, "INT1-W01-S1", "attended", "--case-manager", "Dr Smith"),
             "case_manager_id",
         ),
     ]
     for args, message in refusals:
         result = d.cli(*args)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
-    assert d.status(patient)["attendance"]["attended"] == before["attended"]
+    assert d.status(waiting)["attendance"]["attended"] == before["attended"]
+    left = d.cli("discharge", waiting, "--reason", "withdrew", "--case-manager", "CM-01")
+    assert left.returncode == 0, left.stderr
 
+    # Attendance and a whole journey on a journey enrolled just now (on a busy machine the
+    # first one may have run through its one-second-a-day program meanwhile).
+    attender = enrolment_data()
+    attender["program_id"] = "e2e-iop"
+    assert d.cli("enrol", write(tmp_path, "attender.json", attender)).returncode == 0
+    patient = attender["patient_id"]
     happened = d.wait_for(
         patient, lambda s: any(x["day"] <= s["program_day"] for x in s["sessions"])
     )
@@ -217,12 +230,16 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     ]
     ended = d.cli("attendance", patient, session["session_id"], "missed", "--case-manager", "CM-01")
     assert ended.returncode == 3 and "has ended" in ended.stderr
+    again = d.cli("enrol", write(tmp_path, "readmission.json", attender))
+    assert again.returncode == 3 and "was enrolled before" in again.stderr, again.stderr
 
     # Logs carry opaque identifiers only.
     log = d.worker_log.read_text()
     assert patient in log
-    for phi in (good["contact"]["family_name"], good["contact"]["phone"], "1988-04-02"):
-        assert phi not in log
+    for enrolled in (good, attender):
+        contact = enrolled["contact"]
+        for phi in (contact["family_name"], contact["phone"], contact["date_of_birth"]):
+            assert phi not in log
 
 
 def test_relapse_then_discharge(deployment: Deployment, tmp_path: Path) -> None:
@@ -331,6 +348,85 @@ def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     assert deployment.server.ui_url in result.stdout.replace("\n", "")
 
 
+def scrape(d: Deployment) -> tuple[str, dict[tuple[str, str], float]]:
+    """The worker's /metrics, and its samples by (name, labels)."""
+    url = f"http://{d.env['CAREPATH_METRICS_ADDRESS']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if m := re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line):
+            samples[(m[1], m[2] or "")] = float(m[3])
+    return text, samples
+
+
+def carepath_gauge(samples: dict[tuple[str, str], float], name: str) -> dict[str, int]:
+    found = {}
+    for (metric, labels), value in samples.items():
+        if metric == name:
+            (label,) = re.findall(r'(?:phase|outcome|kind)="([^"]*)"', labels)
+            found[label] = int(value)
+    return found
+
+
+def test_the_worker_serves_prometheus_metrics(deployment: Deployment) -> None:
+    """After the module's journeys: the SDK's metrics, and the clinic's gauges agreeing with
+    the store (read again until both are taken between two phase changes)."""
+    from infra.store import CareStore
+
+    d = deployment
+    store = CareStore(f"sqlite:///{Path(d.env['CAREPATH_DATA_DIR']) / 'carepath.db'}")
+    gauges = {"patients": "carepath_patients", "check_ins": "carepath_check_ins"}
+    gauges["open_tasks"] = "carepath_tasks_open"
+    deadline = time.monotonic() + 30
+    while True:
+        text, samples = scrape(d)
+        census = store.census()
+        seen = {key: carepath_gauge(samples, name) for key, name in gauges.items()}
+        nonzero = {key: {k: v for k, v in values.items() if v} for key, values in seen.items()}
+        if nonzero == census or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    store.dispose()
+    d.metrics_output = text
+    assert nonzero == census
+    # Every label value is shown, zeros too; none is about one patient.
+    assert set(seen["patients"]) >= {"intake", "intensive", "aftercare", "completed"}
+    assert set(seen["check_ins"]) == {"reached", "unreachable", "declined"}
+    assert "consent_needed" in seen["open_tasks"]
+    assert not re.search(r"P-[0-9A-Z]{8}", text)
+    # This module's journeys: at least the first one completed and the relapse one withdrew,
+    # after aftercare check-ins.
+    assert seen["patients"]["completed"] >= 1 and seen["patients"]["withdrawn"] >= 1
+    assert sum(seen["check_ins"].values()) >= 2
+    # The SDK's own: workflow tasks and activities this worker ran.
+    completed = sum(v for (m, _), v in samples.items() if m == "temporal_workflow_completed")
+    assert completed >= 1
+    latencies = [
+        v for (m, labels), v in samples.items() if m == "temporal_activity_execution_latency_count"
+    ]
+    assert sum(latencies) >= 10
+    assert any(m == "temporal_workflow_task_execution_latency_count" for m, _ in samples)
+
+    # The container's health check reads the same endpoint.
+    def health(address: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra.healthcheck"],
+            env={**d.env, "CAREPATH_METRICS_ADDRESS": address},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=PROJECT_ROOT,
+        )
+
+    ok = health(d.env["CAREPATH_METRICS_ADDRESS"].replace("127.0.0.1", "0.0.0.0"))
+    assert (ok.returncode, ok.stdout.strip()) == (0, "healthy"), ok.stderr
+    down = health(f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and "does not answer" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+
+
 def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> None:
     """After the module's journeys (a file enrolment and the demo cohort): the Temporal
     server's SQLite files and every log hold none of their names, phones or birth dates."""
@@ -357,6 +453,12 @@ def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> N
     assert attributes.returncode == 0
     haystacks["search attributes"] = attributes.stdout.encode()
     haystacks["demo output"] = (d.demo_output or "").encode()
+    haystacks["worker metrics"] = (d.metrics_output or "").encode()
+    # The outcomes report of everyone enrolled here, in the terminal and as HTML.
+    page = d.server.db_file.parent / "outcomes.html"
+    report = d.cli("report", "--html", str(page))
+    assert report.returncode == 0, report.stderr
+    haystacks["outcomes report"] = report.stdout.encode() + page.read_bytes()
     for name, data in haystacks.items():
         found = sorted(s for s in secrets if s.encode() in data)
         assert not found, f"{name} holds PHI: {found}"

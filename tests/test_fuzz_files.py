@@ -11,8 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli.common import CliError
+from cli.enrolment import load_enrolment
 from clinical.protocol import ProtocolError, load_protocol
-from starter import CliError, load_enrolment
 from tests.support import PROGRAMS, enrolment_data
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

@@ -58,7 +58,10 @@ async def test_a_referrals_loop_is_in_the_story(env: WorkflowEnvironment, tmp_pa
     assert referral_story[0] == ("Referral run began", "engine")
     assert ("referral sent to housing partner", "engine") in referral_story
     assert referral_story.count(("partner response", "housing-portal")) == 2
-    assert any(e.what == "Referral finished" and "REF-housing-1" in e.detail for e in story)
+    assert referral_story[-1] == ("ended", "engine")
+    # The journey hears the loop close.
+    closed = [e for e in story if e.source == "journey" and e.what == "referral closed"]
+    assert [e.detail for e in closed] == ["referral_id=REF-housing-1, outcome=completed"]
     # From the audit trail: who enrolled, the consent on file, the disclosure to the partner.
     audit = [(e.what, e.who) for e in story if e.source == "audit"]
     assert ("enrolled", enrolment.case_manager_id) in audit

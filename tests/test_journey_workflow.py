@@ -35,9 +35,10 @@ from tests.support import (
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
-async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path) -> None:
-    """Every phase in order; sessions and calls in the store; attendance arithmetic."""
-    async with clinic(env.client, tmp_path) as c:
+async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path, database_url) -> None:
+    """Every phase in order; sessions and calls in the store (SQLite, then PostgreSQL);
+    attendance arithmetic."""
+    async with clinic(env.client, tmp_path, database_url=database_url) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment, SocialNeed
@@ -20,7 +21,7 @@ from clinical.referrals import (
     ReferralStatus,
 )
 from infra.store import audit_events, partner_ledger, referrals, tasks
-from tests.support import Clinic, clinic, drive_journey, enrolment_data
+from tests.support import Clinic, clinic, drive_journey, enrolment_data, journey_histories
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -65,11 +66,11 @@ async def until_referral(
 
 
 async def test_referral_from_intake_accepted_then_completed(
-    env: WorkflowEnvironment, tmp_path
+    env: WorkflowEnvironment, tmp_path, database_url
 ) -> None:
     enrolment = with_needs(["housing"], consented=["housing"])
     pid = enrolment.patient_id
-    async with clinic(env.client, tmp_path) as c:
+    async with clinic(env.client, tmp_path, database_url=database_url) as c:
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
             await until_referral(env, c, handle, "housing", ReferralStage.sent)
@@ -198,3 +199,82 @@ async def test_no_consent_asks_for_it_and_sends_once_given(
     started = [e for e in history.events if e.HasField("activity_task_started_event_attributes")]
     assert len(scheduled) == 2
     assert all(e.activity_task_started_event_attributes.attempt == 1 for e in started)
+
+
+async def test_a_referral_closing_after_the_journey_moved_on_and_the_journey_to_its_end(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    """A referral started at intake expires at its service level (day 90), long after the
+    journey run that asked for it continued as new; the journey hears it and goes on to the
+    end of aftercare. (As a child of that closed run, the time-skipping server could not
+    finish it: temporalio/sdk-java#1540.)"""
+    enrolment = with_needs(["employment"], consented=["employment"])
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            await until_referral(env, c, handle, "employment", ReferralStage.sent)
+            expired, _ = await drive_journey(
+                env, handle, until=lambda s: s.referrals[0].outcome is not None
+            )
+            final, _ = await drive_journey(env, handle)
+        runs = await journey_histories(c.client, handle)
+        first_run_closed = runs[0].events[-1].event_time.ToDatetime()
+        (row,) = c.store.rows(referrals, patient_id=pid)
+
+    # The run that asked for the referral had closed (continued as new) before it expired.
+    assert expired.phase != "intake" and len(runs) >= 4
+    assert first_run_closed < row["closed_at"].replace(tzinfo=None)
+    assert [(r.need, r.outcome) for r in final.referrals] == [(SocialNeed.employment, "expired")]
+    assert row["outcome"] == "expired"
+    assert final.phase == "completed"
+
+
+async def test_starting_a_referral_loop_twice_starts_it_once(env: WorkflowEnvironment) -> None:
+    """A retried start finds its own referral and does nothing; a start that would stand on
+    another open referral for the need is refused, not retried."""
+    from activities.records import ReferralLaunch
+    from activities.referral_launch import ReferralLauncher
+    from clinical.protocol import ReferralConfig
+    from clinical.referrals import ReferralInput
+
+    pid = enrolment_data()["patient_id"]
+    workflow_id = referral_workflow_id(pid, "legal")
+
+    def launch(referral_id: str) -> ReferralLaunch:
+        return ReferralLaunch(
+            workflow_id=workflow_id,
+            task_queue="no-worker-here",  # nothing runs it: only its start is under test
+            referral=ReferralInput(
+                referral_id=referral_id,
+                patient_id=pid,
+                case_manager_id="CM-01",
+                need=SocialNeed.legal,
+                journey_workflow_id=f"journey-{pid}",
+                service_levels=ReferralConfig(),
+                seconds_per_day=86400,
+                requested_by="CM-01",
+            ),
+        )
+
+    launcher = ReferralLauncher(env.client)
+    handle = env.client.get_workflow_handle(workflow_id)
+
+    async def run_id() -> str | None:
+        return (await handle.describe()).run_id
+
+    await launcher.start_referral_loop(launch("REF-legal-1"))
+    first = await run_id()
+    await launcher.start_referral_loop(launch("REF-legal-1"))  # a retry, loop running
+    with pytest.raises(ApplicationError) as refused:
+        await launcher.start_referral_loop(launch("REF-legal-2"))
+    await handle.terminate("closed quickly")
+    await launcher.start_referral_loop(launch("REF-legal-1"))  # a late retry, loop closed
+    after_late_retry = await run_id()
+    await launcher.start_referral_loop(launch("REF-legal-2"))  # the next referral for it
+    second = await run_id()
+    await handle.terminate("test over")
+
+    assert after_late_retry == first
+    assert refused.value.non_retryable and "legal referral is still open" in str(refused.value)
+    assert second != first

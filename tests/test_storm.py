@@ -23,6 +23,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
+from cli.enrolment import start_journey
 from clinical.journey import AttendanceReport, JourneyStatus
 from demo.cohort import synthetic_cohort
 from demo.run import resolve_schedule_conflict
@@ -30,7 +31,6 @@ from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore, appointments, audit_events
 from infra.temporal import connect
-from starter import start_journey
 from workflows.patient_journey import PatientJourneyWorkflow
 
 pytestmark = [pytest.mark.storm, pytest.mark.timeout(900)]

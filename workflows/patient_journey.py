@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -27,10 +28,12 @@ with workflow.unsafe.imports_passed_through():
         ConsentRecord,
         IntakeRecord,
         PhaseChangeRecord,
+        ReferralLaunch,
         SessionBooking,
         TaskCompletion,
         TaskResolution,
     )
+    from activities.referral_launch import ReferralLauncher
     from clinical.aftercare import (
         CallOutcome,
         FollowUp,
@@ -89,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
         new_referral,
         next_contact_day,
         reassess,
+        referral_opened,
         relapse_found_by_call,
         session_reminders,
         start_journey,
@@ -598,6 +602,13 @@ class PatientJourneyWorkflow:
         """Sleep until program day `day` (or until `or_when` holds); False if a discharge
         or relapse interrupted."""
         delay = self._state.clock.instant(day) - workflow.now()
+        if workflow.patched("wake-by-timer-always"):
+            # Whether a timer starts must not hang on now(): after a retried workflow task
+            # (a worker killed mid-task) replay can read now() a fraction of a second later
+            # than the live task did, and a wake-up that was just ahead becomes just past:
+            # the replay would skip a timer the history holds. A wake-up already due waits a
+            # millisecond instead.
+            delay = max(delay, timedelta(milliseconds=1))
         if delay.total_seconds() > 0:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
@@ -672,24 +683,39 @@ class PatientJourneyWorkflow:
     async def _start_referral(self, need: SocialNeed, by: str) -> ReferralRef:
         st = self._state
         ref = new_referral(st, need, by)
-        await workflow.start_child_workflow(
-            ReferralWorkflow.run,
-            ReferralInput(
-                referral_id=ref.referral_id,
-                patient_id=st.patient_id,
-                case_manager_id=st.case_manager_id,
-                need=need,
-                journey_workflow_id=workflow.info().workflow_id,
-                service_levels=st.protocol.referrals,
-                seconds_per_day=st.protocol.clock.seconds_per_day,
-                requested_by=by,
-                tasks=st.protocol.tasks,
-            ),
-            id=ref.workflow_id,
-            # The referral outlives this run (continue-as-new) and even the journey.
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            static_summary=f"{need.value} referral",
+        referral = ReferralInput(
+            referral_id=ref.referral_id,
+            patient_id=st.patient_id,
+            case_manager_id=st.case_manager_id,
+            need=need,
+            journey_workflow_id=workflow.info().workflow_id,
+            service_levels=st.protocol.referrals,
+            seconds_per_day=st.protocol.clock.seconds_per_day,
+            requested_by=by,
+            tasks=st.protocol.tasks,
         )
+        # The referral outlives this run (continue-as-new) and even the journey: a workflow
+        # of its own, not a child of a run that will close (see activities/referral_launch).
+        if workflow.patched("referrals-own-workflows"):
+            await workflow.execute_activity_method(
+                ReferralLauncher.start_referral_loop,
+                ReferralLaunch(
+                    workflow_id=ref.workflow_id,
+                    task_queue=workflow.info().task_queue,
+                    referral=referral,
+                ),
+                start_to_close_timeout=STORE_TIMEOUT,
+                retry_policy=STORE_RETRY,
+            )
+        else:
+            await workflow.start_child_workflow(
+                ReferralWorkflow.run,
+                referral,
+                id=ref.workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"{need.value} referral",
+            )
+        referral_opened(st, ref)
         return ref
 
     def _resolve_tasks(self, kind: str, by: str) -> None:

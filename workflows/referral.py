@@ -1,7 +1,8 @@
 """One referral to a partner service: a loop that must close, or someone must be told.
 
-A child of the journey with a predictable ID (`journey-<patient>-REF-<need>`), abandoned
-rather than ended when the journey continues as new. It records the request, sends it only
+A workflow of its own with a predictable ID (`journey-<patient>-REF-<need>`), started by the
+journey through an activity because it outlives the journey's runs (earlier journeys started
+it as an abandoned child). It records the request, sends it only
 with the patient's consent to that disclosure (asking the case manager for consent when it
 is missing), then waits for the partner's answer under the program's service levels:
 reminder, stalled task, follow-up task, expiry. It ends with a recorded outcome and tells the

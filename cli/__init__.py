@@ -1,0 +1,1 @@
+"""CarePath's command line (run as `python starter.py ...`), split by concern."""

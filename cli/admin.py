@@ -1,0 +1,96 @@
+"""Running CarePath: the embedded Temporal server, the codec server for the Web UI, the
+payload keys, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.common import CliError, console
+from infra.codec import EncryptionCodec, KeyFileError, KeyRing
+from infra.codec_server import CodecServer, load_or_create_token
+from infra.embedded_server import EmbeddedServer
+from infra.settings import Settings
+
+
+def embedded_server(settings: Settings) -> EmbeddedServer:
+    # With encryption on, the Web UI asks the codec server (`starter.py codec-server`) to
+    # open payloads for an operator.
+    extra = ["--ui-codec-endpoint", codec_endpoint(settings)] if settings.encryption else []
+    return EmbeddedServer(
+        data_dir=settings.data_dir,
+        port=settings.server_port,
+        ui_port=settings.ui_port,
+        extra_args=extra,
+    )
+
+
+def codec_endpoint(settings: Settings) -> str:
+    token = load_or_create_token(settings.codec_token_file)
+    return f"http://127.0.0.1:{settings.codec_port}/t/{token}"
+
+
+def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    server = embedded_server(settings)
+    if args.action == "start":
+        already = server.running()
+        pid = server.start()
+        state = "already running" if already else "started"
+        console.print(f"Temporal server {state} (pid {pid}) at {server.address}")
+        console.print(f"Web UI: {server.ui_url}   data: {server.db_file}")
+    elif args.action == "stop":
+        stopped = server.stop()
+        console.print("Temporal server stopped" if stopped else "Temporal server was not running")
+    else:
+        if server.running():
+            console.print(f"running (pid {server.pid()}) at {server.address}, UI {server.ui_url}")
+        else:
+            console.print("not running")
+            return 1
+    return 0
+
+
+def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the codec for the Web UI until Ctrl-C."""
+    if not settings.encryption:
+        raise CliError("encryption is off (CAREPATH_ENCRYPTION=off): nothing to decode")
+    try:
+        codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    token = load_or_create_token(settings.codec_token_file)
+    ui_origin = settings.ui_origin
+    try:
+        server = CodecServer(codec, token, settings.codec_port, ui_origin, settings.codec_host)
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {settings.codec_host}:{settings.codec_port}: {exc.strerror}"
+        ) from None
+    console.print(f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it)")
+    try:
+        server.httpd.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Make the payload key file (CAREPATH_KEYS_FILE) if there is none; name its active key
+    (never the key itself)."""
+    try:
+        ring = KeyRing.load_or_create(settings.key_file)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"{settings.key_file}: active key {ring.active} of {len(ring.keys)}")
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from demo.run import run_demo
+
+    return await run_demo(
+        settings,
+        embedded_server(settings),
+        patients=args.patients,
+        program_id=args.program,
+        seed=args.seed,
+    )

@@ -1,0 +1,279 @@
+"""What case managers record on a journey (attendance, discharge, relapse, reviews,
+referrals, consent, check-ins, alumni meetings) and their inbox: tasks, done, caseload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from typing import Any
+
+from rich.table import Table
+
+from cli.common import (
+    EXIT_REFUSED,
+    CliError,
+    care_store,
+    client_for,
+    console,
+    make_request,
+    send_update,
+    validated,
+)
+from cli.operators import list_journeys, visibility_query
+from clinical.identifiers import (
+    CaseManagerId,
+    PatientId,
+    is_referral_workflow_id,
+    journey_workflow_id,
+    referral_workflow_id,
+)
+from clinical.journey import (
+    AlumniAttendance,
+    AttendanceReport,
+    CheckInAdjustment,
+    DischargeRequest,
+    FamilyConsentChange,
+    ProgressReview,
+    ReferralRequest,
+    RelapseReport,
+    TaskDone,
+)
+from clinical.phases import ACTIVE_PHASES
+from clinical.referrals import PartnerReport
+from infra.settings import Settings
+from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
+
+
+async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:
+    report = make_request(
+        AttendanceReport,
+        case_manager_id=args.case_manager,
+        session_id=args.session,
+        status=args.status,
+    )
+    summary = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.record_attendance, report
+    )
+    rate = "n/a" if summary.rate is None else f"{summary.rate:.0%}"
+    console.print(
+        f"{args.patient} {args.session}: {args.status} "
+        f"(attended {summary.attended}, missed {summary.missed}, rate {rate})"
+    )
+    return 0
+
+
+async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
+    request = make_request(DischargeRequest, case_manager_id=args.case_manager, reason=args.reason)
+    outcome = await send_update(settings, args.patient, PatientJourneyWorkflow.discharge, request)
+    console.print(f"{args.patient}: journey ended, {outcome.outcome.value} ({outcome.reason})")
+    return 0
+
+
+DIMENSIONS = ("withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment")
+
+
+async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
+    values = args.ratings.split(",")
+    if len(values) != len(DIMENSIONS) or not all(v.strip().isdigit() for v in values):
+        raise CliError(f"--ratings takes six numbers 0-4, in order: {','.join(DIMENSIONS)}")
+    report = make_request(
+        RelapseReport,
+        case_manager_id=args.case_manager,
+        ratings=dict(zip(DIMENSIONS, (int(v) for v in values), strict=True)),
+    )
+    message = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.report_relapse, report
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    review = make_request(
+        ProgressReview,
+        case_manager_id=args.case_manager,
+        decision=args.decision.replace("-", "_"),
+        weeks=args.weeks,
+        level=args.level,
+    )
+    message = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.review_progress, review
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_refer(args: argparse.Namespace, settings: Settings) -> int:
+    request = make_request(ReferralRequest, case_manager_id=args.case_manager, need=args.need)
+    ref = await send_update(settings, args.patient, PatientJourneyWorkflow.refer, request)
+    console.print(f"{args.patient}: {ref.referral_id} started ({ref.workflow_id})")
+    return 0
+
+
+async def cmd_family_consent(args: argparse.Namespace, settings: Settings) -> int:
+    change = make_request(
+        FamilyConsentChange, case_manager_id=args.case_manager, granted=args.action == "give"
+    )
+    message = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.change_family_consent, change
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> int:
+    """What a partner's portal reports; a case manager can enter it for a partner that
+    answered by phone."""
+    patient_id = validated(PatientId, args.patient, "patient")
+    report = make_request(PartnerReport, answer=args.answer, reported_by=args.reported_by)
+    status = await send_update(
+        settings,
+        patient_id,
+        ReferralWorkflow.partner_response,
+        report,
+        workflow_id=referral_workflow_id(patient_id, args.need),
+    )
+    outcome = f", {status.outcome}" if status.outcome else ""
+    console.print(f"{patient_id} {args.need} referral: {status.stage}{outcome}")
+    return 0
+
+
+async def cmd_check_ins(args: argparse.Namespace, settings: Settings) -> int:
+    parts = [d.strip() for d in args.days.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise CliError("--days takes aftercare days as whole numbers, e.g. 20,45,90")
+    adjustment = make_request(
+        CheckInAdjustment,
+        case_manager_id=args.case_manager,
+        days=tuple(int(p) for p in parts),
+        reason=args.reason,
+    )
+    message = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.adjust_check_ins, adjustment
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
+    report = make_request(
+        AlumniAttendance, case_manager_id=args.case_manager, meeting_id=args.meeting
+    )
+    message = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.report_alumni_attendance, report
+    )
+    console.print(f"{args.patient}: {message}")
+    return 0
+
+
+def _task_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("id", "patient_id", "case_manager_id", "kind", "status", "detail", "workflow_id")
+    return [
+        {
+            **{k: r[k] for k in keep},
+            "opened_at": r["created_at"].isoformat(),
+            "due_at": r["due_at"].isoformat() if r["due_at"] else None,
+            "completed_by": r["completed_by"],
+        }
+        for r in rows
+    ]
+
+
+def _task_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table("task", "patient", "kind", "opened", "due", "status", "detail", title=title)
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["patient_id"],
+            r["kind"],
+            r["opened_at"][:16].replace("T", " "),
+            (r["due_at"] or "-")[:16].replace("T", " "),
+            r["status"] if r["status"] == "open" else f"done by {r['completed_by']}",
+            r["detail"],
+        )
+    return table
+
+
+def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    cm = validated(CaseManagerId, args.case_manager, "case manager") if args.case_manager else None
+    patient = validated(PatientId, args.patient, "patient") if args.patient else None
+    store = care_store(settings)
+    rows = _task_rows(store.task_list(cm, patient, include_done=args.all))
+    store.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        console.print(_task_table(rows, f"{len(rows)} {'tasks' if args.all else 'open tasks'}"))
+    return 0
+
+
+async def cmd_done(args: argparse.Namespace, settings: Settings) -> int:
+    """Mark a task done: the update goes to the workflow that opened it, which decides what
+    done means (a consent task records the consent and sends the referral)."""
+    store = care_store(settings)
+    row = next((r for r in store.task_list(include_done=True) if r["id"] == args.task), None)
+    store.dispose()
+    if row is None:
+        raise CliError(f"no task {args.task}")
+    if row["status"] != "open":
+        raise CliError(f"task {args.task} is already done (by {row['completed_by']})", EXIT_REFUSED)
+    request = make_request(
+        TaskDone, case_manager_id=args.case_manager, task_key=row["idempotency_key"]
+    )
+    workflow_id = row["workflow_id"] or journey_workflow_id(row["patient_id"])
+    update: Any = (
+        ReferralWorkflow.complete_task
+        if is_referral_workflow_id(workflow_id)
+        else PatientJourneyWorkflow.complete_task
+    )
+    message = await send_update(
+        settings, row["patient_id"], update, request, workflow_id=workflow_id
+    )
+    console.print(f"task {args.task} ({row['patient_id']}): {message}")
+    return 0
+
+
+async def cmd_caseload(args: argparse.Namespace, settings: Settings) -> int:
+    """A case manager's active patients (from search attributes) with their open tasks (from
+    the store)."""
+    cm = validated(CaseManagerId, args.case_manager, "case manager")
+    client = await client_for(settings)
+    active = {p.value for p in ACTIVE_PHASES}
+    patients = [
+        r
+        for r in await list_journeys(client, visibility_query(case_manager=cm))
+        if r["running"] and r["phase"] in active
+    ]
+    store = care_store(settings)
+    open_tasks = _task_rows(store.task_list(cm))
+    store.dispose()
+    per_patient = Counter(t["patient_id"] for t in open_tasks)
+    for p in patients:
+        p["open_tasks"] = per_patient.get(p["patient_id"], 0)
+    if args.json:
+        print(json.dumps({"patients": patients, "open_tasks": open_tasks}, indent=2))
+        return 0
+    table = Table(
+        "patient",
+        "phase",
+        "risk",
+        "attendance",
+        "next contact due",
+        "open tasks",
+        title=f"{cm}: {len(patients)} active patients",
+    )
+    for p in patients:
+        rate = "-" if p["attendance_rate"] is None else f"{p['attendance_rate']:.0%}"
+        table.add_row(
+            p["patient_id"],
+            p["phase"],
+            p["risk"] or "-",
+            rate,
+            (p["next_contact_due"] or "-")[:16],
+            str(p["open_tasks"]),
+        )
+    console.print(table)
+    console.print(_task_table(open_tasks, f"{len(open_tasks)} open tasks"))
+    return 0

@@ -1,0 +1,144 @@
+"""What every command shares: one-line errors and their exit codes, the console, the
+Temporal client and the requests a case manager sends to a journey, the store for reading."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from clinical.identifiers import PatientId, journey_workflow_id
+from clinical.protocol import describe_validation_error
+from infra.settings import Settings, SettingsError
+from infra.store import SCHEMA_VERSION, CareStore
+from infra.temporal import connect
+
+console = Console()
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+EXIT_UNREACHABLE = 4
+# A query or update needs a worker to answer; don't leave a case manager staring at a prompt.
+ANSWER_TIMEOUT = timedelta(seconds=15)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def client_for(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0]
+        raise CliError(
+            f"cannot reach the Temporal server ({reason}); "
+            "start the embedded one with `python starter.py server start`",
+            EXIT_UNREACHABLE,
+        ) from None
+
+
+def validated(adapter: Any, value: Any, what: str) -> Any:
+    try:
+        return TypeAdapter(adapter).validate_python(value)
+    except ValidationError as exc:
+        raise CliError(f"{what}: {exc.errors()[0]['msg']}") from None
+
+
+def journey_handle(client: Client, patient_id: str) -> WorkflowHandle[Any, Any]:
+    patient_id = validated(PatientId, patient_id, "patient")
+    return client.get_workflow_handle(journey_workflow_id(patient_id))
+
+
+async def journey_call(
+    handle: WorkflowHandle[Any, Any], patient_id: str, call: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Run a request against a journey, turning Temporal's errors into one-line ones."""
+    try:
+        return await call()
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        raise CliError(f"refused: {message}", EXIT_REFUSED) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise CliError(
+            f"no answer within {ANSWER_TIMEOUT.seconds} s; is a CarePath worker running "
+            "(`python worker.py`)? The request may still be carried out",
+            EXIT_UNREACHABLE,
+        ) from None
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise CliError(
+                f"no CarePath worker answered within {ANSWER_TIMEOUT.seconds} s; "
+                "is one running (`python worker.py`)?",
+                EXIT_UNREACHABLE,
+            ) from None
+        if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise CliError(
+                f"the Temporal server refused: {exc.message}", EXIT_UNREACHABLE
+            ) from None
+    # An update to a finished workflow is "not found" too: tell the two apart.
+    try:
+        described = await handle.describe()
+    except RPCError:
+        raise CliError(f"no journey for patient {patient_id}") from None
+    status = described.status.name.lower() if described.status else "closed"
+    raise CliError(f"the journey of patient {patient_id} has ended ({status})", EXIT_REFUSED)
+
+
+def make_request(model: Any, **fields: Any) -> Any:
+    """Build a case manager's request, or a one-line error naming the bad field."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+
+
+async def send_update(
+    settings: Settings, patient_id: str, update: Any, request: Any, workflow_id: str | None = None
+) -> Any:
+    """Deliver a request to the patient's journey (or to another of the patient's workflows,
+    such as a referral)."""
+    client = await client_for(settings)
+    handle = (
+        client.get_workflow_handle(workflow_id)
+        if workflow_id
+        else journey_handle(client, patient_id)
+    )
+    return await journey_call(
+        handle,
+        patient_id,
+        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
+    )
+
+
+def care_store(settings: Settings) -> CareStore:
+    """The store, for reading: the command line never creates or migrates one (a mistyped
+    URL would otherwise answer with an empty caseload); workers do."""
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise CliError(f"no care-operations store at {url.removeprefix('sqlite:///')} yet")
+    store = CareStore(url)
+    version = store.schema_version()  # a database that does not answer: main() says so
+    if version != SCHEMA_VERSION:
+        store.dispose()
+        found = "no CarePath schema" if version == 0 else f"schema version {version}"
+        raise CliError(
+            f"the care-operations store holds {found}, not version {SCHEMA_VERSION}: "
+            "is this the database the workers use (a worker creates and upgrades it)?"
+        )
+    return store

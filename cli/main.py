@@ -1,0 +1,228 @@
+"""CarePath's command line, for case managers and operators.
+
+The parser (its description is this docstring's first line), the table of commands, and
+main(), which turns every refusal into one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy.exc import OperationalError
+
+from cli.admin import cmd_codec_server, cmd_demo, cmd_keys, cmd_server
+from cli.case_management import (
+    DIMENSIONS,
+    cmd_alumni,
+    cmd_attendance,
+    cmd_caseload,
+    cmd_check_ins,
+    cmd_discharge,
+    cmd_done,
+    cmd_family_consent,
+    cmd_partner_answer,
+    cmd_refer,
+    cmd_relapse,
+    cmd_review,
+    cmd_tasks,
+)
+from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
+from cli.enrolment import cmd_enrol
+from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
+from clinical.assessment import SocialNeed
+from clinical.journey import DischargeReason
+from clinical.phases import Phase
+from clinical.referrals import PartnerAnswer
+from infra.logging import configure_logging
+from infra.settings import Settings, SettingsError, load_settings
+from infra.store import store_unreachable
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments get one line naming the problem (and exit code 2), like every other
+    bad input; `--help` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _OneLineErrors(prog="starter.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("server", help="start, stop or check the embedded Temporal server")
+    s.add_argument("action", choices=["start", "stop", "status"])
+
+    e = sub.add_parser("enrol", help="enrol a patient from a JSON file (or a generated one)")
+    e.add_argument("file", nargs="?")
+    e.add_argument("--generate", action="store_true", help="enrol a synthetic patient")
+    e.add_argument("--case-manager", default="CM-01")
+    e.add_argument("--site", default="north")
+    e.add_argument("--program", default="default-iop")
+
+    a = sub.add_parser("attendance", help="record a session's attendance")
+    a.add_argument("patient")
+    a.add_argument("session")
+    a.add_argument("status", choices=["attended", "missed", "excused"])
+    a.add_argument("--case-manager", required=True)
+
+    d = sub.add_parser("discharge", help="end a patient's journey, with a reason")
+    d.add_argument("patient")
+    d.add_argument("--reason", required=True, choices=[r.value for r in DischargeReason])
+    d.add_argument("--case-manager", required=True)
+
+    r = sub.add_parser("relapse", help="report a relapse with the reassessment's ratings")
+    r.add_argument("patient")
+    r.add_argument("--ratings", required=True, help=f"six numbers 0-4: {','.join(DIMENSIONS)}")
+    r.add_argument("--case-manager", required=True)
+
+    rv = sub.add_parser("review", help="a progress review of the intensive phase")
+    rv.add_argument("patient")
+    rv.add_argument("decision", choices=["extend", "shorten", "approve-step-down", "change-level"])
+    rv.add_argument("--weeks", type=int, help="for extend and shorten")
+    rv.add_argument("--level", help="for change-level: a level of the program")
+    rv.add_argument("--case-manager", required=True)
+
+    rf = sub.add_parser("refer", help="refer a patient to a partner service for a need")
+    rf.add_argument("patient")
+    rf.add_argument("--need", required=True, choices=[n.value for n in SocialNeed])
+    rf.add_argument("--case-manager", required=True)
+
+    fc = sub.add_parser("family-consent", help="the patient gives or withdraws family consent")
+    fc.add_argument("patient")
+    fc.add_argument("action", choices=["give", "withdraw"])
+    fc.add_argument("--case-manager", required=True)
+
+    pa = sub.add_parser("partner-answer", help="a partner service's answer to a referral")
+    pa.add_argument("patient")
+    pa.add_argument("need", choices=[n.value for n in SocialNeed])
+    pa.add_argument("answer", choices=[a.value for a in PartnerAnswer])
+    pa.add_argument("--reported-by", required=True, help="the partner, or the case manager")
+
+    ck = sub.add_parser("check-ins", help="reschedule the aftercare check-ins ahead")
+    ck.add_argument("patient")
+    ck.add_argument("--days", required=True, help="aftercare days, e.g. 20,45,90")
+    ck.add_argument("--reason", required=True, choices=["patient_request", "clinical"])
+    ck.add_argument("--case-manager", required=True)
+
+    al = sub.add_parser("alumni", help="a patient went to an alumni or peer-support meeting")
+    al.add_argument("patient")
+    al.add_argument("meeting", help="the meeting's ID from the invitation, e.g. ALUMNI-E1-D016")
+    al.add_argument("--case-manager", required=True)
+
+    sub.add_parser("codec-server", help="let the Web UI open sealed payloads (operators)")
+    sub.add_parser("keys", help="make the payload key file if there is none (operators)")
+
+    hs = sub.add_parser("history", help="a patient's whole journey as a timeline (operators)")
+    hs.add_argument("patient")
+    hs.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="a patient's journey for another system (operators)")
+    ex.add_argument("patient")
+    ex.add_argument("--fhir", action="store_true", help="as a FHIR R4 Bundle (JSON)")
+    ex.add_argument("--out", help="write to this file (default: standard output)")
+
+    st = sub.add_parser("status", help="show a patient's journey")
+    st.add_argument("patient")
+    st.add_argument("--json", action="store_true")
+
+    for name, text in (
+        ("list", "list journeys (all filters optional)"),
+        ("find", "find patients by phase, case manager, site, risk, overdue contact, enrolment"),
+    ):
+        ls = sub.add_parser(name, help=text)
+        ls.add_argument("--phase", choices=[ph.value for ph in Phase])
+        ls.add_argument("--case-manager")
+        ls.add_argument("--site")
+        ls.add_argument("--risk", choices=["low", "moderate", "high"])
+        ls.add_argument("--overdue", action="store_true", help="next contact is past due")
+        ls.add_argument("--enrolled-from", help="YYYY-MM-DD")
+        ls.add_argument("--enrolled-to", help="YYYY-MM-DD (exclusive)")
+        ls.add_argument("--active", action="store_true", help="running journeys only")
+        ls.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("tasks", help="the case managers' inbox: open tasks")
+    t.add_argument("--case-manager")
+    t.add_argument("--patient")
+    t.add_argument("--all", action="store_true", help="done tasks too")
+    t.add_argument("--json", action="store_true")
+
+    dn = sub.add_parser("done", help="mark a task done (delivered to its workflow)")
+    dn.add_argument("task", type=int)
+    dn.add_argument("--case-manager", required=True)
+
+    cl = sub.add_parser("caseload", help="a case manager's active patients and open tasks")
+    cl.add_argument("case_manager")
+    cl.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("report", help="outcomes of a cohort or site (tables, HTML, charts)")
+    rp.add_argument("--site", help="patients of this site, e.g. north")
+    rp.add_argument("--case-manager", help="patients of this case manager, e.g. CM-01")
+    rp.add_argument("--program", help="patients of this program, e.g. default-iop")
+    rp.add_argument("--enrolled-from", help="enrolled on or after YYYY-MM-DD")
+    rp.add_argument("--enrolled-to", help="enrolled before YYYY-MM-DD (exclusive)")
+    rp.add_argument("--html", type=Path, metavar="FILE", help="write the report as HTML")
+    rp.add_argument("--png-dir", type=Path, metavar="DIR", help="write each chart as a PNG")
+    rp.add_argument("--json", action="store_true")
+
+    dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
+    dm.add_argument("--patients", type=int, default=20)
+    dm.add_argument("--program", default="demo-iop")
+    dm.add_argument("--seed", type=int, default=7)
+    return p
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
+    "server": cmd_server,
+    "enrol": cmd_enrol,
+    "attendance": cmd_attendance,
+    "discharge": cmd_discharge,
+    "relapse": cmd_relapse,
+    "review": cmd_review,
+    "refer": cmd_refer,
+    "family-consent": cmd_family_consent,
+    "partner-answer": cmd_partner_answer,
+    "check-ins": cmd_check_ins,
+    "alumni": cmd_alumni,
+    "codec-server": cmd_codec_server,
+    "keys": cmd_keys,
+    "history": cmd_history,
+    "export": cmd_export,
+    "status": cmd_status,
+    "list": cmd_list,
+    "find": cmd_list,
+    "tasks": cmd_tasks,
+    "done": cmd_done,
+    "caseload": cmd_caseload,
+    "report": cmd_report,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, "warning" if args.command != "demo" else "error")
+    try:
+        result = COMMANDS[args.command](args, settings)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except OperationalError as exc:
+        print(f"error: {store_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,300 @@
+"""What operators and clinical leads read: a journey's status, history and FHIR export,
+journeys found by their search attributes, and the outcomes report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from cli.common import (
+    ANSWER_TIMEOUT,
+    EXIT_UNREACHABLE,
+    CliError,
+    care_store,
+    client_for,
+    console,
+    journey_call,
+    journey_handle,
+    validated,
+)
+from clinical.identifiers import CaseManagerId, PatientId
+from clinical.journey import JourneyStatus
+from clinical.phases import Phase
+from clinical.protocol import ProgramCatalog
+from infra.history import journey_story
+from infra.settings import Settings
+from operators import report
+from workflows import visibility
+from workflows.patient_journey import PatientJourneyWorkflow
+
+
+async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    patient_id = validated(PatientId, args.patient, "patient")
+    client = await client_for(settings)
+    store = care_store(settings)
+    try:
+        story = await journey_story(client, patient_id, store)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no journey for patient {patient_id}") from None
+        raise
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps([e.as_json() for e in story], indent=2))
+        return 0
+    table = Table("when", "where", "what", "who", "detail", title=f"{patient_id}: the journey")
+    for e in story:
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.source, e.what, e.who, e.detail[:80])
+    console.print(table)
+    return 0
+
+
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The journey as a FHIR R4 Bundle, for another system (the mapping is operators/fhir)."""
+    # Imported here: the FHIR models take ~0.3 s to load, which no other command should pay.
+    from operators.fhir import ExportError, journey_bundle, journey_record, with_partner_answers
+
+    if not args.fhir:
+        raise CliError("export: say which format: --fhir (a FHIR R4 Bundle, the only one)")
+    patient_id = validated(PatientId, args.patient, "patient")
+    store = care_store(settings)
+    try:
+        record = journey_record(store, ProgramCatalog(settings.programs_dir), patient_id)
+        # Only an open referral needs Temporal: whether its partner accepted is in its history.
+        if record.awaiting_partners:
+            record = await with_partner_answers(record, await client_for(settings))
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    except RPCError as exc:
+        raise CliError(
+            f"cannot read a referral's history: {exc.message}", EXIT_UNREACHABLE
+        ) from None
+    finally:
+        store.dispose()
+    bundle = journey_bundle(record, datetime.now(UTC))
+    text = bundle.model_dump_json(indent=2)
+    if args.out is None:
+        print(text)
+        return 0
+    try:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{args.out}: {exc.strerror}") from None
+    console.print(f"{patient_id}: {len(bundle.entry or [])} FHIR resources written to {args.out}")
+    return 0
+
+
+async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
+    handle = journey_handle(client, patient_id)
+    status: JourneyStatus = await journey_call(
+        handle,
+        patient_id,
+        lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
+    )
+    return status.as_of(datetime.now(UTC))
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await client_for(settings)
+    status = await fetch_status(client, args.patient)
+    if args.json:
+        print(status.model_dump_json(indent=2))
+        return 0
+    render_status(status)
+    return 0
+
+
+def render_status(s: JourneyStatus) -> None:
+    rate = "n/a" if s.attendance_rate is None else f"{s.attendance_rate:.0%}"
+    due = "-" if s.next_contact_due is None else f"{s.next_contact_due:%Y-%m-%d %H:%M}"
+    week = f"week {s.week} of {s.weeks_in_phase}" if s.weeks_in_phase else ""
+    console.print(
+        f"[bold]{s.patient_id}[/] {s.phase.value} {week}  level {s.level or '-'}  "
+        f"risk {s.risk}  case manager {s.case_manager_id}  site {s.site_id}"
+    )
+    console.print(f"program {s.program_id}, today {s.today:%Y-%m-%d}; {s.plan.placement.explain()}")
+    if s.schedule_conflict:
+        console.print(f"[red]schedule conflict:[/] {s.schedule_conflict}")
+    for r in s.referrals:
+        console.print(f"referral {r.referral_id} ({r.need.value}): {r.outcome or 'open'}")
+    for t in s.open_tasks:
+        since = s.clock.calendar(s.clock.day(t.opened_at))
+        console.print(f"[yellow]open task[/] {t.kind} since {since:%Y-%m-%d}: {t.detail}")
+    a = s.attendance
+    console.print(
+        f"attendance {rate}: {a.attended} attended, {a.missed} missed, {a.excused} excused, "
+        f"{a.pending} pending, {a.cancelled} cancelled; next contact {due}"
+    )
+    recent = [x for x in s.sessions if x.day <= s.program_day][-6:]
+    upcoming = [x for x in s.sessions if x.day > s.program_day][:6]
+    if recent or upcoming:
+        table = Table("session", "when", "type", "modality", "status", title="Sessions")
+        for x in [*recent, *upcoming]:
+            table.add_row(
+                x.session_id,
+                f"{x.starts_at:%a %Y-%m-%d %H:%M}",
+                x.session_type,
+                x.modality,
+                x.status.value,
+            )
+        console.print(table)
+    if s.follow_ups:
+        table = Table("check-in", "due", "outcome", "attempts", "days of use", title="Aftercare")
+        for f in s.follow_ups:
+            table.add_row(
+                f.call_id,
+                f"{f.due_at:%Y-%m-%d}",
+                f.outcome.value if f.outcome else "due",
+                str(f.attempts),
+                "-" if f.check_in is None else str(f.check_in.days_of_use),
+            )
+        console.print(table)
+
+
+def visibility_query(
+    phase: str | None = None,
+    case_manager: str | None = None,
+    site: str | None = None,
+    risk: str | None = None,
+    overdue: bool = False,
+    enrolled_from: str | None = None,
+    enrolled_to: str | None = None,
+    active: bool = False,
+) -> str:
+    """A visibility query over CarePath's search attributes; every value is validated
+    first, so nothing a user types reaches the query unchecked."""
+    clauses = [
+        "WorkflowType = 'PatientJourney'",
+        "ExecutionStatus != 'ContinuedAsNew'",
+    ]
+    if active:
+        clauses.append("ExecutionStatus = 'Running'")
+    if phase:
+        clauses.append(f"{visibility.PHASE.name} = '{validated(Phase, phase, 'phase').value}'")
+    if case_manager:
+        cm = validated(CaseManagerId, case_manager, "case manager")
+        clauses.append(f"{visibility.CASE_MANAGER.name} = '{cm}'")
+    if site:
+        if not site.replace("-", "").isalnum():
+            raise CliError(f"site: {site!r} is not a site identifier")
+        clauses.append(f"{visibility.SITE.name} = '{site}'")
+    if risk:
+        if risk not in ("low", "moderate", "high"):
+            raise CliError(f"risk: {risk!r} is not one of low, moderate, high")
+        clauses.append(f"{visibility.RISK.name} = '{risk}'")
+    if overdue:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        clauses.append(f"{visibility.NEXT_CONTACT_DUE.name} < '{now}'")
+    for bound, op in ((enrolled_from, ">="), (enrolled_to, "<")):
+        if bound:
+            day = validated(date, bound, "enrolled date (YYYY-MM-DD)")
+            clauses.append(f"{visibility.ENROLLED_AT.name} {op} '{day.isoformat()}T00:00:00Z'")
+    return " AND ".join(clauses)
+
+
+async def list_journeys(client: Client, query: str) -> list[dict[str, Any]]:
+    rows = []
+    async for wf in client.list_workflows(query):
+        sa = wf.typed_search_attributes
+        due = sa.get(visibility.NEXT_CONTACT_DUE)
+        rate = sa.get(visibility.ATTENDANCE_RATE)
+        rows.append(
+            {
+                "patient_id": wf.id.removeprefix("journey-"),
+                "phase": sa.get(visibility.PHASE),
+                "case_manager_id": sa.get(visibility.CASE_MANAGER),
+                "site_id": sa.get(visibility.SITE),
+                "risk": sa.get(visibility.RISK),
+                "attendance_rate": rate,
+                "next_contact_due": due.isoformat() if due else None,
+                "running": wf.status == WorkflowExecutionStatus.RUNNING,
+            }
+        )
+    rows.sort(key=lambda r: (r["next_contact_due"] or "9999", r["patient_id"]))
+    return rows
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    query = visibility_query(
+        args.phase,
+        args.case_manager,
+        args.site,
+        risk=args.risk,
+        overdue=args.overdue,
+        enrolled_from=args.enrolled_from,
+        enrolled_to=args.enrolled_to,
+        active=args.active,
+    )
+    client = await client_for(settings)
+    rows = await list_journeys(client, query)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(
+        "patient",
+        "phase",
+        "case manager",
+        "site",
+        "risk",
+        "attendance",
+        "next contact due",
+        title=f"{len(rows)} journeys",
+    )
+    for r in rows:
+        rate = "-" if r["attendance_rate"] is None else f"{r['attendance_rate']:.0%}"
+        table.add_row(
+            r["patient_id"],
+            r["phase"] or "-",
+            r["case_manager_id"] or "-",
+            r["site_id"] or "-",
+            r["risk"] or "-",
+            rate,
+            (r["next_contact_due"] or "-")[:16],
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """The outcomes report of a cohort, read from the care-operations store (no Temporal)."""
+    try:
+        cohort = report.cohort_filter(
+            args.site, args.case_manager, args.program, args.enrolled_from, args.enrolled_to
+        )
+        report.check_outputs(args.html, args.png_dir)
+    except report.ReportError as exc:
+        raise CliError(str(exc)) from None
+    store = care_store(settings)
+    try:
+        outcomes = report.cohort_report(
+            store, ProgramCatalog(settings.programs_dir), cohort, datetime.now(UTC)
+        )
+    finally:
+        store.dispose()
+    if outcomes.enrolled == 0:
+        print(f"no patients match ({cohort.describe()}): nothing to report", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps(report.as_json(outcomes), indent=2))
+    else:
+        console.print(*report.terminal_tables(outcomes))
+    if args.html or args.png_dir:
+        from operators import report_html
+
+        # On stderr: stdout may be the JSON.
+        if args.html:
+            report_html.write_html(outcomes, args.html)
+            print(f"wrote {args.html}", file=sys.stderr)
+        if args.png_dir:
+            for path in report_html.write_pngs(outcomes, args.png_dir):
+                print(f"wrote {path}", file=sys.stderr)
+    return 0

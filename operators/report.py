@@ -1,0 +1,294 @@
+"""The outcomes report for a cohort or site (`starter.py report`): the cohort's facts read
+from the care-operations store, the metrics of `operators.outcomes`, and the terminal tables.
+The HTML report and its charts are `operators.report_html`.
+
+The report reads the store only; it needs no Temporal server. It names no patient: counts,
+rates and durations only."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.table import Table
+
+from clinical.aftercare import CallOutcome, CheckIn
+from clinical.attendance import SessionStatus
+from clinical.instruments import score_bam
+from clinical.phases import Phase
+from clinical.protocol import ProgramCatalog, ProtocolError
+from clinical.referrals import ReferralOutcome
+from infra.store import CareStore, CohortRows
+from operators.outcomes import (
+    BamFact,
+    CheckInFact,
+    Cohort,
+    CohortFilter,
+    OutcomesReport,
+    PatientFact,
+    PhaseChangeFact,
+    ReferralFact,
+    SessionFact,
+    TaskFact,
+    outcomes,
+    phase_label,
+    summary_rows,
+)
+
+CHECK_IN_CONCLUDED = "follow_up_call_completed"
+"""The audit fact a journey writes when a check-in has concluded, with its outcome."""
+
+
+class ReportError(ValueError):
+    """A report that cannot be made as asked, in one line."""
+
+
+# --- the cohort, from the store ----------------------------------------------------------
+
+_OPTIONS = {
+    "site_id": ("--site", "a site identifier (lowercase letters, digits and '-')"),
+    "case_manager_id": ("--case-manager", "a case manager identifier like CM-01"),
+    "program_id": ("--program", "a program identifier like default-iop"),
+}
+
+
+def cohort_filter(
+    site: str | None = None,
+    case_manager: str | None = None,
+    program: str | None = None,
+    enrolled_from: str | None = None,
+    enrolled_to: str | None = None,
+) -> CohortFilter:
+    """The filter from command-line values, or a one-line error naming the option."""
+    dates: dict[str, date | None] = {}
+    for option, value in (("--enrolled-from", enrolled_from), ("--enrolled-to", enrolled_to)):
+        try:
+            dates[option] = None if value is None else date.fromisoformat(value)
+        except ValueError:
+            raise ReportError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
+    try:
+        return CohortFilter(
+            site_id=site,
+            case_manager_id=case_manager,
+            program_id=program,
+            enrolled_from=dates["--enrolled-from"],
+            enrolled_to=dates["--enrolled-to"],
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field in _OPTIONS:
+            option, expected = _OPTIONS[field]
+            raise ReportError(f"{option}: {error['input']!r} is not {expected}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        for name, option in (
+            ("enrolled_from", "--enrolled-from"),
+            ("enrolled_to", "--enrolled-to"),
+        ):
+            message = message.replace(name, option)
+        raise ReportError(message) from None
+
+
+def load_cohort(
+    store: CareStore, catalog: ProgramCatalog, cohort: CohortFilter, as_of: datetime
+) -> Cohort:
+    """Read the cohort's facts from the store (read only)."""
+    rows = store.cohort_rows(
+        site_id=cohort.site_id,
+        case_manager_id=cohort.case_manager_id,
+        program_id=cohort.program_id,
+        enrolled_from=_midnight(cohort.enrolled_from),
+        enrolled_to=_midnight(cohort.enrolled_to),
+        audit_actions=(CHECK_IN_CONCLUDED,),
+    )
+    clocks, notes = _program_clocks(catalog, {r["program_id"] for r in rows.patients})
+    return Cohort(
+        filter=cohort,
+        as_of=as_of,
+        patients=[
+            PatientFact(
+                patient_id=r["patient_id"],
+                site_id=r["site_id"],
+                case_manager_id=r["case_manager_id"],
+                program_id=r["program_id"],
+                enrolled_at=r["enrolled_at"],
+                phase=Phase(r["phase"]),
+                seconds_per_day=clocks[r["program_id"]],
+            )
+            for r in rows.patients
+        ],
+        sessions=[
+            SessionFact(
+                patient_id=r["patient_id"],
+                session_id=r["session_id"],
+                starts_at=r["starts_at"],
+                session_type=r["session_type"],
+                status=SessionStatus(r["status"]),
+            )
+            for r in rows.appointments
+        ],
+        phase_changes=[
+            PhaseChangeFact(patient_id=r["patient_id"], phase=Phase(r["phase"]), at=r["at"])
+            for r in rows.phase_changes
+        ],
+        check_ins=_check_ins(rows),
+        bam=_bam_scores(rows),
+        referrals=[
+            ReferralFact(
+                patient_id=r["patient_id"],
+                need=r["need"],
+                requested_at=r["requested_at"],
+                closed_at=r["closed_at"],
+                outcome=ReferralOutcome(r["outcome"]) if r["outcome"] else None,
+            )
+            for r in rows.referrals
+        ],
+        tasks=[
+            TaskFact(patient_id=r["patient_id"], kind=r["kind"], open=r["status"] == "open")
+            for r in rows.tasks
+        ],
+        notes=notes,
+    )
+
+
+def cohort_report(
+    store: CareStore, catalog: ProgramCatalog, cohort: CohortFilter, as_of: datetime
+) -> OutcomesReport:
+    return outcomes(load_cohort(store, catalog, cohort, as_of))
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return None if day is None else datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _program_clocks(
+    catalog: ProgramCatalog, program_ids: set[str]
+) -> tuple[dict[str, float], list[str]]:
+    """Each program's day length; a program whose file is gone counts real days."""
+    clocks: dict[str, float] = {}
+    notes: list[str] = []
+    for program_id in sorted(program_ids):
+        try:
+            clocks[program_id] = catalog.load(program_id).clock.seconds_per_day
+        except ProtocolError as exc:
+            clocks[program_id] = 86400.0
+            notes.append(f"{exc}: durations for {program_id} are in calendar days")
+    return clocks, notes
+
+
+def _check_ins(rows: CohortRows) -> list[CheckInFact]:
+    facts = []
+    for r in rows.audit_events:
+        detail = json.loads(r["detail_json"])
+        facts.append(
+            CheckInFact(
+                patient_id=r["patient_id"],
+                # The key names the episode and the check-in: patient/E<episode>/<call>.
+                call_ref=r["idempotency_key"].split("/", 1)[-1],
+                outcome=CallOutcome(detail["outcome"]),
+            )
+        )
+    return facts
+
+
+def _bam_scores(rows: CohortRows) -> list[BamFact]:
+    """Scores only: the answers themselves stay in the store."""
+    facts = []
+    for r in rows.follow_up_calls:
+        if not r["check_in_json"]:
+            continue
+        check_in = CheckIn.model_validate_json(r["check_in_json"])
+        if check_in.bam is not None:
+            facts.append(
+                BamFact(
+                    patient_id=r["patient_id"], call_ref=r["call_id"], score=score_bam(check_in.bam)
+                )
+            )
+    return facts
+
+
+# --- the terminal ------------------------------------------------------------------------
+
+
+def terminal_tables(report: OutcomesReport) -> list[Table]:
+    headline = Table(
+        "metric",
+        "value",
+        "definition",
+        title=f"Outcomes: {report.cohort} (as of {report.as_of:%Y-%m-%d %H:%M} UTC)",
+        title_justify="left",
+    )
+    for metric, value, meaning in summary_rows(report):
+        headline.add_row(metric, value, meaning)
+    phases = Table("phase", "patients", title="Patients by phase (now)", title_justify="left")
+    for phase, n in report.by_phase.items():
+        phases.add_row(phase_label(phase), str(n))
+    weeks = Table(
+        "treatment week",
+        "attended",
+        "missed",
+        "rate",
+        title="Attendance by treatment week",
+        title_justify="left",
+    )
+    for w in report.attendance_by_week:
+        weeks.add_row(str(w.week), str(w.attended), str(w.missed), _percent(w.rate))
+    bam = Table(
+        "aftercare month",
+        "check-ins",
+        "Use mean / median",
+        "Risk mean / median",
+        "Protective mean / median",
+        title="BAM scores by check-in month (Use 0-12, Risk and Protective 0-24)",
+        title_justify="left",
+    )
+    for m in report.bam_by_month:
+        bam.add_row(
+            str(m.month),
+            str(m.n),
+            *(f"{t.mean:.1f} / {t.median:g}" for t in (m.use, m.risk, m.protective)),
+        )
+    loops = Table(
+        "referral outcome",
+        "referrals",
+        "median days to close",
+        title="Referral loops",
+        title_justify="left",
+    )
+    for outcome, n in report.referrals.by_outcome.items():
+        days = report.referrals.days_to_close_by_outcome.get(outcome)
+        loops.add_row(outcome, str(n), "-" if not days else f"{statistics.median(days):.1f}")
+    calls = Table(
+        "check-in outcome", "check-ins", title="Aftercare check-ins", title_justify="left"
+    )
+    for outcome, n in report.check_ins_by_outcome.items():
+        calls.add_row(outcome, str(n))
+    tasks = Table(
+        "task kind", "opened", "still open", title="Case-manager tasks", title_justify="left"
+    )
+    for kind, t in report.tasks.items():
+        tasks.add_row(kind, str(t.opened), str(t.still_open))
+    return [headline, phases, weeks, calls, bam, loops, tasks]
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
+
+
+def as_json(report: OutcomesReport) -> dict[str, Any]:
+    return report.model_dump(mode="json")
+
+
+def check_outputs(html: Path | None, png_dir: Path | None) -> None:
+    """Refuse, before anything is read or written, outputs that cannot be written."""
+    if html is not None:
+        if html.is_dir():
+            raise ReportError(f"--html: {html} is a directory; name the report file")
+        if not html.parent.is_dir():
+            raise ReportError(f"--html: no directory {html.parent}")
+    if png_dir is not None and png_dir.exists() and not png_dir.is_dir():
+        raise ReportError(f"--png-dir: {png_dir} is a file, not a directory")
