@@ -118,7 +118,7 @@ def positive(value: str) -> int:
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    from starter import _OneLineErrors  # bad arguments: one line and exit code 2, as starter.py
+    from cli.main import _OneLineErrors  # bad arguments: one line and exit code 2, as starter.py
 
     parser = _OneLineErrors(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", type=parse_only, default=list(BENCHMARKS), metavar="NAMES")

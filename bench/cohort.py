@@ -127,8 +127,8 @@ class CaseManager:
 async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> dict[str, Any]:
     """The cohort, with `worker.py` in its own process (as in production), so the
     simulated case managers' work is not done under the worker's interpreter lock."""
+    from cli.enrolment import start_journey
     from clinical.assessment import Enrolment
-    from starter import start_journey
     from tests.support import TEST_KEYS_FILE, enrolment_data
 
     programs = program_dir(workdir / "programs")

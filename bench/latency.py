@@ -66,7 +66,7 @@ async def _rounds(sends: list[Send], rounds: int, per_round: int) -> list[dict[s
 async def carepath_side(
     active: int, measured: int, rounds: int, per_round: int, seconds_per_day: float, workdir: Path
 ) -> list[dict[str, Any]]:
-    from starter import start_journey
+    from cli.enrolment import start_journey
     from tests.support import enrolment_data
 
     programs = program_dir(workdir / "programs", seconds_per_day)

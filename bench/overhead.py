@@ -90,7 +90,7 @@ def week_one(status: JourneyStatus) -> list[SessionRecord]:
 async def drive_journey(client: Client, settings: Any, enrolment: Enrolment) -> Drive:
     """A case manager's first week with a new patient: enrol (as `starter.py enrol` does),
     then report each session of the first intensive week once it has happened."""
-    from starter import start_journey
+    from cli.enrolment import start_journey
 
     watch = Stopwatch()
     started = await start_journey(client, settings, enrolment)
