@@ -13,6 +13,7 @@ from rich.table import Table
 from cli.common import (
     EXIT_REFUSED,
     CliError,
+    answer_update,
     care_store,
     client_for,
     console,
@@ -83,11 +84,9 @@ async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
         case_manager_id=args.case_manager,
         ratings=dict(zip(DIMENSIONS, (int(v) for v in values), strict=True)),
     )
-    message = await send_update(
+    return await answer_update(
         settings, args.patient, PatientJourneyWorkflow.report_relapse, report
     )
-    console.print(f"{args.patient}: {message}")
-    return 0
 
 
 async def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
@@ -98,11 +97,9 @@ async def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
         weeks=args.weeks,
         level=args.level,
     )
-    message = await send_update(
+    return await answer_update(
         settings, args.patient, PatientJourneyWorkflow.review_progress, review
     )
-    console.print(f"{args.patient}: {message}")
-    return 0
 
 
 async def cmd_refer(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,11 +113,9 @@ async def cmd_family_consent(args: argparse.Namespace, settings: Settings) -> in
     change = make_request(
         FamilyConsentChange, case_manager_id=args.case_manager, granted=args.action == "give"
     )
-    message = await send_update(
+    return await answer_update(
         settings, args.patient, PatientJourneyWorkflow.change_family_consent, change
     )
-    console.print(f"{args.patient}: {message}")
-    return 0
 
 
 async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,22 +145,18 @@ async def cmd_check_ins(args: argparse.Namespace, settings: Settings) -> int:
         days=tuple(int(p) for p in parts),
         reason=args.reason,
     )
-    message = await send_update(
+    return await answer_update(
         settings, args.patient, PatientJourneyWorkflow.adjust_check_ins, adjustment
     )
-    console.print(f"{args.patient}: {message}")
-    return 0
 
 
 async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
     report = make_request(
         AlumniAttendance, case_manager_id=args.case_manager, meeting_id=args.meeting
     )
-    message = await send_update(
+    return await answer_update(
         settings, args.patient, PatientJourneyWorkflow.report_alumni_attendance, report
     )
-    console.print(f"{args.patient}: {message}")
-    return 0
 
 
 def _task_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -126,6 +126,13 @@ async def send_update(
     )
 
 
+async def answer_update(settings: Settings, patient_id: str, update: Any, request: Any) -> int:
+    """Send a case manager's request to the journey and print its one-line answer."""
+    message = await send_update(settings, patient_id, update, request)
+    console.print(f"{patient_id}: {message}")
+    return 0
+
+
 def care_store(settings: Settings) -> CareStore:
     """The store, for reading: the command line never creates or migrates one (a mistyped
     URL would otherwise answer with an empty caseload); workers do."""
