@@ -29,9 +29,9 @@ from clinical.identifiers import CaseManagerId, PatientId
 from clinical.journey import JourneyStatus
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
-from infra.history import journey_story
 from infra.settings import Settings
 from operators import report
+from operators.history import journey_story
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
 

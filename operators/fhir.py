@@ -86,7 +86,6 @@ from clinical.referrals import (
     ReferralState,
     apply_partner_report,
 )
-from infra.history import partner_answers
 from infra.store import (
     CareStore,
     appointments,
@@ -96,6 +95,7 @@ from infra.store import (
     phase_changes,
     referrals,
 )
+from operators.history import partner_answers
 
 Json = dict[str, Any]
 

@@ -6,7 +6,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.referrals import PartnerAnswer, PartnerReport
-from infra.history import journey_story
+from operators.history import journey_story
 from tests.support import clinic, drive_journey, enrolment_data, make_enrolment, steady_attendance
 from workflows.referral import ReferralWorkflow
 
