@@ -365,8 +365,9 @@ def write_known_cohort(store: CareStore) -> None:
 
 
 @pytest.fixture
-def known_store(tmp_path: Path) -> Any:
-    store = CareStore(f"sqlite:///{tmp_path / 'care.db'}")
+def known_store(database_url: str) -> Any:
+    """The known cohort, on SQLite and on PostgreSQL: the report's reads are the store's."""
+    store = CareStore(database_url)
     store.migrate()
     write_known_cohort(store)
     yield store
