@@ -33,7 +33,13 @@ from clinical.identifiers import CaseManagerId, referral_workflow_id
 from clinical.phases import Phase
 from clinical.placement import Placement, place, place_enrolment, risk_level
 from clinical.protocol import ProgramProtocol
-from clinical.reminders import Reminder, call_reminder_key, reminder, session_reminder_key
+from clinical.reminders import (
+    Reminder,
+    alumni_invitation_key,
+    call_reminder_key,
+    reminder,
+    session_reminder_key,
+)
 
 
 class PhaseChange(BaseModel):
@@ -319,6 +325,11 @@ def check_check_in_adjustment(
         raise RequestRefused(f"day {clash[0]} already had its check-in")
 
 
+def check_ins_ahead(state: JourneyState) -> list[FollowUp]:
+    """This episode's check-ins not yet made."""
+    return [f for f in state.follow_ups if f.outcome is None and f.episode == state.episode]
+
+
 def apply_check_in_adjustment(state: JourneyState, adjustment: CheckInAdjustment) -> int:
     """Replace the check-ins still ahead; returns how many there are now."""
     assert state.aftercare_start_day is not None
@@ -491,7 +502,7 @@ def alumni_invitations(state: JourneyState) -> list[Reminder]:
     found = [
         reminder(
             patient_id=state.patient_id,
-            key=f"{state.patient_id}/invite/{meeting_id}",
+            key=alumni_invitation_key(state.patient_id, meeting_id),
             kind="alumni_invitation",
             about=meeting_id,
             event=state.clock.calendar(day),

@@ -77,3 +77,7 @@ def session_reminder_key(patient_id: str, session_id: str) -> str:
 
 def call_reminder_key(patient_id: str, episode: int, call_id: str) -> str:
     return f"{patient_id}/remind/E{episode}-{call_id}"
+
+
+def alumni_invitation_key(patient_id: str, meeting_id: str) -> str:
+    return f"{patient_id}/invite/{meeting_id}"

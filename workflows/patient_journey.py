@@ -84,6 +84,7 @@ with workflow.unsafe.imports_passed_through():
         check_commitments_revision,
         check_discharge,
         check_family_consent,
+        check_ins_ahead,
         check_referral,
         check_relapse,
         check_review,
@@ -104,7 +105,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.phases import Phase
     from clinical.placement import PlacementRefused
     from clinical.referrals import ReferralInput, ReferralStatus
-    from clinical.reminders import Reminder, call_reminder_key
+    from clinical.reminders import Reminder, alumni_invitation_key, call_reminder_key
     from workflows import visibility
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
@@ -447,7 +448,7 @@ class PatientJourneyWorkflow:
         today = self._today()
         meetings = [m for m, day in alumni_meetings(st) if day > today]
         if meetings and st.phase == Phase.aftercare and workflow.patched("alumni-invitations"):
-            self._withdrawn_reminders += [f"{st.patient_id}/invite/{m}" for m in meetings]
+            self._withdrawn_reminders += [alumni_invitation_key(st.patient_id, m) for m in meetings]
 
     async def _hold_for_step_down_criteria(self) -> None:
         """At the planned end of the intensive phase, step down only if the protocol's
@@ -876,11 +877,9 @@ class PatientJourneyWorkflow:
     @workflow.update
     def adjust_check_ins(self, adjustment: CheckInAdjustment) -> str:
         st = self._state
-        before = [f for f in st.follow_ups if f.outcome is None and f.episode == st.episode]
+        before = check_ins_ahead(st)
         ahead = apply_check_in_adjustment(st, adjustment)
-        fresh = call_reminders(
-            st, [f for f in st.follow_ups if f.outcome is None and f.episode == st.episode]
-        )
+        fresh = call_reminders(st, check_ins_ahead(st))
         kept = {r.key for r in fresh}
         self._withdrawn_reminders += [
             key
