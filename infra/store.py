@@ -271,7 +271,7 @@ IDEMPOTENT_TABLES = (
 )
 
 
-COHORT_PATIENT_COLUMNS = (
+PATIENT_COLUMNS_WITHOUT_CONTACT = (
     "patient_id",
     "case_manager_id",
     "site_id",
@@ -281,7 +281,8 @@ COHORT_PATIENT_COLUMNS = (
     "level",
     "risk",
 )
-"""What a cohort read takes of a patient: no names, birth date, phone or answers."""
+"""What an operator's read (a cohort report, an export) takes of a patient: no names, birth
+date, phone or answers."""
 
 
 @dataclass(frozen=True)
@@ -587,7 +588,7 @@ class CareStore:
             chosen = chosen.where(patients.c.enrolled_at >= enrolled_from)
         if enrolled_to is not None:
             chosen = chosen.where(patients.c.enrolled_at < enrolled_to)
-        without_contact = [patients.c[name] for name in COHORT_PATIENT_COLUMNS]
+        without_contact = [patients.c[name] for name in PATIENT_COLUMNS_WITHOUT_CONTACT]
 
         def of_cohort(table: Table, *columns: Any) -> Any:
             return select(*(columns or (table,))).where(table.c.patient_id.in_(chosen))

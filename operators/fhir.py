@@ -87,6 +87,7 @@ from clinical.referrals import (
     apply_partner_report,
 )
 from infra.store import (
+    PATIENT_COLUMNS_WITHOUT_CONTACT,
     CareStore,
     appointments,
     consents,
@@ -246,9 +247,6 @@ class JourneyRecord:
 # week, session); check-in IDs by FollowUpCallRequest.call_ref (E2-FU-D007 from episode 2).
 _SESSION_EPISODE = re.compile(r"^[A-Z]+(\d+)-W\d+-")
 _CALL_EPISODE = re.compile(r"^E(\d+)-")
-# Only these columns are read: the rest of a patient's row is contact details and clinical
-# assessment, which an export must not carry.
-_PATIENT_COLUMNS = ("patient_id", "case_manager_id", "program_id", "enrolled_at")
 
 
 def _episode_of_session(session_id: str) -> int:
@@ -265,7 +263,7 @@ def _episode_of_call(call_ref: str) -> tuple[int, str]:
 
 def journey_record(store: CareStore, catalog: ProgramCatalog, patient_id: str) -> JourneyRecord:
     """Everything the store knows about one patient's journey that an export may carry."""
-    found = store.rows(patients, columns=_PATIENT_COLUMNS, patient_id=patient_id)
+    found = store.rows(patients, columns=PATIENT_COLUMNS_WITHOUT_CONTACT, patient_id=patient_id)
     if not found:
         raise ExportError(f"no patient {patient_id} in the care store")
     row = found[0]
