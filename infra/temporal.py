@@ -22,6 +22,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
+from infra.sandbox import CompiledSandboxRunner
 from infra.settings import Settings, SettingsError
 from infra.tracing import tracing_interceptors
 
@@ -94,6 +95,7 @@ def build_worker(
         "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
         "max_cached_workflows": settings.max_cached_workflows,
         "interceptors": tracing_interceptors(settings),
+        "workflow_runner": CompiledSandboxRunner(),
     }
     options.update(overrides)
     return Worker(client, **options)

@@ -76,8 +76,8 @@ async def test_referral_from_intake_accepted_then_completed(
             await until_referral(env, c, handle, "housing", ReferralStage.sent)
             assert (await answer(c, pid, "housing", PartnerAnswer.accepted)).stage == "accepted"
             done = await answer(c, pid, "housing", PartnerAnswer.completed)
-            child = c.client.get_workflow_handle_for(
-                ReferralWorkflow.run, referral_workflow_id(pid, "housing")
+            child = c.client.get_workflow_handle(
+                referral_workflow_id(pid, "housing"), result_type=ReferralStatus
             )
             result = await child.result()
             status, _ = await drive_journey(

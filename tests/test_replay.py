@@ -12,6 +12,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from infra.sandbox import CompiledSandboxRunner
 from infra.temporal import data_converter, workflow_classes
 from tests.support import TEST_KEYS
 
@@ -32,7 +33,12 @@ def test_every_registered_workflow_type_has_recorded_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    replayer = Replayer(workflows=workflow_classes(), data_converter=data_converter(TEST_KEYS))
+    # The worker's own runner: the gate replays what production runs.
+    replayer = Replayer(
+        workflows=workflow_classes(),
+        data_converter=data_converter(TEST_KEYS),
+        workflow_runner=CompiledSandboxRunner(),
+    )
     workflow_id = path.stem.rsplit("--", 1)[-1]
     history = WorkflowHistory.from_json(workflow_id, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
