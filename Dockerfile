@@ -23,8 +23,11 @@ COPY operators/ operators/
 COPY programs/ programs/
 COPY cli/ cli/
 COPY worker.py starter.py ./
-# Installed in place (editable), so the programs/ beside the code are the ones read.
-RUN pip install -e '.[otel]'
+# Installed in place (editable), so the programs/ beside the code are the ones read. The
+# workflow modules' bytecode is compiled here: the worker cannot write it as carepath, and
+# the sandbox imports them afresh for every run (infra/sandbox.py).
+RUN pip install -e '.[otel]' \
+    && python -m compileall -q workflows
 
 USER carepath
 ENV CAREPATH_DATA_DIR=/var/lib/carepath \

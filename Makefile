@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode demo test storm lint server-start server-stop worker histories clean
+.PHONY: install demo test storm lint server-start server-stop worker histories clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,25 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) bytecode
+install: $(STAMP)
 
-# The workflow sandbox imports a workflow's module afresh for every new run and child
-# workflow; with PYTHONDONTWRITEBYTECODE set (as on these machines) no bytecode is ever
-# cached, so each of those imports compiled the source again (~10 ms for the journey's).
-# Compiled once here, and again after any edit (cheap when nothing changed).
-bytecode: $(STAMP)
-	$(BIN)/python -m compileall -q clinical workflows activities infra
-
-demo: $(STAMP) bytecode
+demo: $(STAMP)
 	$(BIN)/python starter.py demo
 
-test: $(STAMP) bytecode
+test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -q
 
 # The crash storm: 50 journeys while the worker is SIGKILLed 10 times and the server restarted.
-storm: $(STAMP) bytecode
+storm: $(STAMP)
 	$(BIN)/python -m pytest -m storm -s --timeout 900 tests/test_storm.py
 
 lint: $(STAMP)
@@ -47,7 +40,7 @@ server-start: $(STAMP)
 server-stop: $(STAMP)
 	$(BIN)/python starter.py server stop
 
-worker: $(STAMP) bytecode
+worker: $(STAMP)
 	$(BIN)/python worker.py
 
 # make histories SCENARIOS="relapse_in_intensive" records only those paths.

@@ -22,7 +22,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
-from infra.sandbox import CompiledSandboxRunner
+from infra.sandbox import CompiledSandboxRunner, compile_workflow_modules
 from infra.settings import Settings, SettingsError
 from infra.tracing import tracing_interceptors
 
@@ -85,6 +85,7 @@ def build_worker(
     executor: ThreadPoolExecutor,
     **overrides: Any,
 ) -> Worker:
+    compile_workflow_modules()
     options: dict[str, Any] = {
         "task_queue": settings.task_queue,
         "workflows": workflow_classes(),

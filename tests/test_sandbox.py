@@ -4,6 +4,7 @@ actually be used (an SDK that stops calling `_run_code` makes the override dead 
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from pathlib import Path
 
@@ -51,3 +52,17 @@ async def test_replaying_a_journey_compiles_the_sandbox_code_once() -> None:
     # times over an intensive phase's history.
     assert 1 <= cache.misses <= 8
     assert cache.hits > 20 * cache.misses
+
+
+async def test_a_worker_leaves_the_workflow_modules_compiled(env: WorkflowEnvironment) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from infra.settings import load_settings
+    from infra.temporal import build_worker
+    from workflows import patient_journey
+
+    source = Path(patient_journey.__file__)
+    with ThreadPoolExecutor(1) as executor:
+        build_worker(env.client, load_settings(), [], executor)
+    bytecode = Path(importlib.util.cache_from_source(str(source)))
+    assert bytecode.exists() and bytecode.stat().st_mtime >= source.stat().st_mtime
