@@ -6,7 +6,9 @@ partners and telephony (every check-in call answered by the seeded simulated pro
 The clock is stepped by hand (automatic time skipping stalls with many concurrent
 workflows, see TEMPORAL-NOTES): a day at a time while anyone is in treatment, once the
 case manager has done the day's reports, and a week at a time once everyone is in
-aftercare. Patient-years per minute of wall-clock time."""
+aftercare. Who is in which phase is read from the care-operations store after each step
+(one query), not by holding a result long poll per journey: a thousand of those at once
+broke the time-skipping server's transport. Patient-years per minute of wall-clock time."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ class Patient:
     """What the simulated case manager knows of one patient."""
 
     handle: WorkflowHandle[Any, Any]
-    result: asyncio.Task[JourneyOutcome]
+    phase: Phase | None = None  # as the store has it; None until intake is written
     status: JourneyStatus | None = None
     seen_week: int | None = None
     reported: set[str] = dataclasses.field(default_factory=set)
@@ -65,7 +67,11 @@ class Patient:
 
     @property
     def in_treatment(self) -> bool:
-        return self.status is None or self.status.phase in TREATMENT
+        return self.phase is None or self.phase in TREATMENT
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is not None and self.phase.is_terminal
 
 
 def week_of(status: JourneyStatus, now: datetime) -> int:
@@ -150,21 +156,26 @@ async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> di
                     for data in (enrolment_data() for _ in range(patients))
                 ]
             )
-            cohort = [Patient(h, asyncio.create_task(h.result())) for h in handles]
+            cohort = {h.id.removeprefix("journey-"): Patient(h) for h in handles}
             manager = CaseManager()
+            phases = PhaseBoard(variables["CAREPATH_DATABASE_URL"])
             start = await env.get_current_time()
             steps = 0
-            while not all(p.result.done() for p in cohort):
+            while True:
+                phases.read_into(cohort)
+                if all(p.ended for p in cohort.values()):
+                    break
                 now = await env.get_current_time()
-                active = [p for p in cohort if not p.result.done() and p.in_treatment]
+                active = [p for p in cohort.values() if p.in_treatment]
                 await asyncio.gather(*(manager.look(p, now) for p in active))
                 await asyncio.gather(*(manager.act(p, now) for p in active))
-                anyone_in_treatment = any(p.in_treatment for p in cohort if not p.result.done())
-                await env.sleep(DAY if anyone_in_treatment else 7 * DAY)
+                await env.sleep(DAY if active else 7 * DAY)
                 steps += 1
+            # Ended in the store; each journey's run completes in the task that wrote it.
+            outcomes: list[JourneyOutcome] = await _bounded([h.result for h in handles])
             seconds = watch.seconds()
             cpu_after = _cpu(worker.pid, server)
-            outcomes = [p.result.result() for p in cohort]
+            phases.close()
             virtual_days = (await env.get_current_time() - start) / DAY
             trouble = await troubles(env, handles)
     return {
@@ -173,10 +184,33 @@ async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> di
         "steps": steps,
         "virtual_days": virtual_days,
         "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
-        "reports": sum(p.reports for p in cohort),
+        "reports": sum(p.reports for p in cohort.values()),
         "troubles": trouble,
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
     }
+
+
+class PhaseBoard:
+    """Each patient's phase as the care-operations store has it (the journey writes every
+    phase change there): one query per clock step for the whole cohort."""
+
+    def __init__(self, database_url: str) -> None:
+        from infra.store import CareStore
+
+        self.store = CareStore(database_url)
+
+    def read_into(self, cohort: dict[str, Patient]) -> None:
+        from sqlalchemy import select
+
+        from infra.store import patients
+
+        with self.store.engine.connect() as conn:
+            for patient_id, phase in conn.execute(select(patients.c.patient_id, patients.c.phase)):
+                if patient_id in cohort:
+                    cohort[patient_id].phase = Phase(phase)
+
+    def close(self) -> None:
+        self.store.dispose()
 
 
 def _child_named(name: str) -> int | None:
