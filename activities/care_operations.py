@@ -4,7 +4,7 @@ the store's unique constraints make a retry a no-op."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -238,55 +238,63 @@ class CareOperations:
                     detail={"session": str(invitation["idempotency_key"]).rsplit("/", 1)[-1]},
                 )
             self.store.queue_reminders(conn, booking.reminders, now)
+            if booking.events is not None:
+                self._record_events(conn, booking.events)
         result = BookingResult(booked=booked, already_booked=len(rows) - booked)
         log.info("sessions_booked", patient_id=booking.patient_id, **result.model_dump())
         return result
 
+    def _record_events(self, conn: Connection, events: CareEvents) -> int:
+        """What a journey gathered since its last write: attendance changes, audit entries,
+        resolved tasks, reminders queued and withdrawn. Returns the sessions changed."""
+        changed = self.store.set_session_statuses(
+            conn,
+            events.patient_id,
+            (
+                {
+                    "session_id": s.session_id,
+                    "status": s.status.value,
+                    "recorded_by": s.recorded_by,
+                    "missed_by_grace": s.missed_by_grace,
+                }
+                for s in events.session_changes
+            ),
+        )
+        self.store.insert_once(
+            conn,
+            audit_events,
+            [
+                {
+                    "idempotency_key": a.key,
+                    "patient_id": events.patient_id,
+                    "actor": a.actor,
+                    "action": a.action,
+                    "purpose": a.purpose,
+                    "at": a.at,
+                    "detail_json": to_json(a.detail),
+                }
+                for a in events.audit
+            ],
+        )
+        self.store.resolve_tasks(conn, events.tasks_resolved)
+        self.store.queue_reminders(conn, events.reminders, utcnow())
+        self.store.withdraw_reminders(conn, events.reminders_withdrawn, utcnow())
+        # A cancelled session's reminder is not sent.
+        self.store.withdraw_reminders(
+            conn,
+            (
+                session_reminder_key(events.patient_id, s.session_id)
+                for s in events.session_changes
+                if s.status == SessionStatus.cancelled
+            ),
+            utcnow(),
+        )
+        return changed
+
     @activity.defn
     def record_care_events(self, events: CareEvents) -> int:
         with self.store.transaction() as conn:
-            changed = self.store.set_session_statuses(
-                conn,
-                events.patient_id,
-                (
-                    {
-                        "session_id": s.session_id,
-                        "status": s.status.value,
-                        "recorded_by": s.recorded_by,
-                        "missed_by_grace": s.missed_by_grace,
-                    }
-                    for s in events.session_changes
-                ),
-            )
-            self.store.insert_once(
-                conn,
-                audit_events,
-                [
-                    {
-                        "idempotency_key": a.key,
-                        "patient_id": events.patient_id,
-                        "actor": a.actor,
-                        "action": a.action,
-                        "purpose": a.purpose,
-                        "at": a.at,
-                        "detail_json": to_json(a.detail),
-                    }
-                    for a in events.audit
-                ],
-            )
-            self.store.resolve_tasks(conn, events.tasks_resolved)
-            self.store.queue_reminders(conn, events.reminders, utcnow())
-            self.store.withdraw_reminders(conn, events.reminders_withdrawn, utcnow())
-            # A cancelled session's reminder is not sent.
-            self.store.withdraw_reminders(
-                conn,
-                (
-                    session_reminder_key(events.patient_id, s.session_id)
-                    for s in events.session_changes
-                    if s.status == SessionStatus.cancelled
-                ),
-                utcnow(),
-            )
+            changed = self._record_events(conn, events)
         log.info(
             "care_events_recorded",
             patient_id=events.patient_id,
