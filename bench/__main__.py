@@ -24,7 +24,12 @@ from bench.common import RESULTS, machine, raise_on_sigterm, scratch_dir
 BENCHMARKS = ("overhead", "latency", "cohort", "patient_year", "memory")
 
 
-def sizes(quick: bool, repeat: int | None, cohort_sizes: list[int] | None) -> dict[str, Any]:
+def sizes(
+    quick: bool,
+    repeat: int | None,
+    cohort_sizes: list[int] | None,
+    cohort_workers: list[int] | None = None,
+) -> dict[str, Any]:
     """Each benchmark's parameters: the issue's sizes, or small ones for a smoke run."""
     runs = repeat if repeat is not None else (1 if quick else 3)
     return {
@@ -41,7 +46,11 @@ def sizes(quick: bool, repeat: int | None, cohort_sizes: list[int] | None) -> di
             "per_round": 50 if quick else 300,
             "seconds_per_day": 20.0,
         },
-        "cohort": {"sizes": cohort_sizes or ([10, 30] if quick else [100, 1000]), "repeat": runs},
+        "cohort": {
+            "sizes": cohort_sizes or ([10, 30] if quick else [100, 1000]),
+            "workers": cohort_workers or [1, 2],
+            "repeat": runs,
+        },
         "patient_year": {"patients": 2 if quick else 5},
         "memory": {"counts": [100, 300] if quick else [1000, 5000], "small_cache": 50},
     }
@@ -72,7 +81,7 @@ async def run_one(name: str, params: dict[str, Any], scratch: Path) -> dict[str,
     if name == "cohort":
         from bench import cohort
 
-        return await cohort.run(params["sizes"], params["repeat"], scratch)
+        return await cohort.run(params["sizes"], params["repeat"], scratch, params["workers"])
     if name == "patient_year":
         from bench import patient_year
 
@@ -103,7 +112,7 @@ def parse_sizes(value: str) -> list[int]:
     except ValueError:
         numbers = []
     if not numbers or min(numbers) < 1:
-        raise argparse.ArgumentTypeError(f"cohort sizes are positive integers, not {value!r}")
+        raise argparse.ArgumentTypeError(f"positive integers, comma-separated, not {value!r}")
     return numbers
 
 
@@ -125,6 +134,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--repeat", type=positive, default=None, metavar="K")
     parser.add_argument("--cohort-sizes", type=parse_sizes, default=None, metavar="N,N")
+    parser.add_argument(
+        "--cohort-workers",
+        type=parse_sizes,
+        default=None,
+        metavar="K,K",
+        help="worker processes for each cohort (default 1,2)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -140,7 +156,7 @@ def write(results: dict[str, Any], folder: Path) -> Path:
 
 
 async def main(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
-    params = sizes(args.quick, args.repeat, args.cohort_sizes)
+    params = sizes(args.quick, args.repeat, args.cohort_sizes, args.cohort_workers)
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
         "machine": machine(),

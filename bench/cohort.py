@@ -13,6 +13,7 @@ broke the time-skipping server's transport. Patient-years per minute of wall-clo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -130,9 +131,13 @@ class CaseManager:
             p.seen_week = None  # look again after the decision
 
 
-async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> dict[str, Any]:
-    """The cohort, with `worker.py` in its own process (as in production), so the
-    simulated case managers' work is not done under the worker's interpreter lock."""
+async def simulate(
+    env: WorkflowEnvironment, patients: int, workdir: Path, workers: int = 1
+) -> dict[str, Any]:
+    """The cohort, with `worker.py` in processes of its own (as in production), so the
+    simulated case managers' work is not done under a worker's interpreter lock. A Python
+    worker uses one core at most; `workers` processes on one task queue share the work, as
+    a clinic scales its workers."""
     from cli.enrolment import start_journey
     from clinical.assessment import Enrolment
     from tests.support import TEST_KEYS_FILE, enrolment_data
@@ -144,42 +149,47 @@ async def simulate(env: WorkflowEnvironment, patients: int, workdir: Path) -> di
         address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
     )
     server = _child_named("temporal-test-server")
-    async with worker_process(env.client, variables) as worker:
-        with env.auto_time_skipping_disabled():
-            cpu_before = _cpu(worker.pid, server)
-            watch = Stopwatch()
-            handles = await _bounded(
-                [
-                    functools.partial(
-                        start_journey, env.client, settings, Enrolment.model_validate(data)
-                    )
-                    for data in (enrolment_data() for _ in range(patients))
-                ]
-            )
-            cohort = {h.id.removeprefix("journey-"): Patient(h) for h in handles}
-            manager = CaseManager()
-            phases = PhaseBoard(variables["CAREPATH_DATABASE_URL"])
-            start = await env.get_current_time()
-            steps = 0
-            while True:
-                phases.read_into(cohort)
-                if all(p.ended for p in cohort.values()):
-                    break
-                now = await env.get_current_time()
-                active = [p for p in cohort.values() if p.in_treatment]
-                await asyncio.gather(*(manager.look(p, now) for p in active))
-                await asyncio.gather(*(manager.act(p, now) for p in active))
-                await env.sleep(DAY if active else 7 * DAY)
-                steps += 1
-            # Ended in the store; each journey's run completes in the task that wrote it.
-            outcomes: list[JourneyOutcome] = await _bounded([h.result for h in handles])
-            seconds = watch.seconds()
-            cpu_after = _cpu(worker.pid, server)
-            phases.close()
-            virtual_days = (await env.get_current_time() - start) / DAY
-            trouble = await troubles(env, handles)
+    async with contextlib.AsyncExitStack() as stack:
+        pids = [
+            (await stack.enter_async_context(worker_process(env.client, variables, number=i))).pid
+            for i in range(1, workers + 1)
+        ]
+        stack.enter_context(env.auto_time_skipping_disabled())
+        cpu_before = _cpu(pids, server)
+        watch = Stopwatch()
+        handles = await _bounded(
+            [
+                functools.partial(
+                    start_journey, env.client, settings, Enrolment.model_validate(data)
+                )
+                for data in (enrolment_data() for _ in range(patients))
+            ]
+        )
+        cohort = {h.id.removeprefix("journey-"): Patient(h) for h in handles}
+        manager = CaseManager()
+        phases = PhaseBoard(variables["CAREPATH_DATABASE_URL"])
+        start = await env.get_current_time()
+        steps = 0
+        while True:
+            phases.read_into(cohort)
+            if all(p.ended for p in cohort.values()):
+                break
+            now = await env.get_current_time()
+            active = [p for p in cohort.values() if p.in_treatment]
+            await asyncio.gather(*(manager.look(p, now) for p in active))
+            await asyncio.gather(*(manager.act(p, now) for p in active))
+            await env.sleep(DAY if active else 7 * DAY)
+            steps += 1
+        # Ended in the store; each journey's run completes in the task that wrote it.
+        outcomes: list[JourneyOutcome] = await _bounded([h.result for h in handles])
+        seconds = watch.seconds()
+        cpu_after = _cpu(pids, server)
+        phases.close()
+        virtual_days = (await env.get_current_time() - start) / DAY
+        trouble = await troubles(env, handles)
     return {
         "patients": patients,
+        "workers": workers,
         "seconds": seconds,
         "steps": steps,
         "virtual_days": virtual_days,
@@ -225,11 +235,11 @@ def _child_named(name: str) -> int | None:
     return None
 
 
-def _cpu(worker: int, server: int | None) -> dict[str, float]:
-    """CPU seconds so far: the worker process, the time-skipping server, and this process
+def _cpu(workers: list[int], server: int | None) -> dict[str, float]:
+    """CPU seconds so far: the worker processes, the time-skipping server, and this process
     (the simulated case managers and the client)."""
     return {
-        "worker": cpu_seconds(worker),
+        "worker": sum(cpu_seconds(pid) for pid in workers),
         "server": cpu_seconds(server) if server is not None else 0.0,
         "driver": time.process_time(),
     }
@@ -259,23 +269,29 @@ async def troubles(
     return dict(found)
 
 
-async def run(sizes: list[int], repeat: int, scratch: Path) -> dict[str, Any]:
-    """Each size `repeat` times (sizes above 100 once: they take minutes), each on a fresh
-    time-skipping server. A patient's whole protocol (about 474 program days from intake to
-    the end of aftercare) counts as one patient-year, as in the architecture's target."""
+async def run(
+    sizes: list[int], repeat: int, scratch: Path, workers: list[int] | None = None
+) -> dict[str, Any]:
+    """Each size with each number of worker processes, `repeat` times (sizes above 100 once:
+    they take minutes), each on a fresh time-skipping server. A patient's whole protocol
+    (about 474 program days from intake to the end of aftercare) counts as one patient-year,
+    as in the architecture's target."""
     figures: dict[str, Any] = {"sizes": {}, "target": "1,000 patient-years in 5 minutes"}
     for n in sizes:
-        runs = []
-        for r in range(repeat if n <= 100 else 1):
-            workdir = scratch / f"cohort-{n}-{r}"
-            workdir.mkdir(parents=True)
-            async with time_skipping() as env:
-                result = await simulate(env, n, workdir)
-            result["patient_years_per_minute"] = n / (result["seconds"] / 60)
-            runs.append(result)
-        figures["sizes"][str(n)] = {
-            "patient_years_per_minute": spread([r["patient_years_per_minute"] for r in runs]),
-            "seconds": spread([r["seconds"] for r in runs]),
-            "runs": runs,
-        }
+        for w in workers or [1]:
+            runs = []
+            for r in range(repeat if n <= 100 else 1):
+                workdir = scratch / f"cohort-{n}-w{w}-{r}"
+                workdir.mkdir(parents=True)
+                async with time_skipping() as env:
+                    result = await simulate(env, n, workdir, w)
+                result["patient_years_per_minute"] = n / (result["seconds"] / 60)
+                runs.append(result)
+            figures["sizes"][f"{n}" if w == 1 else f"{n}/{w}w"] = {
+                "patients": n,
+                "workers": w,
+                "patient_years_per_minute": spread([r["patient_years_per_minute"] for r in runs]),
+                "seconds": spread([r["seconds"] for r in runs]),
+                "runs": runs,
+            }
     return figures

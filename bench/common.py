@@ -281,7 +281,7 @@ def worker_env(
 
 @asynccontextmanager
 async def worker_process(
-    client: Client, env: dict[str, str], bare: bool = False
+    client: Client, env: dict[str, str], bare: bool = False, number: int = 1
 ) -> AsyncIterator[WorkerProcess]:
     """`worker.py` (or the bare reference's worker, identically configured) in its own
     process, so its CPU and memory are its own. Ready once the task queue has pollers and
@@ -293,7 +293,8 @@ async def worker_process(
 
     command = [sys.executable, "-m", "bench.bare"] if bare else [sys.executable, "worker.py"]
     task_queue = env["CAREPATH_TASK_QUEUE"]
-    log = Path(env["CAREPATH_DATA_DIR"]) / f"worker-{'bare' if bare else 'carepath'}.log"
+    name = f"worker-{'bare' if bare else 'carepath'}" + (f"-{number}" if number > 1 else "")
+    log = Path(env["CAREPATH_DATA_DIR"]) / f"{name}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT

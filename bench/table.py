@@ -82,11 +82,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
             )
         )
     if "cohort" in b:
-        for n, figures in b["cohort"]["sizes"].items():
+        for figures in b["cohort"]["sizes"].values():
+            n, w = figures["patients"], figures["workers"]
             rate = figures["patient_years_per_minute"]
-            target = "" if n != "1000" else (f">= 200/min {_verdict(rate['median'] >= 200)}")
+            target = "" if n != 1000 else (f">= 200/min {_verdict(rate['median'] >= 200)}")
+            workers = f"{w} worker{'s' if w > 1 else ''}"
             out.append(
-                ("3 cohort", f"patient-years per minute, N = {n}", *_median(rate, 1), target)
+                (
+                    "3 cohort",
+                    f"patient-years per minute, N = {n}, {workers}",
+                    *_median(rate, 1),
+                    target,
+                )
             )
     if "patient_year" in b:
         py = b["patient_year"]

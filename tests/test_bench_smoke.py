@@ -129,6 +129,15 @@ def _results(ratio: float, largest: int) -> dict[str, object]:
                 "cost_ratio": one,
                 "target_ratio": 1.3,
             },
+            "cohort": {
+                "sizes": {
+                    "1000/2w": {
+                        "patients": 1000,
+                        "workers": 2,
+                        "patient_years_per_minute": one | {"median": 150.0 / ratio},
+                    }
+                }
+            },
             "patient_year": {
                 "summary": {
                     key: {"median": largest, "min": largest, "max": largest, "runs": 1}
@@ -148,6 +157,8 @@ def test_the_table_reports_each_figure_against_its_target():
     assert met["CarePath, patients per CPU-second (10 patients)"][3] == "3.50-4.50"
     largest = met["largest single run (events)"]
     assert largest[2] == "400" and "not met" not in largest[4]
+    cohort = met["patient-years per minute, N = 1000, 2 workers"]
+    assert cohort[2] == "125.0" and "not met" in cohort[4]  # the target is 200 a minute
 
     missed = {row[1]: row for row in rows(_results(ratio=1.6, largest=12_000))}
     assert "not met" in missed["cost ratio CarePath / bare (worker + server CPU)"][4]
@@ -163,7 +174,12 @@ def test_results_are_written_with_a_latest_copy(tmp_path):
 def test_arguments_are_checked_in_one_line(capsys):
     args = arguments(["--only", "latency,memory", "--quick", "--repeat", "2"])
     assert (args.only, args.quick, args.repeat) == (["latency", "memory"], True, 2)
-    for bad in (["--only", "speed"], ["--repeat", "0"], ["--cohort-sizes", "10,x"]):
+    for bad in (
+        ["--only", "speed"],
+        ["--repeat", "0"],
+        ["--cohort-sizes", "10,x"],
+        ["--cohort-workers", "0"],
+    ):
         with pytest.raises(SystemExit) as exit_:
             arguments(bad)
         assert exit_.value.code == 2
