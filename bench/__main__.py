@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ def sizes(
     repeat: int | None,
     cohort_sizes: list[int] | None,
     cohort_workers: list[int] | None = None,
+    cohort_shard_size: int | None = None,
 ) -> dict[str, Any]:
     """Each benchmark's parameters: the issue's sizes, or small ones for a smoke run."""
     runs = repeat if repeat is not None else (1 if quick else 3)
@@ -49,6 +51,7 @@ def sizes(
         "cohort": {
             "sizes": cohort_sizes or ([10, 30] if quick else [100, 1000]),
             "workers": cohort_workers or [1, 2],
+            "shard_size": cohort_shard_size or (10 if quick else 250),
             "repeat": runs,
         },
         "patient_year": {"patients": 2 if quick else 5},
@@ -81,7 +84,9 @@ async def run_one(name: str, params: dict[str, Any], scratch: Path) -> dict[str,
     if name == "cohort":
         from bench import cohort
 
-        return await cohort.run(params["sizes"], params["repeat"], scratch, params["workers"])
+        return await cohort.run(
+            params["sizes"], params["repeat"], scratch, params["workers"], params["shard_size"]
+        )
     if name == "patient_year":
         from bench import patient_year
 
@@ -141,6 +146,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="K,K",
         help="worker processes for each cohort (default 1,2)",
     )
+    parser.add_argument(
+        "--cohort-shard-size",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="also run cohorts above N as shards of N, each on its own server (default 250)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -156,7 +168,9 @@ def write(results: dict[str, Any], folder: Path) -> Path:
 
 
 async def main(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
-    params = sizes(args.quick, args.repeat, args.cohort_sizes, args.cohort_workers)
+    params = sizes(
+        args.quick, args.repeat, args.cohort_sizes, args.cohort_workers, args.cohort_shard_size
+    )
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
         "machine": machine(),
@@ -174,6 +188,7 @@ async def main(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str
                 figures = await run_one(name, params[name], scratch)
         except Exception as exc:  # one benchmark failing must not lose the others' figures
             results["failed"][name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            results.setdefault("tracebacks", {})[name] = traceback.format_exc()
             say(f"{name} failed: {results['failed'][name]}")
             continue
         figures["wall_seconds"] = time.monotonic() - started

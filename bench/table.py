@@ -83,10 +83,24 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
     if "cohort" in b:
         for figures in b["cohort"]["sizes"].values():
-            n, w = figures["patients"], figures["workers"]
+            n, w, k = figures["patients"], figures["workers"], figures.get("shards", 1)
+            workers = f"{w} worker{'s' if w > 1 else ''}"
+            if k > 1:
+                workers = f"{k} servers x {workers}"
+            if "failed" in figures:
+                reason = figures["failed"].splitlines()[0][:48]
+                out.append(
+                    (
+                        "3 cohort",
+                        f"patient-years per minute, N = {n}, {workers}",
+                        "failed",
+                        reason,
+                        "",
+                    )
+                )
+                continue
             rate = figures["patient_years_per_minute"]
             target = "" if n != 1000 else (f">= 200/min {_verdict(rate['median'] >= 200)}")
-            workers = f"{w} worker{'s' if w > 1 else ''}"
             out.append(
                 (
                     "3 cohort",

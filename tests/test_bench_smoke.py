@@ -135,7 +135,14 @@ def _results(ratio: float, largest: int) -> dict[str, object]:
                         "patients": 1000,
                         "workers": 2,
                         "patient_years_per_minute": one | {"median": 150.0 / ratio},
-                    }
+                    },
+                    "1000": {"patients": 1000, "workers": 1, "failed": "RPCError: transport error"},
+                    "1000/4s": {
+                        "patients": 1000,
+                        "workers": 1,
+                        "shards": 4,
+                        "patient_years_per_minute": one | {"median": 240.0 / ratio},
+                    },
                 }
             },
             "patient_year": {
@@ -159,6 +166,10 @@ def test_the_table_reports_each_figure_against_its_target():
     assert largest[2] == "400" and "not met" not in largest[4]
     cohort = met["patient-years per minute, N = 1000, 2 workers"]
     assert cohort[2] == "125.0" and "not met" in cohort[4]  # the target is 200 a minute
+    failed = met["patient-years per minute, N = 1000, 1 worker"]
+    assert failed[2:4] == ("failed", "RPCError: transport error")
+    sharded = met["patient-years per minute, N = 1000, 4 servers x 1 worker"]
+    assert sharded[2] == "200.0" and "not met" not in sharded[4]
 
     missed = {row[1]: row for row in rows(_results(ratio=1.6, largest=12_000))}
     assert "not met" in missed["cost ratio CarePath / bare (worker + server CPU)"][4]
@@ -179,6 +190,7 @@ def test_arguments_are_checked_in_one_line(capsys):
         ["--repeat", "0"],
         ["--cohort-sizes", "10,x"],
         ["--cohort-workers", "0"],
+        ["--cohort-shard-size", "-5"],
     ):
         with pytest.raises(SystemExit) as exit_:
             arguments(bad)
