@@ -50,7 +50,7 @@ def sizes(
         },
         "cohort": {
             "sizes": cohort_sizes or ([10, 30] if quick else [100, 1000]),
-            "workers": cohort_workers or [1, 2],
+            "workers": cohort_workers or [1],
             "shard_size": cohort_shard_size or (10 if quick else 250),
             "repeat": runs,
         },
@@ -144,7 +144,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=parse_sizes,
         default=None,
         metavar="K,K",
-        help="worker processes for each cohort (default 1,2)",
+        help="worker processes for each cohort (default 1)",
     )
     parser.add_argument(
         "--cohort-shard-size",

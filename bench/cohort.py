@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import TimeoutType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
@@ -279,8 +280,24 @@ async def troubles(
     for handle in handles:
         runs = await journey_histories(env.client, handle)
         for history in [*runs, *await children_of(env.client, runs)]:
-            found.update(k for e in history.events if (k := kind(e)) in TROUBLE)
+            found.update(_trouble(e) for e in history.events if kind(e) in TROUBLE)
     return dict(found)
+
+
+def _trouble(event: Any) -> str:
+    """The kind, with why where the history says: a failed workflow task's cause (a
+    non-determinism error is a bug; an unhandled command is the server's routine) and the
+    first words of its message, a timeout's type."""
+    attributes = getattr(event, f"{kind(event)}_event_attributes")
+    if kind(event) == "workflow_task_failed":
+        cause = WorkflowTaskFailedCause.Name(attributes.cause).removeprefix(
+            "WORKFLOW_TASK_FAILED_CAUSE_"
+        )
+        message = attributes.failure.message[:60]
+        return f"workflow_task_failed: {cause}" + (f" ({message})" if message else "")
+    if kind(event) == "workflow_task_timed_out":
+        return f"workflow_task_timed_out: {TimeoutType.Name(attributes.timeout_type)}"
+    return kind(event)
 
 
 async def sharded(n: int, shards: int, workers: int, workdir: Path) -> dict[str, Any]:
