@@ -43,6 +43,7 @@ from clinical.journey import (
 from clinical.phases import ACTIVE_PHASES
 from clinical.referrals import PartnerReport
 from infra.settings import Settings
+from operators.outcomes import percent
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -256,12 +257,11 @@ async def cmd_caseload(args: argparse.Namespace, settings: Settings) -> int:
         title=f"{cm}: {len(patients)} active patients",
     )
     for p in patients:
-        rate = "-" if p["attendance_rate"] is None else f"{p['attendance_rate']:.0%}"
         table.add_row(
             p["patient_id"],
             p["phase"],
             p["risk"] or "-",
-            rate,
+            percent(p["attendance_rate"]),
             (p["next_contact_due"] or "-")[:16],
             str(p["open_tasks"]),
         )

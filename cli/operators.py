@@ -32,6 +32,7 @@ from clinical.protocol import ProgramCatalog
 from infra.settings import Settings
 from operators import report
 from operators.history import journey_story
+from operators.outcomes import percent
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -250,14 +251,13 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         title=f"{len(rows)} journeys",
     )
     for r in rows:
-        rate = "-" if r["attendance_rate"] is None else f"{r['attendance_rate']:.0%}"
         table.add_row(
             r["patient_id"],
             r["phase"] or "-",
             r["case_manager_id"] or "-",
             r["site_id"] or "-",
             r["risk"] or "-",
-            rate,
+            percent(r["attendance_rate"]),
             (r["next_contact_due"] or "-")[:16],
         )
     console.print(table)

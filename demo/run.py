@@ -47,6 +47,7 @@ from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings
 from infra.store import follow_up_calls, referrals, tasks
 from infra.temporal import connect
+from operators.outcomes import percent
 from worker import build_care_operations, running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -222,7 +223,6 @@ def progress_view(statuses: dict[str, JourneyStatus], total: int, started: float
     )
     for pid in sorted(statuses):
         s = statuses[pid]
-        rate = "-" if s.attendance_rate is None else f"{s.attendance_rate:.0%}"
         reached = sum(1 for f in s.follow_ups if f.outcome is not None)
         week = f"{s.week}/{s.weeks_in_phase}" if s.weeks_in_phase else "-"
         table.add_row(
@@ -230,7 +230,7 @@ def progress_view(statuses: dict[str, JourneyStatus], total: int, started: float
             s.phase.value,
             s.level or "-",
             week,
-            rate,
+            percent(s.attendance_rate),
             f"{reached}/{len(s.follow_ups)}" if s.follow_ups else "-",
             f"{s.today:%Y-%m-%d}",
         )

@@ -531,5 +531,10 @@ def summary_rows(report: OutcomesReport) -> list[tuple[str, str, str]]:
     ]
 
 
+def percent(rate: float | None) -> str:
+    """A rate in a table cell; "-" where there was nothing to count."""
+    return "-" if rate is None else f"{rate:.0%}"
+
+
 def phase_label(phase: str) -> str:
     return phase.replace("_", " ").replace("step down", "step-down")

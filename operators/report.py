@@ -35,6 +35,7 @@ from operators.outcomes import (
     SessionFact,
     TaskFact,
     outcomes,
+    percent,
     phase_label,
     summary_rows,
 )
@@ -236,7 +237,7 @@ def terminal_tables(report: OutcomesReport) -> list[Table]:
         title_justify="left",
     )
     for w in report.attendance_by_week:
-        weeks.add_row(str(w.week), str(w.attended), str(w.missed), _percent(w.rate))
+        weeks.add_row(str(w.week), str(w.attended), str(w.missed), percent(w.rate))
     bam = Table(
         "aftercare month",
         "check-ins",
@@ -273,10 +274,6 @@ def terminal_tables(report: OutcomesReport) -> list[Table]:
     for kind, t in report.tasks.items():
         tasks.add_row(kind, str(t.opened), str(t.still_open))
     return [headline, phases, weeks, calls, bam, loops, tasks]
-
-
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.0%}"
 
 
 def as_json(report: OutcomesReport) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from clinical.instruments import (
     BAM_USE_FLAG_AT,
 )
 from clinical.phases import TERMINAL_PHASES, Phase
-from operators.outcomes import OutcomesReport, phase_label, summary_rows
+from operators.outcomes import OutcomesReport, percent, phase_label, summary_rows
 
 ACTIVE_COLOUR = "#2b6cb0"
 ENDED_COLOUR = "#a0aec0"
@@ -274,10 +274,6 @@ def _img(name: str, data: bytes) -> str:
     return f'<img class="chart" alt="{alt}" src="data:image/png;base64,{encoded}">'
 
 
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.0%}"
-
-
 def render_html(report: OutcomesReport, charts: dict[str, bytes] | None = None) -> str:
     charts = charts if charts is not None else chart_pngs(report)
     summary = {metric: value for metric, value, _ in summary_rows(report)}
@@ -315,7 +311,7 @@ def render_html(report: OutcomesReport, charts: dict[str, bytes] | None = None) 
             + _table(
                 ("treatment week", "attended", "missed", "rate"),
                 [
-                    (str(w.week), str(w.attended), str(w.missed), _percent(w.rate))
+                    (str(w.week), str(w.attended), str(w.missed), percent(w.rate))
                     for w in report.attendance_by_week
                 ],
             ),
