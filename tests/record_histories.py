@@ -31,6 +31,7 @@ from clinical.journey import (
 from clinical.phases import Phase
 from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
 from tests.support import (
+    NEEDS_A_HIGHER_LEVEL,
     USE_ON_FIRST_CHECK_IN,
     Clinic,
     Scripted,
@@ -89,15 +90,7 @@ async def discharged(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any
 
 
 async def escalated(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
-    ratings = {
-        "withdrawal": 3,
-        "biomedical": 1,
-        "emotional": 2,
-        "readiness": 2,
-        "relapse": 2,
-        "environment": 1,
-    }
-    handle = await c.enrol(make_enrolment(ratings=ratings))
+    handle = await c.enrol(make_enrolment(ratings=NEEDS_A_HIGHER_LEVEL))
     outcome = await handle.result()
     assert outcome.outcome == Phase.escalated
     return [("journey_escalated--run1", await handle.fetch_history())]

@@ -72,6 +72,17 @@ def enrolment_data(**assessment_overrides: Any) -> dict[str, Any]:
     }
 
 
+# Withdrawal rated 3: above what the default program offers, so a journey ends at intake.
+NEEDS_A_HIGHER_LEVEL = {
+    "withdrawal": 3,
+    "biomedical": 1,
+    "emotional": 2,
+    "readiness": 2,
+    "relapse": 2,
+    "environment": 1,
+}
+
+
 def make_enrolment(**assessment_overrides: Any) -> Enrolment:
     return Enrolment.model_validate(enrolment_data(**assessment_overrides))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from infra.sandbox import CompiledSandboxRunner, compiled
-from infra.temporal import data_converter, workflow_classes
+from infra.settings import load_settings
+from infra.temporal import build_worker, data_converter, workflow_classes
 from tests.support import TEST_KEYS
 from tests.wall_clock_workflow import ReadsTheWallClock
+from workflows import patient_journey
 
 FULL_YEAR = sorted(Path(__file__).parent.glob("histories/journey_full_year--run2--*.json"))[0]
 
@@ -55,12 +58,6 @@ async def test_replaying_a_journey_compiles_the_sandbox_code_once() -> None:
 
 
 async def test_a_worker_leaves_the_workflow_modules_compiled(env: WorkflowEnvironment) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from infra.settings import load_settings
-    from infra.temporal import build_worker
-    from workflows import patient_journey
-
     source = Path(patient_journey.__file__)
     with ThreadPoolExecutor(1) as executor:
         build_worker(env.client, load_settings(), [], executor)

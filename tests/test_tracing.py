@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.phases import Phase
-from tests.support import clinic, make_enrolment
+from tests.support import NEEDS_A_HIGHER_LEVEL, clinic, make_enrolment
 
 # Where a deployment would export to a collector, the test keeps the spans in memory.
 SPANS = InMemorySpanExporter()
@@ -24,17 +24,7 @@ async def test_a_traced_journey(
     env: WorkflowEnvironment, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CAREPATH_OTEL", "on")
-    # Withdrawal rated 3: above what the program offers, so the journey ends at intake.
-    enrolment = make_enrolment(
-        ratings={
-            "withdrawal": 3,
-            "biomedical": 1,
-            "emotional": 2,
-            "readiness": 2,
-            "relapse": 2,
-            "environment": 1,
-        }
-    )
+    enrolment = make_enrolment(ratings=NEEDS_A_HIGHER_LEVEL)
     async with clinic(env.client, tmp_path) as c:
         outcome = await (await c.enrol(enrolment)).result()
     assert outcome.outcome == Phase.escalated
