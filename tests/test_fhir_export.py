@@ -137,12 +137,15 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
             handle = await c.enrol(enrolment)
             reported: dict[str, str] = {}
 
-            async def drive(until: Any = None) -> None:
+            async def drive(until: Any = None, step: timedelta = timedelta(days=1)) -> None:
                 await drive_journey(
-                    env, handle, until=until, choose=steady_attendance, reported=reported
+                    env, handle, until=until, step=step, choose=steady_attendance, reported=reported
                 )
 
-            await drive(until=lambda s: s.phase == Phase.step_down)
+            # Into step-down an hour at a time, so consent is withdrawn before any of its
+            # family sessions (which weekday they fall on follows today's date).
+            await drive(until=lambda s: s.phase == Phase.intensive and s.week >= s.weeks_in_phase)
+            await drive(until=lambda s: s.phase == Phase.step_down, step=timedelta(hours=1))
             await handle.execute_update(
                 PatientJourneyWorkflow.change_family_consent,
                 FamilyConsentChange(case_manager_id="CM-01", granted=False),
