@@ -13,6 +13,7 @@ from activities.records import (
     BookingResult,
     CallResult,
     CareEvents,
+    CareEventsWritten,
     CaseManagerTask,
     ConsentRecord,
     FollowUpCallRequest,
@@ -23,7 +24,9 @@ from activities.records import (
     ReferralRecord,
     ReferralReminder,
     SessionBooking,
+    SessionStatusChange,
     TaskCompletion,
+    TaskOpened,
     TaskResolution,
 )
 from activities.telephony import Telephony
@@ -240,8 +243,17 @@ class CareOperations:
             self.store.queue_reminders(conn, booking.reminders, now)
             if booking.events is not None:
                 self._record_events(conn, booking.events)
-        result = BookingResult(booked=booked, already_booked=len(rows) - booked)
-        log.info("sessions_booked", patient_id=booking.patient_id, **result.model_dump())
+        result = BookingResult(
+            booked=booked,
+            already_booked=len(rows) - booked,
+            session_ids=[s.session_id for s in booking.sessions],
+        )
+        log.info(
+            "sessions_booked",
+            patient_id=booking.patient_id,
+            booked=result.booked,
+            already_booked=result.already_booked,
+        )
         return result
 
     def _record_events(self, conn: Connection, events: CareEvents) -> int:
@@ -292,7 +304,7 @@ class CareOperations:
         return changed
 
     @activity.defn
-    def record_care_events(self, events: CareEvents) -> int:
+    def record_care_events(self, events: CareEvents) -> CareEventsWritten:
         with self.store.transaction() as conn:
             changed = self._record_events(conn, events)
         log.info(
@@ -301,10 +313,18 @@ class CareOperations:
             session_changes=changed,
             audit_entries=len(events.audit),
         )
-        return changed
+        return CareEventsWritten(
+            changed=changed,
+            session_changes=[
+                SessionStatusChange(session_id=s.session_id, status=s.status.value)
+                for s in events.session_changes
+            ],
+        )
 
     @activity.defn
-    def record_phase_change(self, change: PhaseChangeRecord) -> None:
+    def record_phase_change(self, change: PhaseChangeRecord) -> PhaseChangeRecord:
+        """Returns what it recorded (the history's story reads it from a write made in the
+        workflow task, which leaves only its result there)."""
         with self.store.transaction() as conn:
             self.store.set_patient_phase(
                 conn, change.patient_id, change.phase, change.level, change.risk
@@ -338,9 +358,10 @@ class CareOperations:
                 ],
             )
         log.info("phase_changed", patient_id=change.patient_id, phase=change.phase)
+        return change
 
     @activity.defn
-    def open_case_manager_task(self, task: CaseManagerTask) -> bool:
+    def open_case_manager_task(self, task: CaseManagerTask) -> TaskOpened:
         now = utcnow()
         with self.store.transaction() as conn:
             created = self.store.insert_once(
@@ -376,7 +397,7 @@ class CareOperations:
                 ],
             )
         log.info("task_opened", patient_id=task.patient_id, kind=task.kind, new=bool(created))
-        return bool(created)
+        return TaskOpened(created=bool(created), key=task.key, kind=task.kind, detail=task.detail)
 
     @activity.defn
     def place_follow_up_call(self, request: FollowUpCallRequest) -> CallResult:

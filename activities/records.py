@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from clinical.aftercare import CallOutcome, CheckIn
 from clinical.assessment import ContactWindow, Enrolment
@@ -52,6 +52,9 @@ class SessionBooking(_Record):
 class BookingResult(_Record):
     booked: int
     already_booked: int
+    session_ids: list[str] = []
+    """What was booked: a write in the workflow task leaves only its result in the history
+    (results recorded before this held the counts alone)."""
 
 
 class TaskResolution(_Record):
@@ -81,6 +84,25 @@ class CareEvents(_Record):
     reminders_withdrawn: list[str] = []
 
 
+class SessionStatusChange(_Record):
+    session_id: str
+    status: str
+
+
+class CareEventsWritten(_Record):
+    """A write's receipt: the sessions whose status it set, for the history's story (a
+    write in the workflow task leaves only its result there)."""
+
+    changed: int
+    session_changes: list[SessionStatusChange] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_count(cls, value: object) -> object:
+        # Results recorded before receipts were the bare count.
+        return {"changed": value} if isinstance(value, int) else value
+
+
 TaskKind = Literal[
     "schedule_conflict",
     "escalation_referral",
@@ -106,6 +128,22 @@ class CaseManagerTask(_Record):
     due_at: datetime | None = None
     workflow_id: str | None = None
     """The workflow that completing the task reaches (the journey when None)."""
+
+
+class TaskOpened(_Record):
+    """A task's receipt: what was opened, and whether it was new (a retried write finds it
+    there already)."""
+
+    created: bool
+    key: str = ""
+    kind: str = ""
+    detail: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flag(cls, value: object) -> object:
+        # Results recorded before receipts were the bare flag.
+        return {"created": value} if isinstance(value, bool) else value
 
 
 class ReferralRecord(_Record):

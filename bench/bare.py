@@ -14,15 +14,17 @@ from temporalio import activity, workflow
 from temporalio.client import WorkflowHistory
 
 with workflow.unsafe.imports_passed_through():
-    from bench.common import kind
+    from bench.common import kind, local_activity_type
     from workflows.policies import STORE_RETRY, STORE_TIMEOUT
 
 
 class BareStep(BaseModel):
     """One thing a run waits for: `activities` run together (the journey gathers its
-    writes), or a timer of `timer_seconds`."""
+    writes), a local activity (a write inside the workflow task), or a timer of
+    `timer_seconds`."""
 
     activities: int = 0
+    local: bool = False
     timer_seconds: float = 0.0
 
 
@@ -60,7 +62,11 @@ class BareJourney:
     @workflow.run
     async def run(self, script: BareScript) -> None:
         for step in script.runs[script.run]:
-            if step.activities:
+            if step.local:
+                await workflow.execute_local_activity(
+                    bare_work, 1, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
+                )
+            elif step.activities:
                 await asyncio.gather(
                     *(
                         workflow.execute_activity(
@@ -121,6 +127,9 @@ def script_of(runs: list[WorkflowHistory]) -> BareScript:
                 else:
                     steps.append(BareStep(activities=1))
                 batch_of = task
+            elif local_activity_type(event) is not None:
+                steps.append(BareStep(local=True))
+                batch_of = None
             elif name == "timer_started":
                 timeout = event.timer_started_event_attributes.start_to_fire_timeout
                 steps.append(BareStep(timer_seconds=timeout.ToTimedelta().total_seconds()))
@@ -139,6 +148,7 @@ def counts(runs: list[WorkflowHistory]) -> dict[str, Any]:
         "events": 0,
         "workflow_tasks": 0,
         "activities": 0,
+        "local_activities": 0,
         "timers": 0,
         "timers_fired": 0,
         "updates": 0,
@@ -150,6 +160,7 @@ def counts(runs: list[WorkflowHistory]) -> dict[str, Any]:
             tally["events"] += 1
             tally["workflow_tasks"] += name == "workflow_task_completed"
             tally["activities"] += name == "activity_task_scheduled"
+            tally["local_activities"] += local_activity_type(event) is not None
             tally["timers"] += name == "timer_started"
             tally["timers_fired"] += name == "timer_fired"
             tally["continued_as_new"] += name == "workflow_execution_continued_as_new"

@@ -5,6 +5,7 @@ Ctrl-C or an exception."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -188,6 +189,17 @@ def program_dir(into: Path, seconds_per_day: float | None = None) -> Path:
 
 def kind(event: Any) -> str:
     return str(event.WhichOneof("attributes") or "").removesuffix("_event_attributes")
+
+
+def local_activity_type(event: Any) -> str | None:
+    """The activity type of a local activity's marker (a write inside the workflow task),
+    None for any other event."""
+    if kind(event) != "marker_recorded":
+        return None
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != "core_local_activity":
+        return None
+    return str(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
 
 
 def workflow_tasks(history: WorkflowHistory) -> int:

@@ -23,7 +23,14 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
 
-from bench.common import kind, scratch_dir, spread, time_skipping, workflow_tasks
+from bench.common import (
+    kind,
+    local_activity_type,
+    scratch_dir,
+    spread,
+    time_skipping,
+    workflow_tasks,
+)
 from clinical.journey import JourneyInput
 
 PHASES = ("intake", "intensive", "step_down", "aftercare")
@@ -51,12 +58,15 @@ def by_kind(histories: list[WorkflowHistory]) -> Counter[str]:
 
 
 def activity_types(histories: list[WorkflowHistory]) -> Counter[str]:
-    return Counter(
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for h in histories
-        for e in h.events
-        if kind(e) == "activity_task_scheduled"
-    )
+    """Activities by type; those run inside the workflow task (local) marked so."""
+    found: Counter[str] = Counter()
+    for h in histories:
+        for e in h.events:
+            if kind(e) == "activity_task_scheduled":
+                found[e.activity_task_scheduled_event_attributes.activity_type.name] += 1
+            elif (local := local_activity_type(e)) is not None:
+                found[f"{local} (in task)"] += 1
+    return found
 
 
 async def one_year(needs: list[str], workdir: Path) -> dict[str, Any]:

@@ -87,11 +87,16 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
         (arg,) = (await _open(client, list(request.input.args.payloads))) or [None]
         who = (arg or {}).get("case_manager_id") or (arg or {}).get("reported_by") or "?"
         detail = _fields(arg, _REQUEST_FIELDS.get(name, ()))
+        if name == "record_attendance_sheet":
+            marks = (arg or {}).get("marks", [])
+            detail = " ".join(f"{m['session_id']}={m['status']}" for m in marks)
         return [Entry(at, source, name.replace("_", " "), str(who), detail)]
     if kind == "activity_task_scheduled_event_attributes":
         scheduled = event.activity_task_scheduled_event_attributes
         (arg,) = (await _open(client, list(scheduled.input.payloads))) or [None]
         return _activity(at, source, scheduled.activity_type.name, arg)
+    if kind == "marker_recorded_event_attributes":
+        return await _written_in_task(client, at, source, event)
     if kind == "child_workflow_execution_completed_event_attributes":
         child = event.child_workflow_execution_completed_event_attributes
         (result,) = (await _open(client, list(child.result.payloads))) or [None]
@@ -128,12 +133,27 @@ async def _workflows_started_by(client: Client, event: HistoryEvent) -> list[str
     return []
 
 
+async def _written_in_task(
+    client: Client, at: datetime, source: str, event: HistoryEvent
+) -> list[Entry]:
+    """A store write made inside the workflow task (a local activity) leaves a marker with
+    its type and its result, not its input: those writes return what they recorded, under
+    the input's own field names, so one reading serves both."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != "core_local_activity" or "result" not in marker.details:
+        return []
+    # The SDK core's own marker data is plain JSON, never through the codec.
+    data = json.loads(marker.details["data"].payloads[0].data)
+    (result,) = (await _open(client, list(marker.details["result"].payloads))) or [None]
+    return _activity(at, source, str(data.get("activity_type")), result)
+
+
 def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
     arg = arg if isinstance(arg, dict) else {}
     if name == "record_phase_change":
         return [Entry(at, source, f"phase {arg.get('phase')}", "engine", str(arg.get("reason")))]
     if name == "book_sessions":
-        ids = [s["session_id"] for s in arg.get("sessions", [])]
+        ids = arg.get("session_ids") or [s["session_id"] for s in arg.get("sessions", [])]
         return [Entry(at, source, f"{len(ids)} sessions booked", "engine", " ".join(ids))]
     if name == "record_care_events":
         changes = arg.get("session_changes", [])

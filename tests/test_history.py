@@ -30,6 +30,10 @@ async def test_a_whole_journey_reads_as_one_timeline(env: WorkflowEnvironment, t
     recorded = [e for e in story if e.what == "record attendance"]
     assert len(recorded) == sum(1 for v in reported.values() if v != "none")
     assert {e.who for e in recorded} == {enrolment.case_manager_id}
+    # The engine's writes (inside the workflow task: read from their receipts): each
+    # week's booking, every session once.
+    booked = [i for e in story if e.what.endswith(" sessions booked") for i in e.detail.split()]
+    assert sorted(booked) == sorted(s.session_id for s in status.sessions)
     # Each check-in's calls, from the check-ins' own histories.
     calls = {e.source for e in story if e.what.startswith("call FU-D")}
     assert calls == {f"E1-{f.call_id}" for f in status.follow_ups}

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
@@ -117,6 +117,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.referral import REFERRAL_CLOSED_SIGNAL, ReferralWorkflow
 
 
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
 ENGINE = "engine"
 """The actor of what the journey does by itself (closing tasks whose cause is gone)."""
 
@@ -145,6 +148,11 @@ class PatientJourneyWorkflow:
         self._visible: dict[str, Any] = {}
         self._phase_boundary = False
         self._outcome: JourneyOutcome | None = None
+        # Runs begun from here on write to the store inside the workflow task (local
+        # activities): no activity task and no extra workflow task per write. Decided once,
+        # first thing in the run, because temporalio 1.35 cannot replay a `patched` call
+        # that follows a local activity whose marker landed in an earlier workflow task.
+        self._writes_in_task = workflow.patched("store-writes-in-task")
 
     # --- the journey ---------------------------------------------------------------------
 
@@ -182,7 +190,7 @@ class PatientJourneyWorkflow:
     async def _intake(self, enrolment: Enrolment | None) -> None:
         st = self._state
         if not st.intake_recorded and enrolment is not None:
-            await workflow.execute_activity_method(
+            await self._write(
                 CareOperations.record_intake,
                 IntakeRecord(
                     enrolment=enrolment,
@@ -191,12 +199,10 @@ class PatientJourneyWorkflow:
                     risk=st.risk,
                     at=st.enrolled_at,
                 ),
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY,
             )
             st.intake_recorded = True
             # Journeys enrolled before referrals existed had none started at intake.
-            if not st.referrals and workflow.patched("referrals-at-intake"):
+            if not st.referrals and self._since("referrals-at-intake"):
                 for need in st.assessment.social_needs:
                     await self._start_referral(need, enrolment.case_manager_id)
         self._update_visibility()
@@ -246,7 +252,7 @@ class PatientJourneyWorkflow:
         if st.week < weeks:
             st.week += 1
             # Journeys booked before family sessions existed go on without them.
-            family = st.family_involved and workflow.patched("family-sessions")
+            family = st.family_involved and self._since("family-sessions")
             specs = week_sessions(
                 st.plan,
                 st.phase,
@@ -263,7 +269,7 @@ class PatientJourneyWorkflow:
                 sessions=specs,
                 reminders=session_reminders(st, specs),
             )
-            if workflow.patched("week-in-one-write"):
+            if self._since("week-in-one-write"):
                 # The past week's attendance and the coming week's bookings in one
                 # transaction: one activity, one workflow task a week instead of two.
                 await self._book(booking.model_copy(update={"events": self._take_pending()}))
@@ -285,10 +291,10 @@ class PatientJourneyWorkflow:
         )
         st.follow_ups = [*st.follow_ups, *calls]
         # Journeys that reached aftercare before call reminders existed had none queued.
-        if workflow.patched("call-reminders"):
+        if self._since("call-reminders"):
             self._pending_reminders += call_reminders(st, calls)
         # Likewise for alumni and peer-support invitations.
-        if workflow.patched("alumni-invitations"):
+        if self._since("alumni-invitations"):
             self._pending_reminders += alumni_invitations(st)
         await self._flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
@@ -314,7 +320,7 @@ class PatientJourneyWorkflow:
         # Program changes reach a patient in aftercare at their next check-in (how it is
         # placed, what is asked); the schedule already made stays. Journeys from before
         # kept the protocol of their run.
-        if workflow.patched("protocol-at-check-in"):
+        if self._since("protocol-at-check-in"):
             await self._refresh_protocol()
         result = await self._check_in(due)
         if result is None:  # discharged or relapsed during the call window
@@ -341,12 +347,12 @@ class PatientJourneyWorkflow:
         findings = result.check_in.findings() if result.check_in is not None else []
         # Journeys recorded before instruments were scored acted on days of use alone, and
         # those recorded before re-linkage existed only noted the answer.
-        if findings and workflow.patched("check-in-findings"):
+        if findings and self._since("check-in-findings"):
             await self._act_on_findings(due, findings)
         elif (
             result.check_in is not None
             and result.check_in.days_of_use > 0
-            and workflow.patched("relapse-from-check-in")
+            and self._since("relapse-from-check-in")
         ):
             st.relapse = relapse_found_by_call(st)
         if result.outcome == CallOutcome.unreachable:
@@ -356,7 +362,7 @@ class PatientJourneyWorkflow:
                 key_suffix=f"E{st.episode}-{due.call_id}",
             )
             missed = unreachable_in_a_row(st)
-            if missed >= st.protocol.aftercare.lost_after_unreachable and workflow.patched(
+            if missed >= st.protocol.aftercare.lost_after_unreachable and self._since(
                 "lost-to-contact"
             ):
                 await self._end(
@@ -439,13 +445,13 @@ class PatientJourneyWorkflow:
         st = self._state
         ahead = [f for f in st.follow_ups if f.outcome is None]
         # Journeys that queued no call reminders have none to withdraw.
-        if ahead and workflow.patched("call-reminders"):
+        if ahead and self._since("call-reminders"):
             self._withdrawn_reminders += [
                 call_reminder_key(st.patient_id, f.episode, f.call_id) for f in ahead
             ]
         today = self._today()
         meetings = [m for m, day in alumni_meetings(st) if day > today]
-        if meetings and st.phase == Phase.aftercare and workflow.patched("alumni-invitations"):
+        if meetings and st.phase == Phase.aftercare and self._since("alumni-invitations"):
             self._withdrawn_reminders += [alumni_invitation_key(st.patient_id, m) for m in meetings]
 
     async def _hold_for_step_down_criteria(self) -> None:
@@ -454,7 +460,7 @@ class PatientJourneyWorkflow:
         case manager to decide."""
         st = self._state
         # Journeys started before step-down criteria existed stepped down on schedule.
-        if not workflow.patched("step-down-criteria"):
+        if not self._since("step-down-criteria"):
             return
         blocker = step_down_blocker(st)
         if blocker is None:
@@ -480,7 +486,7 @@ class PatientJourneyWorkflow:
         if st.phase not in (Phase.intensive, Phase.step_down):
             return
         # Journeys started before these rules existed carry on without them.
-        if not workflow.patched("engagement-alerts"):
+        if not self._since("engagement-alerts"):
             return
         today = self._today()
         alerts = engagement_alerts(st.sessions, today, st.protocol.engagement, st.last_review_day)
@@ -515,7 +521,7 @@ class PatientJourneyWorkflow:
         # Nothing is left to do for an ended journey; journeys that ended before this rule
         # left their tasks open.
         still_open = sorted({t.kind for t in st.tasks if t.is_open})
-        if still_open and workflow.patched("close-tasks-at-end"):
+        if still_open and self._since("close-tasks-at-end"):
             for kind in still_open:
                 self._resolve_tasks(kind, ENGINE)
         await self._flush()
@@ -539,7 +545,7 @@ class PatientJourneyWorkflow:
             *st.phase_history,
             PhaseChange(phase=st.phase, at=now, day=self._today(), reason=reason),
         ]
-        await workflow.execute_activity_method(
+        await self._write(
             CareOperations.record_phase_change,
             PhaseChangeRecord(
                 key=f"{st.patient_id}/phase/{len(st.phase_history)}-{st.phase.value}",
@@ -551,8 +557,6 @@ class PatientJourneyWorkflow:
                 at=now,
                 reason=reason,
             ),
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
         )
         self._update_visibility()
 
@@ -578,11 +582,11 @@ class PatientJourneyWorkflow:
         patients at their next phase or check-in, never retroactively."""
         st = self._state
         try:
-            st.protocol = await workflow.execute_activity_method(
+            st.protocol = await self._write(
                 CareOperations.load_program,
                 st.program_id,
-                start_to_close_timeout=PROGRAM_LOAD_TIMEOUT,
-                retry_policy=PROGRAM_LOAD_RETRY,
+                timeout=PROGRAM_LOAD_TIMEOUT,
+                retry=PROGRAM_LOAD_RETRY,
             )
         except ActivityError:
             workflow.logger.warning(
@@ -591,6 +595,31 @@ class PatientJourneyWorkflow:
             )
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _since(self, patch_id: str) -> bool:
+        """Whether this run takes a behaviour change made under journeys in flight. Runs that
+        write inside the workflow task began after every change named here, so they take
+        them all without asking (asking after a store write is the replay hazard above); a
+        later change is a new `workflow.patched` beside that first one in `__init__`."""
+        return self._writes_in_task or workflow.patched(patch_id)
+
+    async def _write(
+        self,
+        activity: Callable[[CareOperations, _In], _Out],
+        arg: _In,
+        timeout: timedelta = STORE_TIMEOUT,
+        retry: RetryPolicy = STORE_RETRY,
+    ) -> _Out:
+        """A store write (or program read): idempotent by its key, so a retried or re-run
+        write changes nothing. Inside the workflow task in runs that write there (its result
+        in a marker, nothing else), as an activity task in runs from before."""
+        if self._writes_in_task:
+            return await workflow.execute_local_activity_method(
+                activity, arg, start_to_close_timeout=timeout, retry_policy=retry
+            )
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=timeout, retry_policy=retry
+        )
 
     def _today(self) -> float:
         return self._state.clock.day(workflow.now())
@@ -601,7 +630,7 @@ class PatientJourneyWorkflow:
         """Sleep until program day `day` (or until `or_when` holds); False if a discharge
         or relapse interrupted."""
         delay = self._state.clock.instant(day) - workflow.now()
-        if workflow.patched("wake-by-timer-always"):
+        if self._since("wake-by-timer-always"):
             # Whether a timer starts must not hang on now(): after a retried workflow task
             # (a worker killed mid-task) replay can read now() a fraction of a second later
             # than the live task did, and a wake-up that was just ahead becomes just past:
@@ -657,25 +686,15 @@ class PatientJourneyWorkflow:
         events = self._take_pending()
         if events is None:
             return
-        await workflow.execute_activity_method(
-            CareOperations.record_care_events,
-            events,
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
-        )
+        await self._write(CareOperations.record_care_events, events)
 
     async def _book(self, booking: SessionBooking) -> None:
-        await workflow.execute_activity_method(
-            CareOperations.book_sessions,
-            booking,
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
-        )
+        await self._write(CareOperations.book_sessions, booking)
 
     async def _open_task(self, kind: Any, detail: str, key_suffix: str) -> None:
         st = self._state
         key = f"{st.patient_id}/task/{kind}/{key_suffix}"
-        await workflow.execute_activity_method(
+        await self._write(
             CareOperations.open_case_manager_task,
             CaseManagerTask(
                 key=key,
@@ -687,8 +706,6 @@ class PatientJourneyWorkflow:
                     kind, workflow.now(), st.protocol.clock.seconds_per_day
                 ),
             ),
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
         )
         if all(t.key != key for t in st.tasks):
             st.tasks.append(
@@ -711,7 +728,7 @@ class PatientJourneyWorkflow:
         )
         # The referral outlives this run (continue-as-new) and even the journey: a workflow
         # of its own, not a child of a run that will close (see activities/referral_launch).
-        if workflow.patched("referrals-own-workflows"):
+        if self._since("referrals-own-workflows"):
             await workflow.execute_activity_method(
                 ReferralLauncher.start_referral_loop,
                 ReferralLaunch(
@@ -795,14 +812,7 @@ class PatientJourneyWorkflow:
 
     @workflow.update
     async def record_attendance(self, report: AttendanceReport) -> AttendanceSummary:
-        record = apply_attendance(self._state, report)
-        self._pending_sessions[record.session_id] = record
-        self._audit(
-            report.case_manager_id,
-            "attendance_recorded",
-            "treatment",
-            {"session_id": report.session_id, "status": report.status},
-        )
+        self._note_attendance(report)
         summary = self._state.summary()
         if report.status == "missed":
             await self._raise_engagement_alerts()
@@ -811,6 +821,18 @@ class PatientJourneyWorkflow:
     @record_attendance.validator
     def _validate_attendance(self, report: AttendanceReport) -> None:
         check_attendance(self._state, report, self._today())
+
+    def _note_attendance(self, report: AttendanceReport, key: str | None = None) -> None:
+        """Into the state now, into the store with the journey's next write."""
+        record = apply_attendance(self._state, report)
+        self._pending_sessions[record.session_id] = record
+        self._audit(
+            report.case_manager_id,
+            "attendance_recorded",
+            "treatment",
+            {"session_id": report.session_id, "status": report.status},
+            key=key,
+        )
 
     @workflow.update
     async def discharge(self, request: DischargeRequest) -> JourneyOutcome:
@@ -852,7 +874,7 @@ class PatientJourneyWorkflow:
         cancelled = apply_family_consent(st, change, self._today())
         self._pending_sessions.update({s.session_id: s for s in cancelled})
         update = workflow.current_update_info()
-        await workflow.execute_activity_method(
+        await self._write(
             CareOperations.record_consent,
             ConsentRecord(
                 key=f"{st.patient_id}/consent/{update.id if update else 'family'}",
@@ -862,8 +884,6 @@ class PatientJourneyWorkflow:
                 recorded_by=change.case_manager_id,
                 at=workflow.now(),
             ),
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
         )
         if change.granted:
             return "family consent given: family sessions from next week's booking"
@@ -919,7 +939,7 @@ class PatientJourneyWorkflow:
     async def complete_task(self, done: TaskDone) -> str:
         task = check_task_done(self._state.tasks, done)
         task.resolved_by = done.case_manager_id
-        await workflow.execute_activity_method(
+        await self._write(
             CareOperations.complete_case_manager_task,
             TaskCompletion(
                 key=task.key,
@@ -928,8 +948,6 @@ class PatientJourneyWorkflow:
                 by=done.case_manager_id,
                 at=workflow.now(),
             ),
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
         )
         return f"{task.kind} done"
 
