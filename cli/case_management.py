@@ -32,6 +32,7 @@ from clinical.identifiers import (
 from clinical.journey import (
     AlumniAttendance,
     AttendanceReport,
+    AttendanceSheet,
     CheckInAdjustment,
     DischargeRequest,
     FamilyConsentChange,
@@ -47,21 +48,43 @@ from operators.outcomes import percent
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
+ATTENDANCE_STATUSES = ("attended", "missed", "excused")
+
 
 async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:
-    report = make_request(
-        AttendanceReport,
-        case_manager_id=args.case_manager,
-        session_id=args.session,
-        status=args.status,
-    )
-    summary = await send_update(
-        settings, args.patient, PatientJourneyWorkflow.record_attendance, report
-    )
+    """One session (SESSION STATUS), or a sheet of several (SESSION STATUS SESSION STATUS
+    ...) in one request that is recorded whole or refused whole."""
+    words: list[str] = args.marks
+    if len(words) % 2:
+        raise CliError(f"attendance: {words[-1]!r} has no status (give SESSION STATUS pairs)")
+    pairs = list(zip(words[::2], words[1::2], strict=True))
+    for _, status in pairs:
+        if status not in ATTENDANCE_STATUSES:
+            raise CliError(
+                f"attendance: {status!r} is not a status ({', '.join(ATTENDANCE_STATUSES)})"
+            )
+    if len(pairs) == 1:
+        ((session, status),) = pairs
+        report = make_request(
+            AttendanceReport, case_manager_id=args.case_manager, session_id=session, status=status
+        )
+        summary = await send_update(
+            settings, args.patient, PatientJourneyWorkflow.record_attendance, report
+        )
+        what = f"{session}: {status}"
+    else:
+        sheet = make_request(
+            AttendanceSheet,
+            case_manager_id=args.case_manager,
+            marks=[{"session_id": session, "status": status} for session, status in pairs],
+        )
+        summary = await send_update(
+            settings, args.patient, PatientJourneyWorkflow.record_attendance_sheet, sheet
+        )
+        what = f"{len(pairs)} sessions recorded"
     rate = "n/a" if summary.rate is None else f"{summary.rate:.0%}"
     console.print(
-        f"{args.patient} {args.session}: {args.status} "
-        f"(attended {summary.attended}, missed {summary.missed}, rate {rate})"
+        f"{args.patient} {what} (attended {summary.attended}, missed {summary.missed}, rate {rate})"
     )
     return 0
 

@@ -65,10 +65,17 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--site", default="north")
     e.add_argument("--program", default="default-iop")
 
-    a = sub.add_parser("attendance", help="record a session's attendance")
+    a = sub.add_parser(
+        "attendance",
+        help="record a session's attendance, or a sheet of several in one request",
+    )
     a.add_argument("patient")
-    a.add_argument("session")
-    a.add_argument("status", choices=["attended", "missed", "excused"])
+    a.add_argument(
+        "marks",
+        nargs="+",
+        metavar="SESSION STATUS",
+        help="a session and attended, missed or excused; several pairs make one sheet",
+    )
     a.add_argument("--case-manager", required=True)
 
     d = sub.add_parser("discharge", help="end a patient's journey, with a reason")

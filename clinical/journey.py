@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clinical.aftercare import CallOutcome, FollowUp, follow_up_schedule
 from clinical.assessment import (
@@ -192,6 +192,37 @@ class AttendanceReport(_Request):
     status: Literal["attended", "missed", "excused"]
 
 
+class AttendanceMark(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    session_id: str = Field(min_length=1, max_length=32)
+    status: Literal["attended", "missed", "excused"]
+
+
+class AttendanceSheet(_Request):
+    """Several sessions' attendance in one request, as a case manager enters a week's
+    sign-in sheets: accepted whole or refused whole."""
+
+    marks: list[AttendanceMark] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _each_session_once(self) -> AttendanceSheet:
+        seen: set[str] = set()
+        for mark in self.marks:
+            if mark.session_id in seen:
+                raise ValueError(f"session {mark.session_id} is marked twice on the sheet")
+            seen.add(mark.session_id)
+        return self
+
+    def reports(self) -> list[AttendanceReport]:
+        return [
+            AttendanceReport(
+                case_manager_id=self.case_manager_id, session_id=m.session_id, status=m.status
+            )
+            for m in self.marks
+        ]
+
+
 class DischargeRequest(_Request):
     reason: DischargeReason
 
@@ -271,6 +302,13 @@ def check_attendance(state: JourneyState, report: AttendanceReport, now_day: flo
             f"session {report.session_id} is on {session.starts_at:%Y-%m-%d %H:%M} "
             "and has not happened yet"
         )
+
+
+def check_attendance_sheet(state: JourneyState, sheet: AttendanceSheet, now_day: float) -> None:
+    """Every mark as a report of its own would be checked: one refused mark refuses the
+    sheet, so nothing of it is recorded."""
+    for report in sheet.reports():
+        check_attendance(state, report, now_day)
 
 
 def apply_attendance(state: JourneyState, report: AttendanceReport) -> SessionRecord:

@@ -21,6 +21,8 @@ from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
 from clinical.instruments import BamAnswers, Phq9Answers
 from clinical.journey import (
+    AttendanceMark,
+    AttendanceSheet,
     CommitmentsRevision,
     DischargeReason,
     DischargeRequest,
@@ -111,6 +113,37 @@ async def schedule_conflict(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
         await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1)
         await discharge(handle, "CM-01", DischargeReason.withdrew)
     return await runs_of(c, handle, "journey_schedule_conflict")
+
+
+async def attendance_sheets(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """The case manager enters each intensive week's attendance as one sheet, a missed
+    session on the second (engagement rules run on a sheet too)."""
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(make_enrolment())
+        status, _ = await drive_journey(
+            env, handle, choose=lambda n: "none", until=lambda s: s.phase == Phase.intensive
+        )
+        for week in (1, 2):
+            status, _ = await drive_journey(
+                env,
+                handle,
+                choose=lambda n: "none",
+                until=lambda s, w=week: s.week == w + 1,
+            )
+            marks = [
+                AttendanceMark(
+                    session_id=s.session_id, status="missed" if week == 2 else "attended"
+                )
+                for s in status.sessions
+                if s.week == week
+            ]
+            await handle.execute_update(
+                PatientJourneyWorkflow.record_attendance_sheet,
+                AttendanceSheet(case_manager_id="CM-03", marks=marks),
+            )
+        await drive_journey(env, handle, until=lambda s: s.week >= 4)
+        await discharge(handle, "CM-03", DischargeReason.administrative)
+    return await runs_of(c, handle, "journey_attendance_sheets")
 
 
 async def relapse_in_intensive(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -281,6 +314,7 @@ SCENARIOS: dict[str, Scenario] = {
         discharged,
         escalated,
         schedule_conflict,
+        attendance_sheets,
         relapse_in_intensive,
         relapse_from_check_in,
         reviewed_step_down,

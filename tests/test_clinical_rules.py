@@ -14,11 +14,14 @@ from clinical.attendance import SessionStatus, close_out, summarize
 from clinical.careplan import ScheduleConflict, fit_week, intensive_weeks, plan_care
 from clinical.clock import ProgramClock, first_monday_after
 from clinical.journey import (
+    AttendanceMark,
     AttendanceReport,
+    AttendanceSheet,
     JourneyState,
     RequestRefused,
     apply_attendance,
     check_attendance,
+    check_attendance_sheet,
     start_journey,
 )
 from clinical.phases import Phase
@@ -253,6 +256,32 @@ def test_attendance_requests_are_checked() -> None:
     with pytest.raises(ValidationError):
         AttendanceReport(case_manager_id="Dr Who", session_id="x", status="attended")
     assert st.sessions[0].status == SessionStatus.scheduled
+
+
+def test_an_attendance_sheet_is_checked_whole() -> None:
+    from clinical.attendance import SessionRecord
+    from clinical.careplan import week_sessions
+
+    st = _journey()
+    specs = week_sessions(st.plan, Phase.intensive, 1, 1, 6, st.clock, PROTOCOL)
+    st.sessions = [SessionRecord.booked(s) for s in specs]
+    marks = [AttendanceMark(session_id=s.session_id, status="attended") for s in specs]
+    sheet = AttendanceSheet(case_manager_id="CM-01", marks=marks)
+    check_attendance_sheet(st, sheet, now_day=specs[-1].day + 0.1)
+    # The last session has not happened yet: the sheet is refused, naming it.
+    with pytest.raises(RequestRefused, match=f"session {specs[-1].session_id} .* not happened"):
+        check_attendance_sheet(st, sheet, now_day=specs[-1].day - 0.1)
+    unknown = sheet.model_copy(
+        update={"marks": [*marks[:1], AttendanceMark(session_id="INT1-W09-S1", status="missed")]}
+    )
+    with pytest.raises(RequestRefused, match="unknown session 'INT1-W09-S1'"):
+        check_attendance_sheet(st, unknown, now_day=99)
+    with pytest.raises(ValidationError, match="marked twice"):
+        AttendanceSheet(case_manager_id="CM-01", marks=[marks[0], marks[0]])
+    with pytest.raises(ValidationError):
+        AttendanceSheet(case_manager_id="CM-01", marks=[])
+    assert [r.session_id for r in sheet.reports()] == [s.session_id for s in specs]
+    assert {r.case_manager_id for r in sheet.reports()} == {"CM-01"}
 
 
 def test_aftercare_cadence_is_the_protocols() -> None:

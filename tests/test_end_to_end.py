@@ -194,6 +194,22 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
             ("attendance", waiting, "INT1-W01-S1", "attended", "--case-manager", "Dr Smith"),
             "case_manager_id",
         ),
+        # A sheet is refused whole when one of its marks is.
+        (
+            (
+                *("attendance", waiting, "INT1-W01-S1", "attended", "INT1-W09-S1", "missed"),
+                *("--case-manager", "CM-01"),
+            ),
+            "unknown session 'INT1-W09-S1'",
+        ),
+        (
+            ("attendance", waiting, "INT1-W01-S1", "maybe", "--case-manager", "CM-01"),
+            "'maybe' is not a status",
+        ),
+        (
+            ("attendance", waiting, "INT1-W01-S1", "--case-manager", "CM-01"),
+            "'INT1-W01-S1' has no status",
+        ),
     ]
     for args, message in refusals:
         result = d.cli(*args)
@@ -209,18 +225,19 @@ def test_enrolment_and_bad_input(deployment: Deployment, tmp_path: Path) -> None
     assert d.cli("enrol", write(tmp_path, "attender.json", attender)).returncode == 0
     patient = attender["patient_id"]
     happened = d.wait_for(
-        patient, lambda s: any(x["day"] <= s["program_day"] for x in s["sessions"])
+        patient, lambda s: sum(x["day"] <= s["program_day"] for x in s["sessions"]) >= 3
     )
-    session = next(x for x in happened["sessions"] if x["day"] <= happened["program_day"])
+    session, *sheet = [x for x in happened["sessions"] if x["day"] <= happened["program_day"]][:3]
     recorded = d.cli(
         "attendance", patient, session["session_id"], "attended", "--case-manager", "CM-01"
     )
     assert recorded.returncode == 0, recorded.stderr
-    after = d.status(patient)
-    assert (
-        next(x for x in after["sessions"] if x["session_id"] == session["session_id"])["status"]
-        == "attended"
-    )
+    # A sheet of the next two in one request.
+    marks = [sheet[0]["session_id"], "missed", sheet[1]["session_id"], "excused"]
+    entered = d.cli("attendance", patient, *marks, "--case-manager", "CM-01")
+    assert entered.returncode == 0 and "2 sessions recorded" in entered.stdout, entered.stderr
+    after = {x["session_id"]: x["status"] for x in d.status(patient)["sessions"]}
+    assert [after[x["session_id"]] for x in (session, *sheet)] == ["attended", "missed", "excused"]
 
     done = d.wait_for(patient, lambda s: s["phase"] == "completed")
     phases = [p["phase"] for p in done["phase_history"]]

@@ -61,6 +61,24 @@ REQUESTS: dict[str, Any] = {
             "status": st.one_of(st.sampled_from(["attended", "missed", "excused"]), texts),
         }
     ),
+    "attendance_sheet": st.fixed_dictionaries(
+        {
+            "case_manager_id": case_managers,
+            "marks": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "session_id": st.one_of(
+                            texts, st.sampled_from(["INT1-W01-S1", "INT1-W01-S2", "INT1-W09-S1"])
+                        ),
+                        "status": st.one_of(
+                            st.sampled_from(["attended", "missed", "excused"]), texts
+                        ),
+                    }
+                ),
+                max_size=4,
+            ),
+        }
+    ),
     "review": st.fixed_dictionaries(
         {
             "case_manager_id": case_managers,
@@ -100,6 +118,16 @@ def refused_or_applied(kind: str, state: j.JourneyState, raw: dict[str, Any]) ->
             report = j.AttendanceReport.model_validate(raw)
             j.check_attendance(state, report, today)
             j.apply_attendance(state, report)
+        elif kind == "attendance_sheet":
+            sheet = j.AttendanceSheet.model_validate(raw)
+            before = list(state.sessions)
+            try:
+                j.check_attendance_sheet(state, sheet, today)
+            except j.RequestRefused:
+                assert state.sessions == before, "a refused sheet changes nothing"
+                raise
+            for report in sheet.reports():
+                j.apply_attendance(state, report)
         elif kind == "review":
             review = j.ProgressReview.model_validate(raw)
             j.check_review(state, review)

@@ -7,11 +7,14 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
 from clinical.journey import (
+    AttendanceMark,
     AttendanceReport,
+    AttendanceSheet,
     DischargeReason,
     DischargeRequest,
     ProgressReview,
@@ -201,3 +204,69 @@ async def test_updates_racing_the_continue_as_new_boundary_are_not_lost(
     assert {rows[sid]["status"] for sid in last_week} == {"excused"}
     keys = [a["idempotency_key"] for a in audit if a["action"] == "attendance_recorded"]
     assert len(keys) == len(set(keys))
+
+
+async def test_a_weeks_attendance_sheet_lands_whole_or_not_at_all(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    """A case manager enters the first intensive week's sign-in sheets in one request: a
+    sheet with one mark the rules refuse changes nothing; a good one records every session
+    (state, audit entry per session, and the store with the next week's write)."""
+    enrolment = make_enrolment()
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                choose=lambda n: "none",
+                until=lambda s: s.phase == Phase.intensive and s.week >= 1,
+            )
+            week = [s for s in status.sessions if s.week == 1]
+            await env.sleep(timedelta(days=max(s.day for s in week) - status.program_day + 0.1))
+            await settle(c.client, handle.id)
+            marks = [
+                AttendanceMark(session_id=s.session_id, status="missed" if i == 1 else "attended")
+                for i, s in enumerate(week)
+            ]
+            bad = AttendanceSheet(
+                case_manager_id="CM-02",
+                marks=[*marks, AttendanceMark(session_id="INT1-W09-S1", status="attended")],
+            )
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(PatientJourneyWorkflow.record_attendance_sheet, bad)
+            untouched = await c.status(handle)
+            summary = await handle.execute_update(
+                PatientJourneyWorkflow.record_attendance_sheet,
+                AttendanceSheet(case_manager_id="CM-02", marks=marks),
+            )
+            after = await c.status(handle)
+            await env.sleep(timedelta(days=7 - (after.program_day % 7) + 0.5))  # next Monday
+            await settle(c.client, handle.id)
+        rows = {
+            r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)
+        }
+        audit = [
+            a
+            for a in c.store.rows(audit_events, patient_id=enrolment.patient_id)
+            if a["action"] == "attendance_recorded"
+        ]
+        histories = await journey_histories(c.client, handle)
+
+    assert "unknown session 'INT1-W09-S1'" in str(refused.value.cause)
+    assert {s.status for s in untouched.sessions if s.week == 1} == {SessionStatus.scheduled}
+    assert (summary.attended, summary.missed) == (len(week) - 1, 1)
+    wanted = {m.session_id: m.status for m in marks}
+    assert {s.session_id: s.status.value for s in after.sessions if s.week == 1} == wanted
+    assert {sid: rows[sid]["status"] for sid in wanted} == wanted
+    assert {sid: rows[sid]["recorded_by"] for sid in wanted} == dict.fromkeys(wanted, "CM-02")
+    assert sorted(a["actor"] for a in audit) == ["CM-02"] * len(week)
+    assert len({a["idempotency_key"] for a in audit}) == len(week)
+    # The refused sheet never reached the history: one update accepted, the good one.
+    accepted = [
+        e
+        for h in histories
+        for e in h.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    assert len(accepted) == 1

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.journey import (
         AlumniAttendance,
         AttendanceReport,
+        AttendanceSheet,
         CheckInAdjustment,
         CommitmentsRevision,
         DischargeRequest,
@@ -80,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         call_reminders,
         check_alumni_attendance,
         check_attendance,
+        check_attendance_sheet,
         check_check_in_adjustment,
         check_commitments_revision,
         check_discharge,
@@ -821,6 +823,23 @@ class PatientJourneyWorkflow:
     @record_attendance.validator
     def _validate_attendance(self, report: AttendanceReport) -> None:
         check_attendance(self._state, report, self._today())
+
+    @workflow.update
+    async def record_attendance_sheet(self, sheet: AttendanceSheet) -> AttendanceSummary:
+        update = workflow.current_update_info()
+        assert update is not None  # always set inside an update handler
+        for report in sheet.reports():
+            self._note_attendance(
+                report, key=f"{self._state.patient_id}/update/{update.id}/{report.session_id}"
+            )
+        summary = self._state.summary()
+        if any(m.status == "missed" for m in sheet.marks):
+            await self._raise_engagement_alerts()
+        return summary
+
+    @record_attendance_sheet.validator
+    def _validate_attendance_sheet(self, sheet: AttendanceSheet) -> None:
+        check_attendance_sheet(self._state, sheet, self._today())
 
     def _note_attendance(self, report: AttendanceReport, key: str | None = None) -> None:
         """Into the state now, into the store with the journey's next write."""
