@@ -1,14 +1,16 @@
 """3. Cohort simulation: N patients through the whole default protocol (intake, intensive,
 step-down, twelve months of aftercare) on the time-skipping server, with the simulated
-clinic (a case manager reporting each session's attendance and approving step-down),
+clinic (a case manager entering each week's attendance sheets and approving step-down),
 partners and telephony (every check-in call answered by the seeded simulated provider).
 
 The clock is stepped by hand (automatic time skipping stalls with many concurrent
 workflows, see TEMPORAL-NOTES): a day at a time while anyone is in treatment, once the
-case manager has done the day's reports, and a week at a time once everyone is in
-aftercare. Who is in which phase is read from the care-operations store after each step
-(one query), not by holding a result long poll per journey: a thousand of those at once
-broke the time-skipping server's transport. Patient-years per minute of wall-clock time."""
+case managers have done the day's work, and a week at a time once everyone is in
+aftercare. The case managers work from the care-operations store, as a clinic does: who
+is in which phase and which sessions were booked lately are one query each per clock step
+for the whole cohort, not a query or a result long poll per journey (a thousand long polls
+at once broke the time-skipping server's transport). Patient-years per minute of
+wall-clock time."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from bench.common import (
+    DEFAULT_PROGRAM,
     Stopwatch,
     cpu_seconds,
     kind,
@@ -39,15 +42,16 @@ from bench.common import (
 )
 from bench.latency import _bounded
 from bench.overhead import TASK_QUEUE
-from clinical.attendance import SessionStatus
 from clinical.journey import (
-    AttendanceReport,
+    AttendanceMark,
+    AttendanceSheet,
     JourneyOutcome,
     JourneyStatus,
     ProgressReview,
     awaits_step_down_approval,
 )
 from clinical.phases import Phase
+from clinical.protocol import ProgramCatalog
 from infra.settings import load_settings
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -62,11 +66,13 @@ class Patient:
 
     handle: WorkflowHandle[Any, Any]
     phase: Phase | None = None  # as the store has it; None until intake is written
-    status: JourneyStatus | None = None
-    seen_week: int | None = None
-    reported: set[str] = dataclasses.field(default_factory=set)
-    asked: set[tuple[int, int]] = dataclasses.field(default_factory=set)
+    case_manager_id: str = ""
+    sheets_entered: set[tuple[str, int]] = dataclasses.field(default_factory=set)
+    """(phase, week) whose attendance sheet was entered."""
+    reviewed_week: int = 0
+    """The last intensive week whose progress was looked at."""
     reports: int = 0
+    sheets: int = 0
 
     @property
     def in_treatment(self) -> bool:
@@ -77,60 +83,69 @@ class Patient:
         return self.phase is not None and self.phase.is_terminal
 
 
-def week_of(status: JourneyStatus, now: datetime) -> int:
-    """The program week (Monday to Sunday) that `now` falls in."""
-    return int((status.clock.day(now) + status.clock.origin_date.weekday()) // 7)
+@dataclasses.dataclass(frozen=True)
+class Booked:
+    """A session as the care-operations store has it."""
+
+    patient_id: str
+    session_id: str
+    phase: str
+    week: int
+    starts_at: datetime
+    status: str
 
 
 class CaseManager:
-    """Reports attendance for each session once it has happened (about 78% attended, some
-    missed, every tenth left for the grace period), and approves step-down when asked."""
+    """Works from the clinic's records, as a case manager does: once a week's sessions
+    have all happened, enters that week's sign-in sheets for the patient in one request
+    (about 78% attended, some missed, every tenth left for the grace period); from the
+    week intensive care may end, looks at the patient's journey and approves step-down
+    when it asks."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_intensive_weeks: int) -> None:
         from tests.support import steady_attendance
 
         self.choose = steady_attendance
+        self.min_intensive_weeks = min_intensive_weeks
 
-    async def look(self, p: Patient, now: datetime) -> None:
-        """The week's sessions come with Monday's booking: look once a week (and after a
-        decision), as a case manager opens a patient's page."""
-        if p.status is None or p.seen_week != week_of(p.status, now):
-            status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
-            p.status = status
-            p.seen_week = week_of(status, now)
-
-    async def act(self, p: Patient, now: datetime) -> None:
-        status = p.status
-        assert status is not None
-        today = status.clock.day(now)
-        for s in status.sessions:
-            if s.session_id in p.reported or s.day > today or s.status == SessionStatus.cancelled:
+    async def enter_sheets(self, p: Patient, booked: list[Booked], now: datetime) -> None:
+        weeks: dict[tuple[str, int], list[Booked]] = {}
+        for b in booked:
+            if b.status != "cancelled" and (b.phase, b.week) not in p.sheets_entered:
+                weeks.setdefault((b.phase, b.week), []).append(b)
+        for week, sessions in sorted(weeks.items(), key=lambda w: w[1][0].starts_at):
+            if any(b.starts_at > now for b in sessions):
                 continue
-            p.reported.add(s.session_id)
-            choice = self.choose(len(p.reported))
-            if choice == "none":
+            p.sheets_entered.add(week)
+            marks: list[AttendanceMark] = []
+            for b in sorted(sessions, key=lambda b: b.starts_at):
+                p.reports += 1
+                choice = self.choose(p.reports)
+                if choice != "none":
+                    marks.append(AttendanceMark(session_id=b.session_id, status=choice))
+            if not marks:
                 continue
-            p.reports += 1
+            p.sheets += 1
             await p.handle.execute_update(
-                PatientJourneyWorkflow.record_attendance,
-                AttendanceReport(
-                    case_manager_id=status.case_manager_id,
-                    session_id=s.session_id,
-                    status=choice,
-                ),
+                PatientJourneyWorkflow.record_attendance_sheet,
+                AttendanceSheet(case_manager_id=p.case_manager_id, marks=marks),
             )
-        if awaits_step_down_approval(status) and (status.episode, status.week) not in p.asked:
-            p.asked.add((status.episode, status.week))
-            try:
-                await p.handle.execute_update(
-                    PatientJourneyWorkflow.review_progress,
-                    ProgressReview(
-                        case_manager_id=status.case_manager_id, decision="approve_step_down"
-                    ),
-                )
-            except WorkflowUpdateFailedError:
-                pass  # criteria not met yet: the journey extends a week and asks again
-            p.seen_week = None  # look again after the decision
+
+    async def review(self, p: Patient, booked: list[Booked]) -> None:
+        week = max((b.week for b in booked if b.phase == Phase.intensive.value), default=0)
+        if week < self.min_intensive_weeks or week <= p.reviewed_week:
+            return
+        p.reviewed_week = week
+        status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
+        if not awaits_step_down_approval(status):
+            return
+        try:
+            await p.handle.execute_update(
+                PatientJourneyWorkflow.review_progress,
+                ProgressReview(case_manager_id=p.case_manager_id, decision="approve_step_down"),
+            )
+        except WorkflowUpdateFailedError:
+            pass  # criteria not met yet: the journey extends a week and asks again
 
 
 async def simulate(
@@ -168,25 +183,31 @@ async def simulate(
             ]
         )
         cohort = {h.id.removeprefix("journey-"): Patient(h) for h in handles}
-        manager = CaseManager()
-        phases = PhaseBoard(variables["CAREPATH_DATABASE_URL"])
+        protocol = ProgramCatalog(programs).load(DEFAULT_PROGRAM.stem)
+        manager = CaseManager(protocol.step_down.criteria.min_intensive_weeks)
+        board = ClinicBoard(variables["CAREPATH_DATABASE_URL"])
         start = await env.get_current_time()
         steps = 0
         while True:
-            phases.read_into(cohort)
+            board.read_into(cohort)
             if all(p.ended for p in cohort.values()):
                 break
             now = await env.get_current_time()
-            active = [p for p in cohort.values() if p.in_treatment]
-            await asyncio.gather(*(manager.look(p, now) for p in active))
-            await asyncio.gather(*(manager.act(p, now) for p in active))
+            active = {pid: p for pid, p in cohort.items() if p.in_treatment}
+            booked = board.recent_sessions(now - 8 * DAY)
+            await asyncio.gather(
+                *(manager.enter_sheets(p, booked.get(pid, []), now) for pid, p in active.items())
+            )
+            await asyncio.gather(
+                *(manager.review(p, booked.get(pid, [])) for pid, p in active.items())
+            )
             await advance(env, DAY if active else 7 * DAY)
             steps += 1
         # Ended in the store; each journey's run completes in the task that wrote it.
         outcomes: list[JourneyOutcome] = await _bounded([h.result for h in handles])
         seconds = watch.seconds()
         cpu_after = _cpu(pids, server)
-        phases.close()
+        board.close()
         virtual_days = (await env.get_current_time() - start) / DAY
         trouble = await troubles(env, handles)
     return {
@@ -197,6 +218,7 @@ async def simulate(
         "virtual_days": virtual_days,
         "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
         "reports": sum(p.reports for p in cohort.values()),
+        "sheets": sum(p.sheets for p in cohort.values()),
         "troubles": trouble,
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
     }
@@ -213,9 +235,10 @@ async def advance(env: WorkflowEnvironment, by: timedelta) -> None:
     await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=STEP_DEADLINE)
 
 
-class PhaseBoard:
-    """Each patient's phase as the care-operations store has it (the journey writes every
-    phase change there): one query per clock step for the whole cohort."""
+class ClinicBoard:
+    """The clinic's records the simulated case managers work from: each patient's phase
+    (the journey writes every phase change to the store) and the sessions booked lately.
+    One query each per clock step for the whole cohort."""
 
     def __init__(self, database_url: str) -> None:
         from infra.store import CareStore
@@ -227,10 +250,25 @@ class PhaseBoard:
 
         from infra.store import patients
 
+        query = select(patients.c.patient_id, patients.c.phase, patients.c.case_manager_id)
         with self.store.engine.connect() as conn:
-            for patient_id, phase in conn.execute(select(patients.c.patient_id, patients.c.phase)):
+            for patient_id, phase, case_manager_id in conn.execute(query):
                 if patient_id in cohort:
                     cohort[patient_id].phase = Phase(phase)
+                    cohort[patient_id].case_manager_id = case_manager_id
+
+    def recent_sessions(self, since: datetime) -> dict[str, list[Booked]]:
+        from sqlalchemy import select
+
+        from infra.store import appointments as a
+
+        found: dict[str, list[Booked]] = {}
+        query = select(a.c.patient_id, a.c.session_id, a.c.phase, a.c.week, a.c.starts_at)
+        query = query.add_columns(a.c.status).where(a.c.starts_at >= since)
+        with self.store.engine.connect() as conn:
+            for row in conn.execute(query):
+                found.setdefault(row.patient_id, []).append(Booked(**row._mapping))
+        return found
 
     def close(self) -> None:
         self.store.dispose()
@@ -328,6 +366,7 @@ async def sharded(n: int, shards: int, workers: int, workdir: Path) -> dict[str,
         "virtual_days": max(p["virtual_days"] for p in parts),
         "outcomes": dict(total),
         "reports": sum(p["reports"] for p in parts),
+        "sheets": sum(p["sheets"] for p in parts),
         "troubles": dict(troubles),
         "cpu_seconds": {
             "worker": sum(p["cpu_seconds"]["worker"] for p in parts),

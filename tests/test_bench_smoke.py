@@ -8,9 +8,11 @@ import json
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.history.v1 import (
     ActivityTaskScheduledEventAttributes,
     HistoryEvent,
+    MarkerRecordedEventAttributes,
     TimerStartedEventAttributes,
     WorkflowExecutionContinuedAsNewEventAttributes,
     WorkflowExecutionUpdateAcceptedEventAttributes,
@@ -20,6 +22,7 @@ from temporalio.client import WorkflowHistory
 
 from bench.__main__ import arguments, write
 from bench.bare import BareStep, counts, script_of
+from bench.cohort import Booked, CaseManager, Patient
 from bench.common import latency_summary, percentile, spread
 from bench.table import rows
 
@@ -87,6 +90,8 @@ def test_bare_script_repeats_what_the_journey_did():
                     workflow_task_completed_event_id=13
                 ),
             ),
+            _marker(15, "core_patch", "patch-data", {"id": "store-writes-in-task"}),
+            _marker(16, "core_local_activity", "data", {"activity_type": "book_sessions"}),
             _event(
                 20,
                 workflow_execution_continued_as_new_event_attributes=(
@@ -108,13 +113,63 @@ def test_bare_script_repeats_what_the_journey_did():
     )
     script = script_of([first, second])
     assert script.runs == [
-        [BareStep(activities=2), BareStep(timer_seconds=90.0), BareStep(activities=1)],
+        [
+            BareStep(activities=2),
+            BareStep(timer_seconds=90.0),
+            BareStep(activities=1),
+            BareStep(local=True),
+        ],
         [],
     ]
     assert script.updates == 1
     tally = counts([first, second])
     assert (tally["activities"], tally["timers"], tally["updates"]) == (3, 1, 1)
-    assert (tally["continued_as_new"], tally["runs"], tally["events"]) == (1, 2, 7)
+    assert tally["local_activities"] == 1
+    assert (tally["continued_as_new"], tally["runs"], tally["events"]) == (1, 2, 9)
+
+
+def _marker(event_id: int, name: str, detail: str, data: dict[str, str]) -> HistoryEvent:
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(data).encode())
+    marker = MarkerRecordedEventAttributes(
+        marker_name=name, details={detail: Payloads(payloads=[payload])}
+    )
+    return _event(event_id, marker_recorded_event_attributes=marker)
+
+
+class _Journey:
+    """Stands for a journey's handle: keeps the updates sent to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def execute_update(self, update: object, arg: object) -> None:
+        self.sent.append(arg)
+
+
+async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened():
+    from datetime import UTC, datetime, timedelta
+
+    journey = _Journey()
+    # Nine sessions reported before: the tenth is left for the grace period.
+    p = Patient(handle=journey, case_manager_id="CM-07", reports=9)  # type: ignore[arg-type]
+    monday = datetime(2027, 1, 4, 9, tzinfo=UTC)
+    week_one = [
+        Booked("P-1", f"INT1-W01-S{i}", "intensive", 1, monday + timedelta(days=i), "scheduled")
+        for i in range(1, 4)
+    ]
+    cancelled = Booked("P-1", "INT1-W01-S4", "intensive", 1, monday, "cancelled")
+    week_two = [Booked("P-1", "INT1-W02-S1", "intensive", 2, monday + timedelta(days=8), "")]
+    booked = [*week_one, cancelled, *week_two]
+    manager = CaseManager(min_intensive_weeks=6)
+    await manager.enter_sheets(p, booked, monday + timedelta(days=2))  # S3 is tomorrow
+    assert journey.sent == []
+    await manager.enter_sheets(p, booked, monday + timedelta(days=3))
+    await manager.enter_sheets(p, booked, monday + timedelta(days=4))  # entered once
+    (sheet,) = journey.sent
+    assert sheet.case_manager_id == "CM-07"  # type: ignore[attr-defined]
+    marks = [(m.session_id, m.status) for m in sheet.marks]  # type: ignore[attr-defined]
+    assert marks == [(b.session_id, "attended") for b in week_one[1:]]
+    assert (p.sheets, p.reports) == (1, 12)
 
 
 def _results(ratio: float, largest: int) -> dict[str, object]:
