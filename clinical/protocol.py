@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
+from collections.abc import Iterable
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -334,7 +335,12 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _read_toml(
+    path: Path, seen: tuple[Path, ...] = (), read: list[Path] | None = None
+) -> dict[str, Any]:
+    """A program file merged over the files it extends; `read` collects every file read."""
+    if read is not None:
+        read.append(path)
     if path in seen:
         raise ProtocolError(f"{path.name}: 'extends' loops back to itself")
     try:
@@ -348,7 +354,7 @@ def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(parent, str):
         raise ProtocolError(f"{path.name}: extends must be a file name")
-    return _deep_merge(_read_toml(path.parent / parent, (*seen, path)), data)
+    return _deep_merge(_read_toml(path.parent / parent, (*seen, path), read), data)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -360,8 +366,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{where}: {message}" + (f" (and {more} more problem(s))" if more else "")
 
 
-def load_protocol(path: Path) -> ProgramProtocol:
-    data = _read_toml(path)
+def load_protocol(path: Path, read: list[Path] | None = None) -> ProgramProtocol:
+    data = _read_toml(path, read=read)
     try:
         return ProgramProtocol.model_validate(data)
     except ValidationError as exc:
@@ -373,6 +379,9 @@ class ProgramCatalog:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # Every journey reloads its program at each phase and check-in: a parsed protocol
+        # is kept until one of the files it was read from changes (size or mtime).
+        self._loaded: dict[str, tuple[list[tuple[Path, int, int]], ProgramProtocol]] = {}
 
     def path_of(self, program_id: str) -> Path:
         return self.directory / f"{program_id}.toml"
@@ -382,12 +391,30 @@ class ProgramCatalog:
         if not path.exists():
             known = ", ".join(self.program_ids()) or "none"
             raise ProtocolError(f"unknown program {program_id!r} (known programs: {known})")
-        protocol = load_protocol(path)
+        kept = self._loaded.get(program_id)
+        if kept is not None and kept[0] == _stamps(p for p, _, _ in kept[0]):
+            return kept[1]
+        read: list[Path] = []
+        protocol = load_protocol(path, read)
         if protocol.program.id != program_id:
             raise ProtocolError(
                 f"{path.name}: program.id is {protocol.program.id!r}, expected {program_id!r}"
             )
+        self._loaded[program_id] = (_stamps(read), protocol)
         return protocol
 
     def program_ids(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.toml"))
+
+
+def _stamps(paths: Iterable[Path]) -> list[tuple[Path, int, int]]:
+    """What tells a changed file: its size and modification time (a file gone has none)."""
+    stamps = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            stamps.append((p, -1, -1))
+            continue
+        stamps.append((p, st.st_mtime_ns, st.st_size))
+    return stamps

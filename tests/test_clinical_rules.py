@@ -79,6 +79,29 @@ def test_unknown_program_names_the_known_ones() -> None:
         ProgramCatalog(PROGRAMS).load("nope")
 
 
+def test_the_catalog_reads_a_program_again_only_when_one_of_its_files_changed(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    base = tmp_path / "default-iop.toml"
+    base.write_text((PROGRAMS / "default-iop.toml").read_text())
+    demo = tmp_path / "demo-iop.toml"
+    demo.write_text((PROGRAMS / "demo-iop.toml").read_text())
+    catalog = ProgramCatalog(tmp_path)
+    first = catalog.load("demo-iop")
+    assert catalog.load("demo-iop") is first  # nothing changed: not parsed again
+    # The file it extends changes: the next load reads it.
+    base.write_text(base.read_text().replace("grace_days = 2 ", "grace_days = 3 "))
+    os.utime(base, ns=(base.stat().st_atime_ns, base.stat().st_mtime_ns + 1_000_000))
+    changed = catalog.load("demo-iop")
+    assert (first.attendance.grace_days, changed.attendance.grace_days) == (2, 3)
+    # Broken now: refused, not answered from what was read before.
+    demo.write_text("this is = = not toml")
+    with pytest.raises(ProtocolError, match="not valid TOML"):
+        catalog.load("demo-iop")
+
+
 # --- placement ---------------------------------------------------------------------------
 
 
