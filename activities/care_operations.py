@@ -30,7 +30,12 @@ from activities.records import (
     TaskResolution,
 )
 from activities.telephony import Telephony
-from clinical.aftercare import CallOutcome, CheckIn
+from clinical.aftercare import (
+    CHECK_IN_CONCLUDED,
+    CallOutcome,
+    CheckIn,
+    check_in_concluded_key,
+)
 from clinical.attendance import SessionStatus
 from clinical.careplan import FAMILY_SESSION_TYPES
 from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError
@@ -424,6 +429,23 @@ class CareOperations:
             request.key, request.patient_id, phone, request.instruments
         )
         with self.store.transaction() as conn:
+            if request.concludes_with(outcome):
+                self.store.audit(
+                    conn,
+                    key=check_in_concluded_key(
+                        request.patient_id, request.episode, request.call_id
+                    ),
+                    patient_id=request.patient_id,
+                    actor="system",
+                    action=CHECK_IN_CONCLUDED,
+                    purpose="treatment",
+                    at=request.at or utcnow(),
+                    detail={
+                        "call_id": request.call_id,
+                        "outcome": outcome.value,
+                        "attempts": request.attempt,
+                    },
+                )
             self.store.insert_once(
                 conn,
                 follow_up_calls,

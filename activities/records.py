@@ -217,6 +217,18 @@ class FollowUpCallRequest(_Record):
     window: ContactWindow
     episode: int = 1
     instruments: tuple[str, ...] = ()
+    last_attempt: int | None = None
+    """The check-in's last attempt: the call that concludes the check-in records that in the
+    audit trail too (None in requests from before: their journeys wrote it)."""
+    at: datetime | None = None
+    """When the attempt was placed, on the journey's clock."""
+
+    def concludes_with(self, outcome: CallOutcome) -> bool:
+        """Whether this attempt, answered so, ends a check-in whose conclusion the call
+        records (reached or declined, or unreachable on the last attempt)."""
+        if self.last_attempt is None:
+            return False
+        return outcome != CallOutcome.unreachable or self.attempt >= self.last_attempt
 
     @property
     def call_ref(self) -> str:

@@ -13,6 +13,13 @@ from clinical.clock import ProgramClock
 from clinical.instruments import BamAnswers, Finding, Phq9Answers, check_in_findings
 from clinical.protocol import ProgramProtocol
 
+CHECK_IN_CONCLUDED = "follow_up_call_completed"
+"""The audit fact written when a check-in has concluded, with its outcome and attempts."""
+
+
+def check_in_concluded_key(patient_id: str, episode: int, call_id: str) -> str:
+    return f"{patient_id}/E{episode}/{call_id}"
+
 
 class CallOutcome(StrEnum):
     reached = "reached"

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.table import Table
 
-from clinical.aftercare import CallOutcome, CheckIn
+from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome, CheckIn
 from clinical.attendance import SessionStatus
 from clinical.instruments import score_bam
 from clinical.phases import Phase
@@ -39,9 +39,6 @@ from operators.outcomes import (
     phase_label,
     summary_rows,
 )
-
-CHECK_IN_CONCLUDED = "follow_up_call_completed"
-"""The audit fact a journey writes when a check-in has concluded, with its outcome."""
 
 
 class ReportError(ValueError):

@@ -3,6 +3,7 @@ answers (or silence) make the journey do."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from clinical.aftercare import CallOutcome, CheckIn
+from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome, CheckIn
 from clinical.instruments import (
     BAM_PROTECTIVE_ITEMS,
     BAM_RISK_ITEMS,
@@ -25,7 +26,7 @@ from clinical.instruments import (
 )
 from clinical.journey import AlumniAttendance, CheckInAdjustment
 from clinical.phases import Phase
-from infra.store import follow_up_calls, notifications, tasks
+from infra.store import audit_events, follow_up_calls, notifications, tasks
 from tests.support import (
     PROGRAMS,
     Scripted,
@@ -249,6 +250,7 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
                 until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
             )
             outbox = c.store.rows(notifications, patient_id=pid)
+            concluded = c.store.rows(audit_events, patient_id=pid, action=CHECK_IN_CONCLUDED)
             invitations = sorted(
                 (n for n in outbox if n["kind"] == "alumni_invitation"),
                 key=lambda n: n["deliver_at"],
@@ -278,6 +280,14 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
     assert "has not happened yet" in refusals[0] and "already recorded" in refusals[1]
     assert "no alumni meeting" in refusals[2]
     assert status.follow_ups[1].attempts == 2
+    # Each concluded check-in once in the audit trail, with its outcome and attempts (the
+    # unanswered first attempt on day 30 concluded nothing), at the journey's time.
+    assert sorted(json.loads(r["detail_json"]).items() for r in concluded) == sorted(
+        {"call_id": f.call_id, "outcome": "reached", "attempts": f.attempts}.items()
+        for f in status.follow_ups[:2]
+    )
+    assert {r["actor"] for r in concluded} == {"system"}
+    assert all(r["at"] >= status.follow_ups[0].due_at for r in concluded)
 
 
 async def test_a_program_change_reaches_aftercare_at_the_next_check_in(

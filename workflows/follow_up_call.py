@@ -60,6 +60,8 @@ class FollowUpCallWorkflow:
                     window=plan.window,
                     episode=plan.episode,
                     instruments=plan.instruments,
+                    last_attempt=plan.attempts,
+                    at=workflow.now(),
                 ),
                 start_to_close_timeout=TELEPHONY_TIMEOUT,
                 retry_policy=TELEPHONY_RETRY,

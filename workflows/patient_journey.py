@@ -35,10 +35,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.referral_launch import ReferralLauncher
     from clinical.aftercare import (
+        CHECK_IN_CONCLUDED,
         CallOutcome,
         FollowUp,
         FollowUpCallPlan,
         FollowUpResult,
+        check_in_concluded_key,
         follow_up_schedule,
     )
     from clinical.assessment import Enrolment, SocialNeed
@@ -339,13 +341,18 @@ class PatientJourneyWorkflow:
             else f
             for f in st.follow_ups
         ]
-        self._audit(
-            "system",
-            "follow_up_call_completed",
-            "treatment",
-            {"call_id": due.call_id, "outcome": result.outcome.value, "attempts": result.attempts},
-            key=f"{st.patient_id}/E{st.episode}/{due.call_id}",
-        )
+        if not self._writes_in_task:  # the check-in's last call records its conclusion now
+            self._audit(
+                "system",
+                CHECK_IN_CONCLUDED,
+                "treatment",
+                {
+                    "call_id": due.call_id,
+                    "outcome": result.outcome.value,
+                    "attempts": result.attempts,
+                },
+                key=check_in_concluded_key(st.patient_id, st.episode, due.call_id),
+            )
         findings = result.check_in.findings() if result.check_in is not None else []
         # Journeys recorded before instruments were scored acted on days of use alone, and
         # those recorded before re-linkage existed only noted the answer.
