@@ -107,6 +107,21 @@ class BareJourney:
         )
 
 
+@workflow.defn(name="TrivialYear")
+class TrivialYear:
+    """The architecture's reference patient-year: twelve monthly timers, an activity after
+    each, nothing else (~11 a second on its reference machine)."""
+
+    @workflow.run
+    async def run(self, months: int) -> int:
+        for month in range(months):
+            await workflow.sleep(timedelta(days=30))
+            await workflow.execute_activity(
+                bare_work, month, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
+            )
+        return months
+
+
 def script_of(runs: list[WorkflowHistory]) -> BareScript:
     """A journey's runs as a bare script: per run, its activities (those scheduled by the
     same workflow task together) and timers in order, and the updates it accepted.
@@ -188,7 +203,7 @@ async def serve() -> int:
     client = await connect(settings)
     # running_worker only asks its operations for their activities (`all()`).
     operations = cast("CareOperations", BareOperations())
-    async with running_worker(client, settings, operations, workflows=[BareJourney]):
+    async with running_worker(client, settings, operations, workflows=[BareJourney, TrivialYear]):
         await stop.wait()
     return 0
 

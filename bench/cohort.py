@@ -57,6 +57,8 @@ from workflows.patient_journey import PatientJourneyWorkflow
 
 DAY = timedelta(days=1)
 STEP_DEADLINE = timedelta(minutes=10)
+TRIVIAL_REFERENCE_PER_MINUTE = 11 * 60
+"""ARCHITECTURE.md: ~11 trivial patient-years a second on its 2-core reference machine."""
 TREATMENT = (Phase.intake, Phase.intensive, Phase.step_down)
 
 
@@ -224,6 +226,52 @@ async def simulate(
     }
 
 
+async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) -> dict[str, Any]:
+    """The reference beside the cohort: as many trivial patient-years (twelve monthly timers,
+    an activity after each: `bench.bare.TrivialYear`) on a time-skipping server of their own,
+    with the bare worker (configured as CarePath's), the clock stepped a month at a time.
+    Its throughput tells how fast this machine is against the architecture's reference
+    figure, and CarePath's CPU per patient-year over it what a real one costs."""
+    from bench.bare import TrivialYear
+    from tests.support import TEST_KEYS_FILE
+
+    address = env.client.service_client.config.target_host
+    programs = program_dir(workdir / "programs")
+    # The environment's client seals payloads with the test keys: so must the worker.
+    variables = worker_env(
+        address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
+    )
+    server = _child_named("temporal-test-server", address.rsplit(":", 1)[-1])
+    async with worker_process(env.client, variables, bare=True) as worker:
+        with env.auto_time_skipping_disabled():
+            cpu_before = _cpu([worker.pid], server)
+            watch = Stopwatch()
+            handles = await _bounded(
+                [
+                    functools.partial(
+                        env.client.start_workflow,
+                        TrivialYear.run,
+                        12,
+                        id=f"trivial-{i}",
+                        task_queue=TASK_QUEUE,
+                    )
+                    for i in range(patients)
+                ]
+            )
+            for _ in range(12):
+                await advance(env, 30 * DAY)
+            months = await _bounded([h.result for h in handles])
+            seconds = watch.seconds()
+            cpu_after = _cpu([worker.pid], server)
+    assert months == [12] * patients
+    return {
+        "patients": patients,
+        "seconds": seconds,
+        "patient_years_per_minute": patients / (seconds / 60),
+        "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
+    }
+
+
 async def advance(env: WorkflowEnvironment, by: timedelta) -> None:
     """`env.sleep`, with a deadline of our own: the server answers only once every task the
     step woke is done, which for a thousand journeys waking on the same day takes longer
@@ -383,6 +431,7 @@ async def run(
     scratch: Path,
     workers: list[int] | None = None,
     shard_size: int | None = None,
+    reference: bool = True,
 ) -> dict[str, Any]:
     """Each size with each number of worker processes, `repeat` times (sizes above 100 once:
     they take minutes), each on a fresh time-skipping server; with `shard_size`, sizes above
@@ -413,4 +462,17 @@ async def run(
                 "seconds": spread([r["seconds"] for r in runs]),
                 "runs": runs,
             }
+    if reference:
+        figures["trivial"] = await _trivial_reference(min(sizes), scratch)
     return figures
+
+
+async def _trivial_reference(n: int, scratch: Path) -> dict[str, Any]:
+    """The trivial patient-year at the smallest size (the architecture's reference figure is
+    for a handful of workflows, where the server's cost per workflow is lowest)."""
+    workdir = scratch / f"trivial-{n}"
+    workdir.mkdir(parents=True)
+    async with time_skipping() as env:
+        result = await trivial_years(env, n, workdir)
+    result["reference_per_minute"] = TRIVIAL_REFERENCE_PER_MINUTE
+    return result

@@ -109,6 +109,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     target,
                 )
             )
+    trivial = b.get("cohort", {}).get("trivial")
+    if trivial:
+        out.append(
+            (
+                "3 cohort",
+                f"reference: trivial patient-years per minute, N = {trivial['patients']}",
+                _num(trivial["patient_years_per_minute"], 1),
+                "1 run",
+                f"~{trivial['reference_per_minute']} on the architecture's machine",
+            )
+        )
     if "patient_year" in b:
         py = b["patient_year"]
         s = py["summary"]

@@ -198,7 +198,12 @@ def _results(ratio: float, largest: int) -> dict[str, object]:
                         "shards": 4,
                         "patient_years_per_minute": one | {"median": 240.0 / ratio},
                     },
-                }
+                },
+                "trivial": {
+                    "patients": 100,
+                    "patient_years_per_minute": 330.0,
+                    "reference_per_minute": 660,
+                },
             },
             "patient_year": {
                 "summary": {
@@ -225,6 +230,8 @@ def test_the_table_reports_each_figure_against_its_target():
     assert failed[2:4] == ("failed", "RPCError: transport error")
     sharded = met["patient-years per minute, N = 1000, 4 servers x 1 worker"]
     assert sharded[2] == "200.0" and "not met" not in sharded[4]
+    trivial = met["reference: trivial patient-years per minute, N = 100"]
+    assert trivial[2] == "330.0" and "660" in trivial[4]
 
     missed = {row[1]: row for row in rows(_results(ratio=1.6, largest=12_000))}
     assert "not met" in missed["cost ratio CarePath / bare (worker + server CPU)"][4]
