@@ -69,11 +69,14 @@ class Patient:
     handle: WorkflowHandle[Any, Any]
     phase: Phase | None = None  # as the store has it; None until intake is written
     case_manager_id: str = ""
-    sheets_entered: set[tuple[str, int]] = dataclasses.field(default_factory=set)
-    """(phase, week) whose attendance sheet was entered."""
+    weeks_entered: set[str] = dataclasses.field(default_factory=set)
+    """The treatment weeks (`INT1-W03`) whose attendance sheet was entered."""
     reviewed_week: int = 0
     """The last intensive week whose progress was looked at."""
+    seen: int = 0
+    """Sessions on the sheets so far, marked or left to the grace period."""
     reports: int = 0
+    """Sessions marked."""
     sheets: int = 0
 
     @property
@@ -96,6 +99,12 @@ class Booked:
     starts_at: datetime
     status: str
 
+    @property
+    def week_id(self) -> str:
+        """The treatment week a session belongs to, episode included: `INT1-W03-S2` is
+        in `INT1-W03`."""
+        return self.session_id.rsplit("-", 1)[0]
+
 
 class CaseManager:
     """Works from the clinic's records, as a case manager does: once a week's sessions
@@ -111,22 +120,23 @@ class CaseManager:
         self.min_intensive_weeks = min_intensive_weeks
 
     async def enter_sheets(self, p: Patient, booked: list[Booked], now: datetime) -> None:
-        weeks: dict[tuple[str, int], list[Booked]] = {}
+        weeks: dict[str, list[Booked]] = {}
         for b in booked:
-            if b.status != "cancelled" and (b.phase, b.week) not in p.sheets_entered:
-                weeks.setdefault((b.phase, b.week), []).append(b)
+            if b.status != "cancelled" and b.week_id not in p.weeks_entered:
+                weeks.setdefault(b.week_id, []).append(b)
         for week, sessions in sorted(weeks.items(), key=lambda w: w[1][0].starts_at):
             if any(b.starts_at > now for b in sessions):
                 continue
-            p.sheets_entered.add(week)
+            p.weeks_entered.add(week)
             marks: list[AttendanceMark] = []
             for b in sorted(sessions, key=lambda b: b.starts_at):
-                p.reports += 1
-                choice = self.choose(p.reports)
+                p.seen += 1
+                choice = self.choose(p.seen)
                 if choice != "none":
                     marks.append(AttendanceMark(session_id=b.session_id, status=choice))
             if not marks:
                 continue
+            p.reports += len(marks)
             p.sheets += 1
             await p.handle.execute_update(
                 PatientJourneyWorkflow.record_attendance_sheet,

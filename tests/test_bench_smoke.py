@@ -151,7 +151,7 @@ async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened(
 
     journey = _Journey()
     # Nine sessions reported before: the tenth is left for the grace period.
-    p = Patient(handle=journey, case_manager_id="CM-07", reports=9)  # type: ignore[arg-type]
+    p = Patient(handle=journey, case_manager_id="CM-07", seen=9)  # type: ignore[arg-type]
     monday = datetime(2027, 1, 4, 9, tzinfo=UTC)
     week_one = [
         Booked("P-1", f"INT1-W01-S{i}", "intensive", 1, monday + timedelta(days=i), "scheduled")
@@ -169,7 +169,7 @@ async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened(
     assert sheet.case_manager_id == "CM-07"  # type: ignore[attr-defined]
     marks = [(m.session_id, m.status) for m in sheet.marks]  # type: ignore[attr-defined]
     assert marks == [(b.session_id, "attended") for b in week_one[1:]]
-    assert (p.sheets, p.reports) == (1, 12)
+    assert (p.sheets, p.seen, p.reports) == (1, 12, 2)
 
 
 def _results(ratio: float, largest: int) -> dict[str, object]:

@@ -194,7 +194,7 @@ class PatientJourneyWorkflow:
     async def _intake(self, enrolment: Enrolment | None) -> None:
         st = self._state
         if not st.intake_recorded and enrolment is not None:
-            await self._write(
+            await self._store(
                 CareOperations.record_intake,
                 IntakeRecord(
                     enrolment=enrolment,
@@ -554,7 +554,7 @@ class PatientJourneyWorkflow:
             *st.phase_history,
             PhaseChange(phase=st.phase, at=now, day=self._today(), reason=reason),
         ]
-        await self._write(
+        await self._store(
             CareOperations.record_phase_change,
             PhaseChangeRecord(
                 key=f"{st.patient_id}/phase/{len(st.phase_history)}-{st.phase.value}",
@@ -591,7 +591,7 @@ class PatientJourneyWorkflow:
         patients at their next phase or check-in, never retroactively."""
         st = self._state
         try:
-            st.protocol = await self._write(
+            st.protocol = await self._store(
                 CareOperations.load_program,
                 st.program_id,
                 timeout=PROGRAM_LOAD_TIMEOUT,
@@ -612,16 +612,17 @@ class PatientJourneyWorkflow:
         later change is a new `workflow.patched` beside that first one in `__init__`."""
         return self._writes_in_task or workflow.patched(patch_id)
 
-    async def _write(
+    async def _store(
         self,
         activity: Callable[[CareOperations, _In], _Out],
         arg: _In,
         timeout: timedelta = STORE_TIMEOUT,
         retry: RetryPolicy = STORE_RETRY,
     ) -> _Out:
-        """A store write (or program read): idempotent by its key, so a retried or re-run
-        write changes nothing. Inside the workflow task in runs that write there (its result
-        in a marker, nothing else), as an activity task in runs from before."""
+        """A call to the care-operations store: a write, idempotent by its key (a retried or
+        re-run write changes nothing), or the program read. Inside the workflow task in runs
+        that write there (its result in a marker, nothing else), as an activity task in runs
+        from before."""
         if self._writes_in_task:
             return await workflow.execute_local_activity_method(
                 activity, arg, start_to_close_timeout=timeout, retry_policy=retry
@@ -695,15 +696,15 @@ class PatientJourneyWorkflow:
         events = self._take_pending()
         if events is None:
             return
-        await self._write(CareOperations.record_care_events, events)
+        await self._store(CareOperations.record_care_events, events)
 
     async def _book(self, booking: SessionBooking) -> None:
-        await self._write(CareOperations.book_sessions, booking)
+        await self._store(CareOperations.book_sessions, booking)
 
     async def _open_task(self, kind: Any, detail: str, key_suffix: str) -> None:
         st = self._state
         key = f"{st.patient_id}/task/{kind}/{key_suffix}"
-        await self._write(
+        await self._store(
             CareOperations.open_case_manager_task,
             CaseManagerTask(
                 key=key,
@@ -900,7 +901,7 @@ class PatientJourneyWorkflow:
         cancelled = apply_family_consent(st, change, self._today())
         self._pending_sessions.update({s.session_id: s for s in cancelled})
         update = workflow.current_update_info()
-        await self._write(
+        await self._store(
             CareOperations.record_consent,
             ConsentRecord(
                 key=f"{st.patient_id}/consent/{update.id if update else 'family'}",
@@ -965,7 +966,7 @@ class PatientJourneyWorkflow:
     async def complete_task(self, done: TaskDone) -> str:
         task = check_task_done(self._state.tasks, done)
         task.resolved_by = done.case_manager_id
-        await self._write(
+        await self._store(
             CareOperations.complete_case_manager_task,
             TaskCompletion(
                 key=task.key,
