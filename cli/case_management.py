@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, get_args
 
 from rich.table import Table
 
@@ -33,6 +33,7 @@ from clinical.journey import (
     AlumniAttendance,
     AttendanceReport,
     AttendanceSheet,
+    AttendanceStatus,
     CheckInAdjustment,
     DischargeRequest,
     FamilyConsentChange,
@@ -48,7 +49,7 @@ from operators.outcomes import percent
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
-ATTENDANCE_STATUSES = ("attended", "missed", "excused")
+ATTENDANCE_STATUSES: tuple[str, ...] = get_args(AttendanceStatus)
 
 
 async def cmd_attendance(args: argparse.Namespace, settings: Settings) -> int:

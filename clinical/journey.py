@@ -187,16 +187,20 @@ class _Request(BaseModel):
     case_manager_id: CaseManagerId
 
 
+AttendanceStatus = Literal["attended", "missed", "excused"]
+"""What a case manager reports of a session."""
+
+
 class AttendanceReport(_Request):
     session_id: str = Field(min_length=1, max_length=32)
-    status: Literal["attended", "missed", "excused"]
+    status: AttendanceStatus
 
 
 class AttendanceMark(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     session_id: str = Field(min_length=1, max_length=32)
-    status: Literal["attended", "missed", "excused"]
+    status: AttendanceStatus
 
 
 class AttendanceSheet(_Request):
