@@ -96,7 +96,7 @@ def build_worker(
         "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
         "max_cached_workflows": settings.max_cached_workflows,
         "interceptors": tracing_interceptors(settings),
-        "workflow_runner": CompiledSandboxRunner(),
+        "workflow_runner": CompiledSandboxRunner.for_converter(client.data_converter),
     }
     options.update(overrides)
     return Worker(client, **options)

@@ -34,10 +34,11 @@ def test_every_registered_workflow_type_has_recorded_histories() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     # The worker's own runner: the gate replays what production runs.
+    converter = data_converter(TEST_KEYS)
     replayer = Replayer(
         workflows=workflow_classes(),
-        data_converter=data_converter(TEST_KEYS),
-        workflow_runner=CompiledSandboxRunner(),
+        data_converter=converter,
+        workflow_runner=CompiledSandboxRunner.for_converter(converter),
     )
     workflow_id = path.stem.rsplit("--", 1)[-1]
     history = WorkflowHistory.from_json(workflow_id, path.read_text())

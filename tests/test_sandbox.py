@@ -4,17 +4,24 @@ actually be used (an SDK that stops calling `_run_code` makes the override dead 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
+from temporalio.worker.workflow_sandbox._runner import _Instance
 
-from infra.sandbox import CompiledSandboxRunner, compiled
+from infra.sandbox import CompiledSandboxRunner, compiled, takes_no_context
 from infra.settings import load_settings
 from infra.temporal import build_worker, data_converter, workflow_classes
 from tests.support import TEST_KEYS
@@ -63,3 +70,55 @@ async def test_a_worker_leaves_the_workflow_modules_compiled(env: WorkflowEnviro
         build_worker(env.client, load_settings(), [], executor)
     bytecode = Path(importlib.util.cache_from_source(str(source)))
     assert bytecode.exists() and bytecode.stat().st_mtime >= source.stat().st_mtime
+
+
+def test_our_converters_take_no_serialization_context() -> None:
+    # The worker skips the sandbox's context lookups only for such a converter.
+    assert takes_no_context(data_converter(TEST_KEYS))
+    assert takes_no_context(data_converter())
+    assert CompiledSandboxRunner.for_converter(data_converter(TEST_KEYS)).context_free
+
+
+class _ContextAwareCodec(PayloadCodec, WithSerializationContext):
+    """A codec that keys its work by the workflow it serves (as a per-tenant codec would)."""
+
+    def __init__(self, workflow_id: str | None = None) -> None:
+        self.workflow_id = workflow_id
+
+    def with_context(self, context: SerializationContext) -> _ContextAwareCodec:
+        return _ContextAwareCodec(getattr(context, "workflow_id", None))
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
+def test_a_converter_that_reads_contexts_keeps_the_lookups() -> None:
+    aware = dataclasses.replace(data_converter(), payload_codec=_ContextAwareCodec())
+    assert not takes_no_context(aware)
+    assert not CompiledSandboxRunner.for_converter(aware).context_free
+
+
+async def test_a_context_free_worker_runs_and_replays_a_journey_history() -> None:
+    # The same recorded year replayed with and without the lookups: both succeed, and the
+    # skipping runner never enters the sandbox for a context.
+    history = WorkflowHistory.from_json(FULL_YEAR.stem.rsplit("--", 1)[-1], FULL_YEAR.read_text())
+    converter = data_converter(TEST_KEYS)
+    asked: list[str] = []
+    original = _Instance.get_serialization_context
+
+    def counting(self: _Instance, command_info: Any) -> Any:
+        asked.append("context")
+        return original(self, command_info)
+
+    for runner in (CompiledSandboxRunner(), CompiledSandboxRunner.for_converter(converter)):
+        asked.clear()
+        with patch.object(_Instance, "get_serialization_context", counting):
+            replayer = Replayer(
+                workflows=workflow_classes(), data_converter=converter, workflow_runner=runner
+            )
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None
+        assert bool(asked) != runner.context_free
