@@ -9,6 +9,7 @@ import importlib.util
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -16,15 +17,22 @@ from unittest.mock import patch
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError, WorkflowHistory
-from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
+from clinical.assessment import Enrolment
 from infra.sandbox import CompiledSandboxRunner, compiled, takes_no_context
 from infra.settings import load_settings
 from infra.temporal import build_worker, data_converter, workflow_classes
-from tests.support import TEST_KEYS
+from tests.support import TEST_KEYS, enrolment_data
 from tests.wall_clock_workflow import ReadsTheWallClock
 from workflows import patient_journey
 
@@ -122,3 +130,18 @@ async def test_a_context_free_worker_runs_and_replays_a_journey_history() -> Non
             result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
         assert result.replay_failure is None
         assert bool(asked) != runner.context_free
+
+
+def test_every_payload_converter_shares_one_set_of_parts_and_converts_as_the_sdks() -> None:
+    # Built once per process (the SDK builds a converter per activation); converting
+    # must be exactly what the SDK's pydantic converter does.
+    ours = [data_converter(TEST_KEYS).payload_converter for _ in range(2)]
+    parts = [list(c._inner_payload_converter.converters.values()) for c in ours]  # type: ignore[attr-defined]
+    assert all(a is b for a, b in zip(*parts, strict=True))
+    sdk = DataConverter(payload_converter_class=PydanticPayloadConverter).payload_converter
+    enrolment = Enrolment.model_validate(enrolment_data())
+    values: list[Any] = [enrolment, {"week": 3}, b"\x00raw", None, timedelta(days=2)]
+    hints: list[Any] = [Enrolment, dict, bytes, type(None), timedelta]
+    for payload, theirs in zip(ours[0].to_payloads(values), sdk.to_payloads(values), strict=True):
+        assert payload == theirs
+    assert ours[1].from_payloads(sdk.to_payloads(values), hints) == values
