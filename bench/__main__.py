@@ -31,6 +31,7 @@ def sizes(
     cohort_sizes: list[int] | None,
     cohort_workers: list[int] | None = None,
     cohort_shard_size: int | None = None,
+    cohort_one_server: bool = False,
 ) -> dict[str, Any]:
     """Each benchmark's parameters: the issue's sizes, or small ones for a smoke run."""
     runs = repeat if repeat is not None else (1 if quick else 3)
@@ -52,6 +53,7 @@ def sizes(
             "sizes": cohort_sizes or ([10, 30] if quick else [100, 1000]),
             "workers": cohort_workers or [1],
             "shard_size": cohort_shard_size or (10 if quick else 250),
+            "one_server": cohort_one_server,
             "repeat": runs,
         },
         "patient_year": {"patients": 2 if quick else 5},
@@ -85,7 +87,12 @@ async def run_one(name: str, params: dict[str, Any], scratch: Path) -> dict[str,
         from bench import cohort
 
         return await cohort.run(
-            params["sizes"], params["repeat"], scratch, params["workers"], params["shard_size"]
+            params["sizes"],
+            params["repeat"],
+            scratch,
+            params["workers"],
+            params["shard_size"],
+            one_server=params["one_server"],
         )
     if name == "patient_year":
         from bench import patient_year
@@ -151,7 +158,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=positive,
         default=None,
         metavar="N",
-        help="also run cohorts above N as shards of N, each on its own server (default 250)",
+        help="run cohorts above N as shards of N, each on its own server (default 250)",
+    )
+    parser.add_argument(
+        "--cohort-one-server",
+        action="store_true",
+        help="also run cohorts above the shard size on one server (on 2 cores, 1,000 "
+        "journeys on one time-skipping server lost its connection after 25 minutes)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -169,7 +182,12 @@ def write(results: dict[str, Any], folder: Path) -> Path:
 
 async def main(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     params = sizes(
-        args.quick, args.repeat, args.cohort_sizes, args.cohort_workers, args.cohort_shard_size
+        args.quick,
+        args.repeat,
+        args.cohort_sizes,
+        args.cohort_workers,
+        args.cohort_shard_size,
+        args.cohort_one_server,
     )
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),

@@ -435,6 +435,14 @@ async def sharded(n: int, shards: int, workers: int, workdir: Path) -> dict[str,
     }
 
 
+def plans(sizes: list[int], shard_size: int | None, one_server: bool) -> list[tuple[int, int]]:
+    """(patients, servers) for each cohort to run."""
+    runs = [(n, 1 if shard_size is None or n <= shard_size else -(-n // shard_size)) for n in sizes]
+    if one_server and shard_size is not None:
+        runs += [(n, 1) for n in sizes if n > shard_size]
+    return runs
+
+
 async def run(
     sizes: list[int],
     repeat: int,
@@ -442,17 +450,15 @@ async def run(
     workers: list[int] | None = None,
     shard_size: int | None = None,
     reference: bool = True,
+    one_server: bool = False,
 ) -> dict[str, Any]:
     """Each size with each number of worker processes, `repeat` times (sizes above 100 once:
     they take minutes), each on a fresh time-skipping server; with `shard_size`, sizes above
-    it also split into shards of at most that many (see `sharded`). A patient's whole
-    protocol (about 474 program days from intake to the end of aftercare) counts as one
-    patient-year, as in the architecture's target."""
+    it run as shards of at most that many instead (see `sharded`), and with `one_server`
+    on one server as well. A patient's whole protocol (about 474 program days from intake
+    to the end of aftercare) counts as one patient-year, as in the architecture's target."""
     figures: dict[str, Any] = {"sizes": {}, "target": "1,000 patient-years in 5 minutes"}
-    plans = [(n, 1) for n in sizes]
-    if shard_size is not None:
-        plans += [(n, -(-n // shard_size)) for n in sizes if n > shard_size]
-    for n, shards in plans:
+    for n, shards in plans(sizes, shard_size, one_server):
         for w in workers or [1]:
             key = f"{n}" + (f"/{w}w" if w > 1 else "") + (f"/{shards}s" if shards > 1 else "")
             shape = {"patients": n, "workers": w, "shards": shards}

@@ -22,7 +22,7 @@ from temporalio.client import WorkflowHistory
 
 from bench.__main__ import arguments, write
 from bench.bare import BareStep, counts, script_of
-from bench.cohort import Booked, CaseManager, Patient
+from bench.cohort import Booked, CaseManager, Patient, plans
 from bench.common import latency_summary, percentile, spread
 from bench.table import rows
 
@@ -242,6 +242,15 @@ def test_results_are_written_with_a_latest_copy(tmp_path):
     path = write({"benchmarks": {"x": 1}}, tmp_path)
     assert json.loads(path.read_text()) == {"benchmarks": {"x": 1}}
     assert (tmp_path / "latest.json").read_text() == path.read_text()
+
+
+def test_cohorts_above_the_shard_size_run_as_shards_and_on_one_server_only_when_asked():
+    assert plans([100, 1000], 250, one_server=False) == [(100, 1), (1000, 4)]
+    assert plans([100, 1000], 250, one_server=True) == [(100, 1), (1000, 4), (1000, 1)]
+    assert plans([100, 1001], None, one_server=True) == [(100, 1), (1001, 1)]
+    assert plans([1001], 250, one_server=False) == [(1001, 5)]
+    assert arguments(["--cohort-one-server"]).cohort_one_server
+    assert not arguments([]).cohort_one_server
 
 
 def test_arguments_are_checked_in_one_line(capsys):
