@@ -1,6 +1,7 @@
 """4. What a patient-year costs in Temporal terms: history events and workflow tasks, by
 phase and in all (every journey run, every check-in and referral child), and the largest
-single run, for the default protocol on the time-skipping server with the simulated clinic.
+single run, for the default protocol on the time-skipping server with the simulated clinic
+(its case manager enters a treatment week's attendance on one sheet, as the cohort's do).
 These are what a Temporal Cloud bill and the history limits depend on.
 
 Each run's phase is read from its own input (decoded through the codec); a child counts
@@ -84,7 +85,7 @@ async def one_year(needs: list[str], workdir: Path) -> dict[str, Any]:
         data = enrolment_data(social_needs=needs, consents={"partner_disclosure": needs})
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(Enrolment.model_validate(data))
-            status, _ = await drive_journey(env, handle, choose=steady_attendance)
+            status, _ = await drive_journey(env, handle, choose=steady_attendance, sheets=True)
         runs = await journey_histories(c.client, handle)
         phases: dict[str, dict[str, Any]] = {}
         all_children: list[WorkflowHistory] = []

@@ -206,17 +206,26 @@ async def drive_journey(
     within: timedelta = timedelta(days=3 * 365),
     approve_step_down: bool = True,
     reported: dict[str, str] | None = None,
+    sheets: bool = False,
 ) -> tuple[JourneyStatus, dict[str, str]]:
     """Step the clock a day at a time, recording attendance for each session once it has
     happened, until the journey ends (or `until(status)` holds), and fail if that takes
-    longer than `within` of program time. With `approve_step_down`, the case manager
-    approves step-down when the intensive phase reaches its planned end (the journey
-    extends and asks again while the criteria are not met). Pass the `reported` of an
-    earlier call to drive on from where it stopped. Call with automatic time skipping
-    disabled."""
+    longer than `within` of program time. With `sheets`, the case manager records a
+    treatment week's sessions in one attendance sheet once they have all happened, as a
+    clinic does; otherwise each session in an update of its own. With
+    `approve_step_down`, the case manager approves step-down when the intensive phase
+    reaches its planned end (the journey extends and asks again while the criteria are
+    not met). Pass the `reported` of an earlier call to drive on from where it stopped.
+    Call with automatic time skipping disabled."""
     from temporalio.client import WorkflowUpdateFailedError
 
-    from clinical.journey import AttendanceReport, ProgressReview, awaits_step_down_approval
+    from clinical.journey import (
+        AttendanceMark,
+        AttendanceReport,
+        AttendanceSheet,
+        ProgressReview,
+        awaits_step_down_approval,
+    )
 
     reported = {} if reported is None else reported
     asked: set[tuple[int, int]] = set()
@@ -229,22 +238,36 @@ async def drive_journey(
         if steps * step > within:
             raise AssertionError(f"journey still in {status.phase} after {within.days} days")
         steps += 1
+        # What the case manager enters at once: a treatment week's sessions on one sheet
+        # (`INT1-W03-S2` is in `INT1-W03`), or each session alone.
+        entries: dict[str, list[Any]] = {}
         for s in status.sessions:
-            if (
-                s.session_id in reported
-                or s.day > status.program_day
-                or s.status == SessionStatus.cancelled
-            ):
+            if s.session_id not in reported and s.status != SessionStatus.cancelled:
+                entry = s.session_id.rsplit("-", 1)[0] if sheets else s.session_id
+                entries.setdefault(entry, []).append(s)
+        for sessions in entries.values():
+            if any(s.day > status.program_day for s in sessions):
+                continue  # the week is not over yet
+            marks = []
+            for s in sorted(sessions, key=lambda s: s.day):
+                choice = choose(len(reported) + 1)
+                reported[s.session_id] = choice
+                if choice != "none":
+                    marks.append(AttendanceMark(session_id=s.session_id, status=choice))
+            if not marks:
                 continue
-            choice = choose(len(reported) + 1)
-            reported[s.session_id] = choice
-            if choice != "none":
+            if sheets:
+                await handle.execute_update(
+                    PatientJourneyWorkflow.record_attendance_sheet,
+                    AttendanceSheet(case_manager_id=status.case_manager_id, marks=marks),
+                )
+            else:
                 await handle.execute_update(
                     PatientJourneyWorkflow.record_attendance,
                     AttendanceReport(
                         case_manager_id=status.case_manager_id,
-                        session_id=s.session_id,
-                        status=choice,
+                        session_id=marks[0].session_id,
+                        status=marks[0].status,
                     ),
                 )
         if (

@@ -270,3 +270,36 @@ async def test_a_weeks_attendance_sheet_lands_whole_or_not_at_all(
         if e.HasField("workflow_execution_update_accepted_event_attributes")
     ]
     assert len(accepted) == 1
+
+
+async def test_the_drivers_case_manager_can_enter_a_sheet_a_week(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    """`drive_journey(sheets=True)` (benchmark 4's case manager, as a clinic works): each
+    treatment week's sessions on one sheet once the week is over, every session marked as
+    the per-session driver would mark it."""
+    enrolment = make_enrolment()
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            status, reported = await drive_journey(
+                env,
+                handle,
+                choose=steady_attendance,
+                sheets=True,
+                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+            )
+        histories = await journey_histories(c.client, handle)
+    updates = [
+        e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+        for h in histories
+        for e in h.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    weeks = {sid.rsplit("-", 1)[0] for sid in reported}
+    assert updates == ["record_attendance_sheet"] * len(weeks)
+    assert weeks == {"INT1-W01", "INT1-W02"}
+    marked = {sid: choice for sid, choice in reported.items() if choice != "none"}
+    assert {s.session_id: s.status.value for s in status.sessions if s.session_id in marked} == (
+        marked
+    )
