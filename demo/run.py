@@ -24,7 +24,8 @@ from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
 from clinical.journey import (
     CLOSED_BY_ACTION,
-    AttendanceReport,
+    AttendanceMark,
+    AttendanceSheet,
     CommitmentsRevision,
     JourneyOutcome,
     JourneyStatus,
@@ -64,8 +65,9 @@ async def simulated_case_manager(
     poll_seconds: float,
     relapses: bool = False,
 ) -> None:
-    """Reports attendance for each session once it has happened, as a case manager would,
-    and (for a patient who `relapses`) a relapse in the third intensive week."""
+    """Enters each treatment week's attendance on one sheet once its sessions have happened,
+    as a case manager would, and (for a patient who `relapses`) a relapse in the third
+    intensive week."""
     propensity = rng.uniform(0.65, 0.97)
     reported: set[str] = set()
     asked: set[tuple[int, int]] = set()
@@ -111,27 +113,44 @@ async def simulated_case_manager(
         for ref in status.referrals:
             if ref.outcome is None:
                 await close_the_loop(client, ref.workflow_id, status.case_manager_id, rng)
-        for s in status.sessions:
-            if s.session_id in reported or s.day > status.program_day:
-                continue
+        await enter_sheets(handle, status, reported, rng, propensity)
+        await asyncio.sleep(poll_seconds)
+
+
+async def enter_sheets(
+    handle: WorkflowHandle[Any, Any],
+    status: JourneyStatus,
+    reported: set[str],
+    rng: random.Random,
+    propensity: float,
+) -> None:
+    """The sign-in sheets of every week whose sessions have all happened (`INT1-W03-S2` is
+    in `INT1-W03`), each week in one request."""
+    weeks: dict[str, list[Any]] = {}
+    for s in status.sessions:
+        if s.session_id not in reported:
+            weeks.setdefault(s.session_id.rsplit("-", 1)[0], []).append(s)
+    for sessions in weeks.values():
+        if any(s.day > status.program_day for s in sessions):
+            continue  # the week is not over yet
+        marks = []
+        for s in sessions:
             reported.add(s.session_id)
             # A late entry corrects a session the grace period counted missed; a few are
             # never entered at all.
             if s.status == SessionStatus.cancelled or rng.random() < 0.05:
                 continue
             outcome = "attended" if rng.random() < propensity else "missed"
-            try:
-                await handle.execute_update(
-                    PatientJourneyWorkflow.record_attendance,
-                    AttendanceReport(
-                        case_manager_id=status.case_manager_id,
-                        session_id=s.session_id,
-                        status=outcome,
-                    ),
-                )
-            except WorkflowUpdateFailedError:
-                pass  # e.g. the journey ended meanwhile; the demo moves on
-        await asyncio.sleep(poll_seconds)
+            marks.append(AttendanceMark(session_id=s.session_id, status=outcome))
+        if not marks:
+            continue
+        try:
+            await handle.execute_update(
+                PatientJourneyWorkflow.record_attendance_sheet,
+                AttendanceSheet(case_manager_id=status.case_manager_id, marks=marks),
+            )
+        except WorkflowUpdateFailedError:
+            pass  # e.g. the journey ended meanwhile; the demo moves on
 
 
 async def close_the_loop(
