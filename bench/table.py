@@ -110,7 +110,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 )
             )
     trivial = b.get("cohort", {}).get("trivial")
-    if trivial:
+    if trivial and "failed" in trivial:
+        out.append(
+            (
+                "3 cohort",
+                f"reference: trivial patient-years per minute, N = {trivial['patients']}",
+                "failed",
+                trivial["failed"].splitlines()[0][:48],
+                "",
+            )
+        )
+    elif trivial:
         out.append(
             (
                 "3 cohort",

@@ -233,6 +233,16 @@ def test_the_table_reports_each_figure_against_its_target():
     trivial = met["reference: trivial patient-years per minute, N = 100"]
     assert trivial[2] == "330.0" and "660" in trivial[4]
 
+    results = _results(ratio=1.2, largest=400)
+    results["benchmarks"]["cohort"]["trivial"] = {  # type: ignore[index]
+        "patients": 1000,
+        "failed": "RPCError: transport error",
+    }
+    lost = {row[1]: row for row in rows(results)}
+    reference = lost["reference: trivial patient-years per minute, N = 1000"]
+    assert reference[2:4] == ("failed", "RPCError: transport error")
+    assert lost["patient-years per minute, N = 1000, 2 workers"][2] == "125.0"
+
     missed = {row[1]: row for row in rows(_results(ratio=1.6, largest=12_000))}
     assert "not met" in missed["cost ratio CarePath / bare (worker + server CPU)"][4]
     assert "not met" in missed["largest single run (events)"][4]
