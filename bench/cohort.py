@@ -42,6 +42,7 @@ from bench.common import (
 )
 from bench.latency import _bounded
 from bench.overhead import TASK_QUEUE
+from clinical.careplan import treatment_week_of
 from clinical.journey import (
     AttendanceMark,
     AttendanceSheet,
@@ -103,7 +104,7 @@ class Booked:
     def week_id(self) -> str:
         """The treatment week a session belongs to, episode included: `INT1-W03-S2` is
         in `INT1-W03`."""
-        return self.session_id.rsplit("-", 1)[0]
+        return treatment_week_of(self.session_id)
 
 
 class CaseManager:

@@ -272,6 +272,17 @@ def family_therapy_slot(
     return None
 
 
+def treatment_week_id(phase: Phase, episode: int, week: int) -> str:
+    """A treatment week, episode included (`INT1-W03`): what its sessions' IDs begin with."""
+    return f"{phase.session_code}{episode}-W{week:02d}"
+
+
+def treatment_week_of(session_id: str) -> str:
+    """The treatment week a session belongs to: `INT1-W03-S2` and `INT1-W03-F1` are in
+    `INT1-W03` (a case manager's attendance sheet covers one)."""
+    return session_id.rsplit("-", 1)[0]
+
+
 def week_sessions(
     plan: CarePlan,
     phase: Phase,
@@ -303,7 +314,7 @@ def week_sessions(
         day = week_start_day + weekday.number + _minutes(start) / (24 * 60)
         specs.append(
             SessionSpec(
-                session_id=f"{phase.session_code}{episode}-W{week:02d}-{code}",
+                session_id=f"{treatment_week_id(phase, episode, week)}-{code}",
                 phase=phase,
                 week=week,
                 level=stage.level,

@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
+from clinical.careplan import treatment_week_of
 from clinical.journey import (
     CLOSED_BY_ACTION,
     AttendanceMark,
@@ -124,12 +125,12 @@ async def enter_sheets(
     rng: random.Random,
     propensity: float,
 ) -> None:
-    """The sign-in sheets of every week whose sessions have all happened (`INT1-W03-S2` is
-    in `INT1-W03`), each week in one request."""
+    """The sign-in sheets of every treatment week whose sessions have all happened, each
+    week in one request."""
     weeks: dict[str, list[Any]] = {}
     for s in status.sessions:
         if s.session_id not in reported:
-            weeks.setdefault(s.session_id.rsplit("-", 1)[0], []).append(s)
+            weeks.setdefault(treatment_week_of(s.session_id), []).append(s)
     for sessions in weeks.values():
         if any(s.day > status.program_day for s in sessions):
             continue  # the week is not over yet

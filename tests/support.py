@@ -22,6 +22,7 @@ from activities.care_operations import CareOperations
 from activities.telephony import SimulatedTelephony
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
+from clinical.careplan import treatment_week_of
 from clinical.identifiers import journey_workflow_id, new_patient_id
 from clinical.journey import JourneyInput, JourneyStatus
 from clinical.protocol import ProgramCatalog
@@ -238,12 +239,12 @@ async def drive_journey(
         if steps * step > within:
             raise AssertionError(f"journey still in {status.phase} after {within.days} days")
         steps += 1
-        # What the case manager enters at once: a treatment week's sessions on one sheet
-        # (`INT1-W03-S2` is in `INT1-W03`), or each session alone.
+        # What the case manager enters at once: a treatment week's sessions on one sheet,
+        # or each session alone.
         entries: dict[str, list[Any]] = {}
         for s in status.sessions:
             if s.session_id not in reported and s.status != SessionStatus.cancelled:
-                entry = s.session_id.rsplit("-", 1)[0] if sheets else s.session_id
+                entry = treatment_week_of(s.session_id) if sheets else s.session_id
                 entries.setdefault(entry, []).append(s)
         for sessions in entries.values():
             if any(s.day > status.program_day for s in sessions):

@@ -11,7 +11,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
-from clinical.careplan import FAMILY_EDUCATION, FAMILY_THERAPY, week_sessions
+from clinical.careplan import (
+    FAMILY_EDUCATION,
+    FAMILY_THERAPY,
+    treatment_week_id,
+    treatment_week_of,
+    week_sessions,
+)
 from clinical.journey import FamilyConsentChange, start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
@@ -120,3 +126,17 @@ async def test_withdrawn_consent_cancels_family_sessions_ahead(
         summary.attended + summary.missed + summary.excused + summary.pending + summary.cancelled
         == len(patient_sessions)
     )
+
+
+def test_every_session_names_its_treatment_week_family_sessions_too() -> None:
+    # An attendance sheet covers one treatment week: `treatment_week_of` must find it in
+    # every session ID `week_sessions` makes, episode and phase included.
+    state = start_journey(family_enrolment(), PROTOCOL, datetime(2026, 3, 2, tzinfo=UTC))
+    for phase, episode, week in ((Phase.intensive, 1, 5), (Phase.step_down, 2, 3)):
+        specs = week_sessions(
+            state.plan, phase, episode, week, 7 * week, state.clock, PROTOCOL, state.assessment
+        )
+        assert any(s.session_type.startswith("family") for s in specs)
+        wanted = treatment_week_id(phase, episode, week)
+        assert {treatment_week_of(s.session_id) for s in specs} == {wanted}
+    assert treatment_week_id(Phase.step_down, 2, 11) == "STP2-W11"

@@ -11,6 +11,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
+from clinical.careplan import treatment_week_of
 from clinical.journey import (
     AttendanceMark,
     AttendanceReport,
@@ -296,7 +297,7 @@ async def test_the_drivers_case_manager_can_enter_a_sheet_a_week(
         for e in h.events
         if e.HasField("workflow_execution_update_accepted_event_attributes")
     ]
-    weeks = {sid.rsplit("-", 1)[0] for sid in reported}
+    weeks = {treatment_week_of(sid) for sid in reported}
     assert updates == ["record_attendance_sheet"] * len(weeks)
     assert weeks == {"INT1-W01", "INT1-W02"}
     marked = {sid: choice for sid, choice in reported.items() if choice != "none"}
