@@ -102,8 +102,6 @@ class Booked:
 
     @property
     def week_id(self) -> str:
-        """The treatment week a session belongs to, episode included: `INT1-W03-S2` is
-        in `INT1-W03`."""
         return treatment_week_of(self.session_id)
 
 

@@ -3,9 +3,10 @@ life, and the sessions each week books."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, time
 from itertools import combinations
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -281,6 +282,22 @@ def treatment_week_of(session_id: str) -> str:
     """The treatment week a session belongs to: `INT1-W03-S2` and `INT1-W03-F1` are in
     `INT1-W03` (a case manager's attendance sheet covers one)."""
     return session_id.rsplit("-", 1)[0]
+
+
+_Session = TypeVar("_Session", bound=SessionSpec)
+
+
+def weeks_over(sessions: Iterable[_Session], today: float) -> list[list[_Session]]:
+    """The sessions given, by treatment week, of the weeks whose sessions have all happened
+    by program day `today`: what a case manager can enter on that week's sheet."""
+    weeks: dict[str, list[_Session]] = {}
+    for s in sessions:
+        weeks.setdefault(treatment_week_of(s.session_id), []).append(s)
+    return [
+        sorted(week, key=lambda s: s.day)
+        for week in weeks.values()
+        if all(s.day <= today for s in week)
+    ]
 
 
 def week_sessions(

@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
-from clinical.careplan import treatment_week_of
+from clinical.careplan import weeks_over
 from clinical.journey import (
     CLOSED_BY_ACTION,
     AttendanceMark,
@@ -127,13 +127,8 @@ async def enter_sheets(
 ) -> None:
     """The sign-in sheets of every treatment week whose sessions have all happened, each
     week in one request."""
-    weeks: dict[str, list[Any]] = {}
-    for s in status.sessions:
-        if s.session_id not in reported:
-            weeks.setdefault(treatment_week_of(s.session_id), []).append(s)
-    for sessions in weeks.values():
-        if any(s.day > status.program_day for s in sessions):
-            continue  # the week is not over yet
+    pending = [s for s in status.sessions if s.session_id not in reported]
+    for sessions in weeks_over(pending, status.program_day):
         marks = []
         for s in sessions:
             reported.add(s.session_id)

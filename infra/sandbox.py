@@ -7,9 +7,12 @@ the worker's CPU in a cohort (BENCHMARKS.md). `exec` of a compiled code object d
 what `exec` of its source does; only the compiling is cached. The sandbox's restrictions,
 its per-instance module isolation and everything else are the SDK's, untouched.
 
-This leans on a private method (`_Instance._run_code`); `tests/test_sandbox.py` fails if an
-SDK upgrade stops routing the sandbox's calls through it, so the override goes when it no
-longer pays."""
+With a converter that reads no serialization context, it also answers the SDK's per-payload
+context questions without entering the sandbox (see `takes_no_context`).
+
+This leans on private methods (`_Instance._run_code`, `get_serialization_context`,
+`get_external_store_context`); `tests/test_sandbox.py` fails if an SDK upgrade stops
+routing the sandbox's calls through them, so the overrides go when they no longer pay."""
 
 from __future__ import annotations
 

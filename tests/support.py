@@ -22,7 +22,7 @@ from activities.care_operations import CareOperations
 from activities.telephony import SimulatedTelephony
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
-from clinical.careplan import treatment_week_of
+from clinical.careplan import weeks_over
 from clinical.identifiers import journey_workflow_id, new_patient_id
 from clinical.journey import JourneyInput, JourneyStatus
 from clinical.protocol import ProgramCatalog
@@ -222,7 +222,6 @@ async def drive_journey(
 
     from clinical.journey import (
         AttendanceMark,
-        AttendanceReport,
         AttendanceSheet,
         ProgressReview,
         awaits_step_down_approval,
@@ -241,36 +240,31 @@ async def drive_journey(
         steps += 1
         # What the case manager enters at once: a treatment week's sessions on one sheet,
         # or each session alone.
-        entries: dict[str, list[Any]] = {}
-        for s in status.sessions:
-            if s.session_id not in reported and s.status != SessionStatus.cancelled:
-                entry = treatment_week_of(s.session_id) if sheets else s.session_id
-                entries.setdefault(entry, []).append(s)
-        for sessions in entries.values():
-            if any(s.day > status.program_day for s in sessions):
-                continue  # the week is not over yet
+        pending = [
+            s
+            for s in status.sessions
+            if s.session_id not in reported and s.status != SessionStatus.cancelled
+        ]
+        entries = (
+            weeks_over(pending, status.program_day)
+            if sheets
+            else [[s] for s in pending if s.day <= status.program_day]
+        )
+        for sessions in entries:
             marks = []
-            for s in sorted(sessions, key=lambda s: s.day):
+            for s in sessions:
                 choice = choose(len(reported) + 1)
                 reported[s.session_id] = choice
                 if choice != "none":
                     marks.append(AttendanceMark(session_id=s.session_id, status=choice))
             if not marks:
                 continue
+            sheet = AttendanceSheet(case_manager_id=status.case_manager_id, marks=marks)
             if sheets:
-                await handle.execute_update(
-                    PatientJourneyWorkflow.record_attendance_sheet,
-                    AttendanceSheet(case_manager_id=status.case_manager_id, marks=marks),
-                )
+                await handle.execute_update(PatientJourneyWorkflow.record_attendance_sheet, sheet)
             else:
-                await handle.execute_update(
-                    PatientJourneyWorkflow.record_attendance,
-                    AttendanceReport(
-                        case_manager_id=status.case_manager_id,
-                        session_id=marks[0].session_id,
-                        status=marks[0].status,
-                    ),
-                )
+                (report,) = sheet.reports()
+                await handle.execute_update(PatientJourneyWorkflow.record_attendance, report)
         if (
             approve_step_down
             and awaits_step_down_approval(status)

@@ -17,6 +17,7 @@ from clinical.careplan import (
     treatment_week_id,
     treatment_week_of,
     week_sessions,
+    weeks_over,
 )
 from clinical.journey import FamilyConsentChange, start_journey
 from clinical.phases import Phase
@@ -140,3 +141,18 @@ def test_every_session_names_its_treatment_week_family_sessions_too() -> None:
         wanted = treatment_week_id(phase, episode, week)
         assert {treatment_week_of(s.session_id) for s in specs} == {wanted}
     assert treatment_week_id(Phase.step_down, 2, 11) == "STP2-W11"
+
+
+def test_a_week_is_ready_for_its_sheet_once_every_session_has_happened() -> None:
+    state = start_journey(family_enrolment(), PROTOCOL, datetime(2026, 3, 2, tzinfo=UTC))
+    one, two = (
+        week_sessions(
+            state.plan, Phase.intensive, 1, n, 7 * n, state.clock, PROTOCOL, state.assessment
+        )
+        for n in (1, 2)
+    )
+    last_of_one = max(s.day for s in one)
+    # Given out of order: week one comes back whole, by day; week two is not over.
+    (ready,) = weeks_over([*reversed(one), *two], last_of_one)
+    assert ready == sorted(one, key=lambda s: s.day)
+    assert weeks_over(one, last_of_one - 0.01) == []
