@@ -728,6 +728,8 @@ class JourneyStatus(BaseModel):
     episode: int
     week: int
     weeks_in_phase: int
+    phase_start_day: int | None = None
+    """The program day (a Monday) the current treatment phase began: weeks count from it."""
     program_day: float
     today: datetime
     plan: CarePlan
@@ -817,6 +819,7 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         episode=state.episode,
         week=state.week,
         weeks_in_phase=weeks,
+        phase_start_day=state.phase_start_day,
         program_day=now_day,
         today=state.clock.calendar(now_day),
         plan=state.plan,

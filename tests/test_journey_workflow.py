@@ -242,7 +242,11 @@ async def test_a_weeks_attendance_sheet_lands_whole_or_not_at_all(
                 AttendanceSheet(case_manager_id="CM-02", marks=marks),
             )
             after = await c.status(handle)
-            await env.sleep(timedelta(days=7 - (after.program_day % 7) + 0.5))  # next Monday
+            # Into the next treatment week (weeks count from the phase's first Monday, not
+            # from the enrolment day), when the journey writes the past week's marks.
+            assert after.phase_start_day is not None
+            next_week = after.phase_start_day + 7 * after.week
+            await env.sleep(timedelta(days=next_week - after.program_day + 0.5))
             await settle(c.client, handle.id)
         rows = {
             r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)
