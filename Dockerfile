@@ -18,6 +18,7 @@ COPY clinical/ clinical/
 COPY workflows/ workflows/
 COPY activities/ activities/
 COPY infra/ infra/
+COPY services/ services/
 COPY demo/ demo/
 COPY operators/ operators/
 COPY programs/ programs/

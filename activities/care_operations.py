@@ -208,12 +208,13 @@ class CareOperations:
                 "hours": s.hours,
                 "session_type": s.session_type,
                 "modality": s.modality,
-                "status": "scheduled",
+                "status": status,
                 "missed_by_grace": False,
                 "booked_at": now,
                 "updated_at": now,
             }
-            for s in booking.sessions
+            for status, specs in (("scheduled", booking.sessions), ("cancelled", booking.closed))
+            for s in specs
         ]
         # The family contact is invited to each family session (an outbox the notification
         # adapter delivers from); the invitation names no one, only the session and time.

@@ -44,6 +44,9 @@ class SessionBooking(_Record):
     patient_id: str
     sessions: list[SessionSpec]
     reminders: list[Reminder] = []
+    closed: list[SessionSpec] = []
+    """The week's sessions on days the site is closed: on the record as cancelled, never
+    booked (no reminder, no invitation), never missed."""
     # The week's other writes, in the same transaction (journeys from before sent them in
     # a record_care_events of their own).
     events: CareEvents | None = None

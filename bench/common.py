@@ -171,10 +171,11 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def program_dir(into: Path, seconds_per_day: float | None = None) -> Path:
-    """A programs directory holding the default protocol, and with `seconds_per_day` a
+    """A programs directory holding the default protocol and the sites, and with `seconds_per_day` a
     `bench-iop` that is the default on a compressed clock (as demo-iop is)."""
     into.mkdir(parents=True, exist_ok=True)
     shutil.copy(DEFAULT_PROGRAM, into / DEFAULT_PROGRAM.name)
+    shutil.copy(DEFAULT_PROGRAM.with_name("sites.toml"), into / "sites.toml")
     if seconds_per_day is not None:
         (into / "bench-iop.toml").write_text(
             'extends = "default-iop.toml"\n\n[program]\nid = "bench-iop"\n'

@@ -8,18 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client, WorkflowHandle
 
-from cli.common import EXIT_REFUSED, CliError, client_for, console
+from cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, CliError, care_store, client_for, console
 from clinical.assessment import Enrolment
-from clinical.identifiers import journey_workflow_id
-from clinical.journey import JourneyInput
-from clinical.placement import PlacementRefused, place_enrolment
-from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
+from clinical.protocol import describe_validation_error
 from infra.settings import Settings
-from workflows.patient_journey import PatientJourneyWorkflow
+from services.enrolment import EnrolmentRefused, enrol, journey_input
 
 
 def load_enrolment(path: Path) -> Enrolment:
@@ -39,38 +34,17 @@ async def start_journey(
     client: Client, settings: Settings, enrolment: Enrolment
 ) -> WorkflowHandle[Any, Any]:
     try:
-        protocol = ProgramCatalog(settings.programs_dir).load(enrolment.program_id)
-    except ProtocolError as exc:
-        raise CliError(str(exc)) from None
+        store = care_store(settings)
+    except CliError:
+        store = None  # no store (of this version) yet: no closure can have been announced
     try:
-        place_enrolment(enrolment, protocol)
-    except PlacementRefused as exc:
-        raise CliError(str(exc)) from None
-    try:
-        return await client.start_workflow(
-            PatientJourneyWorkflow.run,
-            JourneyInput(enrolment=enrolment, protocol=protocol),
-            id=journey_workflow_id(enrolment.patient_id),
-            task_queue=settings.task_queue,
-            # Readmission under the same identifier would share the first admission's
-            # idempotency keys in the store (its sessions, phases and tasks would be taken
-            # for repeats and dropped): refused until admissions are keyed apart.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        workflow_id = journey_workflow_id(enrolment.patient_id)
-        described = await client.get_workflow_handle(workflow_id).describe()
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            raise CliError(
-                f"patient {enrolment.patient_id} is already enrolled (journey {workflow_id})",
-                EXIT_REFUSED,
-            ) from None
-        raise CliError(
-            f"patient {enrolment.patient_id} was enrolled before and their journey has ended; "
-            "readmission under the same identifier is not supported yet: enrol them with a "
-            "new patient identifier",
-            EXIT_REFUSED,
-        ) from None
+        journey = journey_input(enrolment, settings, store)
+        return await enrol(client, settings.task_queue, journey)
+    except EnrolmentRefused as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT if exc.bad_input else EXIT_REFUSED) from None
+    finally:
+        if store is not None:
+            store.dispose()
 
 
 async def cmd_enrol(args: argparse.Namespace, settings: Settings) -> int:

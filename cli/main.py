@@ -33,6 +33,7 @@ from cli.case_management import (
 from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
 from cli.enrolment import cmd_enrol
 from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
+from cli.sites import cmd_closure
 from clinical.assessment import SocialNeed
 from clinical.journey import DischargeReason
 from clinical.phases import Phase
@@ -177,6 +178,13 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--png-dir", type=Path, metavar="DIR", help="write each chart as a PNG")
     rp.add_argument("--json", action="store_true")
 
+    cl = sub.add_parser("closure", help="announce a site's unplanned closure, or list them")
+    cl.add_argument("action", choices=["announce", "list"])
+    cl.add_argument("--site", required=True)
+    cl.add_argument("--date", help="announce: the site's local date, YYYY-MM-DD")
+    cl.add_argument("--reason", help="announce: what staff and patients read, e.g. snow")
+    cl.add_argument("--json", action="store_true")
+
     dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
     dm.add_argument("--patients", type=int, default=20)
     dm.add_argument("--program", default="demo-iop")
@@ -208,6 +216,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "caseload": cmd_caseload,
     "report": cmd_report,
     "demo": cmd_demo,
+    "closure": cmd_closure,
 }
 
 

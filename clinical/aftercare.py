@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.assessment import ContactWindow
-from clinical.clock import ProgramClock
+from clinical.clock import ProgramClock, local, zone
 from clinical.instruments import BamAnswers, Finding, Phq9Answers, check_in_findings
 from clinical.protocol import ProgramProtocol
 
@@ -60,13 +61,22 @@ def follow_up_schedule(
     protocol: ProgramProtocol,
     episode: int = 1,
     offsets: tuple[int, ...] | None = None,
+    closed: Callable[[date], object] | None = None,
 ) -> list[FollowUp]:
     """The aftercare check-ins (the protocol's days after aftercare starts, or `offsets`),
-    each placed at the start of the patient's contact window."""
+    each placed at the start of the patient's contact window (in the patient's own zone if
+    they named one), on the next day the site is open (`closed(site date)` says why not)."""
     hour = (window.start.hour * 60 + window.start.minute) / (24 * 60)
     calls = []
     for offset in offsets if offsets is not None else protocol.aftercare.follow_up_days:
         day = aftercare_start_day + offset + hour
+        if window.zone is not None and window.zone != clock.zone:
+            on = clock.local_date(aftercare_start_day + offset)
+            day = clock.calendar_day(local(datetime.combine(on, window.start), zone(window.zone)))
+        for _ in range(31):  # a month of closed days: call anyway rather than never
+            if closed is None or not closed(clock.local_date(day)):
+                break
+            day += 1
         calls.append(
             FollowUp(
                 call_id=f"FU-D{offset:03d}",

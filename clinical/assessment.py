@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from clinical.clock import ZoneName
 from clinical.identifiers import CaseManagerId, PatientId, ProgramId, SiteId
 
 Rating = Annotated[int, Field(ge=0, le=4, description="0 = no risk … 4 = severe")]
@@ -105,6 +106,9 @@ class ContactWindow(_Strict):
     start: LocalTime = time(10, 0)
     end: LocalTime = time(18, 0)
     reminders: Literal["sms", "email", "none"] = "sms"
+    zone: ZoneName | None = None
+    """The patient's own time zone when it is not the site's (IANA, e.g. America/Chicago):
+    calls and reminders then come inside the window at the patient's local time."""
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> ContactWindow:

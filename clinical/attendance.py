@@ -29,6 +29,8 @@ class SessionRecord(SessionSpec):
     status: SessionStatus = SessionStatus.scheduled
     recorded_by: str | None = None
     missed_by_grace: bool = False
+    cancelled_for: str | None = None
+    """Why a cancelled session was cancelled when it was the site's closure (never missed)."""
 
     @classmethod
     def booked(cls, spec: SessionSpec) -> SessionRecord:

@@ -5,7 +5,7 @@ them. The workflow only sequences these; the rules live here so they are tested 
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -29,6 +29,7 @@ from clinical.careplan import (
     plan_care,
 )
 from clinical.clock import ProgramClock
+from clinical.closures import cancel_on
 from clinical.identifiers import CaseManagerId, referral_workflow_id
 from clinical.phases import Phase
 from clinical.placement import Placement, place, place_enrolment, risk_level
@@ -40,6 +41,7 @@ from clinical.reminders import (
     reminder,
     session_reminder_key,
 )
+from clinical.sites import Closure, ClosureCalendar, Site
 
 
 class PhaseChange(BaseModel):
@@ -135,6 +137,13 @@ class JourneyState(BaseModel):
     alumni_attended: list[str] = []
     family_consent: bool | None = None
     """Consent to family involvement as changed since enrolment (None: as enrolled)."""
+    closures: ClosureCalendar | None = None
+    """The site's closed days (holidays, announced closures). None: a journey enrolled before
+    sites had zones, on the UTC calendar it started on, which takes no closures."""
+
+    def closed(self, day: date) -> str | None:
+        """Why the site is closed on a local date (None when open, or no site calendar)."""
+        return None if self.closures is None else self.closures.closed(day)
 
     @property
     def family_involved(self) -> bool:
@@ -156,10 +165,17 @@ class JourneyState(BaseModel):
         return [t.key for t in resolved]
 
 
-def start_journey(enrolment: Enrolment, protocol: ProgramProtocol, now: datetime) -> JourneyState:
-    """Intake: place the patient and draw up the care plan from the assessment."""
+def start_journey(
+    enrolment: Enrolment,
+    protocol: ProgramProtocol,
+    now: datetime,
+    closures: ClosureCalendar | None = None,
+) -> JourneyState:
+    """Intake: place the patient and draw up the care plan from the assessment. With the
+    site's calendar, the program's days are the site's wall-clock days."""
     placement = place_enrolment(enrolment, protocol)
-    clock = ProgramClock.starting_at(now, protocol.clock.seconds_per_day)
+    zone = closures.site.zone if closures is not None else "UTC"
+    clock = ProgramClock.starting_at(now, protocol.clock.seconds_per_day, zone)
     return JourneyState(
         patient_id=enrolment.patient_id,
         case_manager_id=enrolment.case_manager_id,
@@ -172,6 +188,7 @@ def start_journey(enrolment: Enrolment, protocol: ProgramProtocol, now: datetime
         placement=placement,
         plan=plan_care(enrolment.assessment, placement, protocol),
         risk=risk_level(enrolment.assessment, protocol),
+        closures=closures,
         phase_history=[
             PhaseChange(phase=Phase.intake, at=now, day=clock.day(now), reason="enrolled")
         ],
@@ -289,6 +306,48 @@ class RequestRefused(ValueError):
     """A case manager's request that the rules refuse; the message says why."""
 
 
+class ClosureKnown(RequestRefused):
+    """The closure was announced to this journey before: nothing changes."""
+
+
+def check_closure(state: JourneyState, closure: Closure, today: float) -> None:
+    _require_active(state)
+    if state.closures is None:
+        raise RequestRefused(
+            "this journey keeps the UTC calendar it was enrolled on (before sites had time "
+            "zones) and takes no closures"
+        )
+    if closure.site_id != state.site_id:
+        raise RequestRefused(f"the patient is at site {state.site_id}, not {closure.site_id}")
+    if closure.date < state.clock.local_date(today):
+        raise RequestRefused(f"date: {closure.date} has passed at site {state.site_id}")
+    if any(c.date == closure.date for c in state.closures.unplanned):
+        raise ClosureKnown(f"the closure on {closure.date} was announced to this journey before")
+
+
+def apply_closure(state: JourneyState, closure: Closure, today: float) -> list[SessionRecord]:
+    """The site is closed on `closure.date`: its sessions still ahead that day are
+    cancelled (never missed). Check-ins due that day move when the journey wakes for them."""
+    assert state.closures is not None
+    state.closures = state.closures.with_closure(closure)
+    state.sessions, cancelled = cancel_on(
+        state.sessions, closure.date, closure.reason, state.clock, today
+    )
+    return cancelled
+
+
+def postpone_check_in(state: JourneyState, call: FollowUp) -> FollowUp:
+    """A check-in due on a closed day moves to the same time on the next open day."""
+    day = call.day + 1
+    for _ in range(30):
+        if state.closed(state.clock.local_date(day)) is None:
+            break
+        day += 1
+    moved = call.model_copy(update={"day": day, "due_at": state.clock.calendar(day)})
+    state.follow_ups = [moved if f is call else f for f in state.follow_ups]
+    return moved
+
+
 def _require_active(state: JourneyState) -> None:
     if state.phase.is_terminal:
         raise RequestRefused(f"the journey has ended ({state.phase.value})")
@@ -383,6 +442,7 @@ def apply_check_in_adjustment(state: JourneyState, adjustment: CheckInAdjustment
         state.protocol,
         state.episode,
         offsets=adjustment.days,
+        closed=state.closed,
     )
     state.follow_ups = [*done, *ahead]
     return len(ahead)
@@ -502,6 +562,7 @@ def session_reminders(state: JourneyState, specs: list[SessionSpec]) -> list[Rem
             window=window,
             hours_before=cfg.session_hours_before,
             clock=state.clock,
+            closed=state.closed,
         )
         for s in specs
         if s.attendee == "patient"
@@ -522,6 +583,7 @@ def call_reminders(state: JourneyState, calls: list[FollowUp]) -> list[Reminder]
             window=window,
             hours_before=cfg.call_hours_before,
             clock=state.clock,
+            closed=state.closed,
         )
         for f in calls
     ]
@@ -552,8 +614,10 @@ def alumni_invitations(state: JourneyState) -> list[Reminder]:
             window=state.assessment.contact_window,
             hours_before=48,
             clock=state.clock,
+            closed=state.closed,
         )
         for meeting_id, day in alumni_meetings(state)
+        if state.closed(state.clock.local_date(day)) is None
     ]
     return [r for r in found if r is not None]
 
@@ -844,4 +908,8 @@ class JourneyInput(BaseModel):
 
     enrolment: Enrolment | None = None
     protocol: ProgramProtocol | None = None
+    site: Site | None = None
+    """The patient's site (zone, holidays): its calendar is the journey's."""
+    closures: tuple[Closure, ...] = ()
+    """Unplanned closures of the site announced before the enrolment."""
     state: JourneyState | None = None

@@ -53,6 +53,12 @@ class Settings:
     metrics_interval: float = 15.0
     # OpenTelemetry tracing of workflows and activities (the `otel` extra).
     otel: bool = False
+    # The clinic's sites (time zones, holidays): `sites.toml` beside the programs unless set.
+    sites_path: Path | None = None
+
+    @property
+    def sites_file(self) -> Path:
+        return self.sites_path or self.programs_dir / "sites.toml"
 
     @property
     def key_file(self) -> Path:
@@ -94,6 +100,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         codec_token_path=_path(env, "CAREPATH_CODEC_TOKEN_FILE"),
         ui_url=env.get("CAREPATH_UI_URL") or None,
         keys_file=_path(env, "CAREPATH_KEYS_FILE"),
+        sites_path=_path(env, "CAREPATH_SITES_FILE"),
         max_concurrent_activities=_count(env, "CAREPATH_MAX_CONCURRENT_ACTIVITIES", 16),
         max_concurrent_workflow_tasks=_count(
             env, "CAREPATH_MAX_CONCURRENT_WORKFLOW_TASKS", 100, least=2

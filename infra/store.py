@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 2
+from clinical.phases import Phase
+from clinical.sites import Closure
+
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -246,12 +250,29 @@ phase_changes = Table(
     Column("reason", String(120), nullable=False),
 )
 
+# Days a site is closed that an operator announced (weather, an outage); yearly holidays are
+# in the sites file. One row a site and date: announcing it again changes nothing.
+site_closures = Table(
+    "site_closures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("site_id", String(32), nullable=False, index=True),
+    Column("date", String(10), nullable=False),
+    Column("reason", String(80), nullable=False),
+    Column("announced_by", String(32), nullable=False),
+    _ts("announced_at", nullable=False),
+)
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,
     Column("version", Integer, primary_key=True),
     _ts("applied_at", nullable=False),
 )
+
+# Tables with a unique constraint besides the conflict key (see insert_once).
+_SECOND_UNIQUE = frozenset({"appointments", "follow_up_calls"})
 
 # The unique key an insert_once conflicts on, where it is not the idempotency key.
 _CONFLICT_KEYS = {
@@ -377,8 +398,60 @@ class CareStore:
         # PostgreSQL's driver. Rows go as parameters (SQLAlchemy batches them into one
         # multi-row INSERT), not into the statement: a statement holding its rows is
         # compiled afresh each time, which cost the worker ~7% of its CPU in a cohort.
-        inserted = conn.execute(stmt.returning(table.c[key]), list(rows)).all()
-        return len(inserted)
+        stmt = stmt.returning(table.c[key])
+        if dialect != "postgresql" or table.name not in _SECOND_UNIQUE:
+            return len(conn.execute(stmt, list(rows)).all())
+        # Two workers inserting the same rows at once on PostgreSQL: the loser can fail on
+        # the table's other unique constraint (not the conflict target) while the winner
+        # commits. Once more in a savepoint, the winner's rows are there and it does
+        # nothing; a row that repeats another under a different key still fails.
+        for attempt in (1, 2):
+            try:
+                with conn.begin_nested():
+                    return len(conn.execute(stmt, list(rows)).all())
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def record_closure(self, closure: Closure, at: datetime) -> bool:
+        """An unplanned closure, once a site and date; False if it was announced before."""
+        row = {
+            "idempotency_key": f"{closure.site_id}/{closure.date.isoformat()}",
+            "site_id": closure.site_id,
+            "date": closure.date.isoformat(),
+            "reason": closure.reason,
+            "announced_by": closure.announced_by,
+            "announced_at": at,
+        }
+        with self.transaction() as conn:
+            return self.insert_once(conn, site_closures, [row]) == 1
+
+    def closures(self, site_id: str, since: date | None = None) -> list[Closure]:
+        """A site's announced closures (from `since` on), by date."""
+        query = select(site_closures).where(site_closures.c.site_id == site_id)
+        if since is not None:
+            query = query.where(site_closures.c.date >= since.isoformat())
+        with self.engine.connect() as conn:
+            found = conn.execute(query.order_by(site_closures.c.date)).mappings().all()
+        return [
+            Closure(
+                site_id=r["site_id"],
+                date=date.fromisoformat(r["date"]),
+                reason=r["reason"],
+                announced_by=r["announced_by"],
+            )
+            for r in found
+        ]
+
+    def active_patients_at(self, site_id: str) -> list[str]:
+        """The patients of a site whose journey has not ended (as the store last heard)."""
+        ended = [p.value for p in Phase if p.is_terminal]
+        query = select(patients.c.patient_id).where(
+            patients.c.site_id == site_id, patients.c.phase.not_in(ended)
+        )
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(query.order_by(patients.c.patient_id)).all())
 
     def upsert_patient(self, conn: Connection, row: dict[str, Any]) -> bool:
         """Insert the patient once; a repeat (retried intake, even one running at the same
@@ -690,7 +763,12 @@ def _migration_2(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
-_MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(conn: Connection) -> None:
+    """Sites' unplanned closures."""
+    metadata.create_all(conn, tables=[site_closures])
+
+
+_MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
 def store_unreachable(exc: Exception) -> str:

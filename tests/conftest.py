@@ -10,8 +10,24 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from tests.clinic_time import SEED, SEED_VARIABLE, START
 from tests.postgres import NOT_INSTALLED, PostgresServer, running_postgres
 from tests.support import start_time_skipping
+
+
+def pytest_report_header() -> str:
+    return (
+        f"journeys start on {START.describe()} America/New_York (seed {SEED}; "
+        f"{SEED_VARIABLE}={SEED} reproduces this run)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
+        terminalreporter.write_line(
+            f"journeys started on {START.describe()} America/New_York: rerun with "
+            f"{SEED_VARIABLE}={SEED}"
+        )
 
 
 @pytest_asyncio.fixture(loop_scope="session")

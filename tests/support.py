@@ -23,19 +23,24 @@ from activities.telephony import SimulatedTelephony
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
 from clinical.careplan import weeks_over
-from clinical.identifiers import journey_workflow_id, new_patient_id
-from clinical.journey import JourneyInput, JourneyStatus
+from clinical.identifiers import new_patient_id
+from clinical.journey import JourneyStatus
 from clinical.protocol import ProgramCatalog
 from infra.codec import KeyRing
 from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
 from infra.store import CareStore
 from infra.temporal import data_converter
+from services.enrolment import enrol, journey_input
+from tests.clinic_time import START, StartChoice, next_start, step_to
 from worker import running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.visibility import ALL_KEYS
 
 PROGRAMS = PROJECT_ROOT / "programs"
+OPEN_SITES = Path(__file__).parent / "sites-open.toml"
+"""Sites that never close (the default of a test clinic); `PROGRAMS / "sites.toml"` has the
+clinic's holidays."""
 # A committed test key ring (two keys: a rotation) so tests, recorded histories and the
 # replay gate run with the production codec.
 TEST_KEYS_FILE = Path(__file__).parent / "test-keys.json"
@@ -103,12 +108,16 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
-async def start_time_skipping() -> WorkflowEnvironment:
+async def start_time_skipping(start: StartChoice | None = START) -> WorkflowEnvironment:
+    """A time-skipping server whose clock stands at the run's chosen start (a weekday and
+    time at the default site, `tests.clinic_time`), or at the real now with `start=None`."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(binary("temporal-test-server")),
         data_converter=data_converter(TEST_KEYS),
     )
     await register_search_attributes(env.client)
+    if start is not None:
+        await step_to(env, next_start(await env.get_current_time(), start))
     return env
 
 
@@ -128,13 +137,11 @@ class Clinic:
     async def enrol(
         self, enrolment: Enrolment, program_id: str | None = None
     ) -> WorkflowHandle[Any, Any]:
-        protocol = self.operations.catalog.load(program_id or enrolment.program_id)
-        handle = await self.client.start_workflow(
-            PatientJourneyWorkflow.run,
-            JourneyInput(enrolment=enrolment, protocol=protocol),
-            id=journey_workflow_id(enrolment.patient_id),
-            task_queue=self.settings.task_queue,
-        )
+        """Through the enrolment service, as every door enrols."""
+        if program_id is not None:
+            enrolment = enrolment.model_copy(update={"program_id": program_id})
+        journey = journey_input(enrolment, self.settings, self.store)
+        handle = await enrol(self.client, self.settings.task_queue, journey)
         self.started.append(handle)
         return handle
 
@@ -158,6 +165,7 @@ async def clinic(
     programs_dir: Path = PROGRAMS,
     telephony: Any = None,
     database_url: str | None = None,
+    sites: Path = OPEN_SITES,
     **worker_overrides: Any,
 ) -> AsyncIterator[Clinic]:
     """`telephony`, if given, builds the provider from the store (default: simulated,
@@ -167,6 +175,7 @@ async def clinic(
         load_settings(),
         database_url=database_url or f"sqlite:///{tmp_path / 'care.db'}",
         programs_dir=programs_dir,
+        sites_path=sites,
         task_queue=f"carepath-test-{uuid.uuid4().hex[:8]}",
     )
     store = CareStore(settings.database_url)

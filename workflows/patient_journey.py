@@ -50,8 +50,14 @@ with workflow.unsafe.imports_passed_through():
         cancel_from,
         close_out,
     )
-    from clinical.careplan import CarePlan, week_sessions
+    from clinical.careplan import (
+        CarePlan,
+        treatment_week_id,
+        treatment_week_of,
+        week_sessions,
+    )
     from clinical.clock import first_monday_after
+    from clinical.closures import MAKE_UP_TASK, MakeUp, make_up, split_closed
     from clinical.engagement import engagement_alerts
     from clinical.instruments import Finding
     from clinical.journey import (
@@ -77,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         alumni_meetings,
         apply_attendance,
         apply_check_in_adjustment,
+        apply_closure,
         apply_commitments_revision,
         apply_family_consent,
         apply_review,
@@ -85,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
         check_attendance,
         check_attendance_sheet,
         check_check_in_adjustment,
+        check_closure,
         check_commitments_revision,
         check_discharge,
         check_family_consent,
@@ -96,6 +104,7 @@ with workflow.unsafe.imports_passed_through():
         current_level,
         new_referral,
         next_contact_day,
+        postpone_check_in,
         reassess,
         referral_opened,
         relapse_found_by_call,
@@ -109,7 +118,13 @@ with workflow.unsafe.imports_passed_through():
     from clinical.phases import Phase
     from clinical.placement import PlacementRefused
     from clinical.referrals import ReferralInput, ReferralStatus
-    from clinical.reminders import Reminder, alumni_invitation_key, call_reminder_key
+    from clinical.reminders import (
+        Reminder,
+        alumni_invitation_key,
+        call_reminder_key,
+        closure_notice,
+    )
+    from clinical.sites import Closure, ClosureCalendar
     from workflows import visibility
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
@@ -124,6 +139,9 @@ with workflow.unsafe.imports_passed_through():
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
+CLINIC_TIME = "clinic-time"
+"""2026-12: journeys run on their site's zone and closures (the input names the site)."""
+
 ENGINE = "engine"
 """The actor of what the journey does by itself (closing tasks whose cause is gone)."""
 
@@ -135,8 +153,15 @@ class PatientJourneyWorkflow:
         if journey.state is not None:
             self._state = journey.state
         elif journey.enrolment is not None and journey.protocol is not None:
+            # The site's clock and closures: journeys enrolled before kept the UTC calendar
+            # they started on (their input named no site).
+            closures = None
+            if journey.site is not None and workflow.patched(CLINIC_TIME):
+                closures = ClosureCalendar(site=journey.site, unplanned=journey.closures)
             try:
-                self._state = start_journey(journey.enrolment, journey.protocol, workflow.now())
+                self._state = start_journey(
+                    journey.enrolment, journey.protocol, workflow.now(), closures
+                )
             except PlacementRefused as exc:
                 # Starters check this first; a client that did not must not leave a journey
                 # retrying its first task forever.
@@ -267,11 +292,19 @@ class PatientJourneyWorkflow:
                 st.protocol,
                 family_of=st.assessment if family else None,
             )
-            st.sessions = [*st.sessions, *(SessionRecord.booked(s) for s in specs)]
+            closed: list[SessionRecord] = []
+            if st.closures is not None:
+                specs, closed = split_closed(specs, st.closures, st.clock)
+            st.sessions = [*st.sessions, *(SessionRecord.booked(s) for s in specs), *closed]
+            short_by = 0
+            if closed:
+                make_ups = self._make_up(monday)
+                specs, short_by = [*specs, *make_ups.sessions], make_ups.short_by
             booking = SessionBooking(
                 patient_id=st.patient_id,
                 sessions=specs,
                 reminders=session_reminders(st, specs),
+                closed=closed,
             )
             if self._since("week-in-one-write"):
                 # The past week's attendance and the coming week's bookings in one
@@ -279,6 +312,8 @@ class PatientJourneyWorkflow:
                 await self._book(booking.model_copy(update={"events": self._take_pending()}))
             else:
                 await asyncio.gather(self._book(booking), self._flush())
+            if short_by:
+                await self._open_make_up_task(short_by)
             self._update_visibility()
             return
         phases = st.plan.phases
@@ -291,7 +326,12 @@ class PatientJourneyWorkflow:
             return
         st.aftercare_start_day = monday
         calls = follow_up_schedule(
-            monday, st.assessment.contact_window, st.clock, st.protocol, st.episode
+            monday,
+            st.assessment.contact_window,
+            st.clock,
+            st.protocol,
+            st.episode,
+            closed=st.closed,
         )
         st.follow_ups = [*st.follow_ups, *calls]
         # Journeys that reached aftercare before call reminders existed had none queued.
@@ -302,6 +342,34 @@ class PatientJourneyWorkflow:
             self._pending_reminders += alumni_invitations(st)
         await self._flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
+
+    def _make_up(self, monday: int) -> MakeUp:
+        """Make-up sessions for the current week after closures, into the state (the caller
+        books them); and how many session days are still short."""
+        st = self._state
+        assert st.closures is not None
+        week_id = treatment_week_id(st.phase, st.episode, st.week)
+        found = make_up(
+            [s for s in st.sessions if treatment_week_of(s.session_id) == week_id],
+            phase=st.phase,
+            week_start_day=monday,
+            now_day=self._today(),
+            calendar=st.closures,
+            clock=st.clock,
+            protocol=st.protocol,
+            assessment=st.assessment,
+        )
+        st.sessions = [*st.sessions, *(SessionRecord.booked(s) for s in found.sessions)]
+        return found
+
+    async def _open_make_up_task(self, short_by: int) -> None:
+        st = self._state
+        await self._open_task(
+            MAKE_UP_TASK,
+            f"site closures leave week {st.week} of {st.phase.value} {short_by} session day(s) "
+            "short and no free slot fits: arrange a make-up session",
+            key_suffix=f"E{st.episode}-{treatment_week_id(st.phase, st.episode, st.week)}",
+        )
 
     async def _aftercare_step(self) -> None:
         st = self._state
@@ -320,6 +388,10 @@ class PatientJourneyWorkflow:
             return
         if self._check_ins_adjusted:  # a new schedule: wait for its first check-in instead
             self._check_ins_adjusted = False
+            return
+        if st.closed(st.clock.local_date(due.day)) is not None:
+            postpone_check_in(st, due)  # the site is closed: the next open day, same time
+            self._update_visibility()
             return
         # Program changes reach a patient in aftercare at their next check-in (how it is
         # placed, what is asked); the schedule already made stays. Journeys from before
@@ -831,6 +903,60 @@ class PatientJourneyWorkflow:
     @record_attendance.validator
     def _validate_attendance(self, report: AttendanceReport) -> None:
         check_attendance(self._state, report, self._today())
+
+    @workflow.update
+    async def announce_closure(self, closure: Closure) -> str:
+        """The site is closed on a day (weather, an outage): that day's sessions are
+        cancelled, the patient told, and a make-up booked (or a task opened) when the week
+        falls short of the program's session days."""
+        st = self._state
+        cancelled = apply_closure(st, closure, self._today())
+        self._pending_sessions.update({s.session_id: s for s in cancelled})
+        self._audit(
+            closure.announced_by,
+            "closure_applied",
+            "operations",
+            {"date": closure.date.isoformat(), "cancelled": len(cancelled)},
+        )
+        found = MakeUp(sessions=[], short_by=0)
+        if cancelled:
+            self._pending_reminders.append(
+                closure_notice(
+                    patient_id=st.patient_id,
+                    day=closure.date,
+                    reason=closure.reason,
+                    cancelled=len(cancelled),
+                    now=workflow.now(),
+                    window=st.assessment.contact_window,
+                    clock=st.clock,
+                )
+            )
+            this_week = st.phase_start_day is not None and st.week >= 1
+            if this_week and any(s.week == st.week and s.phase == st.phase for s in cancelled):
+                assert st.phase_start_day is not None
+                found = self._make_up(st.phase_start_day + 7 * (st.week - 1))
+        if found.sessions:
+            await self._book(
+                SessionBooking(
+                    patient_id=st.patient_id,
+                    sessions=found.sessions,
+                    reminders=session_reminders(st, found.sessions),
+                    events=self._take_pending(),
+                )
+            )
+        else:
+            await self._flush()
+        if found.short_by:
+            await self._open_make_up_task(found.short_by)
+        self._update_visibility()
+        return (
+            f"closed {closure.date}: {len(cancelled)} session(s) cancelled, "
+            f"{len(found.sessions)} make-up session(s) booked"
+        )
+
+    @announce_closure.validator
+    def _validate_closure(self, closure: Closure) -> None:
+        check_closure(self._state, closure, self._today())
 
     @workflow.update
     async def record_attendance_sheet(self, sheet: AttendanceSheet) -> AttendanceSummary:

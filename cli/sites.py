@@ -1,0 +1,103 @@
+"""Sites on the command line: announce a site's unplanned closure, list its closures."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import re
+from datetime import UTC, date, datetime
+
+from pydantic import ValidationError
+
+from cli.common import EXIT_UNREACHABLE, CliError, care_store, client_for, console
+from clinical.protocol import describe_validation_error
+from clinical.sites import Closure, SiteDirectory, SiteError
+from infra.settings import Settings
+from services.closures import ClosureRefused, announce_closure
+
+
+def _operator() -> str:
+    """Who announces: the operating-system user running the command (the audit's actor)."""
+    try:
+        user = getpass.getuser()
+    except OSError:
+        return "operator"
+    return user[:32] if re.fullmatch(r"[A-Za-z0-9._@-]{1,32}", user) else "operator"
+
+
+def _sites(settings: Settings) -> SiteDirectory:
+    try:
+        return SiteDirectory.load(settings.sites_file)
+    except SiteError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def cmd_closure(args: argparse.Namespace, settings: Settings) -> int:
+    sites = _sites(settings)
+    try:
+        site = sites.get(args.site)
+    except SiteError as exc:
+        raise CliError(str(exc)) from None
+    if args.action == "list":
+        return _list(settings, site.site_id, site.zone, sites, args.json)
+    if not args.date or not args.reason:
+        raise CliError("closure announce: give --date YYYY-MM-DD and --reason")
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        raise CliError(f"date: {args.date!r} is not a date (YYYY-MM-DD)") from None
+    try:
+        closure = Closure(
+            site_id=site.site_id, date=day, reason=args.reason, announced_by=_operator()
+        )
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+    store = care_store(settings)
+    try:
+        client = await client_for(settings)
+        done = await announce_closure(client, store, sites, closure, datetime.now(UTC))
+    except ClosureRefused as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps(done.__dict__, indent=2, sort_keys=True))
+    else:
+        said = "announced" if done.new else "announced before; sent again to any patient it missed"
+        console.print(f"{site.site_id} closed on {day} ({closure.reason}): {said}")
+        console.print(
+            f"{len(done.applied)} journey(s) took it now, {len(done.already)} had it already, "
+            f"{len(done.not_taken)} did not take it, {len(done.unreachable)} did not answer"
+        )
+        for patient_id, answer in sorted(done.applied.items()):
+            console.print(f"  {patient_id}: {answer}")
+        for patient_id, why in sorted(done.not_taken.items()):
+            console.print(f"  {patient_id}: not taken: {why}")
+    if done.unreachable:
+        raise CliError(
+            f"{len(done.unreachable)} journey(s) did not answer (is a worker running?); "
+            "announce the closure again to reach them",
+            EXIT_UNREACHABLE,
+        )
+    return 0
+
+
+def _list(settings: Settings, site_id: str, zone: str, sites: SiteDirectory, as_json: bool) -> int:
+    store = care_store(settings)
+    try:
+        found = store.closures(site_id)
+    finally:
+        store.dispose()
+    holidays = sites.get(site_id).holidays
+    if as_json:
+        print(json.dumps([c.model_dump(mode="json") for c in found], indent=2))
+        return 0
+    console.print(
+        f"{site_id} ({zone}): yearly holidays {', '.join(h.name for h in holidays) or 'none'}"
+    )
+    for c in found:
+        console.print(f"  {c.date} {c.reason} (announced by {c.announced_by})")
+    if not found:
+        console.print("  no unplanned closure announced")
+    return 0
