@@ -157,7 +157,7 @@ def test_an_unknown_site_is_refused_naming_the_known_ones() -> None:
 # --- closures and make-ups -----------------------------------------------------------------
 
 
-def _first_week(commitments: list[dict[str, str]] | None = None):  # type: ignore[no-untyped-def]
+def _first_week(commitments: list[dict[str, str]] | None = None):
     protocol = ProgramCatalog(PROGRAMS).load("default-iop")
     overrides = {} if commitments is None else {"commitments": commitments}
     enrolment = make_enrolment(**overrides)
