@@ -10,6 +10,7 @@ occurrence of it with `step_to`."""
 
 from __future__ import annotations
 
+import calendar
 import os
 import random
 from dataclasses import dataclass
@@ -64,17 +65,15 @@ def next_start(
     return wall.astimezone(UTC)
 
 
-def next_date(after: datetime, month: int, day: int, hour: int = 10) -> datetime:
-    """The next `month`/`day` (at `hour` at the site) a day or more after `after`, in a year
-    that has it (29 February: a leap year)."""
+def next_date(
+    after: datetime, month: int, day: int, hour: int = 10, leap: bool = False
+) -> datetime:
+    """The next `month`/`day` (at `hour` at the site) a day or more after `after`; with
+    `leap`, in a leap year (whose 29 February the journey will cross)."""
     year = after.astimezone(SITE_ZONE).year
     while True:
-        try:
-            wanted = datetime.combine(date(year, month, day), time(hour), tzinfo=SITE_ZONE)
-        except ValueError:
-            year += 1
-            continue
-        if wanted > after + timedelta(days=1):
+        wanted = datetime.combine(date(year, month, day), time(hour), tzinfo=SITE_ZONE)
+        if wanted > after + timedelta(days=1) and (not leap or calendar.isleap(year)):
             return wanted.astimezone(UTC)
         year += 1
 

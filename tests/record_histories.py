@@ -8,6 +8,7 @@ the old histories too, so the gate proves both old and new paths replay. See REA
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -32,18 +33,23 @@ from clinical.journey import (
 )
 from clinical.phases import Phase
 from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
+from clinical.sites import Closure, SiteDirectory
+from services.closures import announce_closure
 from tests.support import (
     NEEDS_A_HIGHER_LEVEL,
+    OPEN_SITES,
     USE_ON_FIRST_CHECK_IN,
     Clinic,
     Scripted,
     clinic,
     drive_journey,
     enrolment_data,
+    first_session_of_week,
     journey_histories,
     make_enrolment,
     start_time_skipping,
     steady_attendance,
+    write_holiday_sites,
 )
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -80,6 +86,46 @@ async def full_year(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]
         child = c.client.get_workflow_handle(f"{handle.id}-E1-{f.call_id}")
         named.append((f"follow_up_call--{f.call_id}-{f.outcome}", await child.fetch_history()))
     return named
+
+
+async def holiday_week(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """A site's holiday on a session day of week 2: the day's sessions cancelled and a
+    make-up booked in the same week (the site's calendar: patch clinic-time)."""
+    enrolment = make_enrolment()
+    holiday = first_session_of_week(enrolment, await env.get_current_time(), week=2)
+    write_holiday_sites(c.settings.sites_file, holiday.starts_at)
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        status, _ = await drive_journey(
+            env,
+            handle,
+            choose=lambda n: "attended",
+            sheets=True,
+            until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+        )
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+    assert any(s.cancelled_for for s in status.sessions)
+    return await runs_of(c, handle, "journey_holiday_week")
+
+
+async def unplanned_closure(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """Snow on a session day ahead, announced twice: cancelled once, the patient told."""
+    sites = SiteDirectory.load(c.settings.sites_file)
+    enrolment = make_enrolment()
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        status, _ = await drive_journey(
+            env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1
+        )
+        ahead = min(
+            (s for s in status.sessions if s.day > status.program_day + 1), key=lambda s: s.day
+        )
+        snow = Closure(site_id="north", date=ahead.starts_at.date(), reason="snow")
+        for _ in range(2):
+            await announce_closure(c.client, c.store, sites, snow, await env.get_current_time())
+        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_unplanned_closure")
 
 
 async def discharged(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -311,6 +357,8 @@ SCENARIOS: dict[str, Scenario] = {
     s.__name__: s
     for s in (
         full_year,
+        holiday_week,
+        unplanned_closure,
         discharged,
         escalated,
         schedule_conflict,
@@ -348,7 +396,11 @@ async def record(names: list[str], directory: Path = HISTORY_DIR) -> list[Path]:
         env = await start_time_skipping()
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                async with clinic(env.client, Path(tmp), telephony=TELEPHONY.get(name)) as c:
+                sites = Path(tmp) / "sites.toml"
+                shutil.copy(OPEN_SITES, sites)  # a scenario may give its site holidays
+                async with clinic(
+                    env.client, Path(tmp), telephony=TELEPHONY.get(name), sites=sites
+                ) as c:
                     for name, history in await scenario(env, c):
                         # Replay needs the real workflow ID (child IDs derive from it).
                         path = directory / f"{name}--{history.workflow_id}.json"

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,12 @@ from activities.care_operations import CareOperations
 from activities.telephony import SimulatedTelephony
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
-from clinical.careplan import weeks_over
+from clinical.careplan import SessionSpec, plan_care, week_sessions, weeks_over
+from clinical.clock import ProgramClock, first_monday_after
 from clinical.identifiers import new_patient_id
 from clinical.journey import JourneyStatus
+from clinical.phases import Phase
+from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog
 from infra.codec import KeyRing
 from infra.embedded_server import binary
@@ -194,6 +197,27 @@ async def clinic(
 
 
 DAY = timedelta(days=1)
+
+
+def first_session_of_week(enrolment: Enrolment, enrolled: datetime, week: int) -> SessionSpec:
+    """Where the plan puts the first of the patient's sessions of intensive week `week` for
+    an enrolment at `enrolled` at the north site (the rules are pure: ask them first)."""
+    protocol = ProgramCatalog(PROGRAMS).load(enrolment.program_id)
+    plan = plan_care(enrolment.assessment, place_enrolment(enrolment, protocol), protocol)
+    clock = ProgramClock.starting_at(enrolled, protocol.clock.seconds_per_day, "America/New_York")
+    monday = first_monday_after(clock.day(enrolled), clock.origin_date.weekday())
+    specs = week_sessions(plan, Phase.intensive, 1, week, monday + 7 * (week - 1), clock, protocol)
+    return min((s for s in specs if s.attendee == "patient"), key=lambda s: s.day)
+
+
+def write_holiday_sites(path: Path, on: datetime, name: str = "Founders Day") -> Path:
+    """A sites file whose north site closes every year on `on`'s month and day."""
+    path.write_text(
+        "[sites.north]\n"
+        'name = "North clinic"\nzone = "America/New_York"\n'
+        f'holidays = [{{ name = "{name}", date = "{on:%m-%d}" }}]\n'
+    )
+    return path
 
 
 def attendance_choice(n: int) -> str:

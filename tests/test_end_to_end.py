@@ -341,7 +341,12 @@ def test_find_answers_visibility_questions(deployment: Deployment, tmp_path: Pat
         assert result.returncode == 0, result.stderr
         return {r["patient_id"] for r in json.loads(result.stdout)}
 
-    today = datetime.now(UTC).date()
+    # The enrolment's own date (UTC, as the search attribute holds it), not the date the test
+    # runs: a run that straddles midnight must still find it.
+    shown = d.cli("status", patient, "--json")
+    assert shown.returncode == 0, shown.stderr
+    enrolled = datetime.fromisoformat(json.loads(shown.stdout)["phase_history"][0]["at"])
+    today = enrolled.astimezone(UTC).date()
     deadline = time.monotonic() + 30
     while patient not in found("--site", "east-2", "--risk", "moderate", "--active"):
         assert time.monotonic() < deadline, "visibility never showed the patient"

@@ -188,8 +188,12 @@ async def test_updates_racing_the_continue_as_new_boundary_are_not_lost(
             # Past the week's last session (the boundary is at the next week's start) ...
             last_day = max(s.day for s in status.sessions if s.week == status.week)
             await env.sleep(timedelta(days=last_day - status.program_day + 0.1))
-            # ... then the clock crosses the boundary while the reports arrive.
-            await asyncio.gather(env.sleep(timedelta(days=3)), *map(report, last_week))
+            # ... then the clock crosses the boundary (the next treatment week's Monday) while
+            # the reports arrive.
+            assert status.phase_start_day is not None
+            boundary = status.phase_start_day + 7 * status.week
+            to_boundary = timedelta(days=boundary - last_day + 0.4)
+            await asyncio.gather(env.sleep(to_boundary), *map(report, last_week))
             await settle(c.client, handle.id)
             after = await c.status(handle)
             runs_after = len(await journey_histories(c.client, handle))
