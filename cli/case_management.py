@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, tzinfo
 from typing import Any, get_args
 
 from rich.table import Table
@@ -19,6 +21,7 @@ from cli.common import (
     console,
     make_request,
     send_update,
+    site_zones,
     validated,
 )
 from cli.operators import list_journeys, visibility_query
@@ -184,13 +187,20 @@ async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _task_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _task_rows(
+    rows: list[dict[str, Any]], zone_of: Callable[[str], tzinfo]
+) -> list[dict[str, Any]]:
+    """Tasks as people read them: opened and due at the patient's site's local time."""
     keep = ("id", "patient_id", "case_manager_id", "kind", "status", "detail", "workflow_id")
     return [
         {
             **{k: r[k] for k in keep},
-            "opened_at": r["created_at"].isoformat(),
-            "due_at": r["due_at"].isoformat() if r["due_at"] else None,
+            "opened_at": r["created_at"].astimezone(zone_of(r["patient_id"])).isoformat(),
+            "due_at": (
+                r["due_at"].astimezone(zone_of(r["patient_id"])).isoformat()
+                if r["due_at"]
+                else None
+            ),
             "completed_by": r["completed_by"],
         }
         for r in rows
@@ -204,19 +214,26 @@ def _task_table(rows: list[dict[str, Any]], title: str) -> Table:
             str(r["id"]),
             r["patient_id"],
             r["kind"],
-            r["opened_at"][:16].replace("T", " "),
-            (r["due_at"] or "-")[:16].replace("T", " "),
+            _local(r["opened_at"]),
+            _local(r["due_at"]),
             r["status"] if r["status"] == "open" else f"done by {r['completed_by']}",
             r["detail"],
         )
     return table
 
 
+def _local(iso: str | None) -> str:
+    """`2027-01-14 18:00 -0500` from an ISO time with its offset."""
+    return "-" if iso is None else f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M %z}"
+
+
 def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     cm = validated(CaseManagerId, args.case_manager, "case manager") if args.case_manager else None
     patient = validated(PatientId, args.patient, "patient") if args.patient else None
     store = care_store(settings)
-    rows = _task_rows(store.task_list(cm, patient, include_done=args.all))
+    rows = _task_rows(
+        store.task_list(cm, patient, include_done=args.all), site_zones(settings, store)
+    )
     store.dispose()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -263,7 +280,7 @@ async def cmd_caseload(args: argparse.Namespace, settings: Settings) -> int:
         if r["running"] and r["phase"] in active
     ]
     store = care_store(settings)
-    open_tasks = _task_rows(store.task_list(cm))
+    open_tasks = _task_rows(store.task_list(cm), site_zones(settings, store))
     store.dispose()
     per_patient = Counter(t["patient_id"] for t in open_tasks)
     for p in patients:

@@ -4,7 +4,7 @@ Temporal client and the requests a case manager sends to a journey, the store fo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,12 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from clinical.clock import zone
 from clinical.identifiers import PatientId, journey_workflow_id
 from clinical.protocol import describe_validation_error
+from clinical.sites import SiteDirectory, SiteError
 from infra.settings import Settings, SettingsError
-from infra.store import SCHEMA_VERSION, CareStore
+from infra.store import SCHEMA_VERSION, CareStore, patients
 from infra.temporal import connect
 
 console = Console()
@@ -131,6 +133,31 @@ async def answer_update(settings: Settings, patient_id: str, update: Any, reques
     message = await send_update(settings, patient_id, update, request)
     console.print(f"{patient_id}: {message}")
     return 0
+
+
+def site_zones(settings: Settings, store: CareStore) -> Callable[[str], tzinfo]:
+    """Each patient's site zone (UTC where the store or the sites file does not say): what
+    people read is the site's local time, with its offset."""
+    names = site_zone_names(settings, store)
+    return lambda patient_id: zone(names(patient_id))
+
+
+def site_zone_names(settings: Settings, store: CareStore) -> Callable[[str], str]:
+    """Each patient's site zone's name ("UTC" where the store or sites file does not say)."""
+    try:
+        sites = SiteDirectory.load(settings.sites_file)
+    except SiteError:
+        sites = SiteDirectory({})
+    site_of = {r["patient_id"]: r["site_id"] for r in store.rows(patients, columns=SITE_COLUMNS)}
+
+    def zone_of(patient_id: str) -> str:
+        site = sites.sites.get(site_of.get(patient_id, ""))
+        return "UTC" if site is None else site.zone
+
+    return zone_of
+
+
+SITE_COLUMNS = ("patient_id", "site_id")
 
 
 def care_store(settings: Settings) -> CareStore:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from cli.common import (
     console,
     journey_call,
     journey_handle,
+    site_zone_names,
+    site_zones,
     validated,
 )
 from clinical.identifiers import CaseManagerId, PatientId
@@ -43,18 +46,21 @@ async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     store = care_store(settings)
     try:
         story = await journey_story(client, patient_id, store)
+        zone = site_zones(settings, store)(patient_id)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no journey for patient {patient_id}") from None
         raise
     finally:
         store.dispose()
+    # Read at the patient's site: local times with their offset.
+    story = [replace(e, at=e.at.astimezone(zone)) for e in story]
     if args.json:
         print(json.dumps([e.as_json() for e in story], indent=2))
         return 0
     table = Table("when", "where", "what", "who", "detail", title=f"{patient_id}: the journey")
     for e in story:
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.source, e.what, e.who, e.detail[:80])
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S %z}", e.source, e.what, e.who, e.detail[:80])
     console.print(table)
     return 0
 
@@ -69,7 +75,12 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     patient_id = validated(PatientId, args.patient, "patient")
     store = care_store(settings)
     try:
-        record = journey_record(store, ProgramCatalog(settings.programs_dir), patient_id)
+        record = journey_record(
+            store,
+            ProgramCatalog(settings.programs_dir),
+            patient_id,
+            site_zone_names(settings, store)(patient_id),
+        )
         # Only an open referral needs Temporal: whether its partner accepted is in its history.
         if record.awaiting_partners:
             record = await with_partner_answers(record, await client_for(settings))
@@ -116,13 +127,16 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def render_status(s: JourneyStatus) -> None:
     rate = "n/a" if s.attendance_rate is None else f"{s.attendance_rate:.0%}"
-    due = "-" if s.next_contact_due is None else f"{s.next_contact_due:%Y-%m-%d %H:%M}"
+    due = "-" if s.next_contact_due is None else f"{s.next_contact_due:%Y-%m-%d %H:%M %z}"
     week = f"week {s.week} of {s.weeks_in_phase}" if s.weeks_in_phase else ""
     console.print(
         f"[bold]{s.patient_id}[/] {s.phase.value} {week}  level {s.level or '-'}  "
         f"risk {s.risk}  case manager {s.case_manager_id}  site {s.site_id}"
     )
-    console.print(f"program {s.program_id}, today {s.today:%Y-%m-%d}; {s.plan.placement.explain()}")
+    console.print(
+        f"program {s.program_id}, today {s.today:%Y-%m-%d} at the site ({s.clock.zone}, times "
+        f"below are local with their UTC offset); {s.plan.placement.explain()}"
+    )
     if s.schedule_conflict:
         console.print(f"[red]schedule conflict:[/] {s.schedule_conflict}")
     for r in s.referrals:
@@ -142,10 +156,10 @@ def render_status(s: JourneyStatus) -> None:
         for x in [*recent, *upcoming]:
             table.add_row(
                 x.session_id,
-                f"{x.starts_at:%a %Y-%m-%d %H:%M}",
+                f"{x.starts_at:%a %Y-%m-%d %H:%M %z}",
                 x.session_type,
                 x.modality,
-                x.status.value,
+                x.status.value + (f" ({x.cancelled_for})" if x.cancelled_for else ""),
             )
         console.print(table)
     if s.follow_ups:
@@ -153,7 +167,7 @@ def render_status(s: JourneyStatus) -> None:
         for f in s.follow_ups:
             table.add_row(
                 f.call_id,
-                f"{f.due_at:%Y-%m-%d}",
+                f"{f.due_at:%Y-%m-%d %H:%M %z}",
                 f.outcome.value if f.outcome else "due",
                 str(f.attempts),
                 "-" if f.check_in is None else str(f.check_in.days_of_use),

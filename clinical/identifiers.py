@@ -12,11 +12,13 @@ from pydantic import AfterValidator, StringConstraints
 # Crockford base32 (no I, L, O, U): readable over the phone, never spells a name by accident
 # often enough to matter, and we additionally require digits.
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_PATIENT_ID = re.compile(r"^P-[0-9A-HJKMNP-TV-Z]{8}$")
+# Matched whole (fullmatch): `$` in `re` also matches before a trailing newline, which once
+# let "P-7K2M9Q4D\n" pass as a second patient.
+_PATIENT_ID = re.compile(r"P-[0-9A-HJKMNP-TV-Z]{8}")
 
 
 def _check_patient_id(value: str) -> str:
-    if not _PATIENT_ID.match(value) or sum(c.isdigit() for c in value[2:]) < 2:
+    if not _PATIENT_ID.fullmatch(value) or sum(c.isdigit() for c in value[2:]) < 2:
         raise ValueError(
             "patient_id must be an opaque identifier like P-7K2M9Q4D "
             "('P-' and 8 characters of 0-9/A-Z without I, L, O, U, at least two digits)"
@@ -54,6 +56,6 @@ def is_referral_workflow_id(workflow_id: str) -> bool:
 
 
 def patient_id_from_workflow_id(workflow_id: str) -> str | None:
-    if workflow_id.startswith("journey-") and _PATIENT_ID.match(workflow_id[len("journey-") :]):
+    if workflow_id.startswith("journey-") and _PATIENT_ID.fullmatch(workflow_id[len("journey-") :]):
         return workflow_id[len("journey-") :]
     return None

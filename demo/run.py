@@ -44,12 +44,14 @@ from clinical.referrals import (
     ReferralStage,
     ReferralStatus,
 )
+from clinical.sites import Closure, SiteDirectory
 from demo.cohort import synthetic_cohort
 from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings
 from infra.store import follow_up_calls, referrals, tasks
 from infra.temporal import connect
 from operators.outcomes import percent
+from services.closures import announce_closure
 from worker import build_care_operations, running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -252,6 +254,49 @@ def progress_view(statuses: dict[str, JourneyStatus], total: int, started: float
     return Group(phases, table)
 
 
+async def snow_day(
+    client: Client, settings: Settings, store: Any, statuses: dict[str, JourneyStatus]
+) -> str:
+    """An operator announces a snow day at the north site once its first patient is in
+    treatment, three days ahead on the site's calendar."""
+    sites = SiteDirectory.load(settings.sites_file)
+    while True:
+        north = [
+            s
+            for s in statuses.values()
+            if s.site_id == "north" and s.phase == Phase.intensive and s.week >= 1
+        ]
+        if north or (statuses and all(s.phase.is_terminal for s in statuses.values())):
+            break
+        await asyncio.sleep(0.2)
+    if not north:
+        return "no north patient reached treatment: no snow day"
+    # Three days ahead on the site's calendar (a little over a second on the demo's clock):
+    # time to reach every journey there before the day comes.
+    status = north[0].as_of(datetime.now(UTC))
+    day = status.clock.local_date(status.program_day + 3)
+    snow = Closure(site_id="north", date=day, reason="snow day", announced_by="demo-operator")
+    done = await announce_closure(client, store, sites, snow, datetime.now(UTC))
+    return f"snow day at north on {day}: announced to {len(done.applied)} active journey(s)"
+
+
+def sites_line(settings: Settings, cohort: list[Any]) -> str:
+    sites = SiteDirectory.load(settings.sites_file)
+    used = sorted({e.site_id for e in cohort})
+    return ", ".join(f"{s} ({sites.get(s).zone})" for s in used)
+
+
+def closures_summary(statuses: dict[str, JourneyStatus]) -> str:
+    """Sessions cancelled because a site was closed, by why; none of them counted missed."""
+    why = Counter(
+        s.cancelled_for.removeprefix("site closed: ")
+        for status in statuses.values()
+        for s in status.sessions
+        if s.cancelled_for
+    )
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(why.items())) or "none"
+
+
 def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operations: Any) -> Table:
     store = operations.store
     ids = {o.patient_id for o in outcomes}
@@ -323,6 +368,7 @@ async def run_demo(
             )
             for i, (h, e) in enumerate(zip(handles, cohort, strict=True))
         ]
+        snow = asyncio.create_task(snow_day(client, settings, operations.store, statuses))
         with Live(
             progress_view(statuses, patients, started), console=console, refresh_per_second=2
         ) as live:
@@ -333,7 +379,12 @@ async def run_demo(
         for m in managers:
             m.result()  # surface any failure of the simulation
         outcomes: list[JourneyOutcome] = [await h.result() for h in handles]
-    console.print(outcome_summary(outcomes, settings, operations))
+        snowed = await snow
+    summary = outcome_summary(outcomes, settings, operations)
+    summary.add_row("sites (time zones)", sites_line(settings, cohort))
+    summary.add_row("sessions cancelled by closures, never missed", closures_summary(statuses))
+    summary.add_row("unplanned closure", snowed)
+    console.print(summary)
     console.print(
         f"Finished in {time.monotonic() - started:.0f} s. Each patient's workflow history is in "
         f"the Temporal Web UI: {server.ui_url}/namespaces/default/workflows"

@@ -261,8 +261,11 @@ def _episode_of_call(call_ref: str) -> tuple[int, str]:
     return int(found.group(1)), call_ref[found.end() :]
 
 
-def journey_record(store: CareStore, catalog: ProgramCatalog, patient_id: str) -> JourneyRecord:
-    """Everything the store knows about one patient's journey that an export may carry."""
+def journey_record(
+    store: CareStore, catalog: ProgramCatalog, patient_id: str, zone: str = "UTC"
+) -> JourneyRecord:
+    """Everything the store knows about one patient's journey that an export may carry, its
+    times at the site's `zone` (local, with their offset)."""
     found = store.rows(patients, columns=PATIENT_COLUMNS_WITHOUT_CONTACT, patient_id=patient_id)
     if not found:
         raise ExportError(f"no patient {patient_id} in the care store")
@@ -273,7 +276,7 @@ def journey_record(store: CareStore, catalog: ProgramCatalog, patient_id: str) -
         raise ExportError(f"cannot read the program {row['program_id']}: {exc}") from None
     enrolled = row["enrolled_at"]
     # The journey's clock, as the workflow made it at enrolment.
-    clock = ProgramClock.starting_at(enrolled, protocol.clock.seconds_per_day)
+    clock = ProgramClock.starting_at(enrolled, protocol.clock.seconds_per_day, zone)
     open_tasks = {t["idempotency_key"] for t in store.task_list(patient_id=patient_id)}
     return JourneyRecord(
         patient_id=row["patient_id"],
