@@ -60,7 +60,7 @@ async def connect_with_patience(
     delay = 0.5
     while not stop.is_set():
         try:
-            return await connect(settings, runtime)
+            return await connect(settings, runtime, make_keys=True)
         except RuntimeError as exc:
             log.warning("temporal_unreachable", error=str(exc).splitlines()[0], retry_in=delay)
             with suppress(TimeoutError):

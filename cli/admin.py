@@ -53,8 +53,13 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the codec for the Web UI until Ctrl-C."""
     if not settings.encryption:
         raise CliError("encryption is off (CAREPATH_ENCRYPTION=off): nothing to decode")
+    if not settings.key_file.exists():
+        raise CliError(
+            f"no payload key file at {settings.key_file}: the codec server reads the workers' "
+            "key file (CAREPATH_KEYS_FILE), it never makes one"
+        )
     try:
-        codec = EncryptionCodec(KeyRing.load_or_create(settings.key_file))
+        codec = EncryptionCodec(KeyRing.load(settings.key_file))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
     token = load_or_create_token(settings.codec_token_file)

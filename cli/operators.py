@@ -28,7 +28,7 @@ from cli.common import (
     site_zones,
     validated,
 )
-from clinical.identifiers import CaseManagerId, PatientId
+from clinical.identifiers import CaseManagerId, PatientId, SiteId
 from clinical.journey import JourneyStatus
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
@@ -199,9 +199,8 @@ def visibility_query(
         cm = validated(CaseManagerId, case_manager, "case manager")
         clauses.append(f"{visibility.CASE_MANAGER.name} = '{cm}'")
     if site:
-        if not site.replace("-", "").isalnum():
-            raise CliError(f"site: {site!r} is not a site identifier")
-        clauses.append(f"{visibility.SITE.name} = '{site}'")
+        # The identifier's own type: str.isalnum() let other scripts' letters and digits by.
+        clauses.append(f"{visibility.SITE.name} = '{validated(SiteId, site, 'site')}'")
     if risk:
         if risk not in ("low", "moderate", "high"):
             raise CliError(f"risk: {risk!r} is not one of low, moderate, high")

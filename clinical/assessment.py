@@ -126,13 +126,28 @@ class Consents(_Strict):
     _sorted = field_validator("partner_disclosure")(classmethod(lambda cls, v: _sorted_unique(v)))
 
 
+# Limits of what an enrolment holds. The store's columns are sized from these (infra.store),
+# so what the door accepts the store can hold: one source for both.
+MAX_SUBSTANCES = 12
+MAX_CONDITIONS = 12
+MAX_COMMITMENTS = 21
+"""Three a day: more is not a week anyone lives."""
+NAME_MAX = 80
+PHONE_MAX = 21
+EMAIL_MAX = 120
+
+
 class Assessment(_Strict):
     ratings: DimensionRatings
     age_group: AgeGroup
-    substances: tuple[Annotated[str, Field(min_length=2, max_length=40)], ...] = Field(min_length=1)
-    co_occurring: tuple[str, ...] = ()
+    substances: tuple[Annotated[str, Field(min_length=2, max_length=40)], ...] = Field(
+        min_length=1, max_length=MAX_SUBSTANCES
+    )
+    co_occurring: tuple[Annotated[str, Field(min_length=2, max_length=60)], ...] = Field(
+        default=(), max_length=MAX_CONDITIONS
+    )
     social_needs: tuple[SocialNeed, ...] = ()
-    commitments: tuple[Commitment, ...] = ()
+    commitments: tuple[Commitment, ...] = Field(default=(), max_length=MAX_COMMITMENTS)
     transport_barrier: bool = False
     distance_km: Annotated[float, Field(ge=0, le=2000)] | None = None
     contact_window: ContactWindow = ContactWindow()
@@ -140,16 +155,66 @@ class Assessment(_Strict):
 
     _sorted = field_validator("social_needs")(classmethod(lambda cls, v: _sorted_unique(v)))
 
+    @field_validator("commitments")
+    @classmethod
+    def _each_commitment_once(cls, value: tuple[Commitment, ...]) -> tuple[Commitment, ...]:
+        seen: set[Commitment] = set()
+        for c in value:
+            if c in seen:
+                raise ValueError(
+                    f"the commitment on {c.weekday.value} {c.start:%H:%M}-{c.end:%H:%M} "
+                    "is listed twice"
+                )
+            seen.add(c)
+        return value
+
+
+ADOLESCENT_AGES = (10, 17)
+OLDEST = 110
+
+
+def age_on(born: date, today: date) -> int:
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def check_plausible(enrolment: Enrolment, today: date) -> None:
+    """What cannot be true on `today` (the site's date at enrolment): a birth date ahead, an
+    age no one reaches, an age group the birth date contradicts. Checked at the door, not in
+    the model: a journey re-reads its enrolment for months, and replays it."""
+    born = enrolment.contact.date_of_birth
+    if born > today:
+        raise ValueError(f"contact.date_of_birth: {born} is in the future")
+    age = age_on(born, today)
+    if age > OLDEST:
+        raise ValueError(f"contact.date_of_birth: {born} makes the patient {age}")
+    group = enrolment.assessment.age_group
+    youngest, oldest = ADOLESCENT_AGES
+    if group == AgeGroup.adolescent and not youngest <= age <= oldest:
+        raise ValueError(
+            f"assessment.age_group: adolescent, but contact.date_of_birth {born} makes the "
+            f"patient {age} ({youngest}-{oldest} is adolescent)"
+        )
+    if group == AgeGroup.adult and age < youngest + 8:
+        raise ValueError(
+            f"assessment.age_group: adult, but contact.date_of_birth {born} makes the patient {age}"
+        )
+
+
+_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
+"""No control characters (a newline, a NUL) in a name."""
+
 
 class PatientContact(_Strict):
     """Protected health information. Travels only inside (encrypted) payloads and the
     care-operations store; never in IDs, search attributes or logs."""
 
-    given_name: Annotated[str, Field(min_length=1, max_length=80)]
-    family_name: Annotated[str, Field(min_length=1, max_length=80)]
+    given_name: Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=_ONE_LINE)]
+    family_name: Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=_ONE_LINE)]
     date_of_birth: date
-    phone: Annotated[str, Field(pattern=r"^\+?[0-9 ()\-.]{7,20}$")]
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    phone: Annotated[str, Field(max_length=PHONE_MAX, pattern=r"^\+?[0-9 ()\-.]{7,20}$")]
+    email: (
+        Annotated[str, Field(max_length=EMAIL_MAX, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None
+    ) = None
 
     @field_validator("date_of_birth")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clinical.assessment import AgeGroup, Weekday
 from clinical.identifiers import ProgramId
+from clinical.textfile import FileRefused, read_text_file
 
 DimensionName = Literal[
     "withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment"
@@ -344,9 +345,9 @@ def _read_toml(
     if path in seen:
         raise ProtocolError(f"{path.name}: 'extends' loops back to itself")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProtocolError(f"{path}: no such program file") from None
+        data = tomllib.loads(read_text_file(path, "a program file"))
+    except FileRefused as exc:
+        raise ProtocolError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{path.name}: not valid TOML ({exc})") from None
     parent = data.pop("extends", None)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from clinical.assessment import Weekday
 from clinical.clock import ZoneName, zone
 from clinical.identifiers import SiteId
+from clinical.textfile import FileRefused, read_text_file
 
 ClosureReason = Annotated[str, Field(min_length=3, max_length=80, pattern=r"^[^\n\r\t]+$")]
 """Why a site is closed, as staff and patients read it ("snow", "Christmas Day"): never PHI."""
@@ -135,13 +136,14 @@ class SiteDirectory:
 
     @classmethod
     def load(cls, path: Path) -> SiteDirectory:
+        if not path.exists():
+            raise SiteError(f"{path}: no sites file (each site needs its time zone)")
         try:
-            with path.open("rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise SiteError(f"{path}: no sites file (each site needs its time zone)") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SiteError(f"{path.name}: {exc}") from None
+            raw = tomllib.loads(read_text_file(path, "a sites file"))
+        except FileRefused as exc:
+            raise SiteError(str(exc)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SiteError(f"{path.name}: not valid TOML ({exc})") from None
         sites: dict[str, Site] = {}
         for site_id, body in (raw.get("sites") or {}).items():
             try:

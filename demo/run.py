@@ -346,7 +346,7 @@ async def run_demo(
     # round a whole second year and the demo past a few minutes. One patient relapses early
     # instead, as reported by their case manager.
     operations = build_care_operations(dataclasses.replace(settings, simulated_use_risk=0.0))
-    client: Client = await connect(settings)
+    client: Client = await connect(settings, make_keys=True)  # the demo runs its own worker
     cohort = synthetic_cohort(patients, seed, program_id)
     rng = random.Random(seed)
     statuses: dict[str, JourneyStatus] = {}

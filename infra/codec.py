@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Sequence
@@ -20,17 +21,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from clinical.textfile import FileRefused, read_text_file
+from infra.files import write_private
+
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 _NONCE = 12
-
-
-def write_private(path: Path, text: str) -> None:
-    """A secret file, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 class KeyFileError(ValueError):
@@ -45,9 +41,11 @@ class KeyRing:
     @classmethod
     def load(cls, path: Path) -> KeyRing:
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(read_text_file(path, "a key file", 64 * 1024))
             keys = {kid: base64.b64decode(k, validate=True) for kid, k in raw["keys"].items()}
             active = raw["active"]
+        except FileRefused as exc:
+            raise KeyFileError(str(exc)) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KeyFileError(f"{path}: not a CarePath key file ({exc})") from None
         if active not in keys or any(len(k) != 32 for k in keys.values()):
@@ -87,6 +85,22 @@ class KeyRing:
         write_private(path, json.dumps(body, indent=2))
 
 
+_told: set[str] = set()
+
+
+def _missing_key(kid: str) -> str:
+    """The one line for a payload this process cannot open, logged once per key id (a
+    workflow task that cannot be decoded is retried: its log must not flood)."""
+    message = (
+        f"payload sealed with key {kid!r}, which this process's key file lacks: it reads "
+        "another key file than the process that sealed it (CAREPATH_KEYS_FILE)"
+    )
+    if kid not in _told:
+        _told.add(kid)
+        logging.getLogger("carepath.codec").error(message)
+    return message
+
+
 class EncryptionCodec(PayloadCodec):
     def __init__(self, ring: KeyRing) -> None:
         self.ring = ring
@@ -118,7 +132,7 @@ class EncryptionCodec(PayloadCodec):
             kid = p.metadata.get(KEY_ID, b"").decode()
             cipher = self._ciphers.get(kid)
             if cipher is None:
-                raise KeyFileError(f"payload sealed with key {kid!r}, which this key file lacks")
+                raise KeyFileError(_missing_key(kid))
             plain = cipher.decrypt(p.data[:_NONCE], p.data[_NONCE:], kid.encode())
             opened.append(Payload.FromString(plain))
         return opened

@@ -22,7 +22,8 @@ from cryptography.exceptions import InvalidTag
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from infra.codec import EncryptionCodec, KeyFileError, write_private
+from infra.codec import EncryptionCodec, KeyFileError
+from infra.files import write_private
 from infra.logging import get_logger
 
 log = get_logger("carepath.codec_server")

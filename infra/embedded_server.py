@@ -18,6 +18,7 @@ from pathlib import Path
 
 from temporalio.common import SearchAttributeIndexedValueType
 
+from infra.files import private_dir
 from workflows.visibility import ALL_KEYS
 
 _SA_TYPE_NAMES = {
@@ -157,7 +158,7 @@ class EmbeddedServer:
             raise RuntimeError(
                 f"port {self.port} is taken by another process; set CAREPATH_SERVER_PORT"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 self.command(),

@@ -44,8 +44,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
+from clinical.assessment import EMAIL_MAX, NAME_MAX, PHONE_MAX
 from clinical.phases import Phase
 from clinical.sites import Closure
+from infra.files import private_file
 
 SCHEMA_VERSION = 3
 
@@ -88,11 +90,12 @@ patients = Table(
     Column("level", String(16)),
     Column("risk", String(16)),
     # Protected health information: only here and in encrypted workflow payloads.
-    Column("given_name", String(80), nullable=False),
-    Column("family_name", String(80), nullable=False),
+    # Sized from the enrolment's own limits: what the door accepts, the store holds.
+    Column("given_name", String(NAME_MAX), nullable=False),
+    Column("family_name", String(NAME_MAX), nullable=False),
     Column("date_of_birth", String(10), nullable=False),
-    Column("phone", String(24), nullable=False),
-    Column("email", String(120)),
+    Column("phone", String(max(PHONE_MAX, 24)), nullable=False),
+    Column("email", String(EMAIL_MAX)),
     Column("assessment_json", Text, nullable=False),
     Column("care_plan_json", Text, nullable=False),
     _ts("updated_at", nullable=False),
@@ -332,9 +335,11 @@ class CareStore:
         """`pool_size`: connections kept open to a database server (a worker's activity
         threads each hold one while they write)."""
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(url.removeprefix("sqlite:///")))
             self.engine: Engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                hide_parameters=True,
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:  # PostgreSQL (settings allow nothing else)
@@ -343,6 +348,9 @@ class CareStore:
                 pool_pre_ping=True,
                 pool_size=pool_size,
                 max_overflow=2,
+                # A failed statement's message names its SQL, never its values: rows hold
+                # names, birth dates and phone numbers, and messages reach logs.
+                hide_parameters=True,
                 # Timestamps come back in UTC whatever the server's own time zone is.
                 connect_args={"options": "-c timezone=UTC"},
             )

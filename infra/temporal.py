@@ -53,11 +53,22 @@ def data_converter(keys: KeyRing | None = None) -> DataConverter:
     return dataclasses.replace(converter, payload_codec=EncryptionCodec(keys))
 
 
-def converter_for(settings: Settings) -> DataConverter:
+def converter_for(settings: Settings, make_keys: bool = False) -> DataConverter:
+    """The converter with the payload key file: made on first use only by those that may
+    (`make_keys`: a worker, `starter.py keys`); any other client that finds none stops,
+    rather than sealing journeys with a key no worker has."""
     if not settings.encryption:
         return data_converter()
     try:
-        return data_converter(KeyRing.load_or_create(settings.key_file))
+        if make_keys:
+            return data_converter(KeyRing.load_or_create(settings.key_file))
+        if not settings.key_file.exists():
+            raise KeyFileError(
+                f"no payload key file at {settings.key_file}: start a worker (which makes "
+                "it) or run `starter.py keys` where the workers run, or point "
+                "CAREPATH_KEYS_FILE at the workers' key file"
+            )
+        return data_converter(KeyRing.load(settings.key_file))
     except KeyFileError as exc:
         raise SettingsError(str(exc)) from None
 
@@ -81,10 +92,15 @@ def connect_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """A client of the configured Temporal; `runtime` serves a worker's metrics."""
+async def connect(
+    settings: Settings, runtime: Runtime | None = None, make_keys: bool = False
+) -> Client:
+    """A client of the configured Temporal; `runtime` serves a worker's metrics; only a
+    worker (`make_keys`) makes the payload key file when there is none."""
     return await Client.connect(
-        **connect_config(settings), data_converter=converter_for(settings), runtime=runtime
+        **connect_config(settings),
+        data_converter=converter_for(settings, make_keys),
+        runtime=runtime,
     )
 
 

@@ -3,13 +3,14 @@ patient's journey, and refuse a patient enrolled before."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from clinical.assessment import Enrolment
+from clinical.assessment import Enrolment, check_plausible
 from clinical.identifiers import journey_workflow_id
 from clinical.journey import JourneyInput
 from clinical.placement import PlacementRefused, place_enrolment
@@ -30,15 +31,22 @@ class EnrolmentRefused(Exception):
 
 
 def journey_input(
-    enrolment: Enrolment, settings: Settings, store: CareStore | None = None
+    enrolment: Enrolment,
+    settings: Settings,
+    store: CareStore | None = None,
+    now: datetime | None = None,
 ) -> JourneyInput:
     """The journey's first input: the enrolment, its program and its site, with the site's
-    unplanned closures (from `store`, where given)."""
+    unplanned closures (from `store`, where given). Refused, in one line, if the program or
+    site is unknown, the placement impossible, or the data cannot be true at the site's
+    date (`now`, the real time unless given)."""
     try:
         protocol = ProgramCatalog(settings.programs_dir).load(enrolment.program_id)
         site = SiteDirectory.load(settings.sites_file).get(enrolment.site_id)
+        today = (now or datetime.now(UTC)).astimezone(site.zone_info).date()
+        check_plausible(enrolment, today)
         place_enrolment(enrolment, protocol)
-    except (ProtocolError, SiteError, PlacementRefused) as exc:
+    except (ProtocolError, SiteError, PlacementRefused, ValueError) as exc:
         raise EnrolmentRefused(str(exc)) from None
     closures = () if store is None else tuple(store.closures(site.site_id))
     return JourneyInput(enrolment=enrolment, protocol=protocol, site=site, closures=closures)

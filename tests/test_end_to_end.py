@@ -83,6 +83,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     deployment = Deployment(env=env, server=server, worker_log=data / "worker.log")
     started = deployment.cli("server", "start")
     assert started.returncode == 0, started.stderr
+    # The payload keys, made once where the workers run (a command line never makes them).
+    keys = deployment.cli("keys")
+    assert keys.returncode == 0, keys.stderr
     with open(deployment.worker_log, "w") as log:
         worker = subprocess.Popen(
             [sys.executable, str(PROJECT_ROOT / "worker.py")],
@@ -322,7 +325,9 @@ def test_the_inbox_from_the_command_line(deployment: Deployment, tmp_path: Path)
     again = d.cli("done", str(task["id"]), "--case-manager", "CM-42")
     assert again.returncode == 3 and "already done" in again.stderr, again.stderr
     assert inbox() == []
-    (closed,) = inbox("--all")
+    everything = inbox("--all")
+    assert len(everything) == 1, everything
+    (closed,) = everything
     assert (closed["status"], closed["completed_by"]) == ("done", "CM-42")
     assert d.cli("done", "999999", "--case-manager", "CM-42").stderr.startswith("error: no task")
 

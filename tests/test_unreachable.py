@@ -31,6 +31,10 @@ def environment(data: Path, port: int) -> dict[str, str]:
 
 def test_the_cli_says_the_server_is_unreachable_in_one_line(tmp_path: Path) -> None:
     env = environment(tmp_path, free_port())
+    made = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "starter.py"), "keys"], env=env, cwd=PROJECT_ROOT
+    )
+    assert made.returncode == 0
     for args in (["status", "P-7K2M9Q4D"], ["list"], ["enrol", "--generate"]):
         result = subprocess.run(
             [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],

@@ -1,0 +1,370 @@
+"""Classes of fault found by trying CarePath as a new user and as an adversary would, each
+closed as a class: identifiers that are not what they seem, what the door accepts but the
+store would refuse, PHI in failure messages, files that are not files, data that cannot be
+true, files readable by others, keys a client invents."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from activities.records import IntakeRecord
+from clinical.assessment import (
+    EMAIL_MAX,
+    NAME_MAX,
+    PHONE_MAX,
+    Enrolment,
+    check_plausible,
+)
+from clinical.careplan import plan_care
+from clinical.identifiers import CaseManagerId, PatientId, ProgramId, SiteId
+from clinical.placement import place_enrolment
+from clinical.protocol import ProgramCatalog, ProtocolError
+from clinical.textfile import FileRefused, read_text_file
+from infra.codec import EncryptionCodec, KeyFileError, KeyRing
+from infra.files import private_dir
+from infra.settings import PROJECT_ROOT, SettingsError, load_settings
+from infra.store import CareStore, patients
+from infra.temporal import converter_for
+from tests.support import PROGRAMS, enrolment_data, make_enrolment
+
+# --- 1. identifiers are what they seem, whole ------------------------------------------------
+
+IDENTIFIERS: list[tuple[Any, str]] = [
+    (PatientId, "P-7K2M9Q4D"),
+    (CaseManagerId, "CM-01"),
+    (SiteId, "north"),
+    (ProgramId, "default-iop"),
+]
+# Around a valid identifier: what a file, a terminal or a copy-paste can add.
+DECORATIONS = ["\n", "\r\n", " ", "\t", "\x00", "\u200b", "\ufeff", "\u00a0", "\u2028"]
+
+
+@pytest.mark.parametrize(("kind", "good"), IDENTIFIERS, ids=lambda x: getattr(x, "__name__", x))
+@pytest.mark.parametrize("extra", DECORATIONS, ids=repr)
+def test_an_identifier_with_anything_around_it_is_refused(kind: Any, good: str, extra: str) -> None:
+    adapter = TypeAdapter(kind)
+    assert adapter.validate_python(good) == good
+    for bad in (good + extra, extra + good, good[:3] + extra + good[3:]):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=14))
+def test_a_patient_id_is_only_ever_the_canonical_form(text: str) -> None:
+    """Whatever passes is `P-` and eight Crockford characters with two digits, exactly as
+    given: no second spelling of the same patient (case, width, other scripts) passes."""
+    try:
+        value = TypeAdapter(PatientId).validate_python(text)
+    except ValidationError:
+        return
+    assert value == text and len(value) == 10 and value.isascii() and value == value.upper()
+
+
+# Fullwidth D, lower case, Cyrillic Ka, Arabic-Indic four: the same ID to a reader's eye.
+@pytest.mark.parametrize(
+    "confusable", ["P-7K2M9Q4\uff24", "p-7k2m9q4d", "P-7\u041a2M9Q4D", "P-7K2M9Q4\u0664"]
+)
+def test_look_alike_patient_ids_are_refused(confusable: str) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(PatientId).validate_python(confusable)
+
+
+def test_an_enrolment_file_with_a_padded_patient_id_is_refused(tmp_path: Path) -> None:
+    data = enrolment_data()
+    data["patient_id"] += "\n"
+    result = _cli(tmp_path, "enrol", _write(tmp_path, "padded.json", data))
+    assert result.returncode == 2 and "patient_id" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("site", ["nörth", "north\n", "NORTH", "no'rth", "n²"])
+def test_a_search_filter_takes_only_a_site_identifier(site: str) -> None:
+    from cli.common import CliError
+    from cli.operators import visibility_query
+
+    with pytest.raises(CliError, match=r"^site: "):
+        visibility_query(site=site)
+
+
+# --- 2. what the door accepts, the store holds ------------------------------------------------
+
+
+def test_the_stores_columns_are_sized_from_the_enrolments_limits() -> None:
+    columns = {c.name: c.type.length for c in patients.columns if hasattr(c.type, "length")}
+    assert columns["given_name"] == columns["family_name"] == NAME_MAX
+    assert columns["email"] == EMAIL_MAX
+    assert columns["phone"] >= PHONE_MAX
+
+
+def _longest_contact() -> dict[str, Any]:
+    data = enrolment_data()
+    data["contact"] = {
+        "given_name": "A" * NAME_MAX,
+        "family_name": "B" * NAME_MAX,
+        "date_of_birth": "1980-02-29",
+        "phone": "+" + "1" * (PHONE_MAX - 1),
+        "email": "x" * (EMAIL_MAX - 6) + "@ex.io",
+    }
+    return data
+
+
+def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
+    database_url: str,
+) -> None:
+    from activities.care_operations import CareOperations
+    from activities.telephony import SimulatedTelephony
+
+    enrolment = Enrolment.model_validate(_longest_contact())
+    too_long = _longest_contact()
+    too_long["contact"]["email"] = "x" + too_long["contact"]["email"]
+    with pytest.raises(ValidationError, match="email"):
+        Enrolment.model_validate(too_long)
+    store = CareStore(database_url)
+    store.migrate()
+    try:
+        catalog = ProgramCatalog(PROGRAMS)
+        protocol = catalog.load(enrolment.program_id)
+        placement = place_enrolment(enrolment, protocol)
+        plan = plan_care(enrolment.assessment, placement, protocol)
+        ops = CareOperations(store, catalog, SimulatedTelephony(store))
+        record = IntakeRecord(
+            enrolment=enrolment,
+            placement=placement,
+            plan=plan,
+            risk="moderate",
+            at=datetime(2027, 1, 4, tzinfo=UTC),
+        )
+        assert ops.record_intake(record) is True
+        (row,) = store.rows(patients, patient_id=enrolment.patient_id)
+        assert row["email"] == enrolment.contact.email
+    finally:
+        store.dispose()
+
+
+# --- 3. no PHI in a failure's message ---------------------------------------------------------
+
+
+def test_a_failed_store_write_names_no_value_of_the_row(database_url: str, caplog: Any) -> None:
+    store = CareStore(database_url)
+    store.migrate()
+    row = {
+        "patient_id": "P-7K2M9Q4D",
+        "case_manager_id": "CM-01",
+        "site_id": "north",
+        "program_id": "default-iop",
+        "enrolled_at": datetime(2027, 1, 4, tzinfo=UTC),
+        "phase": "intake",
+        "given_name": "Avery",
+        "family_name": "Quinlan",
+        "date_of_birth": "1988-04-02",
+        "phone": "+1 555 010 2030",
+        "assessment_json": "{}",
+        "care_plan_json": "{}",
+        "updated_at": datetime(2027, 1, 4, tzinfo=UTC),
+    }
+    from sqlalchemy import insert
+
+    caplog.set_level(logging.DEBUG)
+    try:
+        with store.transaction() as conn:
+            conn.execute(insert(patients), [row])
+        with pytest.raises(IntegrityError) as failed, store.transaction() as conn:
+            conn.execute(insert(patients), [row])  # the same patient again: refused
+    finally:
+        store.dispose()
+    text = str(failed.value) + repr(failed.value) + caplog.text
+    for phi in ("Avery", "Quinlan", "1988-04-02", "555 010"):
+        assert phi not in text, phi
+
+
+# --- 7. files that are not files ------------------------------------------------------------
+
+
+def test_what_is_not_a_small_text_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_text('{"x": "' + "a" * (2 << 20) + '"}')
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00{")
+    cases = [
+        (tmp_path, "is a directory"),
+        (Path("/dev/zero"), "is not a regular file"),
+        (big, "bytes; an enrolment is at most"),
+        (binary, "not UTF-8"),
+        (tmp_path / "missing.json", "no such file"),
+    ]
+    for path, message in cases:
+        with pytest.raises(FileRefused, match=message):
+            read_text_file(path, "an enrolment", 64 * 1024)
+    for path, message in cases[:3]:
+        result = _cli(tmp_path, "enrol", str(path))
+        assert result.returncode == 2, result.stderr
+        assert message.split(";")[0] in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_program_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "odd.toml").mkdir()
+    with pytest.raises(ProtocolError, match="is a directory"):
+        ProgramCatalog(tmp_path).load("odd")
+
+
+def test_a_deeply_nested_enrolment_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    result = _cli(tmp_path, "enrol", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- 8. data that cannot be true ---------------------------------------------------------------
+
+TODAY = date(2027, 3, 10)
+
+
+def _with(**contact_or_assessment: Any) -> Enrolment:
+    data = enrolment_data()
+    for key, value in contact_or_assessment.items():
+        section = "contact" if key == "date_of_birth" else "assessment"
+        data[section][key] = value
+    return Enrolment.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"date_of_birth": "2027-03-11"}, "contact.date_of_birth: 2027-03-11 is in the future"),
+        ({"date_of_birth": "1910-01-01"}, "makes the patient 117"),
+        (
+            {"date_of_birth": "1947-01-01", "age_group": "adolescent"},
+            "assessment.age_group: adolescent, but",
+        ),
+        ({"date_of_birth": "2021-01-01", "age_group": "adult"}, "assessment.age_group: adult"),
+    ],
+)
+def test_an_enrolment_that_cannot_be_true_is_refused(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_plausible(_with(**fields), TODAY)
+
+
+def test_plausible_enrolments_pass_on_their_day() -> None:
+    check_plausible(_with(date_of_birth="2011-03-10", age_group="adolescent"), TODAY)  # 16
+    check_plausible(_with(date_of_birth="2009-03-10", age_group="adult"), TODAY)  # 18 today
+    check_plausible(make_enrolment(), TODAY)
+
+
+def test_repeated_or_countless_commitments_are_refused() -> None:
+    work = {"weekday": "tue", "start": "08:00", "end": "17:00", "kind": "work"}
+    with pytest.raises(ValidationError, match="listed twice"):
+        make_enrolment(commitments=[work, dict(work)])
+    many = [
+        {"weekday": d, "start": f"{h:02d}:00", "end": f"{h:02d}:30"}
+        for d in ("mon", "tue", "wed", "thu")
+        for h in range(6, 12)
+    ]
+    with pytest.raises(ValidationError, match="commitments"):
+        make_enrolment(commitments=many)
+
+
+def test_an_impossible_enrolment_is_refused_at_the_command_line(tmp_path: Path) -> None:
+    data = enrolment_data()
+    data["contact"]["date_of_birth"] = "2999-01-01"
+    result = _cli(tmp_path, "enrol", _write(tmp_path, "future.json", data))
+    assert result.returncode == 2, result.stderr
+    assert "contact.date_of_birth: 2999-01-01 is in the future" in result.stderr
+
+
+# --- 9. CarePath's files are private ------------------------------------------------------------
+
+
+def test_the_store_and_data_directory_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = CareStore(f"sqlite:///{data / 'carepath.db'}")
+    store.migrate()
+    store.dispose()
+    assert stat.S_IMODE((data / "carepath.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    # A directory that exists already is someone's choice: left as it is.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    private_dir(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- 10. keys are never invented by a client ---------------------------------------------------
+
+
+def test_a_client_never_makes_a_key_file(tmp_path: Path) -> None:
+    settings_ = load_settings({"CAREPATH_DATA_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match=f"no payload key file at {tmp_path}"):
+        converter_for(settings_)
+    assert not (tmp_path / "keys.json").exists()
+    converter_for(settings_, make_keys=True)  # a worker makes it
+    assert stat.S_IMODE((tmp_path / "keys.json").stat().st_mode) == 0o600
+    converter_for(settings_)  # and a client reads it
+
+
+async def test_a_payload_sealed_with_a_key_this_process_lacks_names_the_key(
+    caplog: Any,
+) -> None:
+    ours, theirs = KeyRing.create_new("k-ours"), KeyRing.create_new("k-theirs")
+    sealed = await EncryptionCodec(theirs).encode([_payload()])
+    caplog.set_level(logging.ERROR, logger="carepath.codec")
+    for _ in range(3):
+        with pytest.raises(KeyFileError, match="key 'k-theirs'"):
+            await EncryptionCodec(ours).decode(sealed)
+    assert caplog.text.count("k-theirs") == 1, "logged once, not at every retry"
+
+
+def test_a_client_with_another_data_directory_stops_before_enrolling(tmp_path: Path) -> None:
+    result = _cli(tmp_path, "enrol", "--generate")
+    assert result.returncode == 2, result.stderr
+    assert "no payload key file" in result.stderr
+    assert not (tmp_path / "keys.json").exists()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _payload() -> Any:
+    from temporalio.api.common.v1 import Payload
+
+    return Payload(metadata={"encoding": b"json/plain"}, data=b'{"a": 1}')
+
+
+def _write(tmp_path: Path, name: str, data: Any) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CAREPATH_DATA_DIR": str(tmp_path), "CAREPATH_SERVER_PORT": "1"}
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_ROOT,
+    )
