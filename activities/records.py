@@ -119,7 +119,16 @@ TaskKind = Literal[
     "referral_follow_up",
     "clinical_follow_up",
     "aftercare_support",
+    "closure_make_up",
 ]
+
+
+class ReferralsEnd(_Record):
+    """The referrals still open when their journey ends: each is cancelled."""
+
+    patient_id: str
+    workflow_ids: list[str]
+    case_manager_id: str
 
 
 class CaseManagerTask(_Record):

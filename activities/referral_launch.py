@@ -12,12 +12,13 @@ its own referral already running (or already closed) does nothing."""
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.records import ReferralLaunch
+from activities.records import ReferralLaunch, ReferralsEnd
+from clinical.referrals import ReferralCancel
 from infra.logging import get_logger
 from workflows.referral import ReferralWorkflow
 
@@ -34,7 +35,27 @@ class ReferralLauncher:
         self.client = client
 
     def all(self) -> list[object]:
-        return [self.start_referral_loop]
+        return [self.start_referral_loop, self.end_referral_loops]
+
+    @activity.defn
+    async def end_referral_loops(self, end: ReferralsEnd) -> list[str]:
+        """Cancel the referrals a journey leaves open as it ends; those that closed
+        meanwhile (or on an earlier attempt of this activity) are left as they are."""
+        cancelled = []
+        request = ReferralCancel(case_manager_id=end.case_manager_id, reason="journey_ended")
+        for workflow_id in end.workflow_ids:
+            handle = self.client.get_workflow_handle(workflow_id)
+            try:
+                await handle.execute_update(ReferralWorkflow.cancel, request)
+            except WorkflowUpdateFailedError:
+                continue  # refused: it is closed already
+            except RPCError as exc:
+                if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    continue  # its workflow has finished
+                raise
+            cancelled.append(workflow_id)
+        log.info("referrals_ended", patient_id=end.patient_id, cancelled=len(cancelled))
+        return cancelled
 
     @activity.defn
     async def start_referral_loop(self, launch: ReferralLaunch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -38,6 +39,7 @@ from clinical.journey import (
     AttendanceSheet,
     AttendanceStatus,
     CheckInAdjustment,
+    CommitmentsRevision,
     DischargeRequest,
     FamilyConsentChange,
     ProgressReview,
@@ -46,7 +48,7 @@ from clinical.journey import (
     TaskDone,
 )
 from clinical.phases import ACTIVE_PHASES
-from clinical.referrals import PartnerReport
+from clinical.referrals import PartnerReport, ReferralCancel
 from infra.settings import Settings
 from operators.outcomes import percent
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -135,6 +137,59 @@ async def cmd_refer(args: argparse.Namespace, settings: Settings) -> int:
     ref = await send_update(settings, args.patient, PatientJourneyWorkflow.refer, request)
     console.print(f"{args.patient}: {ref.referral_id} started ({ref.workflow_id})")
     return 0
+
+
+async def cmd_cancel_referral(args: argparse.Namespace, settings: Settings) -> int:
+    """End a referral that is no longer wanted (its loop closes as cancelled)."""
+    patient_id = validated(PatientId, args.patient, "patient")
+    request = make_request(ReferralCancel, case_manager_id=args.case_manager, reason=args.reason)
+    status = await send_update(
+        settings,
+        patient_id,
+        ReferralWorkflow.cancel,
+        request,
+        workflow_id=referral_workflow_id(patient_id, args.need),
+    )
+    console.print(f"{patient_id} {args.need} referral: {status.stage}, {status.outcome}")
+    return 0
+
+
+_COMMITMENT = re.compile(
+    r"(?P<weekday>mon|tue|wed|thu|fri|sat|sun) (?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)"
+    r"(?: (?P<kind>work|school|childcare|other))?"
+)
+
+
+def parse_commitment(text: str) -> dict[str, str]:
+    """`tue 08:00-17:00 work` as a commitment's fields (the kind may be left out)."""
+    found = _COMMITMENT.fullmatch(text.strip().lower())
+    if found is None:
+        raise CliError(
+            f"commitment: {text!r} is not like 'tue 08:00-17:00 work' "
+            "(weekday, start-end, and work, school, childcare or other)"
+        )
+    return {k: v for k, v in found.groupdict().items() if v is not None}
+
+
+async def cmd_commitments(args: argparse.Namespace, settings: Settings) -> int:
+    """Revise the times the patient cannot attend: what closes a schedule conflict."""
+    if not args.commitment and not args.none:
+        raise CliError("commitments: give each one with --commitment, or --none for none")
+    if args.commitment and args.none:
+        raise CliError("commitments: --none and --commitment together say two things")
+    revision = make_request(
+        CommitmentsRevision,
+        case_manager_id=args.case_manager,
+        commitments=[parse_commitment(c) for c in args.commitment or ()],
+    )
+    conflict = await send_update(
+        settings, args.patient, PatientJourneyWorkflow.revise_commitments, revision
+    )
+    if conflict is None:
+        console.print(f"{args.patient}: commitments revised; the schedule fits")
+        return 0
+    console.print(f"{args.patient}: commitments revised; still no schedule fits: {conflict}")
+    return EXIT_REFUSED
 
 
 async def cmd_family_consent(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from sqlalchemy.exc import OperationalError
 
@@ -19,8 +19,10 @@ from cli.case_management import (
     DIMENSIONS,
     cmd_alumni,
     cmd_attendance,
+    cmd_cancel_referral,
     cmd_caseload,
     cmd_check_ins,
+    cmd_commitments,
     cmd_discharge,
     cmd_done,
     cmd_family_consent,
@@ -37,7 +39,7 @@ from cli.sites import cmd_closure
 from clinical.assessment import SocialNeed
 from clinical.journey import DischargeReason
 from clinical.phases import Phase
-from clinical.referrals import PartnerAnswer
+from clinical.referrals import CancelReason, PartnerAnswer
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
@@ -105,6 +107,25 @@ def parser() -> argparse.ArgumentParser:
     fc.add_argument("patient")
     fc.add_argument("action", choices=["give", "withdraw"])
     fc.add_argument("--case-manager", required=True)
+
+    cr = sub.add_parser("cancel-referral", help="end a referral that is no longer wanted")
+    cr.add_argument("patient")
+    cr.add_argument("need", choices=[n.value for n in SocialNeed])
+    cr.add_argument("--reason", required=True, choices=list(get_args(CancelReason)))
+    cr.add_argument("--case-manager", required=True)
+
+    cm = sub.add_parser(
+        "commitments", help="revise when the patient cannot attend (closes a schedule conflict)"
+    )
+    cm.add_argument("patient")
+    cm.add_argument(
+        "--commitment",
+        action="append",
+        metavar="'DAY HH:MM-HH:MM [KIND]'",
+        help="e.g. 'tue 08:00-17:00 work'; repeat for each",
+    )
+    cm.add_argument("--none", action="store_true", help="the patient has no fixed commitments")
+    cm.add_argument("--case-manager", required=True)
 
     pa = sub.add_parser("partner-answer", help="a partner service's answer to a referral")
     pa.add_argument("patient")
@@ -202,6 +223,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "refer": cmd_refer,
     "family-consent": cmd_family_consent,
     "partner-answer": cmd_partner_answer,
+    "cancel-referral": cmd_cancel_referral,
+    "commitments": cmd_commitments,
     "check-ins": cmd_check_ins,
     "alumni": cmd_alumni,
     "codec-server": cmd_codec_server,

@@ -297,8 +297,8 @@ class TaskDone(_Request):
 
 # Tasks that close when their cause is dealt with, not by marking them done.
 CLOSED_BY_ACTION = {
-    "schedule_conflict": "revise the patient's commitments (revise_commitments)",
-    "step_down_decision": "record a progress review (review_progress)",
+    "schedule_conflict": "revise the patient's commitments (`starter.py commitments`)",
+    "step_down_decision": "record a progress review (`starter.py review`)",
 }
 
 

@@ -73,11 +73,17 @@ class ConsentGrant(BaseModel):
     case_manager_id: CaseManagerId
 
 
+CancelReason = Literal[
+    "no_longer_needed", "patient_declined", "discharged", "duplicate", "journey_ended"
+]
+"""Why a referral was cancelled (`journey_ended`: the journey that asked for it ended)."""
+
+
 class ReferralCancel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     case_manager_id: CaseManagerId
-    reason: Literal["no_longer_needed", "patient_declined", "discharged", "duplicate"]
+    reason: CancelReason
 
 
 class ReferralState(BaseModel):

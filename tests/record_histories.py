@@ -128,6 +128,29 @@ async def unplanned_closure(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
     return await runs_of(c, handle, "journey_unplanned_closure")
 
 
+async def referral_ended_with_journey(
+    env: WorkflowEnvironment, c: Clinic
+) -> list[tuple[str, Any]]:
+    """A discharge while a housing referral is open: the journey cancels it as it ends
+    (patch end-referrals-with-journey)."""
+    enrolment = Enrolment.model_validate(
+        enrolment_data(social_needs=["housing"], consents={"partner_disclosure": ["housing"]})
+    )
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        await drive_journey(
+            env, handle, until=lambda s: s.phase == Phase.intensive and s.referrals != []
+        )
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+        referral = c.client.get_workflow_handle(
+            referral_workflow_id(enrolment.patient_id, "housing")
+        )
+        await referral.result()
+    named = await runs_of(c, handle, "journey_referral_ended_with_journey")
+    named.append(("referral--cancelled-by-journey", await referral.fetch_history()))
+    return named
+
+
 async def discharged(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     enrolment = make_enrolment()
     with env.auto_time_skipping_disabled():
@@ -359,6 +382,7 @@ SCENARIOS: dict[str, Scenario] = {
         full_year,
         holiday_week,
         unplanned_closure,
+        referral_ended_with_journey,
         discharged,
         escalated,
         schedule_conflict,

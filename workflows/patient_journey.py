@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         IntakeRecord,
         PhaseChangeRecord,
         ReferralLaunch,
+        ReferralsEnd,
         SessionBooking,
         TaskCompletion,
         TaskResolution,
@@ -142,6 +143,9 @@ _Out = TypeVar("_Out")
 CLINIC_TIME = "clinic-time"
 """2026-12: journeys run on their site's zone and closures (the input names the site)."""
 
+END_REFERRALS = "end-referrals-with-journey"
+"""2026-12: a journey that ends cancels the referrals it leaves open."""
+
 ENGINE = "engine"
 """The actor of what the journey does by itself (closing tasks whose cause is gone)."""
 
@@ -182,6 +186,8 @@ class PatientJourneyWorkflow:
         # first thing in the run, because temporalio 1.35 cannot replay a `patched` call
         # that follows a local activity whose marker landed in an earlier workflow task.
         self._writes_in_task = workflow.patched("store-writes-in-task")
+        # Later changes, decided here for the same reason (see `_since`).
+        self._ends_referrals = workflow.patched(END_REFERRALS)
 
     # --- the journey ---------------------------------------------------------------------
 
@@ -606,6 +612,7 @@ class PatientJourneyWorkflow:
             for kind in still_open:
                 self._resolve_tasks(kind, ENGINE)
         await self._flush()
+        await self._end_referrals()
         st.phase = outcome
         await self._record_phase(reason)
         summary = st.summary()
@@ -618,6 +625,26 @@ class PatientJourneyWorkflow:
             follow_ups_total=len(st.follow_ups),
             ended_at=workflow.now(),
         )
+
+    async def _end_referrals(self) -> None:
+        """Nothing the journey started outlives it: open referrals are cancelled (journeys
+        from before left them running)."""
+        st = self._state
+        still_open = [r for r in st.referrals if r.outcome is None]
+        if not still_open or not self._ends_referrals:
+            return
+        await workflow.execute_activity_method(
+            ReferralLauncher.end_referral_loops,
+            ReferralsEnd(
+                patient_id=st.patient_id,
+                workflow_ids=[r.workflow_id for r in still_open],
+                case_manager_id=st.case_manager_id,
+            ),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+        for ref in still_open:
+            ref.outcome = ref.outcome or "cancelled"
 
     async def _record_phase(self, reason: str) -> None:
         st = self._state
