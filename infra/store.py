@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from clinical.assessment import EMAIL_MAX, NAME_MAX, PHONE_MAX
 from clinical.phases import Phase
@@ -381,8 +381,13 @@ class CareStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A transaction; a write the database refuses (a value it cannot hold, a broken
+        constraint) is StoreRefused: permanent, so no activity retries it forever."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (DataError, IntegrityError) as exc:
+            raise StoreRefused(refusal(exc)) from None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -777,6 +782,17 @@ def _migration_3(conn: Connection) -> None:
 
 
 _MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+
+
+class StoreRefused(ValueError):
+    """The database refused a write as it stands (not an outage): retrying cannot help."""
+
+
+def refusal(exc: Exception) -> str:
+    """One line for a refused write: the database's reason, never the row's values (the
+    engine hides parameters; the database's own message names a column or constraint)."""
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return f"the store refused the write: {type(exc).__name__}: {reason[0] if reason else ''}"
 
 
 def store_unreachable(exc: Exception) -> str:

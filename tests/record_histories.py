@@ -128,9 +128,7 @@ async def unplanned_closure(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
     return await runs_of(c, handle, "journey_unplanned_closure")
 
 
-async def referral_ended_with_journey(
-    env: WorkflowEnvironment, c: Clinic
-) -> list[tuple[str, Any]]:
+async def referral_ended_with_journey(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     """A discharge while a housing referral is open: the journey cancels it as it ends
     (patch end-referrals-with-journey)."""
     enrolment = Enrolment.model_validate(

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from activities.records import IntakeRecord
 from clinical.assessment import (
@@ -37,7 +36,7 @@ from clinical.textfile import FileRefused, read_text_file
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.files import private_dir
 from infra.settings import PROJECT_ROOT, SettingsError, load_settings
-from infra.store import CareStore, patients
+from infra.store import CareStore, StoreRefused, patients
 from infra.temporal import converter_for
 from tests.support import PROGRAMS, enrolment_data, make_enrolment
 
@@ -183,7 +182,7 @@ def test_a_failed_store_write_names_no_value_of_the_row(database_url: str, caplo
     try:
         with store.transaction() as conn:
             conn.execute(insert(patients), [row])
-        with pytest.raises(IntegrityError) as failed, store.transaction() as conn:
+        with pytest.raises(StoreRefused) as failed, store.transaction() as conn:
             conn.execute(insert(patients), [row])  # the same patient again: refused
     finally:
         store.dispose()
@@ -368,3 +367,77 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         cwd=PROJECT_ROOT,
     )
+
+
+# --- 2. a write the store still refuses surfaces; it is not retried forever ----------------------
+
+
+def test_a_value_the_database_cannot_hold_is_refused_once_without_the_value(
+    database_url: str,
+) -> None:
+    from sqlalchemy import update
+
+    store = CareStore(database_url)
+    store.migrate()
+    secret = "avery.quinlan@" + "x" * 200 + ".example"
+    try:
+        with store.transaction() as conn:
+            conn.execute(insert_patient_row())
+        if database_url.startswith("sqlite"):
+            # SQLite keeps any length; a trigger stands in for the database's refusal.
+            with store.transaction() as conn:
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON patients "
+                    "BEGIN SELECT RAISE(ABORT, 'value too long for the column'); END"
+                )
+        with pytest.raises(StoreRefused) as refused, store.transaction() as conn:
+            conn.execute(update(patients).values(email=secret))
+    finally:
+        store.dispose()
+    message = str(refused.value)
+    assert message.startswith("the store refused the write: ")
+    assert "avery" not in message and "Quinlan" not in message and "\n" not in message
+
+
+def insert_patient_row() -> Any:
+    from sqlalchemy import insert
+
+    return insert(patients).values(
+        patient_id="P-7K2M9Q4D",
+        case_manager_id="CM-01",
+        site_id="north",
+        program_id="default-iop",
+        enrolled_at=datetime(2027, 1, 4, tzinfo=UTC),
+        phase="intake",
+        given_name="Avery",
+        family_name="Quinlan",
+        date_of_birth="1988-04-02",
+        phone="+1 555 010 2030",
+        assessment_json="{}",
+        care_plan_json="{}",
+        updated_at=datetime(2027, 1, 4, tzinfo=UTC),
+    )
+
+
+async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see_it(
+    env: Any, tmp_path: Path
+) -> None:
+    from temporalio.client import WorkflowFailureError
+
+    from tests.support import clinic
+
+    async with clinic(env.client, tmp_path) as c:
+        with c.store.transaction() as conn:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON patients "
+                "BEGIN SELECT RAISE(ABORT, 'the patients table takes no rows'); END"
+            )
+        handle = await c.enrol(make_enrolment())
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause = failed.value.cause
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    assert getattr(cause, "type", None) == "StoreRefused"
+    assert "the patients table takes no rows" in str(cause)
+    assert "Avery" not in str(cause) and "Quinlan" not in str(cause)

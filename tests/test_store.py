@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import func, inspect, select, text
-from sqlalchemy.exc import IntegrityError
 
 from activities.care_operations import CareOperations
 from activities.records import ConsentRecord, IntakeRecord, SessionBooking, TaskResolution
@@ -26,6 +25,7 @@ from clinical.reminders import Reminder
 from infra.store import (
     SCHEMA_VERSION,
     CareStore,
+    StoreRefused,
     appointments,
     audit_events,
     follow_up_calls,
@@ -109,7 +109,7 @@ def test_a_second_booking_of_a_session_under_another_key_is_refused(store: CareS
     ]
     row.pop("id")
     row["idempotency_key"] = f"{row['idempotency_key']}/again"
-    with pytest.raises(IntegrityError), store.transaction() as conn:
+    with pytest.raises(StoreRefused, match="IntegrityError"), store.transaction() as conn:
         store.insert_once(conn, appointments, [row])
     assert len(store.rows(appointments, patient_id=booking.patient_id)) == len(booking.sessions)
 

@@ -13,7 +13,14 @@ STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=["ProtocolError", "UnknownPatient", "ValidationError"],
+    # StoreRefused: the database refused the write as it stands (a value too long, a broken
+    # constraint): the journey fails where an operator sees it instead of retrying forever.
+    non_retryable_error_types=[
+        "ProtocolError",
+        "UnknownPatient",
+        "ValidationError",
+        "StoreRefused",
+    ],
 )
 
 # A telephony provider outage should not burn the patient's contact window: a few quick
