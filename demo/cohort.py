@@ -72,6 +72,10 @@ def synthetic_cohort(
     fake.seed_instance(seed)
     cohort = []
     for i in range(size):
+        assessment = _assessment(rng)
+        # A birth date that fits the age group, with a margin either side of 18 so the
+        # enrolment is plausible at every site's date today.
+        ages = (13, 16) if assessment["age_group"] == "adolescent" else (19, 70)
         cohort.append(
             Enrolment.model_validate(
                 {
@@ -82,11 +86,13 @@ def synthetic_cohort(
                     "contact": {
                         "given_name": fake.first_name(),
                         "family_name": fake.last_name(),
-                        "date_of_birth": fake.date_of_birth(minimum_age=16, maximum_age=70),
+                        "date_of_birth": fake.date_of_birth(
+                            minimum_age=ages[0], maximum_age=ages[1]
+                        ),
                         "phone": fake.numerify("+1 ### ### ####"),
                         "email": fake.email(),
                     },
-                    "assessment": _assessment(rng),
+                    "assessment": assessment,
                 }
             )
         )

@@ -20,9 +20,10 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from clinical.assessment import DimensionRatings
+from clinical.assessment import DimensionRatings, Enrolment
 from clinical.attendance import SessionStatus
 from clinical.careplan import weeks_over
+from clinical.identifiers import new_patient_id
 from clinical.journey import (
     CLOSED_BY_ACTION,
     AttendanceMark,
@@ -280,6 +281,15 @@ async def snow_day(
     return f"snow day at north on {day}: announced to {len(done.applied)} active journey(s)"
 
 
+def demo_cohort(patients: int, seed: int, program_id: str) -> list[Enrolment]:
+    """The seed's cohort under patient IDs of this run's own: a demo run again on the same
+    data enrols new patients rather than being refused the old ones."""
+    return [
+        e.model_copy(update={"patient_id": new_patient_id()})
+        for e in synthetic_cohort(patients, seed, program_id)
+    ]
+
+
 def sites_line(settings: Settings, cohort: list[Any]) -> str:
     sites = SiteDirectory.load(settings.sites_file)
     used = sorted({e.site_id for e in cohort})
@@ -347,7 +357,7 @@ async def run_demo(
     # instead, as reported by their case manager.
     operations = build_care_operations(dataclasses.replace(settings, simulated_use_risk=0.0))
     client: Client = await connect(settings, make_keys=True)  # the demo runs its own worker
-    cohort = synthetic_cohort(patients, seed, program_id)
+    cohort = demo_cohort(patients, seed, program_id)
     rng = random.Random(seed)
     statuses: dict[str, JourneyStatus] = {}
     started = time.monotonic()

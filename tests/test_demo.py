@@ -49,3 +49,18 @@ async def test_a_week_goes_on_one_sheet_once_its_sessions_have_happened() -> Non
         ("INT1-W01-S3", "attended"),
     ]
     assert reported == {"INT1-W01-S1", "INT1-W01-S2", "INT1-W01-S3"}
+
+
+def test_a_demo_run_again_enrols_the_same_people_under_new_ids() -> None:
+    """A second `make demo` on the same data must not be refused its patients."""
+    from datetime import date
+
+    from clinical.assessment import check_plausible
+    from demo.run import demo_cohort
+
+    first, second = demo_cohort(6, 7, "demo-iop"), demo_cohort(6, 7, "demo-iop")
+    assert [e.contact for e in first] == [e.contact for e in second]
+    assert not {e.patient_id for e in first} & {e.patient_id for e in second}
+    # Every synthetic patient is plausible on the day it is made (ages fit age groups).
+    for e in demo_cohort(60, 3, "demo-iop"):
+        check_plausible(e, date.today())

@@ -435,7 +435,7 @@ async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see
         handle = await c.enrol(make_enrolment())
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
-    cause = failed.value.cause
+    cause: Any = failed.value.cause
     while getattr(cause, "cause", None) is not None:
         cause = cause.cause
     assert getattr(cause, "type", None) == "StoreRefused"
