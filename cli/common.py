@@ -4,14 +4,18 @@ Temporal client and the requests a case manager sends to a journey, the store fo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -61,6 +65,36 @@ def validated(adapter: Any, value: Any, what: str) -> Any:
         raise CliError(f"{what}: {exc.errors()[0]['msg']}") from None
 
 
+ENGINE_DOWN = (
+    "the engine is not running: no CarePath worker polls task queue {queue!r} "
+    "(start one with `python worker.py`)"
+)
+
+
+async def worker_running(client: Client, task_queue: str) -> bool:
+    """Whether a worker has polled the journeys' task queue in the last minute (the server
+    remembers pollers for a while after they stop)."""
+    try:
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=ANSWER_TIMEOUT,
+        )
+    except RPCError:
+        return True  # cannot tell: let the request itself say what happens
+    recent = datetime.now(UTC) - timedelta(seconds=60)
+    return any(p.last_access_time.ToDatetime(tzinfo=UTC) > recent for p in described.pollers)
+
+
+async def require_worker(client: Client, settings: Settings) -> None:
+    """Refuse at once, exit 4, when no worker would answer (instead of waiting it out)."""
+    if not await worker_running(client, settings.task_queue):
+        raise CliError(ENGINE_DOWN.format(queue=settings.task_queue), EXIT_UNREACHABLE)
+
+
 def journey_handle(client: Client, patient_id: str) -> WorkflowHandle[Any, Any]:
     patient_id = validated(PatientId, patient_id, "patient")
     return client.get_workflow_handle(journey_workflow_id(patient_id))
@@ -98,6 +132,12 @@ async def journey_call(
         described = await handle.describe()
     except RPCError:
         raise CliError(f"no journey for patient {patient_id}") from None
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        raise CliError(
+            f"no CarePath worker answered for patient {patient_id}'s journey, which is running; "
+            "is a worker running (`python worker.py`)?",
+            EXIT_UNREACHABLE,
+        )
     status = described.status.name.lower() if described.status else "closed"
     raise CliError(f"the journey of patient {patient_id} has ended ({status})", EXIT_REFUSED)
 
@@ -116,6 +156,7 @@ async def send_update(
     """Deliver a request to the patient's journey (or to another of the patient's workflows,
     such as a referral)."""
     client = await client_for(settings)
+    await require_worker(client, settings)
     handle = (
         client.get_workflow_handle(workflow_id)
         if workflow_id

@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import (
     ANSWER_TIMEOUT,
+    ENGINE_DOWN,
     EXIT_UNREACHABLE,
     CliError,
     care_store,
@@ -27,6 +28,7 @@ from cli.common import (
     site_zone_names,
     site_zones,
     validated,
+    worker_running,
 )
 from clinical.identifiers import CaseManagerId, PatientId, SiteId
 from clinical.journey import JourneyStatus
@@ -36,6 +38,7 @@ from infra.settings import Settings
 from operators import report
 from operators.history import journey_story
 from operators.outcomes import percent
+from operators.snapshot import stored_snapshot
 from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -116,13 +119,51 @@ async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    patient_id = validated(PatientId, args.patient, "patient")
     client = await client_for(settings)
-    status = await fetch_status(client, args.patient)
+    if not await worker_running(client, settings.task_queue):
+        return _status_from_store(settings, patient_id, args.json)
+    status = await fetch_status(client, patient_id)
     if args.json:
         print(status.model_dump_json(indent=2))
         return 0
     render_status(status)
     return 0
+
+
+def _status_from_store(settings: Settings, patient_id: str, as_json: bool) -> int:
+    """No worker to answer the journey's query: what the store knows, how fresh, and exit 4
+    (the engine is down, which scripts must see)."""
+    store = care_store(settings)
+    try:
+        snapshot = stored_snapshot(store, patient_id, site_zones(settings, store)(patient_id))
+    finally:
+        store.dispose()
+    down = ENGINE_DOWN.format(queue=settings.task_queue)
+    if snapshot is None:
+        raise CliError(f"{down}; the store has no patient {patient_id}", EXIT_UNREACHABLE)
+    if as_json:
+        print(snapshot.model_dump_json(indent=2))
+    else:
+        s = snapshot
+        console.print(
+            f"[bold]{s.patient_id}[/] {s.phase}  level {s.level or '-'}  risk {s.risk or '-'}  "
+            f"case manager {s.case_manager_id}  site {s.site_id}"
+        )
+        console.print(f"as the store knew it at {s.as_of:%Y-%m-%d %H:%M %z}")
+        for kind in s.open_tasks:
+            console.print(f"[yellow]open task[/] {kind}")
+        table = Table("session", "when", "type", "status", title="Sessions (from the store)")
+        for x in s.sessions[-8:]:
+            table.add_row(
+                x.session_id, f"{x.starts_at:%a %Y-%m-%d %H:%M %z}", x.session_type, x.status
+            )
+        console.print(table)
+    print(
+        f"error: {down}; shown is what the store knew at {snapshot.as_of:%Y-%m-%d %H:%M %z}",
+        file=sys.stderr,
+    )
+    return EXIT_UNREACHABLE
 
 
 def render_status(s: JourneyStatus) -> None:

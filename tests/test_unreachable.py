@@ -84,3 +84,52 @@ def test_a_worker_waits_for_the_server_then_connects(tmp_path: Path) -> None:
         server.stop()
     text = log.read_text()
     assert "Traceback" not in text and "worker_stopped" in text
+
+
+def test_with_the_worker_down_status_reads_the_store_and_says_the_engine_is_down(
+    tmp_path: Path,
+) -> None:
+    """The server runs, no worker does: `status` answers from the store, with how fresh it
+    is, and exit 4; an action is refused, exit 4, naming the engine (neither waits for a
+    worker that is not there)."""
+    from infra.store import CareStore
+    from tests.test_hardening import insert_patient_row
+
+    port = free_port()
+    env = environment(tmp_path, port)
+    store = CareStore(f"sqlite:///{tmp_path / 'carepath.db'}")
+    store.migrate()
+    with store.transaction() as conn:
+        conn.execute(insert_patient_row())  # P-7K2M9Q4D, in intake, as a worker wrote it
+    store.dispose()
+    server = EmbeddedServer(data_dir=tmp_path, port=port, ui=False)
+    server.start()
+    try:
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=PROJECT_ROOT,
+            )
+
+        assert cli("keys").returncode == 0
+        status = cli("status", "P-7K2M9Q4D")
+        json_status = cli("status", "P-7K2M9Q4D", "--json")
+        action = cli("discharge", "P-7K2M9Q4D", "--reason", "withdrew", "--case-manager", "CM-01")
+    finally:
+        server.stop()
+    assert status.returncode == 4, status.stderr
+    assert "P-7K2M9Q4D intake" in status.stdout and "as the store knew it at" in status.stdout
+    assert status.stderr.startswith("error: the engine is not running")
+    assert len(status.stderr.strip().splitlines()) == 1
+    assert json_status.returncode == 4
+    import json
+
+    shown = json.loads(json_status.stdout)
+    assert (shown["source"], shown["phase"]) == ("store", "intake")
+    assert "given_name" not in shown and "Avery" not in json_status.stdout
+    assert action.returncode == 4 and "the engine is not running" in action.stderr
