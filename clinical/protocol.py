@@ -36,16 +36,22 @@ class ProgramInfo(_Strict):
     )
 
 
+HOURS_IN_A_WEEK_OF_CARE = 80
+"""More hours a week than any outpatient level of care can mean."""
+
+
 class ClockConfig(_Strict):
     """How long a program day lasts in real seconds. 86400 in a clinic; demos and load
     tests compress it without touching workflow code."""
 
-    seconds_per_day: Annotated[float, Field(gt=0, le=86400)] = 86400.0
+    # At least 0.05 s: below that a compressed calendar outruns what datetimes can hold
+    # within days of real time, and the dev server fires timers at ~1 s anyway.
+    seconds_per_day: Annotated[float, Field(ge=0.05, le=86400)] = 86400.0
 
 
 class HoursBand(_Strict):
-    min: Annotated[float, Field(ge=0)]
-    max: Annotated[float, Field(gt=0)] | None = None
+    min: Annotated[float, Field(ge=0, le=HOURS_IN_A_WEEK_OF_CARE)]
+    max: Annotated[float, Field(gt=0, le=HOURS_IN_A_WEEK_OF_CARE)] | None = None
 
     def contains(self, hours: float) -> bool:
         return hours >= self.min and (self.max is None or hours <= self.max)
@@ -110,7 +116,7 @@ class ScheduleConfig(_Strict):
     slots: tuple[SessionSlot, ...] = Field(min_length=1)
     group_session_types: tuple[str, ...] = Field(min_length=1)
     individual_session_type: str = "individual_therapy"
-    telehealth_distance_km: Annotated[float, Field(gt=0)] = 40.0
+    telehealth_distance_km: Annotated[float, Field(gt=0, le=2000)] = 40.0
 
 
 class IntensiveConfig(_Strict):

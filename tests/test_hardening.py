@@ -441,3 +441,80 @@ async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see
     assert getattr(cause, "type", None) == "StoreRefused"
     assert "the patients table takes no rows" in str(cause)
     assert "Avery" not in str(cause) and "Quinlan" not in str(cause)
+
+
+# --- 6. every numeric setting of a protocol has a range that keeps journeys workable ---------
+
+
+def _numeric_fields(model: type, path: str = "") -> list[tuple[str, Any]]:
+    """Every int or float field in a protocol model and the models inside it."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found: list[tuple[str, Any]] = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        where = f"{path}{name}"
+        for arg in [info.annotation, *typing.get_args(info.annotation)]:
+            inner = typing.get_args(arg)
+            for t in (arg, *inner):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    found += _numeric_fields(t, f"{where}.")
+        base = info.annotation
+        args = [a for a in typing.get_args(base) if a is not type(None)]
+        optional = [a for a in args if typing.get_origin(a) is typing.Annotated]
+        if base in (int, float) or (args and all(a in (int, float) for a in args)):
+            found.append((where, info))
+        elif len(args) == 1 and optional and typing.get_args(optional[0])[0] in (int, float):
+            found.append((where, optional[0]))  # `Annotated[float, Field(...)] | None`
+        elif typing.get_origin(base) in (tuple, dict):
+            element = typing.get_args(base)[-2 if typing.get_origin(base) is tuple else -1]
+            bare = typing.get_args(element)
+            if bare and bare[0] in (int, float):
+                found.append((f"{where}[]", element))
+    return found
+
+
+def _bounds(info: Any) -> tuple[bool, bool]:
+    """Whether a field (or an Annotated element type) has a lower and an upper bound."""
+    import typing
+
+    import annotated_types as at
+
+    found = list(getattr(info, "metadata", []))
+    for annotated in (info, *typing.get_args(getattr(info, "annotation", None))):
+        found += list(getattr(annotated, "__metadata__", ()))
+    flat = [m for f in found for m in (getattr(f, "metadata", None) or [f])]
+    low = any(isinstance(m, at.Ge | at.Gt) for m in flat)
+    high = any(isinstance(m, at.Le | at.Lt) for m in flat)
+    return low, high
+
+
+def test_every_numeric_protocol_setting_has_both_bounds() -> None:
+    from clinical.protocol import ProgramProtocol
+
+    fields = _numeric_fields(ProgramProtocol)
+    assert len(fields) > 30, fields  # the walk found the protocol's settings
+    unbounded = [name for name, info in fields if _bounds(info) != (True, True)]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "field"),
+    [
+        ("[clock]\nseconds_per_day = 1e-9", "", "clock.seconds_per_day"),
+        ("[schedule]\ntelehealth_distance_km = 1e12", "", "telehealth_distance_km"),
+        ('[levels."2.1"]\nhours.adult = { min = 9, max = 1e9 }', "", "max"),
+    ],
+)
+def test_a_setting_past_its_range_is_refused_naming_it(
+    tmp_path: Path, section: str, value: str, field: str
+) -> None:
+    import shutil
+
+    shutil.copy(PROGRAMS / "default-iop.toml", tmp_path / "default-iop.toml")
+    (tmp_path / "odd-iop.toml").write_text(
+        f'extends = "default-iop.toml"\n\n[program]\nid = "odd-iop"\nname = "Odd"\n\n{section}\n'
+    )
+    with pytest.raises(ProtocolError, match=field.split(".")[-1]):
+        ProgramCatalog(tmp_path).load("odd-iop")

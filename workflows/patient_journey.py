@@ -150,7 +150,9 @@ ENGINE = "engine"
 """The actor of what the journey does by itself (closing tasks whose cause is gone)."""
 
 
-@workflow.defn(name="PatientJourney")
+# A value no calendar can hold (a protocol or clock past its ranges) fails the journey where
+# operators see it, instead of failing its workflow task forever.
+@workflow.defn(name="PatientJourney", failure_exception_types=[OverflowError])
 class PatientJourneyWorkflow:
     @workflow.init
     def __init__(self, journey: JourneyInput) -> None:
