@@ -39,7 +39,7 @@ assessment_st = st.builds(
     ratings=ratings_st,
     age_group=st.sampled_from(list(AgeGroup)),
     substances=st.just(("alcohol",)),
-    commitments=st.lists(commitments_st(), max_size=8).map(tuple),
+    commitments=st.lists(commitments_st(), max_size=8, unique=True).map(tuple),
     transport_barrier=st.booleans(),
     distance_km=st.one_of(st.none(), st.floats(0, 200)),
 )
