@@ -23,7 +23,7 @@ from infra.logging import configure_logging, get_logger
 from infra.metrics import ClinicGauges, metrics_runtime
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
-from infra.temporal import build_worker, connect, connect_config
+from infra.temporal import build_worker, connect, connect_config, keys_for
 from infra.tracing import start_exporting
 
 log = get_logger("carepath.worker")
@@ -31,7 +31,11 @@ log = get_logger("carepath.worker")
 
 def build_care_operations(settings: Settings) -> CareOperations:
     # A connection for each activity thread, and one for the metrics' reads.
-    store = CareStore(settings.database_url, pool_size=settings.max_concurrent_activities + 1)
+    store = CareStore(
+        settings.database_url,
+        pool_size=settings.max_concurrent_activities + 1,
+        keys=keys_for(settings, make_keys=True),
+    )
     store.migrate()
     return CareOperations(
         store=store,

@@ -28,7 +28,7 @@ from clinical.protocol import describe_validation_error
 from clinical.sites import SiteDirectory, SiteError
 from infra.settings import Settings, SettingsError
 from infra.store import SCHEMA_VERSION, CareStore, patients
-from infra.temporal import connect
+from infra.temporal import connect, keys_for
 
 console = Console()
 EXIT_BAD_INPUT = 2
@@ -207,7 +207,11 @@ def care_store(settings: Settings) -> CareStore:
     url = settings.database_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise CliError(f"no care-operations store at {url.removeprefix('sqlite:///')} yet")
-    store = CareStore(url)
+    try:
+        keys = keys_for(settings) if settings.key_file.exists() else None
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    store = CareStore(url, keys=keys)
     version = store.schema_version()  # a database that does not answer: main() says so
     if version != SCHEMA_VERSION:
         store.dispose()

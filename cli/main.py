@@ -40,6 +40,7 @@ from clinical.assessment import SocialNeed
 from clinical.journey import DischargeReason
 from clinical.phases import Phase
 from clinical.referrals import CancelReason, PartnerAnswer
+from infra.codec import KeyFileError
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except OperationalError as exc:
         print(f"error: {store_unreachable(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except KeyFileError as exc:  # a sealed value or payload this process has no key for
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -47,9 +47,11 @@ from sqlalchemy.exc import DataError, IntegrityError
 from clinical.assessment import EMAIL_MAX, NAME_MAX, PHONE_MAX
 from clinical.phases import Phase
 from clinical.sites import Closure
+from infra.codec import KeyRing
 from infra.files import private_file
+from infra.sealed import SealedText, attach_keys, sealed_length
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -90,13 +92,14 @@ patients = Table(
     Column("level", String(16)),
     Column("risk", String(16)),
     # Protected health information: only here and in encrypted workflow payloads.
-    # Sized from the enrolment's own limits: what the door accepts, the store holds.
-    Column("given_name", String(NAME_MAX), nullable=False),
-    Column("family_name", String(NAME_MAX), nullable=False),
-    Column("date_of_birth", String(10), nullable=False),
-    Column("phone", String(max(PHONE_MAX, 24)), nullable=False),
-    Column("email", String(EMAIL_MAX)),
-    Column("assessment_json", Text, nullable=False),
+    # Sealed at rest (infra.sealed), each column sized for the sealed form of the longest
+    # value the enrolment accepts: what the door accepts, the store holds.
+    Column("given_name", SealedText(NAME_MAX), nullable=False),
+    Column("family_name", SealedText(NAME_MAX), nullable=False),
+    Column("date_of_birth", SealedText(10), nullable=False),
+    Column("phone", SealedText(PHONE_MAX), nullable=False),
+    Column("email", SealedText(EMAIL_MAX)),
+    Column("assessment_json", SealedText(), nullable=False),
     Column("care_plan_json", Text, nullable=False),
     _ts("updated_at", nullable=False),
 )
@@ -135,7 +138,7 @@ follow_up_calls = Table(
     _ts("placed_at", nullable=False),
     Column("outcome", String(16), nullable=False),
     Column("days_of_use", Integer),
-    Column("check_in_json", Text),  # the structured check-in (instruments' answers): PHI
+    Column("check_in_json", SealedText()),  # the check-in's answers (instruments): PHI, sealed
     UniqueConstraint("patient_id", "call_id", "attempt", name="uq_call_attempt"),
 )
 
@@ -331,9 +334,10 @@ _MIGRATION_LOCK = 0x43415245
 
 
 class CareStore:
-    def __init__(self, url: str, pool_size: int = 5) -> None:
+    def __init__(self, url: str, pool_size: int = 5, keys: KeyRing | None = None) -> None:
         """`pool_size`: connections kept open to a database server (a worker's activity
-        threads each hold one while they write)."""
+        threads each hold one while they write); `keys`: the ring that seals the contact,
+        assessment and check-in columns (None: they are written in the clear)."""
         if url.startswith("sqlite:///"):
             private_file(Path(url.removeprefix("sqlite:///")))
             self.engine: Engine = create_engine(
@@ -354,6 +358,8 @@ class CareStore:
                 # Timestamps come back in UTC whatever the server's own time zone is.
                 connect_args={"options": "-c timezone=UTC"},
             )
+
+        attach_keys(self.engine, keys)
 
     # --- schema -------------------------------------------------------------------------
 
@@ -781,7 +787,18 @@ def _migration_3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[site_closures])
 
 
-_MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(conn: Connection) -> None:
+    """Contact columns hold their sealed form (SQLite's columns take any length)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for column in ("given_name", "family_name", "date_of_birth", "phone", "email"):
+        sealed = patients.c[column].type
+        assert isinstance(sealed, SealedText) and sealed.clear_length is not None
+        length = sealed_length(sealed.clear_length)
+        conn.execute(text(f"ALTER TABLE patients ALTER COLUMN {column} TYPE VARCHAR({length})"))
+
+
+_MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
 
 
 class StoreRefused(ValueError):

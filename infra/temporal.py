@@ -53,24 +53,30 @@ def data_converter(keys: KeyRing | None = None) -> DataConverter:
     return dataclasses.replace(converter, payload_codec=EncryptionCodec(keys))
 
 
-def converter_for(settings: Settings, make_keys: bool = False) -> DataConverter:
-    """The converter with the payload key file: made on first use only by those that may
-    (`make_keys`: a worker, `starter.py keys`); any other client that finds none stops,
-    rather than sealing journeys with a key no worker has."""
+def keys_for(settings: Settings, make_keys: bool = False) -> KeyRing | None:
+    """The key ring that seals payloads and the store's PHI columns (None with encryption
+    off). Made on first use only by those that may (`make_keys`: a worker, `starter.py
+    keys`); any other process that finds none stops, rather than sealing with a key no
+    worker has."""
     if not settings.encryption:
-        return data_converter()
+        return None
     try:
         if make_keys:
-            return data_converter(KeyRing.load_or_create(settings.key_file))
+            return KeyRing.load_or_create(settings.key_file)
         if not settings.key_file.exists():
             raise KeyFileError(
                 f"no payload key file at {settings.key_file}: start a worker (which makes "
                 "it) or run `starter.py keys` where the workers run, or point "
                 "CAREPATH_KEYS_FILE at the workers' key file"
             )
-        return data_converter(KeyRing.load(settings.key_file))
+        return KeyRing.load(settings.key_file)
     except KeyFileError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def converter_for(settings: Settings, make_keys: bool = False) -> DataConverter:
+    """The converter every client and worker uses, sealed with the key ring."""
+    return data_converter(keys_for(settings, make_keys))
 
 
 def connect_config(settings: Settings) -> dict[str, Any]:

@@ -181,7 +181,7 @@ async def clinic(
         sites_path=sites,
         task_queue=f"carepath-test-{uuid.uuid4().hex[:8]}",
     )
-    store = CareStore(settings.database_url)
+    store = CareStore(settings.database_url, keys=TEST_KEYS)
     store.migrate()
     # Simulated patients stay abstinent unless a test brings a provider that says otherwise:
     # a relapse on a random patient's check-in would send the journey round again.

@@ -55,6 +55,7 @@ from operators.fhir import (
     with_partner_answers,
 )
 from tests.support import (
+    TEST_KEYS_FILE,
     Scripted,
     clinic,
     drive_journey,
@@ -180,6 +181,7 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
         # The command line writes the same bundle (nothing open: no Temporal needed).
         monkeypatch.setenv("CAREPATH_DATABASE_URL", c.settings.database_url)
         monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("CAREPATH_KEYS_FILE", str(TEST_KEYS_FILE))  # the store is sealed
         monkeypatch.setattr(cli_main, "configure_logging", lambda *args: None)
         out = tmp_path / "bundle.json"
         argv = ["export", pid, "--fhir", "--out", str(out)]

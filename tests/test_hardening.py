@@ -38,7 +38,7 @@ from infra.files import private_dir
 from infra.settings import PROJECT_ROOT, SettingsError, load_settings
 from infra.store import CareStore, StoreRefused, patients
 from infra.temporal import converter_for
-from tests.support import PROGRAMS, enrolment_data, make_enrolment
+from tests.support import PROGRAMS, TEST_KEYS, enrolment_data, make_enrolment
 
 # --- 1. identifiers are what they seem, whole ------------------------------------------------
 
@@ -104,10 +104,14 @@ def test_a_search_filter_takes_only_a_site_identifier(site: str) -> None:
 
 
 def test_the_stores_columns_are_sized_from_the_enrolments_limits() -> None:
-    columns = {c.name: c.type.length for c in patients.columns if hasattr(c.type, "length")}
-    assert columns["given_name"] == columns["family_name"] == NAME_MAX
-    assert columns["email"] == EMAIL_MAX
-    assert columns["phone"] >= PHONE_MAX
+    from infra.sealed import SealedText, sealed_length
+
+    clear = {
+        c.name: c.type.clear_length for c in patients.columns if isinstance(c.type, SealedText)
+    }
+    assert clear["given_name"] == clear["family_name"] == NAME_MAX
+    assert (clear["email"], clear["phone"]) == (EMAIL_MAX, PHONE_MAX)
+    assert patients.c.email.type.impl.length == sealed_length(EMAIL_MAX)  # type: ignore[attr-defined]
 
 
 def _longest_contact() -> dict[str, Any]:
@@ -133,7 +137,7 @@ def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
     too_long["contact"]["email"] = "x" + too_long["contact"]["email"]
     with pytest.raises(ValidationError, match="email"):
         Enrolment.model_validate(too_long)
-    store = CareStore(database_url)
+    store = CareStore(database_url, keys=TEST_KEYS)
     store.migrate()
     try:
         catalog = ProgramCatalog(PROGRAMS)
@@ -151,6 +155,11 @@ def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
         assert ops.record_intake(record) is True
         (row,) = store.rows(patients, patient_id=enrolment.patient_id)
         assert row["email"] == enrolment.contact.email
+        # At rest, sealed: what the database holds names no one.
+        with store.engine.connect() as conn:
+            raw = conn.exec_driver_sql("SELECT given_name, email, assessment_json FROM patients")
+            at_rest = " ".join(str(v) for v in raw.one())
+        assert at_rest.startswith("sealed1:") and "AAAA" not in at_rest and "xxxx" not in at_rest
     finally:
         store.dispose()
 
@@ -379,7 +388,7 @@ def test_a_value_the_database_cannot_hold_is_refused_once_without_the_value(
 
     store = CareStore(database_url)
     store.migrate()
-    secret = "avery.quinlan@" + "x" * 200 + ".example"
+    secret = "avery.quinlan@" + "x" * 2000 + ".example"
     try:
         with store.transaction() as conn:
             conn.execute(insert_patient_row())
@@ -518,3 +527,21 @@ def test_a_setting_past_its_range_is_refused_naming_it(
     )
     with pytest.raises(ProtocolError, match=field.split(".")[-1]):
         ProgramCatalog(tmp_path).load("odd-iop")
+
+
+# --- 9. PHI sealed at rest ------------------------------------------------------------------------
+
+
+def test_sealed_columns_read_back_rotate_and_name_a_missing_key(tmp_path: Path) -> None:
+    from infra.sealed import seal, unseal
+
+    old = KeyRing.create_new("k-old")
+    rotated = old.rotated("k-new")
+    sealed = seal("Avery Quinlan", old)
+    assert sealed.startswith("sealed1:k-old:") and "Avery" not in sealed
+    assert unseal(sealed, rotated) == "Avery Quinlan"  # rotation keeps the old key
+    assert unseal("written in the clear before", None) == "written in the clear before"
+    with pytest.raises(KeyFileError, match="key 'k-old'"):
+        unseal(sealed, KeyRing.create_new("k-other"))
+    # Two seals of one value differ (a fresh nonce): equal values are not visible as equal.
+    assert seal("Avery", old) != seal("Avery", old)
