@@ -25,8 +25,9 @@ def embedded_server(settings: Settings) -> EmbeddedServer:
 
 
 def codec_endpoint(settings: Settings) -> str:
-    token = load_or_create_token(settings.codec_token_file)
-    return f"http://127.0.0.1:{settings.codec_port}/t/{token}"
+    """What the Web UI is told (and what the server's command line shows): no secret; the
+    operator signs in at the codec server itself."""
+    return f"http://127.0.0.1:{settings.codec_port}"
 
 
 def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,7 +71,11 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(
             f"cannot listen on {settings.codec_host}:{settings.codec_port}: {exc.strerror}"
         ) from None
-    console.print(f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it)")
+    console.print(
+        f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it). Sign in at "
+        f"{server.endpoint}/signin with the token in {settings.codec_token_file}, then turn "
+        "on 'Include cross-origin credentials' in the Web UI's codec settings."
+    )
     try:
         server.httpd.serve_forever()
     finally:
