@@ -30,6 +30,12 @@ PatientId = Annotated[str, AfterValidator(_check_patient_id)]
 CaseManagerId = Annotated[str, StringConstraints(pattern=r"^CM-[0-9A-Z]{2,12}$")]
 SiteId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,31}$")]
 ProgramId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,47}$")]
+# What a case manager names in a request: a session (INT1-W03-S2), an alumni meeting
+# (ALUMNI-E1-D016), a task's key (P-7K2M9Q4D/task/outreach/E1-W03). One canonical form each:
+# no spaces, no lower case where the engine writes upper, nothing around them.
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{3,31}$")]
+MeetingId = Annotated[str, StringConstraints(pattern=r"^ALUMNI-E[0-9]{1,3}-D[0-9]{3}$")]
+TaskKey = Annotated[str, StringConstraints(pattern=r"^P-[0-9A-Z]{8}/[A-Za-z0-9/_.-]{1,117}$")]
 
 
 def new_patient_id() -> str:

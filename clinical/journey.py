@@ -30,7 +30,13 @@ from clinical.careplan import (
 )
 from clinical.clock import ProgramClock
 from clinical.closures import cancel_on
-from clinical.identifiers import CaseManagerId, referral_workflow_id
+from clinical.identifiers import (
+    CaseManagerId,
+    MeetingId,
+    SessionId,
+    TaskKey,
+    referral_workflow_id,
+)
 from clinical.phases import Phase
 from clinical.placement import Placement, place, place_enrolment, risk_level
 from clinical.protocol import ProgramProtocol
@@ -209,14 +215,14 @@ AttendanceStatus = Literal["attended", "missed", "excused"]
 
 
 class AttendanceReport(_Request):
-    session_id: str = Field(min_length=1, max_length=32)
+    session_id: SessionId
     status: AttendanceStatus
 
 
 class AttendanceMark(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    session_id: str = Field(min_length=1, max_length=32)
+    session_id: SessionId
     status: AttendanceStatus
 
 
@@ -292,7 +298,7 @@ class CheckInAdjustment(_Request):
 class TaskDone(_Request):
     """A case manager marks one of the journey's (or a referral's) tasks done."""
 
-    task_key: str = Field(min_length=3, max_length=128)
+    task_key: TaskKey
 
 
 # Tasks that close when their cause is dealt with, not by marking them done.
@@ -625,7 +631,7 @@ def alumni_invitations(state: JourneyState) -> list[Reminder]:
 class AlumniAttendance(_Request):
     """A patient went to an alumni or peer-support meeting (reported, never required)."""
 
-    meeting_id: str = Field(min_length=5, max_length=32)
+    meeting_id: MeetingId
 
 
 def check_alumni_attendance(state: JourneyState, report: AlumniAttendance, today: float) -> None:

@@ -429,12 +429,15 @@ def insert_patient_row() -> Any:
 
 
 async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see_it(
-    env: Any, tmp_path: Path
+    env: Any, tmp_path: Path, caplog: Any, capfd: Any
 ) -> None:
+    """...and no log line of the worker, from CarePath or any library, carries the PHI of
+    the write that failed (the SDK logs the failed activity with its error)."""
     from temporalio.client import WorkflowFailureError
 
     from tests.support import clinic
 
+    caplog.set_level(logging.DEBUG)
     async with clinic(env.client, tmp_path) as c:
         with c.store.transaction() as conn:
             conn.exec_driver_sql(
@@ -449,7 +452,11 @@ async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see
         cause = cause.cause
     assert getattr(cause, "type", None) == "StoreRefused"
     assert "the patients table takes no rows" in str(cause)
-    assert "Avery" not in str(cause) and "Quinlan" not in str(cause)
+    captured = capfd.readouterr()
+    logs = caplog.text + captured.out + captured.err
+    assert "StoreRefused" in logs or "store refused" in logs, "the failure was logged"
+    for phi in ("Avery", "Quinlan", "1988-04-02", "555 010 2030", "alcohol"):
+        assert phi not in str(cause) and phi not in logs, phi
 
 
 # --- 6. every numeric setting of a protocol has a range that keeps journeys workable ---------
@@ -545,3 +552,27 @@ def test_sealed_columns_read_back_rotate_and_name_a_missing_key(tmp_path: Path) 
         unseal(sealed, KeyRing.create_new("k-other"))
     # Two seals of one value differ (a fresh nonce): equal values are not visible as equal.
     assert seal("Avery", old) != seal("Avery", old)
+
+
+@pytest.mark.parametrize(
+    ("field", "good"),
+    [
+        ("session_id", "INT1-W03-S2"),
+        ("meeting_id", "ALUMNI-E1-D016"),
+        ("task_key", "P-7K2M9Q4D/task/outreach/E1-W03"),
+    ],
+)
+@pytest.mark.parametrize("extra", DECORATIONS, ids=repr)
+def test_the_ids_in_a_case_managers_request_are_taken_whole(
+    field: str, good: str, extra: str
+) -> None:
+    from clinical.journey import AlumniAttendance, AttendanceReport, TaskDone
+
+    model = {"session_id": AttendanceReport, "meeting_id": AlumniAttendance}.get(field, TaskDone)
+    base: dict[str, Any] = {"case_manager_id": "CM-01", field: good}
+    if field == "session_id":
+        base["status"] = "attended"
+    assert getattr(model.model_validate(base), field) == good
+    for bad in (good + extra, extra + good, good.lower() if field != "task_key" else good + " "):
+        with pytest.raises(ValidationError, match=field):
+            model.model_validate({**base, field: bad})
