@@ -200,7 +200,7 @@ async def serve() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings)
+    client = await connect(settings, make_keys=True)  # a worker: it may make the key file
     # running_worker only asks its operations for their activities (`all()`).
     operations = cast("CareOperations", BareOperations())
     async with running_worker(client, settings, operations, workflows=[BareJourney, TrivialYear]):

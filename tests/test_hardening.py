@@ -568,7 +568,8 @@ def test_the_ids_in_a_case_managers_request_are_taken_whole(
 ) -> None:
     from clinical.journey import AlumniAttendance, AttendanceReport, TaskDone
 
-    model = {"session_id": AttendanceReport, "meeting_id": AlumniAttendance}.get(field, TaskDone)
+    models: dict[str, Any] = {"session_id": AttendanceReport, "meeting_id": AlumniAttendance}
+    model = models.get(field, TaskDone)
     base: dict[str, Any] = {"case_manager_id": "CM-01", field: good}
     if field == "session_id":
         base["status"] = "attended"

@@ -27,6 +27,7 @@ from cli.enrolment import start_journey
 from clinical.journey import AttendanceReport, JourneyStatus
 from demo.cohort import synthetic_cohort
 from demo.run import resolve_schedule_conflict
+from infra.codec import KeyRing
 from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore, appointments, audit_events
@@ -151,6 +152,7 @@ async def test_crash_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         if key.startswith("CAREPATH_"):
             monkeypatch.setenv(key, value)
     settings = load_settings()
+    KeyRing.load_or_create(settings.key_file)  # made once where the workers run, as deployed
     server = EmbeddedServer(data_dir=data, port=settings.server_port, ui_port=settings.ui_port)
     server.start()
     worker = Worker(env, data / "worker.log")

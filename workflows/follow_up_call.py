@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.records import FollowUpCallRequest
     from clinical.aftercare import CallOutcome, FollowUpCallPlan, FollowUpResult
     from clinical.reminders import Reminder
+    from workflows import patches
     from workflows.policies import STORE_RETRY, STORE_TIMEOUT, TELEPHONY_RETRY, TELEPHONY_TIMEOUT
 
 
@@ -26,7 +27,7 @@ class FollowUpCallWorkflow:
                 attempt == 2
                 and plan.sms_before_retry
                 and plan.window.reminders == "sms"
-                and workflow.patched("sms-before-retry")
+                and workflow.patched(patches.SMS_BEFORE_RETRY)
             ):
                 await workflow.execute_activity_method(
                     CareOperations.queue_messages,

@@ -126,7 +126,7 @@ with workflow.unsafe.imports_passed_through():
         closure_notice,
     )
     from clinical.sites import Closure, ClosureCalendar
-    from workflows import visibility
+    from workflows import patches, visibility
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
         PROGRAM_LOAD_RETRY,
@@ -139,12 +139,6 @@ with workflow.unsafe.imports_passed_through():
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
-
-CLINIC_TIME = "clinic-time"
-"""2026-12: journeys run on their site's zone and closures (the input names the site)."""
-
-END_REFERRALS = "end-referrals-with-journey"
-"""2026-12: a journey that ends cancels the referrals it leaves open."""
 
 ENGINE = "engine"
 """The actor of what the journey does by itself (closing tasks whose cause is gone)."""
@@ -162,7 +156,7 @@ class PatientJourneyWorkflow:
             # The site's clock and closures: journeys enrolled before kept the UTC calendar
             # they started on (their input named no site).
             closures = None
-            if journey.site is not None and workflow.patched(CLINIC_TIME):
+            if journey.site is not None and workflow.patched(patches.CLINIC_TIME):
                 closures = ClosureCalendar(site=journey.site, unplanned=journey.closures)
             try:
                 self._state = start_journey(
@@ -187,9 +181,9 @@ class PatientJourneyWorkflow:
         # activities): no activity task and no extra workflow task per write. Decided once,
         # first thing in the run, because temporalio 1.35 cannot replay a `patched` call
         # that follows a local activity whose marker landed in an earlier workflow task.
-        self._writes_in_task = workflow.patched("store-writes-in-task")
+        self._writes_in_task = workflow.patched(patches.STORE_WRITES_IN_TASK)
         # Later changes, decided here for the same reason (see `_since`).
-        self._ends_referrals = workflow.patched(END_REFERRALS)
+        self._ends_referrals = workflow.patched(patches.END_REFERRALS)
 
     # --- the journey ---------------------------------------------------------------------
 
@@ -239,7 +233,7 @@ class PatientJourneyWorkflow:
             )
             st.intake_recorded = True
             # Journeys enrolled before referrals existed had none started at intake.
-            if not st.referrals and self._since("referrals-at-intake"):
+            if not st.referrals and self._since(patches.REFERRALS_AT_INTAKE):
                 for need in st.assessment.social_needs:
                     await self._start_referral(need, enrolment.case_manager_id)
         self._update_visibility()
@@ -289,7 +283,7 @@ class PatientJourneyWorkflow:
         if st.week < weeks:
             st.week += 1
             # Journeys booked before family sessions existed go on without them.
-            family = st.family_involved and self._since("family-sessions")
+            family = st.family_involved and self._since(patches.FAMILY_SESSIONS)
             specs = week_sessions(
                 st.plan,
                 st.phase,
@@ -314,7 +308,7 @@ class PatientJourneyWorkflow:
                 reminders=session_reminders(st, specs),
                 closed=closed,
             )
-            if self._since("week-in-one-write"):
+            if self._since(patches.WEEK_IN_ONE_WRITE):
                 # The past week's attendance and the coming week's bookings in one
                 # transaction: one activity, one workflow task a week instead of two.
                 await self._book(booking.model_copy(update={"events": self._take_pending()}))
@@ -343,10 +337,10 @@ class PatientJourneyWorkflow:
         )
         st.follow_ups = [*st.follow_ups, *calls]
         # Journeys that reached aftercare before call reminders existed had none queued.
-        if self._since("call-reminders"):
+        if self._since(patches.CALL_REMINDERS):
             self._pending_reminders += call_reminders(st, calls)
         # Likewise for alumni and peer-support invitations.
-        if self._since("alumni-invitations"):
+        if self._since(patches.ALUMNI_INVITATIONS):
             self._pending_reminders += alumni_invitations(st)
         await self._flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
@@ -404,7 +398,7 @@ class PatientJourneyWorkflow:
         # Program changes reach a patient in aftercare at their next check-in (how it is
         # placed, what is asked); the schedule already made stays. Journeys from before
         # kept the protocol of their run.
-        if self._since("protocol-at-check-in"):
+        if self._since(patches.PROTOCOL_AT_CHECK_IN):
             await self._refresh_protocol()
         result = await self._check_in(due)
         if result is None:  # discharged or relapsed during the call window
@@ -436,12 +430,12 @@ class PatientJourneyWorkflow:
         findings = result.check_in.findings() if result.check_in is not None else []
         # Journeys recorded before instruments were scored acted on days of use alone, and
         # those recorded before re-linkage existed only noted the answer.
-        if findings and self._since("check-in-findings"):
+        if findings and self._since(patches.CHECK_IN_FINDINGS):
             await self._act_on_findings(due, findings)
         elif (
             result.check_in is not None
             and result.check_in.days_of_use > 0
-            and self._since("relapse-from-check-in")
+            and self._since(patches.RELAPSE_FROM_CHECK_IN)
         ):
             st.relapse = relapse_found_by_call(st)
         if result.outcome == CallOutcome.unreachable:
@@ -452,7 +446,7 @@ class PatientJourneyWorkflow:
             )
             missed = unreachable_in_a_row(st)
             if missed >= st.protocol.aftercare.lost_after_unreachable and self._since(
-                "lost-to-contact"
+                patches.LOST_TO_CONTACT
             ):
                 await self._end(
                     Phase.lost_to_contact,
@@ -534,13 +528,13 @@ class PatientJourneyWorkflow:
         st = self._state
         ahead = [f for f in st.follow_ups if f.outcome is None]
         # Journeys that queued no call reminders have none to withdraw.
-        if ahead and self._since("call-reminders"):
+        if ahead and self._since(patches.CALL_REMINDERS):
             self._withdrawn_reminders += [
                 call_reminder_key(st.patient_id, f.episode, f.call_id) for f in ahead
             ]
         today = self._today()
         meetings = [m for m, day in alumni_meetings(st) if day > today]
-        if meetings and st.phase == Phase.aftercare and self._since("alumni-invitations"):
+        if meetings and st.phase == Phase.aftercare and self._since(patches.ALUMNI_INVITATIONS):
             self._withdrawn_reminders += [alumni_invitation_key(st.patient_id, m) for m in meetings]
 
     async def _hold_for_step_down_criteria(self) -> None:
@@ -549,7 +543,7 @@ class PatientJourneyWorkflow:
         case manager to decide."""
         st = self._state
         # Journeys started before step-down criteria existed stepped down on schedule.
-        if not self._since("step-down-criteria"):
+        if not self._since(patches.STEP_DOWN_CRITERIA):
             return
         blocker = step_down_blocker(st)
         if blocker is None:
@@ -575,7 +569,7 @@ class PatientJourneyWorkflow:
         if st.phase not in (Phase.intensive, Phase.step_down):
             return
         # Journeys started before these rules existed carry on without them.
-        if not self._since("engagement-alerts"):
+        if not self._since(patches.ENGAGEMENT_ALERTS):
             return
         today = self._today()
         alerts = engagement_alerts(st.sessions, today, st.protocol.engagement, st.last_review_day)
@@ -610,7 +604,7 @@ class PatientJourneyWorkflow:
         # Nothing is left to do for an ended journey; journeys that ended before this rule
         # left their tasks open.
         still_open = sorted({t.kind for t in st.tasks if t.is_open})
-        if still_open and self._since("close-tasks-at-end"):
+        if still_open and self._since(patches.CLOSE_TASKS_AT_END):
             for kind in still_open:
                 self._resolve_tasks(kind, ENGINE)
         await self._flush()
@@ -741,7 +735,7 @@ class PatientJourneyWorkflow:
         """Sleep until program day `day` (or until `or_when` holds); False if a discharge
         or relapse interrupted."""
         delay = self._state.clock.instant(day) - workflow.now()
-        if self._since("wake-by-timer-always"):
+        if self._since(patches.WAKE_BY_TIMER_ALWAYS):
             # Whether a timer starts must not hang on now(): after a retried workflow task
             # (a worker killed mid-task) replay can read now() a fraction of a second later
             # than the live task did, and a wake-up that was just ahead becomes just past:
@@ -839,7 +833,7 @@ class PatientJourneyWorkflow:
         )
         # The referral outlives this run (continue-as-new) and even the journey: a workflow
         # of its own, not a child of a run that will close (see activities/referral_launch).
-        if self._since("referrals-own-workflows"):
+        if self._since(patches.REFERRALS_OWN_WORKFLOWS):
             await workflow.execute_activity_method(
                 ReferralLauncher.start_referral_loop,
                 ReferralLaunch(
