@@ -25,6 +25,7 @@ from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
 from infra.temporal import build_worker, connect, connect_config, keys_for
 from infra.tracing import start_exporting
+from workflows.registry import WORKFLOWS
 
 log = get_logger("carepath.worker")
 
@@ -52,7 +53,8 @@ async def running_worker(
         max_workers=settings.max_concurrent_activities, thread_name_prefix="activity"
     ) as executor:
         activities = operations.all() + ReferralLauncher(client).all()
-        worker = build_worker(client, settings, activities, executor, **overrides)
+        workflows = overrides.pop("workflows", WORKFLOWS)
+        worker = build_worker(client, settings, workflows, activities, executor, **overrides)  # type: ignore[arg-type]
         async with worker:
             yield worker
 

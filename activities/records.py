@@ -4,7 +4,6 @@ workflow code."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -15,6 +14,7 @@ from clinical.careplan import CarePlan, SessionSpec
 from clinical.placement import Placement
 from clinical.referrals import ReferralInput
 from clinical.reminders import Reminder
+from clinical.tasks import TaskKind
 
 
 class _Record(BaseModel):
@@ -104,23 +104,6 @@ class CareEventsWritten(_Record):
     def _from_count(cls, value: object) -> object:
         # Results recorded before receipts were the bare count.
         return {"changed": value} if isinstance(value, int) else value
-
-
-TaskKind = Literal[
-    "schedule_conflict",
-    "escalation_referral",
-    "unreachable_patient",
-    "outreach",
-    "review",
-    "reassessment",
-    "step_down_decision",
-    "consent_needed",
-    "referral_stalled",
-    "referral_follow_up",
-    "clinical_follow_up",
-    "aftercare_support",
-    "closure_make_up",
-]
 
 
 class ReferralsEnd(_Record):

@@ -20,11 +20,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.records import ReferralLaunch, ReferralsEnd
 from clinical.referrals import ReferralCancel
 from infra.logging import get_logger
-from workflows.referral import ReferralWorkflow
 
 log = get_logger("carepath.activities")
 
 REFERRAL_MEMO_KEY = "referral_id"
+REFERRAL_WORKFLOW = "Referral"
+"""The referral loop's workflow type (workflows.referral defines it under this name): the
+activity addresses it by name, so activities never import workflow code."""
+CANCEL_UPDATE = "cancel"
 NON_RETRYABLE_REFERRAL_OPEN = "ReferralAlreadyOpen"
 
 
@@ -46,7 +49,7 @@ class ReferralLauncher:
         for workflow_id in end.workflow_ids:
             handle = self.client.get_workflow_handle(workflow_id)
             try:
-                await handle.execute_update(ReferralWorkflow.cancel, request)
+                await handle.execute_update(CANCEL_UPDATE, request)
             except WorkflowUpdateFailedError:
                 continue  # refused: it is closed already
             except RPCError as exc:
@@ -63,7 +66,7 @@ class ReferralLauncher:
             return
         try:
             await self.client.start_workflow(
-                ReferralWorkflow.run,
+                REFERRAL_WORKFLOW,
                 launch.referral,
                 id=launch.workflow_id,
                 task_queue=launch.task_queue,

@@ -34,12 +34,12 @@ from clinical.identifiers import CaseManagerId, PatientId, SiteId
 from clinical.journey import JourneyStatus
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
+from infra import visibility
 from infra.settings import Settings
 from operators import report
 from operators.history import journey_story
 from operators.outcomes import percent
 from operators.snapshot import stored_snapshot
-from workflows import visibility
 from workflows.patient_journey import PatientJourneyWorkflow
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from temporalio.common import SearchAttributeIndexedValueType
 
 from infra.files import private_dir
-from workflows.visibility import ALL_KEYS
+from infra.visibility import ALL_KEYS
 
 _SA_TYPE_NAMES = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",

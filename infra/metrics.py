@@ -26,9 +26,9 @@ from typing import get_args
 from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from activities.records import TaskKind
 from clinical.aftercare import CallOutcome
 from clinical.phases import Phase
+from clinical.tasks import TaskKind
 from infra.logging import get_logger
 from infra.settings import Settings, SettingsError
 from infra.store import CareStore

@@ -110,25 +110,19 @@ async def connect(
     )
 
 
-def workflow_classes() -> list[type]:
-    from workflows.follow_up_call import FollowUpCallWorkflow
-    from workflows.patient_journey import PatientJourneyWorkflow
-    from workflows.referral import ReferralWorkflow
-
-    return [PatientJourneyWorkflow, FollowUpCallWorkflow, ReferralWorkflow]
-
-
 def build_worker(
     client: Client,
     settings: Settings,
+    workflows: Sequence[type],
     activities: Sequence[Any],
     executor: ThreadPoolExecutor,
     **overrides: Any,
 ) -> Worker:
+    """A worker for `workflows` (the registry's, workflows.registry) and `activities`."""
     compile_workflow_modules()
     options: dict[str, Any] = {
         "task_queue": settings.task_queue,
-        "workflows": workflow_classes(),
+        "workflows": list(workflows),
         "activities": list(activities),
         "activity_executor": executor,
         # Never more activities at once than threads to run them.

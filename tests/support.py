@@ -34,11 +34,11 @@ from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
 from infra.store import CareStore
 from infra.temporal import data_converter
+from infra.visibility import ALL_KEYS
 from services.enrolment import enrol, journey_input
 from tests.clinic_time import START, StartChoice, next_start, step_to
 from worker import running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
-from workflows.visibility import ALL_KEYS
 
 PROGRAMS = PROJECT_ROOT / "programs"
 OPEN_SITES = Path(__file__).parent / "sites-open.toml"

@@ -13,8 +13,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from infra.sandbox import CompiledSandboxRunner
-from infra.temporal import data_converter, workflow_classes
+from infra.temporal import data_converter
 from tests.support import TEST_KEYS
+from workflows.registry import WORKFLOWS
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
@@ -27,7 +28,7 @@ def workflow_type_of(path: Path) -> str:
 
 def test_every_registered_workflow_type_has_recorded_histories() -> None:
     recorded = {workflow_type_of(p) for p in HISTORIES}
-    registered = {cls.__temporal_workflow_definition.name for cls in workflow_classes()}  # type: ignore[attr-defined]
+    registered = {cls.__temporal_workflow_definition.name for cls in WORKFLOWS}  # type: ignore[attr-defined]
     assert registered <= recorded, f"no recorded history for {sorted(registered - recorded)}"
 
 
@@ -36,7 +37,7 @@ async def test_recorded_history_replays(path: Path) -> None:
     # The worker's own runner: the gate replays what production runs.
     converter = data_converter(TEST_KEYS)
     replayer = Replayer(
-        workflows=workflow_classes(),
+        workflows=WORKFLOWS,
         data_converter=converter,
         workflow_runner=CompiledSandboxRunner.for_converter(converter),
     )

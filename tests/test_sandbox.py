@@ -31,10 +31,11 @@ from temporalio.worker.workflow_sandbox._runner import _Instance
 from clinical.assessment import Enrolment
 from infra.sandbox import CompiledSandboxRunner, compiled, takes_no_context
 from infra.settings import load_settings
-from infra.temporal import build_worker, data_converter, workflow_classes
+from infra.temporal import build_worker, data_converter
 from tests.support import TEST_KEYS, enrolment_data
 from tests.wall_clock_workflow import ReadsTheWallClock
 from workflows import patient_journey
+from workflows.registry import WORKFLOWS
 
 FULL_YEAR = sorted(Path(__file__).parent.glob("histories/journey_full_year--run2--*.json"))[0]
 
@@ -58,7 +59,7 @@ async def test_the_sandbox_still_refuses_non_deterministic_calls(env: WorkflowEn
 async def test_replaying_a_journey_compiles_the_sandbox_code_once() -> None:
     compiled.cache_clear()
     replayer = Replayer(
-        workflows=workflow_classes(),
+        workflows=WORKFLOWS,
         data_converter=data_converter(TEST_KEYS),
         workflow_runner=CompiledSandboxRunner(),
     )
@@ -75,7 +76,7 @@ async def test_replaying_a_journey_compiles_the_sandbox_code_once() -> None:
 async def test_a_worker_leaves_the_workflow_modules_compiled(env: WorkflowEnvironment) -> None:
     source = Path(patient_journey.__file__)
     with ThreadPoolExecutor(1) as executor:
-        build_worker(env.client, load_settings(), [], executor)
+        build_worker(env.client, load_settings(), WORKFLOWS, [], executor)
     bytecode = Path(importlib.util.cache_from_source(str(source)))
     assert bytecode.exists() and bytecode.stat().st_mtime >= source.stat().st_mtime
 
@@ -125,7 +126,7 @@ async def test_a_context_free_worker_runs_and_replays_a_journey_history() -> Non
         asked.clear()
         with patch.object(_Instance, "get_serialization_context", counting):
             replayer = Replayer(
-                workflows=workflow_classes(), data_converter=converter, workflow_runner=runner
+                workflows=WORKFLOWS, data_converter=converter, workflow_runner=runner
             )
             result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
         assert result.replay_failure is None

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.settings import PROJECT_ROOT, SettingsError, load_settings
 from infra.temporal import build_worker, connect_config
+from workflows.registry import WORKFLOWS
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ async def test_worker_tuning_comes_from_settings(
     clean_env.setenv("CAREPATH_MAX_CACHED_WORKFLOWS", "250")
     settings = load_settings()
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
-        config = build_worker(env.client, settings, [], executor).config()
+        config = build_worker(env.client, settings, WORKFLOWS, [], executor).config()
     assert config["task_queue"] == "carepath-site-north"
     assert config["max_concurrent_activities"] == 6
     assert config["max_concurrent_workflow_tasks"] == 40

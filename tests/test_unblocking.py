@@ -10,7 +10,6 @@ from typing import get_args
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import TaskKind
 from cli.case_management import parse_commitment
 from cli.common import CliError
 from cli.main import COMMANDS, parser
@@ -19,6 +18,7 @@ from clinical.identifiers import referral_workflow_id
 from clinical.journey import CLOSED_BY_ACTION, DischargeReason, DischargeRequest
 from clinical.phases import Phase
 from clinical.referrals import ReferralOutcome, ReferralStatus
+from clinical.tasks import TaskKind
 from infra.store import referrals
 from tests.support import clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow

@@ -126,7 +126,8 @@ with workflow.unsafe.imports_passed_through():
         closure_notice,
     )
     from clinical.sites import Closure, ClosureCalendar
-    from workflows import patches, visibility
+    from infra import visibility
+    from workflows import patches
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.policies import (
         PROGRAM_LOAD_RETRY,

@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
         ReferralRecord,
         ReferralReminder,
         TaskCompletion,
-        TaskKind,
     )
+    from activities.referral_launch import CANCEL_UPDATE, REFERRAL_WORKFLOW
     from clinical.journey import JourneyTask, TaskDone, check_task_done
     from clinical.referrals import (
         ConsentGrant,
@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         consent_kind,
         next_due,
     )
+    from clinical.tasks import TaskKind
     from workflows.policies import (
         PARTNER_RETRY,
         PARTNER_TIMEOUT,
@@ -58,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
 REFERRAL_CLOSED_SIGNAL = "referral_closed"
 
 
-@workflow.defn(name="Referral")
+@workflow.defn(name=REFERRAL_WORKFLOW)
 class ReferralWorkflow:
     @workflow.init
     def __init__(self, referral: ReferralInput) -> None:
@@ -273,7 +274,7 @@ class ReferralWorkflow:
         if self._consent_by is not None:
             raise ReferralRefused("consent is already being recorded")
 
-    @workflow.update
+    @workflow.update(name=CANCEL_UPDATE)
     def cancel(self, request: ReferralCancel) -> ReferralStatus:
         close(self._state, ReferralOutcome.cancelled, request.case_manager_id)
         self._changed = True
