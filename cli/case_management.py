@@ -141,16 +141,24 @@ async def cmd_refer(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_cancel_referral(args: argparse.Namespace, settings: Settings) -> int:
     """End a referral that is no longer wanted (its loop closes as cancelled)."""
-    patient_id = validated(PatientId, args.patient, "patient")
     request = make_request(ReferralCancel, case_manager_id=args.case_manager, reason=args.reason)
+    return await _to_referral(settings, args, ReferralWorkflow.cancel, request)
+
+
+async def _to_referral(
+    settings: Settings, args: argparse.Namespace, update: Any, request: Any
+) -> int:
+    """Send a request to the patient's referral loop for a need; print where it stands."""
+    patient_id = validated(PatientId, args.patient, "patient")
     status = await send_update(
         settings,
         patient_id,
-        ReferralWorkflow.cancel,
+        update,
         request,
         workflow_id=referral_workflow_id(patient_id, args.need),
     )
-    console.print(f"{patient_id} {args.need} referral: {status.stage}, {status.outcome}")
+    outcome = f", {status.outcome}" if status.outcome else ""
+    console.print(f"{patient_id} {args.need} referral: {status.stage}{outcome}")
     return 0
 
 
@@ -204,18 +212,8 @@ async def cmd_family_consent(args: argparse.Namespace, settings: Settings) -> in
 async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> int:
     """What a partner's portal reports; a case manager can enter it for a partner that
     answered by phone."""
-    patient_id = validated(PatientId, args.patient, "patient")
     report = make_request(PartnerReport, answer=args.answer, reported_by=args.reported_by)
-    status = await send_update(
-        settings,
-        patient_id,
-        ReferralWorkflow.partner_response,
-        report,
-        workflow_id=referral_workflow_id(patient_id, args.need),
-    )
-    outcome = f", {status.outcome}" if status.outcome else ""
-    console.print(f"{patient_id} {args.need} referral: {status.stage}{outcome}")
-    return 0
+    return await _to_referral(settings, args, ReferralWorkflow.partner_response, report)
 
 
 async def cmd_check_ins(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,7 +5,6 @@ and the reason rather than discovered by a patient months later."""
 from __future__ import annotations
 
 import itertools
-import tomllib
 from collections.abc import Iterable
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clinical.assessment import AgeGroup, Weekday
 from clinical.identifiers import ProgramId
-from clinical.textfile import FileRefused, read_text_file
+from clinical.textfile import FileRefused, read_toml_file
 
 DimensionName = Literal[
     "withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment"
@@ -351,11 +350,9 @@ def _read_toml(
     if path in seen:
         raise ProtocolError(f"{path.name}: 'extends' loops back to itself")
     try:
-        data = tomllib.loads(read_text_file(path, "a program file"))
+        data = read_toml_file(path, "a program file")
     except FileRefused as exc:
         raise ProtocolError(str(exc)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProtocolError(f"{path.name}: not valid TOML ({exc})") from None
     parent = data.pop("extends", None)
     if parent is None:
         return data

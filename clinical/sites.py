@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import tomllib
 from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from clinical.assessment import Weekday
 from clinical.clock import ZoneName, zone
 from clinical.identifiers import SiteId
-from clinical.textfile import FileRefused, read_text_file
+from clinical.textfile import FileRefused, read_toml_file
 
 ClosureReason = Annotated[str, Field(min_length=3, max_length=80, pattern=r"^[^\n\r\t]+$")]
 """Why a site is closed, as staff and patients read it ("snow", "Christmas Day"): never PHI."""
@@ -139,11 +138,9 @@ class SiteDirectory:
         if not path.exists():
             raise SiteError(f"{path}: no sites file (each site needs its time zone)")
         try:
-            raw = tomllib.loads(read_text_file(path, "a sites file"))
+            raw = read_toml_file(path, "a sites file")
         except FileRefused as exc:
             raise SiteError(str(exc)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SiteError(f"{path.name}: not valid TOML ({exc})") from None
         sites: dict[str, Site] = {}
         for site_id, body in (raw.get("sites") or {}).items():
             try:

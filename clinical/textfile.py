@@ -5,7 +5,9 @@ never ends, a multi-megabyte file or bytes that are not UTF-8 are refused, never
 from __future__ import annotations
 
 import stat
+import tomllib
 from pathlib import Path
+from typing import Any
 
 MAX_FILE_BYTES = 1 << 20
 """A program, the sites file or a key ring: far larger than any real one."""
@@ -40,3 +42,11 @@ def read_text_file(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FileRefused(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_toml_file(path: Path, what: str) -> dict[str, Any]:
+    """The tables of a TOML file read as `read_text_file` reads it."""
+    try:
+        return tomllib.loads(read_text_file(path, what))
+    except tomllib.TOMLDecodeError as exc:
+        raise FileRefused(f"{path.name}: not valid TOML ({exc})") from None

@@ -9,19 +9,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from infra.store import CareStore, appointments, follow_up_calls, patients, referrals
-
-SNAPSHOT_COLUMNS = (
-    "patient_id",
-    "case_manager_id",
-    "site_id",
-    "program_id",
-    "enrolled_at",
-    "phase",
-    "level",
-    "risk",
-    "updated_at",
+from infra.store import (
+    PATIENT_COLUMNS_WITHOUT_CONTACT,
+    CareStore,
+    appointments,
+    follow_up_calls,
+    patients,
+    referrals,
 )
+
+SNAPSHOT_COLUMNS = (*PATIENT_COLUMNS_WITHOUT_CONTACT, "updated_at")
 
 
 class StoredSession(BaseModel):
