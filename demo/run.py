@@ -11,7 +11,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console, Group
@@ -259,7 +259,7 @@ async def snow_day(
     client: Client, settings: Settings, store: Any, statuses: dict[str, JourneyStatus]
 ) -> str:
     """An operator announces a snow day at the north site once its first patient is in
-    treatment, three days ahead on the site's calendar."""
+    treatment: the first weekday three or more days ahead on the site's calendar."""
     sites = SiteDirectory.load(settings.sites_file)
     while True:
         north = [
@@ -276,6 +276,8 @@ async def snow_day(
     # time to reach every journey there before the day comes.
     status = north[0].as_of(datetime.now(UTC))
     day = status.clock.local_date(status.program_day + 3)
+    if day.weekday() >= 5:  # the clinic's sessions are on weekdays: the Monday after
+        day += timedelta(days=7 - day.weekday())
     snow = Closure(site_id="north", date=day, reason="snow day", announced_by="demo-operator")
     done = await announce_closure(client, store, sites, snow, datetime.now(UTC))
     return f"snow day at north on {day}: announced to {len(done.applied)} active journey(s)"
