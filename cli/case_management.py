@@ -102,12 +102,18 @@ async def cmd_discharge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _small_number(text: str) -> bool:
+    """0-9999 in ASCII digits: `str.isdigit` also takes '²' and other scripts' digits, and
+    `int` refuses thousands of digits, each with a traceback."""
+    return 1 <= len(text) <= 4 and text.isascii() and text.isdigit()
+
+
 DIMENSIONS = ("withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment")
 
 
 async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
-    values = args.ratings.split(",")
-    if len(values) != len(DIMENSIONS) or not all(v.strip().isdigit() for v in values):
+    values = [v.strip() for v in args.ratings.split(",")]
+    if len(values) != len(DIMENSIONS) or not all(_small_number(v) for v in values):
         raise CliError(f"--ratings takes six numbers 0-4, in order: {','.join(DIMENSIONS)}")
     report = make_request(
         RelapseReport,
@@ -218,7 +224,7 @@ async def cmd_partner_answer(args: argparse.Namespace, settings: Settings) -> in
 
 async def cmd_check_ins(args: argparse.Namespace, settings: Settings) -> int:
     parts = [d.strip() for d in args.days.split(",")]
-    if not all(p.isdigit() for p in parts):
+    if not all(_small_number(p) for p in parts):
         raise CliError("--days takes aftercare days as whole numbers, e.g. 20,45,90")
     adjustment = make_request(
         CheckInAdjustment,

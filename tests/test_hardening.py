@@ -577,3 +577,36 @@ def test_the_ids_in_a_case_managers_request_are_taken_whole(
     for bad in (good + extra, extra + good, good.lower() if field != "task_key" else good + " "):
         with pytest.raises(ValidationError, match=field):
             model.model_validate({**base, field: bad})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["relapse", "P-7K2M9Q4D", "--ratings", "1,2,3,4,0,\u00b2", "--case-manager", "CM-01"],
+        [
+            "relapse",
+            "P-7K2M9Q4D",
+            "--ratings",
+            "1,2,3,4,0," + "9" * 5000,
+            "--case-manager",
+            "CM-01",
+        ],
+        [
+            "check-ins",
+            "P-7K2M9Q4D",
+            "--days",
+            "20,\u0664\u0665",
+            "--reason",
+            "clinical",
+            "--case-manager",
+            "CM-01",
+        ],
+    ],
+    ids=["superscript", "five-thousand-digits", "arabic-indic"],
+)
+def test_numbers_in_arguments_are_ascii_and_small_or_refused_in_one_line(
+    tmp_path: Path, args: list[str]
+) -> None:
+    result = _cli(tmp_path, *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
