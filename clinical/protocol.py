@@ -255,10 +255,13 @@ class TaskConfig(_Strict):
     }
     default_due_days: Annotated[float, Field(gt=0, le=60)] = 5
 
+    def days_for(self, kind: str) -> float:
+        """Program days a task of this kind has before it is due."""
+        return self.due_days.get(kind, self.default_due_days)
+
     def due_at(self, kind: str, opened: datetime, seconds_per_day: float) -> datetime:
         """When a task of this kind opened at `opened` is due (program days, real time)."""
-        days = self.due_days.get(kind, self.default_due_days)
-        return opened + timedelta(seconds=days * seconds_per_day)
+        return opened + timedelta(seconds=self.days_for(kind) * seconds_per_day)
 
 
 class RiskConfig(_Strict):

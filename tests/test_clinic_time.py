@@ -266,3 +266,30 @@ async def test_an_unplanned_closure_sent_twice_cancels_each_session_once(
     ]
     assert accepted.count("announce_closure") == 1
     assert after.attendance.missed == 0
+
+
+async def test_a_tasks_due_time_is_wall_clock_time_at_the_site(tmp_path: Path) -> None:
+    """A schedule conflict opened two days before the spring change is due three program days
+    later at the same local time (72 real hours would land an hour late)."""
+    from clinical.assessment import Enrolment
+    from infra.store import tasks
+    from tests.support import enrolment_data
+
+    busy = [
+        {"weekday": d, "start": "07:00", "end": "21:00", "kind": "work"}
+        for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    ]
+    async with server(None) as env, clinic(env.client, tmp_path) as c:
+        await step_to(env, next_date(await env.get_current_time(), 3, 12, hour=10))
+        handle = await c.enrol(Enrolment.model_validate(enrolment_data(commitments=busy)))
+        await settle(c.client, handle.id)
+        (task,) = c.store.rows(tasks)
+        status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+    (opened_task,) = status.open_tasks  # when the journey opened it, on its own clock
+    opened, due = opened_task.opened_at.astimezone(NY), task["due_at"].astimezone(NY)
+    assert task["kind"] == "schedule_conflict"
+    assert opened.utcoffset() == timedelta(hours=-5) and due.utcoffset() == timedelta(hours=-4)
+    assert (due.date() - opened.date()).days == 3
+    assert abs(
+        (due.replace(tzinfo=None) - opened.replace(tzinfo=None)) - timedelta(days=3)
+    ) < timedelta(minutes=1)

@@ -808,9 +808,9 @@ class PatientJourneyWorkflow:
                 case_manager_id=st.case_manager_id,
                 kind=kind,
                 detail=detail,
-                due_at=st.protocol.tasks.due_at(
-                    kind, workflow.now(), st.protocol.clock.seconds_per_day
-                ),
+                # On the journey's own clock: due at the same wall-clock time at the site
+                # that many program days on, across a daylight-saving change too.
+                due_at=st.clock.instant(self._today() + st.protocol.tasks.days_for(kind)),
             ),
         )
         if all(t.key != key for t in st.tasks):
