@@ -182,10 +182,27 @@ class EmbeddedServer:
                 raise RuntimeError(
                     f"the Temporal server exited with code {proc.returncode}; see {self.log_file}"
                 )
-            if port_open(self.port) and (not self.ui or port_open(self.ui_port)):
+            ports = port_open(self.port) and (not self.ui or port_open(self.ui_port))
+            if ports and self._serving():
                 return
             time.sleep(0.1)
         raise TimeoutError(f"the Temporal server did not start within {timeout:.0f} s")
+
+    def _serving(self) -> bool:
+        """The frontend answers its health check: its port opens a moment before it serves
+        ("Frontend is not healthy yet"), and a client connecting then fails."""
+        health = [str(binary("temporal")), "operator", "cluster", "health"]
+        try:
+            check = subprocess.run(
+                [*health, "--address", self.address],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return check.returncode == 0 and "SERVING" in check.stdout
 
     def stop(self, timeout: float = 15.0) -> bool:
         pid = self.pid()
