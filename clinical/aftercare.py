@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.assessment import ContactWindow
-from clinical.clock import ProgramClock, local, zone
+from clinical.clock import ProgramClock, local, next_open_day, zone
 from clinical.instruments import BamAnswers, Finding, Phq9Answers, check_in_findings
 from clinical.protocol import ProgramProtocol
 
@@ -73,10 +73,7 @@ def follow_up_schedule(
         if window.zone is not None and window.zone != clock.zone:
             on = clock.local_date(aftercare_start_day + offset)
             day = clock.calendar_day(local(datetime.combine(on, window.start), zone(window.zone)))
-        for _ in range(31):  # a month of closed days: call anyway rather than never
-            if closed is None or not closed(clock.local_date(day)):
-                break
-            day += 1
+        day = next_open_day(clock, day, closed)
         calls.append(
             FollowUp(
                 call_id=f"FU-D{offset:03d}",

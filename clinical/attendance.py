@@ -5,6 +5,7 @@ once the protocol's grace period has passed with no record, it is counted as mis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -88,14 +89,18 @@ def close_out(
 
 
 def cancel_from(
-    records: list[SessionRecord], now_day: float
+    records: list[SessionRecord],
+    now_day: float,
+    only: Callable[[SessionRecord], bool] | None = None,
+    because: str | None = None,
 ) -> tuple[list[SessionRecord], list[SessionRecord]]:
-    """Cancel sessions that have not started yet (a journey ending, a plan change)."""
+    """Cancel sessions that have not started yet (a journey ending, a plan change; `only`
+    those, `because` a closure). Returns the updated records and the ones cancelled."""
     updated: list[SessionRecord] = []
     changed: list[SessionRecord] = []
     for r in records:
-        if r.status == SessionStatus.scheduled and r.day > now_day:
-            r = r.model_copy(update={"status": SessionStatus.cancelled})
+        if r.status == SessionStatus.scheduled and r.day > now_day and (only is None or only(r)):
+            r = r.model_copy(update={"status": SessionStatus.cancelled, "cancelled_for": because})
             changed.append(r)
         updated.append(r)
     return updated, changed

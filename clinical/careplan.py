@@ -85,11 +85,13 @@ class CarePlan(_Frozen):
         return tuple(seen)
 
 
-def _minutes(t: time) -> int:
+def minutes_of(t: time) -> int:
+    """A clock time as minutes after midnight."""
     return t.hour * 60 + t.minute
 
 
-def _free(busy: list[tuple[int, int]], start: int, end: int) -> bool:
+def is_free(busy: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether minutes `start`-`end` of a day miss every busy interval (and end that day)."""
     return end <= 24 * 60 and all(end <= b0 or b1 <= start for b0, b1 in busy)
 
 
@@ -118,14 +120,14 @@ def fit_week(
     weekdays = list(Weekday)
     busy: dict[int, list[tuple[int, int]]] = {i: [] for i in range(7)}
     for c in assessment.commitments:
-        busy[c.weekday.number].append((_minutes(c.start), _minutes(c.end)))
+        busy[c.weekday.number].append((minutes_of(c.start), minutes_of(c.end)))
     visit_minutes = round(pattern.visit_hours * 60)
     earliest: dict[int, int] = {}
     for slot in protocol.schedule.slots:
-        start = _minutes(slot.start)
+        start = minutes_of(slot.start)
         for day in slot.weekdays:
             i = day.number
-            if _free(busy[i], start, start + visit_minutes) and start < earliest.get(i, 24 * 60):
+            if is_free(busy[i], start, start + visit_minutes) and start < earliest.get(i, 24 * 60):
                 earliest[i] = start
     k = pattern.visits_per_week
     if len(earliest) < k:
@@ -176,7 +178,7 @@ def _place_individual(
     for d in sorted(chosen, key=lambda day: (earliest[day], day)):
         visit_start = earliest[d]
         for start in (visit_start + visit_minutes, visit_start - length):
-            if start >= 0 and _free(busy[d], start, start + length):
+            if start >= 0 and is_free(busy[d], start, start + length):
                 return PlannedSession(
                     weekday=list(Weekday)[d],
                     start=_clock_time(start),
@@ -259,16 +261,16 @@ def family_therapy_slot(
     day, or before the first), at a time the patient's commitments leave free."""
     busy: dict[int, list[tuple[int, int]]] = {i: [] for i in range(7)}
     for c in assessment.commitments:
-        busy[c.weekday.number].append((_minutes(c.start), _minutes(c.end)))
+        busy[c.weekday.number].append((minutes_of(c.start), minutes_of(c.end)))
     length = round(hours * 60)
     days = sorted({s.weekday for s in schedule.sessions}, key=lambda d: d.number)
     for day in days:
         today = [s for s in schedule.sessions if s.weekday == day]
-        first = min(_minutes(s.start) for s in today)
-        last_end = max(_minutes(s.start) + round(s.hours * 60) for s in today)
+        first = min(minutes_of(s.start) for s in today)
+        last_end = max(minutes_of(s.start) + round(s.hours * 60) for s in today)
         for start in (last_end, first - length):
             evening_ok = start + length <= 22 * 60  # not in the small hours
-            if start >= 7 * 60 and evening_ok and _free(busy[day.number], start, start + length):
+            if start >= 7 * 60 and evening_ok and is_free(busy[day.number], start, start + length):
                 return day, _clock_time(start)
     return None
 
@@ -328,7 +330,7 @@ def week_sessions(
         wanted += _family_sessions(stage.schedule, phase, week, family_of, protocol)
     specs = []
     for code, weekday, start, hours, session_type in wanted:
-        day = week_start_day + weekday.number + _minutes(start) / (24 * 60)
+        day = week_start_day + weekday.number + minutes_of(start) / (24 * 60)
         specs.append(
             SessionSpec(
                 session_id=f"{treatment_week_id(phase, episode, week)}-{code}",

@@ -17,6 +17,7 @@ Journeys from before zones existed carry no zone and run on UTC, exactly as they
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Annotated
@@ -143,6 +144,18 @@ class ProgramClock(BaseModel):
 
     def duration(self, days: float) -> timedelta:
         return timedelta(seconds=days * self.seconds_per_day)
+
+
+def next_open_day(
+    clock: ProgramClock, day: float, closed: Callable[[date], object] | None
+) -> float:
+    """`day`, or the same time on the first day after it the site is open (`closed(local
+    date)` says why not); after a month of closed days, `day` a month on rather than never."""
+    for _ in range(31):
+        if closed is None or not closed(clock.local_date(day)):
+            break
+        day += 1
+    return day
 
 
 def first_monday_after(day: float, origin_weekday: int) -> int:

@@ -9,13 +9,13 @@ none fits, the case manager gets a `closure_make_up` task."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, time
+from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
 from clinical.assessment import Assessment
-from clinical.attendance import SessionRecord, SessionStatus
-from clinical.careplan import SessionSpec, treatment_week_of
+from clinical.attendance import SessionRecord, SessionStatus, cancel_from
+from clinical.careplan import SessionSpec, is_free, minutes_of, treatment_week_of
 from clinical.clock import ProgramClock
 from clinical.phases import Phase
 from clinical.protocol import ProgramProtocol
@@ -55,20 +55,12 @@ def cancel_on(
 ) -> tuple[list[SessionRecord], list[SessionRecord]]:
     """Cancel the scheduled sessions still ahead on local date `day`: the updated records and
     the ones cancelled (an unplanned closure)."""
-    updated: list[SessionRecord] = []
-    changed: list[SessionRecord] = []
-    for r in records:
-        if (
-            r.status == SessionStatus.scheduled
-            and r.day > now_day
-            and clock.local_date(r.day) == day
-        ):
-            r = r.model_copy(
-                update={"status": SessionStatus.cancelled, "cancelled_for": closed_because(reason)}
-            )
-            changed.append(r)
-        updated.append(r)
-    return updated, changed
+    return cancel_from(
+        records,
+        now_day,
+        only=lambda r: clock.local_date(r.day) == day,
+        because=closed_because(reason),
+    )
 
 
 def is_make_up(session_id: str) -> bool:
@@ -150,19 +142,15 @@ def _free_slots(
     found: list[float] = []
     for slot in protocol.schedule.slots:
         for weekday in slot.weekdays:
-            day = week_start_day + weekday.number + _minutes(slot.start) / 1440
+            day = week_start_day + weekday.number + minutes_of(slot.start) / 1440
             if day <= now_day or calendar.closed(clock.local_date(day)) is not None:
                 continue
-            start, end = _minutes(slot.start), _minutes(slot.start) + round(hours * 60)
+            start = minutes_of(slot.start)
             busy = [
-                (_minutes(c.start), _minutes(c.end))
+                (minutes_of(c.start), minutes_of(c.end))
                 for c in assessment.commitments
                 if c.weekday == weekday
             ]
-            if all(end <= b_start or start >= b_end for b_start, b_end in busy):
+            if is_free(busy, start, start + round(hours * 60)):
                 found.append(day)
     return sorted(found)
-
-
-def _minutes(t: time | datetime) -> int:
-    return t.hour * 60 + t.minute

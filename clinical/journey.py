@@ -28,7 +28,7 @@ from clinical.careplan import (
     fit_week,
     plan_care,
 )
-from clinical.clock import ProgramClock
+from clinical.clock import ProgramClock, next_open_day
 from clinical.closures import cancel_on
 from clinical.identifiers import (
     CaseManagerId,
@@ -344,11 +344,7 @@ def apply_closure(state: JourneyState, closure: Closure, today: float) -> list[S
 
 def postpone_check_in(state: JourneyState, call: FollowUp) -> FollowUp:
     """A check-in due on a closed day moves to the same time on the next open day."""
-    day = call.day + 1
-    for _ in range(30):
-        if state.closed(state.clock.local_date(day)) is None:
-            break
-        day += 1
+    day = next_open_day(state.clock, call.day + 1, state.closed)
     moved = call.model_copy(update={"day": day, "due_at": state.clock.calendar(day)})
     state.follow_ups = [moved if f is call else f for f in state.follow_ups]
     return moved

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import time
+from datetime import date, time, timedelta
 from typing import Any
 
 from faker import Faker
@@ -60,13 +60,23 @@ def _assessment(rng: random.Random) -> dict[str, Any]:
     }
 
 
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February in a common year
+        return day.replace(year=day.year - years, day=28)
+
+
 def synthetic_cohort(
     size: int,
     seed: int,
     program_id: str = "default-iop",
     case_managers: tuple[str, ...] = ("CM-01", "CM-02", "CM-03"),
     sites: tuple[str, ...] = ("north", "south"),
+    today: date | None = None,
 ) -> list[Enrolment]:
+    """`today`: the day ages are counted from (the real date unless given)."""
+    today = today or date.today()
     rng = random.Random(seed)
     fake = Faker("en_US")
     fake.seed_instance(seed)
@@ -86,8 +96,9 @@ def synthetic_cohort(
                     "contact": {
                         "given_name": fake.first_name(),
                         "family_name": fake.last_name(),
-                        "date_of_birth": fake.date_of_birth(
-                            minimum_age=ages[0], maximum_age=ages[1]
+                        "date_of_birth": fake.date_between_dates(
+                            _years_before(today, ages[1] + 1) + timedelta(days=1),
+                            _years_before(today, ages[0]),
                         ),
                         "phone": fake.numerify("+1 ### ### ####"),
                         "email": fake.email(),

@@ -11,7 +11,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rich.console import Console, Group
@@ -283,12 +283,14 @@ async def snow_day(
     return f"snow day at north on {day}: announced to {len(done.applied)} active journey(s)"
 
 
-def demo_cohort(patients: int, seed: int, program_id: str) -> list[Enrolment]:
+def demo_cohort(
+    patients: int, seed: int, program_id: str, today: date | None = None
+) -> list[Enrolment]:
     """The seed's cohort under patient IDs of this run's own: a demo run again on the same
     data enrols new patients rather than being refused the old ones."""
     return [
         e.model_copy(update={"patient_id": new_patient_id()})
-        for e in synthetic_cohort(patients, seed, program_id)
+        for e in synthetic_cohort(patients, seed, program_id, today=today)
     ]
 
 

@@ -41,6 +41,7 @@ from tests.support import (
     USE_ON_FIRST_CHECK_IN,
     Clinic,
     Scripted,
+    attend_every_session,
     clinic,
     drive_journey,
     enrolment_data,
@@ -96,12 +97,8 @@ async def holiday_week(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, A
     write_holiday_sites(c.settings.sites_file, holiday.starts_at)
     with env.auto_time_skipping_disabled():
         handle = await c.enrol(enrolment)
-        status, _ = await drive_journey(
-            env,
-            handle,
-            choose=lambda n: "attended",
-            sheets=True,
-            until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+        status, _ = await attend_every_session(
+            env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
         )
         await discharge(handle, "CM-01", DischargeReason.withdrew)
     assert any(s.cancelled_for for s in status.sessions)

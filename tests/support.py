@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -197,6 +199,25 @@ async def clinic(
 
 
 DAY = timedelta(days=1)
+
+
+def run_starter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`starter.py` as a user runs it, with `env` as its environment."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_ROOT,
+    )
+
+
+async def attend_every_session(
+    env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any], until: Any
+) -> tuple[JourneyStatus, dict[str, str]]:
+    """Drive a journey whose patient attends everything, entered a sheet a week."""
+    return await drive_journey(env, handle, choose=lambda n: "attended", sheets=True, until=until)
 
 
 def first_session_of_week(enrolment: Enrolment, enrolled: datetime, week: int) -> SessionSpec:

@@ -23,6 +23,7 @@ from services.closures import ClosureRefused, announce_closure
 from tests.clinic_time import START, StartChoice, next_date, step_to
 from tests.support import (
     PROGRAMS,
+    attend_every_session,
     clinic,
     drive_journey,
     first_session_of_week,
@@ -122,12 +123,8 @@ async def test_a_journey_crossing(
         enrolment = make_enrolment(commitments=DAY_JOB)
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
-                env,
-                handle,
-                choose=lambda n: "attended",
-                sheets=True,
-                until=lambda s: s.phase == Phase.aftercare,
+            status, _ = await attend_every_session(
+                env, handle, until=lambda s: s.phase == Phase.aftercare
             )
     assert_on_the_sites_calendar(status)
     first, last = status.sessions[0].starts_at, status.sessions[-1].starts_at
@@ -164,12 +161,8 @@ async def test_a_holiday_week_cancels_a_session_and_leaves_attendance_as_it_was(
     async with clinic(env.client, tmp_path, sites=sites) as c:
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
-            status, reported = await drive_journey(
-                env,
-                handle,
-                choose=lambda n: "attended",
-                sheets=True,
-                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+            status, reported = await attend_every_session(
+                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
             )
         rows = {
             r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)

@@ -10,7 +10,6 @@ import logging
 import os
 import stat
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,10 @@ from clinical.protocol import ProgramCatalog, ProtocolError
 from clinical.textfile import FileRefused, read_text_file
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.files import private_dir
-from infra.settings import PROJECT_ROOT, SettingsError, load_settings
+from infra.settings import SettingsError, load_settings
 from infra.store import CareStore, StoreRefused, patients
 from infra.temporal import converter_for
-from tests.support import PROGRAMS, TEST_KEYS, enrolment_data, make_enrolment
+from tests.support import PROGRAMS, TEST_KEYS, enrolment_data, make_enrolment, run_starter
 
 # --- 1. identifiers are what they seem, whole ------------------------------------------------
 
@@ -368,14 +367,7 @@ def _write(tmp_path: Path, name: str, data: Any) -> str:
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CAREPATH_DATA_DIR": str(tmp_path), "CAREPATH_SERVER_PORT": "1"}
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=PROJECT_ROOT,
-    )
+    return run_starter(env, *args)
 
 
 # --- 2. a write the store still refuses surfaces; it is not retried forever ----------------------

@@ -14,6 +14,7 @@ import pytest
 
 from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT
+from tests.support import run_starter
 
 pytestmark = pytest.mark.e2e
 
@@ -31,19 +32,9 @@ def environment(data: Path, port: int) -> dict[str, str]:
 
 def test_the_cli_says_the_server_is_unreachable_in_one_line(tmp_path: Path) -> None:
     env = environment(tmp_path, free_port())
-    made = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "starter.py"), "keys"], env=env, cwd=PROJECT_ROOT
-    )
-    assert made.returncode == 0
+    assert run_starter(env, "keys").returncode == 0
     for args in (["status", "P-7K2M9Q4D"], ["list"], ["enrol", "--generate"]):
-        result = subprocess.run(
-            [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=PROJECT_ROOT,
-        )
+        result = run_starter(env, *args)
         assert result.returncode == 4, (args, result.stderr)
         assert result.stderr.startswith("error: cannot reach the Temporal server"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -107,14 +98,7 @@ def test_with_the_worker_down_status_reads_the_store_and_says_the_engine_is_down
     try:
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, str(PROJECT_ROOT / "starter.py"), *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                cwd=PROJECT_ROOT,
-            )
+            return run_starter(env, *args)
 
         assert cli("keys").returncode == 0
         status = cli("status", "P-7K2M9Q4D")
