@@ -303,9 +303,12 @@ def test_the_inbox_from_the_command_line(deployment: Deployment, tmp_path: Path)
     assert d.cli("enrol", write(tmp_path, "p.json", data)).returncode == 0
 
     def inbox(*extra: str) -> list[dict[str, Any]]:
+        """The patient's consent tasks. On the fast clock real time runs the sessions by
+        unattended, and how many fall due while the test runs depends on the weekday and
+        hour it starts: the outreach tasks they open are not this test's business."""
         result = d.cli("tasks", "--patient", patient, "--json", *extra)
         assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)  # type: ignore[no-any-return]
+        return [t for t in json.loads(result.stdout) if t["kind"] == "consent_needed"]
 
     deadline = time.monotonic() + 60
     while not (opened := inbox()):
@@ -317,7 +320,9 @@ def test_the_inbox_from_the_command_line(deployment: Deployment, tmp_path: Path)
     caseload = d.cli("caseload", "CM-42", "--json")
     assert caseload.returncode == 0, caseload.stderr
     mine = json.loads(caseload.stdout)
-    assert [(p["patient_id"], p["open_tasks"]) for p in mine["patients"]] == [(patient, 1)]
+    assert [p["patient_id"] for p in mine["patients"]] == [patient]
+    assert mine["patients"][0]["open_tasks"] >= 1
+    assert task["id"] in {t["id"] for t in mine["open_tasks"]}
 
     done = d.cli("done", str(task["id"]), "--case-manager", "CM-42")
     assert done.returncode == 0, done.stderr
