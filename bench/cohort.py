@@ -43,16 +43,11 @@ from bench.common import (
 from bench.latency import _bounded
 from bench.overhead import TASK_QUEUE
 from clinical.careplan import treatment_week_of
-from clinical.journey import (
-    AttendanceMark,
-    AttendanceSheet,
-    JourneyOutcome,
-    JourneyStatus,
-    ProgressReview,
-    awaits_step_down_approval,
-)
+from clinical.journey import JourneyOutcome
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
+from clinical.requests import AttendanceMark, AttendanceSheet, ProgressReview
+from clinical.status import JourneyStatus, awaits_step_down_approval
 from infra.settings import load_settings
 from workflows.patient_journey import PatientJourneyWorkflow
 

@@ -33,7 +33,8 @@ from bench.common import (
 )
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
 from clinical.assessment import Enrolment
-from clinical.journey import AttendanceReport, JourneyStatus
+from clinical.requests import AttendanceReport
+from clinical.status import JourneyStatus
 from infra.settings import load_settings
 from workflows.patient_journey import PatientJourneyWorkflow
 

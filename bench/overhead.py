@@ -39,8 +39,9 @@ from bench.common import (
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionRecord, SessionStatus
 from clinical.clock import first_monday_after
-from clinical.journey import AttendanceReport, JourneyStatus
 from clinical.phases import Phase
+from clinical.requests import AttendanceReport
+from clinical.status import JourneyStatus
 from infra.settings import load_settings
 from workflows.patient_journey import PatientJourneyWorkflow
 

@@ -33,7 +33,9 @@ from clinical.identifiers import (
     journey_workflow_id,
     referral_workflow_id,
 )
-from clinical.journey import (
+from clinical.phases import ACTIVE_PHASES
+from clinical.referrals import PartnerReport, ReferralCancel
+from clinical.requests import (
     AlumniAttendance,
     AttendanceReport,
     AttendanceSheet,
@@ -47,8 +49,6 @@ from clinical.journey import (
     RelapseReport,
     TaskDone,
 )
-from clinical.phases import ACTIVE_PHASES
-from clinical.referrals import PartnerReport, ReferralCancel
 from infra.settings import Settings
 from operators.outcomes import percent
 from workflows.patient_journey import PatientJourneyWorkflow

@@ -37,9 +37,9 @@ from cli.enrolment import cmd_enrol
 from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
 from cli.sites import cmd_closure
 from clinical.assessment import SocialNeed
-from clinical.journey import DischargeReason
 from clinical.phases import Phase
 from clinical.referrals import CancelReason, PartnerAnswer
+from clinical.requests import DischargeReason
 from infra.codec import KeyFileError
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings

@@ -31,9 +31,9 @@ from cli.common import (
     worker_running,
 )
 from clinical.identifiers import CaseManagerId, PatientId, SiteId
-from clinical.journey import JourneyStatus
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
+from clinical.status import JourneyStatus
 from infra import visibility
 from infra.settings import Settings
 from operators import report

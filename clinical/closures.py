@@ -17,9 +17,11 @@ from clinical.assessment import Assessment
 from clinical.attendance import SessionRecord, SessionStatus, cancel_from
 from clinical.careplan import SessionSpec, is_free, minutes_of, treatment_week_of
 from clinical.clock import ProgramClock
+from clinical.journey import JourneyState, require_active
 from clinical.phases import Phase
 from clinical.protocol import ProgramProtocol
-from clinical.sites import ClosureCalendar
+from clinical.requests import ClosureKnown, RequestRefused
+from clinical.sites import Closure, ClosureCalendar
 
 MAKE_UP_TASK = "closure_make_up"
 
@@ -154,3 +156,29 @@ def _free_slots(
             if is_free(busy, start, start + round(hours * 60)):
                 found.append(day)
     return sorted(found)
+
+
+def check_closure(state: JourneyState, closure: Closure, today: float) -> None:
+    require_active(state)
+    if state.closures is None:
+        raise RequestRefused(
+            "this journey keeps the UTC calendar it was enrolled on (before sites had time "
+            "zones) and takes no closures"
+        )
+    if closure.site_id != state.site_id:
+        raise RequestRefused(f"the patient is at site {state.site_id}, not {closure.site_id}")
+    if closure.date < state.clock.local_date(today):
+        raise RequestRefused(f"date: {closure.date} has passed at site {state.site_id}")
+    if any(c.date == closure.date for c in state.closures.unplanned):
+        raise ClosureKnown(f"the closure on {closure.date} was announced to this journey before")
+
+
+def apply_closure(state: JourneyState, closure: Closure, today: float) -> list[SessionRecord]:
+    """The site is closed on `closure.date`: its sessions still ahead that day are
+    cancelled (never missed). Check-ins due that day move when the journey wakes for them."""
+    assert state.closures is not None
+    state.closures = state.closures.with_closure(closure)
+    state.sessions, cancelled = cancel_on(
+        state.sessions, closure.date, closure.reason, state.clock, today
+    )
+    return cancelled

@@ -10,9 +10,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.assessment import SocialNeed
-from clinical.identifiers import CaseManagerId
-from clinical.journey import JourneyTask
+from clinical.identifiers import CaseManagerId, referral_workflow_id
+from clinical.journey import JourneyState, ReferralRef, require_active
 from clinical.protocol import ReferralConfig, TaskConfig
+from clinical.requests import ReferralRequest, RequestRefused
+from clinical.tasks import JourneyTask
 
 
 class ReferralStage(StrEnum):
@@ -188,3 +190,36 @@ class ReferralStatus(BaseModel):
     next_due: str | None
     next_due_day: float | None
     open_tasks: list[JourneyTask] = []
+
+
+def check_referral(state: JourneyState, request: ReferralRequest) -> None:
+    require_active(state)
+    open_ = [
+        r
+        for r in state.referrals + state.referrals_opening
+        if r.need == request.need and r.outcome is None
+    ]
+    if open_:
+        raise RequestRefused(
+            f"a {request.need.value} referral is already open ({open_[0].referral_id})"
+        )
+
+
+def new_referral(state: JourneyState, need: SocialNeed, by: str) -> ReferralRef:
+    """A referral for a need, opening until `referral_opened`; its ID numbers the
+    referrals for that need."""
+    n = 1 + sum(1 for r in state.referrals + state.referrals_opening if r.need == need)
+    ref = ReferralRef(
+        referral_id=f"REF-{need.value}-{n}",
+        need=need,
+        workflow_id=referral_workflow_id(state.patient_id, need.value),
+        requested_by=by,
+    )
+    state.referrals_opening.append(ref)
+    return ref
+
+
+def referral_opened(state: JourneyState, ref: ReferralRef) -> None:
+    """Its loop runs: the referral is listed, and case managers can act on it."""
+    state.referrals_opening.remove(ref)
+    state.referrals.append(ref)

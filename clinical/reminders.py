@@ -9,8 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from clinical.aftercare import FollowUp
 from clinical.assessment import ContactWindow
+from clinical.careplan import SessionSpec
 from clinical.clock import ProgramClock, local, zone
+from clinical.journey import JourneyState
 
 
 class Reminder(BaseModel):
@@ -138,3 +141,46 @@ def call_reminder_key(patient_id: str, episode: int, call_id: str) -> str:
 
 def alumni_invitation_key(patient_id: str, meeting_id: str) -> str:
     return f"{patient_id}/invite/{meeting_id}"
+
+
+def session_reminders(state: JourneyState, specs: list[SessionSpec]) -> list[Reminder]:
+    """A reminder before each of the patient's own sessions (family education is the
+    family's, invited separately)."""
+    window, cfg = state.assessment.contact_window, state.protocol.reminders
+    found = [
+        reminder(
+            patient_id=state.patient_id,
+            key=session_reminder_key(state.patient_id, s.session_id),
+            kind="session_reminder",
+            about=s.session_id,
+            event=s.starts_at,
+            text=f"{s.session_type.replace('_', ' ')} ({s.modality.replace('_', ' ')})",
+            window=window,
+            hours_before=cfg.session_hours_before,
+            clock=state.clock,
+            closed=state.closed,
+        )
+        for s in specs
+        if s.attendee == "patient"
+    ]
+    return [r for r in found if r is not None]
+
+
+def call_reminders(state: JourneyState, calls: list[FollowUp]) -> list[Reminder]:
+    window, cfg = state.assessment.contact_window, state.protocol.reminders
+    found = [
+        reminder(
+            patient_id=state.patient_id,
+            key=call_reminder_key(state.patient_id, f.episode, f.call_id),
+            kind="call_reminder",
+            about=f.call_id,
+            event=f.due_at,
+            text="your check-in call from the clinic",
+            window=window,
+            hours_before=cfg.call_hours_before,
+            clock=state.clock,
+            closed=state.closed,
+        )
+        for f in calls
+    ]
+    return [r for r in found if r is not None]

@@ -24,18 +24,7 @@ from clinical.assessment import DimensionRatings, Enrolment
 from clinical.attendance import SessionStatus
 from clinical.careplan import weeks_over
 from clinical.identifiers import new_patient_id
-from clinical.journey import (
-    CLOSED_BY_ACTION,
-    AttendanceMark,
-    AttendanceSheet,
-    CommitmentsRevision,
-    JourneyOutcome,
-    JourneyStatus,
-    ProgressReview,
-    RelapseReport,
-    TaskDone,
-    awaits_step_down_approval,
-)
+from clinical.journey import JourneyOutcome
 from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.referrals import (
     ConsentGrant,
@@ -45,7 +34,17 @@ from clinical.referrals import (
     ReferralStage,
     ReferralStatus,
 )
+from clinical.requests import (
+    AttendanceMark,
+    AttendanceSheet,
+    CommitmentsRevision,
+    ProgressReview,
+    RelapseReport,
+    TaskDone,
+)
 from clinical.sites import Closure, SiteDirectory
+from clinical.status import JourneyStatus, awaits_step_down_approval
+from clinical.tasks import CLOSED_BY_ACTION
 from demo.cohort import synthetic_cohort
 from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings

@@ -21,7 +21,9 @@ from clinical.aftercare import CallOutcome, CheckIn
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
 from clinical.instruments import BamAnswers, Phq9Answers
-from clinical.journey import (
+from clinical.phases import Phase
+from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
+from clinical.requests import (
     AttendanceMark,
     AttendanceSheet,
     CommitmentsRevision,
@@ -31,8 +33,6 @@ from clinical.journey import (
     ProgressReview,
     RelapseReport,
 )
-from clinical.phases import Phase
-from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
 from clinical.sites import Closure, SiteDirectory
 from services.closures import announce_closure
 from tests.support import (

@@ -27,10 +27,10 @@ from clinical.attendance import SessionStatus
 from clinical.careplan import SessionSpec, plan_care, week_sessions, weeks_over
 from clinical.clock import ProgramClock, first_monday_after
 from clinical.identifiers import new_patient_id
-from clinical.journey import JourneyStatus
 from clinical.phases import Phase
 from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog
+from clinical.status import JourneyStatus
 from infra.codec import KeyRing
 from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
@@ -274,12 +274,8 @@ async def drive_journey(
     Call with automatic time skipping disabled."""
     from temporalio.client import WorkflowUpdateFailedError
 
-    from clinical.journey import (
-        AttendanceMark,
-        AttendanceSheet,
-        ProgressReview,
-        awaits_step_down_approval,
-    )
+    from clinical.requests import AttendanceMark, AttendanceSheet, ProgressReview
+    from clinical.status import awaits_step_down_approval
 
     reported = {} if reported is None else reported
     asked: set[tuple[int, int]] = set()

@@ -24,8 +24,8 @@ from clinical.instruments import (
     score_bam,
     score_phq9,
 )
-from clinical.journey import AlumniAttendance, CheckInAdjustment
 from clinical.phases import Phase
+from clinical.requests import AlumniAttendance, CheckInAdjustment
 from infra.store import audit_events, follow_up_calls, notifications, tasks
 from tests.support import (
     PROGRAMS,

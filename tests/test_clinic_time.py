@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
 from clinical.closures import is_make_up
-from clinical.journey import JourneyStatus
 from clinical.phases import Phase
 from clinical.sites import Closure, SiteDirectory
+from clinical.status import JourneyStatus
 from infra.store import appointments, audit_events, notifications, site_closures
 from services.closures import ClosureRefused, announce_closure
 from tests.clinic_time import START, StartChoice, next_date, step_to

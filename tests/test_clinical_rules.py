@@ -13,20 +13,12 @@ from clinical.assessment import Assessment, ContactWindow, Enrolment
 from clinical.attendance import SessionStatus, close_out, summarize
 from clinical.careplan import ScheduleConflict, fit_week, intensive_weeks, plan_care
 from clinical.clock import ProgramClock, first_monday_after
-from clinical.journey import (
-    AttendanceMark,
-    AttendanceReport,
-    AttendanceSheet,
-    JourneyState,
-    RequestRefused,
-    apply_attendance,
-    check_attendance,
-    check_attendance_sheet,
-    start_journey,
-)
+from clinical.journey import JourneyState, start_journey
 from clinical.phases import Phase
 from clinical.placement import PlacementRefused, place, place_enrolment, risk_level
 from clinical.protocol import ProgramCatalog, ProtocolError, load_protocol
+from clinical.requests import AttendanceMark, AttendanceReport, AttendanceSheet, RequestRefused
+from clinical.treatment import apply_attendance, check_attendance, check_attendance_sheet
 from tests.support import PROGRAMS, enrolment_data
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")

@@ -19,9 +19,10 @@ from clinical.careplan import (
     week_sessions,
     weeks_over,
 )
-from clinical.journey import FamilyConsentChange, start_journey
+from clinical.journey import start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
+from clinical.requests import FamilyConsentChange
 from infra.store import appointments, audit_events, consents, notifications
 from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow

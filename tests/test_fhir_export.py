@@ -21,7 +21,6 @@ from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
 from clinical.clock import ProgramClock
 from clinical.instruments import BamAnswers, Phq9Answers, score_phq9
-from clinical.journey import FamilyConsentChange, ReferralRequest
 from clinical.phases import Phase
 from clinical.referrals import (
     PartnerAnswer,
@@ -29,6 +28,7 @@ from clinical.referrals import (
     ReferralOutcome,
     ReferralStage,
 )
+from clinical.requests import FamilyConsentChange, ReferralRequest
 from infra.store import (
     CareStore,
     appointments,

@@ -14,10 +14,12 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from clinical import journey as j
+from clinical.alumni import check_alumni_attendance
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionRecord
 from clinical.careplan import week_sessions
+from clinical.check_ins import apply_check_in_adjustment, check_check_in_adjustment
+from clinical.journey import JourneyState, start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from clinical.referrals import (
@@ -28,6 +30,23 @@ from clinical.referrals import (
     apply_partner_report,
     check_partner_report,
 )
+from clinical.requests import (
+    AlumniAttendance,
+    AttendanceReport,
+    AttendanceSheet,
+    CheckInAdjustment,
+    ProgressReview,
+    RelapseReport,
+    RequestRefused,
+)
+from clinical.treatment import (
+    apply_attendance,
+    apply_review,
+    check_attendance,
+    check_attendance_sheet,
+    check_relapse,
+    check_review,
+)
 from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -35,8 +54,8 @@ PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
 
-def journey_in(phase: Phase, week: int) -> j.JourneyState:
-    state = j.start_journey(Enrolment.model_validate(enrolment_data()), PROTOCOL, START)
+def journey_in(phase: Phase, week: int) -> JourneyState:
+    state = start_journey(Enrolment.model_validate(enrolment_data()), PROTOCOL, START)
     if phase in (Phase.intensive, Phase.step_down):
         week = min(week, state.plan.weeks_in(phase))
     state.phase, state.week, state.phase_start_day = phase, week, 7
@@ -111,36 +130,36 @@ REQUESTS: dict[str, Any] = {
 }
 
 
-def refused_or_applied(kind: str, state: j.JourneyState, raw: dict[str, Any]) -> None:
+def refused_or_applied(kind: str, state: JourneyState, raw: dict[str, Any]) -> None:
     today = state.clock.day(START + timedelta(days=30))
     try:
         if kind == "attendance":
-            report = j.AttendanceReport.model_validate(raw)
-            j.check_attendance(state, report, today)
-            j.apply_attendance(state, report)
+            report = AttendanceReport.model_validate(raw)
+            check_attendance(state, report, today)
+            apply_attendance(state, report)
         elif kind == "attendance_sheet":
-            sheet = j.AttendanceSheet.model_validate(raw)
+            sheet = AttendanceSheet.model_validate(raw)
             before = list(state.sessions)
             try:
-                j.check_attendance_sheet(state, sheet, today)
-            except j.RequestRefused:
+                check_attendance_sheet(state, sheet, today)
+            except RequestRefused:
                 assert state.sessions == before, "a refused sheet changes nothing"
                 raise
             for report in sheet.reports():
-                j.apply_attendance(state, report)
+                apply_attendance(state, report)
         elif kind == "review":
-            review = j.ProgressReview.model_validate(raw)
-            j.check_review(state, review)
-            j.apply_review(state, review)
+            review = ProgressReview.model_validate(raw)
+            check_review(state, review)
+            apply_review(state, review)
         elif kind == "check_ins":
-            adjustment = j.CheckInAdjustment.model_validate(raw)
-            j.check_check_in_adjustment(state, adjustment, today)
-            j.apply_check_in_adjustment(state, adjustment)
+            adjustment = CheckInAdjustment.model_validate(raw)
+            check_check_in_adjustment(state, adjustment, today)
+            apply_check_in_adjustment(state, adjustment)
         elif kind == "alumni":
-            j.check_alumni_attendance(state, j.AlumniAttendance.model_validate(raw), today)
+            check_alumni_attendance(state, AlumniAttendance.model_validate(raw), today)
         else:
-            j.check_relapse(state, j.RelapseReport.model_validate(raw))
-    except (ValidationError, j.RequestRefused) as refusal:
+            check_relapse(state, RelapseReport.model_validate(raw))
+    except (ValidationError, RequestRefused) as refusal:
         assert str(refusal).strip(), "a refusal says why"
 
 
@@ -210,7 +229,7 @@ async def test_bad_updates_are_refused_and_the_journey_goes_on(
             due = next(s for s in after.sessions if s.day <= after.program_day)
             await handle.execute_update(
                 PatientJourneyWorkflow.record_attendance,
-                j.AttendanceReport(
+                AttendanceReport(
                     case_manager_id="CM-01", session_id=due.session_id, status="excused"
                 ),
             )

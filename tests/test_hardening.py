@@ -558,7 +558,7 @@ def test_sealed_columns_read_back_rotate_and_name_a_missing_key(tmp_path: Path) 
 def test_the_ids_in_a_case_managers_request_are_taken_whole(
     field: str, good: str, extra: str
 ) -> None:
-    from clinical.journey import AlumniAttendance, AttendanceReport, TaskDone
+    from clinical.requests import AlumniAttendance, AttendanceReport, TaskDone
 
     models: dict[str, Any] = {"session_id": AttendanceReport, "meeting_id": AlumniAttendance}
     model = models.get(field, TaskDone)

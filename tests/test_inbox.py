@@ -11,9 +11,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
-from clinical.journey import DischargeReason, DischargeRequest, TaskDone
 from clinical.phases import Phase
 from clinical.referrals import ReferralStage
+from clinical.requests import DischargeReason, DischargeRequest, TaskDone
 from infra.store import audit_events, partner_ledger, tasks
 from tests.support import clinic, drive_journey, enrolment_data, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow

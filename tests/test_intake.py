@@ -8,8 +8,8 @@ import json
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Commitment, Enrolment
-from clinical.journey import CommitmentsRevision
 from clinical.phases import Phase
+from clinical.requests import CommitmentsRevision
 from infra.store import audit_events, tasks
 from tests.support import clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow

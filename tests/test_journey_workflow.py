@@ -12,7 +12,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
 from clinical.careplan import treatment_week_of
-from clinical.journey import (
+from clinical.phases import Phase
+from clinical.requests import (
     AttendanceMark,
     AttendanceReport,
     AttendanceSheet,
@@ -20,7 +21,6 @@ from clinical.journey import (
     DischargeRequest,
     ProgressReview,
 )
-from clinical.phases import Phase
 from infra.store import (
     appointments,
     audit_events,

@@ -6,8 +6,8 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from clinical.journey import ProgressReview
 from clinical.phases import Phase
+from clinical.requests import ProgressReview
 from infra.store import tasks
 from tests.support import clinic, drive_journey, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow

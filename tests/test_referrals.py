@@ -12,7 +12,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment, SocialNeed
 from clinical.identifiers import referral_workflow_id
-from clinical.journey import ReferralRequest
 from clinical.referrals import (
     ConsentGrant,
     PartnerAnswer,
@@ -20,6 +19,7 @@ from clinical.referrals import (
     ReferralStage,
     ReferralStatus,
 )
+from clinical.requests import ReferralRequest
 from infra.store import audit_events, partner_ledger, referrals, tasks
 from tests.support import Clinic, clinic, drive_journey, enrolment_data, journey_histories
 from workflows.patient_journey import PatientJourneyWorkflow

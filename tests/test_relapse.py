@@ -14,8 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.aftercare import CheckIn
 from clinical.assessment import DimensionRatings
 from clinical.attendance import SessionStatus
-from clinical.journey import JourneyStatus, RelapseReport
 from clinical.phases import Phase
+from clinical.requests import RelapseReport
+from clinical.status import JourneyStatus
 from infra.store import appointments, tasks
 from tests.support import (
     USE_ON_FIRST_CHECK_IN,

@@ -24,7 +24,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from cli.enrolment import start_journey
-from clinical.journey import AttendanceReport, JourneyStatus
+from clinical.requests import AttendanceReport
+from clinical.status import JourneyStatus
 from demo.cohort import synthetic_cohort
 from demo.run import resolve_schedule_conflict
 from infra.codec import KeyRing

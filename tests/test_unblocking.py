@@ -15,10 +15,10 @@ from cli.common import CliError
 from cli.main import COMMANDS, parser
 from clinical.assessment import Commitment, Enrolment
 from clinical.identifiers import referral_workflow_id
-from clinical.journey import CLOSED_BY_ACTION, DischargeReason, DischargeRequest
 from clinical.phases import Phase
 from clinical.referrals import ReferralOutcome, ReferralStatus
-from clinical.tasks import TaskKind
+from clinical.requests import DischargeReason, DischargeRequest
+from clinical.tasks import CLOSED_BY_ACTION, TaskKind
 from infra.store import referrals
 from tests.support import clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow

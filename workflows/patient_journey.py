@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         check_in_concluded_key,
         follow_up_schedule,
     )
+    from clinical.alumni import alumni_invitations, alumni_meetings, check_alumni_attendance
     from clinical.assessment import Enrolment, SocialNeed
     from clinical.attendance import (
         AttendanceSummary,
@@ -57,11 +58,51 @@ with workflow.unsafe.imports_passed_through():
         treatment_week_of,
         week_sessions,
     )
+    from clinical.check_ins import (
+        apply_check_in_adjustment,
+        check_check_in_adjustment,
+        check_ins_ahead,
+        postpone_check_in,
+        unreachable_in_a_row,
+    )
     from clinical.clock import first_monday_after
-    from clinical.closures import MAKE_UP_TASK, MakeUp, make_up, split_closed
+    from clinical.closures import (
+        MAKE_UP_TASK,
+        MakeUp,
+        apply_closure,
+        check_closure,
+        make_up,
+        split_closed,
+    )
     from clinical.engagement import engagement_alerts
     from clinical.instruments import Finding
     from clinical.journey import (
+        JourneyInput,
+        JourneyOutcome,
+        PhaseChange,
+        ReferralRef,
+        Relapse,
+        reassess,
+        start_journey,
+    )
+    from clinical.phases import Phase
+    from clinical.placement import PlacementRefused
+    from clinical.referrals import (
+        ReferralInput,
+        ReferralStatus,
+        check_referral,
+        new_referral,
+        referral_opened,
+    )
+    from clinical.reminders import (
+        Reminder,
+        alumni_invitation_key,
+        call_reminder_key,
+        call_reminders,
+        closure_notice,
+        session_reminders,
+    )
+    from clinical.requests import (
         AlumniAttendance,
         AttendanceReport,
         AttendanceSheet,
@@ -69,63 +110,30 @@ with workflow.unsafe.imports_passed_through():
         CommitmentsRevision,
         DischargeRequest,
         FamilyConsentChange,
-        JourneyInput,
-        JourneyOutcome,
-        JourneyStatus,
-        JourneyTask,
-        PhaseChange,
         ProgressReview,
-        ReferralRef,
         ReferralRequest,
-        Relapse,
         RelapseReport,
         TaskDone,
-        alumni_invitations,
-        alumni_meetings,
+    )
+    from clinical.sites import Closure, ClosureCalendar
+    from clinical.status import JourneyStatus, current_level, next_contact_day, status_of
+    from clinical.tasks import JourneyTask, check_task_done
+    from clinical.treatment import (
         apply_attendance,
-        apply_check_in_adjustment,
-        apply_closure,
         apply_commitments_revision,
         apply_family_consent,
         apply_review,
-        call_reminders,
-        check_alumni_attendance,
         check_attendance,
         check_attendance_sheet,
-        check_check_in_adjustment,
-        check_closure,
         check_commitments_revision,
         check_discharge,
         check_family_consent,
-        check_ins_ahead,
-        check_referral,
         check_relapse,
         check_review,
-        check_task_done,
-        current_level,
-        new_referral,
-        next_contact_day,
-        postpone_check_in,
-        reassess,
-        referral_opened,
         relapse_found_by_call,
-        session_reminders,
-        start_journey,
-        status_of,
         step_down_blocker,
-        unreachable_in_a_row,
         with_intensive_weeks,
     )
-    from clinical.phases import Phase
-    from clinical.placement import PlacementRefused
-    from clinical.referrals import ReferralInput, ReferralStatus
-    from clinical.reminders import (
-        Reminder,
-        alumni_invitation_key,
-        call_reminder_key,
-        closure_notice,
-    )
-    from clinical.sites import Closure, ClosureCalendar
     from infra import visibility
     from workflows import patches
     from workflows.follow_up_call import FollowUpCallWorkflow

@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         TaskCompletion,
     )
     from activities.referral_launch import CANCEL_UPDATE, REFERRAL_WORKFLOW
-    from clinical.journey import JourneyTask, TaskDone, check_task_done
     from clinical.referrals import (
         ConsentGrant,
         PartnerReport,
@@ -48,7 +47,8 @@ with workflow.unsafe.imports_passed_through():
         consent_kind,
         next_due,
     )
-    from clinical.tasks import TaskKind
+    from clinical.requests import TaskDone
+    from clinical.tasks import JourneyTask, TaskKind, check_task_done
     from workflows.policies import (
         PARTNER_RETRY,
         PARTNER_TIMEOUT,
