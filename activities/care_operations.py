@@ -30,6 +30,7 @@ from activities.records import (
     TaskResolution,
 )
 from activities.telephony import Telephony
+from clinical.actors import ENGINE
 from clinical.aftercare import (
     CHECK_IN_CONCLUDED,
     CallOutcome,
@@ -240,7 +241,7 @@ class CareOperations:
                     conn,
                     key=f"{invitation['idempotency_key']}/disclosed",
                     patient_id=booking.patient_id,
-                    actor="engine",
+                    actor=ENGINE,
                     action="disclosed_to_family",
                     purpose="family_involvement",
                     at=now,
@@ -437,7 +438,7 @@ class CareOperations:
                         request.patient_id, request.episode, request.call_id
                     ),
                     patient_id=request.patient_id,
-                    actor="system",
+                    actor=ENGINE,
                     action=CHECK_IN_CONCLUDED,
                     purpose="treatment",
                     at=request.at or utcnow(),
@@ -560,7 +561,7 @@ class CareOperations:
                 conn,
                 key=f"{d.key}/disclosed",
                 patient_id=d.patient_id,
-                actor="engine",
+                actor=ENGINE,
                 action="disclosed_to_partner",
                 purpose="care_coordination",
                 at=d.at,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 
-from clinical.aftercare import CallOutcome, FollowUp, follow_up_schedule
+from clinical.aftercare import CallOutcome, FollowUp, FollowUpResult, follow_up_schedule
 from clinical.clock import next_open_day
 from clinical.journey import JourneyState, require_active
 from clinical.phases import Phase
@@ -75,3 +75,19 @@ def unreachable_in_a_row(state: JourneyState) -> int:
             break
         count += 1
     return count
+
+
+def record_check_in(state: JourneyState, due: FollowUp, result: FollowUpResult) -> None:
+    """The check-in's call has concluded: its outcome, attempts and answers."""
+    state.follow_ups = [
+        f.model_copy(
+            update={
+                "outcome": result.outcome,
+                "attempts": result.attempts,
+                "check_in": result.check_in,
+            }
+        )
+        if (f.episode, f.call_id) == (due.episode, due.call_id)
+        else f
+        for f in state.follow_ups
+    ]

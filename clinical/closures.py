@@ -22,8 +22,9 @@ from clinical.phases import Phase
 from clinical.protocol import ProgramProtocol
 from clinical.requests import ClosureKnown, RequestRefused
 from clinical.sites import Closure, ClosureCalendar
+from clinical.tasks import TaskKind
 
-MAKE_UP_TASK = "closure_make_up"
+MAKE_UP_TASK: TaskKind = "closure_make_up"
 
 
 def closed_because(reason: str) -> str:

@@ -7,6 +7,7 @@ holding does not open the same task twice."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from clinical.attendance import SessionRecord, SessionStatus
 from clinical.protocol import EngagementConfig
@@ -16,7 +17,7 @@ _COUNTED = (SessionStatus.attended, SessionStatus.missed)
 
 @dataclass(frozen=True)
 class EngagementAlert:
-    kind: str  # "outreach" | "review"
+    kind: Literal["outreach", "review"]
     key: str
     detail: str
 

@@ -223,3 +223,16 @@ def referral_opened(state: JourneyState, ref: ReferralRef) -> None:
     """Its loop runs: the referral is listed, and case managers can act on it."""
     state.referrals_opening.remove(ref)
     state.referrals.append(ref)
+
+
+def apply_referral_closed(state: JourneyState, closed: ReferralStatus) -> None:
+    """A referral's loop has closed: the journey lists its outcome."""
+    for ref in state.referrals:
+        if ref.referral_id == closed.referral_id:
+            ref.outcome = str(closed.outcome)
+
+
+def referrals_ended(refs: list[ReferralRef]) -> None:
+    """The journey ended and cancelled the referrals it left open."""
+    for ref in refs:
+        ref.outcome = ref.outcome or "cancelled"

@@ -59,6 +59,6 @@ def check_task_done(tasks: list[JourneyTask], request: TaskDone) -> JourneyTask:
     return task
 
 
-def apply_task_done(task: JourneyTask, request: TaskDone) -> None:
-    """The case manager who did it closes the task."""
-    task.resolved_by = request.case_manager_id
+def resolve_task(task: JourneyTask, by: str) -> None:
+    """Whoever dealt with it (a case manager, or the engine when its cause is gone)."""
+    task.resolved_by = by

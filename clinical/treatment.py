@@ -4,6 +4,7 @@ Each request has a `check_*` (refuses before history) and an `apply_*` (the chan
 
 from __future__ import annotations
 
+from clinical.actors import ENGINE
 from clinical.attendance import SessionRecord, SessionStatus
 from clinical.careplan import FAMILY_SESSION_TYPES, CarePlan, ScheduleConflict, fit_week, plan_care
 from clinical.journey import JourneyState, Relapse, require_active
@@ -127,7 +128,7 @@ def relapse_found_by_call(state: JourneyState) -> Relapse:
     ratings = state.assessment.ratings.model_copy(
         update={"relapse": max(state.assessment.ratings.relapse, floor)}
     )
-    return Relapse(reported_by="system", source="follow_up_call", ratings=ratings)
+    return Relapse(reported_by=ENGINE, source="follow_up_call", ratings=ratings)
 
 
 def apply_relapse(state: JourneyState, report: RelapseReport) -> None:

@@ -16,6 +16,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+from clinical.actors import ENGINE
 from clinical.identifiers import journey_workflow_id
 from infra.store import CareStore, audit_events
 
@@ -80,7 +81,7 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
     kind = event.WhichOneof("attributes")
     if kind == "workflow_execution_started_event_attributes":
         attrs = event.workflow_execution_started_event_attributes
-        return [Entry(at, source, f"{attrs.workflow_type.name} run began", "engine", "")]
+        return [Entry(at, source, f"{attrs.workflow_type.name} run began", ENGINE, "")]
     if kind == "workflow_execution_update_accepted_event_attributes":
         request = event.workflow_execution_update_accepted_event_attributes.accepted_request
         name = request.input.name
@@ -101,14 +102,14 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
         child = event.child_workflow_execution_completed_event_attributes
         (result,) = (await _open(client, list(child.result.payloads))) or [None]
         detail = _fields(result, ("call_id", "outcome", "attempts", "referral_id"))
-        return [Entry(at, source, f"{child.workflow_type.name} finished", "engine", detail)]
+        return [Entry(at, source, f"{child.workflow_type.name} finished", ENGINE, detail)]
     if kind == "workflow_execution_signaled_event_attributes":
         signal = event.workflow_execution_signaled_event_attributes
         (arg,) = (await _open(client, list(signal.input.payloads))) or [None]
         detail = _fields(arg, ("referral_id", "outcome"))
-        return [Entry(at, source, signal.signal_name.replace("_", " "), "engine", detail)]
+        return [Entry(at, source, signal.signal_name.replace("_", " "), ENGINE, detail)]
     if kind == "workflow_execution_continued_as_new_event_attributes":
-        return [Entry(at, source, "continued as new (next phase or run)", "engine", "")]
+        return [Entry(at, source, "continued as new (next phase or run)", ENGINE, "")]
     if kind == "workflow_execution_completed_event_attributes":
         (result,) = (
             await _open(
@@ -116,7 +117,7 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
                 list(event.workflow_execution_completed_event_attributes.result.payloads),
             )
         ) or [None]
-        return [Entry(at, source, "ended", "engine", _fields(result, ("outcome", "reason")))]
+        return [Entry(at, source, "ended", ENGINE, _fields(result, ("outcome", "reason")))]
     return []
 
 
@@ -151,26 +152,26 @@ async def _written_in_task(
 def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
     arg = arg if isinstance(arg, dict) else {}
     if name == "record_phase_change":
-        return [Entry(at, source, f"phase {arg.get('phase')}", "engine", str(arg.get("reason")))]
+        return [Entry(at, source, f"phase {arg.get('phase')}", ENGINE, str(arg.get("reason")))]
     if name == "book_sessions":
         ids = arg.get("session_ids") or [s["session_id"] for s in arg.get("sessions", [])]
-        return [Entry(at, source, f"{len(ids)} sessions booked", "engine", " ".join(ids))]
+        return [Entry(at, source, f"{len(ids)} sessions booked", ENGINE, " ".join(ids))]
     if name == "record_care_events":
         changes = arg.get("session_changes", [])
         detail = " ".join(f"{c['session_id']}={c['status']}" for c in changes)
-        return [Entry(at, source, "attendance written", "engine", detail)] if changes else []
+        return [Entry(at, source, "attendance written", ENGINE, detail)] if changes else []
     if name == "open_case_manager_task":
-        return [Entry(at, source, f"task {arg.get('kind')}", "engine", str(arg.get("detail")))]
+        return [Entry(at, source, f"task {arg.get('kind')}", ENGINE, str(arg.get("detail")))]
     if name == "place_follow_up_call":
         what = f"call {arg.get('call_id')} attempt {arg.get('attempt')}"
-        return [Entry(at, source, what, "engine", "")]
+        return [Entry(at, source, what, ENGINE, "")]
     if name == "start_referral_loop":
         need = (arg.get("referral") or {}).get("need")
-        return [Entry(at, source, f"{need} referral opened", "engine", "")]
+        return [Entry(at, source, f"{need} referral opened", ENGINE, "")]
     if name == "send_referral":
-        return [Entry(at, source, f"referral sent to {arg.get('need')} partner", "engine", "")]
+        return [Entry(at, source, f"referral sent to {arg.get('need')} partner", ENGINE, "")]
     if name == "remind_partner":
-        return [Entry(at, source, "partner reminded", "engine", f"number={arg.get('number')}")]
+        return [Entry(at, source, "partner reminded", ENGINE, f"number={arg.get('number')}")]
     return []
 
 

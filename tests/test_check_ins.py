@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from clinical.actors import ENGINE
 from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome, CheckIn
 from clinical.instruments import (
     BAM_PROTECTIVE_ITEMS,
@@ -286,7 +287,7 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
         {"call_id": f.call_id, "outcome": "reached", "attempts": f.attempts}.items()
         for f in status.follow_ups[:2]
     )
-    assert {r["actor"] for r in concluded} == {"system"}
+    assert {r["actor"] for r in concluded} == {ENGINE}
     assert all(r["at"] >= status.follow_ups[0].due_at for r in concluded)
 
 

@@ -11,10 +11,8 @@ journey."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,9 +24,9 @@ with workflow.unsafe.imports_passed_through():
         ReferralDispatch,
         ReferralRecord,
         ReferralReminder,
-        TaskCompletion,
     )
     from activities.referral_launch import CANCEL_UPDATE, REFERRAL_WORKFLOW
+    from clinical.actors import ENGINE
     from clinical.referrals import (
         ConsentGrant,
         PartnerReport,
@@ -49,12 +47,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from clinical.requests import TaskDone
     from clinical.tasks import JourneyTask, TaskKind, check_task_done
-    from workflows.policies import (
-        PARTNER_RETRY,
-        PARTNER_TIMEOUT,
-        STORE_RETRY,
-        STORE_TIMEOUT,
-    )
+    from workflows.case_manager_tasks import close_task, open_task
+    from workflows.outbox import StoreCalls
+    from workflows.policies import PARTNER_RETRY, PARTNER_TIMEOUT
 
 REFERRAL_CLOSED_SIGNAL = "referral_closed"
 
@@ -67,6 +62,7 @@ class ReferralWorkflow:
         self._state = ReferralState()
         self._consent_by: str | None = None
         self._changed = False
+        self._store = StoreCalls(in_task=False)
 
     @workflow.run
     async def run(self, referral: ReferralInput) -> ReferralStatus:
@@ -93,7 +89,7 @@ class ReferralWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         for task in st.case_manager_tasks:
             if task.is_open:  # nothing left to do for a closed referral
-                await self._close_task(task, st.closed_by or "engine")
+                await self._close_task(task, st.closed_by or ENGINE)
         await self._store(
             CareOperations.close_referral,
             ReferralClosing(
@@ -101,7 +97,7 @@ class ReferralWorkflow:
                 patient_id=referral.patient_id,
                 referral_id=referral.referral_id,
                 outcome=str(st.outcome),
-                by=st.closed_by or "engine",
+                by=st.closed_by or ENGINE,
                 at=workflow.now(),
             ),
         )
@@ -193,39 +189,23 @@ class ReferralWorkflow:
                 f"{r.need.value} partner accepted the referral but has not reported it completed",
             )
         else:
-            close(st, ReferralOutcome.expired, "engine")
+            close(st, ReferralOutcome.expired, ENGINE)
 
     async def _task(self, kind: TaskKind, detail: str) -> None:
         r = self._input
-        key = f"{self._key}/task/{kind}"
-        await self._store(
-            CareOperations.open_case_manager_task,
-            CaseManagerTask(
-                key=key,
-                patient_id=r.patient_id,
-                case_manager_id=r.case_manager_id,
-                kind=kind,
-                detail=detail,
-                workflow_id=workflow.info().workflow_id,
-                due_at=r.tasks.due_at(kind, workflow.now(), r.seconds_per_day),
-            ),
+        task = CaseManagerTask(
+            key=f"{self._key}/task/{kind}",
+            patient_id=r.patient_id,
+            case_manager_id=r.case_manager_id,
+            kind=kind,
+            detail=detail,
+            workflow_id=workflow.info().workflow_id,
+            due_at=r.tasks.due_at(kind, workflow.now(), r.seconds_per_day),
         )
-        self._state.case_manager_tasks.append(
-            JourneyTask(key=key, kind=kind, detail=detail, opened_at=workflow.now())
-        )
+        await open_task(self._store, self._state.case_manager_tasks, task)
 
     async def _close_task(self, task: JourneyTask, by: str) -> None:
-        task.resolved_by = by
-        await self._store(
-            CareOperations.complete_case_manager_task,
-            TaskCompletion(
-                key=task.key,
-                patient_id=self._input.patient_id,
-                kind=task.kind,
-                by=by,
-                at=workflow.now(),
-            ),
-        )
+        await close_task(self._store, self._input.patient_id, task, by)
 
     async def _tell_journey(self) -> None:
         journey = workflow.get_external_workflow_handle(self._input.journey_workflow_id)
@@ -233,14 +213,6 @@ class ReferralWorkflow:
             await journey.signal(REFERRAL_CLOSED_SIGNAL, self.status())
         except Exception:  # the journey may have ended; the store has the outcome
             workflow.logger.info("journey not told of the referral's outcome (it has ended)")
-
-    async def _store(self, activity: Any, record: object, retry: RetryPolicy | None = None) -> None:
-        await workflow.execute_activity_method(
-            activity,
-            record,
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=retry or STORE_RETRY,
-        )
 
     @property
     def _key(self) -> str:
