@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical.assessment import SocialNeed
+from clinical.clock import ProgramClock
 from clinical.identifiers import CaseManagerId, referral_workflow_id
 from clinical.journey import JourneyState, ReferralRef, require_active
 from clinical.protocol import ReferralConfig, TaskConfig
@@ -58,6 +59,10 @@ class ReferralInput(BaseModel):
     seconds_per_day: float
     requested_by: str
     tasks: TaskConfig = TaskConfig()
+    clock: ProgramClock | None = None
+    """The journey's clock: service levels and task due times count wall-clock days at the
+    site, as the journey's own do. None: a referral started before, whose days were
+    `seconds_per_day` real seconds from its start."""
 
 
 class PartnerReport(BaseModel):
@@ -189,6 +194,7 @@ class ReferralStatus(BaseModel):
     tasks: list[str]
     next_due: str | None
     next_due_day: float | None
+    """On the journey's program days (days since the referral began for one from before)."""
     open_tasks: list[JourneyTask] = []
 
 

@@ -4,13 +4,16 @@ end and 29 February, a holiday week, and an unplanned closure announced twice.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.attendance import SessionStatus
@@ -22,6 +25,7 @@ from infra.store import appointments, audit_events, notifications, site_closures
 from services.closures import ClosureRefused, announce_closure
 from tests.clinic_time import START, StartChoice, next_date, step_to
 from tests.support import (
+    DAY,
     PROGRAMS,
     attend_every_session,
     clinic,
@@ -273,7 +277,8 @@ async def test_a_tasks_due_time_is_wall_clock_time_at_the_site(tmp_path: Path) -
         for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     ]
     async with server(None) as env, clinic(env.client, tmp_path) as c:
-        await step_to(env, next_date(await env.get_current_time(), 3, 12, hour=10))
+        change = spring_change_after(await env.get_current_time())
+        await step_to(env, datetime.combine(change - 2 * DAY, time(10), tzinfo=NY))
         handle = await c.enrol(Enrolment.model_validate(enrolment_data(commitments=busy)))
         await settle(c.client, handle.id)
         (task,) = c.store.rows(tasks)
@@ -286,3 +291,72 @@ async def test_a_tasks_due_time_is_wall_clock_time_at_the_site(tmp_path: Path) -
     assert abs(
         (due.replace(tzinfo=None) - opened.replace(tzinfo=None)) - timedelta(days=3)
     ) < timedelta(minutes=1)
+
+
+def spring_change_after(instant: datetime) -> date:
+    """The site's next spring-forward date a few days or more after `instant`."""
+    day = instant.astimezone(NY).date() + timedelta(days=4)
+    while not (noon(day).utcoffset() == timedelta(hours=-4) != noon(day - DAY).utcoffset()):
+        day += DAY
+    return day
+
+
+def noon(day: date) -> datetime:
+    return datetime.combine(day, time(12), tzinfo=NY)
+
+
+def wall_days(start: datetime, end: datetime) -> timedelta:
+    """Wall-clock time at the site from `start` to `end` (not real time)."""
+    return end.astimezone(NY).replace(tzinfo=None) - start.astimezone(NY).replace(tzinfo=None)
+
+
+async def test_a_referrals_timer_and_task_keep_the_sites_wall_clock(tmp_path: Path) -> None:
+    """Two referrals sent two days before the spring change: the partner's reminder is set for
+    five program days on, and the task asking for the other's missing consent is due seven
+    days on, each at the local time it began (that many times 24 real hours would land an
+    hour late)."""
+    from clinical.assessment import Enrolment
+    from clinical.identifiers import referral_workflow_id
+    from clinical.referrals import ReferralStage, ReferralStatus
+    from infra.store import tasks
+    from tests.support import enrolment_data
+    from workflows.referral import ReferralWorkflow
+
+    data = enrolment_data(
+        social_needs=["employment", "housing"], consents={"partner_disclosure": ["employment"]}
+    )
+    enrolment = Enrolment.model_validate(data)
+    wanted = {"employment": ReferralStage.sent, "housing": ReferralStage.awaiting_consent}
+    async with server(None) as env, clinic(env.client, tmp_path) as c:
+        change = spring_change_after(await env.get_current_time())
+        await step_to(env, datetime.combine(change - 2 * DAY, time(10), tzinfo=NY))
+        with env.auto_time_skipping_disabled():
+            await c.enrol(enrolment)
+            loops = {
+                need: c.client.get_workflow_handle(referral_workflow_id(enrolment.patient_id, need))
+                for need in wanted
+            }
+            for _ in range(600):  # real time: the loops send at once, then wait
+                stages, events = {}, []
+                with contextlib.suppress(RPCError):  # not started yet
+                    for need, loop in loops.items():
+                        status: ReferralStatus = await loop.query(ReferralWorkflow.status)
+                        stages[need] = status.stage
+                    events = list((await loops["employment"].fetch_history()).events)
+                timers = [e for e in events if e.HasField("timer_started_event_attributes")]
+                if stages == wanted and timers:
+                    break
+                await asyncio.sleep(0.1)
+            assert stages == wanted
+            (consent_task,) = c.store.rows(tasks, kind="consent_needed")
+    began = events[0].event_time.ToDatetime(tzinfo=UTC)
+    (timer,) = timers
+    set_at = timer.event_time.ToDatetime(tzinfo=UTC)
+    fires = set_at + timer.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+    assert began.astimezone(NY).utcoffset() == timedelta(hours=-5)
+    assert fires.astimezone(NY).utcoffset() == timedelta(hours=-4)
+    assert abs(wall_days(began, fires) - 5 * DAY) < timedelta(minutes=1)
+    assert fires - set_at < 5 * DAY - timedelta(minutes=59)  # the lost hour, in real time
+    due = consent_task["due_at"]
+    assert due.astimezone(NY).utcoffset() == timedelta(hours=-4)
+    assert abs(wall_days(began, due) - 7 * DAY) < timedelta(minutes=1)

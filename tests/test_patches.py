@@ -17,12 +17,20 @@ def _used_in(path: str) -> set[str]:
     return {getattr(patches, n) for n in names if n not in ("JOURNEY", "CHECK_IN", "ALL")}
 
 
+JOURNEY_MODULES = (
+    "workflows/patient_journey.py",
+    "workflows/journey_steps.py",
+    "workflows/journey_requests.py",
+)
+"""The PatientJourney workflow class and the classes it is made of."""
+
+
 def test_every_patch_the_workflows_call_is_listed_with_its_date() -> None:
     listed = {p.id for p in patches.ALL}
-    used = _used_in("workflows/patient_journey.py") | _used_in("workflows/follow_up_call.py")
-    assert used == listed
+    journey = set().union(*(_used_in(m) for m in JOURNEY_MODULES))
+    assert journey | _used_in("workflows/follow_up_call.py") == listed
     assert len(listed) == len(patches.ALL), "each patch once"
-    assert {p.id for p in patches.JOURNEY} == _used_in("workflows/patient_journey.py")
+    assert {p.id for p in patches.JOURNEY} == journey
     assert [p.arrived for p in patches.JOURNEY] == sorted(p.arrived for p in patches.JOURNEY)
 
 

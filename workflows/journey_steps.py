@@ -48,6 +48,7 @@ class JourneySteps:
     _search_attributes: SearchAttributes
     _writes_in_task: bool
     _ends_referrals: bool
+    _referrals_on_site_clock: bool
     _check_ins_adjusted: bool
     _phase_boundary: bool
     _outcome: JourneyOutcome | None
@@ -109,6 +110,9 @@ class JourneySteps:
             seconds_per_day=st.protocol.clock.seconds_per_day,
             requested_by=by,
             tasks=st.protocol.tasks,
+            # One clock: the referral's service levels and task due times are the site's
+            # wall-clock days, like the journey's (referrals from before counted real days).
+            clock=st.clock if self._referrals_on_site_clock else None,
         )
         # The referral outlives this run (continue-as-new) and even the journey: a workflow
         # of its own, not a child of a run that will close (see activities/referral_launch).

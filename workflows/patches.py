@@ -58,6 +58,7 @@ WEEK_IN_ONE_WRITE = "week-in-one-write"
 STORE_WRITES_IN_TASK = "store-writes-in-task"
 CLINIC_TIME = "clinic-time"
 END_REFERRALS = "end-referrals-with-journey"
+REFERRALS_ON_SITE_CLOCK = "referrals-on-site-clock"
 SMS_BEFORE_RETRY = "sms-before-retry"
 
 JOURNEY = (
@@ -78,6 +79,7 @@ JOURNEY = (
     _journey(STORE_WRITES_IN_TASK, "2026-12-01", "store writes inside the workflow task"),
     _journey(CLINIC_TIME, "2026-12-06", "the site's zone and closures"),
     _journey(END_REFERRALS, "2026-12-06", "an ended journey cancels its open referrals"),
+    _journey(REFERRALS_ON_SITE_CLOCK, "2026-12-07", "a referral keeps the journey's clock"),
 )
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""

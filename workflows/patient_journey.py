@@ -88,6 +88,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._writes_in_task = workflow.patched(patches.STORE_WRITES_IN_TASK)
         # Later changes, decided here for the same reason (see `_since`).
         self._ends_referrals = workflow.patched(patches.END_REFERRALS)
+        self._referrals_on_site_clock = workflow.patched(patches.REFERRALS_ON_SITE_CLOCK)
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 

@@ -10,7 +10,7 @@ journey."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -159,7 +159,10 @@ class ReferralWorkflow:
         assert due is not None
         what, day = due
         self._changed = False
-        seconds = max(0.0, (day - self._day()) * r.seconds_per_day)
+        if r.clock is None:
+            seconds = max(0.0, (day - self._day()) * r.seconds_per_day)
+        else:
+            seconds = max(0.0, (r.clock.instant(day) - workflow.now()).total_seconds())
         try:
             await workflow.wait_condition(
                 lambda: self._changed,
@@ -200,7 +203,7 @@ class ReferralWorkflow:
             kind=kind,
             detail=detail,
             workflow_id=workflow.info().workflow_id,
-            due_at=r.tasks.due_at(kind, workflow.now(), r.seconds_per_day),
+            due_at=self._due_at(kind),
         )
         await open_task(self._store, self._state.case_manager_tasks, task)
 
@@ -218,7 +221,18 @@ class ReferralWorkflow:
     def _key(self) -> str:
         return f"{self._input.patient_id}/{self._input.referral_id}"
 
+    def _due_at(self, kind: TaskKind) -> datetime:
+        """When a task opened now is due: that many of the site's wall-clock days on."""
+        r, now = self._input, workflow.now()
+        if r.clock is None:
+            return r.tasks.due_at(kind, now, r.seconds_per_day)
+        return r.clock.instant(r.clock.day(now) + r.tasks.days_for(kind))
+
     def _day(self) -> float:
+        """Today as a program day: the journey's (days since the referral began for a
+        referral from before)."""
+        if self._input.clock is not None:
+            return self._input.clock.day(workflow.now())
         started = workflow.info().start_time
         elapsed = (workflow.now() - started).total_seconds()
         return elapsed / self._input.seconds_per_day
