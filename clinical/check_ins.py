@@ -91,3 +91,19 @@ def record_check_in(state: JourneyState, due: FollowUp, result: FollowUpResult) 
         else f
         for f in state.follow_ups
     ]
+
+
+def begin_aftercare(state: JourneyState, monday: int) -> list[FollowUp]:
+    """Treatment is done: aftercare begins on program day `monday` with its check-ins
+    (returned) on the site's open days."""
+    state.aftercare_start_day = monday
+    calls = follow_up_schedule(
+        monday,
+        state.assessment.contact_window,
+        state.clock,
+        state.protocol,
+        state.episode,
+        closed=state.closed,
+    )
+    state.follow_ups = [*state.follow_ups, *calls]
+    return calls

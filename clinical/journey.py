@@ -146,6 +146,22 @@ def start_journey(
     )
 
 
+def enter_phase(state: JourneyState, phase: Phase, start_day: int) -> None:
+    """A treatment phase (or aftercare) begins on program day `start_day`; weeks count
+    from it."""
+    state.phase = phase
+    state.phase_start_day = start_day
+    state.week = 0
+
+
+def note_phase_change(state: JourneyState, at: datetime, day: float, reason: str) -> None:
+    """The phase the journey is now in joins its history, with why."""
+    state.phase_history = [
+        *state.phase_history,
+        PhaseChange(phase=state.phase, at=at, day=day, reason=reason),
+    ]
+
+
 def require_active(state: JourneyState) -> None:
     if state.phase.is_terminal:
         raise RequestRefused(f"the journey has ended ({state.phase.value})")

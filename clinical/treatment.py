@@ -7,7 +7,7 @@ from __future__ import annotations
 from clinical.actors import ENGINE
 from clinical.attendance import SessionRecord, SessionStatus
 from clinical.careplan import FAMILY_SESSION_TYPES, CarePlan, ScheduleConflict, fit_week, plan_care
-from clinical.journey import JourneyState, Relapse, require_active
+from clinical.journey import JourneyState, Relapse, reassess, require_active
 from clinical.phases import Phase
 from clinical.requests import (
     AttendanceReport,
@@ -245,3 +245,10 @@ def apply_commitments_revision(state: JourneyState, revision: CommitmentsRevisio
         changes["transport_barrier"] = revision.transport_barrier
     state.assessment = state.assessment.model_copy(update=changes)
     state.plan = plan_care(state.assessment, state.placement, state.protocol)
+
+
+def relink(state: JourneyState, relapse: Relapse) -> None:
+    """Relapse: back to intake with the reassessment, as a new treatment episode."""
+    state.relapse = None
+    reassess(state, relapse.ratings)
+    state.phase = Phase.intake

@@ -25,7 +25,13 @@ with workflow.unsafe.imports_passed_through():
     from clinical.careplan import treatment_week_id, treatment_week_of
     from clinical.closures import MAKE_UP_TASK, MakeUp, make_up
     from clinical.engagement import engagement_alerts
-    from clinical.journey import JourneyOutcome, JourneyState, PhaseChange, ReferralRef
+    from clinical.journey import (
+        JourneyOutcome,
+        JourneyState,
+        ReferralRef,
+        enter_phase,
+        note_phase_change,
+    )
     from clinical.phases import Phase
     from clinical.referrals import ReferralInput, new_referral, referral_opened, referrals_ended
     from clinical.reminders import alumni_invitation_key, call_reminder_key
@@ -206,9 +212,7 @@ class JourneySteps:
         st = self._state
         if st.phase == Phase.intensive and phase != Phase.intensive:
             self._resolve_tasks("step_down_decision", ENGINE)  # the decision is made
-        st.phase = phase
-        st.phase_start_day = start_day
-        st.week = 0
+        enter_phase(st, phase, start_day)
         await self._record_phase(reason)
         self._phase_boundary = True
 
@@ -262,10 +266,7 @@ class JourneySteps:
     async def _record_phase(self, reason: str) -> None:
         st = self._state
         now = workflow.now()
-        st.phase_history = [
-            *st.phase_history,
-            PhaseChange(phase=st.phase, at=now, day=self._today(), reason=reason),
-        ]
+        note_phase_change(st, now, self._today(), reason)
         await self._store(
             CareOperations.record_phase_change,
             PhaseChangeRecord(

@@ -28,23 +28,32 @@ with workflow.unsafe.imports_passed_through():
         FollowUpCallPlan,
         FollowUpResult,
         check_in_concluded_key,
-        follow_up_schedule,
     )
     from clinical.alumni import alumni_invitations
     from clinical.assessment import Enrolment
     from clinical.attendance import SessionRecord, cancel_from
     from clinical.careplan import CarePlan, week_sessions
-    from clinical.check_ins import postpone_check_in, record_check_in, unreachable_in_a_row
+    from clinical.check_ins import (
+        begin_aftercare,
+        postpone_check_in,
+        record_check_in,
+        unreachable_in_a_row,
+    )
     from clinical.clock import first_monday_after
     from clinical.closures import split_closed
     from clinical.instruments import Finding
-    from clinical.journey import JourneyInput, JourneyOutcome, Relapse, reassess, start_journey
+    from clinical.journey import JourneyInput, JourneyOutcome, Relapse, start_journey
     from clinical.phases import Phase
     from clinical.placement import PlacementRefused
     from clinical.reminders import call_reminders, session_reminders
     from clinical.sites import ClosureCalendar
     from clinical.tasks import TaskKind
-    from clinical.treatment import relapse_found_by_call, step_down_blocker, with_intensive_weeks
+    from clinical.treatment import (
+        relapse_found_by_call,
+        relink,
+        step_down_blocker,
+        with_intensive_weeks,
+    )
     from workflows import patches
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.journey_requests import JourneyRequests
@@ -233,16 +242,7 @@ class PatientJourneyWorkflow(JourneyRequests):
                 phases[position + 1], monday, f"completed {weeks} weeks of {st.phase.value}"
             )
             return
-        st.aftercare_start_day = monday
-        calls = follow_up_schedule(
-            monday,
-            st.assessment.contact_window,
-            st.clock,
-            st.protocol,
-            st.episode,
-            closed=st.closed,
-        )
-        st.follow_ups = [*st.follow_ups, *calls]
+        calls = begin_aftercare(st, monday)
         # Journeys that reached aftercare before call reminders existed had none queued.
         if self._since(patches.CALL_REMINDERS):
             self._outbox.reminders += call_reminders(st, calls)
@@ -377,9 +377,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._close_out()
         self._withdraw_call_reminders()  # the check-ins ahead are dropped
         await self._outbox.flush()
-        st.relapse = None
-        reassess(st, relapse.ratings)
-        st.phase = Phase.intake
+        relink(st, relapse)
         await self._record_phase(
             f"relapse ({relapse.source}): reassessed, episode {st.episode}, "
             f"{st.placement.explain()}"
