@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-from sqlalchemy import select
-
-from infra.store import CareStore, partner_ledger, utcnow
+from infra.store import CareStore
 
 
 class PartnerServices(Protocol):
@@ -31,31 +29,9 @@ class SimulatedPartners:
         self.store = store
 
     def send_request(self, reference: str, patient_id: str, need: str) -> str:
-        self._once(reference, patient_id, need, "request")
+        self.store.contact_partner(reference, patient_id, need, "request")
         # Stable across retries and processes (unlike hash()).
         return f"SIM-{need.upper()}-{hashlib.sha256(reference.encode()).hexdigest()[:8]}"
 
     def send_reminder(self, reference: str, patient_id: str, need: str) -> None:
-        self._once(reference, patient_id, need, "reminder")
-
-    def _once(self, reference: str, patient_id: str, need: str, kind: str) -> bool:
-        with self.store.transaction() as conn:
-            seen = conn.execute(
-                select(partner_ledger.c.reference).where(partner_ledger.c.reference == reference)
-            ).first()
-            if seen is not None:
-                return False
-            self.store.insert_once(
-                conn,
-                partner_ledger,
-                [
-                    {
-                        "reference": reference,
-                        "need": need,
-                        "kind": kind,
-                        "patient_id": patient_id,
-                        "sent_at": utcnow(),
-                    }
-                ],
-            )
-        return True
+        self.store.contact_partner(reference, patient_id, need, "reminder")

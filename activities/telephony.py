@@ -7,12 +7,9 @@ same way every run."""
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from typing import Protocol
-
-from sqlalchemy import select
 
 from clinical.aftercare import CallOutcome, CheckIn
 from clinical.instruments import (
@@ -22,7 +19,7 @@ from clinical.instruments import (
     BamAnswers,
     Phq9Answers,
 )
-from infra.store import CareStore, telephony_ledger, utcnow
+from infra.store import CareStore
 
 
 class Telephony(Protocol):
@@ -49,28 +46,9 @@ class SimulatedTelephony:
     def place_call(
         self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
     ) -> tuple[CallOutcome, CheckIn | None]:
-        with self.store.transaction() as conn:
-            row = conn.execute(
-                select(telephony_ledger).where(telephony_ledger.c.reference == reference)
-            ).first()
-            if row is not None:
-                answers = json.loads(row.answers_json) if row.answers_json else None
-                return CallOutcome(row.outcome), CheckIn(**answers) if answers else None
-            outcome, check_in = self._answer(reference, patient_id, instruments)
-            self.store.insert_once(
-                conn,
-                telephony_ledger,
-                [
-                    {
-                        "reference": reference,
-                        "patient_id": patient_id,
-                        "placed_at": utcnow(),
-                        "outcome": outcome.value,
-                        "answers_json": check_in.model_dump_json() if check_in else None,
-                    }
-                ],
-            )
-        return outcome, check_in
+        return self.store.telephony_call(
+            reference, patient_id, lambda: self._answer(reference, patient_id, instruments)
+        )
 
     def _answer(
         self, reference: str, patient_id: str, instruments: tuple[str, ...]

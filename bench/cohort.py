@@ -298,28 +298,24 @@ class ClinicBoard:
         self.store = CareStore(database_url)
 
     def read_into(self, cohort: dict[str, Patient]) -> None:
-        from sqlalchemy import select
-
-        from infra.store import patients
-
-        query = select(patients.c.patient_id, patients.c.phase, patients.c.case_manager_id)
-        with self.store.engine.connect() as conn:
-            for patient_id, phase, case_manager_id in conn.execute(query):
-                if patient_id in cohort:
-                    cohort[patient_id].phase = Phase(phase)
-                    cohort[patient_id].case_manager_id = case_manager_id
+        for found in self.store.patients():
+            if found.patient_id in cohort:
+                cohort[found.patient_id].phase = found.phase
+                cohort[found.patient_id].case_manager_id = found.case_manager_id
 
     def recent_sessions(self, since: datetime) -> dict[str, list[Booked]]:
-        from sqlalchemy import select
-
-        from infra.store import appointments as a
-
         found: dict[str, list[Booked]] = {}
-        query = select(a.c.patient_id, a.c.session_id, a.c.phase, a.c.week, a.c.starts_at)
-        query = query.add_columns(a.c.status).where(a.c.starts_at >= since)
-        with self.store.engine.connect() as conn:
-            for row in conn.execute(query):
-                found.setdefault(row.patient_id, []).append(Booked(**row._mapping))
+        for a in self.store.appointments(starting_from=since):
+            found.setdefault(a.patient_id, []).append(
+                Booked(
+                    patient_id=a.patient_id,
+                    session_id=a.session_id,
+                    phase=a.phase,
+                    week=a.week,
+                    starts_at=a.starts_at,
+                    status=a.status,
+                )
+            )
         return found
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ from clinical.requests import (
     TaskDone,
 )
 from infra.settings import Settings
+from infra.store import InboxTask
 from operators.outcomes import percent
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -246,23 +247,24 @@ async def cmd_alumni(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _task_rows(
-    rows: list[dict[str, Any]], zone_of: Callable[[str], tzinfo]
-) -> list[dict[str, Any]]:
+def _task_rows(tasks: list[InboxTask], zone_of: Callable[[str], tzinfo]) -> list[dict[str, Any]]:
     """Tasks as people read them: opened and due at the patient's site's local time."""
-    keep = ("id", "patient_id", "case_manager_id", "kind", "status", "detail", "workflow_id")
     return [
         {
-            **{k: r[k] for k in keep},
-            "opened_at": r["created_at"].astimezone(zone_of(r["patient_id"])).isoformat(),
+            "id": t.id,
+            "patient_id": t.patient_id,
+            "case_manager_id": t.case_manager_id,
+            "kind": t.kind,
+            "status": t.status,
+            "detail": t.detail,
+            "workflow_id": t.workflow_id,
+            "opened_at": t.created_at.astimezone(zone_of(t.patient_id)).isoformat(),
             "due_at": (
-                r["due_at"].astimezone(zone_of(r["patient_id"])).isoformat()
-                if r["due_at"]
-                else None
+                t.due_at.astimezone(zone_of(t.patient_id)).isoformat() if t.due_at else None
             ),
-            "completed_by": r["completed_by"],
+            "completed_by": t.completed_by,
         }
-        for r in rows
+        for t in tasks
     ]
 
 
@@ -291,7 +293,8 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     patient = validated(PatientId, args.patient, "patient") if args.patient else None
     store = care_store(settings)
     rows = _task_rows(
-        store.task_list(cm, patient, include_done=args.all), site_zones(settings, store)
+        store.tasks(case_manager_id=cm, patient_id=patient, include_done=args.all),
+        site_zones(settings, store),
     )
     store.dispose()
     if args.json:
@@ -305,25 +308,21 @@ async def cmd_done(args: argparse.Namespace, settings: Settings) -> int:
     """Mark a task done: the update goes to the workflow that opened it, which decides what
     done means (a consent task records the consent and sends the referral)."""
     store = care_store(settings)
-    row = next((r for r in store.task_list(include_done=True) if r["id"] == args.task), None)
+    task = store.task(args.task)
     store.dispose()
-    if row is None:
+    if task is None:
         raise CliError(f"no task {args.task}")
-    if row["status"] != "open":
-        raise CliError(f"task {args.task} is already done (by {row['completed_by']})", EXIT_REFUSED)
-    request = make_request(
-        TaskDone, case_manager_id=args.case_manager, task_key=row["idempotency_key"]
-    )
-    workflow_id = row["workflow_id"] or journey_workflow_id(row["patient_id"])
+    if not task.open:
+        raise CliError(f"task {args.task} is already done (by {task.completed_by})", EXIT_REFUSED)
+    request = make_request(TaskDone, case_manager_id=args.case_manager, task_key=task.key)
+    workflow_id = task.workflow_id or journey_workflow_id(task.patient_id)
     update: Any = (
         ReferralWorkflow.complete_task
         if is_referral_workflow_id(workflow_id)
         else PatientJourneyWorkflow.complete_task
     )
-    message = await send_update(
-        settings, row["patient_id"], update, request, workflow_id=workflow_id
-    )
-    console.print(f"task {args.task} ({row['patient_id']}): {message}")
+    message = await send_update(settings, task.patient_id, update, request, workflow_id=workflow_id)
+    console.print(f"task {args.task} ({task.patient_id}): {message}")
     return 0
 
 
@@ -339,7 +338,7 @@ async def cmd_caseload(args: argparse.Namespace, settings: Settings) -> int:
         if r["running"] and r["phase"] in active
     ]
     store = care_store(settings)
-    open_tasks = _task_rows(store.task_list(cm), site_zones(settings, store))
+    open_tasks = _task_rows(store.tasks(case_manager_id=cm), site_zones(settings, store))
     store.dispose()
     per_patient = Counter(t["patient_id"] for t in open_tasks)
     for p in patients:

@@ -27,7 +27,7 @@ from clinical.identifiers import PatientId, journey_workflow_id
 from clinical.protocol import describe_validation_error
 from clinical.sites import SiteDirectory, SiteError
 from infra.settings import Settings, SettingsError
-from infra.store import SCHEMA_VERSION, CareStore, patients
+from infra.store import SCHEMA_VERSION, CareStore
 from infra.temporal import connect, keys_for
 
 console = Console()
@@ -189,16 +189,13 @@ def site_zone_names(settings: Settings, store: CareStore) -> Callable[[str], str
         sites = SiteDirectory.load(settings.sites_file)
     except SiteError:
         sites = SiteDirectory({})
-    site_of = {r["patient_id"]: r["site_id"] for r in store.rows(patients, columns=SITE_COLUMNS)}
+    site_of = {p.patient_id: p.site_id for p in store.patients()}
 
     def zone_of(patient_id: str) -> str:
         site = sites.sites.get(site_of.get(patient_id, ""))
         return "UTC" if site is None else site.zone
 
     return zone_of
-
-
-SITE_COLUMNS = ("patient_id", "site_id")
 
 
 def care_store(settings: Settings) -> CareStore:

@@ -48,7 +48,6 @@ from clinical.tasks import CLOSED_BY_ACTION
 from demo.cohort import synthetic_cohort
 from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings
-from infra.store import follow_up_calls, referrals, tasks
 from infra.temporal import connect
 from operators.outcomes import percent
 from services.closures import announce_closure
@@ -313,8 +312,8 @@ def closures_summary(statuses: dict[str, JourneyStatus]) -> str:
 def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operations: Any) -> Table:
     store = operations.store
     ids = {o.patient_id for o in outcomes}
-    calls = [c for c in store.rows(follow_up_calls) if c["patient_id"] in ids]
-    opened = [t for t in store.rows(tasks) if t["patient_id"] in ids]
+    calls = [c for c in store.call_attempts() if c.patient_id in ids]
+    opened = [t for t in store.tasks(include_done=True) if t.patient_id in ids]
     rates = [o.attendance.rate for o in outcomes if o.attendance.rate is not None]
     attended = sum(o.attendance.attended for o in outcomes)
     missed = sum(o.attendance.missed for o in outcomes)
@@ -331,16 +330,14 @@ def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operatio
         )
     table.add_row("aftercare check-ins reached", f"{reached} of {planned}")
     table.add_row("call attempts placed", str(len(calls)))
-    closed = Counter(
-        r["outcome"] or "open" for r in store.rows(referrals) if r["patient_id"] in ids
-    )
+    closed = Counter(r.outcome or "open" for r in store.referrals() if r.patient_id in ids)
     table.add_row(
         "referrals",
         ", ".join(f"{k} {v}" for k, v in sorted(closed.items())) or "none",
     )
     table.add_row(
         "case-manager tasks opened",
-        ", ".join(f"{k} {v}" for k, v in Counter(t["kind"] for t in opened).items()) or "0",
+        ", ".join(f"{k} {v}" for k, v in Counter(t.kind for t in opened).items()) or "0",
     )
     return table
 

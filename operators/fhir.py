@@ -86,16 +86,7 @@ from clinical.referrals import (
     ReferralState,
     apply_partner_report,
 )
-from infra.store import (
-    PATIENT_COLUMNS_WITHOUT_CONTACT,
-    CareStore,
-    appointments,
-    consents,
-    follow_up_calls,
-    patients,
-    phase_changes,
-    referrals,
-)
+from infra.store import CareStore, ReferralEntry
 from operators.history import partner_answers
 
 Json = dict[str, Any]
@@ -266,22 +257,21 @@ def journey_record(
 ) -> JourneyRecord:
     """Everything the store knows about one patient's journey that an export may carry, its
     times at the site's `zone` (local, with their offset)."""
-    found = store.rows(patients, columns=PATIENT_COLUMNS_WITHOUT_CONTACT, patient_id=patient_id)
-    if not found:
+    patient = store.patient(patient_id)
+    if patient is None:
         raise ExportError(f"no patient {patient_id} in the care store")
-    row = found[0]
     try:
-        protocol = catalog.load(row["program_id"])
+        protocol = catalog.load(patient.program_id)
     except ProtocolError as exc:
-        raise ExportError(f"cannot read the program {row['program_id']}: {exc}") from None
-    enrolled = row["enrolled_at"]
+        raise ExportError(f"cannot read the program {patient.program_id}: {exc}") from None
+    enrolled = patient.enrolled_at
     # The journey's clock, as the workflow made it at enrolment.
     clock = ProgramClock.starting_at(enrolled, protocol.clock.seconds_per_day, zone)
-    open_tasks = {t["idempotency_key"] for t in store.task_list(patient_id=patient_id)}
+    open_tasks = {t.key for t in store.tasks(patient_id=patient_id)}
     return JourneyRecord(
-        patient_id=row["patient_id"],
-        case_manager_id=row["case_manager_id"],
-        program_id=row["program_id"],
+        patient_id=patient.patient_id,
+        case_manager_id=patient.case_manager_id,
+        program_id=patient.program_id,
         enrolled_at=clock.calendar_of(enrolled),
         phases=_phases(store, patient_id, enrolled, clock),
         sessions=_sessions(store, patient_id),
@@ -289,8 +279,8 @@ def journey_record(
             store, patient_id, timedelta(days=protocol.aftercare.attempt_spacing_days)
         ),
         referrals=tuple(
-            _referral(r, clock, f"{r['idempotency_key']}/task/consent_needed" in open_tasks)
-            for r in sorted(store.rows(referrals, patient_id=patient_id), key=lambda r: r["id"])
+            _referral(r, clock, f"{r.key}/task/consent_needed" in open_tasks)
+            for r in store.referrals(patient_id=patient_id)
         ),
         consents=_consents(store, patient_id, clock),
     )
@@ -316,8 +306,8 @@ def _phases(
 ) -> tuple[PhasePeriod, ...]:
     # Enrolment starts the first intake; every later phase is a recorded change, in order.
     starts = [(f"{patient_id}/enrolled", Phase.intake, enrolled, "enrolled")]
-    for r in sorted(store.rows(phase_changes, patient_id=patient_id), key=lambda r: r["id"]):
-        starts.append((r["idempotency_key"], Phase(r["phase"]), r["at"], r["reason"]))
+    for change in store.phase_changes(patient_id):
+        starts.append((change.key, change.phase, change.at, change.reason))
     periods = []
     episode = 0
     for n, (key, phase, at, reason) in enumerate(starts):
@@ -328,64 +318,52 @@ def _phases(
 
 
 def _sessions(store: CareStore, patient_id: str) -> tuple[BookedSession, ...]:
-    rows = sorted(
-        store.rows(appointments, patient_id=patient_id),
-        key=lambda r: (r["starts_at"], r["session_id"]),
-    )
     return tuple(
         BookedSession(
-            key=r["idempotency_key"],
-            session_id=r["session_id"],
-            phase=Phase(r["phase"]),
-            episode=_episode_of_session(r["session_id"]),
-            week=r["week"],
-            level=r["level"],
-            starts_at=r["starts_at"],
-            hours=r["hours"],
-            session_type=r["session_type"],
-            modality=r["modality"],
-            status=SessionStatus(r["status"]),
+            key=a.key,
+            session_id=a.session_id,
+            phase=a.phase,
+            episode=_episode_of_session(a.session_id),
+            week=a.week,
+            level=a.level,
+            starts_at=a.starts_at,
+            hours=a.hours,
+            session_type=a.session_type,
+            modality=a.modality,
+            status=a.status,
         )
-        for r in rows
+        for a in store.appointments(patient_id)
     )
 
 
 def _check_ins(store: CareStore, patient_id: str, spacing: timedelta) -> tuple[CheckInCall, ...]:
-    last: dict[str, dict[str, Any]] = {}
-    for r in sorted(
-        store.rows(follow_up_calls, patient_id=patient_id),
-        key=lambda r: (r["due_at"], r["attempt"]),
-    ):
-        last[r["call_id"]] = r  # attempts in order: the last one tells how the check-in ended
+    last = {}
+    for a in store.call_attempts(patient_id):
+        last[a.call_ref] = a  # attempts in order: the last one tells how the check-in ended
     calls = []
-    for call_ref, r in last.items():
+    for call_ref, a in last.items():
         episode, call_id = _episode_of_call(call_ref)
-        reached = r["outcome"] == CallOutcome.reached
-        answers = None
-        if reached and r["check_in_json"]:
-            answers = CheckIn.model_validate_json(r["check_in_json"])
-        elif reached and r["days_of_use"] is not None:  # asked before instruments were
-            answers = CheckIn(days_of_use=r["days_of_use"])
+        reached = a.outcome == CallOutcome.reached
         calls.append(
             CheckInCall(
-                key=r["idempotency_key"],
+                key=a.key,
                 call_id=call_id,
                 episode=episode,
-                due_at=r["due_at"],
-                outcome=CallOutcome(r["outcome"]),
-                attempts=r["attempt"],
+                due_at=a.due_at,
+                outcome=a.outcome,
+                attempts=a.attempt,
                 # Attempts are spaced by the program from the check-in's due time.
-                answered_at=r["due_at"] + (r["attempt"] - 1) * spacing if reached else None,
-                answers=answers,
+                answered_at=a.due_at + (a.attempt - 1) * spacing if reached else None,
+                answers=a.check_in if reached else None,
             )
         )
     return tuple(calls)
 
 
-def _referral(row: dict[str, Any], clock: ProgramClock, consent_pending: bool) -> ReferralLoop:
-    if row["closed_at"] is not None:
+def _referral(r: ReferralEntry, clock: ProgramClock, consent_pending: bool) -> ReferralLoop:
+    if r.closed_at is not None:
         stage = ReferralStage.closed
-    elif row["sent_at"] is not None:
+    elif r.sent_at is not None:
         stage = ReferralStage.sent
     else:
         stage = ReferralStage.awaiting_consent if consent_pending else ReferralStage.requested
@@ -394,34 +372,32 @@ def _referral(row: dict[str, Any], clock: ProgramClock, consent_pending: bool) -
         return None if at is None else clock.calendar_of(at)
 
     return ReferralLoop(
-        key=row["idempotency_key"],
-        referral_id=row["referral_id"],
-        workflow_id=row["workflow_id"],
-        need=row["need"],
-        case_manager_id=row["case_manager_id"],
-        requested_at=clock.calendar_of(row["requested_at"]),
-        sent_at=calendar(row["sent_at"]),
-        closed_at=calendar(row["closed_at"]),
+        key=r.key,
+        referral_id=r.referral_id,
+        workflow_id=r.workflow_id,
+        need=r.need,
+        case_manager_id=r.case_manager_id,
+        requested_at=clock.calendar_of(r.requested_at),
+        sent_at=calendar(r.sent_at),
+        closed_at=calendar(r.closed_at),
         stage=stage,
-        outcome=ReferralOutcome(row["outcome"]) if row["outcome"] else None,
-        reminders=row["reminders"],
+        outcome=r.outcome,
+        reminders=r.reminders,
     )
 
 
 def _consents(store: CareStore, patient_id: str, clock: ProgramClock) -> tuple[ConsentOnFile, ...]:
-    rows = sorted(
-        store.rows(consents, patient_id=patient_id), key=lambda r: (r["recorded_at"], r["id"])
-    )
-    latest = {r["kind"]: r["idempotency_key"] for r in rows}
+    recorded = store.consents(patient_id)
+    latest = {c.kind: c.key for c in recorded}
     return tuple(
         ConsentOnFile(
-            key=r["idempotency_key"],
-            kind=r["kind"],
-            granted=r["granted"],
-            recorded_at=clock.calendar_of(r["recorded_at"]),
-            in_force=latest[r["kind"]] == r["idempotency_key"],
+            key=c.key,
+            kind=c.kind,
+            granted=c.granted,
+            recorded_at=clock.calendar_of(c.recorded_at),
+            in_force=latest[c.kind] == c.key,
         )
-        for r in rows
+        for c in recorded
     )
 
 

@@ -18,7 +18,7 @@ from temporalio.client import Client
 
 from clinical.actors import ENGINE
 from clinical.identifiers import journey_workflow_id
-from infra.store import CareStore, audit_events
+from infra.store import CareStore
 
 
 @dataclass(frozen=True)
@@ -196,12 +196,10 @@ AUDIT_ONLY = (
 
 def audit_entries(store: CareStore, patient_id: str) -> list[Entry]:
     """The audit trail's own facts: consents, disclosures, tasks done, who enrolled."""
-    rows = [r for r in store.rows(audit_events, patient_id=patient_id) if r["action"] in AUDIT_ONLY]
     entries = []
-    for r in rows:
-        detail = json.loads(r["detail_json"] or "{}")
-        shown = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "reason")
-        entries.append(Entry(r["at"], "audit", r["action"].replace("_", " "), r["actor"], shown))
+    for fact in store.audit_trail(patient_id, actions=AUDIT_ONLY):
+        shown = ", ".join(f"{k}={v}" for k, v in fact.detail.items() if k != "reason")
+        entries.append(Entry(fact.at, "audit", fact.action.replace("_", " "), fact.actor, shown))
     return entries
 
 

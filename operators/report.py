@@ -7,7 +7,6 @@ rates and durations only."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -16,13 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 from rich.table import Table
 
-from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome, CheckIn
-from clinical.attendance import SessionStatus
+from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome
 from clinical.instruments import score_bam
-from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProtocolError
-from clinical.referrals import ReferralOutcome
-from infra.store import CareStore, CohortRows
+from infra.store import CareStore, CohortFacts
 from operators.outcomes import (
     BamFact,
     CheckInFact,
@@ -95,7 +91,7 @@ def load_cohort(
     store: CareStore, catalog: ProgramCatalog, cohort: CohortFilter, as_of: datetime
 ) -> Cohort:
     """Read the cohort's facts from the store (read only)."""
-    rows = store.cohort_rows(
+    facts = store.cohort(
         site_id=cohort.site_id,
         case_manager_id=cohort.case_manager_id,
         program_id=cohort.program_id,
@@ -103,52 +99,49 @@ def load_cohort(
         enrolled_to=_midnight(cohort.enrolled_to),
         audit_actions=(CHECK_IN_CONCLUDED,),
     )
-    clocks, notes = _program_clocks(catalog, {r["program_id"] for r in rows.patients})
+    clocks, notes = _program_clocks(catalog, {p.program_id for p in facts.patients})
     return Cohort(
         filter=cohort,
         as_of=as_of,
         patients=[
             PatientFact(
-                patient_id=r["patient_id"],
-                site_id=r["site_id"],
-                case_manager_id=r["case_manager_id"],
-                program_id=r["program_id"],
-                enrolled_at=r["enrolled_at"],
-                phase=Phase(r["phase"]),
-                seconds_per_day=clocks[r["program_id"]],
+                patient_id=p.patient_id,
+                site_id=p.site_id,
+                case_manager_id=p.case_manager_id,
+                program_id=p.program_id,
+                enrolled_at=p.enrolled_at,
+                phase=p.phase,
+                seconds_per_day=clocks[p.program_id],
             )
-            for r in rows.patients
+            for p in facts.patients
         ],
         sessions=[
             SessionFact(
-                patient_id=r["patient_id"],
-                session_id=r["session_id"],
-                starts_at=r["starts_at"],
-                session_type=r["session_type"],
-                status=SessionStatus(r["status"]),
+                patient_id=a.patient_id,
+                session_id=a.session_id,
+                starts_at=a.starts_at,
+                session_type=a.session_type,
+                status=a.status,
             )
-            for r in rows.appointments
+            for a in facts.appointments
         ],
         phase_changes=[
-            PhaseChangeFact(patient_id=r["patient_id"], phase=Phase(r["phase"]), at=r["at"])
-            for r in rows.phase_changes
+            PhaseChangeFact(patient_id=c.patient_id, phase=c.phase, at=c.at)
+            for c in facts.phase_changes
         ],
-        check_ins=_check_ins(rows),
-        bam=_bam_scores(rows),
+        check_ins=_check_ins(facts),
+        bam=_bam_scores(facts),
         referrals=[
             ReferralFact(
-                patient_id=r["patient_id"],
-                need=r["need"],
-                requested_at=r["requested_at"],
-                closed_at=r["closed_at"],
-                outcome=ReferralOutcome(r["outcome"]) if r["outcome"] else None,
+                patient_id=r.patient_id,
+                need=r.need,
+                requested_at=r.requested_at,
+                closed_at=r.closed_at,
+                outcome=r.outcome,
             )
-            for r in rows.referrals
+            for r in facts.referrals
         ],
-        tasks=[
-            TaskFact(patient_id=r["patient_id"], kind=r["kind"], open=r["status"] == "open")
-            for r in rows.tasks
-        ],
+        tasks=[TaskFact(patient_id=t.patient_id, kind=t.kind, open=t.open) for t in facts.tasks],
         notes=notes,
     )
 
@@ -178,38 +171,25 @@ def _program_clocks(
     return clocks, notes
 
 
-def _check_ins(rows: CohortRows) -> list[CheckInFact]:
-    facts = []
-    for r in rows.audit_events:
-        detail = json.loads(r["detail_json"])
-        facts.append(
-            CheckInFact(
-                patient_id=r["patient_id"],
-                # The key names the episode and the check-in: patient/E<episode>/<call>.
-                call_ref=r["idempotency_key"].split("/", 1)[-1],
-                outcome=CallOutcome(detail["outcome"]),
-            )
+def _check_ins(facts: CohortFacts) -> list[CheckInFact]:
+    return [
+        CheckInFact(
+            patient_id=f.patient_id,
+            # The key names the episode and the check-in: patient/E<episode>/<call>.
+            call_ref=f.key.split("/", 1)[-1],
+            outcome=CallOutcome(str(f.detail["outcome"])),
         )
-    return facts
+        for f in facts.audit
+    ]
 
 
-def _bam_scores(rows: CohortRows) -> list[BamFact]:
+def _bam_scores(facts: CohortFacts) -> list[BamFact]:
     """Scores only: the answers themselves stay in the store."""
-    facts = []
-    for r in rows.follow_up_calls:
-        if not r["check_in_json"]:
-            continue
-        check_in = CheckIn.model_validate_json(r["check_in_json"])
-        if check_in.bam is not None:
-            facts.append(
-                BamFact(
-                    patient_id=r["patient_id"], call_ref=r["call_id"], score=score_bam(check_in.bam)
-                )
-            )
-    return facts
-
-
-# --- the terminal ------------------------------------------------------------------------
+    return [
+        BamFact(patient_id=a.patient_id, call_ref=a.call_ref, score=score_bam(a.check_in.bam))
+        for a in facts.call_attempts
+        if a.check_in is not None and a.check_in.bam is not None
+    ]
 
 
 def terminal_tables(report: OutcomesReport) -> list[Table]:

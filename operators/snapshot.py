@@ -5,20 +5,10 @@ contact details: the same fields a status shows."""
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
-from typing import Any
 
 from pydantic import BaseModel
 
-from infra.store import (
-    PATIENT_COLUMNS_WITHOUT_CONTACT,
-    CareStore,
-    appointments,
-    follow_up_calls,
-    patients,
-    referrals,
-)
-
-SNAPSHOT_COLUMNS = (*PATIENT_COLUMNS_WITHOUT_CONTACT, "updated_at")
+from infra.store import CareStore
 
 
 class StoredSession(BaseModel):
@@ -48,39 +38,33 @@ class StoredSnapshot(BaseModel):
 
 def stored_snapshot(store: CareStore, patient_id: str, zone: tzinfo) -> StoredSnapshot | None:
     """The store's view of one patient (times at the site's `zone`), or None if it has none."""
-    found = store.rows(patients, columns=SNAPSHOT_COLUMNS, patient_id=patient_id)
-    if not found:
+    patient = store.patient(patient_id)
+    if patient is None:
         return None
-    row = found[0]
-    booked = sorted(store.rows(appointments, patient_id=patient_id), key=lambda r: r["starts_at"])
-    calls: dict[str, Any] = {}
-    for c in sorted(store.rows(follow_up_calls, patient_id=patient_id), key=lambda c: c["attempt"]):
-        calls[c["call_id"]] = c
-    moments = [row["updated_at"], *(r["updated_at"] for r in booked)]
-    moments += [c["placed_at"] for c in calls.values()]
+    booked = store.appointments(patient_id)
+    calls = {c.call_ref: c for c in store.call_attempts(patient_id)}  # each one's last attempt
+    moments = [patient.updated_at, *(a.updated_at for a in booked)]
+    moments += [c.placed_at for c in calls.values()]
     return StoredSnapshot(
-        patient_id=row["patient_id"],
-        case_manager_id=row["case_manager_id"],
-        site_id=row["site_id"],
-        program_id=row["program_id"],
-        phase=row["phase"],
-        level=row["level"],
-        risk=row["risk"],
-        enrolled_at=row["enrolled_at"].astimezone(zone),
+        patient_id=patient.patient_id,
+        case_manager_id=patient.case_manager_id,
+        site_id=patient.site_id,
+        program_id=patient.program_id,
+        phase=patient.phase,
+        level=patient.level,
+        risk=patient.risk,
+        enrolled_at=patient.enrolled_at.astimezone(zone),
         as_of=max(moments).astimezone(zone),
         sessions=[
             StoredSession(
-                session_id=r["session_id"],
-                starts_at=r["starts_at"].astimezone(zone),
-                session_type=r["session_type"],
-                status=r["status"],
+                session_id=a.session_id,
+                starts_at=a.starts_at.astimezone(zone),
+                session_type=a.session_type,
+                status=a.status,
             )
-            for r in booked
+            for a in booked
         ],
-        open_tasks=[t["kind"] for t in store.task_list(patient_id=patient_id)],
-        check_ins={k: c["outcome"] for k, c in calls.items()},
-        referrals={
-            r["need"]: r["outcome"] or r["status"]
-            for r in store.rows(referrals, patient_id=patient_id)
-        },
+        open_tasks=[t.kind for t in store.tasks(patient_id=patient_id)],
+        check_ins={ref: c.outcome for ref, c in calls.items()},
+        referrals={r.need: r.outcome or r.status for r in store.referrals(patient_id=patient_id)},
     )

@@ -3,7 +3,6 @@ answers (or silence) make the journey do."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from typing import Any
 
@@ -27,7 +26,7 @@ from clinical.instruments import (
 )
 from clinical.phases import Phase
 from clinical.requests import AlumniAttendance, CheckInAdjustment
-from infra.store import audit_events, follow_up_calls, notifications, tasks
+from infra.store import CallAttempt, InboxTask
 from tests.support import (
     PROGRAMS,
     Scripted,
@@ -106,14 +105,14 @@ def test_refused_answers_are_refused() -> None:
 
 async def aftercare_journey(
     env: WorkflowEnvironment, tmp_path: Any, telephony: Scripted, until: Any
-) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[Any, list[InboxTask], list[CallAttempt]]:
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path, telephony=telephony) as c:
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
             status, _ = await drive_journey(env, handle, choose=steady_attendance, until=until)
-        opened = c.store.rows(tasks, patient_id=enrolment.patient_id)
-        calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+        opened = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)
+        calls = c.store.call_attempts(enrolment.patient_id)
     return status, opened, calls
 
 
@@ -132,14 +131,15 @@ async def test_phq9_item_9_opens_a_same_day_clinical_task(
         Scripted(answer),
         until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
     )
-    clinical = [t for t in opened if t["kind"] == "clinical_follow_up"]
-    assert len(clinical) == 1 and "FU-D030" in clinical[0]["detail"]
+    clinical = [t for t in opened if t.kind == "clinical_follow_up"]
+    assert len(clinical) == 1 and "FU-D030" in clinical[0].detail
     (task,) = [t for t in status.open_tasks if t.kind == "clinical_follow_up"]
-    assert clinical[0]["due_at"] - task.opened_at < status.clock.duration(0.3)  # same day
-    assert "PHQ-9 item 9" in clinical[0]["detail"] and status.phase == Phase.aftercare
+    due = clinical[0].due_at
+    assert due is not None and due - task.opened_at < status.clock.duration(0.3)  # same day
+    assert "PHQ-9 item 9" in clinical[0].detail and status.phase == Phase.aftercare
     # The structured answers are kept with the call (the store is where PHI may live).
-    kept = [CheckIn.model_validate_json(c["check_in_json"]) for c in calls]
-    assert [k.phq9.items[8] for k in kept if k.phq9] == [0, 1]
+    kept = [c.check_in for c in calls]
+    assert [k.phq9.items[8] for k in kept if k and k.phq9] == [0, 1]
 
 
 async def test_bam_use_flag_without_days_of_use_relinks_the_patient(
@@ -153,7 +153,7 @@ async def test_bam_use_flag_without_days_of_use_relinks_the_patient(
         env, tmp_path, Scripted(answer), until=lambda s: s.episode == 2
     )
     assert status.phase_history[-1].phase in (Phase.intake, Phase.intensive)
-    assert {"reassessment", "aftercare_support"} <= {t["kind"] for t in opened}
+    assert {"reassessment", "aftercare_support"} <= {t.kind for t in opened}
 
 
 async def test_three_unreachable_check_ins_in_a_row_lose_contact(
@@ -168,11 +168,11 @@ async def test_three_unreachable_check_ins_in_a_row_lose_contact(
     assert status.phase == Phase.lost_to_contact
     assert [f.call_id for f in status.follow_ups if f.outcome] == ["FU-D007", "FU-D030", "FU-D060"]
     assert len(calls) == 3 * 3  # every check-in tried three times
-    assert [t["kind"] for t in opened if t["kind"] == "unreachable_patient"] == [
+    assert [t.kind for t in opened if t.kind == "unreachable_patient"] == [
         "unreachable_patient"
     ] * 3
     # An ended journey leaves nothing open.
-    assert {t["status"] for t in opened} == {"done"}
+    assert {t.status for t in opened} == {"done"}
 
 
 async def test_a_case_manager_reschedules_the_check_ins_ahead(
@@ -202,11 +202,11 @@ async def test_a_case_manager_reschedules_the_check_ins_ahead(
                 CheckInAdjustment(case_manager_id="CM-02", days=(20, 45), reason="patient_request"),
             )
             done, _ = await drive_journey(env, handle, choose=steady_attendance)
-        calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+        calls = c.store.call_attempts(enrolment.patient_id)
         reminders = {
-            n["idempotency_key"].rsplit("-", 1)[-1]: n["withdrawn_at"] is None
-            for n in c.store.rows(notifications, patient_id=enrolment.patient_id)
-            if n["kind"] == "call_reminder"
+            n.key.rsplit("-", 1)[-1]: n.withdrawn_at is None
+            for n in c.store.outbox(enrolment.patient_id)
+            if n.kind == "call_reminder"
         }
 
     assert [f.call_id for f in first.follow_ups if f.outcome] == ["FU-D007"]
@@ -225,7 +225,7 @@ async def test_a_case_manager_reschedules_the_check_ins_ahead(
     assert moved == "2 check-in(s) ahead, from aftercare day 20"
     assert done.phase == Phase.completed
     assert [f.call_id for f in done.follow_ups] == ["FU-D007", "FU-D020", "FU-D045"]
-    assert sorted(c["call_id"] for c in calls) == ["FU-D007", "FU-D020", "FU-D045"]
+    assert sorted(c.call_ref for c in calls) == ["FU-D007", "FU-D020", "FU-D045"]
     start = done.phase_history[-2].day  # aftercare began
     assert [round(f.day - start) for f in done.follow_ups] == [7, 20, 45]
 
@@ -250,14 +250,14 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
                 choose=steady_attendance,
                 until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
             )
-            outbox = c.store.rows(notifications, patient_id=pid)
-            concluded = c.store.rows(audit_events, patient_id=pid, action=CHECK_IN_CONCLUDED)
+            outbox = c.store.outbox(pid)
+            concluded = c.store.audit_trail(pid, actions=[CHECK_IN_CONCLUDED])
             invitations = sorted(
-                (n for n in outbox if n["kind"] == "alumni_invitation"),
-                key=lambda n: n["deliver_at"],
+                (n for n in outbox if n.kind == "alumni_invitation"),
+                key=lambda n: n.deliver_at or n.created_at,
             )
-            past = invitations[0]["idempotency_key"].rsplit("/", 1)[-1]
-            future = invitations[-1]["idempotency_key"].rsplit("/", 1)[-1]
+            past = invitations[0].key.rsplit("/", 1)[-1]
+            future = invitations[-1].key.rsplit("/", 1)[-1]
             went = await handle.execute_update(
                 PatientJourneyWorkflow.report_alumni_attendance,
                 AlumniAttendance(case_manager_id="CM-01", meeting_id=past),
@@ -273,22 +273,22 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
 
     # Every other week through the aftercare year, on the program's weekday and hour.
     assert len(invitations) == 26
-    assert all("alumni and peer-support meeting" in n["body"] for n in invitations)
-    assert all(n["body"].startswith("Invitation: ") for n in invitations)
-    texts = [n for n in outbox if n["kind"] == "check_in_sms"]
-    assert [t["idempotency_key"] for t in texts] == [f"{pid}/sms/E1-FU-D030"]
+    assert all("alumni and peer-support meeting" in n.body for n in invitations)
+    assert all(n.body.startswith("Invitation: ") for n in invitations)
+    texts = [n for n in outbox if n.kind == "check_in_sms"]
+    assert [t.key for t in texts] == [f"{pid}/sms/E1-FU-D030"]
     assert went == "1 alumni meeting(s) attended"
     assert "has not happened yet" in refusals[0] and "already recorded" in refusals[1]
     assert "no alumni meeting" in refusals[2]
     assert status.follow_ups[1].attempts == 2
     # Each concluded check-in once in the audit trail, with its outcome and attempts (the
     # unanswered first attempt on day 30 concluded nothing), at the journey's time.
-    assert sorted(json.loads(r["detail_json"]).items() for r in concluded) == sorted(
+    assert sorted(r.detail.items() for r in concluded) == sorted(
         {"call_id": f.call_id, "outcome": "reached", "attempts": f.attempts}.items()
         for f in status.follow_ups[:2]
     )
-    assert {r["actor"] for r in concluded} == {ENGINE}
-    assert all(r["at"] >= status.follow_ups[0].due_at for r in concluded)
+    assert {r.actor for r in concluded} == {ENGINE}
+    assert all(r.at >= status.follow_ups[0].due_at for r in concluded)
 
 
 async def test_a_program_change_reaches_aftercare_at_the_next_check_in(

@@ -21,7 +21,6 @@ from clinical.closures import is_make_up
 from clinical.phases import Phase
 from clinical.sites import Closure, SiteDirectory
 from clinical.status import JourneyStatus
-from infra.store import appointments, audit_events, notifications, site_closures
 from services.closures import ClosureRefused, announce_closure
 from tests.clinic_time import START, StartChoice, next_date, step_to
 from tests.support import (
@@ -168,13 +167,11 @@ async def test_a_holiday_week_cancels_a_session_and_leaves_attendance_as_it_was(
             status, reported = await attend_every_session(
                 env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
             )
-        rows = {
-            r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)
-        }
+        rows = {r.session_id: r for r in c.store.appointments(enrolment.patient_id)}
         reminders = {
-            n["idempotency_key"].rsplit("/", 1)[-1]
-            for n in c.store.rows(notifications, patient_id=enrolment.patient_id)
-            if n["kind"] == "session_reminder"
+            n.key.rsplit("/", 1)[-1]
+            for n in c.store.outbox(enrolment.patient_id)
+            if n.kind == "session_reminder"
         }
     closed = [s for s in status.sessions if s.cancelled_for]
     # Every session of the day (a group, and an individual session after it) is cancelled.
@@ -182,7 +179,7 @@ async def test_a_holiday_week_cancels_a_session_and_leaves_attendance_as_it_was(
     assert {s.status for s in closed} == {SessionStatus.cancelled}
     assert {s.cancelled_for for s in closed} == {"site closed: Founders Day"}
     for s in closed:
-        assert rows[s.session_id]["status"] == "cancelled"
+        assert rows[s.session_id].status == "cancelled"
         assert s.session_id not in reminders and s.session_id not in reported
     # Not missed: every session that took place was attended, so the rate is still 100%.
     assert status.attendance.missed == 0 and status.attendance_rate == 1.0
@@ -191,7 +188,7 @@ async def test_a_holiday_week_cancels_a_session_and_leaves_attendance_as_it_was(
     (make_up,) = [s for s in status.sessions if is_make_up(s.session_id)]
     assert make_up.session_id == "INT1-W02-M1"
     assert make_up.starts_at.date() != holiday.starts_at.date()
-    assert rows[make_up.session_id]["status"] == "attended"
+    assert rows[make_up.session_id].status == "attended"
     assert_on_the_sites_calendar(status)
 
 
@@ -232,16 +229,10 @@ async def test_an_unplanned_closure_sent_twice_cancels_each_session_once(
                 )
             histories = await journey_histories(c.client, handle)
         pid = enrolment.patient_id
-        audit = [
-            a
-            for a in c.store.rows(audit_events, patient_id=pid)
-            if a["action"] == "closure_applied"
-        ]
-        notices = [
-            n for n in c.store.rows(notifications, patient_id=pid) if n["kind"] == "closure_notice"
-        ]
-        rows = {r["session_id"]: r["status"] for r in c.store.rows(appointments, patient_id=pid)}
-        recorded = c.store.rows(site_closures, site_id="north")
+        audit = c.store.audit_trail(pid, actions=["closure_applied"])
+        notices = [n for n in c.store.outbox(pid) if n.kind == "closure_notice"]
+        rows = {r.session_id: r.status for r in c.store.appointments(pid)}
+        recorded = c.store.closures("north")
 
     assert (first.new, list(first.applied), first.already) == (True, [pid], [])
     assert (second.new, second.applied, second.already) == (False, {}, [pid])
@@ -252,8 +243,8 @@ async def test_an_unplanned_closure_sent_twice_cancels_each_session_once(
     ]
     assert on_that_day and {s.status for s in on_that_day} == {SessionStatus.cancelled}
     assert {rows[s.session_id] for s in on_that_day} == {"cancelled"}
-    assert len(audit) == 1 and audit[0]["actor"] == "ops-1"
-    assert len(notices) == 1 and "snow" in notices[0]["body"] and "Avery" not in notices[0]["body"]
+    assert len(audit) == 1 and audit[0].actor == "ops-1"
+    assert len(notices) == 1 and "snow" in notices[0].body and "Avery" not in notices[0].body
     assert len(recorded) == 1
     accepted = [
         e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
@@ -269,7 +260,6 @@ async def test_a_tasks_due_time_is_wall_clock_time_at_the_site(tmp_path: Path) -
     """A schedule conflict opened two days before the spring change is due three program days
     later at the same local time (72 real hours would land an hour late)."""
     from clinical.assessment import Enrolment
-    from infra.store import tasks
     from tests.support import enrolment_data
 
     busy = [
@@ -281,11 +271,11 @@ async def test_a_tasks_due_time_is_wall_clock_time_at_the_site(tmp_path: Path) -
         await step_to(env, datetime.combine(change - 2 * DAY, time(10), tzinfo=NY))
         handle = await c.enrol(Enrolment.model_validate(enrolment_data(commitments=busy)))
         await settle(c.client, handle.id)
-        (task,) = c.store.rows(tasks)
+        (task,) = c.store.tasks()
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
     (opened_task,) = status.open_tasks  # when the journey opened it, on its own clock
-    opened, due = opened_task.opened_at.astimezone(NY), task["due_at"].astimezone(NY)
-    assert task["kind"] == "schedule_conflict"
+    assert task.due_at is not None and task.kind == "schedule_conflict"
+    opened, due = opened_task.opened_at.astimezone(NY), task.due_at.astimezone(NY)
     assert opened.utcoffset() == timedelta(hours=-5) and due.utcoffset() == timedelta(hours=-4)
     assert (due.date() - opened.date()).days == 3
     assert abs(
@@ -318,7 +308,6 @@ async def test_a_referrals_timer_and_task_keep_the_sites_wall_clock(tmp_path: Pa
     from clinical.assessment import Enrolment
     from clinical.identifiers import referral_workflow_id
     from clinical.referrals import ReferralStage, ReferralStatus
-    from infra.store import tasks
     from tests.support import enrolment_data
     from workflows.referral import ReferralWorkflow
 
@@ -348,7 +337,7 @@ async def test_a_referrals_timer_and_task_keep_the_sites_wall_clock(tmp_path: Pa
                     break
                 await asyncio.sleep(0.1)
             assert stages == wanted
-            (consent_task,) = c.store.rows(tasks, kind="consent_needed")
+            (consent_task,) = c.store.tasks(kind="consent_needed")
     began = events[0].event_time.ToDatetime(tzinfo=UTC)
     (timer,) = timers
     set_at = timer.event_time.ToDatetime(tzinfo=UTC)
@@ -357,6 +346,6 @@ async def test_a_referrals_timer_and_task_keep_the_sites_wall_clock(tmp_path: Pa
     assert fires.astimezone(NY).utcoffset() == timedelta(hours=-4)
     assert abs(wall_days(began, fires) - 5 * DAY) < timedelta(minutes=1)
     assert fires - set_at < 5 * DAY - timedelta(minutes=59)  # the lost hour, in real time
-    due = consent_task["due_at"]
-    assert due.astimezone(NY).utcoffset() == timedelta(hours=-4)
+    due = consent_task.due_at
+    assert due is not None and due.astimezone(NY).utcoffset() == timedelta(hours=-4)
     assert abs(wall_days(began, due) - 7 * DAY) < timedelta(minutes=1)

@@ -12,7 +12,6 @@ from clinical.engagement import engagement_alerts
 from clinical.journey import start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
-from infra.store import tasks
 from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
@@ -72,9 +71,9 @@ async def test_two_misses_in_a_row_open_one_outreach_task(
                 choose=lambda n: "missed" if n in (4, 5) else "attended",
                 until=lambda s: s.phase == Phase.intensive and s.week >= 3,
             )
-        opened = c.store.rows(tasks, patient_id=enrolment.patient_id)
-        assert [t["kind"] for t in opened] == ["outreach"], [t["detail"] for t in opened]
-        assert "2 sessions missed in a row" in opened[0]["detail"]
+        opened = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)
+        assert [t.kind for t in opened] == ["outreach"], [t.detail for t in opened]
+        assert "2 sessions missed in a row" in opened[0].detail
 
 
 async def test_low_attendance_opens_a_review_at_most_once_per_window(
@@ -91,7 +90,7 @@ async def test_low_attendance_opens_a_review_at_most_once_per_window(
                 choose=lambda n: "attended" if n % 2 else "missed",
                 until=lambda s: s.phase == Phase.intensive and s.week >= 4,
             )
-        kinds = [t["kind"] for t in c.store.rows(tasks, patient_id=enrolment.patient_id)]
+        kinds = [t.kind for t in c.store.tasks(patient_id=enrolment.patient_id, include_done=True)]
     misses = sum(1 for v in reported.values() if v == "missed")
     assert misses >= 6 and "outreach" not in kinds
     # Three weeks of low attendance: a review, then at most one more after 14 days,

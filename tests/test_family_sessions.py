@@ -23,7 +23,6 @@ from clinical.journey import start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from clinical.requests import FamilyConsentChange
-from infra.store import appointments, audit_events, consents, notifications
 from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -99,10 +98,10 @@ async def test_withdrawn_consent_cancels_family_sessions_ahead(
             later, _ = await drive_journey(
                 env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
             )
-        booked = {r["session_id"]: r for r in c.store.rows(appointments, patient_id=pid)}
-        invites = c.store.rows(notifications, patient_id=pid, channel="family")
-        given = c.store.rows(consents, patient_id=pid, kind="family_involvement")
-        audit = [a["action"] for a in c.store.rows(audit_events, patient_id=pid)]
+        booked = {r.session_id: r for r in c.store.appointments(pid)}
+        invites = c.store.outbox(pid, channel="family")
+        given = c.store.consents(pid, kind="family_involvement")
+        audit = [a.action for a in c.store.audit_trail(pid)]
 
     family_first = [s for s in first.sessions if s.session_type.startswith("family")]
     assert {s.session_type for s in family_first} == {FAMILY_THERAPY, FAMILY_EDUCATION}
@@ -111,14 +110,14 @@ async def test_withdrawn_consent_cancels_family_sessions_ahead(
     assert ahead, "the consent is withdrawn while family sessions are still ahead"
     assert withdrawn == f"family consent withdrawn: {len(ahead)} family session(s) cancelled"
     for s in ahead:
-        assert booked[s.session_id]["status"] == SessionStatus.cancelled
+        assert booked[s.session_id].status == SessionStatus.cancelled
     # Weeks booked after the withdrawal have no family sessions.
     assert not [s for s in later.sessions if s.week >= 2 and s.session_type.startswith("family")]
-    assert sorted(i["kind"] for i in invites) == sorted(
+    assert sorted(i.kind for i in invites) == sorted(
         f"invite_{s.session_type}" for s in family_first
     )
-    assert all(pid not in i["body"] and "Avery" not in i["body"] for i in invites)
-    assert [g["granted"] for g in sorted(given, key=lambda g: g["recorded_at"])] == [True, False]
+    assert all(pid not in i.body and "Avery" not in i.body for i in invites)
+    assert [g.granted for g in sorted(given, key=lambda g: g.recorded_at)] == [True, False]
     assert "consent_withdrawn" in audit
     assert audit.count("disclosed_to_family") == len(invites)
     # Family education is the family's attendance, not the patient's.

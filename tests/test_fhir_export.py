@@ -29,14 +29,7 @@ from clinical.referrals import (
     ReferralStage,
 )
 from clinical.requests import FamilyConsentChange, ReferralRequest
-from infra.store import (
-    CareStore,
-    appointments,
-    consents,
-    follow_up_calls,
-    phase_changes,
-    referrals,
-)
+from infra.store import CareStore
 from operators.fhir import (
     BookedSession,
     CheckInCall,
@@ -172,11 +165,11 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
         again = journey_bundle(
             journey_record(c.store, c.operations.catalog, pid), datetime.now(UTC)
         )
-        booked = c.store.rows(appointments, patient_id=pid)
-        changes = c.store.rows(phase_changes, patient_id=pid)
-        calls = c.store.rows(follow_up_calls, patient_id=pid)
-        loops = c.store.rows(referrals, patient_id=pid)
-        consent_rows = c.store.rows(consents, patient_id=pid)
+        booked = c.store.appointments(pid)
+        changes = c.store.phase_changes(pid)
+        calls = c.store.call_attempts(pid)
+        loops = c.store.referrals(patient_id=pid)
+        consent_rows = c.store.consents(pid)
 
         # The command line writes the same bundle (nothing open: no Temporal needed).
         monkeypatch.setenv("CAREPATH_DATABASE_URL", c.settings.database_url)
@@ -225,22 +218,22 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
 
     # Sessions: an Appointment per booking, no-shows for the missed, Encounters for the
     # attended, cancelled for the excused and the family sessions consent withdrew.
-    by_status = Counter(r["status"] for r in booked)
+    by_status = Counter(r.status.value for r in booked)
     statuses = Counter(a["status"] for a in found["Appointment"])
     assert len(found["Appointment"]) == len(booked)
     assert statuses["noshow"] == by_status["missed"] > 0
     assert statuses["fulfilled"] == by_status["attended"] == len(found["Encounter"]) > 0
     assert statuses["cancelled"] == by_status["excused"] + by_status["cancelled"]
     assert by_status["cancelled"] > 0  # the family sessions after consent was withdrawn
-    assert sum(1 for r in booked if r["missed_by_grace"]) > 0
-    attended = {r["idempotency_key"] for r in booked if r["status"] == "attended"}
+    assert sum(1 for r in booked if r.missed_by_grace) > 0
+    attended = {r.key for r in booked if r.status == "attended"}
     assert {e["identifier"][0]["value"] for e in found["Encounter"]} == attended
 
     # The enrolment: phases in order, each period starting where the last one ended.
     (episode,) = found["EpisodeOfCare"]
     history = episode["statusHistory"]
     phases = [h["extension"][0]["valueCoding"]["code"] for h in history]
-    assert phases == ["intake", *(r["phase"] for r in sorted(changes, key=lambda r: r["id"]))]
+    assert phases == ["intake", *(r.phase for r in changes)]
     assert phases == ["intake", "intensive", "step_down", "aftercare", "completed"]
     assert [h["status"] for h in history] == ["planned", "active", "active", "active", "finished"]
     for earlier, later in itertools.pairwise(history):
@@ -283,18 +276,16 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
     assert task["focus"]["reference"] == f"urn:uuid:{request['id']}"
 
     # Check-ins: a QuestionnaireResponse and an Observation per instrument administered.
-    answered = [
-        CheckIn.model_validate_json(r["check_in_json"]) for r in calls if r["check_in_json"]
-    ]
+    answered = [r.check_in for r in calls if r.check_in]
     administered = sum((a.bam is not None) + (a.phq9 is not None) for a in answered)
     assert len(found["QuestionnaireResponse"]) == len(found["Observation"]) == administered > 0
     phq9 = [o for o in found["Observation"] if o["code"]["coding"][0]["code"] == "44261-6"]
     assert len(phq9) == len(answered)
     assert {o["valueInteger"] for o in phq9} == {score_phq9(PHQ9).total}
     # Day 7 was answered at the second attempt, two days (the program's spacing) after due.
-    (day7,) = [r for r in calls if r["call_id"] == "FU-D007" and r["outcome"] == "reached"]
+    (day7,) = [r for r in calls if r.call_ref == "FU-D007" and r.outcome == "reached"]
     authored = {q["identifier"]["value"]: q["authored"] for q in found["QuestionnaireResponse"]}
-    assert _at(authored[f"{day7['idempotency_key']}/phq9"]) == day7["due_at"] + timedelta(days=2)
+    assert _at(authored[f"{day7.key}/phq9"]) == day7.due_at + timedelta(days=2)
 
     # Consents: the two at intake and the withdrawal; the withdrawal is the one in force.
     assert len(found["Consent"]) == len(consent_rows) == 3

@@ -25,6 +25,7 @@ from clinical.assessment import (
     NAME_MAX,
     PHONE_MAX,
     Enrolment,
+    PatientContact,
     check_plausible,
 )
 from clinical.careplan import plan_care
@@ -35,7 +36,7 @@ from clinical.textfile import FileRefused, read_text_file
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.files import private_dir
 from infra.settings import SettingsError, load_settings
-from infra.store import CareStore, StoreRefused, patients
+from infra.store import CareStore, NewPatient, StoreRefused
 from infra.temporal import converter_for
 from tests.support import PROGRAMS, TEST_KEYS, enrolment_data, make_enrolment, run_starter
 
@@ -102,15 +103,20 @@ def test_a_search_filter_takes_only_a_site_identifier(site: str) -> None:
 # --- 2. what the door accepts, the store holds ------------------------------------------------
 
 
-def test_the_stores_columns_are_sized_from_the_enrolments_limits() -> None:
-    from infra.sealed import SealedText, sealed_length
+def test_the_stores_columns_are_sized_from_the_enrolments_limits(tmp_path: Path) -> None:
+    """Each contact column holds the sealed form of the longest value the door accepts."""
+    from sqlalchemy import inspect
 
-    clear = {
-        c.name: c.type.clear_length for c in patients.columns if isinstance(c.type, SealedText)
-    }
-    assert clear["given_name"] == clear["family_name"] == NAME_MAX
-    assert (clear["email"], clear["phone"]) == (EMAIL_MAX, PHONE_MAX)
-    assert patients.c.email.type.impl.length == sealed_length(EMAIL_MAX)  # type: ignore[attr-defined]
+    from infra.sealed import sealed_length
+
+    store = CareStore(f"sqlite:///{tmp_path / 'care.db'}")
+    store.migrate()
+    columns = {c["name"]: c["type"] for c in inspect(store.engine).get_columns("patients")}
+    store.dispose()
+    lengths = {n: getattr(columns[n], "length", None) for n in ("given_name", "family_name")}
+    assert lengths == dict.fromkeys(lengths, sealed_length(NAME_MAX))
+    assert getattr(columns["email"], "length", None) == sealed_length(EMAIL_MAX)
+    assert getattr(columns["phone"], "length", None) == sealed_length(PHONE_MAX)
 
 
 def _longest_contact() -> dict[str, Any]:
@@ -152,8 +158,7 @@ def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
             at=datetime(2027, 1, 4, tzinfo=UTC),
         )
         assert ops.record_intake(record) is True
-        (row,) = store.rows(patients, patient_id=enrolment.patient_id)
-        assert row["email"] == enrolment.contact.email
+        assert store.patient_phone(enrolment.patient_id) == enrolment.contact.phone
         # At rest, sealed: what the database holds names no one.
         with store.engine.connect() as conn:
             raw = conn.exec_driver_sql("SELECT given_name, email, assessment_json FROM patients")
@@ -166,34 +171,62 @@ def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
 # --- 3. no PHI in a failure's message ---------------------------------------------------------
 
 
+def refuse_new_patients(store: CareStore) -> None:
+    """The database refuses every new patient row, as a constraint it enforces would."""
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON patients "
+                "BEGIN SELECT RAISE(ABORT, 'the patients table takes no rows'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'the patients table takes no rows' USING ERRCODE = '23514'; "
+                "END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON patients "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+
+
+def new_patient(contact: PatientContact | None = None) -> NewPatient:
+    """P-7K2M9Q4D, enrolled in intake, as a worker records them."""
+    return NewPatient(
+        patient_id="P-7K2M9Q4D",
+        case_manager_id="CM-01",
+        site_id="north",
+        program_id="default-iop",
+        enrolled_at=datetime(2027, 1, 4, tzinfo=UTC),
+        level="2.1",
+        risk="moderate",
+        contact=contact or PHI_CONTACT,
+        assessment_json="{}",
+        care_plan_json="{}",
+    )
+
+
+PHI_CONTACT = PatientContact(
+    given_name="Avery",
+    family_name="Quinlan",
+    date_of_birth=date(1988, 4, 2),
+    phone="+1 555 010 2030",
+    email="avery.quinlan@example.org",
+)
+
+
 def test_a_failed_store_write_names_no_value_of_the_row(database_url: str, caplog: Any) -> None:
     store = CareStore(database_url)
     store.migrate()
-    row = {
-        "patient_id": "P-7K2M9Q4D",
-        "case_manager_id": "CM-01",
-        "site_id": "north",
-        "program_id": "default-iop",
-        "enrolled_at": datetime(2027, 1, 4, tzinfo=UTC),
-        "phase": "intake",
-        "given_name": "Avery",
-        "family_name": "Quinlan",
-        "date_of_birth": "1988-04-02",
-        "phone": "+1 555 010 2030",
-        "assessment_json": "{}",
-        "care_plan_json": "{}",
-        "updated_at": datetime(2027, 1, 4, tzinfo=UTC),
-    }
-    from sqlalchemy import insert
-
     caplog.set_level(logging.DEBUG)
     try:
-        with store.transaction() as conn:
-            conn.execute(insert(patients), [row])
-        with pytest.raises(StoreRefused) as failed, store.transaction() as conn:
-            conn.execute(insert(patients), [row])  # the same patient again: refused
+        refuse_new_patients(store)
+        with pytest.raises(StoreRefused) as failed:
+            store.record_intake(new_patient(), audit=[], consents=[])
     finally:
         store.dispose()
+    assert "takes no rows" in str(failed.value)
     text = str(failed.value) + repr(failed.value) + caplog.text
     for phi in ("Avery", "Quinlan", "1988-04-02", "555 010"):
         assert phi not in text, phi
@@ -376,48 +409,23 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_value_the_database_cannot_hold_is_refused_once_without_the_value(
     database_url: str,
 ) -> None:
-    from sqlalchemy import update
-
     store = CareStore(database_url)
     store.migrate()
+    # Past the door's limit (a contact built without its checks): longer than the column.
     secret = "avery.quinlan@" + "x" * 2000 + ".example"
+    contact = PatientContact.model_construct(**{**PHI_CONTACT.model_dump(), "email": secret})
     try:
-        with store.transaction() as conn:
-            conn.execute(insert_patient_row())
         if database_url.startswith("sqlite"):
             # SQLite keeps any length; a trigger stands in for the database's refusal.
-            with store.transaction() as conn:
-                conn.exec_driver_sql(
-                    "CREATE TRIGGER refuse BEFORE UPDATE ON patients "
-                    "BEGIN SELECT RAISE(ABORT, 'value too long for the column'); END"
-                )
-        with pytest.raises(StoreRefused) as refused, store.transaction() as conn:
-            conn.execute(update(patients).values(email=secret))
+            refuse_new_patients(store)
+        with pytest.raises(StoreRefused) as refused:
+            store.record_intake(new_patient(contact), audit=[], consents=[])
+        assert store.patient("P-7K2M9Q4D") is None
     finally:
         store.dispose()
     message = str(refused.value)
     assert message.startswith("the store refused the write: ")
     assert "avery" not in message and "Quinlan" not in message and "\n" not in message
-
-
-def insert_patient_row() -> Any:
-    from sqlalchemy import insert
-
-    return insert(patients).values(
-        patient_id="P-7K2M9Q4D",
-        case_manager_id="CM-01",
-        site_id="north",
-        program_id="default-iop",
-        enrolled_at=datetime(2027, 1, 4, tzinfo=UTC),
-        phase="intake",
-        given_name="Avery",
-        family_name="Quinlan",
-        date_of_birth="1988-04-02",
-        phone="+1 555 010 2030",
-        assessment_json="{}",
-        care_plan_json="{}",
-        updated_at=datetime(2027, 1, 4, tzinfo=UTC),
-    )
 
 
 async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see_it(
@@ -431,11 +439,7 @@ async def test_a_journey_whose_write_the_store_refuses_fails_where_operators_see
 
     caplog.set_level(logging.DEBUG)
     async with clinic(env.client, tmp_path) as c:
-        with c.store.transaction() as conn:
-            conn.exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON patients "
-                "BEGIN SELECT RAISE(ABORT, 'the patients table takes no rows'); END"
-            )
+        refuse_new_patients(c.store)
         handle = await c.enrol(make_enrolment())
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()

@@ -14,7 +14,6 @@ from clinical.identifiers import referral_workflow_id
 from clinical.phases import Phase
 from clinical.referrals import ReferralStage
 from clinical.requests import DischargeReason, DischargeRequest, TaskDone
-from infra.store import audit_events, partner_ledger, tasks
 from tests.support import clinic, drive_journey, enrolment_data, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -34,28 +33,29 @@ async def test_an_outreach_task_done_closes_in_the_store_and_the_journey(
                 choose=lambda n: "missed" if n in (4, 5) else "attended",
                 until=lambda s: s.phase == Phase.intensive and s.week >= 3,
             )
-            (task,) = c.store.task_list(patient_id=pid)
+            (task,) = c.store.tasks(patient_id=pid)
             # Due in the program's 2 days for outreach (a day is 86400 s in this program).
-            due_in = task["due_at"] - before.open_tasks[0].opened_at
+            assert task.due_at is not None
+            due_in = task.due_at - before.open_tasks[0].opened_at
             assert abs(due_in - timedelta(days=2)) < timedelta(minutes=1)
             done = await handle.execute_update(
                 PatientJourneyWorkflow.complete_task,
-                TaskDone(case_manager_id="CM-09", task_key=task["idempotency_key"]),
+                TaskDone(case_manager_id="CM-09", task_key=task.key),
             )
             with pytest.raises(WorkflowUpdateFailedError) as again:
                 await handle.execute_update(
                     PatientJourneyWorkflow.complete_task,
-                    TaskDone(case_manager_id="CM-09", task_key=task["idempotency_key"]),
+                    TaskDone(case_manager_id="CM-09", task_key=task.key),
                 )
             after = await c.status(handle)
-        (row,) = c.store.rows(tasks, patient_id=pid)
-        audit = c.store.rows(audit_events, patient_id=pid, action="task_completed")
+        (row,) = c.store.tasks(patient_id=pid, include_done=True)
+        audit = c.store.audit_trail(pid, actions=["task_completed"])
 
     assert [t.kind for t in before.open_tasks] == ["outreach"]
     assert done == "outreach done" and after.open_tasks == []
-    assert (row["status"], row["completed_by"]) == ("done", "CM-09")
+    assert (row.status, row.completed_by) == ("done", "CM-09")
     assert "already done by CM-09" in str(again.value.cause)
-    assert [a["actor"] for a in audit] == ["CM-09"]
+    assert [a.actor for a in audit] == ["CM-09"]
 
 
 async def test_a_schedule_conflict_is_not_closed_by_marking_it_done(
@@ -70,11 +70,11 @@ async def test_a_schedule_conflict_is_not_closed_by_marking_it_done(
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
             await drive_journey(env, handle, until=lambda s: bool(s.open_tasks))
-            (task,) = c.store.task_list(patient_id=enrolment.patient_id)
+            (task,) = c.store.tasks(patient_id=enrolment.patient_id)
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(
                     PatientJourneyWorkflow.complete_task,
-                    TaskDone(case_manager_id="CM-01", task_key=task["idempotency_key"]),
+                    TaskDone(case_manager_id="CM-01", task_key=task.key),
                 )
     assert "closes when you revise the patient's commitments" in str(refused.value.cause)
 
@@ -88,22 +88,22 @@ async def test_consent_task_done_records_consent_and_sends_the_referral(
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
             await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
-            (task,) = c.store.task_list(patient_id=pid)
+            (task,) = c.store.tasks(patient_id=pid)
             referral = c.client.get_workflow_handle(referral_workflow_id(pid, "parenting"))
             message = await referral.execute_update(
                 ReferralWorkflow.complete_task,
-                TaskDone(case_manager_id="CM-01", task_key=task["idempotency_key"]),
+                TaskDone(case_manager_id="CM-01", task_key=task.key),
             )
             await drive_journey(env, handle, until=lambda s: s.program_day >= 3)
             status = await referral.query(ReferralWorkflow.status)
-        (row,) = c.store.rows(tasks, patient_id=pid)
-        ledger = c.store.rows(partner_ledger, patient_id=pid)
+        (row,) = c.store.tasks(patient_id=pid, include_done=True)
+        ledger = c.store.partner_contacts(pid)
 
-    assert task["kind"] == "consent_needed"
+    assert task.kind == "consent_needed"
     assert message == "consent recorded; the referral will be sent"
     assert ReferralStage(status.stage) == ReferralStage.sent and status.open_tasks == []
-    assert (row["status"], row["completed_by"]) == ("done", "CM-01")
-    assert [e["kind"] for e in ledger] == ["request"]
+    assert (row.status, row.completed_by) == ("done", "CM-01")
+    assert [e.kind for e in ledger] == ["request"]
 
 
 async def test_an_ended_journey_closes_its_open_tasks(env: WorkflowEnvironment, tmp_path) -> None:
@@ -118,10 +118,10 @@ async def test_an_ended_journey_closes_its_open_tasks(env: WorkflowEnvironment, 
                 choose=lambda n: "missed" if n in (4, 5) else "attended",
                 until=lambda s: bool(s.open_tasks),
             )
-            assert [t["status"] for t in c.store.rows(tasks, patient_id=pid)] == ["open"]
+            assert [t.status for t in c.store.tasks(patient_id=pid, include_done=True)] == ["open"]
             await handle.execute_update(
                 PatientJourneyWorkflow.discharge,
                 DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.withdrew),
             )
-        (row,) = c.store.rows(tasks, patient_id=pid)
-    assert (row["kind"], row["status"], row["completed_by"]) == ("outreach", "done", "engine")
+        (row,) = c.store.tasks(patient_id=pid, include_done=True)
+    assert (row.kind, row.status, row.completed_by) == ("outreach", "done", "engine")

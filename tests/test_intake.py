@@ -3,14 +3,11 @@ that cannot be fitted until the patient's availability changes."""
 
 from __future__ import annotations
 
-import json
-
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Commitment, Enrolment
 from clinical.phases import Phase
 from clinical.requests import CommitmentsRevision
-from infra.store import audit_events, tasks
 from tests.support import clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -27,15 +24,15 @@ async def test_placement_override_is_planned_and_audited(
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
             status, _ = await drive_journey(env, handle, until=lambda s: s.week >= 1)
-        audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+        audit = c.store.audit_trail(enrolment.patient_id)
 
     assert status.plan.placement.level == "2.5"
     assert status.plan.placement.rules_level == "2.1"
     assert status.plan.placement.overridden_by == enrolment.case_manager_id
     assert {s.level for s in status.sessions} == {"2.5"}
-    (override,) = [a for a in audit if a["action"] == "placement_overridden"]
-    assert override["actor"] == enrolment.case_manager_id
-    assert json.loads(override["detail_json"]) == {
+    (override,) = [a for a in audit if a.action == "placement_overridden"]
+    assert override.actor == enrolment.case_manager_id
+    assert override.detail == {
         "rules_level": "2.1",
         "level": "2.5",
         "reason": "two failed attempts at 2.1",
@@ -53,10 +50,10 @@ async def test_no_fitting_schedule_asks_the_case_manager_then_waits(
             waiting, _ = await drive_journey(env, handle, until=lambda s: s.program_day >= 10)
             assert waiting.phase == Phase.intake
             assert waiting.sessions == []
-            (task,) = c.store.rows(tasks, patient_id=enrolment.patient_id)
-            assert task["kind"] == "schedule_conflict"
+            (task,) = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)
+            assert task.kind == "schedule_conflict"
             assert [t.kind for t in waiting.open_tasks] == ["schedule_conflict"]
-            assert waiting.schedule_conflict == task["detail"]
+            assert waiting.schedule_conflict == task.detail
             await handle.execute_update(
                 PatientJourneyWorkflow.revise_commitments,
                 CommitmentsRevision(
@@ -69,10 +66,10 @@ async def test_no_fitting_schedule_asks_the_case_manager_then_waits(
                 ),
             )
             planned, _ = await drive_journey(env, handle, until=lambda s: s.week >= 1)
-        (task,) = c.store.rows(tasks, patient_id=enrolment.patient_id)
+        (task,) = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)
 
     assert planned.phase == Phase.intensive
     assert planned.open_tasks == []
-    assert (task["status"], task["completed_by"]) == ("done", enrolment.case_manager_id)
+    assert (task.status, task.completed_by) == ("done", enrolment.case_manager_id)
     assert planned.sessions
     assert all(s.starts_at.strftime("%a").lower() != "tue" for s in planned.sessions)

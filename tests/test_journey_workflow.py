@@ -21,13 +21,6 @@ from clinical.requests import (
     DischargeRequest,
     ProgressReview,
 )
-from infra.store import (
-    appointments,
-    audit_events,
-    follow_up_calls,
-    notifications,
-    phase_changes,
-)
 from tests.support import (
     clinic,
     drive_journey,
@@ -71,30 +64,30 @@ async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path, database_
     # Default program, no rating >= 3: 8 intensive weeks of 3 group visits + 1 individual,
     # a 2-week taper (2 + 1), then 4 outpatient weeks (1 + 1).
     assert len(status.sessions) == 8 * 4 + 2 * 3 + 4 * 2
-    booked = c.store.rows(appointments, patient_id=enrolment.patient_id)
-    assert sorted(r["session_id"] for r in booked) == sorted(s.session_id for s in status.sessions)
+    booked = c.store.appointments(enrolment.patient_id)
+    assert sorted(r.session_id for r in booked) == sorted(s.session_id for s in status.sessions)
     attended = sum(1 for v in reported.values() if v == "attended")
     missed = sum(1 for v in reported.values() if v != "attended")
     assert len(reported) == len(status.sessions)
     assert (outcome.attendance.attended, outcome.attendance.missed) == (attended, missed)
     assert outcome.attendance.rate == pytest.approx(attended / (attended + missed))
-    by_status = {st: sum(1 for r in booked if r["status"] == st) for st in SessionStatus}
+    by_status = {st: sum(1 for r in booked if r.status == st) for st in SessionStatus}
     assert by_status[SessionStatus.attended] == attended
     assert by_status[SessionStatus.missed] == missed
-    assert sum(1 for r in booked if r["missed_by_grace"]) == sum(
+    assert sum(1 for r in booked if r.missed_by_grace) == sum(
         1 for v in reported.values() if v == "none"
     )
     # Aftercare: day 7, 30, 60, 90, 180, 270 and 365, each call attempted until reached.
     assert [f.day_offset for f in status.follow_ups] == [7, 30, 60, 90, 180, 270, 365]
     assert all(f.outcome is not None for f in status.follow_ups)
-    calls = c.store.rows(follow_up_calls, patient_id=enrolment.patient_id)
+    calls = c.store.call_attempts(enrolment.patient_id)
     assert len(calls) == sum(f.attempts for f in status.follow_ups)
     # Each case-manager update is in the audit trail once.
-    audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
-    assert sum(1 for a in audit if a["action"] == "attendance_recorded") == sum(
+    audit = c.store.audit_trail(enrolment.patient_id)
+    assert sum(1 for a in audit if a.action == "attendance_recorded") == sum(
         1 for v in reported.values() if v != "none"
     )
-    assert [r["phase"] for r in c.store.rows(phase_changes, patient_id=enrolment.patient_id)] == [
+    assert [r.phase for r in c.store.phase_changes(enrolment.patient_id)] == [
         "intensive",
         "step_down",
         "aftercare",
@@ -126,30 +119,30 @@ async def test_explicit_exits_end_the_journey_with_their_reason(
                 DischargeRequest(case_manager_id="CM-07", reason=reason),
             )
             status = await c.status(handle)
-        booked = c.store.rows(appointments, patient_id=enrolment.patient_id)
-        audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+        booked = c.store.appointments(enrolment.patient_id)
+        audit = c.store.audit_trail(enrolment.patient_id)
         reminders = {
-            n["idempotency_key"].rsplit("/", 1)[-1]: n
-            for n in c.store.rows(notifications, patient_id=enrolment.patient_id)
-            if n["kind"] == "session_reminder"
+            n.key.rsplit("/", 1)[-1]: n
+            for n in c.store.outbox(enrolment.patient_id)
+            if n.kind == "session_reminder"
         }
 
     assert (ended.outcome, ended.reason) == (outcome, f"discharged: {reason}")
     # Every session booked got a reminder inside the contact window; the cancelled ones'
     # reminders are withdrawn.
-    assert set(reminders) == {r["session_id"] for r in booked}
+    assert set(reminders) == {r.session_id for r in booked}
     for r in booked:
-        withdrawn = reminders[r["session_id"]]["withdrawn_at"] is not None
-        assert withdrawn == (r["status"] == "cancelled"), r["session_id"]
+        withdrawn = reminders[r.session_id].withdrawn_at is not None
+        assert withdrawn == (r.status == "cancelled"), r.session_id
     assert status.phase == outcome and status.phase_history[-1].phase == outcome
     # Nothing is left booked after the exit; what was due before it stays on the record.
     ended_day = status.phase_history[-1].day
     later = {x.session_id for x in status.sessions if x.day > ended_day}
     assert later, "the test ends the journey while sessions are still booked ahead"
-    assert {
-        r["session_id"]: r["status"] for r in booked if r["session_id"] in later
-    } == dict.fromkeys(later, "cancelled")
-    assert [(a["actor"], a["action"]) for a in audit if a["action"] == "discharge_requested"] == [
+    assert {r.session_id: r.status for r in booked if r.session_id in later} == dict.fromkeys(
+        later, "cancelled"
+    )
+    assert [(a.actor, a.action) for a in audit if a.action == "discharge_requested"] == [
         ("CM-07", "discharge_requested")
     ]
 
@@ -197,17 +190,15 @@ async def test_updates_racing_the_continue_as_new_boundary_are_not_lost(
             await settle(c.client, handle.id)
             after = await c.status(handle)
             runs_after = len(await journey_histories(c.client, handle))
-        rows = {
-            r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)
-        }
-        audit = c.store.rows(audit_events, patient_id=enrolment.patient_id)
+        rows = {r.session_id: r for r in c.store.appointments(enrolment.patient_id)}
+        audit = c.store.audit_trail(enrolment.patient_id)
 
     assert after.phase == Phase.step_down
     assert runs_after == runs_before + 1  # the boundary was crossed
     recorded = {s.session_id: s.status for s in after.sessions}
     assert {recorded[sid] for sid in last_week} == {SessionStatus.excused}
-    assert {rows[sid]["status"] for sid in last_week} == {"excused"}
-    keys = [a["idempotency_key"] for a in audit if a["action"] == "attendance_recorded"]
+    assert {rows[sid].status for sid in last_week} == {"excused"}
+    keys = [a.key for a in audit if a.action == "attendance_recorded"]
     assert len(keys) == len(set(keys))
 
 
@@ -252,13 +243,11 @@ async def test_a_weeks_attendance_sheet_lands_whole_or_not_at_all(
             next_week = after.phase_start_day + 7 * after.week
             await env.sleep(timedelta(days=next_week - after.program_day + 0.5))
             await settle(c.client, handle.id)
-        rows = {
-            r["session_id"]: r for r in c.store.rows(appointments, patient_id=enrolment.patient_id)
-        }
+        rows = {r.session_id: r for r in c.store.appointments(enrolment.patient_id)}
         audit = [
             a
-            for a in c.store.rows(audit_events, patient_id=enrolment.patient_id)
-            if a["action"] == "attendance_recorded"
+            for a in c.store.audit_trail(enrolment.patient_id)
+            if a.action == "attendance_recorded"
         ]
         histories = await journey_histories(c.client, handle)
 
@@ -267,10 +256,10 @@ async def test_a_weeks_attendance_sheet_lands_whole_or_not_at_all(
     assert (summary.attended, summary.missed) == (len(week) - 1, 1)
     wanted = {m.session_id: m.status for m in marks}
     assert {s.session_id: s.status.value for s in after.sessions if s.week == 1} == wanted
-    assert {sid: rows[sid]["status"] for sid in wanted} == wanted
-    assert {sid: rows[sid]["recorded_by"] for sid in wanted} == dict.fromkeys(wanted, "CM-02")
-    assert sorted(a["actor"] for a in audit) == ["CM-02"] * len(week)
-    assert len({a["idempotency_key"] for a in audit}) == len(week)
+    assert {sid: rows[sid].status for sid in wanted} == wanted
+    assert {sid: rows[sid].recorded_by for sid in wanted} == dict.fromkeys(wanted, "CM-02")
+    assert sorted(a.actor for a in audit) == ["CM-02"] * len(week)
+    assert len({a.key for a in audit}) == len(week)
     # The refused sheet never reached the history: one update accepted, the good one.
     accepted = [
         e

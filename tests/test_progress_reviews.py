@@ -8,7 +8,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.phases import Phase
 from clinical.requests import ProgressReview
-from infra.store import tasks
 from tests.support import clinic, drive_journey, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -99,6 +98,6 @@ async def test_without_the_criteria_intensive_extends_to_the_maximum_and_asks(
             )
         intensive_weeks = max(s.week for s in status.sessions if s.phase == Phase.intensive)
         assert intensive_weeks == 12
-        kinds = [t["kind"] for t in c.store.rows(tasks, patient_id=enrolment.patient_id)]
+        kinds = [t.kind for t in c.store.tasks(patient_id=enrolment.patient_id, include_done=True)]
         assert kinds.count("step_down_decision") == 4  # weeks 8, 9, 10, 11
         assert kinds.count("review") >= 1  # at the maximum

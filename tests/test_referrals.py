@@ -20,7 +20,6 @@ from clinical.referrals import (
     ReferralStatus,
 )
 from clinical.requests import ReferralRequest
-from infra.store import audit_events, partner_ledger, referrals, tasks
 from tests.support import Clinic, clinic, drive_journey, enrolment_data, journey_histories
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -83,15 +82,15 @@ async def test_referral_from_intake_accepted_then_completed(
             status, _ = await drive_journey(
                 env, handle, until=lambda s: s.referrals[0].outcome is not None
             )
-        (row,) = c.store.rows(referrals, patient_id=pid)
-        ledger = c.store.rows(partner_ledger, patient_id=pid)
-        audit = [a["action"] for a in c.store.rows(audit_events, patient_id=pid)]
+        (row,) = c.store.referrals(patient_id=pid)
+        ledger = c.store.partner_contacts(pid)
+        audit = [a.action for a in c.store.audit_trail(pid)]
 
     assert done.stage == ReferralStage.closed and result.outcome == "completed"
     assert [(r.need, r.outcome) for r in status.referrals] == [(SocialNeed.housing, "completed")]
-    assert (row["status"], row["outcome"], row["reminders"]) == ("closed", "completed", 0)
-    assert row["partner_reference"] and row["sent_at"] is not None
-    assert [e["kind"] for e in ledger] == ["request"]  # sent exactly once
+    assert (row.status, row.outcome, row.reminders) == ("closed", "completed", 0)
+    assert row.partner_reference and row.sent_at is not None
+    assert [e.kind for e in ledger] == ["request"]  # sent exactly once
     assert audit.count("referral_requested") == 1 and audit.count("referral_closed") == 1
     assert audit.count("disclosed_to_partner") == 1  # the disclosure itself, once
     assert c.store.duplicate_counts() == dict.fromkeys(c.store.duplicate_counts(), 0)
@@ -114,19 +113,19 @@ async def test_silent_partner_gets_a_reminder_then_the_case_manager_a_task(
             # 3 more days: the case manager is told.
             await drive_journey(env, handle, until=lambda s: s.program_day >= 10)
             stalled = await referral_status(c, pid, "employment")
-            ledger = [e["kind"] for e in c.store.rows(partner_ledger, patient_id=pid)]
-            opened = c.store.rows(tasks, patient_id=pid, kind="referral_stalled")
+            ledger = [e.kind for e in c.store.partner_contacts(pid)]
+            opened = c.store.tasks(patient_id=pid, kind="referral_stalled", include_done=True)
             # Silence until the service level runs out: the referral expires.
             await drive_journey(env, handle, until=lambda s: s.referrals[0].outcome is not None)
-        (row,) = c.store.rows(referrals, patient_id=pid)
+        (row,) = c.store.referrals(patient_id=pid)
 
     assert stalled.tasks == ["stalled"] and stalled.next_due == "expiry"
     # The expired referral closed its own task: nothing is left to do.
-    (task,) = c.store.rows(tasks, patient_id=pid, kind="referral_stalled")
-    assert (task["status"], task["completed_by"]) == ("done", "engine")
+    (task,) = c.store.tasks(patient_id=pid, kind="referral_stalled", include_done=True)
+    assert (task.status, task.completed_by) == ("done", "engine")
     assert ledger == ["request", "reminder"]
-    assert [t["workflow_id"] for t in opened] == [referral_workflow_id(pid, "employment")]
-    assert (row["outcome"], row["reminders"]) == ("expired", 1)
+    assert [t.workflow_id for t in opened] == [referral_workflow_id(pid, "employment")]
+    assert (row.outcome, row.reminders) == ("expired", 1)
 
 
 async def test_declined_referral_closes_and_the_need_can_be_referred_again(
@@ -152,12 +151,12 @@ async def test_declined_referral_closes_and_the_need_can_be_referred_again(
                     ReferralRequest(case_manager_id="CM-05", need=SocialNeed.legal),
                 )
             resent = await until_referral(env, c, handle, "legal", ReferralStage.sent)
-        rows = c.store.rows(referrals, patient_id=pid)
+        rows = c.store.referrals(patient_id=pid)
 
     assert "takes accepted, declined, completed, not no_show" in str(early.value.cause)
     assert again.referral_id == resent.referral_id == "REF-legal-2"
     assert "a legal referral is already open (REF-legal-2)" in str(duplicate.value.cause)
-    assert sorted((r["referral_id"], r["outcome"]) for r in rows) == [
+    assert sorted((r.referral_id, r.outcome) for r in rows) == [
         ("REF-legal-1", "declined"),
         ("REF-legal-2", None),
     ]
@@ -176,19 +175,19 @@ async def test_no_consent_asks_for_it_and_sends_once_given(
             )
             # Nothing left the clinic, and days pass without a retry loop.
             await drive_journey(env, handle, until=lambda s: s.program_day >= 5)
-            assert c.store.rows(partner_ledger, patient_id=pid) == []
-            (task,) = c.store.rows(tasks, patient_id=pid, kind="consent_needed")
+            assert c.store.partner_contacts(pid) == []
+            (task,) = c.store.tasks(patient_id=pid, kind="consent_needed", include_done=True)
             child = c.client.get_workflow_handle(referral_workflow_id(pid, "medical"))
             await child.execute_update(
                 ReferralWorkflow.record_consent, ConsentGrant(case_manager_id="CM-01")
             )
             sent = await until_referral(env, c, handle, "medical", ReferralStage.sent)
             history = await child.fetch_history()
-        ledger = c.store.rows(partner_ledger, patient_id=pid)
+        ledger = c.store.partner_contacts(pid)
 
     assert waiting.stage == ReferralStage.awaiting_consent
-    assert task["workflow_id"] == referral_workflow_id(pid, "medical")
-    assert sent.stage == ReferralStage.sent and [e["kind"] for e in ledger] == ["request"]
+    assert task.workflow_id == referral_workflow_id(pid, "medical")
+    assert sent.stage == ReferralStage.sent and [e.kind for e in ledger] == ["request"]
     # The refused send failed once, not retried: two attempts in all (before and after).
     scheduled = [
         e
@@ -220,13 +219,13 @@ async def test_a_referral_closing_after_the_journey_moved_on_and_the_journey_to_
             final, _ = await drive_journey(env, handle)
         runs = await journey_histories(c.client, handle)
         first_run_closed = runs[0].events[-1].event_time.ToDatetime()
-        (row,) = c.store.rows(referrals, patient_id=pid)
+        (row,) = c.store.referrals(patient_id=pid)
 
     # The run that asked for the referral had closed (continued as new) before it expired.
     assert expired.phase != "intake" and len(runs) >= 4
-    assert first_run_closed < row["closed_at"].replace(tzinfo=None)
+    assert row.closed_at is not None and first_run_closed < row.closed_at.replace(tzinfo=None)
     assert [(r.need, r.outcome) for r in final.referrals] == [(SocialNeed.employment, "expired")]
-    assert row["outcome"] == "expired"
+    assert row.outcome == "expired"
     assert final.phase == "completed"
 
 

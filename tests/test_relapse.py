@@ -17,7 +17,6 @@ from clinical.attendance import SessionStatus
 from clinical.phases import Phase
 from clinical.requests import RelapseReport
 from clinical.status import JourneyStatus
-from infra.store import appointments, tasks
 from tests.support import (
     USE_ON_FIRST_CHECK_IN,
     clinic,
@@ -72,9 +71,9 @@ async def test_relapse_in_intensive_reintensifies(env: WorkflowEnvironment, tmp_
             env, c, lambda s: s.phase == Phase.intensive and s.week >= 3
         )
         assert_relinked(before, after)
-        booked = c.store.rows(appointments, patient_id=after.patient_id)
-        cancelled = [r for r in booked if r["status"] == "cancelled"]
-        assert cancelled and all(r["session_id"].startswith("INT1") for r in cancelled)
+        booked = c.store.appointments(after.patient_id)
+        cancelled = [r for r in booked if r.status == "cancelled"]
+        assert cancelled and all(r.session_id.startswith("INT1") for r in cancelled)
 
 
 async def test_relapse_in_step_down_goes_back_to_intensive(
@@ -110,7 +109,7 @@ async def test_relapse_that_needs_more_than_the_program_escalates(
         )
         outcome = await handle.result()
         assert outcome.outcome == Phase.escalated
-        kinds = [t["kind"] for t in c.store.rows(tasks, patient_id=outcome.patient_id)]
+        kinds = [t.kind for t in c.store.tasks(patient_id=outcome.patient_id, include_done=True)]
         assert "escalation_referral" in kinds
 
 
@@ -139,6 +138,6 @@ async def test_use_found_on_a_check_in_relinks_the_patient(
                 env, handle, until=lambda s: s.episode == 2 and s.phase == Phase.intensive
             )
         assert "relapse (follow_up_call)" in status.phase_history[-2].reason
-        kinds = [t["kind"] for t in c.store.rows(tasks, patient_id=status.patient_id)]
+        kinds = [t.kind for t in c.store.tasks(patient_id=status.patient_id, include_done=True)]
         assert "reassessment" in kinds
         assert status.follow_ups[0].check_in == CheckIn(days_of_use=3)

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from clinical.aftercare import CheckIn
+from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome, CheckIn
+from clinical.attendance import SessionStatus
+from clinical.careplan import SessionSpec
 from clinical.instruments import (
     BAM_PROTECTIVE_ITEMS,
     BAM_RISK_ITEMS,
@@ -29,12 +31,16 @@ from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from infra.settings import PROJECT_ROOT
 from infra.store import (
+    AttendanceMark,
+    AuditFact,
+    CallAttempt,
+    CareEventFacts,
     CareStore,
-    appointments,
-    follow_up_calls,
-    phase_changes,
-    referrals,
-    tasks,
+    NewPatient,
+    NewReferral,
+    NewTask,
+    PhaseChangeEntry,
+    TaskClosing,
 )
 from operators.outcomes import CohortFilter
 from operators.report import ReportError, cohort_filter, cohort_report, load_cohort
@@ -64,9 +70,15 @@ def bam(use: int, risk: int, protective: int) -> BamAnswers:
     return answers
 
 
+def fact(pid: str, key: str, action: str, at: datetime = T0, **detail: str | int) -> AuditFact:
+    return AuditFact(
+        key=key, patient_id=pid, actor="CM-01", action=action, purpose="test", at=at, detail=detail
+    )
+
+
 @dataclass
 class CohortWriter:
-    """Writes a cohort's facts straight into a store, as the activities would."""
+    """Writes a cohort's facts into a store through its methods, as the activities would."""
 
     store: CareStore
     counter: dict[str, int] = field(default_factory=dict)
@@ -79,107 +91,82 @@ class CohortWriter:
         self,
         pid: str,
         enrolled_at: datetime,
-        phase: str,
         site: str = "north",
         cm: str = "CM-01",
         program: str = "default-iop",
     ) -> None:
-        with self.store.transaction() as conn:
-            self.store.upsert_patient(
-                conn,
-                {
-                    "patient_id": pid,
-                    "case_manager_id": cm,
-                    "site_id": site,
-                    "program_id": program,
-                    "enrolled_at": enrolled_at,
-                    "phase": phase,
-                    "level": "2.1",
-                    "risk": "moderate",
-                    "given_name": "Avery",
-                    "family_name": "Quinlan",
-                    "date_of_birth": "1988-04-02",
-                    "phone": "+1 555 010 2030",
-                    "assessment_json": "{}",
-                    "care_plan_json": "{}",
-                    "updated_at": enrolled_at,
-                },
-            )
+        """Enrolled in intake; `phases` moves the patient on."""
+        patient = NewPatient(
+            patient_id=pid,
+            case_manager_id=cm,
+            site_id=site,
+            program_id=program,
+            enrolled_at=enrolled_at,
+            level="2.1",
+            risk="moderate",
+            contact=make_enrolment().contact,
+            assessment_json="{}",
+            care_plan_json="{}",
+        )
+        assert self.store.record_intake(patient, audit=[], consents=[])
 
     def phases(self, pid: str, *changes: tuple[str, datetime]) -> None:
-        rows = [
-            {
-                "idempotency_key": f"{pid}/phase/{i}-{phase}",
-                "patient_id": pid,
-                "phase": phase,
-                "at": at,
-                "reason": "test",
-            }
-            for i, (phase, at) in enumerate(changes, start=1)
-        ]
-        with self.store.transaction() as conn:
-            self.store.insert_once(conn, phase_changes, rows)
+        for i, (phase, at) in enumerate(changes, start=1):
+            change = PhaseChangeEntry(
+                key=f"{pid}/phase/{i}-{phase}",
+                patient_id=pid,
+                phase=Phase(phase),
+                at=at,
+                reason="test",
+            )
+            self.store.record_phase_change(
+                change, case_manager_id="CM-01", level="2.1", risk="moderate"
+            )
 
     def sessions(self, pid: str, *sessions: tuple[str, str, str]) -> None:
         """(clinic-calendar start 'YYYY-MM-DD HH:MM', status, session type)."""
-        rows = []
+        specs, marks = [], []
         for starts, status, session_type in sessions:
             sid = self._key(f"{pid}-S")
-            rows.append(
-                {
-                    "idempotency_key": f"{pid}/{sid}",
-                    "patient_id": pid,
-                    "session_id": sid,
-                    "phase": "intensive",
-                    "week": 1,
-                    "level": "2.1",
-                    "starts_at": datetime.fromisoformat(starts).replace(tzinfo=UTC),
-                    "hours": 3.0,
-                    "session_type": session_type,
-                    "modality": "in_person",
-                    "status": status,
-                    "missed_by_grace": False,
-                    "booked_at": T0,
-                    "updated_at": T0,
-                }
+            specs.append(
+                SessionSpec(
+                    session_id=sid,
+                    phase=Phase.intensive,
+                    week=1,
+                    level="2.1",
+                    day=0.0,
+                    starts_at=datetime.fromisoformat(starts).replace(tzinfo=UTC),
+                    hours=3.0,
+                    session_type=session_type,
+                    modality="in_person",
+                )
             )
-        with self.store.transaction() as conn:
-            self.store.insert_once(conn, appointments, rows)
+            if status != SessionStatus.scheduled:
+                marks.append(AttendanceMark(session_id=sid, status=SessionStatus(status)))
+        events = CareEventFacts(patient_id=pid, session_changes=marks)
+        assert self.store.book_week(pid, specs, events=events) == len(specs)
 
     def call(
-        self, pid: str, call_ref: str, attempt: int, outcome: str, check_in: Any = None
+        self, pid: str, call_ref: str, attempt: int, outcome: str, check_in: CheckIn | None = None
     ) -> None:
-        with self.store.transaction() as conn:
-            self.store.insert_once(
-                conn,
-                follow_up_calls,
-                [
-                    {
-                        "idempotency_key": f"{pid}/{call_ref}/attempt-{attempt}",
-                        "patient_id": pid,
-                        "call_id": call_ref,
-                        "attempt": attempt,
-                        "due_at": T0,
-                        "placed_at": T0,
-                        "outcome": outcome,
-                        "days_of_use": check_in.days_of_use if check_in else None,
-                        "check_in_json": check_in.model_dump_json() if check_in else None,
-                    }
-                ],
-            )
+        placed = CallAttempt(
+            key=f"{pid}/{call_ref}/attempt-{attempt}",
+            patient_id=pid,
+            call_ref=call_ref,
+            attempt=attempt,
+            due_at=T0,
+            placed_at=T0,
+            outcome=CallOutcome(outcome),
+            check_in=check_in,
+        )
+        assert self.store.record_call_attempt(placed, concluded=None)
 
     def check_in_concluded(self, pid: str, episode: int, call_id: str, outcome: str) -> None:
-        with self.store.transaction() as conn:
-            self.store.audit(
-                conn,
-                key=f"{pid}/E{episode}/{call_id}",
-                patient_id=pid,
-                actor="system",
-                action="follow_up_call_completed",
-                purpose="treatment",
-                at=T0,
-                detail={"call_id": call_id, "outcome": outcome, "attempts": 1},
-            )
+        concluded = fact(
+            pid, f"{pid}/E{episode}/{call_id}", CHECK_IN_CONCLUDED,
+            call_id=call_id, outcome=outcome, attempts=1,
+        )  # fmt: skip
+        self.store.record_care_events(CareEventFacts(patient_id=pid, audit=[concluded]))
 
     def referral(
         self,
@@ -189,45 +176,29 @@ class CohortWriter:
         closed: datetime | None = None,
         outcome: str | None = None,
     ) -> None:
-        with self.store.transaction() as conn:
-            self.store.insert_once(
-                conn,
-                referrals,
-                [
-                    {
-                        "idempotency_key": f"{pid}/referral/{need}",
-                        "referral_id": f"REF-{need}",
-                        "workflow_id": f"journey-{pid}-REF-{need}",
-                        "patient_id": pid,
-                        "case_manager_id": "CM-01",
-                        "need": need,
-                        "status": "closed" if closed else "sent",
-                        "reminders": 0,
-                        "outcome": outcome,
-                        "requested_at": requested,
-                        "sent_at": requested,
-                        "closed_at": closed,
-                    }
-                ],
-            )
+        """Requested and sent at `requested`; closed with `outcome` if `closed`."""
+        key = f"{pid}/referral/{need}"
+        referral = NewReferral(
+            key=key,
+            referral_id=f"REF-{need}",
+            workflow_id=f"journey-{pid}-REF-{need}",
+            patient_id=pid,
+            case_manager_id="CM-01",
+            need=need,
+            requested_at=requested,
+        )
+        assert self.store.open_referral(referral, fact(pid, f"{key}/requested", "requested"))
+        self.store.mark_referral_sent(key, "SIM-1", requested, fact(pid, f"{key}/sent", "sent"))
+        if closed is not None and outcome is not None:
+            self.store.close_referral(key, outcome, closed, fact(pid, f"{key}/closed", "closed"))
 
     def task(self, pid: str, kind: str, status: str) -> None:
-        with self.store.transaction() as conn:
-            self.store.insert_once(
-                conn,
-                tasks,
-                [
-                    {
-                        "idempotency_key": self._key(f"{pid}/task/{kind}"),
-                        "patient_id": pid,
-                        "case_manager_id": "CM-01",
-                        "kind": kind,
-                        "status": status,
-                        "detail": "test",
-                        "created_at": T0,
-                    }
-                ],
-            )
+        key = self._key(f"{pid}/task/{kind}")
+        task = NewTask(key=key, patient_id=pid, case_manager_id="CM-01", kind=kind, detail="test")
+        assert self.store.open_task(task)
+        if status == "done":
+            closing = TaskClosing(key=key, by="CM-01", at=T0)
+            assert self.store.complete_task(closing, fact(pid, f"{key}/done", "task_completed"))
 
 
 P1, P2, P3, P4 = "P-1AAAAA11", "P-2BBBBB22", "P-3CCCCC33", "P-4DDDDD44"
@@ -238,7 +209,7 @@ def write_known_cohort(store: CareStore) -> None:
     """Seven patients whose every number the tests below know (worked out beside each)."""
     w = CohortWriter(store)
     # P1 completed: step-down on day 63, completion on day 470.
-    w.patient(P1, T0, "completed")
+    w.patient(P1, T0)
     w.phases(
         P1,
         ("intensive", T0 + 7 * DAY),
@@ -247,7 +218,7 @@ def write_known_cohort(store: CareStore) -> None:
         ("completed", T0 + 470 * DAY),
     )
     # P2 lost to contact after step-down on day 70.
-    w.patient(P2, T0 + DAY, "lost_to_contact")
+    w.patient(P2, T0 + DAY)
     w.phases(
         P2,
         ("intensive", T0 + 8 * DAY),
@@ -256,7 +227,7 @@ def write_known_cohort(store: CareStore) -> None:
         ("lost_to_contact", T0 + 201 * DAY),
     )
     # P3 in intensive again after a relapse on day 30.
-    w.patient(P3, T0 + 2 * DAY, "intensive")
+    w.patient(P3, T0 + 2 * DAY)
     w.phases(
         P3,
         ("intensive", T0 + 7 * DAY),
@@ -264,10 +235,10 @@ def write_known_cohort(store: CareStore) -> None:
         ("intensive", T0 + 37 * DAY),
     )
     # P4 withdrew.
-    w.patient(P4, T0 + 3 * DAY, "withdrawn")
+    w.patient(P4, T0 + 3 * DAY)
     w.phases(P4, ("intensive", T0 + 7 * DAY), ("withdrawn", T0 + 23 * DAY))
     # P5 on the demo clock (0.4 s a day): step-down on program day 70, completion on 480.
-    w.patient(P5, T0, "completed", program="demo-iop")
+    w.patient(P5, T0, program="demo-iop")
     w.phases(
         P5,
         ("intensive", T0 + 7 * DEMO_DAY),
@@ -278,7 +249,7 @@ def write_known_cohort(store: CareStore) -> None:
     # P6, another site and case manager, in aftercare again after a relapse on day 100;
     # first step-down on day 60.
     e6 = T0 + 40 * DAY
-    w.patient(P6, e6, "aftercare", site="south", cm="CM-02")
+    w.patient(P6, e6, site="south", cm="CM-02")
     w.phases(
         P6,
         ("intensive", e6 + 2 * DAY),
@@ -289,8 +260,9 @@ def write_known_cohort(store: CareStore) -> None:
         ("step_down", e6 + 150 * DAY),
         ("aftercare", e6 + 180 * DAY),
     )
-    # P7: a program whose file is gone; nothing happened yet.
-    w.patient(P7, T0, "intensive", site="west", program="retired-iop")
+    # P7: a program whose file is gone; nothing happened yet but the start of intensive.
+    w.patient(P7, T0, site="west", program="retired-iop")
+    w.phases(P7, ("intensive", T0 + 7 * DAY))
 
     # Attendance (family education is the family's, not the patient's):
     #   week 1: P1 A A M E, P3 A M (first session a Wednesday), P6 A A -> 5 attended, 2 missed
@@ -545,7 +517,7 @@ def test_charts_of_an_empty_history_still_draw(tmp_path: Path) -> None:
     """A cohort just enrolled: nothing to plot yet, and every chart says so."""
     store = CareStore(f"sqlite:///{tmp_path / 'care.db'}")
     store.migrate()
-    CohortWriter(store).patient(P1, T0, "intake")
+    CohortWriter(store).patient(P1, T0)
     r = report_of(store)
     store.dispose()
     assert r.enrolled == 1 and r.attendance.rate is None and r.bam_by_month == []
@@ -623,7 +595,7 @@ async def test_the_report_agrees_with_a_real_journey(env: WorkflowEnvironment, t
                 env, handle, choose=steady_attendance, until=lambda s: s.phase == Phase.aftercare
             )
         r = report_of(c.store)
-        booked = c.store.rows(appointments, patient_id=enrolment.patient_id)
+        booked = c.store.appointments(enrolment.patient_id)
 
     assert r.enrolled == 1 and r.by_phase["aftercare"] == 1
     summary = status.attendance
@@ -631,10 +603,8 @@ async def test_the_report_agrees_with_a_real_journey(env: WorkflowEnvironment, t
         summary.attended,
         summary.attended + summary.missed,
     )
-    assert r.attendance.numerator == sum(1 for b in booked if b["status"] == "attended")
-    assert r.attendance.denominator == sum(
-        1 for b in booked if b["status"] in ("attended", "missed")
-    )
+    assert r.attendance.numerator == sum(1 for b in booked if b.status == "attended")
+    assert r.attendance.denominator == sum(1 for b in booked if b.status in ("attended", "missed"))
     assert r.attendance.numerator == sum(1 for v in reported.values() if v == "attended")
     # Every booked week appears, in order, and the weeks add up to the whole.
     weeks = len({(s.phase, s.week) for s in status.sessions})

@@ -1,6 +1,6 @@
 """The care-operations store, on SQLite and on PostgreSQL (the `database_url` fixture runs
 each test on both): idempotent writes under concurrency, the migration from the previous
-schema version, the audit trail and time zones."""
+schema version, the audit trail, time zones and the reads a case manager's console makes."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import DateTime, bindparam, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from activities.care_operations import CareOperations
-from activities.records import ConsentRecord, IntakeRecord, SessionBooking, TaskResolution
+from activities.records import ConsentRecord, IntakeRecord, SessionBooking
 from activities.telephony import SimulatedTelephony
+from clinical.aftercare import CheckIn
+from clinical.attendance import SessionStatus
 from clinical.careplan import plan_care, week_sessions
 from clinical.clock import ProgramClock
 from clinical.phases import Phase
@@ -24,15 +27,13 @@ from clinical.protocol import ProgramCatalog
 from clinical.reminders import Reminder
 from infra.store import (
     SCHEMA_VERSION,
+    AttendanceMark,
+    AuditFact,
+    CareEventFacts,
     CareStore,
-    StoreRefused,
-    appointments,
-    audit_events,
-    follow_up_calls,
-    notifications,
-    patients,
-    schema_migrations,
-    tasks,
+    NewTask,
+    PhaseChangeEntry,
+    TaskClosing,
 )
 from tests.support import PROGRAMS, make_enrolment
 
@@ -87,12 +88,12 @@ def test_a_booking_retried_on_many_workers_at_once_books_once(store: CareStore) 
     assert sum(r.booked for r in results) == len(booking.sessions)
     assert all(r.booked + r.already_booked == len(booking.sessions) for r in results)
     pid = booking.patient_id
-    assert len(store.rows(patients, patient_id=pid)) == 1
-    booked = store.rows(appointments, patient_id=pid)
-    assert sorted(r["session_id"] for r in booked) == sorted(s.session_id for s in booking.sessions)
-    invites = store.rows(notifications, patient_id=pid, channel="family")
+    assert [p.patient_id for p in store.patients()] == [pid]
+    booked = store.appointments(pid)
+    assert sorted(r.session_id for r in booked) == sorted(s.session_id for s in booking.sessions)
+    invites = store.outbox(pid, channel="family")
     assert invites, "family sessions invite the family, once each"
-    disclosures = store.rows(audit_events, patient_id=pid, action="disclosed_to_family")
+    disclosures = store.audit_trail(pid, actions=["disclosed_to_family"])
     assert len(disclosures) == len(invites)
     assert store.duplicate_counts() == dict.fromkeys(store.duplicate_counts(), 0)
 
@@ -102,26 +103,25 @@ def test_a_second_booking_of_a_session_under_another_key_is_refused(store: CareS
     intake, booking = intake_and_first_week()
     ops.record_intake(intake)
     ops.book_sessions(booking)
-    (row,) = [
-        r
-        for r in store.rows(appointments, patient_id=booking.patient_id)
-        if r["session_id"] == booking.sessions[0].session_id
-    ]
-    row.pop("id")
-    row["idempotency_key"] = f"{row['idempotency_key']}/again"
-    with pytest.raises(StoreRefused, match="IntegrityError"), store.transaction() as conn:
-        store.insert_once(conn, appointments, [row])
-    assert len(store.rows(appointments, patient_id=booking.patient_id)) == len(booking.sessions)
+    columns = (
+        "patient_id, session_id, phase, week, level, starts_at, hours, session_type, modality, "
+        "status, missed_by_grace, booked_at, updated_at"
+    )
+    again = text(
+        f"INSERT INTO appointments (idempotency_key, {columns}) "
+        f"SELECT idempotency_key || '/again', {columns} FROM appointments WHERE session_id = :sid"
+    )
+    with pytest.raises(IntegrityError, match=r"(?i)unique"), store.engine.begin() as conn:
+        conn.execute(again, {"sid": booking.sessions[0].session_id})
+    assert len(store.appointments(booking.patient_id)) == len(booking.sessions)
 
 
 def test_migrating_from_the_previous_schema_version_keeps_every_row(database_url: str) -> None:
     """A database made by schema version 1 (before referrals, consents and reminders),
     with a patient's rows in it, upgraded in place by a worker starting."""
     old = CareStore(database_url)
+    assert old.migrate(to=1) == 1
     with old.engine.begin() as conn:
-        from infra.store import _MIGRATIONS
-
-        _MIGRATIONS[1](conn)
         # Version 1 had none of the columns version 2 added.
         for table, column in [
             ("tasks", "workflow_id"),
@@ -130,30 +130,22 @@ def test_migrating_from_the_previous_schema_version_keeps_every_row(database_url
             ("notifications", "withdrawn_at"),
         ]:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-        schema_migrations.create(conn)
-        conn.execute(schema_migrations.insert().values(version=1, applied_at=AT))
+        at = bindparam("at", type_=DateTime(timezone=True))
         conn.execute(
-            tasks.insert().values(
-                idempotency_key="P-7K2M9Q4D/task/1",
-                patient_id="P-7K2M9Q4D",
-                case_manager_id="CM-01",
-                kind="schedule_conflict",
-                status="open",
-                detail="no schedule fits",
-                created_at=AT,
-            )
+            text(
+                "INSERT INTO tasks (idempotency_key, patient_id, case_manager_id, kind, status, "
+                "detail, created_at) VALUES ('P-7K2M9Q4D/task/1', 'P-7K2M9Q4D', 'CM-01', "
+                "'schedule_conflict', 'open', 'no schedule fits', :at)"
+            ).bindparams(at),
+            {"at": AT},
         )
         conn.execute(
-            follow_up_calls.insert().values(
-                idempotency_key="P-7K2M9Q4D/E1-FU-D007/1",
-                patient_id="P-7K2M9Q4D",
-                call_id="E1-FU-D007",
-                attempt=1,
-                due_at=AT,
-                placed_at=AT,
-                outcome="reached",
-                days_of_use=0,
-            )
+            text(
+                "INSERT INTO follow_up_calls (idempotency_key, patient_id, call_id, attempt, "
+                "due_at, placed_at, outcome, days_of_use) VALUES ('P-7K2M9Q4D/E1-FU-D007/1', "
+                "'P-7K2M9Q4D', 'E1-FU-D007', 1, :at, :at, 'reached', 0)"
+            ).bindparams(at),
+            {"at": AT},
         )
     old.dispose()
 
@@ -163,25 +155,20 @@ def test_migrating_from_the_previous_schema_version_keeps_every_row(database_url
     store = CareStore(database_url)
     assert store.migrate() == SCHEMA_VERSION  # again: nothing to do
     with store.engine.connect() as conn:
-        versions = conn.scalars(select(schema_migrations.c.version)).all()
+        versions = conn.scalars(text("SELECT version FROM schema_migrations")).all()
         columns = {c["name"] for c in inspect(conn).get_columns("notifications")}
         tables = set(inspect(conn).get_table_names())
     assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
     assert {"deliver_at", "withdrawn_at"} <= columns
     assert {"referrals", "consents", "partner_ledger"} <= tables
-    (task,) = store.task_list(patient_id="P-7K2M9Q4D")
-    assert (task["kind"], task["workflow_id"], task["created_at"]) == (
-        "schedule_conflict",
-        None,
-        AT,
-    )
-    (call,) = store.rows(follow_up_calls, patient_id="P-7K2M9Q4D")
-    assert (call["days_of_use"], call["check_in_json"]) == (0, None)
+    (task,) = store.tasks(patient_id="P-7K2M9Q4D")
+    assert (task.kind, task.workflow_id, task.created_at) == ("schedule_conflict", None, AT)
+    (call,) = store.call_attempts("P-7K2M9Q4D")
+    assert call.check_in == CheckIn(days_of_use=0)  # asked before instruments were
     # What version 2 writes now lands in the upgraded tables.
-    with store.transaction() as conn:
-        store.queue_reminders(conn, [reminder("P-7K2M9Q4D", "INT1-W01-S1")], AT)
-    (sent,) = store.rows(notifications, patient_id="P-7K2M9Q4D")
-    assert sent["deliver_at"] == AT + timedelta(hours=20)
+    assert store.queue_messages([reminder("P-7K2M9Q4D", "INT1-W01-S1")]) == 1
+    (sent,) = store.outbox("P-7K2M9Q4D")
+    assert sent.deliver_at == AT + timedelta(hours=20)
     store.dispose()
 
 
@@ -189,20 +176,21 @@ def test_workers_starting_together_on_an_empty_database(database_url: str) -> No
     stores = [CareStore(database_url) for _ in range(4)]
     assert all_at_once(4, lambda: stores.pop().migrate()) == [SCHEMA_VERSION] * 4
     store = CareStore(database_url)
+    assert store.schema_version() == SCHEMA_VERSION
     with store.engine.connect() as conn:
-        versions = conn.scalars(select(schema_migrations.c.version)).all()
+        versions = conn.scalars(text("SELECT version FROM schema_migrations")).all()
     assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
     store.dispose()
 
 
-def reminder(patient_id: str, session_id: str) -> Reminder:
+def reminder(patient_id: str, session_id: str, deliver_at: datetime | None = None) -> Reminder:
     return Reminder(
         key=f"{patient_id}/reminder/{session_id}",
         patient_id=patient_id,
         channel="sms",
         kind="session_reminder",
         about=session_id,
-        deliver_at=AT + timedelta(hours=20),
+        deliver_at=deliver_at or AT + timedelta(hours=20),
         body="Reminder: group therapy tomorrow at 10:00",
     )
 
@@ -210,82 +198,72 @@ def reminder(patient_id: str, session_id: str) -> Reminder:
 def test_the_audit_trail_records_each_fact_once_in_order(store: CareStore) -> None:
     ops = operations(store)
     pid = "P-9SQ0ZCFN"
-    facts: list[tuple[str, str, str, datetime, dict[str, Any]]] = [
-        ("CM-01", "enrolled", "treatment", AT, {"level": "2.1"}),
-        ("CM-01", "attendance_recorded", "treatment", AT + timedelta(days=2), {"n": 1}),
-        ("engine", "disclosed_to_partner", "care_coordination", AT + timedelta(days=3), {}),
-    ]
-    for n, (actor, action, purpose, at, detail) in enumerate(facts):
+    facts = [
+        AuditFact(f"{pid}/0", pid, "CM-01", "enrolled", "treatment", AT, {"level": "2.1"}),
+        AuditFact(
+            f"{pid}/1", pid, "CM-01", "attendance_recorded", "treatment", AT + timedelta(days=2),
+            {"n": 1},
+        ),
+        AuditFact(
+            f"{pid}/2", pid, "engine", "disclosed_to_partner", "care_coordination",
+            AT + timedelta(days=3),
+        ),
+    ]  # fmt: skip
+    for fact in facts:
         for _ in range(2):  # a retried activity writes the same fact again
-            with store.transaction() as conn:
-                store.audit(
-                    conn,
-                    key=f"{pid}/{n}",
-                    patient_id=pid,
-                    actor=actor,
-                    action=action,
-                    purpose=purpose,
-                    at=at,
-                    detail=detail,
-                )
+            store.record_care_events(CareEventFacts(patient_id=pid, audit=[fact]))
     consent = ConsentRecord(
         key=f"{pid}/consent/2", patient_id=pid, kind="family_involvement", granted=False,
         recorded_by="CM-02", at=AT + timedelta(days=4),
     )  # fmt: skip
     assert ops.record_consent(consent) is True
     assert ops.record_consent(consent) is False
-    trail = sorted(store.rows(audit_events, patient_id=pid), key=lambda r: (r["at"], r["id"]))
-    assert [(r["actor"], r["action"], r["purpose"], r["at"]) for r in trail] == [
-        (actor, action, purpose, at) for actor, action, purpose, at, _ in facts
-    ] + [("CM-02", "consent_withdrawn", "consent", AT + timedelta(days=4))]
-    assert trail[0]["detail_json"] == '{"level": "2.1"}'
-    with store.engine.connect() as conn:
-        assert store.consent_in_force(conn, pid, "family_involvement") is False
-    ids = [r["id"] for r in trail]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)  # assigned by the database
+    trail = store.audit_trail(pid)
+    assert trail[: len(facts)] == facts
+    assert [(f.actor, f.action, f.purpose, f.at) for f in trail[len(facts) :]] == [
+        ("CM-02", "consent_withdrawn", "consent", AT + timedelta(days=4))
+    ]
+    assert store.audit_trail(pid, actions=["enrolled"]) == facts[:1]
+    assert store.consent_in_force(pid, "family_involvement") is False
+    assert [c.granted for c in store.consents(pid)] == [False]
 
 
 def test_tasks_open_and_close_once(store: CareStore) -> None:
     pid = "P-3XTRWRT4"
-    rows = [
-        {
-            "idempotency_key": f"{pid}/task/{kind}",
-            "patient_id": pid,
-            "case_manager_id": "CM-07",
-            "kind": kind,
-            "status": "open",
-            "detail": "…",
-            "due_at": AT + timedelta(days=1),
-            "created_at": AT + timedelta(minutes=i),
-            "workflow_id": f"journey-{pid}",
-        }
-        for i, kind in enumerate(["unreachable_patient", "clinical_follow_up"])
+    opened = [
+        NewTask(
+            key=f"{pid}/task/{kind}",
+            patient_id=pid,
+            case_manager_id="CM-07",
+            kind=kind,
+            detail="…",
+            due_at=AT + timedelta(days=1),
+            workflow_id=f"journey-{pid}",
+        )
+        for kind in ["unreachable_patient", "clinical_follow_up"]
     ]
-    with store.transaction() as conn:
-        assert store.insert_once(conn, tasks, rows) == 2
-        assert store.insert_once(conn, tasks, rows) == 0
-    first, second = (
-        TaskResolution(key=r["idempotency_key"], by=by, at=AT + timedelta(days=2))
-        for r, by in zip(rows, ["CM-07", "engine"], strict=True)
-    )
-    assert [t["kind"] for t in store.task_list("CM-07")] == [
+    assert [store.open_task(t) for t in opened] == [True, True]
+    assert [store.open_task(t) for t in opened] == [False, False]
+    assert [t.kind for t in store.tasks(case_manager_id="CM-07")] == [
         "unreachable_patient",
         "clinical_follow_up",
     ]
-    assert all_at_once(4, lambda: _resolve(store, first)).count(1) == 1
-    with store.transaction() as conn:
-        assert store.resolve_tasks(conn, [first, second]) == 1
-    done = store.task_list("CM-07", include_done=True)
-    assert [(t["status"], t["completed_by"]) for t in done] == [
-        ("done", "CM-07"),
-        ("done", "engine"),
-    ]
-    assert store.task_list("CM-07") == []
+    first, second = (
+        TaskClosing(key=t.key, by=by, at=AT + timedelta(days=2))
+        for t, by in zip(opened, ["CM-07", "engine"], strict=True)
+    )
 
+    def complete(closing: TaskClosing) -> bool:
+        done = AuditFact(f"{closing.key}/done", pid, closing.by, "task_completed", "treatment", AT)
+        return store.complete_task(closing, done)
 
-def _resolve(store: CareStore, resolution: TaskResolution) -> int:
-    with store.transaction() as conn:
-        return store.resolve_tasks(conn, [resolution])
+    assert all_at_once(4, lambda: complete(first)).count(True) == 1
+    assert (complete(first), complete(second)) == (False, True)
+    done = store.tasks(case_manager_id="CM-07", include_done=True)
+    assert [(t.status, t.completed_by) for t in done] == [("done", "CM-07"), ("done", "engine")]
+    assert store.tasks(case_manager_id="CM-07") == []
+    assert len(store.audit_trail(pid, actions=["task_completed"])) == 2
+    assert len(store.outbox(pid, channel="case_manager")) == 2  # a notice per task, once
 
 
 def test_times_come_back_as_the_same_instant_in_utc(store: CareStore) -> None:
@@ -293,13 +271,53 @@ def test_times_come_back_as_the_same_instant_in_utc(store: CareStore) -> None:
     back the same instant, in UTC."""
     pid = "P-804RVAKP"
     written = datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=-7)))
-    with store.transaction() as conn:
-        store.queue_reminders(conn, [reminder(pid, "INT1-W01-S2")], written)
-        store.withdraw_reminders(conn, [f"{pid}/reminder/INT1-W01-S2"], written)
-        store.withdraw_reminders(conn, [f"{pid}/reminder/INT1-W01-S2"], AT)  # already withdrawn
-    (row,) = store.rows(notifications, patient_id=pid)
-    assert row["created_at"] == written and row["created_at"].utcoffset() == timedelta(0)
-    assert row["withdrawn_at"] == written
+    store.queue_messages([reminder(pid, "INT1-W01-S2", deliver_at=written)])
+    (row,) = store.outbox(pid)
+    assert row.deliver_at == written and row.deliver_at.utcoffset() == timedelta(0)
     with store.engine.connect() as conn:
-        newest = conn.scalar(select(func.max(notifications.c.created_at)))
-    assert newest is not None and newest.replace(tzinfo=None) == datetime(2026, 3, 29, 8, 30)
+        stored = conn.scalar(
+            text("SELECT deliver_at FROM notifications").columns(deliver_at=DateTime(timezone=True))
+        )
+    assert stored is not None and stored.replace(tzinfo=None) == datetime(2026, 3, 29, 8, 30)
+
+
+def test_a_caseload_shows_phase_week_attendance_and_next_contact(store: CareStore) -> None:
+    """What a case manager's console lists: each active patient of the caseload with their
+    phase, week, attendance, open tasks and next contact, and the tasks of a site."""
+    ops = operations(store)
+    intake, booking = intake_and_first_week()
+    ops.record_intake(intake)
+    ops.book_sessions(booking)
+    pid, cm = booking.patient_id, intake.enrolment.case_manager_id
+    own = [s for s in booking.sessions if s.attendee == "patient"]
+    first, second = sorted(own, key=lambda s: s.starts_at)[:2]
+    marks = [
+        AttendanceMark(first.session_id, SessionStatus.attended, recorded_by=cm),
+        AttendanceMark(second.session_id, SessionStatus.missed, recorded_by=cm),
+    ]
+    store.record_care_events(CareEventFacts(patient_id=pid, session_changes=marks))
+    due = second.starts_at + timedelta(days=2)
+    task = NewTask(key=f"{pid}/task/outreach", patient_id=pid, case_manager_id=cm,
+                   kind="outreach", detail="missed a session", due_at=due)  # fmt: skip
+    store.open_task(task)
+    as_of = second.starts_at + timedelta(minutes=1)
+
+    (entry,) = store.caseload(as_of, case_manager_id=cm)
+    assert (entry.patient.patient_id, entry.patient.phase, entry.week) == (pid, "intake", None)
+    assert (entry.attended, entry.missed, entry.attendance_rate) == (1, 1, 0.5)
+    assert entry.open_tasks == 1 and entry.next_task_due_at == due
+    upcoming = [s.starts_at for s in booking.sessions if s.starts_at > as_of]
+    assert entry.next_session_at == min(upcoming)
+    assert entry.next_contact == min(due, *upcoming)
+    assert store.caseload(as_of, case_manager_id="CM-99") == []
+    site = intake.enrolment.site_id
+    assert [t.key for t in store.tasks(site_id=site)] == [task.key]
+    assert store.tasks(site_id="elsewhere") == []
+    # In its phase, the week is the latest one begun.
+    store.record_phase_change(
+        PhaseChangeEntry(f"{pid}/phase/1", pid, Phase.intensive, AT, "intake done"),
+        case_manager_id=cm, level="2.1", risk="low",
+    )  # fmt: skip
+    (entry,) = store.caseload(as_of, site_id=site)
+    assert (entry.patient.phase, entry.week) == (Phase.intensive, first.week)
+    assert [c.phase for c in store.phase_changes(pid)] == [Phase.intensive]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -31,7 +30,7 @@ from demo.run import resolve_schedule_conflict
 from infra.codec import KeyRing
 from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT, load_settings
-from infra.store import CareStore, appointments, audit_events
+from infra.store import CareStore
 from infra.temporal import connect
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -196,8 +195,8 @@ async def test_crash_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         server.stop()
 
     store = CareStore(settings.database_url)
-    booked = store.rows(appointments)
-    audit = store.rows(audit_events, action="attendance_recorded")
+    booked = store.appointments()
+    audit = store.audit_trail(actions=["attendance_recorded"])
     duplicates = store.duplicate_counts()
     reports = sum(len(v) for v in sent.values())
     print(
@@ -215,10 +214,10 @@ async def test_crash_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     # the store's appointment says attended.
     per_session: dict[tuple[str, str], int] = {}
     for a in audit:
-        session = (a["patient_id"], json.loads(a["detail_json"])["session_id"])
+        session = (a.patient_id, str(a.detail["session_id"]))
         per_session[session] = per_session.get(session, 0) + 1
     assert max(per_session.values()) == 1
-    status_of = {(r["patient_id"], r["session_id"]): r["status"] for r in booked}
+    status_of = {(r.patient_id, r.session_id): r.status for r in booked}
     for patient_id, reported in sent.items():
         for session_id in reported:
             assert per_session[(patient_id, session_id)] == 1

@@ -19,7 +19,6 @@ from clinical.phases import Phase
 from clinical.referrals import ReferralOutcome, ReferralStatus
 from clinical.requests import DischargeReason, DischargeRequest
 from clinical.tasks import CLOSED_BY_ACTION, TaskKind
-from infra.store import referrals
 from tests.support import clinic, drive_journey, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -98,9 +97,9 @@ async def test_a_discharge_ends_the_referrals_the_journey_started(
             status = ReferralStatus.model_validate(
                 await asyncio.wait_for(referral.result(), timeout=60)
             )
-        (row,) = c.store.rows(referrals, patient_id=enrolment.patient_id)
+        (row,) = c.store.referrals(patient_id=enrolment.patient_id)
     assert ended.outcome == Phase.withdrawn
     assert status.outcome == ReferralOutcome.cancelled
-    assert row["outcome"] == "cancelled"
+    assert row.outcome == "cancelled"
     described = await referral.describe()
     assert described.status is not None and described.status.name == "COMPLETED"

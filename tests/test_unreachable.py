@@ -84,14 +84,13 @@ def test_with_the_worker_down_status_reads_the_store_and_says_the_engine_is_down
     is, and exit 4; an action is refused, exit 4, naming the engine (neither waits for a
     worker that is not there)."""
     from infra.store import CareStore
-    from tests.test_hardening import insert_patient_row
+    from tests.test_hardening import new_patient
 
     port = free_port()
     env = environment(tmp_path, port)
     store = CareStore(f"sqlite:///{tmp_path / 'carepath.db'}")
     store.migrate()
-    with store.transaction() as conn:
-        conn.execute(insert_patient_row())  # P-7K2M9Q4D, in intake, as a worker wrote it
+    assert store.record_intake(new_patient(), audit=[], consents=[])  # P-7K2M9Q4D, in intake
     store.dispose()
     server = EmbeddedServer(data_dir=tmp_path, port=port, ui=False)
     server.start()

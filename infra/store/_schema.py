@@ -1,0 +1,350 @@
+"""The store's tables and their migrations: private to infra.store (everything outside reads
+and writes through `CareStore`'s methods).
+
+One schema for SQLite and PostgreSQL. A new table goes here with a migration that creates it
+(appended to MIGRATIONS, SCHEMA_VERSION raised by one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Dialect
+
+from clinical.assessment import EMAIL_MAX, NAME_MAX, PHONE_MAX
+from infra.sealed import SealedText, sealed_length
+
+SCHEMA_VERSION = 4
+
+metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, stored in UTC and read back as an aware UTC datetime on every database:
+    SQLite keeps no offset (it would keep the wall-clock time of whatever zone was written),
+    PostgreSQL answers in the session's zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _in_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _in_utc(value)
+
+
+def _in_utc(value: datetime) -> datetime:
+    # A naive time is one the store wrote: UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(name: str, nullable: bool = True) -> Column[datetime]:
+    return Column(name, UtcDateTime(), nullable=nullable)
+
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("patient_id", String(16), primary_key=True),
+    Column("case_manager_id", String(16), nullable=False, index=True),
+    Column("site_id", String(32), nullable=False, index=True),
+    Column("program_id", String(48), nullable=False),
+    _ts("enrolled_at", nullable=False),
+    Column("phase", String(24), nullable=False),
+    Column("level", String(16)),
+    Column("risk", String(16)),
+    # Protected health information: only here and in encrypted workflow payloads.
+    # Sealed at rest (infra.sealed), each column sized for the sealed form of the longest
+    # value the enrolment accepts: what the door accepts, the store holds.
+    Column("given_name", SealedText(NAME_MAX), nullable=False),
+    Column("family_name", SealedText(NAME_MAX), nullable=False),
+    Column("date_of_birth", SealedText(10), nullable=False),
+    Column("phone", SealedText(PHONE_MAX), nullable=False),
+    Column("email", SealedText(EMAIL_MAX)),
+    Column("assessment_json", SealedText(), nullable=False),
+    Column("care_plan_json", Text, nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(96), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("session_id", String(32), nullable=False),
+    Column("phase", String(24), nullable=False),
+    Column("week", Integer, nullable=False),
+    Column("level", String(16), nullable=False),
+    _ts("starts_at", nullable=False),
+    Column("hours", Float, nullable=False),
+    Column("session_type", String(40), nullable=False),
+    Column("modality", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recorded_by", String(16)),
+    Column("missed_by_grace", Boolean, nullable=False, default=False),
+    _ts("booked_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    UniqueConstraint("patient_id", "session_id", name="uq_appointment_session"),
+)
+
+follow_up_calls = Table(
+    "follow_up_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(96), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("call_id", String(24), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    _ts("due_at", nullable=False),
+    _ts("placed_at", nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("days_of_use", Integer),
+    Column("check_in_json", SealedText()),  # the check-in's answers (instruments): PHI, sealed
+    UniqueConstraint("patient_id", "call_id", "attempt", name="uq_call_attempt"),
+)
+
+# The simulated telephony provider's own ledger, as a real provider would keep one: a call
+# placed with a reference it has seen before is not placed again.
+telephony_ledger = Table(
+    "telephony_ledger",
+    metadata,
+    Column("reference", String(96), primary_key=True),
+    Column("patient_id", String(16), nullable=False),
+    _ts("placed_at", nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("answers_json", Text),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(24), nullable=False, index=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("body", Text, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("sent_at"),
+    _ts("deliver_at"),  # not before (a reminder); None: at once
+    _ts("withdrawn_at"),  # no longer to be sent (the session was cancelled, the call moved)
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("case_manager_id", String(16), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    _ts("due_at"),
+    _ts("created_at", nullable=False),
+    _ts("completed_at"),
+    Column("completed_by", String(16)),
+    # Where completing the task is delivered (the journey's or a referral's workflow).
+    Column("workflow_id", String(96)),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("referral_id", String(40), nullable=False),
+    Column("workflow_id", String(96), nullable=False, index=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("case_manager_id", String(16), nullable=False, index=True),
+    Column("need", String(16), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("partner_reference", String(64)),
+    Column("reminders", Integer, nullable=False, default=0),
+    Column("outcome", String(16)),
+    _ts("requested_at", nullable=False),
+    _ts("sent_at"),
+    _ts("closed_at"),
+)
+
+# The simulated partner services' own ledger: a request or reminder with a reference seen
+# before is not sent again.
+partner_ledger = Table(
+    "partner_ledger",
+    metadata,
+    Column("reference", String(128), primary_key=True),
+    Column("need", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("patient_id", String(16), nullable=False),
+    _ts("sent_at", nullable=False),
+)
+
+# Consents over time: the latest row of a (patient, kind) is in force.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("recorded_by", String(16), nullable=False),
+    _ts("recorded_at", nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("actor", String(24), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    _ts("at", nullable=False),
+    Column("detail_json", Text, nullable=False),
+)
+
+phase_changes = Table(
+    "phase_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(96), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("phase", String(24), nullable=False),
+    _ts("at", nullable=False),
+    Column("reason", String(120), nullable=False),
+)
+
+# Days a site is closed that an operator announced (weather, an outage); yearly holidays are
+# in the sites file. One row a site and date: announcing it again changes nothing.
+site_closures = Table(
+    "site_closures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("site_id", String(32), nullable=False, index=True),
+    Column("date", String(10), nullable=False),
+    Column("reason", String(80), nullable=False),
+    Column("announced_by", String(32), nullable=False),
+    _ts("announced_at", nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    _ts("applied_at", nullable=False),
+)
+
+
+# The unique key an insert_once conflicts on, where it is not the idempotency key.
+CONFLICT_KEYS = {
+    "patients": "patient_id",
+    "telephony_ledger": "reference",
+    "partner_ledger": "reference",
+}
+
+# Tables with a unique constraint besides the conflict key (see insert_once).
+SECOND_UNIQUE = frozenset({"appointments", "follow_up_calls"})
+
+# Each idempotent table's business key: no two rows may share it either.
+BUSINESS_KEYS: dict[Table, tuple[str, ...]] = {
+    appointments: ("patient_id", "session_id"),
+    follow_up_calls: ("patient_id", "call_id", "attempt"),
+    notifications: ("idempotency_key",),
+    tasks: ("idempotency_key",),
+    audit_events: ("idempotency_key",),
+    referrals: ("patient_id", "referral_id"),
+    consents: ("idempotency_key",),
+}
+
+# What an operator's read (a cohort report, an export, a caseload) takes of a patient: no
+# names, birth date, phone or answers.
+PATIENT_COLUMNS_WITHOUT_CONTACT = (
+    patients.c.patient_id,
+    patients.c.case_manager_id,
+    patients.c.site_id,
+    patients.c.program_id,
+    patients.c.enrolled_at,
+    patients.c.phase,
+    patients.c.level,
+    patients.c.risk,
+    patients.c.updated_at,
+)
+
+_V1_TABLES = (
+    "patients",
+    "appointments",
+    "follow_up_calls",
+    "telephony_ledger",
+    "notifications",
+    "tasks",
+    "audit_events",
+    "phase_changes",
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    # Today's definitions of the tables version 1 had; later migrations add what is missing.
+    metadata.create_all(conn, tables=[metadata.tables[name] for name in _V1_TABLES])
+
+
+def _migration_2(conn: Connection) -> None:
+    """Referrals, the partner ledger and consents; tasks know their workflow; check-ins
+    keep their structured answers."""
+    metadata.create_all(conn, tables=[referrals, partner_ledger, consents])
+    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    added = [
+        ("tasks", "workflow_id", "VARCHAR(96)"),
+        ("follow_up_calls", "check_in_json", "TEXT"),
+        ("notifications", "deliver_at", timestamp),
+        ("notifications", "withdrawn_at", timestamp),
+    ]
+    for table, column, sql_type in added:
+        if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+
+
+def _migration_3(conn: Connection) -> None:
+    """Sites' unplanned closures."""
+    metadata.create_all(conn, tables=[site_closures])
+
+
+def _migration_4(conn: Connection) -> None:
+    """Contact columns hold their sealed form (SQLite's columns take any length)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for column in ("given_name", "family_name", "date_of_birth", "phone", "email"):
+        sealed = patients.c[column].type
+        assert isinstance(sealed, SealedText) and sealed.clear_length is not None
+        length = sealed_length(sealed.clear_length)
+        conn.execute(text(f"ALTER TABLE patients ALTER COLUMN {column} TYPE VARCHAR({length})"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _migration_1,
+    2: _migration_2,
+    3: _migration_3,
+    4: _migration_4,
+}
+assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
