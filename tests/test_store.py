@@ -31,6 +31,7 @@ from infra.store import (
     AuditFact,
     CareEventFacts,
     CareStore,
+    NewReferral,
     NewTask,
     PhaseChangeEntry,
     TaskClosing,
@@ -313,6 +314,13 @@ def test_a_caseload_shows_phase_week_attendance_and_next_contact(store: CareStor
     site = intake.enrolment.site_id
     assert [t.key for t in store.tasks(site_id=site)] == [task.key]
     assert store.tasks(site_id="elsewhere") == []
+    asked = NewReferral(f"{pid}/referral/housing", "REF-housing", f"journey-{pid}-REF-housing",
+                        pid, cm, "housing", AT)  # fmt: skip
+    store.open_referral(asked, AuditFact(f"{asked.key}/requested", pid, cm, "referral_requested",
+                                         "care_coordination", AT))  # fmt: skip
+    for found in (store.referrals(case_manager_id=cm), store.referrals(site_id=site)):
+        assert [(r.need, r.status, r.outcome) for r in found] == [("housing", "requested", None)]
+    assert store.referrals(case_manager_id="CM-99") == store.referrals(site_id="elsewhere") == []
     # In its phase, the week is the latest one begun.
     store.record_phase_change(
         PhaseChangeEntry(f"{pid}/phase/1", pid, Phase.intensive, AT, "intake done"),

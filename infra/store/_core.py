@@ -95,7 +95,7 @@ class StoreCore:
             metadata.create_all(conn, tables=[schema_migrations])
             current = conn.scalar(select(func.max(schema_migrations.c.version))) or 0
             for version in range(current + 1, to + 1):
-                MIGRATIONS[version](conn)
+                MIGRATIONS[version - 1](conn)
                 conn.execute(insert(schema_migrations).values(version=version, applied_at=utcnow()))
         return to
 

@@ -1,8 +1,8 @@
 """The store's tables and their migrations: private to infra.store (everything outside reads
 and writes through `CareStore`'s methods).
 
-One schema for SQLite and PostgreSQL. A new table goes here with a migration that creates it
-(appended to MIGRATIONS, SCHEMA_VERSION raised by one)."""
+One schema for SQLite and PostgreSQL. A new table goes here, with a migration that creates it
+appended to MIGRATIONS (the schema's version is the number of migrations)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,6 @@ from sqlalchemy.engine import Dialect
 
 from clinical.assessment import EMAIL_MAX, NAME_MAX, PHONE_MAX
 from infra.sealed import SealedText, sealed_length
-
-SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -341,10 +339,11 @@ def _migration_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE patients ALTER COLUMN {column} TYPE VARCHAR({length})"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _migration_1,
-    2: _migration_2,
-    3: _migration_3,
-    4: _migration_4,
-}
-assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+# Version n of the schema is what the first n migrations make.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+)
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -216,22 +216,23 @@ class ClinicQueries(PatientRecords):
             .where(t.patient_id.in_(ids), t.status == "open")
             .group_by(t.patient_id)
         )
-        by_phase: dict[tuple[str, str], dict[str, Any]] = {}
+        phases_of: dict[str, dict[str, dict[str, Any]]] = {}
         open_tasks: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for r in conn.execute(sessions).mappings():
-                by_phase[(r["patient_id"], r["phase"])] = dict(r)
+                phases_of.setdefault(r["patient_id"], {})[r["phase"]] = dict(r)
             for r in conn.execute(inbox).mappings():
                 open_tasks[r["patient_id"]] = dict(r)
         entries = []
         for p in chosen:
-            phases = [v for (pid, _), v in by_phase.items() if pid == p.patient_id]
+            by_phase = phases_of.get(p.patient_id, {})
+            phases = list(by_phase.values())
             upcoming = [v["next_session_at"] for v in phases if v["next_session_at"] is not None]
             inbox_row = open_tasks.get(p.patient_id, {})
             entries.append(
                 CaseloadEntry(
                     patient=p,
-                    week=by_phase.get((p.patient_id, p.phase.value), {}).get("week"),
+                    week=by_phase.get(p.phase.value, {}).get("week"),
                     attended=sum(int(v["attended"] or 0) for v in phases),
                     missed=sum(int(v["missed"] or 0) for v in phases),
                     open_tasks=int(inbox_row.get("open_tasks", 0)),
