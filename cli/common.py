@@ -3,39 +3,28 @@ Temporal client and the requests a case manager sends to a journey, the store fo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import Callable
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from clinical.clock import zone
-from clinical.identifiers import PatientId, journey_workflow_id
+from clinical.identifiers import PatientId
 from clinical.protocol import describe_validation_error
 from clinical.sites import SiteDirectory, SiteError
 from infra.settings import Settings, SettingsError
 from infra.store import SCHEMA_VERSION, CareStore
 from infra.temporal import connect, keys_for
+from services.journeys import ENGINE_DOWN, RequestFailed, Why, deliver, worker_running
 
 console = Console()
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
 EXIT_UNREACHABLE = 4
-# A query or update needs a worker to answer; don't leave a case manager staring at a prompt.
-ANSWER_TIMEOUT = timedelta(seconds=15)
 
 
 class CliError(Exception):
@@ -65,81 +54,22 @@ def validated(adapter: Any, value: Any, what: str) -> Any:
         raise CliError(f"{what}: {exc.errors()[0]['msg']}") from None
 
 
-ENGINE_DOWN = (
-    "the engine is not running: no CarePath worker polls task queue {queue!r} "
-    "(start one with `python worker.py`)"
-)
+EXIT_FOR = {
+    Why.bad_input: EXIT_BAD_INPUT,
+    Why.refused: EXIT_REFUSED,
+    Why.unreachable: EXIT_UNREACHABLE,
+}
 
 
-async def worker_running(client: Client, task_queue: str) -> bool:
-    """Whether a worker has polled the journeys' task queue in the last minute (the server
-    remembers pollers for a while after they stop)."""
-    try:
-        described = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            ),
-            timeout=ANSWER_TIMEOUT,
-        )
-    except RPCError:
-        return True  # cannot tell: let the request itself say what happens
-    recent = datetime.now(UTC) - timedelta(seconds=60)
-    return any(p.last_access_time.ToDatetime(tzinfo=UTC) > recent for p in described.pollers)
+def failed(exc: RequestFailed) -> CliError:
+    """A request that failed, as the command line's one-line error and exit code."""
+    return CliError(str(exc), EXIT_FOR[exc.why])
 
 
 async def require_worker(client: Client, settings: Settings) -> None:
     """Refuse at once, exit 4, when no worker would answer (instead of waiting it out)."""
     if not await worker_running(client, settings.task_queue):
         raise CliError(ENGINE_DOWN.format(queue=settings.task_queue), EXIT_UNREACHABLE)
-
-
-def journey_handle(client: Client, patient_id: str) -> WorkflowHandle[Any, Any]:
-    patient_id = validated(PatientId, patient_id, "patient")
-    return client.get_workflow_handle(journey_workflow_id(patient_id))
-
-
-async def journey_call(
-    handle: WorkflowHandle[Any, Any], patient_id: str, call: Callable[[], Awaitable[Any]]
-) -> Any:
-    """Run a request against a journey, turning Temporal's errors into one-line ones."""
-    try:
-        return await call()
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        message = getattr(cause, "message", None) or str(cause or exc)
-        raise CliError(f"refused: {message}", EXIT_REFUSED) from None
-    except WorkflowUpdateRPCTimeoutOrCancelledError:
-        raise CliError(
-            f"no answer within {ANSWER_TIMEOUT.seconds} s; is a CarePath worker running "
-            "(`python worker.py`)? The request may still be carried out",
-            EXIT_UNREACHABLE,
-        ) from None
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            raise CliError(
-                f"no CarePath worker answered within {ANSWER_TIMEOUT.seconds} s; "
-                "is one running (`python worker.py`)?",
-                EXIT_UNREACHABLE,
-            ) from None
-        if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise CliError(
-                f"the Temporal server refused: {exc.message}", EXIT_UNREACHABLE
-            ) from None
-    # An update to a finished workflow is "not found" too: tell the two apart.
-    try:
-        described = await handle.describe()
-    except RPCError:
-        raise CliError(f"no journey for patient {patient_id}") from None
-    if described.status == WorkflowExecutionStatus.RUNNING:
-        raise CliError(
-            f"no CarePath worker answered for patient {patient_id}'s journey, which is running; "
-            "is a worker running (`python worker.py`)?",
-            EXIT_UNREACHABLE,
-        )
-    status = described.status.name.lower() if described.status else "closed"
-    raise CliError(f"the journey of patient {patient_id} has ended ({status})", EXIT_REFUSED)
 
 
 def make_request(model: Any, **fields: Any) -> Any:
@@ -155,18 +85,12 @@ async def send_update(
 ) -> Any:
     """Deliver a request to the patient's journey (or to another of the patient's workflows,
     such as a referral)."""
+    patient_id = validated(PatientId, patient_id, "patient")
     client = await client_for(settings)
-    await require_worker(client, settings)
-    handle = (
-        client.get_workflow_handle(workflow_id)
-        if workflow_id
-        else journey_handle(client, patient_id)
-    )
-    return await journey_call(
-        handle,
-        patient_id,
-        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
-    )
+    try:
+        return await deliver(client, settings.task_queue, patient_id, update, request, workflow_id)
+    except RequestFailed as exc:
+        raise failed(exc) from None
 
 
 async def answer_update(settings: Settings, patient_id: str, update: Any, request: Any) -> int:

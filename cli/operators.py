@@ -16,19 +16,15 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import (
-    ANSWER_TIMEOUT,
-    ENGINE_DOWN,
     EXIT_UNREACHABLE,
     CliError,
     care_store,
     client_for,
     console,
-    journey_call,
-    journey_handle,
+    failed,
     site_zone_names,
     site_zones,
     validated,
-    worker_running,
 )
 from clinical.identifiers import CaseManagerId, PatientId, SiteId
 from clinical.phases import Phase
@@ -40,7 +36,7 @@ from operators import report
 from operators.history import journey_story
 from operators.outcomes import percent
 from operators.snapshot import stored_snapshot
-from workflows.patient_journey import PatientJourneyWorkflow
+from services.journeys import ENGINE_DOWN, RequestFailed, query_status, worker_running
 
 
 async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,13 +105,10 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def fetch_status(client: Client, patient_id: str) -> JourneyStatus:
-    handle = journey_handle(client, patient_id)
-    status: JourneyStatus = await journey_call(
-        handle,
-        patient_id,
-        lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
-    )
-    return status.as_of(datetime.now(UTC))
+    try:
+        return await query_status(client, patient_id)
+    except RequestFailed as exc:
+        raise failed(exc) from None
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,204 @@
+"""Who saw or did what to which patient, when and from where: append-only, each entry
+chained to the one before by a SHA-256 hash, so an edited, deleted or truncated entry is
+found by `verify` (HIPAA §164.312(b); ONC §170.315(d)(2), (d)(3)).
+
+An entry names patients by ID only and says what was done in words from a fixed vocabulary
+(the route or command), never what was written: no PHI here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select, update
+
+from infra.store import UtcDateTime
+
+metadata = MetaData()
+
+entries = Table(
+    "access_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime(), nullable=False, index=True),
+    Column("actor", String(48), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("patient_id", String(16), index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the last entry's number and hash. Appending updates it first, which takes the
+# write lock on SQLite and a row lock on PostgreSQL: concurrent consoles append in turn and
+# the chain never forks. It also shows a truncated tail.
+head = Table(
+    "access_log_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+GENESIS = "0" * 64
+OUTCOMES = ("allowed", "denied", "refused", "failed")
+
+
+class AccessEntry(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    patient_id: str | None
+    outcome: str
+    address: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    entries: int
+    broken_at: int | None  # the first entry whose hash or link does not hold
+    why: str | None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_at is None
+
+
+def entry_hash(prev_hash: str, fields: dict[str, object]) -> str:
+    body = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def _hashed_fields(
+    seq: int,
+    at: datetime,
+    actor: str,
+    role: str,
+    action: str,
+    patient_id: str | None,
+    outcome: str,
+    address: str,
+) -> dict[str, object]:
+    return {
+        "seq": seq,
+        "at": at.isoformat(),
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "patient_id": patient_id,
+        "outcome": outcome,
+        "address": address,
+    }
+
+
+class AccessLog:
+    def __init__(self, engine: Engine) -> None:
+        """`engine`: the care store's (the same database)."""
+        self.engine = engine
+
+    def migrate(self) -> None:
+        metadata.create_all(self.engine, checkfirst=True)
+        with self.engine.begin() as conn:
+            if conn.execute(select(head.c.id)).first() is None:
+                conn.execute(insert(head).values(id=1, seq=0, hash=GENESIS))
+
+    def append(
+        self,
+        at: datetime,
+        actor: str,
+        role: str,
+        action: str,
+        patient_id: str | None = None,
+        outcome: str = "allowed",
+        address: str = "-",
+    ) -> AccessEntry:
+        assert outcome in OUTCOMES, outcome
+        # Microseconds dropped: every database gives the same time back, and so the same hash.
+        at = at.replace(microsecond=0)
+        with self.engine.begin() as conn:
+            conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq + 1))
+            last = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).one()
+            seq, prev = last.seq, last.hash
+            fields = _hashed_fields(
+                seq, at, actor[:48], role, action[:64], patient_id, outcome, address[:64]
+            )
+            digest = entry_hash(prev, fields)
+            conn.execute(
+                insert(entries).values(
+                    seq=seq,
+                    at=at,
+                    actor=actor[:48],
+                    role=role,
+                    action=action[:64],
+                    patient_id=patient_id,
+                    outcome=outcome,
+                    address=address[:64],
+                    prev_hash=prev,
+                    hash=digest,
+                )
+            )
+            conn.execute(update(head).where(head.c.id == 1).values(hash=digest))
+        return AccessEntry(
+            seq=seq,
+            at=at,
+            actor=actor[:48],
+            role=role,
+            action=action[:64],
+            patient_id=patient_id,
+            outcome=outcome,
+            address=address[:64],
+            prev_hash=prev,
+            hash=digest,
+        )
+
+    def search(
+        self,
+        actor: str | None = None,
+        patient_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 500,
+    ) -> list[AccessEntry]:
+        """Newest first."""
+        stmt = select(entries).order_by(entries.c.seq.desc()).limit(limit)
+        if actor:
+            stmt = stmt.where(entries.c.actor == actor)
+        if patient_id:
+            stmt = stmt.where(entries.c.patient_id == patient_id)
+        if since:
+            stmt = stmt.where(entries.c.at >= since)
+        if until:
+            stmt = stmt.where(entries.c.at < until)
+        with self.engine.connect() as conn:
+            return [AccessEntry(**r._mapping) for r in conn.execute(stmt)]
+
+    def verify(self) -> ChainCheck:
+        """Walk the chain from the first entry: each hash recomputed, each link checked,
+        numbers without gaps, and the head pointing at the last one."""
+        prev, expected, count = GENESIS, 1, 0
+        with self.engine.connect() as conn:
+            for r in conn.execute(select(entries).order_by(entries.c.seq)):
+                count += 1
+                if r.seq != expected:
+                    return ChainCheck(count, expected, f"entry {expected} is missing")
+                if r.prev_hash != prev:
+                    return ChainCheck(count, r.seq, "its link to the entry before does not hold")
+                fields = _hashed_fields(
+                    r.seq, r.at, r.actor, r.role, r.action, r.patient_id, r.outcome, r.address
+                )
+                if entry_hash(prev, fields) != r.hash:
+                    return ChainCheck(count, r.seq, "its content was changed")
+                prev, expected = r.hash, expected + 1
+            last = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()
+        if last is not None and (last.seq != expected - 1 or last.hash != prev):
+            return ChainCheck(count, expected, f"entries after {expected - 1} were removed")
+        return ChainCheck(count, None, None)

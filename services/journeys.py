@@ -1,0 +1,141 @@
+"""Delivering a request to a patient's workflows (the journey, or a referral loop): the one
+path the command line and the console share, with Temporal's errors turned into one line
+that says whether the request was refused, was wrong, or found no engine to answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from clinical.identifiers import journey_workflow_id
+from clinical.journey import JourneyStatus
+from workflows.patient_journey import PatientJourneyWorkflow
+
+# A query or update needs a worker to answer; don't leave a case manager waiting.
+ANSWER_TIMEOUT = timedelta(seconds=15)
+
+ENGINE_DOWN = (
+    "the engine is not running: no CarePath worker polls task queue {queue!r} "
+    "(start one with `python worker.py`)"
+)
+
+
+class Why(StrEnum):
+    bad_input = "bad_input"  # the request itself is wrong (or names nothing)
+    refused = "refused"  # a rule refused it: nothing changed
+    unreachable = "unreachable"  # no server or no worker answered
+
+
+class RequestFailed(Exception):
+    def __init__(self, message: str, why: Why) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+async def worker_running(client: Client, task_queue: str) -> bool:
+    """Whether a worker has polled the journeys' task queue in the last minute (the server
+    remembers pollers for a while after they stop)."""
+    try:
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=ANSWER_TIMEOUT,
+        )
+    except RPCError:
+        return True  # cannot tell: let the request itself say what happens
+    recent = datetime.now(UTC) - timedelta(seconds=60)
+    return any(p.last_access_time.ToDatetime(tzinfo=UTC) > recent for p in described.pollers)
+
+
+async def deliver(
+    client: Client,
+    task_queue: str,
+    patient_id: str,
+    update: Any,
+    request: Any,
+    workflow_id: str | None = None,
+) -> Any:
+    """Run `update` with `request` on the patient's journey (or `workflow_id`), refusing at
+    once when no worker would answer; its answer, or RequestFailed in one line."""
+    if not await worker_running(client, task_queue):
+        raise RequestFailed(ENGINE_DOWN.format(queue=task_queue), Why.unreachable)
+    handle = client.get_workflow_handle(workflow_id or journey_workflow_id(patient_id))
+    return await answer(
+        handle,
+        patient_id,
+        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
+    )
+
+
+async def query_status(client: Client, patient_id: str) -> JourneyStatus:
+    """The journey's own status (a worker answers it), as of now."""
+    handle = client.get_workflow_handle(journey_workflow_id(patient_id))
+    status: JourneyStatus = await answer(
+        handle,
+        patient_id,
+        lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
+    )
+    return status.as_of(datetime.now(UTC))
+
+
+async def answer(
+    handle: WorkflowHandle[Any, Any], patient_id: str, call: Callable[[], Awaitable[Any]]
+) -> Any:
+    """What a workflow answers to `call`, or RequestFailed in one line."""
+    try:
+        return await call()
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        raise RequestFailed(f"refused: {message}", Why.refused) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise RequestFailed(
+            f"no answer within {ANSWER_TIMEOUT.seconds} s; is a CarePath worker running "
+            "(`python worker.py`)? The request may still be carried out",
+            Why.unreachable,
+        ) from None
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise RequestFailed(
+                f"no CarePath worker answered within {ANSWER_TIMEOUT.seconds} s; "
+                "is one running (`python worker.py`)?",
+                Why.unreachable,
+            ) from None
+        if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise RequestFailed(
+                f"the Temporal server refused: {exc.message}", Why.unreachable
+            ) from None
+    raise await _why_not_found(handle, patient_id)
+
+
+async def _why_not_found(handle: WorkflowHandle[Any, Any], patient_id: str) -> RequestFailed:
+    """An update to a finished workflow is "not found" too: tell the two apart."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return RequestFailed(f"no journey for patient {patient_id}", Why.bad_input)
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        return RequestFailed(
+            f"no CarePath worker answered for patient {patient_id}'s journey, which is running; "
+            "is a worker running (`python worker.py`)?",
+            Why.unreachable,
+        )
+    status = described.status.name.lower() if described.status else "closed"
+    return RequestFailed(f"the journey of patient {patient_id} has ended ({status})", Why.refused)
