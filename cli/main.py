@@ -14,6 +14,7 @@ from typing import Any, NoReturn, get_args
 
 from sqlalchemy.exc import OperationalError
 
+from cli.accounts import cmd_access_log, cmd_console, cmd_users, record
 from cli.admin import cmd_codec_server, cmd_demo, cmd_keys, cmd_server
 from cli.case_management import (
     DIMENSIONS,
@@ -37,6 +38,7 @@ from cli.enrolment import cmd_enrol
 from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
 from cli.sites import cmd_closure
 from clinical.assessment import SocialNeed
+from clinical.identifiers import is_patient_id
 from clinical.phases import Phase
 from clinical.referrals import CancelReason, PartnerAnswer
 from clinical.requests import DischargeReason
@@ -207,6 +209,27 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--reason", help="announce: what staff and patients read, e.g. snow")
     cl.add_argument("--json", action="store_true")
 
+    sub.add_parser("console", help="serve the case managers' console in the browser")
+
+    us = sub.add_parser("users", help="the console's local accounts (operators)")
+    us.add_argument("action", choices=["add", "disable", "reset", "list"])
+    us.add_argument("username", nargs="?")
+    us.add_argument("--role", choices=["case_manager", "supervisor", "operator", "auditor"])
+    us.add_argument("--site", help="a case manager's or supervisor's site, e.g. north")
+    us.add_argument("--case-manager", help="a case manager's ID, e.g. CM-01")
+    us.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    lg = sub.add_parser("access-log", help="who saw or did what (auditors)")
+    lg.add_argument("--user", help="entries of this user (cli:<account> for the command line)")
+    lg.add_argument("--patient", help="entries on this patient")
+    lg.add_argument("--since", help="from this day, YYYY-MM-DD (UTC)")
+    lg.add_argument("--until", help="up to and including this day, YYYY-MM-DD (UTC)")
+    lg.add_argument("--limit", type=int, default=500)
+    lg.add_argument("--verify", action="store_true", help="check the hash chain (exit 5: broken)")
+    lg.add_argument("--json", action="store_true")
+
     dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
     dm.add_argument("--patients", type=int, default=20)
     dm.add_argument("--program", default="demo-iop")
@@ -241,7 +264,31 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "report": cmd_report,
     "demo": cmd_demo,
     "closure": cmd_closure,
+    "console": cmd_console,
+    "users": cmd_users,
+    "access-log": cmd_access_log,
 }
+
+# What the command line does to or reads of a patient, recorded in the access log with the
+# account that ran it (the console records its users' own).
+RECORDED = frozenset(
+    {
+        "attendance", "discharge", "relapse", "review", "refer", "family-consent",
+        "partner-answer", "cancel-referral", "commitments", "check-ins", "alumni",
+        "history", "export", "status", "tasks", "done", "caseload", "enrol",
+    }
+)  # fmt: skip
+
+
+def _record(args: argparse.Namespace, settings: Settings, outcome: str) -> None:
+    if args.command not in RECORDED:
+        return
+    patient = getattr(args, "patient", None)
+    valid = isinstance(patient, str) and is_patient_id(patient)
+    try:
+        record(settings, args.command, patient if valid else None, outcome)
+    except OperationalError:
+        pass  # the store is unreachable: the command has said so already
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,9 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         result = COMMANDS[args.command](args, settings)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
+        _record(args, settings, "allowed" if result == 0 else "refused")
         return int(result)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _record(args, settings, "refused")
         return exc.code
     except OperationalError as exc:
         print(f"error: {store_unreachable(exc)}", file=sys.stderr)

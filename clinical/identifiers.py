@@ -26,6 +26,14 @@ def _check_patient_id(value: str) -> str:
     return value
 
 
+def is_patient_id(value: str) -> bool:
+    try:
+        _check_patient_id(value)
+    except ValueError:
+        return False
+    return True
+
+
 PatientId = Annotated[str, AfterValidator(_check_patient_id)]
 CaseManagerId = Annotated[str, StringConstraints(pattern=r"^CM-[0-9A-Z]{2,12}$")]
 SiteId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,31}$")]

@@ -231,16 +231,17 @@ class IdentityStore:
     def sign_in(self, username: str, password: str, at: datetime) -> User:
         """The user, or IdentityRefused: the same words for an unknown user and a wrong
         password; a lock-out says until when."""
+        refusal: str | None = None
+        # The refusal is raised after the transaction: raising inside it would roll back
+        # the failed attempt it counts.
         with self.engine.begin() as conn:
             row = conn.execute(select(users).where(users.c.username == username)).first()
             if row is None or row.disabled or len(password) > PASSWORD_MAX:
                 self._verify(self._decoy, password[:PASSWORD_MAX])
-                raise IdentityRefused(SIGN_IN_REFUSED)
-            if row.locked_until is not None and row.locked_until > at:
-                raise IdentityRefused(
-                    f"too many failed sign-ins: locked until {row.locked_until:%H:%M} UTC"
-                )
-            if not self._verify(row.password_hash, password):
+                refusal = SIGN_IN_REFUSED
+            elif row.locked_until is not None and row.locked_until > at:
+                refusal = f"too many failed sign-ins: locked until {row.locked_until:%H:%M} UTC"
+            elif not self._verify(row.password_hash, password):
                 failed = row.failed_attempts + 1
                 conn.execute(
                     update(users)
@@ -250,12 +251,15 @@ class IdentityStore:
                         locked_until=at + LOCKED_FOR if failed >= LOCK_AFTER else None,
                     )
                 )
-                raise IdentityRefused(SIGN_IN_REFUSED)
-            conn.execute(
-                update(users)
-                .where(users.c.username == username)
-                .values(failed_attempts=0, locked_until=None)
-            )
+                refusal = SIGN_IN_REFUSED
+            else:
+                conn.execute(
+                    update(users)
+                    .where(users.c.username == username)
+                    .values(failed_attempts=0, locked_until=None)
+                )
+        if refusal is not None:
+            raise IdentityRefused(refusal)
         user = self.user(username)
         assert user is not None
         return user
@@ -282,9 +286,11 @@ class IdentityStore:
             )
         return token
 
-    def session_user(self, token: str, at: datetime, idle: timedelta) -> User | None:
+    def session_user(
+        self, token: str, at: datetime, idle: timedelta, touch: bool = True
+    ) -> User | None:
         """The session's user if it is open and was used within `idle`; an idle session
-        ends here (and stays ended)."""
+        ends here (and stays ended). `touch`: this use counts as activity."""
         key = _token_hash(token)
         with self.engine.begin() as conn:
             row = conn.execute(select(sessions).where(sessions.c.token_hash == key)).first()
@@ -297,9 +303,10 @@ class IdentityStore:
                     .values(ended_at=at, ended_why="idle")
                 )
                 return None
-            conn.execute(
-                update(sessions).where(sessions.c.token_hash == key).values(last_seen_at=at)
-            )
+            if touch:
+                conn.execute(
+                    update(sessions).where(sessions.c.token_hash == key).values(last_seen_at=at)
+                )
         return self.user(row.username)
 
     def end_session(self, token: str, at: datetime) -> None:

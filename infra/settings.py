@@ -55,6 +55,11 @@ class Settings:
     otel: bool = False
     # The clinic's sites (time zones, holidays): `sites.toml` beside the programs unless set.
     sites_path: Path | None = None
+    # The case managers' console (`starter.py console`).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8000
+    console_idle_minutes: float = 15.0  # automatic sign-out after this long without activity
+    console_secure_cookies: bool = False  # on behind HTTPS (a reverse proxy in production)
 
     @property
     def sites_file(self) -> Path:
@@ -108,6 +113,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_address=_address(env, "CAREPATH_METRICS_ADDRESS"),
         metrics_interval=_seconds(env, "CAREPATH_METRICS_INTERVAL", 15.0),
         otel=_switch(env, "CAREPATH_OTEL", False),
+        console_host=env.get("CAREPATH_CONSOLE_HOST", "127.0.0.1"),
+        console_port=_port(env, "CAREPATH_CONSOLE_PORT", 8000),
+        console_idle_minutes=_number(
+            env, "CAREPATH_CONSOLE_IDLE_MINUTES", 15.0, lambda v: 0 < v <= 720, "minutes (0-720]"
+        ),
+        console_secure_cookies=_switch(env, "CAREPATH_CONSOLE_SECURE_COOKIES", False),
     )
 
 

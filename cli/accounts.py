@@ -1,0 +1,148 @@
+"""The console from the command line: serve it, manage its local accounts, read and verify
+the access log, and record what the command line itself does there (who ran it)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import UTC, datetime, time, timedelta
+
+from cli.common import CliError, care_store, console
+from infra.access_log import AccessLog
+from infra.identity import IdentityRefused, IdentityStore
+from infra.settings import Settings
+
+EXIT_BROKEN_CHAIN = 5
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from web.serve import serve  # uvicorn and the pages load only for this command
+
+    store = care_store(settings)
+    console.print(
+        f"CarePath console on http://{settings.console_host}:{settings.console_port}/ "
+        "(Ctrl-C stops it)"
+    )
+    try:
+        serve(settings, store)
+    finally:
+        store.dispose()
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise CliError("the two passwords differ")
+    return first
+
+
+def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    store = care_store(settings)
+    identity = IdentityStore(store.engine)
+    identity.migrate()
+    now = datetime.now(UTC)
+    try:
+        if args.action == "list":
+            for user, disabled in identity.users():
+                where = user.case_manager_id or user.site_id or "-"
+                state = " (disabled)" if disabled else ""
+                console.print(f"{user.username}  {user.role.value}  {where}{state}")
+            return 0
+        if not args.username:
+            raise CliError(f"users {args.action}: give the username")
+        if args.action == "add":
+            identity.add_user(
+                args.username,
+                args.role or "",
+                _password(args),
+                now,
+                site_id=args.site,
+                case_manager_id=args.case_manager,
+            )
+        elif args.action == "disable":
+            identity.disable(args.username, now)
+        else:
+            identity.reset_password(args.username, _password(args))
+    except IdentityRefused as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.dispose()
+    record(settings, f"users {args.action}")
+    console.print(f"user {args.username}: {args.action} done")
+    return 0
+
+
+def _day(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), UTC)
+    except ValueError:
+        raise CliError(f"{what}: {text[:20]!r} is not a date (YYYY-MM-DD)") from None
+
+
+def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
+    store = care_store(settings)
+    log = AccessLog(store.engine)
+    log.migrate()
+    try:
+        if args.verify:
+            check = log.verify()
+            if check.intact:
+                console.print(f"access log intact: {check.entries} entries chained")
+                return 0
+            print(
+                f"error: access log broken at entry {check.broken_at}: {check.why}",
+                file=sys.stderr,
+            )
+            return EXIT_BROKEN_CHAIN
+        until = _day(args.until, "--until")
+        found = log.search(
+            actor=args.user,
+            patient_id=args.patient,
+            since=_day(args.since, "--since"),
+            until=until + timedelta(days=1) if until else None,
+            limit=args.limit,
+        )
+    finally:
+        store.dispose()
+    record(settings, "read access log")
+    if args.json:
+        print(json.dumps([e.model_dump(mode="json") for e in found], indent=2))
+        return 0
+    for e in found:
+        console.print(
+            f"{e.seq:>6} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<16} {e.action:<32} "
+            f"{e.patient_id or '-':<11} {e.outcome:<8} {e.address}"
+        )
+    return 0
+
+
+def record(
+    settings: Settings, action: str, patient_id: str | None = None, outcome: str = "allowed"
+) -> None:
+    """The command line's own entry in the access log: who ran it (the operating-system
+    account), what, on which patient. Where there is no store yet there is nothing to log."""
+    try:
+        store = care_store(settings)
+    except CliError:
+        return
+    try:
+        log = AccessLog(store.engine)
+        log.migrate()
+        log.append(
+            datetime.now(UTC),
+            f"cli:{getpass.getuser()}",
+            "command line",
+            action,
+            patient_id,
+            outcome,
+            "local",
+        )
+    finally:
+        store.dispose()

@@ -1,0 +1,73 @@
+"""What the console's routes share: the store, the accounts, the access log, the engine's
+client, the clock and the templates."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.templating import Jinja2Templates
+from temporalio.client import Client
+
+from clinical.clock import zone
+from clinical.sites import SiteDirectory
+from infra.access_log import AccessLog
+from infra.identity import IdentityStore, User
+from infra.settings import Settings
+from infra.store import CareStore
+from web.security import client_address
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Console:
+    settings: Settings
+    store: CareStore
+    identity: IdentityStore
+    access: AccessLog
+    sites: SiteDirectory
+    connect: Callable[[], Awaitable[Client]]
+    """The engine's client (connected on first use; a console starts without Temporal)."""
+    idle: timedelta = timedelta(minutes=15)
+    secure_cookies: bool = False
+    now: Callable[[], datetime] = field(default=_utcnow)
+
+    def zone_of(self, site_id: str) -> tzinfo:
+        site = self.sites.sites.get(site_id)
+        return zone("UTC" if site is None else site.zone)
+
+    def record(
+        self,
+        request: Request,
+        user: User,
+        action: str,
+        patient_id: str | None = None,
+        outcome: str = "allowed",
+    ) -> None:
+        self.access.append(
+            self.now(),
+            user.username,
+            user.role.value,
+            action,
+            patient_id,
+            outcome,
+            client_address(request),
+        )
+
+
+def console_of(request: Request) -> Console:
+    found: Console = request.app.state.console
+    return found
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)

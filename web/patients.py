@@ -1,0 +1,283 @@
+"""A case manager's pages: the caseload, the inbox, a patient's chart and what they record
+on it. Each patient's route first checks that this user may see that patient; a patient
+outside their caseload looks exactly like one that does not exist (404), and the attempt is
+logged."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
+
+from clinical.identifiers import PatientId, is_referral_workflow_id, journey_workflow_id
+from clinical.journey import JourneyStatus, TaskDone
+from infra.identity import Role, User
+from infra.store import patients
+from operators.caseload import Scope, caseload, inbox, task
+from operators.snapshot import StoredSnapshot, stored_snapshot
+from services.journeys import RequestFailed, Why, deliver, query_status, worker_running
+from web.actions import ACTIONS, ActionRefused
+from web.context import Console, console_of, page
+from web.security import NotFound, Visitor, allow
+from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
+
+SORTS = {
+    "patient": lambda r: r.patient_id,
+    "phase": lambda r: (r.phase, r.patient_id),
+    "risk": lambda r: ({"high": 0, "moderate": 1, "low": 2}.get(r.risk or "", 3), r.patient_id),
+    "attendance": lambda r: (
+        r.attendance_rate if r.attendance_rate is not None else 2.0,
+        r.patient_id,
+    ),
+    "next": lambda r: (r.next_contact is None, r.next_contact or 0, r.patient_id),
+    "tasks": lambda r: (-r.open_tasks, r.patient_id),
+}
+STATUS_FOR = {Why.bad_input: 422, Why.refused: 409, Why.unreachable: 503}
+
+
+def scope_of(user: User) -> Scope:
+    if user.role is Role.case_manager:
+        return Scope(case_manager_id=user.case_manager_id)
+    return Scope(site_id=user.site_id)
+
+
+def patient_in_scope(console: Console, request: Request, user: User, patient_id: str) -> str:
+    """`patient_id` if this user may see that patient; otherwise 404, logged as denied."""
+    try:
+        valid: str = TypeAdapter(PatientId).validate_python(patient_id)
+    except ValidationError:
+        raise NotFound() from None
+    with console.store.engine.connect() as conn:
+        row = conn.execute(
+            select(patients.c.case_manager_id, patients.c.site_id).where(
+                patients.c.patient_id == valid
+            )
+        ).first()
+    scope = scope_of(user)
+    allowed = row is not None and (
+        (scope.case_manager_id is None or row.case_manager_id == scope.case_manager_id)
+        and (scope.site_id is None or row.site_id == scope.site_id)
+    )
+    if not allowed:
+        console.record(request, user, "open patient", valid, outcome="denied")
+        raise NotFound()
+    return valid
+
+
+async def _live_status(console: Console) -> Callable[[str], Awaitable[JourneyStatus | None]]:
+    """The journey's own status where a worker answers; None where none runs."""
+    try:
+        client = await console.connect()
+        running = await worker_running(client, console.settings.task_queue)
+    except RequestFailed:
+        running = False
+
+    async def status(patient_id: str) -> JourneyStatus | None:
+        if not running:
+            return None
+        try:
+            return await query_status(client, patient_id)
+        except RequestFailed:
+            return None
+
+    return status
+
+
+async def chart_of(
+    console: Console, patient_id: str
+) -> tuple[JourneyStatus | None, StoredSnapshot | None]:
+    snapshot = stored_snapshot(
+        console.store, patient_id, console.zone_of(_site(console, patient_id))
+    )
+    status = await (await _live_status(console))(patient_id)
+    return status, snapshot
+
+
+def _site(console: Console, patient_id: str) -> str:
+    with console.store.engine.connect() as conn:
+        found = conn.execute(
+            select(patients.c.site_id).where(patients.c.patient_id == patient_id)
+        ).scalar()
+    return str(found or "")
+
+
+def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
+    """Adds these pages' routes to the app (flat: the route-enumeration test walks them)."""
+    seen = Depends(signed_in)
+
+    @r.get("/caseload", response_class=HTMLResponse)
+    @allow(Role.case_manager, Role.supervisor)
+    async def caseload_page(
+        request: Request, sort: str = "next", phase: str = "", visitor: Visitor = seen
+    ) -> Response:
+        console = console_of(request)
+        rows = caseload(console.store, scope_of(visitor.user), console.now())
+        if phase:
+            rows = [row for row in rows if row.phase == phase]
+        rows.sort(key=SORTS.get(sort, SORTS["next"]))
+        console.record(request, visitor.user, f"view caseload ({len(rows)} patients)")
+        return page(
+            request,
+            "caseload.html",
+            visitor=visitor,
+            rows=rows,
+            sort=sort,
+            phase=phase,
+            sorts=list(SORTS),
+            zone_of=console.zone_of,
+            now=console.now(),
+        )
+
+    @r.get("/inbox", response_class=HTMLResponse)
+    @allow(Role.case_manager, Role.supervisor)
+    async def inbox_page(request: Request, visitor: Visitor = seen) -> Response:
+        console = console_of(request)
+        tasks = inbox(console.store, scope_of(visitor.user), console.now())
+        console.record(request, visitor.user, f"view inbox ({len(tasks)} tasks)")
+        return page(
+            request, "inbox.html", visitor=visitor, tasks=tasks, now=console.now(), zone=console
+        )
+
+    @r.get("/patients/{patient_id}", response_class=HTMLResponse)
+    @allow(Role.case_manager, Role.supervisor, patient=True)
+    async def chart(request: Request, patient_id: str, visitor: Visitor = seen) -> Response:
+        console = console_of(request)
+        pid = patient_in_scope(console, request, visitor.user, patient_id)
+        status, snapshot = await chart_of(console, pid)
+        console.record(request, visitor.user, "view chart", pid)
+        return page(
+            request,
+            "chart.html",
+            visitor=visitor,
+            patient_id=pid,
+            status=status,
+            snapshot=snapshot,
+            actions=ACTIONS,
+            name=_name(console, pid),
+            zone=console.zone_of(snapshot.site_id if snapshot else ""),
+        )
+
+    @r.get("/patients/{patient_id}/live", response_class=HTMLResponse)
+    @allow(Role.case_manager, Role.supervisor, patient=True, passive=True)
+    async def chart_live(request: Request, patient_id: str, visitor: Visitor = seen) -> Response:
+        console = console_of(request)
+        pid = patient_in_scope(console, request, visitor.user, patient_id)
+        status, snapshot = await chart_of(console, pid)
+        console.record(request, visitor.user, "view chart (refresh)", pid)
+        return page(
+            request,
+            "chart_live.html",
+            visitor=visitor,
+            patient_id=pid,
+            status=status,
+            snapshot=snapshot,
+            zone=console.zone_of(snapshot.site_id if snapshot else ""),
+        )
+
+    @r.post("/patients/{patient_id}/{action}", response_class=HTMLResponse)
+    @allow(Role.case_manager, patient=True)
+    async def act(
+        request: Request, patient_id: str, action: str, visitor: Visitor = seen
+    ) -> Response:
+        """One of the chart's forms (ACTIONS): built into the same request the command
+        line sends, delivered through the same update and validator. The actor is the
+        signed-in case manager, never a form field."""
+        console = console_of(request)
+        pid = patient_in_scope(console, request, visitor.user, patient_id)
+        known = ACTIONS.get(action)
+        if known is None:
+            raise NotFound()
+        form = {k: v for k, v in (await request.form()).multi_items() if isinstance(v, str)}
+        assert visitor.user.case_manager_id is not None  # a case manager's account has one
+        try:
+            update, payload, workflow_id = known.build(pid, visitor.user.case_manager_id, form)
+            client = await console.connect()
+            answer = await deliver(
+                client, console.settings.task_queue, pid, update, payload, workflow_id
+            )
+        except ActionRefused as exc:
+            return _answer(request, console, visitor, known.title, pid, str(exc), 422)
+        except RequestFailed as exc:
+            return _answer(
+                request, console, visitor, known.title, pid, str(exc), STATUS_FOR[exc.why]
+            )
+        return _answer(request, console, visitor, known.title, pid, known.describe(answer), 200)
+
+    @r.post("/tasks/{task_id}/done", response_class=HTMLResponse)
+    @allow(Role.case_manager, patient=True)
+    async def task_done(request: Request, task_id: int, visitor: Visitor = seen) -> Response:
+        """Mark a task done: delivered to the workflow that opened it (the journey or a
+        referral), which decides what done means."""
+        console = console_of(request)
+        found = task(console.store, task_id)
+        if found is None:
+            raise NotFound()
+        pid = patient_in_scope(console, request, visitor.user, found.patient_id)
+        if found.status != "open":
+            return _answer(
+                request,
+                console,
+                visitor,
+                "task done",
+                pid,
+                f"task {task_id} is already done (by {found.done_by})",
+                409,
+            )
+        assert visitor.user.case_manager_id is not None
+        workflow_id = found.workflow_id or journey_workflow_id(pid)
+        update: Any = (
+            ReferralWorkflow.complete_task
+            if is_referral_workflow_id(workflow_id)
+            else PatientJourneyWorkflow.complete_task
+        )
+        done = TaskDone(case_manager_id=visitor.user.case_manager_id, task_key=found.task_key)
+        try:
+            client = await console.connect()
+            message = await deliver(
+                client, console.settings.task_queue, pid, update, done, workflow_id
+            )
+        except RequestFailed as exc:
+            return _answer(
+                request, console, visitor, "task done", pid, str(exc), STATUS_FOR[exc.why]
+            )
+        return _answer(request, console, visitor, "task done", pid, str(message), 200)
+
+
+def _name(console: Console, patient_id: str) -> str:
+    with console.store.engine.connect() as conn:
+        row = conn.execute(
+            select(patients.c.given_name, patients.c.family_name).where(
+                patients.c.patient_id == patient_id
+            )
+        ).first()
+    return "" if row is None else f"{row.given_name} {row.family_name}"
+
+
+def _answer(
+    request: Request,
+    console: Console,
+    visitor: Visitor,
+    what: str,
+    patient_id: str,
+    message: str,
+    status_code: int,
+) -> Response:
+    """The action's one-line answer: a fragment for htmx (swapped beside the form), a page
+    otherwise. Logged with its outcome."""
+    outcome = "allowed" if status_code == 200 else ("failed" if status_code == 503 else "refused")
+    console.record(request, visitor.user, what, patient_id, outcome=outcome)
+    name = "answer.html" if "hx-request" in request.headers else "answer_page.html"
+    return page(
+        request,
+        name,
+        status_code,
+        visitor=visitor,
+        message=message,
+        ok=status_code == 200,
+        patient_id=patient_id,
+    )

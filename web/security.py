@@ -1,0 +1,104 @@
+"""Who is asking, and may they: the session cookie, CSRF tokens, security headers and the
+rule every route declares (deny by default: a route without a rule is refused to all, and
+the route-enumeration test fails on it)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.responses import Response
+
+from infra.identity import Role, User
+
+SESSION_COOKIE = "carepath_session"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """Every answer: the headers above; pages (PHI) are never cached."""
+
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def csrf_token(session_token: str) -> str:
+    """The form token of a session: derived from the session's secret (which only the
+    HttpOnly cookie carries), so another site's page can neither read nor forge it."""
+    return hashlib.sha256(f"carepath-csrf:{session_token}".encode()).hexdigest()
+
+
+def csrf_holds(session_token: str, offered: str | None) -> bool:
+    return offered is not None and hmac.compare_digest(csrf_token(session_token), offered)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may use a route: these roles, and for a patient's route only those who may see
+    that patient (`patient` True)."""
+
+    roles: frozenset[Role]
+    patient: bool = False
+    passive: bool = False  # a page's own refresh: it does not keep an idle session alive
+
+
+PUBLIC = Rule(frozenset(Role))  # sign-in itself; nothing behind it
+RULES: dict[str, Rule] = {}
+"""A route's endpoint name to its rule: filled by `allow`, read by the access check."""
+
+
+def allow(*roles: Role, patient: bool = False, passive: bool = False) -> Callable[[Any], Any]:
+    def mark(endpoint: Any) -> Any:
+        RULES[endpoint.__name__] = Rule(frozenset(roles), patient, passive)
+        return endpoint
+
+    return mark
+
+
+class NotSignedIn(Exception):
+    """No open session: a page goes to sign-in, anything else answers 401."""
+
+
+class Forbidden(Exception):
+    """Signed in, but this role may not use this route (403)."""
+
+
+class NotFound(Exception):
+    """Nothing here for this user: also what another caseload's patient looks like (404)."""
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """The signed-in user of this request, with their session's form token."""
+
+    user: User
+    csrf: str
+    session_token: str

@@ -1,0 +1,76 @@
+"""Running the console: a `Console` built from the settings, served by uvicorn. Several
+console processes can serve side by side (sessions and the access log are in the database)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import uvicorn
+from argon2 import PasswordHasher
+from temporalio.client import Client
+
+from clinical.sites import SiteDirectory, SiteError
+from infra.access_log import AccessLog
+from infra.identity import IdentityStore
+from infra.settings import Settings
+from infra.store import CareStore
+from infra.temporal import connect
+from services.journeys import RequestFailed, Why
+from web.app import create_app
+from web.context import Console
+
+
+def console_for(
+    settings: Settings,
+    store: CareStore,
+    connect_to: Callable[[], Awaitable[Client]] | None = None,
+    hasher: PasswordHasher | None = None,
+) -> Console:
+    """The console over an open store; its accounts' and access log's tables are made if
+    missing (they are the console's own; the care tables are the workers'). `connect_to`
+    and `hasher` are for tests: another Temporal client, cheaper password hashing."""
+    identity, access = IdentityStore(store.engine, hasher), AccessLog(store.engine)
+    identity.migrate()
+    access.migrate()
+    try:
+        sites = SiteDirectory.load(settings.sites_file)
+    except SiteError:
+        sites = SiteDirectory({})
+    client: list[Client] = []
+
+    async def connected() -> Client:
+        if not client:
+            try:
+                client.append(await connect(settings))
+            except RuntimeError as exc:
+                reason = str(exc).splitlines()[0]
+                raise RequestFailed(
+                    f"cannot reach the Temporal server ({reason})", Why.unreachable
+                ) from None
+        return client[0]
+
+    return Console(
+        settings=settings,
+        store=store,
+        identity=identity,
+        access=access,
+        sites=sites,
+        connect=connect_to or connected,
+        idle=timedelta(minutes=settings.console_idle_minutes),
+        secure_cookies=settings.console_secure_cookies,
+    )
+
+
+def serve(settings: Settings, store: CareStore) -> None:
+    app = create_app(console_for(settings, store))
+    # Access lines would name concrete paths (patient IDs are fine) but add nothing the
+    # access log does not hold; uvicorn's own errors still reach the log.
+    uvicorn.run(
+        app,
+        host=settings.console_host,
+        port=settings.console_port,
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+    )
