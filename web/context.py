@@ -70,4 +70,6 @@ def console_of(request: Request) -> Console:
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    # The browser's own idle timer signs out as the server would (web/static/console.js).
+    context.setdefault("idle_seconds", int(console_of(request).idle.total_seconds()))
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
