@@ -46,7 +46,9 @@ from clinical.sites import Closure, SiteDirectory
 from clinical.status import JourneyStatus, awaits_step_down_approval
 from clinical.tasks import CLOSED_BY_ACTION
 from demo.cohort import synthetic_cohort
+from demo.users import create_demo_users
 from infra.embedded_server import EmbeddedServer
+from infra.identity import IdentityStore
 from infra.settings import Settings
 from infra.temporal import connect
 from operators.outcomes import percent
@@ -405,6 +407,17 @@ async def run_demo(
     console.print(
         f"The cohort's outcomes report: `python starter.py report --program {program_id} "
         "--html outcomes.html` (tables here, charts in the page)."
+    )
+    users, password_file = create_demo_users(
+        IdentityStore(operations.store.engine),
+        {e.case_manager_id: e.site_id for e in cohort},
+        {e.site_id for e in cohort},
+        settings.data_dir,
+    )
+    console.print(
+        f"The console: `python starter.py console`, then sign in at "
+        f"http://{settings.console_host}:{settings.console_port}/ as {', '.join(users)} "
+        f"with the password in {password_file} (made for this run)."
     )
     console.print(
         "The server keeps running so you can look; stop it with `python starter.py server stop`."

@@ -4,7 +4,7 @@ the case manager's flow on a real journey, sessions, CSRF and the access log."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,12 @@ from sqlalchemy import delete, update
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
+from demo.users import create_demo_users
 from infra.access_log import entries
-from infra.identity import Role
+from infra.identity import IdentityRefused, IdentityStore, Role
+from infra.store import CareStore
 from tests.console_support import (
+    FAST_HASHER,
     STAFF,
     api_routes,
     concrete,
@@ -211,3 +214,22 @@ async def test_the_access_log_chain_shows_tampering(tmp_path: Path, tamper: str)
         check = log.verify()
     assert not check.intact
     assert check.broken_at == {"edit": 3, "delete": 2, "truncate": 5}[tamper]
+
+
+def test_the_demo_makes_its_staff_and_a_second_run_gives_them_a_new_password(
+    tmp_path: Path,
+) -> None:
+    store = CareStore(f"sqlite:///{tmp_path / 'care.db'}")
+    store.migrate()
+    identity = IdentityStore(store.engine, FAST_HASHER)
+    names, path = create_demo_users(identity, {"CM-01": "north"}, {"north"}, tmp_path)
+    first = path.read_text().strip()
+    names_again, _ = create_demo_users(identity, {"CM-01": "north"}, {"north"}, tmp_path)
+    second = path.read_text().strip()
+    user = identity.sign_in("cm01", second, datetime.now(UTC))
+    with pytest.raises(IdentityRefused):
+        identity.sign_in("operator", first, datetime.now(UTC))
+    store.dispose()
+    assert names == names_again == ["cm01", "supervisor-north", "operator", "auditor"]
+    assert first != second and (user.role, user.case_manager_id) == (Role.case_manager, "CM-01")
+    assert path.stat().st_mode & 0o077 == 0
