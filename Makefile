@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test storm lint server-start server-stop worker histories clean
+.PHONY: install demo test storm lint server-start server-stop worker console histories clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ server-stop: $(STAMP)
 
 worker: $(STAMP)
 	$(BIN)/python worker.py
+
+# The case managers' console in the browser (sign in as the demo's staff after `make demo`).
+console: $(STAMP)
+	$(BIN)/python starter.py console
 
 # make histories SCENARIOS="relapse_in_intensive" records only those paths.
 histories: $(STAMP)
