@@ -23,6 +23,7 @@ COPY demo/ demo/
 COPY operators/ operators/
 COPY programs/ programs/
 COPY cli/ cli/
+COPY web/ web/
 COPY worker.py starter.py ./
 # Installed in place (editable), so the programs/ beside the code are the ones read. The
 # workflow modules' bytecode is compiled here: the worker cannot write it as carepath, and

@@ -33,6 +33,7 @@ SERVICES = {
     "temporal-setup",
     "temporal-ui",
     "codec-server",
+    "console",
     "worker",
     "cli",
 }
