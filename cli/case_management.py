@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -26,6 +25,7 @@ from cli.common import (
     validated,
 )
 from cli.operators import list_journeys, visibility_query
+from clinical.assessment import DIMENSIONS, parse_commitment
 from clinical.identifiers import (
     CaseManagerId,
     PatientId,
@@ -109,9 +109,6 @@ def _small_number(text: str) -> bool:
     return 1 <= len(text) <= 4 and text.isascii() and text.isdigit()
 
 
-DIMENSIONS = ("withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment")
-
-
 async def cmd_relapse(args: argparse.Namespace, settings: Settings) -> int:
     values = [v.strip() for v in args.ratings.split(",")]
     if len(values) != len(DIMENSIONS) or not all(_small_number(v) for v in values):
@@ -169,21 +166,11 @@ async def _to_referral(
     return 0
 
 
-_COMMITMENT = re.compile(
-    r"(?P<weekday>mon|tue|wed|thu|fri|sat|sun) (?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)"
-    r"(?: (?P<kind>work|school|childcare|other))?"
-)
-
-
-def parse_commitment(text: str) -> dict[str, str]:
-    """`tue 08:00-17:00 work` as a commitment's fields (the kind may be left out)."""
-    found = _COMMITMENT.fullmatch(text.strip().lower())
-    if found is None:
-        raise CliError(
-            f"commitment: {text!r} is not like 'tue 08:00-17:00 work' "
-            "(weekday, start-end, and work, school, childcare or other)"
-        )
-    return {k: v for k, v in found.groupdict().items() if v is not None}
+def _commitment(text: str) -> dict[str, str]:
+    try:
+        return parse_commitment(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def cmd_commitments(args: argparse.Namespace, settings: Settings) -> int:
@@ -195,7 +182,7 @@ async def cmd_commitments(args: argparse.Namespace, settings: Settings) -> int:
     revision = make_request(
         CommitmentsRevision,
         case_manager_id=args.case_manager,
-        commitments=[parse_commitment(c) for c in args.commitment or ()],
+        commitments=[_commitment(c) for c in args.commitment or ()],
     )
     conflict = await send_update(
         settings, args.patient, PatientJourneyWorkflow.revise_commitments, revision

@@ -17,7 +17,6 @@ from sqlalchemy.exc import OperationalError
 from cli.accounts import cmd_access_log, cmd_console, cmd_users, record
 from cli.admin import cmd_codec_server, cmd_demo, cmd_keys, cmd_server
 from cli.case_management import (
-    DIMENSIONS,
     cmd_alumni,
     cmd_attendance,
     cmd_cancel_referral,
@@ -37,7 +36,7 @@ from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
 from cli.enrolment import cmd_enrol
 from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
 from cli.sites import cmd_closure
-from clinical.assessment import SocialNeed
+from clinical.assessment import DIMENSIONS, SocialNeed
 from clinical.identifiers import is_patient_id
 from clinical.phases import Phase
 from clinical.referrals import CancelReason, PartnerAnswer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -117,6 +118,24 @@ class ContactWindow(_Strict):
         return self
 
 
+_COMMITMENT_TEXT = re.compile(
+    r"(?P<weekday>mon|tue|wed|thu|fri|sat|sun) (?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)"
+    r"(?: (?P<kind>work|school|childcare|other))?"
+)
+
+
+def parse_commitment(text: str) -> dict[str, str]:
+    """`tue 08:00-17:00 work` as a commitment's fields (the kind may be left out), as the
+    command line and the console take them; ValueError in one line otherwise."""
+    found = _COMMITMENT_TEXT.fullmatch(text.strip().lower())
+    if found is None:
+        raise ValueError(
+            f"commitment: {text[:40]!r} is not like 'tue 08:00-17:00 work' "
+            "(weekday, start-end, and work, school, childcare or other)"
+        )
+    return {k: v for k, v in found.groupdict().items() if v is not None}
+
+
 class Consents(_Strict):
     """What the patient has consented to (42 CFR Part 2 needs explicit consent)."""
 
@@ -125,6 +144,9 @@ class Consents(_Strict):
 
     _sorted = field_validator("partner_disclosure")(classmethod(lambda cls, v: _sorted_unique(v)))
 
+
+DIMENSIONS: tuple[str, ...] = tuple(DimensionRatings.model_fields)
+"""The six dimensions in the order forms and the command line take them."""
 
 # Limits of what an enrolment holds. The store's columns are sized from these (infra.store),
 # so what the door accepts the store can hold: one source for both.

@@ -233,3 +233,70 @@ def test_the_demo_makes_its_staff_and_a_second_run_gives_them_a_new_password(
     assert names == names_again == ["cm01", "supervisor-north", "operator", "auditor"]
     assert first != second and (user.role, user.case_manager_id) == (Role.case_manager, "CM-01")
     assert path.stat().st_mode & 0o077 == 0
+
+
+def _enrolment_form(csrf: str, patient_id: str, **extra: str) -> dict[str, object]:
+    return {
+        "csrf": csrf,
+        "patient_id": patient_id,
+        "program_id": "default-iop",
+        "given_name": "Rowan",
+        "family_name": "Ellery",
+        "date_of_birth": "1990-05-06",
+        "phone": "+1 555 010 4040",
+        "withdrawal": "1",
+        "biomedical": "0",
+        "emotional": "2",
+        "readiness": "2",
+        "relapse": "2",
+        "environment": "1",
+        "age_group": "adult",
+        "substances": "alcohol, cannabis",
+        "social_needs": ["housing"],
+        "partner_disclosure": ["housing"],
+        "commitments": "tue 08:00-17:00 work",
+        # Not fields of the form: the enrolling case manager and site are the user's.
+        "case_manager_id": "CM-99",
+        "site_id": "south",
+        **extra,
+    }
+
+
+async def test_a_case_manager_enrols_with_a_placement_preview(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    from clinical.identifiers import journey_workflow_id, new_patient_id
+
+    pid = new_patient_id()
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            ui = make_console(c.settings, c.store, c.client)
+            async with ui.signed_in("cm1") as http:
+                form_page = await http.get("/enrol")
+                preview = await http.post(
+                    "/enrol/preview", data=_enrolment_form(csrf_of(http), pid)
+                )
+                bad = await http.post(
+                    "/enrol", data=_enrolment_form(csrf_of(http), pid, date_of_birth="2090-01-01")
+                )
+                bad_line = await http.post(
+                    "/enrol", data=_enrolment_form(csrf_of(http), pid, commitments="tuesday 8-5")
+                )
+                enrolled = await http.post("/enrol", data=_enrolment_form(csrf_of(http), pid))
+                again = await http.post("/enrol", data=_enrolment_form(csrf_of(http), pid))
+            async with ui.signed_in("sup") as http:
+                supervisor = await http.get("/enrol")
+            handle = c.client.get_workflow_handle(journey_workflow_id(pid))
+            c.started.append(handle)
+            status = await c.status(handle)
+    assert form_page.status_code == 200 and 'name="given_name"' in form_page.text
+    assert preview.status_code == 200 and "Placement: level 2.1" in preview.text
+    assert bad.status_code == 422 and "in the future" in bad.text
+    assert bad_line.status_code == 422 and "tue 08:00-17:00 work" in bad_line.text
+    assert enrolled.status_code == 200 and f"enrolled {pid}" in enrolled.text
+    assert again.status_code == 409 and "already enrolled" in again.text
+    assert supervisor.status_code == 403
+    assert (status.case_manager_id, status.site_id) == ("CM-01", "north")
+    assert ("cm1", "enrol", "allowed") in {
+        (e.actor, e.action, e.outcome) for e in ui.console.access.search(patient_id=pid)
+    }

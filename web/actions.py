@@ -4,13 +4,13 @@ the same update. A bad field is one line, and nothing is sent."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from clinical.assessment import DIMENSIONS, parse_commitment
 from clinical.identifiers import referral_workflow_id
 from clinical.journey import (
     AlumniAttendance,
@@ -27,12 +27,6 @@ from clinical.protocol import describe_validation_error
 from clinical.referrals import PartnerReport, ReferralCancel
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
-
-DIMENSIONS = ("withdrawal", "biomedical", "emotional", "readiness", "relapse", "environment")
-_COMMITMENT = re.compile(
-    r"(?P<weekday>mon|tue|wed|thu|fri|sat|sun) (?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)"
-    r"(?: (?P<kind>work|school|childcare|other))?"
-)
 
 Form = dict[str, str]
 Built = tuple[Any, BaseModel, str | None]  # the update, its request, the workflow (None: journey)
@@ -142,13 +136,11 @@ def _alumni(pid: str, cm: str, form: Form) -> Built:
 
 
 def _commitments(pid: str, cm: str, form: Form) -> Built:
-    lines = [line.strip().lower() for line in form.get("commitments", "").splitlines()]
-    commitments = []
-    for line in filter(None, lines):
-        found = _COMMITMENT.fullmatch(line)
-        if found is None:
-            raise ActionRefused(f"commitment {line[:40]!r} is not like 'tue 08:00-17:00 work'")
-        commitments.append({k: v for k, v in found.groupdict().items() if v is not None})
+    lines = [line for line in form.get("commitments", "").splitlines() if line.strip()]
+    try:
+        commitments = [parse_commitment(line) for line in lines]
+    except ValueError as exc:
+        raise ActionRefused(str(exc)) from None
     revision = _request(CommitmentsRevision, case_manager_id=cm, commitments=commitments)
     return PatientJourneyWorkflow.revise_commitments, revision, None
 

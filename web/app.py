@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 
 from infra.identity import IdentityRefused, Role
-from web import patients, staff
+from web import enrolment, patients, staff
 from web.context import Console, console_of, page
 from web.security import (
     PUBLIC,
@@ -147,5 +147,6 @@ def create_app(console: Console) -> FastAPI:
         return RedirectResponse(HOME[visitor.user.role], status_code=303)
 
     patients.install(app, signed_in)
+    enrolment.install(app, signed_in)
     staff.install(app, signed_in)
     return app
