@@ -22,7 +22,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from clinical.identifiers import journey_workflow_id
-from clinical.journey import JourneyStatus
+from clinical.status import JourneyStatus
 from workflows.patient_journey import PatientJourneyWorkflow
 
 # A query or update needs a worker to answer; don't leave a case manager waiting.

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from clinical.assessment import DIMENSIONS, parse_commitment
 from clinical.identifiers import referral_workflow_id
-from clinical.journey import (
+from clinical.protocol import describe_validation_error
+from clinical.referrals import PartnerReport, ReferralCancel
+from clinical.requests import (
     AlumniAttendance,
     AttendanceSheet,
     CheckInAdjustment,
@@ -23,8 +25,6 @@ from clinical.journey import (
     ReferralRequest,
     RelapseReport,
 )
-from clinical.protocol import describe_validation_error
-from clinical.referrals import PartnerReport, ReferralCancel
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 

@@ -14,7 +14,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from clinical.identifiers import PatientId, is_referral_workflow_id, journey_workflow_id
-from clinical.journey import JourneyStatus, TaskDone
+from clinical.requests import TaskDone
+from clinical.status import JourneyStatus
 from infra.identity import Role, User
 from infra.store import patients
 from operators.caseload import Scope, caseload, inbox, task
