@@ -4,11 +4,14 @@ payload keys, and the demo."""
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
-from cli.common import CliError, console
+from cli.common import CliError, care_store, console
+from infra.access_log import AccessLog
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
-from infra.codec_server import CodecServer, load_or_create_token
+from infra.codec_server import CodecServer, console_operators
 from infra.embedded_server import EmbeddedServer
+from infra.identity import IdentityStore
 from infra.settings import Settings
 
 
@@ -63,23 +66,39 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
         codec = EncryptionCodec(KeyRing.load(settings.key_file))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
-    token = load_or_create_token(settings.codec_token_file)
     ui_origin = settings.ui_origin
+    store = care_store(settings)
+    identity, access = IdentityStore(store.engine), AccessLog(store.engine)
+    identity.migrate()
+    access.migrate()
+    operator, audit = console_operators(
+        identity, access, timedelta(minutes=settings.console_idle_minutes)
+    )
+    console_url = f"http://{settings.console_host}:{settings.console_port}/"
     try:
-        server = CodecServer(codec, token, settings.codec_port, ui_origin, settings.codec_host)
+        server = CodecServer(
+            codec,
+            operator,
+            audit,
+            settings.codec_port,
+            ui_origin,
+            settings.codec_host,
+            console_url,
+        )
     except OSError as exc:
         raise CliError(
             f"cannot listen on {settings.codec_host}:{settings.codec_port}: {exc.strerror}"
         ) from None
     console.print(
-        f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it). Sign in at "
-        f"{server.endpoint}/signin with the token in {settings.codec_token_file}, then turn "
-        "on 'Include cross-origin credentials' in the Web UI's codec settings."
+        f"codec server for {ui_origin} at {server.endpoint} (Ctrl-C stops it). Sign in to "
+        f"the console ({console_url}) as an operator, then turn on 'Include cross-origin "
+        "credentials' in the Web UI's codec settings."
     )
     try:
         server.httpd.serve_forever()
     finally:
         server.httpd.server_close()
+        store.dispose()
     return 0
 
 

@@ -1,115 +1,87 @@
-"""The codec server: lets a signed-in operator read sealed payloads in the Temporal Web UI.
+"""The codec server: lets an operator signed in at the console read sealed payloads in the
+Temporal Web UI.
 
 The UI posts payloads to `<endpoint>/decode` (and `/encode`) in Temporal's JSON form. The
-endpoint carries no secret: the operator signs in once at the codec server's own page
-(`<endpoint>/signin`) with the operator token (a file readable by its owner only), which
-sets an HttpOnly, SameSite=Strict session cookie; the UI sends it when its codec setting
-"Include cross-origin credentials" is on (the UI and the codec server are one site on the
-operators' host). So the token is never in a URL, the server's command line or the UI's
-public settings, and whoever merely reaches the UI reads ciphertext. Sessions end after
-idle time and on sign-out; repeated wrong tokens lock an address out for a while.
+endpoint carries no secret. A request is decoded only when it carries the console's session
+cookie (HttpOnly, SameSite=Strict) of an open session of an operator: the UI sends it when
+its codec setting "Include cross-origin credentials" is on, since the console, the UI and
+the codec server are one site on the operators' host (cookies do not tell ports apart). So
+whoever merely reaches the UI reads ciphertext, a case manager's session reads ciphertext,
+and the console's idle sign-out and sign-out end the codec's access too. Every decode is in
+the access log under the operator's name.
 
 It listens on loopback only, unless told to listen on a container's interfaces (whose port is
-then published on the host's loopback only). Nothing is logged but the count of payloads and
-sign-ins (never content, tokens or cookies)."""
+then published on the host's loopback only). Nothing is logged but the count of payloads
+(never content or cookies)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import secrets
 import threading
-import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from infra.access_log import AccessLog
 from infra.codec import EncryptionCodec, KeyFileError
-from infra.files import write_private
+from infra.identity import IdentityStore, Role
 from infra.logging import get_logger
 
 log = get_logger("carepath.codec_server")
 
-COOKIE = "carepath_codec"
-IDLE_SECONDS = 15 * 60
-FAILURES_BEFORE_LOCKOUT = 5
-LOCKOUT_SECONDS = 15 * 60
-_FORM_LIMIT = 4096
+CONSOLE_COOKIE = "carepath_session"  # the console's (web.security.SESSION_COOKIE)
 _PAGE = (
-    "<!doctype html><html lang=en><head><meta charset=utf-8><title>CarePath codec sign-in"
-    "</title></head><body><h1>CarePath codec server</h1><p>{message}</p>"
-    "<form method=post action=/signin><label for=token>Operator token</label> "
-    "<input id=token name=token type=password autocomplete=off required> "
-    "<button type=submit>Sign in</button></form></body></html>"
+    "<!doctype html><html lang=en><head><meta charset=utf-8><title>CarePath codec server"
+    "</title></head><body><h1>CarePath codec server</h1><p>{message}</p></body></html>"
 )
 
+Operator = Callable[[str | None], str | None]
+"""Given the console session's token from the cookie (None: no cookie), the operator's
+username, or None when it is no open operator's session."""
+Audit = Callable[[str, str, str], None]
+"""Records (username, what, address) in the access log."""
 
-def load_or_create_token(path: Path) -> str:
-    """The operator's token, made on first use (readable by its owner only)."""
-    if not path.exists():
-        write_private(path, secrets.token_urlsafe(24))
-    return path.read_text().strip()
 
+def console_operators(
+    identity: IdentityStore,
+    access: AccessLog,
+    idle: timedelta,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[Operator, Audit]:
+    """Who is an operator signed in at the console (a use counts as activity, as a page
+    would), and the access log's record of what they decoded."""
 
-class Sessions:
-    """Signed-in operators' sessions (in memory: a restart signs everyone out) and the
-    addresses locked out after wrong tokens."""
+    def operator(token: str | None) -> str | None:
+        user = token and identity.session_user(token, now(), idle)
+        return user.username if user and user.role is Role.operator else None
 
-    def __init__(self, token: str, clock: Any = time.monotonic) -> None:
-        self._token, self._clock = token, clock
-        self._seen: dict[str, float] = {}
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
+    def audit(username: str, what: str, address: str) -> None:
+        access.append(now(), username, Role.operator.value, what, address=address)
 
-    def sign_in(self, offered: str, address: str) -> str | None:
-        """A new session for the right token from an address not locked out."""
-        now = self._clock()
-        with self._lock:
-            recent = [t for t in self._failures.get(address, []) if now - t < LOCKOUT_SECONDS]
-            if len(recent) >= FAILURES_BEFORE_LOCKOUT:
-                self._failures[address] = recent
-                return None
-            if not hmac.compare_digest(offered.encode(), self._token.encode()):
-                self._failures[address] = [*recent, now]
-                return None
-            self._failures.pop(address, None)
-            session = secrets.token_urlsafe(32)
-            self._seen[session] = now
-            return session
-
-    def valid(self, session: str | None) -> bool:
-        now = self._clock()
-        with self._lock:
-            seen = self._seen.get(session or "")
-            if seen is None or now - seen > IDLE_SECONDS:
-                self._seen.pop(session or "", None)
-                return False
-            self._seen[session or ""] = now
-            return True
-
-    def sign_out(self, session: str | None) -> None:
-        with self._lock:
-            self._seen.pop(session or "", None)
+    return operator, audit
 
 
 class CodecServer:
     def __init__(
         self,
         codec: EncryptionCodec,
-        token: str,
+        operator: Operator,
+        audit: Audit,
         port: int,
         ui_origin: str,
         host: str = "127.0.0.1",
+        console_url: str = "",
     ) -> None:
-        self.codec, self.ui_origin = codec, ui_origin
-        self.sessions = Sessions(token)
+        self.codec, self.ui_origin, self.console_url = codec, ui_origin, console_url
+        self.operator, self.audit = operator, audit
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.port = self.httpd.server_address[1]
@@ -154,9 +126,10 @@ def _handler(server: CodecServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("X-Frame-Options", "DENY")
             self.send_header("Content-Security-Policy", "default-src 'none'; form-action 'self'")
 
-        def _session(self) -> str | None:
+        def _operator(self) -> str | None:
             cookie = SimpleCookie(self.headers.get("Cookie") or "")
-            return cookie[COOKIE].value if COOKIE in cookie else None
+            token = cookie[CONSOLE_COOKIE].value if CONSOLE_COOKIE in cookie else None
+            return server.operator(token)
 
         def _path(self) -> str:
             # The UI adds query parameters (e.g. preserveStorageRefs): the path alone decides.
@@ -180,13 +153,13 @@ def _handler(server: CodecServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self._path() in ("/", "/signin"):
-                signed_in = server.sessions.valid(self._session())
                 self._page(
                     HTTPStatus.OK,
-                    "Signed in: the Web UI can read payloads (turn on its codec setting "
-                    "'Include cross-origin credentials')."
-                    if signed_in
-                    else "Sign in to let the Web UI read payloads in this browser.",
+                    "Payloads open here for an operator signed in at the console "
+                    f"({server.console_url or 'starter.py console'}), in the Web UI with its "
+                    "codec setting 'Include cross-origin credentials' on."
+                    if self._operator() is None
+                    else "Signed in at the console as an operator: the Web UI can read payloads.",
                 )
                 return
             self._answer(HTTPStatus.NOT_FOUND)
@@ -194,20 +167,11 @@ def _handler(server: CodecServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             path = self._path()
             length = int(self.headers.get("Content-Length") or 0)
-            if path == "/signin":
-                self._sign_in(self.rfile.read(min(length, _FORM_LIMIT)))
-                return
-            if path == "/signout":
-                server.sessions.sign_out(self._session())
-                self.send_response(HTTPStatus.SEE_OTHER)
-                self.send_header("Set-Cookie", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly")
-                self.send_header("Location", "/signin")
-                self.end_headers()
-                return
             if path not in ("/decode", "/encode"):
                 self._answer(HTTPStatus.NOT_FOUND)
                 return
-            if not server.sessions.valid(self._session()):
+            operator = self._operator()
+            if operator is None:
                 self._answer(HTTPStatus.UNAUTHORIZED)
                 return
             try:
@@ -215,25 +179,7 @@ def _handler(server: CodecServer) -> type[BaseHTTPRequestHandler]:
             except (json_format.ParseError, KeyFileError, InvalidTag, ValueError):
                 self._answer(HTTPStatus.BAD_REQUEST)
                 return
+            server.audit(operator, f"{path.strip('/')} payloads", self.client_address[0])
             self._answer(HTTPStatus.OK, answer, "application/json")
-
-        def _sign_in(self, form: bytes) -> None:
-            offered = parse_qs(form.decode("utf-8", "replace")).get("token", [""])[0]
-            session = server.sessions.sign_in(offered, self.client_address[0])
-            if session is None:
-                log.warning("codec_sign_in_refused")
-                self._page(
-                    HTTPStatus.UNAUTHORIZED, "Not signed in: wrong token, or too many tries."
-                )
-                return
-            log.info("codec_signed_in")
-            self.send_response(HTTPStatus.SEE_OTHER)
-            self.send_header(
-                "Set-Cookie",
-                f"{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={IDLE_SECONDS}",
-            )
-            self.send_header("Location", "/signin")
-            self._security()
-            self.end_headers()
 
     return Handler

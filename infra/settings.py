@@ -40,7 +40,6 @@ class Settings:
     # The codec server listens on loopback; in a container, on all of the container's
     # interfaces (its port is then published on the host's loopback only).
     codec_host: str = "127.0.0.1"
-    codec_token_path: Path | None = None
     ui_url: str | None = None  # the Web UI's origin, allowed to call the codec server
 
     # A worker's share of the work: activity threads (each may hold a database
@@ -68,10 +67,6 @@ class Settings:
     @property
     def key_file(self) -> Path:
         return self.keys_file or self.data_dir / "keys.json"
-
-    @property
-    def codec_token_file(self) -> Path:
-        return self.codec_token_path or self.data_dir / "codec-token"
 
     @property
     def ui_origin(self) -> str:
@@ -102,7 +97,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         encryption=_switch(env, "CAREPATH_ENCRYPTION", True),
         codec_port=_port(env, "CAREPATH_CODEC_PORT", 8234),
         codec_host=env.get("CAREPATH_CODEC_HOST", "127.0.0.1"),
-        codec_token_path=_path(env, "CAREPATH_CODEC_TOKEN_FILE"),
         ui_url=env.get("CAREPATH_UI_URL") or None,
         keys_file=_path(env, "CAREPATH_KEYS_FILE"),
         sites_path=_path(env, "CAREPATH_SITES_FILE"),

@@ -233,11 +233,9 @@ def _carepath_service(
     url = settings.database_url
     if not re.fullmatch(r"postgresql\+psycopg://carepath:[^@]+@postgresql:5432/carepath", url):
         yield f"{name}: CAREPATH_DATABASE_URL {url} is not the stack's PostgreSQL store"
-    if "postgresql" not in (s.get("depends_on") or {}) and name != "codec-server":
+    if "postgresql" not in (s.get("depends_on") or {}):
         yield f"{name}: uses the store but does not wait for postgresql"
     files = {"CAREPATH_KEYS_FILE": settings.key_file}
-    if name == "codec-server":
-        files["CAREPATH_CODEC_TOKEN_FILE"] = settings.codec_token_file
     for var, path in files.items():
         secret = path.name
         if path.parent != Path("/run/secrets") or secret not in s.get("secrets", []):

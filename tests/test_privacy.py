@@ -7,6 +7,7 @@ import asyncio
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.phases import Phase
 from infra.codec import ENCODING, KEY_ID, EncryptionCodec, KeyFileError, KeyRing
-from infra.codec_server import CodecServer, load_or_create_token
+from infra.codec_server import CodecServer, console_operators
+from tests.console_support import store_only_console
 from tests.support import TEST_KEYS, clinic, drive_journey, make_enrolment
+from web.security import SESSION_COOKIE
 
 PHI = ("Avery", "Quinlan", "555 010 2030", "1988-04-02")
 
@@ -92,96 +95,64 @@ async def test_the_servers_history_holds_no_readable_phi(
     assert handle.id == f"journey-{enrolment.patient_id}"
 
 
-def test_the_codec_server_opens_payloads_only_for_a_signed_in_operator(tmp_path: Path) -> None:
-    """No secret in any URL: the operator signs in with the token at the codec server's own
-    page; only requests with that session's cookie are decoded."""
-    from infra.codec_server import COOKIE, FAILURES_BEFORE_LOCKOUT
+async def test_the_codec_server_opens_payloads_only_for_an_operator_signed_in_at_the_console(
+    tmp_path: Path,
+) -> None:
+    """No secret in any URL, no token of its own: only a request carrying the console's
+    session cookie of an operator is decoded, and each decode is in the access log."""
+    async with store_only_console(tmp_path) as ui:
+        identity, clock = ui.console.identity, ui.clock
+        operator, audit = console_operators(identity, ui.console.access, ui.console.idle, clock)
+        codec = EncryptionCodec(TEST_KEYS)
+        server = CodecServer(codec, operator, audit, 0, "http://127.0.0.1:8233")
+        server.serve_in_background()
+        base = f"http://127.0.0.1:{server.port}"
 
-    codec = EncryptionCodec(TEST_KEYS)
-    token = load_or_create_token(tmp_path / "codec-token")
-    assert token == load_or_create_token(tmp_path / "codec-token")
-    server = CodecServer(codec, token, 0, "http://127.0.0.1:8233")
-    assert token not in server.endpoint
-    server.serve_in_background()
-    base = f"http://127.0.0.1:{server.port}"
+        def call(path: str, data: bytes, session: str | None = None) -> tuple[int, bytes, Any]:
+            request = urllib.request.Request(f"{base}{path}", data=data, method="POST")
+            request.add_header("Content-Type", "application/json")
+            if session:
+                request.add_header("Cookie", f"{SESSION_COOKIE}={session}")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.read(), response.headers
+            except urllib.error.HTTPError as err:
+                return err.code, err.read(), err.headers
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-
-    def call(
-        path: str, data: bytes, cookie: str | None = None, kind: str = "application/json"
-    ) -> tuple[int, bytes, Any]:
-        request = urllib.request.Request(f"{base}{path}", data=data, method="POST")
-        request.add_header("Content-Type", kind)
-        if cookie:
-            request.add_header("Cookie", f"{COOKIE}={cookie}")
+        ops = identity.open_session("ops", "127.0.0.1", clock())
+        case_manager = identity.open_session("cm1", "127.0.0.1", clock())
         try:
-            with opener.open(request, timeout=10) as response:
-                return response.status, response.read(), response.headers
-        except urllib.error.HTTPError as err:
-            return err.code, err.read(), err.headers
-
-    def sign_in(offered: str) -> tuple[int, str | None]:
-        form = urllib.parse.urlencode({"token": offered}).encode()
-        status, _, headers = call("/signin", form, kind="application/x-www-form-urlencoded")
-        set_cookie = headers.get("Set-Cookie") or ""
-        value = set_cookie.split(";")[0].partition("=")[2] if COOKIE in set_cookie else None
-        if value:
-            assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
-        return status, value
-
-    try:
-        sealed = codec.seal([payload('{"phone": "+1 555 010 2030"}')])
-        body = json_format.MessageToJson(Payloads(payloads=sealed)).encode()
-        # Anyone who reaches the UI: no cookie, no payloads; the old token path is gone.
-        assert call("/decode", body)[0] == 401
-        assert call(f"/t/{token}/decode", body)[0] == 404
-        assert sign_in("not-the-token") == (401, None)
-        status, session = sign_in(token)
-        assert status == 303 and session
-        # The Web UI adds query parameters to the codec calls.
-        status, answer, headers = call("/decode?preserveStorageRefs=true", body, session)
-        assert status == 200
-        assert headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:8233"
-        assert headers["Access-Control-Allow-Credentials"] == "true"
-        (opened,) = json_format.Parse(answer, Payloads()).payloads
-        assert opened.data == b'{"phone": "+1 555 010 2030"}'
-        assert call("/decode", body, "a-guessed-session")[0] == 401
-        assert call("/decrypt", body, session)[0] == 404
-        assert call("/decode", b"{not json", session)[0] == 400
-        status, answer, _ = call(
-            "/encode",
-            json_format.MessageToJson(Payloads(payloads=[payload("x")])).encode(),
-            session,
-        )
-        assert status == 200
-        (resealed,) = json_format.Parse(answer, Payloads()).payloads
-        assert resealed.metadata["encoding"] == ENCODING
-        # Sign-out ends the session on the server.
-        assert call("/signout", b"", session)[0] == 303
-        assert call("/decode", body, session)[0] == 401
-        # Repeated wrong tokens lock the address out, even for the right one after.
-        for _ in range(FAILURES_BEFORE_LOCKOUT):
-            sign_in("wrong")
-        assert sign_in(token) == (401, None)
-    finally:
-        server.close()
-
-
-def test_codec_sessions_end_after_idle_time() -> None:
-    from infra.codec_server import IDLE_SECONDS, Sessions
-
-    now = [1000.0]
-    sessions = Sessions("the-token", clock=lambda: now[0])
-    session = sessions.sign_in("the-token", "127.0.0.1")
-    assert session and sessions.valid(session)
-    now[0] += IDLE_SECONDS - 1
-    assert sessions.valid(session)  # used: the idle clock starts again
-    now[0] += IDLE_SECONDS + 1
-    assert not sessions.valid(session)
+            sealed = codec.seal([payload('{"phone": "+1 555 010 2030"}')])
+            body = json_format.MessageToJson(Payloads(payloads=sealed)).encode()
+            # Anyone who reaches the UI, or a case manager's session: no payloads.
+            assert call("/decode", body)[0] == 401
+            assert call("/decode", body, case_manager)[0] == 401
+            assert call("/decode", body, "a-guessed-session")[0] == 401
+            # The Web UI adds query parameters to the codec calls.
+            status, answer, headers = call("/decode?preserveStorageRefs=true", body, ops)
+            assert status == 200
+            assert headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:8233"
+            assert headers["Access-Control-Allow-Credentials"] == "true"
+            (opened,) = json_format.Parse(answer, Payloads()).payloads
+            assert opened.data == b'{"phone": "+1 555 010 2030"}'
+            assert call("/decrypt", body, ops)[0] == 404
+            assert call("/decode", b"{not json", ops)[0] == 400
+            status, answer, _ = call(
+                "/encode",
+                json_format.MessageToJson(Payloads(payloads=[payload("x")])).encode(),
+                ops,
+            )
+            assert status == 200
+            (resealed,) = json_format.Parse(answer, Payloads()).payloads
+            assert resealed.metadata["encoding"] == ENCODING
+            # The console's idle sign-out (and sign-out) ends the codec's access too.
+            clock.advance(ui.console.idle + timedelta(seconds=1))
+            assert call("/decode", body, ops)[0] == 401
+        finally:
+            server.close()
+        read = [(e.actor, e.action) for e in ui.console.access.search()]
+    assert read.count(("ops", "decode payloads")) == 1
+    assert ("ops", "encode payloads") in read
 
 
 def test_the_embedded_servers_ui_is_told_no_secret(tmp_path: Path) -> None:
@@ -189,6 +160,4 @@ def test_the_embedded_servers_ui_is_told_no_secret(tmp_path: Path) -> None:
     from infra.settings import load_settings
 
     settings = load_settings({"CAREPATH_DATA_DIR": str(tmp_path)})
-    token = load_or_create_token(settings.codec_token_file)
     assert codec_endpoint(settings) == f"http://127.0.0.1:{settings.codec_port}"
-    assert token not in codec_endpoint(settings)
