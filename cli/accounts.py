@@ -10,9 +10,9 @@ import sys
 from datetime import UTC, datetime, time, timedelta
 
 from cli.common import CliError, care_store, console
-from infra.access_log import AccessLog
-from infra.identity import IdentityRefused, IdentityStore
 from infra.settings import Settings
+from infra.store.access_log import AccessLog
+from infra.store.accounts import IdentityRefused, IdentityStore
 
 EXIT_BROKEN_CHAIN = 5
 
@@ -44,7 +44,6 @@ def _password(args: argparse.Namespace) -> str:
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     store = care_store(settings)
     identity = IdentityStore(store.engine)
-    identity.migrate()
     now = datetime.now(UTC)
     try:
         if args.action == "list":
@@ -89,7 +88,6 @@ def _day(text: str | None, what: str) -> datetime | None:
 def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
     store = care_store(settings)
     log = AccessLog(store.engine)
-    log.migrate()
     try:
         if args.verify:
             check = log.verify()
@@ -134,7 +132,6 @@ def record(
         return
     try:
         log = AccessLog(store.engine)
-        log.migrate()
         log.append(
             datetime.now(UTC),
             f"cli:{getpass.getuser()}",

@@ -7,12 +7,12 @@ import argparse
 from datetime import timedelta
 
 from cli.common import CliError, care_store, console
-from infra.access_log import AccessLog
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
 from infra.codec_server import CodecServer, console_operators
 from infra.embedded_server import EmbeddedServer
-from infra.identity import IdentityStore
 from infra.settings import Settings
+from infra.store.access_log import AccessLog
+from infra.store.accounts import IdentityStore
 
 
 def embedded_server(settings: Settings) -> EmbeddedServer:
@@ -69,8 +69,6 @@ def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     ui_origin = settings.ui_origin
     store = care_store(settings)
     identity, access = IdentityStore(store.engine), AccessLog(store.engine)
-    identity.migrate()
-    access.migrate()
     operator, audit = console_operators(
         identity, access, timedelta(minutes=settings.console_idle_minutes)
     )

@@ -48,8 +48,8 @@ from clinical.tasks import CLOSED_BY_ACTION
 from demo.cohort import synthetic_cohort
 from demo.users import create_demo_users
 from infra.embedded_server import EmbeddedServer
-from infra.identity import IdentityStore
 from infra.settings import Settings
+from infra.store.accounts import IdentityStore
 from infra.temporal import connect
 from operators.outcomes import percent
 from services.closures import announce_closure

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from infra.files import write_private
-from infra.identity import IdentityRefused, IdentityStore
+from infra.store.accounts import IdentityRefused, IdentityStore
 
 
 def demo_accounts(
@@ -31,7 +31,6 @@ def create_demo_users(
     """The accounts (made, or their password reset when a demo ran before) and the file
     holding this run's password."""
     password = secrets.token_urlsafe(12)
-    identity.migrate()
     names = []
     for username, role, site, cm in demo_accounts(case_managers, sites):
         try:

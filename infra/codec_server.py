@@ -30,10 +30,10 @@ from cryptography.exceptions import InvalidTag
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from infra.access_log import AccessLog
 from infra.codec import EncryptionCodec, KeyFileError
-from infra.identity import IdentityStore, Role
 from infra.logging import get_logger
+from infra.store.access_log import AccessLog
+from infra.store.accounts import IdentityStore, Role
 
 log = get_logger("carepath.codec_server")
 

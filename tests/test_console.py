@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import text
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from demo.users import create_demo_users
-from infra.access_log import entries
-from infra.identity import IdentityRefused, IdentityStore, Role
 from infra.store import CareStore
+from infra.store.accounts import IdentityRefused, IdentityStore, Role
 from tests.console_support import (
     FAST_HASHER,
     STAFF,
@@ -206,11 +205,11 @@ async def test_the_access_log_chain_shows_tampering(tmp_path: Path, tamper: str)
         assert log.verify().intact
         with ui.console.store.engine.begin() as conn:
             if tamper == "edit":
-                conn.execute(update(entries).where(entries.c.seq == 3).values(actor="cm2"))
+                conn.execute(text("UPDATE access_log SET actor = 'cm2' WHERE seq = 3"))
             elif tamper == "delete":
-                conn.execute(delete(entries).where(entries.c.seq == 2))
+                conn.execute(text("DELETE FROM access_log WHERE seq = 2"))
             else:
-                conn.execute(delete(entries).where(entries.c.seq == 5))
+                conn.execute(text("DELETE FROM access_log WHERE seq = 5"))
         check = log.verify()
     assert not check.intact
     assert check.broken_at == {"edit": 3, "delete": 2, "truncate": 5}[tamper]

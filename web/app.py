@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from infra.identity import IdentityRefused, Role
+from infra.store.accounts import IdentityRefused, Role
 from web import enrolment, patients, staff
 from web.context import Console, console_of, page
 from web.security import (

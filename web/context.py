@@ -15,10 +15,10 @@ from temporalio.client import Client
 
 from clinical.clock import zone
 from clinical.sites import SiteDirectory
-from infra.access_log import AccessLog
-from infra.identity import IdentityStore, User
 from infra.settings import Settings
 from infra.store import CareStore
+from infra.store.access_log import AccessLog
+from infra.store.accounts import IdentityStore, User
 from web.security import client_address
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")

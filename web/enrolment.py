@@ -16,7 +16,7 @@ from clinical.assessment import DIMENSIONS, AgeGroup, Enrolment, SocialNeed, par
 from clinical.identifiers import new_patient_id
 from clinical.placement import PlacementRefused, place_enrolment
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
-from infra.identity import Role, User
+from infra.store.accounts import Role, User
 from services.enrolment import EnrolmentRefused, enrol, journey_input
 from services.journeys import RequestFailed
 from web.context import Console, console_of, page

@@ -11,14 +11,12 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
 
 from clinical.identifiers import PatientId, is_referral_workflow_id, journey_workflow_id
 from clinical.requests import TaskDone
 from clinical.status import JourneyStatus
-from infra.identity import Role, User
-from infra.store import patients
-from operators.caseload import Scope, caseload, inbox, task
+from infra.store.accounts import Role, User
+from operators.caseload import CaseloadRow, Scope, caseload, inbox, overdue
 from operators.snapshot import StoredSnapshot, stored_snapshot
 from services.journeys import RequestFailed, Why, deliver, query_status, worker_running
 from web.actions import ACTIONS, ActionRefused
@@ -27,16 +25,21 @@ from web.security import NotFound, Visitor, allow
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
-SORTS = {
-    "patient": lambda r: r.patient_id,
-    "phase": lambda r: (r.phase, r.patient_id),
-    "risk": lambda r: ({"high": 0, "moderate": 1, "low": 2}.get(r.risk or "", 3), r.patient_id),
+RISK_ORDER = {"high": 0, "moderate": 1, "low": 2}
+SORTS: dict[str, Callable[[CaseloadRow], Any]] = {
+    "patient": lambda r: r.entry.patient.patient_id,
+    "phase": lambda r: (r.entry.patient.phase.value, r.entry.patient.patient_id),
+    "risk": lambda r: (RISK_ORDER.get(r.entry.patient.risk or "", 3), r.entry.patient.patient_id),
     "attendance": lambda r: (
-        r.attendance_rate if r.attendance_rate is not None else 2.0,
-        r.patient_id,
+        2.0 if r.entry.attendance_rate is None else r.entry.attendance_rate,
+        r.entry.patient.patient_id,
     ),
-    "next": lambda r: (r.next_contact is None, r.next_contact or 0, r.patient_id),
-    "tasks": lambda r: (-r.open_tasks, r.patient_id),
+    "next": lambda r: (
+        r.entry.next_contact is None,
+        r.entry.next_contact or 0,
+        r.entry.patient.patient_id,
+    ),
+    "tasks": lambda r: (-r.entry.open_tasks, r.entry.patient.patient_id),
 }
 STATUS_FOR = {Why.bad_input: 422, Why.refused: 409, Why.unreachable: 503}
 
@@ -53,17 +56,8 @@ def patient_in_scope(console: Console, request: Request, user: User, patient_id:
         valid: str = TypeAdapter(PatientId).validate_python(patient_id)
     except ValidationError:
         raise NotFound() from None
-    with console.store.engine.connect() as conn:
-        row = conn.execute(
-            select(patients.c.case_manager_id, patients.c.site_id).where(
-                patients.c.patient_id == valid
-            )
-        ).first()
-    scope = scope_of(user)
-    allowed = row is not None and (
-        (scope.case_manager_id is None or row.case_manager_id == scope.case_manager_id)
-        and (scope.site_id is None or row.site_id == scope.site_id)
-    )
+    found = console.store.patient(valid)
+    allowed = found is not None and scope_of(user).holds(found.case_manager_id, found.site_id)
     if not allowed:
         console.record(request, user, "open patient", valid, outcome="denied")
         raise NotFound()
@@ -92,19 +86,12 @@ async def _live_status(console: Console) -> Callable[[str], Awaitable[JourneySta
 async def chart_of(
     console: Console, patient_id: str
 ) -> tuple[JourneyStatus | None, StoredSnapshot | None]:
+    found = console.store.patient(patient_id)
     snapshot = stored_snapshot(
-        console.store, patient_id, console.zone_of(_site(console, patient_id))
+        console.store, patient_id, console.zone_of(found.site_id if found else "")
     )
     status = await (await _live_status(console))(patient_id)
     return status, snapshot
-
-
-def _site(console: Console, patient_id: str) -> str:
-    with console.store.engine.connect() as conn:
-        found = conn.execute(
-            select(patients.c.site_id).where(patients.c.patient_id == patient_id)
-        ).scalar()
-    return str(found or "")
 
 
 def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
@@ -119,7 +106,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         console = console_of(request)
         rows = caseload(console.store, scope_of(visitor.user), console.now())
         if phase:
-            rows = [row for row in rows if row.phase == phase]
+            rows = [row for row in rows if row.entry.patient.phase.value == phase]
         rows.sort(key=SORTS.get(sort, SORTS["next"]))
         console.record(request, visitor.user, f"view caseload ({len(rows)} patients)")
         return page(
@@ -141,7 +128,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         tasks = inbox(console.store, scope_of(visitor.user), console.now())
         console.record(request, visitor.user, f"view inbox ({len(tasks)} tasks)")
         return page(
-            request, "inbox.html", visitor=visitor, tasks=tasks, now=console.now(), zone=console
+            request, "inbox.html", visitor=visitor, tasks=tasks, now=console.now(), overdue=overdue
         )
 
     @r.get("/patients/{patient_id}", response_class=HTMLResponse)
@@ -159,7 +146,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             status=status,
             snapshot=snapshot,
             actions=ACTIONS,
-            name=_name(console, pid),
+            name=console.store.patient_names([pid]).get(pid, ""),
             zone=console.zone_of(snapshot.site_id if snapshot else ""),
         )
 
@@ -215,18 +202,18 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         """Mark a task done: delivered to the workflow that opened it (the journey or a
         referral), which decides what done means."""
         console = console_of(request)
-        found = task(console.store, task_id)
+        found = console.store.task(task_id)
         if found is None:
             raise NotFound()
         pid = patient_in_scope(console, request, visitor.user, found.patient_id)
-        if found.status != "open":
+        if not found.open:
             return _answer(
                 request,
                 console,
                 visitor,
                 "task done",
                 pid,
-                f"task {task_id} is already done (by {found.done_by})",
+                f"task {task_id} is already done (by {found.completed_by})",
                 409,
             )
         assert visitor.user.case_manager_id is not None
@@ -236,7 +223,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             if is_referral_workflow_id(workflow_id)
             else PatientJourneyWorkflow.complete_task
         )
-        done = TaskDone(case_manager_id=visitor.user.case_manager_id, task_key=found.task_key)
+        done = TaskDone(case_manager_id=visitor.user.case_manager_id, task_key=found.key)
         try:
             client = await console.connect()
             message = await deliver(
@@ -247,16 +234,6 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
                 request, console, visitor, "task done", pid, str(exc), STATUS_FOR[exc.why]
             )
         return _answer(request, console, visitor, "task done", pid, str(message), 200)
-
-
-def _name(console: Console, patient_id: str) -> str:
-    with console.store.engine.connect() as conn:
-        row = conn.execute(
-            select(patients.c.given_name, patients.c.family_name).where(
-                patients.c.patient_id == patient_id
-            )
-        ).first()
-    return "" if row is None else f"{row.given_name} {row.family_name}"
 
 
 def _answer(

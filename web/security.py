@@ -14,7 +14,7 @@ from fastapi import Request
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import Response
 
-from infra.identity import Role, User
+from infra.store.accounts import Role, User
 
 SESSION_COOKIE = "carepath_session"
 

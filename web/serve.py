@@ -11,10 +11,10 @@ from argon2 import PasswordHasher
 from temporalio.client import Client
 
 from clinical.sites import SiteDirectory, SiteError
-from infra.access_log import AccessLog
-from infra.identity import IdentityStore
 from infra.settings import Settings
 from infra.store import CareStore
+from infra.store.access_log import AccessLog
+from infra.store.accounts import IdentityStore
 from infra.temporal import connect
 from services.journeys import RequestFailed, Why
 from web.app import create_app
@@ -27,12 +27,9 @@ def console_for(
     connect_to: Callable[[], Awaitable[Client]] | None = None,
     hasher: PasswordHasher | None = None,
 ) -> Console:
-    """The console over an open store; its accounts' and access log's tables are made if
-    missing (they are the console's own; the care tables are the workers'). `connect_to`
-    and `hasher` are for tests: another Temporal client, cheaper password hashing."""
+    """The console over an open store (of the current schema: a worker migrates it).
+    `connect_to` and `hasher` are for tests: another Temporal client, cheaper hashing."""
     identity, access = IdentityStore(store.engine, hasher), AccessLog(store.engine)
-    identity.migrate()
-    access.migrate()
     try:
         sites = SiteDirectory.load(settings.sites_file)
     except SiteError:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
-from infra.identity import Role
+from infra.store.accounts import Role
 from services.journeys import RequestFailed, worker_running
 from web.context import console_of, page
 from web.security import Visitor, allow

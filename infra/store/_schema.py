@@ -32,6 +32,9 @@ from infra.sealed import SealedText, sealed_length
 
 metadata = MetaData()
 
+GENESIS_HASH = "0" * 64
+"""The access log's chain starts from this."""
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """An instant, stored in UTC and read back as an aware UTC datetime on every database:
@@ -290,6 +293,61 @@ PATIENT_COLUMNS_WITHOUT_CONTACT = (
     patients.c.updated_at,
 )
 
+# The console's local accounts and their sessions (staff, not patients: no PHI).
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("username", String(32), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("site_id", String(32)),
+    Column("case_manager_id", String(16)),
+    Column("password_hash", String(200), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("failed_attempts", Integer, nullable=False, default=0),
+    _ts("locked_until"),
+    _ts("created_at", nullable=False),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(32), nullable=False, index=True),
+    Column("address", String(64), nullable=False),
+    _ts("opened_at", nullable=False),
+    _ts("last_seen_at", nullable=False),
+    _ts("ended_at"),
+    Column("ended_why", String(16)),
+)
+
+
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime(), nullable=False, index=True),
+    Column("actor", String(48), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("patient_id", String(16), index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the last entry's number and hash. Appending updates it first, which takes the
+# write lock on SQLite and a row lock on PostgreSQL: concurrent consoles append in turn and
+# the chain never forks. It also shows a truncated tail.
+access_log_head = Table(
+    "access_log_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
 _V1_TABLES = (
     "patients",
     "appointments",
@@ -339,11 +397,18 @@ def _migration_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE patients ALTER COLUMN {column} TYPE VARCHAR({length})"))
 
 
+def _migration_5(conn: Connection) -> None:
+    """The console's accounts and sessions, and the access log with its chain's head."""
+    metadata.create_all(conn, tables=[console_users, console_sessions, access_log, access_log_head])
+    conn.execute(access_log_head.insert().values(id=1, seq=0, hash=GENESIS_HASH))
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

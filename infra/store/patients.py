@@ -3,7 +3,7 @@ the journey last wrote it, and every phase change on the record."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -168,6 +168,15 @@ class PatientRecords(StoreCore):
         with self.engine.connect() as conn:
             phone = conn.scalar(select(patients.c.phone).where(patients.c.patient_id == patient_id))
         return None if phone is None else str(phone)
+
+    def patient_names(self, patient_ids: Collection[str]) -> dict[str, str]:
+        """Each patient's name as people read it (PHI: for those who may see it, and only
+        where a caseload or chart shows it)."""
+        if not patient_ids:
+            return {}
+        stmt = select(patients.c.patient_id, patients.c.given_name, patients.c.family_name)
+        rows = self._read(stmt.where(patients.c.patient_id.in_(list(patient_ids))))
+        return {r["patient_id"]: f"{r['given_name']} {r['family_name']}" for r in rows}
 
     def phase_changes(self, patient_id: str) -> list[PhaseChangeEntry]:
         """A patient's phase changes in the order they were recorded."""

@@ -2,8 +2,8 @@
 failures) and their server-side sessions (only a hash of the session's token is kept, so a
 copy of the database signs nobody in). Staff, not patients: nothing here is PHI.
 
-Its tables live in the care-operations database beside the store's, in their own metadata:
-the console and the command line reach them; the workers never do."""
+A repository of the store (its tables are the store's, private to it); the console, the
+command line and the codec server reach it, the workers never do."""
 
 from __future__ import annotations
 
@@ -18,13 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from sqlalchemy import (
-    Boolean,
-    Column,
     Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
     insert,
     select,
     update,
@@ -32,35 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from clinical.identifiers import CaseManagerId, SiteId
-from infra.store import UtcDateTime
-
-metadata = MetaData()
-
-users = Table(
-    "console_users",
-    metadata,
-    Column("username", String(32), primary_key=True),
-    Column("role", String(16), nullable=False),
-    Column("site_id", String(32)),
-    Column("case_manager_id", String(16)),
-    Column("password_hash", String(200), nullable=False),
-    Column("disabled", Boolean, nullable=False, default=False),
-    Column("failed_attempts", Integer, nullable=False, default=0),
-    Column("locked_until", UtcDateTime()),
-    Column("created_at", UtcDateTime(), nullable=False),
-)
-
-sessions = Table(
-    "console_sessions",
-    metadata,
-    Column("token_hash", String(64), primary_key=True),
-    Column("username", String(32), nullable=False, index=True),
-    Column("address", String(64), nullable=False),
-    Column("opened_at", UtcDateTime(), nullable=False),
-    Column("last_seen_at", UtcDateTime(), nullable=False),
-    Column("ended_at", UtcDateTime()),
-    Column("ended_why", String(16)),
-)
+from infra.store._schema import console_sessions, console_users
 
 USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,31}")
 PASSWORD_MIN = 12
@@ -137,9 +103,6 @@ class IdentityStore:
         # Verified against when the username is unknown, so that both answers take as long.
         self._decoy = self.hasher.hash(secrets.token_urlsafe(16))
 
-    def migrate(self) -> None:
-        metadata.create_all(self.engine, checkfirst=True)
-
     # Accounts -------------------------------------------------------------------------
     def add_user(
         self,
@@ -155,7 +118,7 @@ class IdentityStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(users).values(
+                    insert(console_users).values(
                         username=user.username,
                         role=user.role.value,
                         site_id=user.site_id,
@@ -172,7 +135,9 @@ class IdentityStore:
 
     def user(self, username: str) -> User | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.username == username)).first()
+            row = conn.execute(
+                select(console_users).where(console_users.c.username == username)
+            ).first()
         if row is None or row.disabled:
             return None
         return User(
@@ -185,7 +150,7 @@ class IdentityStore:
     def users(self) -> list[tuple[User, bool]]:
         """Every account with whether it is disabled (for `users list`)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(users).order_by(users.c.username)).all()
+            rows = conn.execute(select(console_users).order_by(console_users.c.username)).all()
         return [
             (
                 User(
@@ -203,12 +168,16 @@ class IdentityStore:
         """The account signs in no more, and its open sessions end now."""
         with self.engine.begin() as conn:
             if not conn.execute(
-                update(users).where(users.c.username == username).values(disabled=True)
+                update(console_users)
+                .where(console_users.c.username == username)
+                .values(disabled=True)
             ).rowcount:
                 raise IdentityRefused(f"no user {username}")
             conn.execute(
-                update(sessions)
-                .where(sessions.c.username == username, sessions.c.ended_at.is_(None))
+                update(console_sessions)
+                .where(
+                    console_sessions.c.username == username, console_sessions.c.ended_at.is_(None)
+                )
                 .values(ended_at=at, ended_why="disabled")
             )
 
@@ -217,8 +186,8 @@ class IdentityStore:
         check_password(password)
         with self.engine.begin() as conn:
             if not conn.execute(
-                update(users)
-                .where(users.c.username == username)
+                update(console_users)
+                .where(console_users.c.username == username)
                 .values(
                     password_hash=self.hasher.hash(password),
                     failed_attempts=0,
@@ -235,7 +204,9 @@ class IdentityStore:
         # The refusal is raised after the transaction: raising inside it would roll back
         # the failed attempt it counts.
         with self.engine.begin() as conn:
-            row = conn.execute(select(users).where(users.c.username == username)).first()
+            row = conn.execute(
+                select(console_users).where(console_users.c.username == username)
+            ).first()
             if row is None or row.disabled or len(password) > PASSWORD_MAX:
                 self._verify(self._decoy, password[:PASSWORD_MAX])
                 refusal = SIGN_IN_REFUSED
@@ -244,8 +215,8 @@ class IdentityStore:
             elif not self._verify(row.password_hash, password):
                 failed = row.failed_attempts + 1
                 conn.execute(
-                    update(users)
-                    .where(users.c.username == username)
+                    update(console_users)
+                    .where(console_users.c.username == username)
                     .values(
                         failed_attempts=0 if failed >= LOCK_AFTER else failed,
                         locked_until=at + LOCKED_FOR if failed >= LOCK_AFTER else None,
@@ -254,8 +225,8 @@ class IdentityStore:
                 refusal = SIGN_IN_REFUSED
             else:
                 conn.execute(
-                    update(users)
-                    .where(users.c.username == username)
+                    update(console_users)
+                    .where(console_users.c.username == username)
                     .values(failed_attempts=0, locked_until=None)
                 )
         if refusal is not None:
@@ -276,7 +247,7 @@ class IdentityStore:
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             conn.execute(
-                insert(sessions).values(
+                insert(console_sessions).values(
                     token_hash=_token_hash(token),
                     username=username,
                     address=address[:64],
@@ -293,26 +264,33 @@ class IdentityStore:
         ends here (and stays ended). `touch`: this use counts as activity."""
         key = _token_hash(token)
         with self.engine.begin() as conn:
-            row = conn.execute(select(sessions).where(sessions.c.token_hash == key)).first()
+            row = conn.execute(
+                select(console_sessions).where(console_sessions.c.token_hash == key)
+            ).first()
             if row is None or row.ended_at is not None:
                 return None
             if at - row.last_seen_at > idle:
                 conn.execute(
-                    update(sessions)
-                    .where(sessions.c.token_hash == key)
+                    update(console_sessions)
+                    .where(console_sessions.c.token_hash == key)
                     .values(ended_at=at, ended_why="idle")
                 )
                 return None
             if touch:
                 conn.execute(
-                    update(sessions).where(sessions.c.token_hash == key).values(last_seen_at=at)
+                    update(console_sessions)
+                    .where(console_sessions.c.token_hash == key)
+                    .values(last_seen_at=at)
                 )
         return self.user(row.username)
 
     def end_session(self, token: str, at: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                update(sessions)
-                .where(sessions.c.token_hash == _token_hash(token), sessions.c.ended_at.is_(None))
+                update(console_sessions)
+                .where(
+                    console_sessions.c.token_hash == _token_hash(token),
+                    console_sessions.c.ended_at.is_(None),
+                )
                 .values(ended_at=at, ended_why="signed out")
             )

@@ -13,39 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
-from infra.store import UtcDateTime
+from infra.store._schema import GENESIS_HASH, access_log, access_log_head
 
-metadata = MetaData()
-
-entries = Table(
-    "access_log",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("at", UtcDateTime(), nullable=False, index=True),
-    Column("actor", String(48), nullable=False, index=True),
-    Column("role", String(16), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("patient_id", String(16), index=True),
-    Column("outcome", String(16), nullable=False),
-    Column("address", String(64), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-)
-
-# One row: the last entry's number and hash. Appending updates it first, which takes the
-# write lock on SQLite and a row lock on PostgreSQL: concurrent consoles append in turn and
-# the chain never forks. It also shows a truncated tail.
-head = Table(
-    "access_log_head",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", Integer, nullable=False),
-    Column("hash", String(64), nullable=False),
-)
-
-GENESIS = "0" * 64
 OUTCOMES = ("allowed", "denied", "refused", "failed")
 
 
@@ -105,12 +76,6 @@ class AccessLog:
         """`engine`: the care store's (the same database)."""
         self.engine = engine
 
-    def migrate(self) -> None:
-        metadata.create_all(self.engine, checkfirst=True)
-        with self.engine.begin() as conn:
-            if conn.execute(select(head.c.id)).first() is None:
-                conn.execute(insert(head).values(id=1, seq=0, hash=GENESIS))
-
     def append(
         self,
         at: datetime,
@@ -125,15 +90,23 @@ class AccessLog:
         # Microseconds dropped: every database gives the same time back, and so the same hash.
         at = at.replace(microsecond=0)
         with self.engine.begin() as conn:
-            conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq + 1))
-            last = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).one()
+            conn.execute(
+                update(access_log_head)
+                .where(access_log_head.c.id == 1)
+                .values(seq=access_log_head.c.seq + 1)
+            )
+            last = conn.execute(
+                select(access_log_head.c.seq, access_log_head.c.hash).where(
+                    access_log_head.c.id == 1
+                )
+            ).one()
             seq, prev = last.seq, last.hash
             fields = _hashed_fields(
                 seq, at, actor[:48], role, action[:64], patient_id, outcome, address[:64]
             )
             digest = entry_hash(prev, fields)
             conn.execute(
-                insert(entries).values(
+                insert(access_log).values(
                     seq=seq,
                     at=at,
                     actor=actor[:48],
@@ -146,7 +119,9 @@ class AccessLog:
                     hash=digest,
                 )
             )
-            conn.execute(update(head).where(head.c.id == 1).values(hash=digest))
+            conn.execute(
+                update(access_log_head).where(access_log_head.c.id == 1).values(hash=digest)
+            )
         return AccessEntry(
             seq=seq,
             at=at,
@@ -169,24 +144,24 @@ class AccessLog:
         limit: int = 500,
     ) -> list[AccessEntry]:
         """Newest first."""
-        stmt = select(entries).order_by(entries.c.seq.desc()).limit(limit)
+        stmt = select(access_log).order_by(access_log.c.seq.desc()).limit(limit)
         if actor:
-            stmt = stmt.where(entries.c.actor == actor)
+            stmt = stmt.where(access_log.c.actor == actor)
         if patient_id:
-            stmt = stmt.where(entries.c.patient_id == patient_id)
+            stmt = stmt.where(access_log.c.patient_id == patient_id)
         if since:
-            stmt = stmt.where(entries.c.at >= since)
+            stmt = stmt.where(access_log.c.at >= since)
         if until:
-            stmt = stmt.where(entries.c.at < until)
+            stmt = stmt.where(access_log.c.at < until)
         with self.engine.connect() as conn:
             return [AccessEntry(**r._mapping) for r in conn.execute(stmt)]
 
     def verify(self) -> ChainCheck:
         """Walk the chain from the first entry: each hash recomputed, each link checked,
         numbers without gaps, and the head pointing at the last one."""
-        prev, expected, count = GENESIS, 1, 0
+        prev, expected, count = GENESIS_HASH, 1, 0
         with self.engine.connect() as conn:
-            for r in conn.execute(select(entries).order_by(entries.c.seq)):
+            for r in conn.execute(select(access_log).order_by(access_log.c.seq)):
                 count += 1
                 if r.seq != expected:
                     return ChainCheck(count, expected, f"entry {expected} is missing")
@@ -198,7 +173,11 @@ class AccessLog:
                 if entry_hash(prev, fields) != r.hash:
                     return ChainCheck(count, r.seq, "its content was changed")
                 prev, expected = r.hash, expected + 1
-            last = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()
+            last = conn.execute(
+                select(access_log_head.c.seq, access_log_head.c.hash).where(
+                    access_log_head.c.id == 1
+                )
+            ).first()
         if last is not None and (last.seq != expected - 1 or last.hash != prev):
             return ChainCheck(count, expected, f"entries after {expected - 1} were removed")
         return ChainCheck(count, None, None)
