@@ -18,6 +18,7 @@ from activities.records import (
     FollowUpCallRequest,
     IntakeRecord,
     PhaseChangeRecord,
+    ReassignmentRecord,
     ReferralClosing,
     ReferralDispatch,
     ReferralRecord,
@@ -92,6 +93,7 @@ class CareOperations:
             self.remind_partner,
             self.close_referral,
             self.record_consent,
+            self.record_reassignment,
         ]
 
     @activity.defn
@@ -416,6 +418,24 @@ class CareOperations:
         )
         log.info("consent_recorded", patient_id=c.patient_id, kind=c.kind, granted=c.granted)
         return created
+
+    @activity.defn
+    def record_reassignment(self, r: ReassignmentRecord) -> bool:
+        moved = self.store.reassign_patient(
+            r.patient_id,
+            r.case_manager_id,
+            AuditFact(
+                key=r.key,
+                patient_id=r.patient_id,
+                actor=r.by,
+                action="case_manager_reassigned",
+                purpose="operations",
+                at=r.at,
+                detail={"from": r.previous, "to": r.case_manager_id},
+            ),
+        )
+        log.info("case_manager_reassigned", patient_id=r.patient_id, new=moved)
+        return moved
 
 
 def _event_facts(events: CareEvents) -> CareEventFacts:

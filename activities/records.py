@@ -193,6 +193,17 @@ class ConsentRecord(_Record):
     at: datetime
 
 
+class ReassignmentRecord(_Record):
+    """The patient's new case manager: their row and open tasks move to them."""
+
+    key: str
+    patient_id: str
+    case_manager_id: str
+    previous: str
+    by: str
+    at: datetime
+
+
 class PhaseChangeRecord(_Record):
     key: str
     patient_id: str

@@ -137,3 +137,10 @@ class AlumniAttendance(_Request):
     """A patient went to an alumni or peer-support meeting (reported, never required)."""
 
     meeting_id: MeetingId
+
+
+class Reassignment(_Request):
+    """A clinical supervisor gives the patient another case manager (`case_manager_id` is
+    the supervisor's own staff ID: who decided)."""
+
+    to_case_manager_id: CaseManagerId

@@ -16,6 +16,7 @@ from clinical.requests import (
     DischargeRequest,
     FamilyConsentChange,
     ProgressReview,
+    Reassignment,
     RelapseReport,
     RequestRefused,
 )
@@ -252,3 +253,16 @@ def relink(state: JourneyState, relapse: Relapse) -> None:
     state.relapse = None
     reassess(state, relapse.ratings)
     state.phase = Phase.intake
+
+
+def check_reassignment(state: JourneyState, change: Reassignment) -> None:
+    require_active(state)
+    if change.to_case_manager_id == state.case_manager_id:
+        raise RequestRefused(f"{change.to_case_manager_id} is the case manager already")
+
+
+def apply_reassignment(state: JourneyState, change: Reassignment) -> str:
+    """The new case manager takes the journey's tasks from now on; the previous one."""
+    previous = state.case_manager_id
+    state.case_manager_id = change.to_case_manager_id
+    return previous

@@ -30,7 +30,7 @@ PASSWORD = "correct horse battery"
 STAFF = {
     "cm1": ("case_manager", "north", "CM-01"),
     "cm2": ("case_manager", "north", "CM-02"),
-    "sup": ("supervisor", "north", None),
+    "sup": ("supervisor", "north", "CM-SUP1"),
     "sup-south": ("supervisor", "south", None),
     "ops": ("operator", None, None),
     "audit": ("auditor", None, None),

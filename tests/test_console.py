@@ -299,3 +299,45 @@ async def test_a_case_manager_enrols_with_a_placement_preview(
     assert ("cm1", "enrol", "allowed") in {
         (e.actor, e.action, e.outcome) for e in ui.console.access.search(patient_id=pid)
     }
+
+
+async def test_a_supervisor_reassigns_a_patient_and_the_caseloads_follow(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            pid = await _enrolled(c, env)
+            ui = make_console(c.settings, c.store, c.client)
+            async with ui.signed_in("sup") as http:
+                discharge = await http.post(
+                    f"/patients/{pid}/discharge", data={"csrf": csrf_of(http), "reason": "withdrew"}
+                )
+                same = await http.post(
+                    f"/patients/{pid}/reassign", data={"csrf": csrf_of(http), "to": "CM-01"}
+                )
+                moved = await http.post(
+                    f"/patients/{pid}/reassign", data={"csrf": csrf_of(http), "to": "CM-02"}
+                )
+            async with ui.signed_in("sup-south") as http:
+                elsewhere = await http.post(
+                    f"/patients/{pid}/reassign", data={"csrf": csrf_of(http), "to": "CM-03"}
+                )
+            async with ui.signed_in("cm2") as http:
+                self_move = await http.post(
+                    f"/patients/{pid}/reassign", data={"csrf": csrf_of(http), "to": "CM-02"}
+                )
+                theirs = await http.get("/caseload")
+            async with ui.signed_in("cm1") as http:
+                gone = await http.get(f"/patients/{pid}")
+            status = await c.status(c.started[0])
+    assert discharge.status_code == 403  # a case manager's action
+    assert same.status_code == 409 and "CM-01 is the case manager already" in same.text
+    assert moved.status_code == 200 and "case manager now CM-02 (was CM-01)" in moved.text
+    assert elsewhere.status_code == 404  # another site's patient
+    assert self_move.status_code == 403  # a supervisor's decision
+    assert pid in theirs.text and gone.status_code == 404
+    assert status.case_manager_id == "CM-02"
+    assert {t.case_manager_id for t in c.store.tasks(patient_id=pid)} == {"CM-02"}
+    assert [f.actor for f in c.store.audit_trail(pid) if f.action == "case_manager_reassigned"] == [
+        "CM-SUP1"
+    ]

@@ -22,6 +22,7 @@ from clinical.requests import (
     DischargeRequest,
     FamilyConsentChange,
     ProgressReview,
+    Reassignment,
     ReferralRequest,
     RelapseReport,
 )
@@ -145,6 +146,13 @@ def _commitments(pid: str, cm: str, form: Form) -> Built:
     return PatientJourneyWorkflow.revise_commitments, revision, None
 
 
+def _reassign(pid: str, cm: str, form: Form) -> Built:
+    change = _request(
+        Reassignment, case_manager_id=cm, to_case_manager_id=form.get("to", "").strip()
+    )
+    return PatientJourneyWorkflow.reassign_case_manager, change, None
+
+
 def _summary(answer: Any) -> str:
     rate = "n/a" if answer.rate is None else f"{answer.rate:.0%}"
     return f"recorded (attended {answer.attended}, missed {answer.missed}, rate {rate})"
@@ -179,6 +187,7 @@ ACTIONS: dict[str, Action] = {
     "family-consent": Action("family consent", _family_consent),
     "check-ins": Action("check-in schedule", _check_ins),
     "alumni": Action("alumni attendance", _alumni),
+    "reassign": Action("reassignment", _reassign),
     "commitments": Action(
         "commitments",
         _commitments,
@@ -189,3 +198,7 @@ ACTIONS: dict[str, Action] = {
         ),
     ),
 }
+
+SUPERVISOR_ACTIONS = frozenset({"review", "reassign"})
+"""What a clinical supervisor records (approving step-down is a review); the rest is the
+case manager's."""

@@ -19,9 +19,9 @@ from infra.store.accounts import Role, User
 from operators.caseload import CaseloadRow, Scope, caseload, inbox, overdue
 from operators.snapshot import StoredSnapshot, stored_snapshot
 from services.journeys import RequestFailed, Why, deliver, query_status, worker_running
-from web.actions import ACTIONS, ActionRefused
+from web.actions import ACTIONS, SUPERVISOR_ACTIONS, ActionRefused
 from web.context import Console, console_of, page
-from web.security import NotFound, Visitor, allow
+from web.security import Forbidden, NotFound, Visitor, allow
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -168,7 +168,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         )
 
     @r.post("/patients/{patient_id}/{action}", response_class=HTMLResponse)
-    @allow(Role.case_manager, patient=True)
+    @allow(Role.case_manager, Role.supervisor, patient=True)
     async def act(
         request: Request, patient_id: str, action: str, visitor: Visitor = seen
     ) -> Response:
@@ -180,10 +180,19 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         known = ACTIONS.get(action)
         if known is None:
             raise NotFound()
+        user = visitor.user
+        if user.role is Role.supervisor and action not in SUPERVISOR_ACTIONS:
+            console.record(request, user, known.title, pid, outcome="denied")
+            raise Forbidden()
+        if user.role is Role.case_manager and action == "reassign":
+            console.record(request, user, known.title, pid, outcome="denied")
+            raise Forbidden()
         form = {k: v for k, v in (await request.form()).multi_items() if isinstance(v, str)}
-        assert visitor.user.case_manager_id is not None  # a case manager's account has one
+        if user.case_manager_id is None:
+            message = "your account has no staff ID to record this under"
+            return _answer(request, console, visitor, known.title, pid, message, 409)
         try:
-            update, payload, workflow_id = known.build(pid, visitor.user.case_manager_id, form)
+            update, payload, workflow_id = known.build(pid, user.case_manager_id, form)
             client = await console.connect()
             answer = await deliver(
                 client, console.settings.task_queue, pid, update, payload, workflow_id

@@ -8,7 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.care_operations import CareOperations
-    from activities.records import ConsentRecord, SessionBooking
+    from activities.records import ConsentRecord, ReassignmentRecord, SessionBooking
     from clinical.alumni import apply_alumni_attendance, check_alumni_attendance
     from clinical.attendance import AttendanceSummary
     from clinical.check_ins import (
@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         DischargeRequest,
         FamilyConsentChange,
         ProgressReview,
+        Reassignment,
         ReferralRequest,
         RelapseReport,
         TaskDone,
@@ -46,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         apply_commitments_revision,
         apply_discharge,
         apply_family_consent,
+        apply_reassignment,
         apply_relapse,
         apply_review,
         check_attendance,
@@ -53,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         check_commitments_revision,
         check_discharge,
         check_family_consent,
+        check_reassignment,
         check_relapse,
         check_review,
     )
@@ -316,3 +319,28 @@ class JourneyRequests(JourneySteps):
     @revise_commitments.validator
     def _validate_revision(self, revision: CommitmentsRevision) -> None:
         check_commitments_revision(self._state, revision)
+
+    @workflow.update
+    async def reassign_case_manager(self, change: Reassignment) -> str:
+        """A supervisor's decision: the journey's tasks go to the new case manager from now
+        on, and the store moves the patient and their open tasks (one idempotent write)."""
+        st = self._state
+        previous = apply_reassignment(st, change)
+        update = workflow.current_update_info()
+        await self._store(
+            CareOperations.record_reassignment,
+            ReassignmentRecord(
+                key=f"{st.patient_id}/reassigned/{update.id if update else st.case_manager_id}",
+                patient_id=st.patient_id,
+                case_manager_id=st.case_manager_id,
+                previous=previous,
+                by=change.case_manager_id,
+                at=workflow.now(),
+            ),
+        )
+        self._update_visibility()
+        return f"case manager now {st.case_manager_id} (was {previous})"
+
+    @reassign_case_manager.validator
+    def _validate_reassignment(self, change: Reassignment) -> None:
+        check_reassignment(self._state, change)

@@ -73,8 +73,11 @@ def check_new_user(
         raise IdentityRefused("a case manager needs their case-manager ID (like CM-01)")
     if as_role in (Role.case_manager, Role.supervisor) and not _valid(SiteId, site_id):
         raise IdentityRefused(f"a {as_role.value.replace('_', ' ')} needs a site (like north)")
-    if as_role not in (Role.case_manager,) and case_manager_id:
-        raise IdentityRefused("only a case manager has a case-manager ID")
+    if as_role is Role.supervisor and case_manager_id is not None:
+        if not _valid(CaseManagerId, case_manager_id):
+            raise IdentityRefused("a supervisor's staff ID is like CM-SUP1")
+    elif as_role not in (Role.case_manager, Role.supervisor) and case_manager_id:
+        raise IdentityRefused("only case managers and supervisors act under a staff ID")
     return User(username=username, role=as_role, site_id=site_id, case_manager_id=case_manager_id)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from clinical.assessment import PatientContact
 from clinical.phases import Phase
 from infra.store._core import StoreCore, insert_once, utcnow
-from infra.store._schema import PATIENT_COLUMNS_WITHOUT_CONTACT, patients, phase_changes
+from infra.store._schema import PATIENT_COLUMNS_WITHOUT_CONTACT, patients, phase_changes, tasks
 from infra.store.audit import AuditFact, write_audit
 from infra.store.consents import ConsentEntry, record_consents
 from infra.store.outbox import notify_case_manager
@@ -168,6 +168,24 @@ class PatientRecords(StoreCore):
         with self.engine.connect() as conn:
             phone = conn.scalar(select(patients.c.phone).where(patients.c.patient_id == patient_id))
         return None if phone is None else str(phone)
+
+    def reassign_patient(self, patient_id: str, case_manager_id: str, audit: AuditFact) -> bool:
+        """The patient and their open tasks move to another case manager, once (the audit
+        fact's key makes a retry a no-op); False if it was done before."""
+        with self._transaction() as conn:
+            if not write_audit(conn, [audit]):
+                return False
+            conn.execute(
+                update(patients)
+                .where(patients.c.patient_id == patient_id)
+                .values(case_manager_id=case_manager_id, updated_at=audit.at)
+            )
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.patient_id == patient_id, tasks.c.status == "open")
+                .values(case_manager_id=case_manager_id)
+            )
+        return True
 
     def patient_names(self, patient_ids: Collection[str]) -> dict[str, str]:
         """Each patient's name as people read it (PHI: for those who may see it, and only
