@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import RESULTS, machine, raise_on_sigterm, scratch_dir
 
-BENCHMARKS = ("overhead", "latency", "cohort", "patient_year", "memory")
+BENCHMARKS = ("overhead", "latency", "cohort", "patient_year", "memory", "console")
 
 
 def sizes(
@@ -58,6 +58,12 @@ def sizes(
         },
         "patient_year": {"patients": 2 if quick else 5},
         "memory": {"counts": [100, 300] if quick else [1000, 5000], "small_cache": 50},
+        "console": {
+            "patients": 200 if quick else 2000,
+            "requests": 20 if quick else 200,
+            "journeys": 5 if quick else 20,
+            "rounds": 20 if quick else 300,
+        },
     }
 
 
@@ -104,6 +110,12 @@ async def run_one(name: str, params: dict[str, Any], scratch: Path) -> dict[str,
 
         default = load_settings().max_cached_workflows
         return await memory.run(params["counts"], [default, params["small_cache"]], scratch)
+    if name == "console":
+        from bench import console
+
+        return await console.run(
+            params["patients"], params["requests"], params["journeys"], params["rounds"], scratch
+        )
     raise ValueError(name)
 
 

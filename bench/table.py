@@ -175,6 +175,31 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
+    if "console" in b:
+        pages, sheet = b["console"]["pages"], b["console"]["sheet"]
+        for name in ("caseload_case_manager", "caseload_site", "chart", "inbox_case_manager"):
+            p95 = pages[name]["p95_ms"]
+            out.append(
+                (
+                    "6 console",
+                    f"{name.replace('_', ' ')} p95, {pages['patients']} patients in the store",
+                    f"{_num(p95)} ms",
+                    f"p50 {_num(pages[name]['p50_ms'])} ms",
+                    _verdict(p95 < pages["target_p95_ms"]),
+                )
+            )
+        ratio = sheet["p99_ratio"]
+        out.append(
+            (
+                "6 console",
+                f"attendance sheet p99, console / command line's client ({sheet['journeys']} "
+                f"journeys, {sheet['sheets_each_way']} each way)",
+                f"{_num(ratio, 2)}x",
+                f"{_num(sheet['console']['p99_ms'])} / "
+                f"{_num(sheet['command_line_client']['p99_ms'])} ms",
+                _verdict(ratio <= sheet["target_p99_ratio"]),
+            )
+        )
     return out
 
 

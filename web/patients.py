@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
@@ -41,6 +41,7 @@ SORTS: dict[str, Callable[[CaseloadRow], Any]] = {
     ),
     "tasks": lambda r: (-r.entry.open_tasks, r.entry.patient.patient_id),
 }
+PAGE_ROWS = 100
 STATUS_FOR = {Why.bad_input: 422, Why.refused: 409, Why.unreachable: 503}
 
 
@@ -101,19 +102,31 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
     @r.get("/caseload", response_class=HTMLResponse)
     @allow(Role.case_manager, Role.supervisor)
     async def caseload_page(
-        request: Request, sort: str = "next", phase: str = "", visitor: Visitor = seen
+        request: Request,
+        sort: str = "next",
+        phase: str = "",
+        page_number: int = Query(1, alias="page", ge=1, le=10_000),
+        visitor: Visitor = seen,
     ) -> Response:
         console = console_of(request)
         rows = caseload(console.store, scope_of(visitor.user), console.now())
         if phase:
             rows = [row for row in rows if row.entry.patient.phase.value == phase]
         rows.sort(key=SORTS.get(sort, SORTS["next"]))
+        # A site's caseload runs to thousands: a page of them at a time.
+        pages = max(1, -(-len(rows) // PAGE_ROWS))
+        page_number = min(page_number, pages)
+        total = len(rows)
+        rows = rows[(page_number - 1) * PAGE_ROWS : page_number * PAGE_ROWS]
         console.record(request, visitor.user, f"view caseload ({len(rows)} patients)")
         return page(
             request,
             "caseload.html",
             visitor=visitor,
             rows=rows,
+            total=total,
+            page_number=page_number,
+            pages=pages,
             sort=sort,
             phase=phase,
             sorts=list(SORTS),
