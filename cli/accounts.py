@@ -58,7 +58,7 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
             identity.add_user(
                 args.username,
                 args.role or "",
-                _password(args),
+                None if args.oidc else _password(args),
                 now,
                 site_id=args.site,
                 case_manager_id=args.case_manager,

@@ -219,6 +219,9 @@ def parser() -> argparse.ArgumentParser:
     us.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    us.add_argument(
+        "--oidc", action="store_true", help="add: no password; signs in through the OIDC provider"
+    )
 
     lg = sub.add_parser("access-log", help="who saw or did what (auditors)")
     lg.add_argument("--user", help="entries of this user (cli:<account> for the command line)")

@@ -59,6 +59,11 @@ class Settings:
     console_port: int = 8000
     console_idle_minutes: float = 15.0  # automatic sign-out after this long without activity
     console_secure_cookies: bool = False  # on behind HTTPS (a reverse proxy in production)
+    console_url: str | None = None  # the console's public origin (redirects come back here)
+    # OpenID Connect sign-in instead of local passwords, when an issuer is set.
+    oidc_issuer: str | None = None
+    oidc_client_id: str = "carepath-console"
+    oidc_client_secret: str = ""
 
     @property
     def sites_file(self) -> Path:
@@ -71,6 +76,10 @@ class Settings:
     @property
     def ui_origin(self) -> str:
         return self.ui_url or f"http://127.0.0.1:{self.ui_port}"
+
+    @property
+    def console_origin(self) -> str:
+        return (self.console_url or f"http://{self.console_host}:{self.console_port}").rstrip("/")
 
     @property
     def embedded_address(self) -> str:
@@ -113,6 +122,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "CAREPATH_CONSOLE_IDLE_MINUTES", 15.0, lambda v: 0 < v <= 720, "minutes (0-720]"
         ),
         console_secure_cookies=_switch(env, "CAREPATH_CONSOLE_SECURE_COOKIES", False),
+        console_url=env.get("CAREPATH_CONSOLE_URL") or None,
+        oidc_issuer=env.get("CAREPATH_OIDC_ISSUER") or None,
+        oidc_client_id=env.get("CAREPATH_OIDC_CLIENT_ID", "carepath-console"),
+        oidc_client_secret=env.get("CAREPATH_OIDC_CLIENT_SECRET", ""),
     )
 
 

@@ -26,8 +26,9 @@ from tests.console_support import (
 )
 from tests.support import Clinic, clinic, drive_journey, enrolment_data
 from web.security import CSP, RULES, SESSION_COOKIE
+from web.signin import PUBLIC_ENDPOINTS
 
-PUBLIC = {"sign_in_page", "sign_in"}
+PUBLIC = PUBLIC_ENDPOINTS
 
 
 async def _enrolled(c: Clinic, env: WorkflowEnvironment, **overrides: object) -> str:

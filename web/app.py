@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from infra.store.accounts import IdentityRefused, Role
-from web import enrolment, patients, staff
+from infra.store.accounts import Role
+from web import enrolment, patients, signin, staff
 from web.context import Console, console_of, page
 from web.security import (
-    PUBLIC,
     RULES,
     SESSION_COOKIE,
     Forbidden,
@@ -23,17 +22,11 @@ from web.security import (
     SecurityHeaders,
     Visitor,
     allow,
-    client_address,
     csrf_holds,
     csrf_token,
 )
+from web.signin import HOME
 
-HOME = {
-    Role.case_manager: "/caseload",
-    Role.supervisor: "/caseload",
-    Role.operator: "/operations",
-    Role.auditor: "/access-log",
-}
 FORM_BYTES = 64 * 1024  # the largest form (an attendance sheet) is a few kilobytes
 
 
@@ -95,40 +88,7 @@ def create_app(console: Console) -> FastAPI:
     async def _no_route(request: Request, exc: Exception) -> Response:
         return page(request, "error.html", 404, message="Nothing here.")
 
-    @app.get("/sign-in", response_class=HTMLResponse)
-    @allow(*PUBLIC.roles)
-    async def sign_in_page(request: Request) -> Response:
-        return page(request, "sign_in.html", error=None, idle=console.idle)
-
-    @app.post("/sign-in", response_class=HTMLResponse)
-    @allow(*PUBLIC.roles)
-    async def sign_in(
-        request: Request, username: str = Form(max_length=64), password: str = Form(max_length=512)
-    ) -> Response:
-        try:
-            user = console.identity.sign_in(username, password, console.now())
-        except IdentityRefused as exc:
-            console.access.append(
-                console.now(),
-                username[:48] if username.isprintable() else "?",
-                "-",
-                "sign in",
-                outcome="refused",
-                address=client_address(request),
-            )
-            return page(request, "sign_in.html", 401, error=str(exc), idle=console.idle)
-        token = console.identity.open_session(user.username, client_address(request), console.now())
-        console.record(request, user, "sign in")
-        response = RedirectResponse(HOME[user.role], status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=console.secure_cookies,
-            path="/",
-        )
-        return response
+    signin.install(app)
 
     seen = Depends(signed_in)
 

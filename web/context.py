@@ -19,6 +19,7 @@ from infra.settings import Settings
 from infra.store import CareStore
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore, User
+from web.oidc import OidcSignIn
 from web.security import client_address
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -37,6 +38,8 @@ class Console:
     sites: SiteDirectory
     connect: Callable[[], Awaitable[Client]]
     """The engine's client (connected on first use; a console starts without Temporal)."""
+    oidc: OidcSignIn | None = None
+    """Sign-in through the clinic's identity provider instead of local passwords."""
     idle: timedelta = timedelta(minutes=15)
     secure_cookies: bool = False
     now: Callable[[], datetime] = field(default=_utcnow)
@@ -71,5 +74,7 @@ def console_of(request: Request) -> Console:
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
     # The browser's own idle timer signs out as the server would (web/static/console.js).
-    context.setdefault("idle_seconds", int(console_of(request).idle.total_seconds()))
+    console = console_of(request)
+    context.setdefault("idle_seconds", int(console.idle.total_seconds()))
+    context.setdefault("oidc", console.oidc is not None)
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)

@@ -19,6 +19,7 @@ from infra.temporal import connect
 from services.journeys import RequestFailed, Why
 from web.app import create_app
 from web.context import Console
+from web.oidc import OidcSignIn
 
 
 def console_for(
@@ -54,6 +55,14 @@ def console_for(
         access=access,
         sites=sites,
         connect=connect_to or connected,
+        oidc=OidcSignIn(
+            settings.oidc_issuer,
+            settings.oidc_client_id,
+            settings.oidc_client_secret,
+            f"{settings.console_origin}/sign-in/oidc/callback",
+        )
+        if settings.oidc_issuer
+        else None,
         idle=timedelta(minutes=settings.console_idle_minutes),
         secure_cookies=settings.console_secure_cookies,
     )

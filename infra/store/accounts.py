@@ -31,6 +31,7 @@ from infra.store._schema import console_sessions, console_users
 USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,31}")
 PASSWORD_MIN = 12
 PASSWORD_MAX = 256  # argon2 takes anything; a megabyte "password" is an attack on the CPU
+NO_PASSWORD = "!"  # no hash of anything: a password never verifies against it
 LOCK_AFTER = 5
 LOCKED_FOR = timedelta(minutes=15)
 SIGN_IN_REFUSED = "wrong username or password"  # the same words for both: no account probing
@@ -111,13 +112,15 @@ class IdentityStore:
         self,
         username: str,
         role: str,
-        password: str,
+        password: str | None,
         at: datetime,
         site_id: str | None = None,
         case_manager_id: str | None = None,
     ) -> User:
+        """`password` None: the account signs in through the identity provider only."""
         user = check_new_user(username, role, site_id, case_manager_id)
-        check_password(password)
+        if password is not None:
+            check_password(password)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -126,7 +129,9 @@ class IdentityStore:
                         role=user.role.value,
                         site_id=user.site_id,
                         case_manager_id=user.case_manager_id,
-                        password_hash=self.hasher.hash(password),
+                        password_hash=NO_PASSWORD
+                        if password is None
+                        else self.hasher.hash(password),
                         disabled=False,
                         failed_attempts=0,
                         created_at=at,
