@@ -26,10 +26,8 @@ COPY cli/ cli/
 COPY web/ web/
 COPY worker.py starter.py ./
 # Installed in place (editable), so the programs/ beside the code are the ones read. The
-# workflow modules' bytecode is compiled here: the worker cannot write it as carepath, and
-# the sandbox imports them afresh for every run (infra/sandbox.py).
-RUN pip install -e '.[otel]' \
-    && python -m compileall -q workflows
+# worker writes the workflow modules' bytecode under its data directory (infra/sandbox.py).
+RUN pip install -e '.[otel]'
 
 USER carepath
 ENV CAREPATH_DATA_DIR=/var/lib/carepath \

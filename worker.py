@@ -21,6 +21,7 @@ from activities.telephony import SimulatedTelephony
 from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
 from infra.metrics import ClinicGauges, metrics_runtime
+from infra.sandbox import cache_workflow_bytecode
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
 from infra.temporal import build_worker, connect, connect_config, keys_for
@@ -85,6 +86,8 @@ async def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    if settings.sdk_tuning:
+        cache_workflow_bytecode(settings.data_dir / "cache")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

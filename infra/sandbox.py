@@ -1,4 +1,6 @@
-"""The workflow sandbox, with the SDK's own code strings compiled once.
+"""The workflow sandbox the worker and the replay gate run: the SDK's own, or with
+`CAREPATH_SDK_TUNING` on (the default) the same sandbox with its code strings compiled once.
+Every override of temporalio's private code is here, behind that one switch.
 
 temporalio 1.35's sandbox runs each of its calls into a workflow instance (activate, and
 the serialization context it asks for every payload-bearing command) as `exec` of a short
@@ -12,13 +14,16 @@ context questions without entering the sandbox (see `takes_no_context`).
 
 This leans on private methods (`_Instance._run_code`, `get_serialization_context`,
 `get_external_store_context`); `tests/test_sandbox.py` fails if an SDK upgrade stops
-routing the sandbox's calls through them, so the overrides go when they no longer pay."""
+routing the sandbox's calls through them, and runs journeys with the switch off, so the
+overrides can go the day they no longer pay."""
 
 from __future__ import annotations
 
 import compileall
 import functools
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import CodeType
 from typing import Any
 
@@ -29,7 +34,7 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 from temporalio.converter._extstore import StorageDriverStoreContext
-from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
+from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 from temporalio.worker._command_aware_visitor import CommandInfo
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _Instance
@@ -105,16 +110,23 @@ class CompiledSandboxRunner(SandboxedWorkflowRunner):
         instance.context_free = self.context_free
         return instance
 
-    @classmethod
-    def for_converter(cls, converter: DataConverter) -> CompiledSandboxRunner:
-        return cls(context_free=takes_no_context(converter))
+
+def workflow_runner(tuned: bool, converter: DataConverter) -> WorkflowRunner:
+    """The sandbox for workflows whose payloads pass through `converter`: the SDK's as
+    shipped, or (`tuned`) compiling its code strings once and, where the converter allows,
+    skipping the context lookups."""
+    if not tuned:
+        return SandboxedWorkflowRunner()
+    return CompiledSandboxRunner(context_free=takes_no_context(converter))
 
 
-@functools.cache
-def compile_workflow_modules() -> None:
+def cache_workflow_bytecode(cache_dir: Path) -> None:
     """Bytecode for the modules the sandbox re-imports for every new run and child (the
-    workflow modules; what they import is passed through). With PYTHONDONTWRITEBYTECODE set,
-    as on these machines, no bytecode is ever cached and each of those imports compiled the
-    source again (~10 ms for the journey's). Once per worker process, where the directory is
-    writable; the image compiles at build."""
+    workflow modules; what they import is passed through), written under `cache_dir` and
+    read from there by this process. With PYTHONDONTWRITEBYTECODE set, as on these machines,
+    no bytecode is ever cached and each of those imports compiled the source again (~10 ms
+    for the journey's: 7% of a cohort worker). Once per worker process, at its start; a
+    PYTHONPYCACHEPREFIX of the operator's wins."""
+    if sys.pycache_prefix is None:
+        sys.pycache_prefix = str(cache_dir / "bytecode")
     compileall.compile_dir(PROJECT_ROOT / "workflows", quiet=2)

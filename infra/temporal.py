@@ -23,7 +23,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
-from infra.sandbox import CompiledSandboxRunner, compile_workflow_modules
+from infra.sandbox import workflow_runner
 from infra.settings import Settings, SettingsError
 from infra.tracing import tracing_interceptors
 
@@ -118,19 +118,19 @@ def build_worker(
     executor: ThreadPoolExecutor,
     **overrides: Any,
 ) -> Worker:
-    """A worker for `workflows` (the registry's, workflows.registry) and `activities`."""
-    compile_workflow_modules()
+    """A worker for `workflows` (the registry's, workflows.registry) and `activities`, their
+    activities run on `executor`, which has `settings.max_concurrent_activities` threads:
+    never more activities at once than threads to run them."""
     options: dict[str, Any] = {
         "task_queue": settings.task_queue,
         "workflows": list(workflows),
         "activities": list(activities),
         "activity_executor": executor,
-        # Never more activities at once than threads to run them.
-        "max_concurrent_activities": min(settings.max_concurrent_activities, executor._max_workers),
+        "max_concurrent_activities": settings.max_concurrent_activities,
         "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
         "max_cached_workflows": settings.max_cached_workflows,
         "interceptors": tracing_interceptors(settings),
-        "workflow_runner": CompiledSandboxRunner.for_converter(client.data_converter),
+        "workflow_runner": workflow_runner(settings.sdk_tuning, client.data_converter),
     }
     options.update(overrides)
     return Worker(client, **options)

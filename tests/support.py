@@ -19,6 +19,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.care_operations import CareOperations
 from activities.telephony import SimulatedTelephony
@@ -133,6 +134,7 @@ class Clinic:
     client: Client
     settings: Settings
     operations: CareOperations
+    worker: Worker
     started: list[WorkflowHandle[Any, Any]] = dataclasses.field(default_factory=list)
 
     @property
@@ -171,13 +173,15 @@ async def clinic(
     telephony: Any = None,
     database_url: str | None = None,
     sites: Path = OPEN_SITES,
+    sdk_tuning: bool = True,
     **worker_overrides: Any,
 ) -> AsyncIterator[Clinic]:
     """`telephony`, if given, builds the provider from the store (default: simulated,
     abstinent patients); the store is a SQLite file in `tmp_path` unless `database_url`
-    names another."""
+    names another; `sdk_tuning` is CAREPATH_SDK_TUNING."""
     settings = dataclasses.replace(
         load_settings(),
+        sdk_tuning=sdk_tuning,
         database_url=database_url or f"sqlite:///{tmp_path / 'care.db'}",
         programs_dir=programs_dir,
         sites_path=sites,
@@ -189,8 +193,8 @@ async def clinic(
     # a relapse on a random patient's check-in would send the journey round again.
     provider = telephony(store) if telephony else SimulatedTelephony(store, use_risk=0.0)
     operations = CareOperations(store, ProgramCatalog(programs_dir), provider)
-    async with running_worker(client, settings, operations, **worker_overrides):
-        c = Clinic(client=client, settings=settings, operations=operations)
+    async with running_worker(client, settings, operations, **worker_overrides) as worker:
+        c = Clinic(client=client, settings=settings, operations=operations, worker=worker)
         try:
             yield c
         finally:

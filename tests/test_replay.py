@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from infra.sandbox import CompiledSandboxRunner
+from infra.sandbox import workflow_runner
 from infra.temporal import data_converter
 from tests.support import TEST_KEYS
 from workflows.registry import WORKFLOWS
@@ -33,13 +33,15 @@ def test_every_registered_workflow_type_has_recorded_histories() -> None:
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_recorded_history_replays(path: Path) -> None:
-    # The worker's own runner: the gate replays what production runs.
+@pytest.mark.parametrize("sdk_tuning", [True, False], ids=["tuned", "sdk-as-shipped"])
+async def test_recorded_history_replays(path: Path, sdk_tuning: bool) -> None:
+    # The worker's own runners, CAREPATH_SDK_TUNING on and off: the gate replays what
+    # production runs either way.
     converter = data_converter(TEST_KEYS)
     replayer = Replayer(
         workflows=WORKFLOWS,
         data_converter=converter,
-        workflow_runner=CompiledSandboxRunner.for_converter(converter),
+        workflow_runner=workflow_runner(sdk_tuning, converter),
     )
     workflow_id = path.stem.rsplit("--", 1)[-1]
     history = WorkflowHistory.from_json(workflow_id, path.read_text())

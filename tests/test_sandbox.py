@@ -1,14 +1,15 @@
 """The worker's sandbox runner: the SDK's sandbox with its code strings compiled once.
-It must still be the sandbox (a workflow calling the wall clock fails), and the cache must
-actually be used (an SDK that stops calling `_run_code` makes the override dead weight)."""
+It must still be the sandbox (a workflow calling the wall clock fails), the cache must
+actually be used (an SDK that stops calling `_run_code` makes the override dead weight),
+and with CAREPATH_SDK_TUNING off the worker runs the SDK as shipped, journeys included."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,27 @@ from temporalio.converter import (
 )
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
 from clinical.assessment import Enrolment
-from infra.sandbox import CompiledSandboxRunner, compiled, takes_no_context
-from infra.settings import load_settings
-from infra.temporal import build_worker, data_converter
-from tests.support import TEST_KEYS, enrolment_data
+from clinical.phases import Phase
+from infra.sandbox import (
+    CompiledSandboxRunner,
+    cache_workflow_bytecode,
+    compiled,
+    takes_no_context,
+    workflow_runner,
+)
+from infra.temporal import data_converter
+from tests.support import (
+    TEST_KEYS,
+    attend_every_session,
+    clinic,
+    enrolment_data,
+    journey_histories,
+    make_enrolment,
+)
 from tests.wall_clock_workflow import ReadsTheWallClock
 from workflows import patient_journey
 from workflows.registry import WORKFLOWS
@@ -73,19 +88,49 @@ async def test_replaying_a_journey_compiles_the_sandbox_code_once() -> None:
     assert cache.hits > 20 * cache.misses
 
 
-async def test_a_worker_leaves_the_workflow_modules_compiled(env: WorkflowEnvironment) -> None:
+def test_a_worker_writes_the_workflow_bytecode_under_its_cache_not_the_source_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "pycache_prefix", None)  # restored after the test
     source = Path(patient_journey.__file__)
-    with ThreadPoolExecutor(1) as executor:
-        build_worker(env.client, load_settings(), WORKFLOWS, [], executor)
+    beside_source = Path(importlib.util.cache_from_source(str(source)))
+    before = beside_source.stat().st_mtime_ns if beside_source.exists() else None
+    cache_workflow_bytecode(tmp_path / "cache")
     bytecode = Path(importlib.util.cache_from_source(str(source)))
+    assert bytecode.is_relative_to(tmp_path / "cache")
     assert bytecode.exists() and bytecode.stat().st_mtime >= source.stat().st_mtime
+    after = beside_source.stat().st_mtime_ns if beside_source.exists() else None
+    assert after == before  # the source tree untouched
+
+
+async def test_with_the_tuning_off_a_worker_runs_a_whole_journey_in_the_sdks_sandbox(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    compiled.cache_clear()
+    async with clinic(env.client, tmp_path, sdk_tuning=False) as c:
+        assert type(c.worker.config()["workflow_runner"]) is SandboxedWorkflowRunner
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(make_enrolment())
+            status, _ = await attend_every_session(env, handle, until=None)
+            runs = await journey_histories(c.client, handle)
+    assert status.phase == Phase.completed
+    assert compiled.cache_info().misses == 0  # nothing went through the override
+    # What it recorded replays with the tuning on: the switch changes no history.
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=c.client.data_converter,
+        workflow_runner=workflow_runner(True, c.client.data_converter),
+    )
+    for run in runs:
+        assert (await replayer.replay_workflow(run)).replay_failure is None
 
 
 def test_our_converters_take_no_serialization_context() -> None:
     # The worker skips the sandbox's context lookups only for such a converter.
     assert takes_no_context(data_converter(TEST_KEYS))
     assert takes_no_context(data_converter())
-    assert CompiledSandboxRunner.for_converter(data_converter(TEST_KEYS)).context_free
+    tuned = workflow_runner(True, data_converter(TEST_KEYS))
+    assert isinstance(tuned, CompiledSandboxRunner) and tuned.context_free
 
 
 class _ContextAwareCodec(PayloadCodec, WithSerializationContext):
@@ -107,7 +152,8 @@ class _ContextAwareCodec(PayloadCodec, WithSerializationContext):
 def test_a_converter_that_reads_contexts_keeps_the_lookups() -> None:
     aware = dataclasses.replace(data_converter(), payload_codec=_ContextAwareCodec())
     assert not takes_no_context(aware)
-    assert not CompiledSandboxRunner.for_converter(aware).context_free
+    tuned = workflow_runner(True, aware)
+    assert isinstance(tuned, CompiledSandboxRunner) and not tuned.context_free
 
 
 async def test_a_context_free_worker_runs_and_replays_a_journey_history() -> None:
@@ -122,7 +168,7 @@ async def test_a_context_free_worker_runs_and_replays_a_journey_history() -> Non
         asked.append("context")
         return original(self, command_info)
 
-    for runner in (CompiledSandboxRunner(), CompiledSandboxRunner.for_converter(converter)):
+    for runner in (CompiledSandboxRunner(), CompiledSandboxRunner(context_free=True)):
         asked.clear()
         with patch.object(_Instance, "get_serialization_context", counting):
             replayer = Replayer(
