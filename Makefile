@@ -1,13 +1,14 @@
 # CarePath: two commands for a newcomer.
 #   make demo   installs what is needed, then runs a synthetic cohort through the whole journey
 #   make test   installs what is needed, then runs the whole test suite (what CI runs)
+#   make test-fast   the fast tier: the suite without its slow tier, for the edit-test loop
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test storm lint server-start server-stop worker console histories clean
+.PHONY: install demo test test-fast storm lint server-start server-stop worker console histories clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -q
+
+# Every test but the slow tier (real PostgreSQL, the dev server, whole journeys, the storm).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The crash storm: 50 journeys while the worker is SIGKILLed 10 times and the server restarted.
 storm: $(STAMP)

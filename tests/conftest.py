@@ -46,7 +46,7 @@ def postgres() -> Iterator[PostgresServer | None]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty care-operations database: a SQLite file, then a PostgreSQL database."""
     if request.param == "sqlite":

@@ -7,7 +7,8 @@ import dataclasses
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -200,6 +201,25 @@ async def clinic(
         finally:
             await c.close()
     store.dispose()
+
+
+@asynccontextmanager
+async def stubbed_worker(
+    env: WorkflowEnvironment, workflow: type, activities: Sequence[Callable[..., object]]
+) -> AsyncIterator[str]:
+    """A worker for one workflow whose activities are stubs (functions under the activities'
+    names, `@activity.defn(name=...)`, with canned answers), as the SDK's samples test
+    workflow logic: no store, no providers, no settings. Yields its task queue."""
+    queue = f"stubbed-{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(2) as executor:
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[workflow],
+            activities=list(activities),
+            activity_executor=executor,
+        ):
+            yield queue
 
 
 DAY = timedelta(days=1)

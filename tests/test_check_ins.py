@@ -156,6 +156,7 @@ async def test_bam_use_flag_without_days_of_use_relinks_the_patient(
     assert {"reassessment", "aftercare_support"} <= {t.kind for t in opened}
 
 
+@pytest.mark.slow
 async def test_three_unreachable_check_ins_in_a_row_lose_contact(
     env: WorkflowEnvironment, tmp_path
 ) -> None:
@@ -175,6 +176,7 @@ async def test_three_unreachable_check_ins_in_a_row_lose_contact(
     assert {t.status for t in opened} == {"done"}
 
 
+@pytest.mark.slow
 async def test_a_case_manager_reschedules_the_check_ins_ahead(
     env: WorkflowEnvironment, tmp_path
 ) -> None:
@@ -291,6 +293,7 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
     assert all(r.at >= status.follow_ups[0].due_at for r in concluded)
 
 
+@pytest.mark.slow
 async def test_a_program_change_reaches_aftercare_at_the_next_check_in(
     env: WorkflowEnvironment, tmp_path
 ) -> None:

@@ -107,6 +107,7 @@ async def test_a_journey_starting_on_any_weekday(weekday: int, tmp_path: Path) -
     assert status.attendance_rate == pytest.approx(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("month", "day", "leap", "crossing"),
     [

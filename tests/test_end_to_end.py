@@ -23,7 +23,7 @@ from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT
 from tests.support import enrolment_data
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TEST_PROGRAMS = Path(__file__).parent / "programs"
 
 

@@ -118,6 +118,7 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+@pytest.mark.slow
 async def test_a_whole_journey_exports_as_one_valid_bundle(
     env: WorkflowEnvironment, tmp_path, monkeypatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
@@ -13,6 +14,7 @@ from workflows.referral import ReferralWorkflow
 PHI = ("Avery", "Quinlan", "555 010 2030", "1988-04-02")
 
 
+@pytest.mark.slow
 async def test_a_whole_journey_reads_as_one_timeline(env: WorkflowEnvironment, tmp_path) -> None:
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path) as c:

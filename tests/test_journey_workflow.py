@@ -32,6 +32,7 @@ from tests.support import (
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
+@pytest.mark.slow
 async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path, database_url) -> None:
     """Every phase in order; sessions and calls in the store (SQLite, then PostgreSQL);
     attendance arithmetic."""

@@ -200,6 +200,7 @@ async def test_no_consent_asks_for_it_and_sends_once_given(
     assert all(e.activity_task_started_event_attributes.attempt == 1 for e in started)
 
 
+@pytest.mark.slow
 async def test_a_referral_closing_after_the_journey_moved_on_and_the_journey_to_its_end(
     env: WorkflowEnvironment, tmp_path
 ) -> None:

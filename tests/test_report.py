@@ -537,6 +537,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_cli_renders_from_the_store(known_store: CareStore, tmp_path: Path) -> None:
     """No Temporal server runs here: the report reads the store only."""
     import os

@@ -103,6 +103,7 @@ def test_a_worker_writes_the_workflow_bytecode_under_its_cache_not_the_source_tr
     assert after == before  # the source tree untouched
 
 
+@pytest.mark.slow
 async def test_with_the_tuning_off_a_worker_runs_a_whole_journey_in_the_sdks_sandbox(
     env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

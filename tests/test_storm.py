@@ -34,7 +34,7 @@ from infra.store import CareStore
 from infra.temporal import connect
 from workflows.patient_journey import PatientJourneyWorkflow
 
-pytestmark = [pytest.mark.storm, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.storm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PATIENTS = 50
 KILLS = 10

@@ -16,7 +16,7 @@ from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT
 from tests.support import run_starter
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def environment(data: Path, port: int) -> dict[str, str]:

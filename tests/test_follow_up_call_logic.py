@@ -1,0 +1,116 @@
+"""The check-in call's logic with its activities stubbed, as the SDK's samples test workflows:
+functions under the activities' names return canned results, so no store, telephony or
+worker settings are involved and each case runs in a fraction of a second."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+
+from activities.records import CallResult, FollowUpCallRequest
+from clinical.aftercare import CallOutcome, CheckIn, FollowUpCallPlan, FollowUpResult
+from clinical.assessment import ContactWindow
+from clinical.reminders import Reminder
+from tests.support import stubbed_worker
+from workflows.follow_up_call import FollowUpCallWorkflow
+
+SPACING = timedelta(days=2)
+
+
+class StubbedClinic:
+    """The call's two activities, answering from a script of outcomes and remembering what
+    the workflow asked."""
+
+    def __init__(self, outcomes: list[CallOutcome]) -> None:
+        self.outcomes = outcomes
+        self.calls: list[FollowUpCallRequest] = []
+        self.texts: list[Reminder] = []
+
+    def activities(self) -> list[Callable[..., object]]:
+        @activity.defn(name="place_follow_up_call")
+        def place_follow_up_call(request: FollowUpCallRequest) -> CallResult:
+            self.calls.append(request)
+            outcome = self.outcomes[len(self.calls) - 1]
+            reached = CheckIn(days_of_use=0) if outcome == CallOutcome.reached else None
+            return CallResult(outcome=outcome, check_in=reached)
+
+        @activity.defn(name="queue_messages")
+        def queue_messages(messages: list[Reminder]) -> int:
+            self.texts += messages
+            return len(messages)
+
+        return [place_follow_up_call, queue_messages]
+
+
+async def call(
+    env: WorkflowEnvironment, outcomes: list[CallOutcome], reminders: str = "sms"
+) -> tuple[FollowUpResult, StubbedClinic]:
+    stubs = StubbedClinic(outcomes)
+    plan = FollowUpCallPlan(
+        patient_id="P-7K2M9Q4D",
+        call_id="FU-D030",
+        due_at=datetime(2027, 3, 1, 15, tzinfo=UTC),
+        window=ContactWindow.model_validate({"reminders": reminders}),
+        attempts=3,
+        attempt_spacing_seconds=SPACING.total_seconds(),
+        instruments=("bam",),
+        sms_before_retry=True,
+    )
+    async with stubbed_worker(env, FollowUpCallWorkflow, stubs.activities()) as queue:
+        result = await env.client.execute_workflow(
+            FollowUpCallWorkflow.run, plan, id=f"call-{uuid.uuid4()}", task_queue=queue
+        )
+    return result, stubs
+
+
+async def test_a_patient_reached_at_once_is_called_once_and_never_texted(
+    env: WorkflowEnvironment,
+) -> None:
+    result, stubs = await call(env, [CallOutcome.reached])
+    assert (result.outcome, result.attempts) == (CallOutcome.reached, 1)
+    assert result.check_in == CheckIn(days_of_use=0)
+    assert [c.attempt for c in stubs.calls] == [1]
+    assert stubs.calls[0].instruments == ("bam",) and stubs.calls[0].last_attempt == 3
+    assert stubs.texts == []
+
+
+async def test_an_unreachable_patient_gets_one_text_then_calls_spaced_by_the_plan(
+    env: WorkflowEnvironment,
+) -> None:
+    result, stubs = await call(
+        env, [CallOutcome.unreachable, CallOutcome.unreachable, CallOutcome.reached]
+    )
+    assert (result.outcome, result.attempts) == (CallOutcome.reached, 3)
+    assert [c.attempt for c in stubs.calls] == [1, 2, 3]
+    placed = [c.at for c in stubs.calls if c.at is not None]
+    gaps = [b - a for a, b in itertools.pairwise(placed)]
+    assert len(gaps) == 2 and all(gap >= SPACING for gap in gaps), gaps
+    (text,) = stubs.texts  # before the second attempt only, keyed to be sent once
+    assert (text.channel, text.kind, text.about) == ("sms", "check_in_sms", "FU-D030")
+    assert text.key == "P-7K2M9Q4D/sms/E1-FU-D030"
+
+
+@pytest.mark.parametrize("reminders", ["email", "none"])
+async def test_a_patient_who_takes_no_texts_is_not_texted(
+    env: WorkflowEnvironment, reminders: str
+) -> None:
+    _, stubs = await call(env, [CallOutcome.unreachable, CallOutcome.reached], reminders)
+    assert len(stubs.calls) == 2 and stubs.texts == []
+
+
+async def test_the_call_ends_unreachable_after_the_last_attempt(env: WorkflowEnvironment) -> None:
+    result, stubs = await call(env, [CallOutcome.unreachable] * 3)
+    assert (result.outcome, result.attempts, result.check_in) == (CallOutcome.unreachable, 3, None)
+    assert len(stubs.calls) == 3
+
+
+async def test_a_declined_call_is_not_tried_again(env: WorkflowEnvironment) -> None:
+    result, stubs = await call(env, [CallOutcome.declined, CallOutcome.reached])
+    assert (result.outcome, result.attempts) == (CallOutcome.declined, 1)
+    assert len(stubs.calls) == 1
