@@ -19,6 +19,7 @@ COPY workflows/ workflows/
 COPY activities/ activities/
 COPY infra/ infra/
 COPY services/ services/
+COPY simulation/ simulation/
 COPY demo/ demo/
 COPY operators/ operators/
 COPY programs/ programs/

@@ -17,7 +17,6 @@ from temporalio.worker import Worker
 
 from activities.care_operations import CareOperations
 from activities.referral_launch import ReferralLauncher
-from activities.telephony import SimulatedTelephony
 from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
 from infra.metrics import ClinicGauges, metrics_runtime
@@ -26,6 +25,8 @@ from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
 from infra.temporal import build_worker, connect, connect_config, keys_for
 from infra.tracing import start_exporting
+from simulation.partners import SimulatedPartners
+from simulation.telephony import SimulatedTelephony
 from workflows.registry import WORKFLOWS
 
 log = get_logger("carepath.worker")
@@ -43,6 +44,7 @@ def build_care_operations(settings: Settings) -> CareOperations:
         store=store,
         catalog=ProgramCatalog(settings.programs_dir),
         telephony=SimulatedTelephony(store, use_risk=settings.simulated_use_risk),
+        partners=SimulatedPartners(store),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.partners import PartnerServices, SimulatedPartners
+from activities.partners import PartnerServices
 from activities.records import (
     BookingResult,
     CallResult,
@@ -63,19 +63,19 @@ consent instead."""
 
 
 class CareOperations:
-    """Activities bound to one store, program catalog and telephony provider."""
+    """Activities bound to one store, program catalog, telephony provider and partners."""
 
     def __init__(
         self,
         store: CareStore,
         catalog: ProgramCatalog,
         telephony: Telephony,
-        partners: PartnerServices | None = None,
+        partners: PartnerServices,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.telephony = telephony
-        self.partners = partners if partners is not None else SimulatedPartners(store)
+        self.partners = partners
 
     def all(self) -> list[object]:
         return [

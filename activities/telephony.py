@@ -1,25 +1,11 @@
-"""Telephony: the adapter interface and the simulated provider used for demos and tests.
-
-The simulated provider answers from a seeded model of each patient (how reachable they are,
-how likely to have used), so a cohort behaves believably and the same cohort behaves the
-same way every run."""
+"""Telephony: the interface of the provider that places the check-in calls (the simulated
+clinic's provider is simulation.telephony)."""
 
 from __future__ import annotations
 
-import hashlib
-import random
-import re
 from typing import Protocol
 
 from clinical.aftercare import CallOutcome, CheckIn
-from clinical.instruments import (
-    BAM_PROTECTIVE_ITEMS,
-    BAM_RISK_ITEMS,
-    BAM_USE_ITEMS,
-    BamAnswers,
-    Phq9Answers,
-)
-from infra.store import CareStore
 
 
 class Telephony(Protocol):
@@ -29,76 +15,3 @@ class Telephony(Protocol):
         """Place one call; a reached patient answers days of use and the instruments asked.
         A reference seen before returns the earlier result, uncalled."""
         ...
-
-
-def _seeded(*parts: str) -> random.Random:
-    digest = hashlib.sha256("/".join(parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-class SimulatedTelephony:
-    def __init__(self, store: CareStore, seed: str = "carepath", use_risk: float = 0.02) -> None:
-        """`use_risk`: the highest chance a simulated patient reports use at a check-in."""
-        self.store = store
-        self.seed = seed
-        self.use_risk = use_risk
-
-    def place_call(
-        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
-    ) -> tuple[CallOutcome, CheckIn | None]:
-        return self.store.telephony_call(
-            reference, patient_id, lambda: self._answer(reference, patient_id, instruments)
-        )
-
-    def _answer(
-        self, reference: str, patient_id: str, instruments: tuple[str, ...]
-    ) -> tuple[CallOutcome, CheckIn | None]:
-        patient = _seeded(self.seed, patient_id)
-        reachability = patient.uniform(0.55, 0.95)
-        use_risk = patient.uniform(0.1, 1.0) * self.use_risk
-        strain = patient.betavariate(2, 6)  # how hard recovery is for this patient, 0-1
-        call = _seeded(self.seed, reference)
-        draw = call.random()
-        if draw > reachability:
-            return CallOutcome.unreachable, None
-        if draw > reachability - 0.02:
-            return CallOutcome.declined, None
-        days_of_use = call.randint(1, 8) if call.random() < use_risk * _early(reference) else 0
-        return CallOutcome.reached, CheckIn(
-            days_of_use=days_of_use,
-            bam=_bam(call, strain, days_of_use) if "bam" in instruments else None,
-            phq9=_phq9(call, strain) if "phq9" in instruments else None,
-        )
-
-
-def _early(reference: str) -> float:
-    """Relapse is likeliest soon after treatment: the first month's check-ins carry half as
-    much risk again, those after month 3 a little over half."""
-    found = re.search(r"FU-D(\d+)", reference)
-    day = int(found.group(1)) if found else 90
-    return 1.5 if day <= 30 else 1.0 if day <= 90 else 0.6
-
-
-def _likert(rng: random.Random, mean: float, top: int) -> int:
-    return max(0, min(top, round(rng.gauss(mean, 0.8))))
-
-
-def _bam(rng: random.Random, strain: float, days_of_use: int) -> BamAnswers:
-    """BAM answers consistent with the reported use and the patient's strain."""
-    items = []
-    for n in range(1, 18):
-        if n in BAM_USE_ITEMS:
-            items.append(min(4, (days_of_use + 2) // 3))
-        elif n in BAM_RISK_ITEMS:
-            items.append(_likert(rng, 4 * strain, 4))
-        elif n in BAM_PROTECTIVE_ITEMS:
-            items.append(_likert(rng, 3.2 - 2.5 * strain, 4))
-        else:
-            items.append(_likert(rng, 1.5 * strain, 4))
-    return BamAnswers(items=tuple(items))
-
-
-def _phq9(rng: random.Random, strain: float) -> Phq9Answers:
-    items = [_likert(rng, 2 * strain, 3) for _ in range(8)]
-    items.append(1 if rng.random() < 0.02 + 0.05 * strain else 0)  # thoughts of self-harm
-    return Phq9Answers(items=tuple(items))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import TimeoutType, WorkflowTaskFailedCause
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from bench.common import (
@@ -46,9 +46,10 @@ from clinical.careplan import treatment_week_of
 from clinical.journey import JourneyOutcome
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
-from clinical.requests import AttendanceMark, AttendanceSheet, ProgressReview
-from clinical.status import JourneyStatus, awaits_step_down_approval
+from clinical.status import JourneyStatus
 from infra.settings import load_settings
+from simulation.case_manager import CaseManager
+from simulation.patients import steady_attendance
 from workflows.patient_journey import PatientJourneyWorkflow
 
 DAY = timedelta(days=1)
@@ -60,20 +61,16 @@ TREATMENT = (Phase.intake, Phase.intensive, Phase.step_down)
 
 @dataclasses.dataclass
 class Patient:
-    """What the simulated case manager knows of one patient."""
+    """What the simulated clinic knows of one patient: the store's view, and the patient's
+    case manager (steady attendance: about 78%, some missed, every tenth session left for
+    the grace period)."""
 
     handle: WorkflowHandle[Any, Any]
     phase: Phase | None = None  # as the store has it; None until intake is written
     case_manager_id: str = ""
-    weeks_entered: set[str] = dataclasses.field(default_factory=set)
-    """The treatment weeks (`INT1-W03`) whose attendance sheet was entered."""
+    manager: CaseManager = dataclasses.field(default_factory=lambda: CaseManager(steady_attendance))
     reviewed_week: int = 0
     """The last intensive week whose progress was looked at."""
-    seen: int = 0
-    """Sessions on the sheets so far, marked or left to the grace period."""
-    reports: int = 0
-    """Sessions marked."""
-    sheets: int = 0
 
     @property
     def in_treatment(self) -> bool:
@@ -100,58 +97,29 @@ class Booked:
         return treatment_week_of(self.session_id)
 
 
-class CaseManager:
-    """Works from the clinic's records, as a case manager does: once a week's sessions
-    have all happened, enters that week's sign-in sheets for the patient in one request
-    (about 78% attended, some missed, every tenth left for the grace period); from the
-    week intensive care may end, looks at the patient's journey and approves step-down
-    when it asks."""
+async def enter_sheets(p: Patient, booked: list[Booked], now: datetime) -> None:
+    """The case manager works from the clinic's records: once a week's sessions have all
+    happened, that week's sign-in sheet for the patient, in one request."""
+    weeks: dict[str, list[Booked]] = {}
+    for b in booked:
+        if b.status != "cancelled" and b.session_id not in p.manager.entered:
+            weeks.setdefault(b.week_id, []).append(b)
+    for sessions in sorted(weeks.values(), key=lambda w: min(b.starts_at for b in w)):
+        if any(b.starts_at > now for b in sessions):
+            continue
+        in_order = sorted(sessions, key=lambda b: b.starts_at)
+        await p.manager.enter_sheet(p.handle, p.case_manager_id, [b.session_id for b in in_order])
 
-    def __init__(self, min_intensive_weeks: int) -> None:
-        from tests.support import steady_attendance
 
-        self.choose = steady_attendance
-        self.min_intensive_weeks = min_intensive_weeks
-
-    async def enter_sheets(self, p: Patient, booked: list[Booked], now: datetime) -> None:
-        weeks: dict[str, list[Booked]] = {}
-        for b in booked:
-            if b.status != "cancelled" and b.week_id not in p.weeks_entered:
-                weeks.setdefault(b.week_id, []).append(b)
-        for week, sessions in sorted(weeks.items(), key=lambda w: w[1][0].starts_at):
-            if any(b.starts_at > now for b in sessions):
-                continue
-            p.weeks_entered.add(week)
-            marks: list[AttendanceMark] = []
-            for b in sorted(sessions, key=lambda b: b.starts_at):
-                p.seen += 1
-                choice = self.choose(p.seen)
-                if choice != "none":
-                    marks.append(AttendanceMark(session_id=b.session_id, status=choice))
-            if not marks:
-                continue
-            p.reports += len(marks)
-            p.sheets += 1
-            await p.handle.execute_update(
-                PatientJourneyWorkflow.record_attendance_sheet,
-                AttendanceSheet(case_manager_id=p.case_manager_id, marks=marks),
-            )
-
-    async def review(self, p: Patient, booked: list[Booked]) -> None:
-        week = max((b.week for b in booked if b.phase == Phase.intensive.value), default=0)
-        if week < self.min_intensive_weeks or week <= p.reviewed_week:
-            return
-        p.reviewed_week = week
-        status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
-        if not awaits_step_down_approval(status):
-            return
-        try:
-            await p.handle.execute_update(
-                PatientJourneyWorkflow.review_progress,
-                ProgressReview(case_manager_id=p.case_manager_id, decision="approve_step_down"),
-            )
-        except WorkflowUpdateFailedError:
-            pass  # criteria not met yet: the journey extends a week and asks again
+async def review(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> None:
+    """From the week intensive care may end, once a week, the case manager looks at the
+    patient's journey and approves step-down when it asks."""
+    week = max((b.week for b in booked if b.phase == Phase.intensive.value), default=0)
+    if week < min_intensive_weeks or week <= p.reviewed_week:
+        return
+    p.reviewed_week = week
+    status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
+    await p.manager.approve_step_down(p.handle, status)
 
 
 async def simulate(
@@ -190,7 +158,7 @@ async def simulate(
         )
         cohort = {h.id.removeprefix("journey-"): Patient(h) for h in handles}
         protocol = ProgramCatalog(programs).load(DEFAULT_PROGRAM.stem)
-        manager = CaseManager(protocol.step_down.criteria.min_intensive_weeks)
+        min_weeks = protocol.step_down.criteria.min_intensive_weeks
         board = ClinicBoard(variables["CAREPATH_DATABASE_URL"])
         start = await env.get_current_time()
         steps = 0
@@ -202,10 +170,10 @@ async def simulate(
             active = {pid: p for pid, p in cohort.items() if p.in_treatment}
             booked = board.recent_sessions(now - 8 * DAY)
             await asyncio.gather(
-                *(manager.enter_sheets(p, booked.get(pid, []), now) for pid, p in active.items())
+                *(enter_sheets(p, booked.get(pid, []), now) for pid, p in active.items())
             )
             await asyncio.gather(
-                *(manager.review(p, booked.get(pid, [])) for pid, p in active.items())
+                *(review(p, booked.get(pid, []), min_weeks) for pid, p in active.items())
             )
             await advance(env, DAY if active else 7 * DAY)
             steps += 1
@@ -223,8 +191,8 @@ async def simulate(
         "steps": steps,
         "virtual_days": virtual_days,
         "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
-        "reports": sum(p.reports for p in cohort.values()),
-        "sheets": sum(p.sheets for p in cohort.values()),
+        "reports": sum(p.manager.marked for p in cohort.values()),
+        "sheets": sum(p.manager.sheets for p in cohort.values()),
         "troubles": trouble,
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
     }

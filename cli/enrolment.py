@@ -70,7 +70,7 @@ async def _start(
 
 async def cmd_enrol(args: argparse.Namespace, settings: Settings) -> int:
     if args.generate:
-        from demo.cohort import synthetic_enrolment
+        from simulation.patients import synthetic_enrolment
 
         try:
             enrolment = synthetic_enrolment(args.case_manager, args.site, args.program)

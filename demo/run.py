@@ -18,34 +18,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 
-from clinical.assessment import DimensionRatings, Enrolment
-from clinical.attendance import SessionStatus
-from clinical.careplan import weeks_over
+from clinical.assessment import Enrolment
 from clinical.identifiers import new_patient_id
 from clinical.journey import JourneyOutcome
 from clinical.phases import ACTIVE_PHASES, Phase
-from clinical.referrals import (
-    ConsentGrant,
-    PartnerAnswer,
-    PartnerReport,
-    ReferralCancel,
-    ReferralStage,
-    ReferralStatus,
-)
-from clinical.requests import (
-    AttendanceMark,
-    AttendanceSheet,
-    CommitmentsRevision,
-    ProgressReview,
-    RelapseReport,
-    TaskDone,
-)
 from clinical.sites import Closure, SiteDirectory
-from clinical.status import JourneyStatus, awaits_step_down_approval
-from clinical.tasks import CLOSED_BY_ACTION
-from demo.cohort import synthetic_cohort
+from clinical.status import JourneyStatus
 from demo.users import create_demo_users
 from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings
@@ -53,9 +32,10 @@ from infra.store.accounts import IdentityStore
 from infra.temporal import connect
 from operators.outcomes import percent
 from services.closures import announce_closure
+from simulation.case_manager import CaseManager
+from simulation.patients import synthetic_cohort, turning_up
 from worker import build_care_operations, running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
-from workflows.referral import ReferralWorkflow
 
 console = Console()
 
@@ -69,158 +49,24 @@ async def simulated_case_manager(
     poll_seconds: float,
     relapses: bool = False,
 ) -> None:
-    """Enters each treatment week's attendance on one sheet once its sessions have happened,
-    as a case manager would, and (for a patient who `relapses`) a relapse in the third
-    intensive week."""
-    propensity = rng.uniform(0.65, 0.97)
-    reported: set[str] = set()
-    asked: set[tuple[int, int]] = set()
+    """The simulated clinic's case manager, looking at the journey every `poll_seconds` of
+    real time until it ends; a patient who `relapses` does so in the third intensive week."""
+    manager = CaseManager(turning_up(rng), rng)
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
         status = status.as_of(datetime.now(UTC))
         statuses[patient_id] = status
         if status.phase.is_terminal:
             return
-        if status.schedule_conflict:
-            await resolve_schedule_conflict(handle, status)
-        if awaits_step_down_approval(status) and (status.episode, status.week) not in asked:
-            asked.add((status.episode, status.week))
-            try:
-                await handle.execute_update(
-                    PatientJourneyWorkflow.review_progress,
-                    ProgressReview(
-                        case_manager_id=status.case_manager_id, decision="approve_step_down"
-                    ),
-                )
-            except WorkflowUpdateFailedError:
-                pass  # criteria not met: the journey extends a week and asks again
-        if relapses and (status.episode, status.phase, status.week) == (1, Phase.intensive, 3):
-            with contextlib.suppress(WorkflowUpdateFailedError):  # e.g. a discharge came first
-                await handle.execute_update(
-                    PatientJourneyWorkflow.report_relapse,
-                    RelapseReport(
-                        case_manager_id=status.case_manager_id,
-                        ratings=DimensionRatings(
-                            withdrawal=1,
-                            biomedical=0,
-                            emotional=2,
-                            readiness=2,
-                            relapse=3,
-                            environment=2,
-                        ),
-                    ),
-                )
-        for task in status.open_tasks:
-            # The inbox: most follow-ups are dealt with within a few days.
-            if task.kind not in CLOSED_BY_ACTION and rng.random() < 0.3:
-                await complete(handle, task.key, status.case_manager_id)
-        for ref in status.referrals:
-            if ref.outcome is None:
-                await close_the_loop(client, ref.workflow_id, status.case_manager_id, rng)
-        await enter_sheets(handle, status, reported, rng, propensity)
+        await manager.resolve_schedule_conflict(handle, status)
+        await manager.approve_step_down(handle, status)
+        if relapses:
+            await manager.report_relapse(handle, status)
+        await manager.work_the_inbox(handle, status)
+        await manager.follow_referrals(client, status)
+        with contextlib.suppress(WorkflowUpdateFailedError):  # e.g. the journey ended meanwhile
+            await manager.enter_weeks_over(handle, status)
         await asyncio.sleep(poll_seconds)
-
-
-async def enter_sheets(
-    handle: WorkflowHandle[Any, Any],
-    status: JourneyStatus,
-    reported: set[str],
-    rng: random.Random,
-    propensity: float,
-) -> None:
-    """The sign-in sheets of every treatment week whose sessions have all happened, each
-    week in one request."""
-    pending = [s for s in status.sessions if s.session_id not in reported]
-    for sessions in weeks_over(pending, status.program_day):
-        marks = []
-        for s in sessions:
-            reported.add(s.session_id)
-            # A late entry corrects a session the grace period counted missed; a few are
-            # never entered at all.
-            if s.status == SessionStatus.cancelled or rng.random() < 0.05:
-                continue
-            outcome = "attended" if rng.random() < propensity else "missed"
-            marks.append(AttendanceMark(session_id=s.session_id, status=outcome))
-        if not marks:
-            continue
-        try:
-            await handle.execute_update(
-                PatientJourneyWorkflow.record_attendance_sheet,
-                AttendanceSheet(case_manager_id=status.case_manager_id, marks=marks),
-            )
-        except WorkflowUpdateFailedError:
-            pass  # e.g. the journey ended meanwhile; the demo moves on
-
-
-async def close_the_loop(
-    client: Client, workflow_id: str, case_manager_id: str, rng: random.Random
-) -> None:
-    """A referral's other parties: the patient consents when asked (most do, some decline
-    and the case manager cancels), and the partner answers within days (or stays silent,
-    and the service levels run)."""
-    referral = client.get_workflow_handle(workflow_id)
-    try:
-        status: ReferralStatus = await referral.query(ReferralWorkflow.status)
-    except RPCError as exc:
-        # The journey lists a referral as it starts the referral's workflow; on a busy
-        # server the start lands a moment later. Look again at the next round.
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return
-        raise
-    try:
-        if status.stage == ReferralStage.awaiting_consent:
-            if rng.random() < 0.8:
-                await referral.execute_update(
-                    ReferralWorkflow.record_consent, ConsentGrant(case_manager_id=case_manager_id)
-                )
-            else:
-                await referral.execute_update(
-                    ReferralWorkflow.cancel,
-                    ReferralCancel(case_manager_id=case_manager_id, reason="patient_declined"),
-                )
-        elif status.stage in (ReferralStage.sent, ReferralStage.accepted) and rng.random() < 0.1:
-            answer = {
-                ReferralStage.sent: PartnerAnswer.accepted
-                if rng.random() < 0.85
-                else PartnerAnswer.declined,
-                ReferralStage.accepted: PartnerAnswer.completed,
-            }[status.stage]
-            await referral.execute_update(
-                ReferralWorkflow.partner_response,
-                PartnerReport(answer=answer, reported_by="partner-portal"),
-            )
-        for task in status.open_tasks:
-            if task.kind != "consent_needed" and rng.random() < 0.3:
-                await complete(referral, task.key, case_manager_id)
-    except WorkflowUpdateFailedError:
-        pass  # the referral moved on meanwhile
-
-
-async def complete(handle: WorkflowHandle[Any, Any], task_key: str, case_manager_id: str) -> None:
-    """Mark a task done, as `starter.py done` does."""
-    try:
-        await handle.execute_update(
-            "complete_task", TaskDone(case_manager_id=case_manager_id, task_key=task_key)
-        )
-    except WorkflowUpdateFailedError:
-        pass  # done meanwhile (or closed by the journey itself)
-
-
-async def resolve_schedule_conflict(
-    handle: WorkflowHandle[Any, Any], status: JourneyStatus
-) -> None:
-    """What a case manager does with a schedule-conflict task: finds the patient some room
-    (here, by dropping commitments one at a time, childcare first)."""
-    commitments = sorted(status.commitments, key=lambda c: c.kind != "childcare")
-    try:
-        await handle.execute_update(
-            PatientJourneyWorkflow.revise_commitments,
-            CommitmentsRevision(
-                case_manager_id=status.case_manager_id, commitments=tuple(commitments[1:])
-            ),
-        )
-    except WorkflowUpdateFailedError:
-        pass  # resolved meanwhile
 
 
 def progress_view(statuses: dict[str, JourneyStatus], total: int, started: float) -> Group:

@@ -3,6 +3,7 @@ each database CarePath supports."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from temporalio.testing import WorkflowEnvironment
 from tests.clinic_time import SEED, SEED_VARIABLE, START
 from tests.postgres import NOT_INSTALLED, PostgresServer, running_postgres
 from tests.support import start_time_skipping
+
+# Tests read no file outside the repository: not the caller's CAREPATH_* or TEMPORAL_*
+# settings, nor a Temporal config file in their home directory (an empty one of ours, for
+# this process and every worker and starter.py a test starts).
+for name in [n for n in os.environ if n.startswith(("CAREPATH_", "TEMPORAL_"))]:
+    if name != SEED_VARIABLE:
+        del os.environ[name]
+os.environ["TEMPORAL_CONFIG_FILE"] = str(Path(__file__).parent / "temporal-no-profiles.toml")
 
 
 def pytest_report_header() -> str:

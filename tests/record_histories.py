@@ -35,6 +35,7 @@ from clinical.requests import (
 )
 from clinical.sites import Closure, SiteDirectory
 from services.closures import announce_closure
+from simulation.patients import steady_attendance
 from tests.support import (
     NEEDS_A_HIGHER_LEVEL,
     OPEN_SITES,
@@ -49,7 +50,6 @@ from tests.support import (
     journey_histories,
     make_enrolment,
     start_time_skipping,
-    steady_attendance,
     write_holiday_sites,
 )
 from workflows.patient_journey import PatientJourneyWorkflow

@@ -23,15 +23,15 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.care_operations import CareOperations
-from activities.telephony import SimulatedTelephony
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
-from clinical.careplan import SessionSpec, plan_care, week_sessions, weeks_over
+from clinical.careplan import SessionSpec, plan_care, week_sessions
 from clinical.clock import ProgramClock, first_monday_after
 from clinical.identifiers import new_patient_id
 from clinical.phases import Phase
 from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog
+from clinical.requests import AttendanceReport
 from clinical.status import JourneyStatus
 from infra.codec import KeyRing
 from infra.embedded_server import binary
@@ -40,6 +40,10 @@ from infra.store import CareStore
 from infra.temporal import data_converter
 from infra.visibility import ALL_KEYS
 from services.enrolment import enrol, journey_input
+from simulation.case_manager import CaseManager
+from simulation.partners import SimulatedPartners
+from simulation.patients import Attendance, attendance_choice
+from simulation.telephony import SimulatedTelephony
 from tests.clinic_time import START, StartChoice, next_start, step_to
 from worker import running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -193,7 +197,9 @@ async def clinic(
     # Simulated patients stay abstinent unless a test brings a provider that says otherwise:
     # a relapse on a random patient's check-in would send the journey round again.
     provider = telephony(store) if telephony else SimulatedTelephony(store, use_risk=0.0)
-    operations = CareOperations(store, ProgramCatalog(programs_dir), provider)
+    operations = CareOperations(
+        store, ProgramCatalog(programs_dir), provider, SimulatedPartners(store)
+    )
     async with running_worker(client, settings, operations, **worker_overrides) as worker:
         c = Clinic(client=client, settings=settings, operations=operations, worker=worker)
         try:
@@ -265,23 +271,12 @@ def write_holiday_sites(path: Path, on: datetime, name: str = "Founders Day") ->
     return path
 
 
-def attendance_choice(n: int) -> str:
-    """The n-th session's fate in simulated journeys: mostly attended, some missed, every
-    4th left unrecorded (the grace period then counts it missed)."""
-    return "none" if n % 4 == 0 else ("missed" if n % 7 == 0 else "attended")
-
-
-def steady_attendance(n: int) -> str:
-    """About 78% attended: enough for the default program's step-down criteria (70%)."""
-    return "none" if n % 10 == 0 else ("missed" if n % 7 == 0 else "attended")
-
-
 async def drive_journey(
     env: WorkflowEnvironment,
     handle: WorkflowHandle[Any, Any],
     until: Any = None,
     step: timedelta = DAY,
-    choose: Any = attendance_choice,
+    choose: Attendance = attendance_choice,
     within: timedelta = timedelta(days=3 * 365),
     approve_step_down: bool = True,
     reported: dict[str, str] | None = None,
@@ -296,64 +291,29 @@ async def drive_journey(
     reaches its planned end (the journey extends and asks again while the criteria are
     not met). Pass the `reported` of an earlier call to drive on from where it stopped.
     Call with automatic time skipping disabled."""
-    from temporalio.client import WorkflowUpdateFailedError
-
-    from clinical.requests import AttendanceMark, AttendanceSheet, ProgressReview
-    from clinical.status import awaits_step_down_approval
-
-    reported = {} if reported is None else reported
-    asked: set[tuple[int, int]] = set()
+    manager = CaseManager(choose)
+    manager.entered = {} if reported is None else reported
     steps = 0
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
         status = status.as_of(await env.get_current_time())
         if status.phase.is_terminal or (until is not None and until(status)):
-            return status, reported
+            return status, manager.entered
         if steps * step > within:
             raise AssertionError(f"journey still in {status.phase} after {within.days} days")
         steps += 1
-        # What the case manager enters at once: a treatment week's sessions on one sheet,
-        # or each session alone.
-        pending = [
-            s
-            for s in status.sessions
-            if s.session_id not in reported and s.status != SessionStatus.cancelled
-        ]
-        entries = (
-            weeks_over(pending, status.program_day)
-            if sheets
-            else [[s] for s in pending if s.day <= status.program_day]
-        )
-        for sessions in entries:
-            marks = []
-            for s in sessions:
-                choice = choose(len(reported) + 1)
-                reported[s.session_id] = choice
-                if choice != "none":
-                    marks.append(AttendanceMark(session_id=s.session_id, status=choice))
-            if not marks:
-                continue
-            sheet = AttendanceSheet(case_manager_id=status.case_manager_id, marks=marks)
-            if sheets:
-                await handle.execute_update(PatientJourneyWorkflow.record_attendance_sheet, sheet)
-            else:
-                (report,) = sheet.reports()
-                await handle.execute_update(PatientJourneyWorkflow.record_attendance, report)
-        if (
-            approve_step_down
-            and awaits_step_down_approval(status)
-            and (status.episode, status.week) not in asked
-        ):
-            asked.add((status.episode, status.week))
-            try:
-                await handle.execute_update(
-                    PatientJourneyWorkflow.review_progress,
-                    ProgressReview(
-                        case_manager_id=status.case_manager_id, decision="approve_step_down"
-                    ),
-                )
-            except WorkflowUpdateFailedError:
-                pass  # criteria not met yet: the journey extends and asks again
+        if sheets:
+            await manager.enter_weeks_over(handle, status)
+        else:  # each session in an update of its own, once it has happened
+            for s in status.sessions:
+                if (
+                    s.day <= status.program_day
+                    and s.session_id not in manager.entered
+                    and s.status != SessionStatus.cancelled
+                ):
+                    await _enter_alone(handle, manager, s.session_id, status.case_manager_id)
+        if approve_step_down:
+            await manager.approve_step_down(handle, status)
         # Referrals outlive the journey's runs, so the latest run's history may not name them.
         for workflow_id in [handle.id, *(r.workflow_id for r in status.referrals if not r.outcome)]:
             await settle(env.client, workflow_id)
@@ -374,6 +334,16 @@ _CHILD_ENDS = (
     "child_workflow_execution_timed_out",
     "child_workflow_execution_terminated",
 )
+
+
+async def _enter_alone(
+    handle: WorkflowHandle[Any, Any], manager: CaseManager, session_id: str, case_manager_id: str
+) -> None:
+    for mark in manager.marks([session_id]):
+        report = AttendanceReport(
+            case_manager_id=case_manager_id, session_id=mark.session_id, status=mark.status
+        )
+        await handle.execute_update(PatientJourneyWorkflow.record_attendance, report)
 
 
 async def _work_in_flight(client: Client, workflow_id: str) -> list[str]:
@@ -426,7 +396,7 @@ async def settle(
 
     Stepping the time-skipping server's clock while a workflow task or activity is in
     flight jumps past its timeout; the task then times out and is retried, and with bad
-    luck the journey stalls (see ../shared/TEMPORAL-NOTES.md)."""
+    luck the journey stalls."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within.total_seconds()
     while busy := await _work_in_flight(client, workflow_id):
@@ -452,6 +422,16 @@ async def journey_histories(client: Client, started: WorkflowHandle[Any, Any]) -
             else None
         )
     return histories
+
+
+class JourneyStandIn:
+    """Stands for a journey's handle where only the updates sent matter: keeps them."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def execute_update(self, update: object, arg: object) -> None:
+        self.sent.append(arg)
 
 
 class Scripted:

@@ -22,9 +22,10 @@ from temporalio.client import WorkflowHistory
 
 from bench.__main__ import arguments, write
 from bench.bare import BareStep, counts, script_of
-from bench.cohort import Booked, CaseManager, Patient, plans
+from bench.cohort import Booked, Patient, enter_sheets, plans
 from bench.common import latency_summary, percentile, spread
 from bench.table import rows
+from tests.support import JourneyStandIn
 
 
 def test_percentiles_interpolate_between_ranks():
@@ -136,22 +137,13 @@ def _marker(event_id: int, name: str, detail: str, data: dict[str, str]) -> Hist
     return _event(event_id, marker_recorded_event_attributes=marker)
 
 
-class _Journey:
-    """Stands for a journey's handle: keeps the updates sent to it."""
-
-    def __init__(self) -> None:
-        self.sent: list[object] = []
-
-    async def execute_update(self, update: object, arg: object) -> None:
-        self.sent.append(arg)
-
-
 async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened():
     from datetime import UTC, datetime, timedelta
 
-    journey = _Journey()
-    # Nine sessions reported before: the tenth is left for the grace period.
-    p = Patient(handle=journey, case_manager_id="CM-07", seen=9)  # type: ignore[arg-type]
+    journey = JourneyStandIn()
+    p = Patient(handle=journey, case_manager_id="CM-07")  # type: ignore[arg-type]
+    # Nine sessions entered before: the tenth is left for the grace period.
+    p.manager.entered = {f"EARLIER-{n}": "attended" for n in range(1, 10)}
     monday = datetime(2027, 1, 4, 9, tzinfo=UTC)
     week_one = [
         Booked("P-1", f"INT1-W01-S{i}", "intensive", 1, monday + timedelta(days=i), "scheduled")
@@ -160,16 +152,15 @@ async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened(
     cancelled = Booked("P-1", "INT1-W01-S4", "intensive", 1, monday, "cancelled")
     week_two = [Booked("P-1", "INT1-W02-S1", "intensive", 2, monday + timedelta(days=8), "")]
     booked = [*week_one, cancelled, *week_two]
-    manager = CaseManager(min_intensive_weeks=6)
-    await manager.enter_sheets(p, booked, monday + timedelta(days=2))  # S3 is tomorrow
+    await enter_sheets(p, booked, monday + timedelta(days=2))  # S3 is tomorrow
     assert journey.sent == []
-    await manager.enter_sheets(p, booked, monday + timedelta(days=3))
-    await manager.enter_sheets(p, booked, monday + timedelta(days=4))  # entered once
+    await enter_sheets(p, booked, monday + timedelta(days=3))
+    await enter_sheets(p, booked, monday + timedelta(days=4))  # entered once
     (sheet,) = journey.sent
-    assert sheet.case_manager_id == "CM-07"  # type: ignore[attr-defined]
-    marks = [(m.session_id, m.status) for m in sheet.marks]  # type: ignore[attr-defined]
+    assert sheet.case_manager_id == "CM-07"
+    marks = [(m.session_id, m.status) for m in sheet.marks]
     assert marks == [(b.session_id, "attended") for b in week_one[1:]]
-    assert (p.sheets, p.seen, p.reports) == (1, 12, 2)
+    assert (p.manager.sheets, len(p.manager.entered), p.manager.marked) == (1, 12, 11)
 
 
 def _results(ratio: float, largest: int) -> dict[str, object]:

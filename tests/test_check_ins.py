@@ -27,14 +27,8 @@ from clinical.instruments import (
 from clinical.phases import Phase
 from clinical.requests import AlumniAttendance, CheckInAdjustment
 from infra.store import CallAttempt, InboxTask
-from tests.support import (
-    PROGRAMS,
-    Scripted,
-    clinic,
-    drive_journey,
-    make_enrolment,
-    steady_attendance,
-)
+from simulation.patients import steady_attendance
+from tests.support import PROGRAMS, Scripted, clinic, drive_journey, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow
 
 

@@ -462,7 +462,7 @@ def test_the_worker_serves_prometheus_metrics(deployment: Deployment) -> None:
 def test_no_phi_in_the_servers_database_or_the_logs(deployment: Deployment) -> None:
     """After the module's journeys (a file enrolment and the demo cohort): the Temporal
     server's SQLite files and every log hold none of their names, phones or birth dates."""
-    from demo.cohort import synthetic_cohort
+    from simulation.patients import synthetic_cohort
 
     d = deployment
     secrets = {"Quinlan", "+1 555 010 2030", "1988-04-02"}

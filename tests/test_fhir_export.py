@@ -47,15 +47,8 @@ from operators.fhir import (
     weekly_cadence,
     with_partner_answers,
 )
-from tests.support import (
-    TEST_KEYS_FILE,
-    Scripted,
-    clinic,
-    drive_journey,
-    enrolment_data,
-    settle,
-    steady_attendance,
-)
+from simulation.patients import steady_attendance
+from tests.support import TEST_KEYS_FILE, Scripted, clinic, drive_journey, enrolment_data, settle
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 

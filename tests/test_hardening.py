@@ -135,7 +135,8 @@ def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
     database_url: str,
 ) -> None:
     from activities.care_operations import CareOperations
-    from activities.telephony import SimulatedTelephony
+    from simulation.partners import SimulatedPartners
+    from simulation.telephony import SimulatedTelephony
 
     enrolment = Enrolment.model_validate(_longest_contact())
     too_long = _longest_contact()
@@ -149,7 +150,7 @@ def test_the_longest_enrolment_the_door_accepts_is_written_on_every_store(
         protocol = catalog.load(enrolment.program_id)
         placement = place_enrolment(enrolment, protocol)
         plan = plan_care(enrolment.assessment, placement, protocol)
-        ops = CareOperations(store, catalog, SimulatedTelephony(store))
+        ops = CareOperations(store, catalog, SimulatedTelephony(store), SimulatedPartners(store))
         record = IntakeRecord(
             enrolment=enrolment,
             placement=placement,

@@ -8,7 +8,8 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.assessment import Enrolment
 from clinical.referrals import PartnerAnswer, PartnerReport
 from operators.history import journey_story
-from tests.support import clinic, drive_journey, enrolment_data, make_enrolment, steady_attendance
+from simulation.patients import steady_attendance
+from tests.support import clinic, drive_journey, enrolment_data, make_enrolment
 from workflows.referral import ReferralWorkflow
 
 PHI = ("Avery", "Quinlan", "555 010 2030", "1988-04-02")

@@ -21,14 +21,8 @@ from clinical.requests import (
     DischargeRequest,
     ProgressReview,
 )
-from tests.support import (
-    clinic,
-    drive_journey,
-    journey_histories,
-    make_enrolment,
-    settle,
-    steady_attendance,
-)
+from simulation.patients import steady_attendance
+from tests.support import clinic, drive_journey, journey_histories, make_enrolment, settle
 from workflows.patient_journey import PatientJourneyWorkflow
 
 

@@ -45,7 +45,8 @@ from infra.store import (
 from operators.outcomes import CohortFilter
 from operators.report import ReportError, cohort_filter, cohort_report, load_cohort
 from operators.report_html import CHARTS, render_html, write_pngs
-from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment, steady_attendance
+from simulation.patients import steady_attendance
+from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)

@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 
 from activities.care_operations import CareOperations
 from activities.records import ConsentRecord, IntakeRecord, SessionBooking
-from activities.telephony import SimulatedTelephony
 from clinical.aftercare import CheckIn
 from clinical.attendance import SessionStatus
 from clinical.careplan import plan_care, week_sessions
@@ -36,6 +35,8 @@ from infra.store import (
     PhaseChangeEntry,
     TaskClosing,
 )
+from simulation.partners import SimulatedPartners
+from simulation.telephony import SimulatedTelephony
 from tests.support import PROGRAMS, make_enrolment
 
 T = TypeVar("T")
@@ -63,7 +64,8 @@ def all_at_once(n: int, work: Callable[[], T]) -> list[T]:
 
 
 def operations(store: CareStore) -> CareOperations:
-    return CareOperations(store, ProgramCatalog(PROGRAMS), SimulatedTelephony(store))
+    catalog = ProgramCatalog(PROGRAMS)
+    return CareOperations(store, catalog, SimulatedTelephony(store), SimulatedPartners(store))
 
 
 def intake_and_first_week() -> tuple[IntakeRecord, SessionBooking]:

@@ -25,13 +25,13 @@ from temporalio.service import RPCError
 from cli.enrolment import start_journey
 from clinical.requests import AttendanceReport
 from clinical.status import JourneyStatus
-from demo.cohort import synthetic_cohort
-from demo.run import resolve_schedule_conflict
 from infra.codec import KeyRing
 from infra.embedded_server import EmbeddedServer, free_port
 from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore
 from infra.temporal import connect
+from simulation.case_manager import CaseManager
+from simulation.patients import synthetic_cohort
 from workflows.patient_journey import PatientJourneyWorkflow
 
 pytestmark = [pytest.mark.storm, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -79,6 +79,7 @@ async def case_manager(
 ) -> None:
     """Reports each session once it has happened, with a deterministic update ID, so a
     report retried after a crash is the same report."""
+    manager = CaseManager(lambda n: "attended")  # for schedule conflicts, as the demo's do
     while not stop.is_set():
         try:
             status: JourneyStatus = await handle.query(
@@ -90,9 +91,8 @@ async def case_manager(
         status = status.as_of(datetime.now(UTC))
         if status.phase.is_terminal:
             return
-        if status.schedule_conflict:  # as the demo's case managers do
-            with contextlib.suppress(Exception):
-                await resolve_schedule_conflict(handle, status)
+        with contextlib.suppress(Exception):  # a crash in between: looked at again
+            await manager.resolve_schedule_conflict(handle, status)
         for s in status.sessions:
             if s.day > status.program_day or s.status.value != "scheduled" or s.session_id in sent:
                 continue

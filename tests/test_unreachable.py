@@ -20,9 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def environment(data: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
     return {
-        **env,
+        **os.environ,
         "CAREPATH_DATA_DIR": str(data),
         "CAREPATH_SERVER_PORT": str(port),
         "CAREPATH_UI_PORT": str(free_port()),

@@ -1,8 +1,10 @@
-"""Synthetic patients for demos and simulations: believable, varied and reproducible."""
+"""The simulated clinic's patients: who they are (a synthetic cohort, believable, varied and
+reproducible) and how they turn up to their sessions."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import date, time, timedelta
 from typing import Any
 
@@ -10,6 +12,35 @@ from faker import Faker
 
 from clinical.assessment import Enrolment
 from clinical.identifiers import _CROCKFORD
+
+Attendance = Callable[[int], str]
+"""A patient's attendance: the fate of their n-th session (from 1), `attended`, `missed` or
+`excused` as the case manager marks it, or `none` when it is never entered (the grace period
+then counts it missed)."""
+
+
+def attendance_choice(n: int) -> str:
+    """Mostly attended, some missed, every 4th left unrecorded."""
+    return "none" if n % 4 == 0 else ("missed" if n % 7 == 0 else "attended")
+
+
+def steady_attendance(n: int) -> str:
+    """About 78% attended: enough for the default program's step-down criteria (70%)."""
+    return "none" if n % 10 == 0 else ("missed" if n % 7 == 0 else "attended")
+
+
+def turning_up(rng: random.Random) -> Attendance:
+    """A patient who attends with a propensity of their own (65-97%); a few sessions are
+    never entered."""
+    propensity = rng.uniform(0.65, 0.97)
+
+    def fate(n: int) -> str:
+        if rng.random() < 0.05:
+            return "none"
+        return "attended" if rng.random() < propensity else "missed"
+
+    return fate
+
 
 _SUBSTANCES = ["alcohol", "opioids", "cannabis", "stimulants", "benzodiazepines"]
 _CONDITIONS = ["depression", "anxiety", "ptsd", "adhd"]

@@ -1,0 +1,93 @@
+"""The simulated clinic shared by the tests, the demo and the benchmarks: its case manager
+enters a treatment week on one sheet once the week is over, each session once, as the
+patient's attendance has it; its patients are reproducible."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
+
+from clinical.assessment import check_plausible
+from clinical.attendance import SessionStatus
+from clinical.phases import Phase
+from clinical.requests import ProgressReview
+from simulation.case_manager import CaseManager
+from simulation.patients import steady_attendance, synthetic_cohort, turning_up
+from tests.support import JourneyStandIn
+
+
+def _status(program_day: float, **fields: Any) -> Any:
+    session = SimpleNamespace
+    return SimpleNamespace(
+        case_manager_id="CM-03",
+        program_day=program_day,
+        sessions=[
+            session(session_id="INT1-W01-S1", day=7, status=SessionStatus.scheduled),
+            session(session_id="INT1-W01-S2", day=9, status=SessionStatus.cancelled),
+            session(session_id="INT1-W01-S3", day=11, status=SessionStatus.scheduled),
+            session(session_id="INT1-W02-S1", day=14, status=SessionStatus.scheduled),
+        ],
+        **fields,
+    )
+
+
+async def test_a_week_goes_on_one_sheet_once_its_sessions_have_happened() -> None:
+    journey, manager = JourneyStandIn(), CaseManager(lambda n: "attended")
+    await manager.enter_weeks_over(journey, _status(10))  # type: ignore[arg-type]
+    assert journey.sent == [] and manager.entered == {}  # S3 is tomorrow
+    for day in (11.5, 12, 13):
+        await manager.enter_weeks_over(journey, _status(day))  # type: ignore[arg-type]
+    (sheet,) = journey.sent
+    assert sheet.case_manager_id == "CM-03"
+    # The cancelled session is never marked; week two is not over.
+    assert [(m.session_id, m.status) for m in sheet.marks] == [
+        ("INT1-W01-S1", "attended"),
+        ("INT1-W01-S3", "attended"),
+    ]
+    assert (manager.sheets, manager.marked) == (1, 2)
+
+
+async def test_sessions_left_to_the_grace_period_are_entered_but_never_marked() -> None:
+    journey = JourneyStandIn()
+    manager = CaseManager(steady_attendance)
+    manager.entered = {f"EARLIER-{n}": "attended" for n in range(1, 10)}
+    # The tenth session of the patient's attendance is left for the grace period.
+    await manager.enter_sheet(journey, "CM-07", ["INT1-W01-S1", "INT1-W01-S2"])  # type: ignore[arg-type]
+    (sheet,) = journey.sent
+    assert [(m.session_id, m.status) for m in sheet.marks] == [("INT1-W01-S2", "attended")]
+    assert manager.entered["INT1-W01-S1"] == "none"
+    assert (manager.sheets, len(manager.entered), manager.marked) == (1, 11, 10)
+    await manager.enter_sheet(journey, "CM-07", [])  # type: ignore[arg-type]
+    assert manager.sheets == 1  # nothing to mark: no request
+
+
+async def test_step_down_is_approved_once_a_week_while_the_journey_asks() -> None:
+    journey, manager = JourneyStandIn(), CaseManager(steady_attendance)
+    asking = dict(
+        phase=Phase.intensive, week=8, weeks_in_phase=8, step_down_approved=False, episode=1
+    )
+    for _ in range(2):
+        await manager.approve_step_down(journey, _status(60, **asking))  # type: ignore[arg-type]
+    await manager.approve_step_down(journey, _status(62, **(asking | {"week": 7})))  # type: ignore[arg-type]
+    (review,) = journey.sent
+    assert isinstance(review, ProgressReview) and review.decision == "approve_step_down"
+    await manager.approve_step_down(journey, _status(67, **(asking | {"week": 9})))  # type: ignore[arg-type]
+    assert len(journey.sent) == 2  # extended a week, asked again
+
+
+def test_a_patient_who_turns_up_attends_as_often_as_their_propensity() -> None:
+    fate = turning_up(random.Random(5))
+    fates = [fate(n) for n in range(1, 400)]
+    share = fates.count("attended") / len(fates)
+    assert 0.6 < share < 0.97 and "missed" in fates and "none" in fates
+
+
+def test_a_cohort_is_the_same_for_a_seed_and_plausible_on_its_day() -> None:
+    day = date(2028, 2, 29)  # a leap day: ages still fit
+    first, second = synthetic_cohort(6, 7, today=day), synthetic_cohort(6, 7, today=day)
+    assert first == second
+    assert synthetic_cohort(6, 8, today=day) != first
+    for e in synthetic_cohort(60, 3, today=day):
+        check_plausible(e, day)
