@@ -14,16 +14,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.care_operations import CONSENT_MISSING
-from activities.records import (
-    CaseManagerTask,
-    ConsentRecord,
-    ReferralClosing,
-    ReferralDispatch,
-    ReferralRecord,
-    ReferralReminder,
-    TaskCompletion,
-    TaskOpened,
-)
 from clinical.assessment import SocialNeed
 from clinical.protocol import ReferralConfig
 from clinical.referrals import (
@@ -42,62 +32,41 @@ DAY = 1.0  # a program day is a second: the service levels pass in moments of sk
 
 
 class StubbedClinic:
-    """The referral's activities: each remembers what it was asked; the partner refuses a
-    request until the patient's consent is recorded, if `consented` is False."""
+    """The referral's activities: each keeps the records it is given (as JSON) and answers;
+    the partner refuses a request until the patient's consent is recorded, unless
+    `consented`."""
 
     def __init__(self, consented: bool) -> None:
         self.consented = consented
-        self.asked: dict[str, list[Any]] = {}
-
-    def _keep(self, name: str, record: object) -> None:
-        self.asked.setdefault(name, []).append(record)
+        self.asked: dict[str, list[dict[str, Any]]] = {}
 
     def activities(self) -> list[Callable[..., object]]:
-        @activity.defn(name="record_referral")
-        def record_referral(r: ReferralRecord) -> bool:
-            self._keep("record_referral", r)
-            return True
-
-        @activity.defn(name="send_referral")
-        def send_referral(d: ReferralDispatch) -> str:
-            if not self.consented:
-                raise ApplicationError("no consent", type=CONSENT_MISSING, non_retryable=True)
-            self._keep("send_referral", d)
-            return "SIM-HOUSING-1"
-
-        @activity.defn(name="record_consent")
-        def record_consent(c: ConsentRecord) -> bool:
-            self._keep("record_consent", c)
-            self.consented = True
-            return True
-
-        @activity.defn(name="remind_partner")
-        def remind_partner(r: ReferralReminder) -> None:
-            self._keep("remind_partner", r)
-
-        @activity.defn(name="open_case_manager_task")
-        def open_case_manager_task(t: CaseManagerTask) -> TaskOpened:
-            self._keep("open_case_manager_task", t)
-            return TaskOpened(created=True, key=t.key, kind=t.kind, detail=t.detail)
-
-        @activity.defn(name="complete_case_manager_task")
-        def complete_case_manager_task(t: TaskCompletion) -> bool:
-            self._keep("complete_case_manager_task", t)
-            return True
-
-        @activity.defn(name="close_referral")
-        def close_referral(c: ReferralClosing) -> None:
-            self._keep("close_referral", c)
-
         return [
-            record_referral,
-            send_referral,
-            record_consent,
-            remind_partner,
-            open_case_manager_task,
-            complete_case_manager_task,
-            close_referral,
+            self.stub("record_referral", lambda r: True),
+            self.stub("send_referral", self._send),
+            self.stub("record_consent", self._consent),
+            self.stub("remind_partner", lambda r: None),
+            self.stub("open_case_manager_task", lambda t: {"created": True, "key": t["key"]}),
+            self.stub("complete_case_manager_task", lambda t: True),
+            self.stub("close_referral", lambda c: None),
         ]
+
+    def stub(self, name: str, answer: Callable[[dict[str, Any]], object]) -> Callable[..., object]:
+        @activity.defn(name=name)
+        def stubbed(record: dict[str, Any]) -> Any:
+            self.asked.setdefault(name, []).append(record)
+            return answer(record)
+
+        return stubbed
+
+    def _send(self, dispatch: dict[str, Any]) -> str:
+        if not self.consented:
+            raise ApplicationError("no consent", type=CONSENT_MISSING, non_retryable=True)
+        return "SIM-HOUSING-1"
+
+    def _consent(self, consent: dict[str, Any]) -> bool:
+        self.consented = True
+        return True
 
 
 def referral_input() -> ReferralInput:
@@ -137,7 +106,7 @@ async def test_no_request_leaves_before_the_patient_consents(env: WorkflowEnviro
     async def consent_then_answer(handle: WorkflowHandle[Any, Any]) -> None:
         while (await handle.query(ReferralWorkflow.status)).stage != ReferralStage.awaiting_consent:
             await env.sleep(DAY / 4)
-        assert "send_referral" not in stubs.asked
+        assert len(stubs.asked["send_referral"]) == 1  # refused
         await handle.execute_update(
             ReferralWorkflow.record_consent, ConsentGrant(case_manager_id="CM-04")
         )
@@ -152,14 +121,14 @@ async def test_no_request_leaves_before_the_patient_consents(env: WorkflowEnviro
     status = await run_referral(env, stubs, consent_then_answer)
     assert (status.stage, status.outcome) == (ReferralStage.closed, ReferralOutcome.completed)
     (task,) = stubs.asked["open_case_manager_task"]
-    assert task.kind == "consent_needed"
+    assert task["kind"] == "consent_needed"
     (done,) = stubs.asked["complete_case_manager_task"]
-    assert (done.key, done.by) == (task.key, "CM-04")  # consent closes the task
+    assert (done["key"], done["by"]) == (task["key"], "CM-04")  # consent closes the task
     (consent,) = stubs.asked["record_consent"]
-    assert (consent.granted, consent.recorded_by) == (True, "CM-04")
-    assert len(stubs.asked["send_referral"]) == 1
+    assert (consent["granted"], consent["recorded_by"]) == (True, "CM-04")
+    assert len(stubs.asked["send_referral"]) == 2  # refused, then sent once
     (closing,) = stubs.asked["close_referral"]
-    assert closing.outcome == ReferralOutcome.completed.value
+    assert closing["outcome"] == ReferralOutcome.completed.value
 
 
 async def test_a_silent_partner_is_reminded_then_the_case_manager_told_then_it_expires(
@@ -168,11 +137,11 @@ async def test_a_silent_partner_is_reminded_then_the_case_manager_told_then_it_e
     stubs = StubbedClinic(consented=True)
     status = await run_referral(env, stubs)
     assert status.outcome == ReferralOutcome.expired
-    assert [r.number for r in stubs.asked["remind_partner"]] == [1]
+    assert [r["number"] for r in stubs.asked["remind_partner"]] == [1]
     (stalled,) = stubs.asked["open_case_manager_task"]
-    assert stalled.kind == "referral_stalled"
+    assert stalled["kind"] == "referral_stalled"
     # Closing the referral closes its open task, once.
     (done,) = stubs.asked["complete_case_manager_task"]
-    assert (done.key, done.by) == (stalled.key, "engine")
+    assert (done["key"], done["by"]) == (stalled["key"], "engine")
     (closing,) = stubs.asked["close_referral"]
-    assert (closing.outcome, closing.by) == ("expired", "engine")
+    assert (closing["outcome"], closing["by"]) == ("expired", "engine")
