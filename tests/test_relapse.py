@@ -85,6 +85,7 @@ async def test_relapse_in_step_down_goes_back_to_intensive(
         assert_relinked(before, after)
 
 
+@pytest.mark.slow
 async def test_relapse_in_aftercare_relinks_and_drops_pending_check_ins(
     env: WorkflowEnvironment, tmp_path
 ) -> None:
@@ -128,6 +129,7 @@ async def test_relapse_refused_outside_treatment(env: WorkflowEnvironment, tmp_p
         assert "not during intake" in str(err.value.cause)
 
 
+@pytest.mark.slow
 async def test_use_found_on_a_check_in_relinks_the_patient(
     env: WorkflowEnvironment, tmp_path
 ) -> None:

@@ -33,7 +33,11 @@ def test_every_registered_workflow_type_has_recorded_histories() -> None:
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-@pytest.mark.parametrize("sdk_tuning", [True, False], ids=["tuned", "sdk-as-shipped"])
+@pytest.mark.parametrize(
+    "sdk_tuning",
+    [True, pytest.param(False, marks=pytest.mark.slow)],
+    ids=["tuned", "sdk-as-shipped"],
+)
 async def test_recorded_history_replays(path: Path, sdk_tuning: bool) -> None:
     # The worker's own runners, CAREPATH_SDK_TUNING on and off: the gate replays what
     # production runs either way.
