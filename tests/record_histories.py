@@ -47,6 +47,7 @@ from tests.support import (
     drive_journey,
     enrolment_data,
     first_session_of_week,
+    in_intensive_week,
     journey_histories,
     make_enrolment,
     start_time_skipping,
@@ -78,8 +79,7 @@ Scenario = Callable[[WorkflowEnvironment, Clinic], Awaitable[list[tuple[str, Any
 async def full_year(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     enrolment = make_enrolment()
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        status, _ = await drive_journey(env, handle)
+        handle, status, _ = await c.enrol_and_drive(env, enrolment)
     assert status.phase == Phase.completed
     runs = await journey_histories(c.client, handle)
     named = [(f"journey_full_year--run{i}", h) for i, h in enumerate(runs, 1)]
@@ -97,9 +97,7 @@ async def holiday_week(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, A
     write_holiday_sites(c.settings.sites_file, holiday.starts_at)
     with env.auto_time_skipping_disabled():
         handle = await c.enrol(enrolment)
-        status, _ = await attend_every_session(
-            env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
-        )
+        status, _ = await attend_every_session(env, handle, until=in_intensive_week(3))
         await discharge(handle, "CM-01", DischargeReason.withdrew)
     assert any(s.cancelled_for for s in status.sessions)
     return await runs_of(c, handle, "journey_holiday_week")
@@ -110,17 +108,14 @@ async def unplanned_closure(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
     sites = SiteDirectory.load(c.settings.sites_file)
     enrolment = make_enrolment()
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        status, _ = await drive_journey(
-            env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1
-        )
+        handle, status, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(1))
         ahead = min(
             (s for s in status.sessions if s.day > status.program_day + 1), key=lambda s: s.day
         )
         snow = Closure(site_id="north", date=ahead.starts_at.date(), reason="snow")
         for _ in range(2):
             await announce_closure(c.client, c.store, sites, snow, await env.get_current_time())
-        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
+        await drive_journey(env, handle, until=in_intensive_week(2))
         await discharge(handle, "CM-01", DischargeReason.withdrew)
     return await runs_of(c, handle, "journey_unplanned_closure")
 
@@ -132,9 +127,8 @@ async def referral_ended_with_journey(env: WorkflowEnvironment, c: Clinic) -> li
         enrolment_data(social_needs=["housing"], consents={"partner_disclosure": ["housing"]})
     )
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        await drive_journey(
-            env, handle, until=lambda s: s.phase == Phase.intensive and s.referrals != []
+        handle, _, _ = await c.enrol_and_drive(
+            env, enrolment, until=lambda s: s.phase == Phase.intensive and s.referrals != []
         )
         await discharge(handle, "CM-01", DischargeReason.withdrew)
         referral = c.client.get_workflow_handle(
@@ -149,8 +143,7 @@ async def referral_ended_with_journey(env: WorkflowEnvironment, c: Clinic) -> li
 async def discharged(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     enrolment = make_enrolment()
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
+        handle, _, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(2))
         await discharge(handle, "CM-01", DischargeReason.administrative)
     return await runs_of(c, handle, "journey_discharged")
 
@@ -174,7 +167,7 @@ async def schedule_conflict(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
             PatientJourneyWorkflow.revise_commitments,
             CommitmentsRevision(case_manager_id="CM-01", commitments=()),
         )
-        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1)
+        await drive_journey(env, handle, until=in_intensive_week(1))
         await discharge(handle, "CM-01", DischargeReason.withdrew)
     return await runs_of(c, handle, "journey_schedule_conflict")
 
@@ -213,8 +206,7 @@ async def attendance_sheets(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
 async def relapse_in_intensive(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     enrolment = make_enrolment()
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3)
+        handle, _, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(3))
         await handle.execute_update(
             PatientJourneyWorkflow.report_relapse,
             RelapseReport(
@@ -242,10 +234,9 @@ async def reviewed_step_down(env: WorkflowEnvironment, c: Clinic) -> list[tuple[
     data["placement_override"] = {"level": "2.5", "reason": "two failed attempts at 2.1"}
     enrolment = Enrolment.model_validate(data)
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        status, _ = await drive_journey(
+        handle, status, _ = await c.enrol_and_drive(
             env,
-            handle,
+            enrolment,
             approve_step_down=False,
             choose=steady_attendance,
             until=lambda s: any(t.kind == "step_down_decision" for t in s.open_tasks),
@@ -277,8 +268,7 @@ async def referrals(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]
     enrolment = Enrolment.model_validate(data)
     pid = enrolment.patient_id
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+        handle, _, _ = await c.enrol_and_drive(env, enrolment, until=lambda s: s.program_day >= 2)
         housing = c.client.get_workflow_handle(referral_workflow_id(pid, "housing"))
         medical = c.client.get_workflow_handle(referral_workflow_id(pid, "medical"))
         await medical.execute_update(
@@ -309,8 +299,7 @@ async def family_consent_withdrawn(env: WorkflowEnvironment, c: Clinic) -> list[
     data = enrolment_data(consents={"family_involvement": True})
     enrolment = Enrolment.model_validate(data)
     with env.auto_time_skipping_disabled():
-        handle = await c.enrol(enrolment)
-        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
+        handle, _, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(2))
         await handle.execute_update(
             PatientJourneyWorkflow.change_family_consent,
             FamilyConsentChange(case_manager_id="CM-03", granted=False),

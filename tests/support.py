@@ -157,6 +157,15 @@ class Clinic:
         self.started.append(handle)
         return handle
 
+    async def enrol_and_drive(
+        self, env: WorkflowEnvironment, enrolment: Enrolment, **driving: Any
+    ) -> tuple[WorkflowHandle[Any, Any], JourneyStatus, dict[str, str]]:
+        """Enrol, then drive the journey (`drive_journey`'s options) with automatic time
+        skipping disabled: the journey's handle, its status and the sessions entered."""
+        handle = await self.enrol(enrolment)
+        status, reported = await drive_journey(env, handle, **driving)
+        return handle, status, reported
+
     async def close(self) -> None:
         """End journeys a test left running: on a shared time-skipping server, a journey
         with no worker would hold up the clock for the next test."""
@@ -248,6 +257,11 @@ async def attend_every_session(
 ) -> tuple[JourneyStatus, dict[str, str]]:
     """Drive a journey whose patient attends everything, entered a sheet a week."""
     return await drive_journey(env, handle, choose=lambda n: "attended", sheets=True, until=until)
+
+
+def in_intensive_week(week: int) -> Callable[[JourneyStatus], bool]:
+    """For `drive_journey(until=...)`: the journey has reached intensive week `week`."""
+    return lambda s: s.phase == Phase.intensive and s.week >= week
 
 
 def first_session_of_week(enrolment: Enrolment, enrolled: datetime, week: int) -> SessionSpec:

@@ -103,8 +103,9 @@ async def aftercare_journey(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path, telephony=telephony) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(env, handle, choose=steady_attendance, until=until)
+            _, status, _ = await c.enrol_and_drive(
+                env, enrolment, choose=steady_attendance, until=until
+            )
         opened = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)
         calls = c.store.call_attempts(enrolment.patient_id)
     return status, opened, calls
@@ -178,10 +179,9 @@ async def test_a_case_manager_reschedules_the_check_ins_ahead(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path, telephony=reached) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            first, _ = await drive_journey(
+            handle, first, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=steady_attendance,
                 until=lambda s: any(f.outcome for f in s.follow_ups),
             )
@@ -239,10 +239,9 @@ async def test_alumni_invitations_and_a_text_before_the_second_attempt(
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path, telephony=Scripted(answer)) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
+            handle, status, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=steady_attendance,
                 until=lambda s: len([f for f in s.follow_ups if f.outcome]) >= 2,
             )
@@ -303,10 +302,9 @@ async def test_a_program_change_reaches_aftercare_at_the_next_check_in(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path, programs, telephony=Scripted(answer)) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(
+            handle, _, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=steady_attendance,
                 until=lambda s: any(f.outcome for f in s.follow_ups),
             )

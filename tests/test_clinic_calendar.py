@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clinical.assessment import ContactWindow
+from clinical.assessment import Assessment, ContactWindow
 from clinical.attendance import SessionRecord, SessionStatus
 from clinical.careplan import plan_care, week_sessions
 from clinical.clock import ProgramClock, first_monday_after
-from clinical.closures import is_make_up, make_up, split_closed
+from clinical.closures import MakeUp, is_make_up, make_up, split_closed
 from clinical.phases import Phase
 from clinical.placement import place_enrolment
-from clinical.protocol import ProgramCatalog
+from clinical.protocol import ProgramCatalog, ProgramProtocol
 from clinical.reminders import send_time
 from clinical.sites import Closure, ClosureCalendar, Site, SiteDirectory, SiteError, YearlyHoliday
 from tests.support import PROGRAMS, make_enrolment
@@ -168,6 +168,28 @@ def _first_week(commitments: list[dict[str, str]] | None = None):
     return protocol, enrolment, clock, monday, specs
 
 
+def _make_up(
+    week: list[SessionRecord],
+    phase: Phase,
+    monday: int,
+    calendar: ClosureCalendar,
+    clock: ProgramClock,
+    protocol: ProgramProtocol,
+    assessment: Assessment,
+) -> MakeUp:
+    """The week's make-up the evening before its Monday."""
+    return make_up(
+        week,
+        phase=phase,
+        week_start_day=monday,
+        now_day=monday - 0.5,
+        calendar=calendar,
+        clock=clock,
+        protocol=protocol,
+        assessment=assessment,
+    )
+
+
 def test_a_session_on_a_holiday_is_cancelled_and_a_make_up_fills_the_week() -> None:
     protocol, enrolment, clock, monday, specs = _first_week()
     first = min((s for s in specs if s.attendee == "patient"), key=lambda s: s.day).starts_at.date()
@@ -183,16 +205,7 @@ def test_a_session_on_a_holiday_is_cancelled_and_a_make_up_fills_the_week() -> N
     assert {c.status for c in closed} == {SessionStatus.cancelled}
     assert {c.cancelled_for for c in closed} == {"site closed: Founders Day"}
     week = [*(SessionRecord.booked(s) for s in kept), *closed]
-    found = make_up(
-        week,
-        phase=Phase.intensive,
-        week_start_day=monday,
-        now_day=monday - 0.5,
-        calendar=calendar,
-        clock=clock,
-        protocol=protocol,
-        assessment=enrolment.assessment,
-    )
+    found = _make_up(week, Phase.intensive, monday, calendar, clock, protocol, enrolment.assessment)
     assert found.short_by == 0 and len(found.sessions) == 1
     (extra,) = found.sessions
     assert is_make_up(extra.session_id) and extra.session_id == "INT1-W01-M1"
@@ -220,31 +233,10 @@ def test_no_free_slot_for_a_make_up_is_left_to_the_case_manager() -> None:
     blocked = enrolment.assessment.model_copy(
         update={"commitments": make_enrolment(commitments=busy).assessment.commitments}
     )
-    found = make_up(
-        week,
-        phase=Phase.intensive,
-        week_start_day=monday,
-        now_day=monday - 0.5,
-        calendar=calendar,
-        clock=clock,
-        protocol=protocol,
-        assessment=blocked,
-    )
+    found = _make_up(week, Phase.intensive, monday, calendar, clock, protocol, blocked)
     assert (found.sessions, found.short_by) == ([], 1)
     # Step-down may sit below the floor: no make-up asked there.
-    assert (
-        make_up(
-            week,
-            phase=Phase.step_down,
-            week_start_day=monday,
-            now_day=monday - 0.5,
-            calendar=calendar,
-            clock=clock,
-            protocol=protocol,
-            assessment=blocked,
-        ).short_by
-        == 0
-    )
+    assert _make_up(week, Phase.step_down, monday, calendar, clock, protocol, blocked).short_by == 0
 
 
 def test_announcing_a_closure_twice_changes_nothing() -> None:

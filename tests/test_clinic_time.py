@@ -28,8 +28,8 @@ from tests.support import (
     PROGRAMS,
     attend_every_session,
     clinic,
-    drive_journey,
     first_session_of_week,
+    in_intensive_week,
     journey_histories,
     make_enrolment,
     settle,
@@ -81,13 +81,12 @@ async def test_a_journey_starting_on_any_weekday(weekday: int, tmp_path: Path) -
     async with server(start) as env, clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, reported = await drive_journey(
+            _, status, reported = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "missed" if n % 5 == 0 else "attended",
                 sheets=True,
-                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+                until=in_intensive_week(3),
             )
     clock = status.clock
     assert clock.zone == "America/New_York"
@@ -165,9 +164,7 @@ async def test_a_holiday_week_cancels_a_session_and_leaves_attendance_as_it_was(
     async with clinic(env.client, tmp_path, sites=sites) as c:
         with env.auto_time_skipping_disabled():
             handle = await c.enrol(enrolment)
-            status, reported = await attend_every_session(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
-            )
+            status, reported = await attend_every_session(env, handle, until=in_intensive_week(3))
         rows = {r.session_id: r for r in c.store.appointments(enrolment.patient_id)}
         reminders = {
             n.key.rsplit("/", 1)[-1]
@@ -200,10 +197,7 @@ async def test_an_unplanned_closure_sent_twice_cancels_each_session_once(
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1
-            )
+            handle, status, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(1))
             ahead = min(
                 (s for s in status.sessions if s.day > status.program_day + 1),
                 key=lambda s: s.day,

@@ -24,7 +24,7 @@ from tests.console_support import (
     make_console,
     store_only_console,
 )
-from tests.support import Clinic, clinic, drive_journey, enrolment_data
+from tests.support import Clinic, clinic, enrolment_data
 from web.security import CSP, RULES, SESSION_COOKIE
 from web.signin import PUBLIC_ENDPOINTS
 
@@ -35,8 +35,7 @@ async def _enrolled(c: Clinic, env: WorkflowEnvironment, **overrides: object) ->
     """A patient of CM-01 at north, their journey run to day 2 (the consent task open)."""
     enrolment = Enrolment.model_validate(enrolment_data(social_needs=["housing"]))
     enrolment = enrolment.model_copy(update=overrides)
-    handle = await c.enrol(enrolment)
-    await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+    await c.enrol_and_drive(env, enrolment, until=lambda s: s.program_day >= 2)
     return enrolment.patient_id
 
 

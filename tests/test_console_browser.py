@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.assessment import Enrolment
 from infra.embedded_server import free_port
 from tests.console_support import PASSWORD, make_console
-from tests.support import clinic, drive_journey, enrolment_data
+from tests.support import clinic, enrolment_data
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -64,8 +64,7 @@ async def test_a_case_manager_in_the_browser(env: WorkflowEnvironment, tmp_path:
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+            await c.enrol_and_drive(env, enrolment, until=lambda s: s.program_day >= 2)
             ui = make_console(c.settings, c.store, c.client)
             async with serving(ui.app) as base, browser_page() as opened:
                 page: Page = opened  # type: ignore[assignment]

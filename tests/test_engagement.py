@@ -12,7 +12,7 @@ from clinical.engagement import engagement_alerts
 from clinical.journey import start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
-from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment
+from tests.support import PROGRAMS, clinic, in_intensive_week, make_enrolment
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
 
@@ -62,14 +62,13 @@ async def test_two_misses_in_a_row_open_one_outreach_task(
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
             # Sessions 4 and 5 missed (reported), everything else attended: 3 of 5 attended
             # is not below 60%, so no review.
-            await drive_journey(
+            await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "missed" if n in (4, 5) else "attended",
-                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+                until=in_intensive_week(3),
             )
         opened = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)
         assert [t.kind for t in opened] == ["outreach"], [t.detail for t in opened]
@@ -82,13 +81,12 @@ async def test_low_attendance_opens_a_review_at_most_once_per_window(
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
             # Attended, missed, attended, missed ...: 50% and never two misses in a row.
-            _status, reported = await drive_journey(
+            _, _, reported = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "attended" if n % 2 else "missed",
-                until=lambda s: s.phase == Phase.intensive and s.week >= 4,
+                until=in_intensive_week(4),
             )
         kinds = [t.kind for t in c.store.tasks(patient_id=enrolment.patient_id, include_done=True)]
     misses = sum(1 for v in reported.values() if v == "missed")

@@ -23,7 +23,7 @@ from clinical.journey import start_journey
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
 from clinical.requests import FamilyConsentChange
-from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data
+from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data, in_intensive_week
 from workflows.patient_journey import PatientJourneyWorkflow
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
@@ -82,10 +82,7 @@ async def test_withdrawn_consent_cancels_family_sessions_ahead(
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            first, _ = await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1
-            )
+            handle, first, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(1))
             with pytest.raises(WorkflowUpdateFailedError) as already:
                 await handle.execute_update(
                     PatientJourneyWorkflow.change_family_consent,
@@ -95,9 +92,7 @@ async def test_withdrawn_consent_cancels_family_sessions_ahead(
                 PatientJourneyWorkflow.change_family_consent,
                 FamilyConsentChange(case_manager_id="CM-01", granted=False),
             )
-            later, _ = await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
-            )
+            later, _ = await drive_journey(env, handle, until=in_intensive_week(3))
         booked = {r.session_id: r for r in c.store.appointments(pid)}
         invites = c.store.outbox(pid, channel="family")
         given = c.store.consents(pid, kind="family_involvement")

@@ -303,8 +303,9 @@ async def test_an_open_referral_shows_the_partners_answers(
     enrolment = Enrolment.model_validate(data)
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+            _, status, _ = await c.enrol_and_drive(
+                env, enrolment, until=lambda s: s.program_day >= 2
+            )
             referral = env.client.get_workflow_handle(status.referrals[0].workflow_id)
 
             async def exported_loop() -> tuple[str, str]:

@@ -47,7 +47,14 @@ from clinical.treatment import (
     check_relapse,
     check_review,
 )
-from tests.support import PROGRAMS, clinic, drive_journey, enrolment_data, make_enrolment
+from tests.support import (
+    PROGRAMS,
+    clinic,
+    drive_journey,
+    enrolment_data,
+    in_intensive_week,
+    make_enrolment,
+)
 from workflows.patient_journey import PatientJourneyWorkflow
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
@@ -215,16 +222,11 @@ async def test_bad_updates_are_refused_and_the_journey_goes_on(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            before, _ = await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2
-            )
+            handle, before, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(2))
             for name, arg in BAD_UPDATES:
                 with pytest.raises(WorkflowUpdateFailedError):
                     await handle.execute_update(name, arg)
-            after, _ = await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 3
-            )
+            after, _ = await drive_journey(env, handle, until=in_intensive_week(3))
             # A good request still lands.
             due = next(s for s in after.sessions if s.day <= after.program_day)
             await handle.execute_update(

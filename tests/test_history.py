@@ -20,8 +20,7 @@ async def test_a_whole_journey_reads_as_one_timeline(env: WorkflowEnvironment, t
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, reported = await drive_journey(env, handle, choose=steady_attendance)
+            _, status, reported = await c.enrol_and_drive(env, enrolment, choose=steady_attendance)
         story = await journey_story(env.client, enrolment.patient_id)
 
     assert [e.at for e in story] == sorted(e.at for e in story)
@@ -50,8 +49,9 @@ async def test_a_referrals_loop_is_in_the_story(env: WorkflowEnvironment, tmp_pa
     enrolment = Enrolment.model_validate(data)
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            first, _ = await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+            handle, first, _ = await c.enrol_and_drive(
+                env, enrolment, until=lambda s: s.program_day >= 2
+            )
             referral = c.client.get_workflow_handle(first.referrals[0].workflow_id)
             for answer in (PartnerAnswer.accepted, PartnerAnswer.completed):
                 await referral.execute_update(

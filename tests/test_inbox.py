@@ -11,10 +11,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
-from clinical.phases import Phase
 from clinical.referrals import ReferralStage
 from clinical.requests import DischargeReason, DischargeRequest, TaskDone
-from tests.support import clinic, drive_journey, enrolment_data, make_enrolment
+from tests.support import clinic, drive_journey, enrolment_data, in_intensive_week, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -26,12 +25,11 @@ async def test_an_outreach_task_done_closes_in_the_store_and_the_journey(
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            before, _ = await drive_journey(
+            handle, before, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "missed" if n in (4, 5) else "attended",
-                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+                until=in_intensive_week(3),
             )
             (task,) = c.store.tasks(patient_id=pid)
             # Due in the program's 2 days for outreach (a day is 86400 s in this program).
@@ -68,8 +66,9 @@ async def test_a_schedule_conflict_is_not_closed_by_marking_it_done(
     enrolment = Enrolment.model_validate(enrolment_data(commitments=busy))
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(env, handle, until=lambda s: bool(s.open_tasks))
+            handle, _, _ = await c.enrol_and_drive(
+                env, enrolment, until=lambda s: bool(s.open_tasks)
+            )
             (task,) = c.store.tasks(patient_id=enrolment.patient_id)
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(
@@ -86,8 +85,9 @@ async def test_consent_task_done_records_consent_and_sends_the_referral(
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(env, handle, until=lambda s: s.program_day >= 2)
+            handle, _, _ = await c.enrol_and_drive(
+                env, enrolment, until=lambda s: s.program_day >= 2
+            )
             (task,) = c.store.tasks(patient_id=pid)
             referral = c.client.get_workflow_handle(referral_workflow_id(pid, "parenting"))
             message = await referral.execute_update(
@@ -111,10 +111,9 @@ async def test_an_ended_journey_closes_its_open_tasks(env: WorkflowEnvironment, 
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(
+            handle, _, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "missed" if n in (4, 5) else "attended",
                 until=lambda s: bool(s.open_tasks),
             )

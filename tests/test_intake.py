@@ -22,8 +22,7 @@ async def test_placement_override_is_planned_and_audited(
     enrolment = Enrolment.model_validate(data)
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(env, handle, until=lambda s: s.week >= 1)
+            _, status, _ = await c.enrol_and_drive(env, enrolment, until=lambda s: s.week >= 1)
         audit = c.store.audit_trail(enrolment.patient_id)
 
     assert status.plan.placement.level == "2.5"
@@ -46,8 +45,9 @@ async def test_no_fitting_schedule_asks_the_case_manager_then_waits(
     enrolment = Enrolment.model_validate(enrolment_data(commitments=busy))
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            waiting, _ = await drive_journey(env, handle, until=lambda s: s.program_day >= 10)
+            handle, waiting, _ = await c.enrol_and_drive(
+                env, enrolment, until=lambda s: s.program_day >= 10
+            )
             assert waiting.phase == Phase.intake
             assert waiting.sessions == []
             (task,) = c.store.tasks(patient_id=enrolment.patient_id, include_done=True)

@@ -22,7 +22,13 @@ from clinical.requests import (
     ProgressReview,
 )
 from simulation.patients import steady_attendance
-from tests.support import clinic, drive_journey, journey_histories, make_enrolment, settle
+from tests.support import (
+    clinic,
+    in_intensive_week,
+    journey_histories,
+    make_enrolment,
+    settle,
+)
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
@@ -33,11 +39,10 @@ async def test_a_full_year_journey(env: WorkflowEnvironment, tmp_path, database_
     async with clinic(env.client, tmp_path, database_url=database_url) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
             # About 78% attended: enough for step-down when the 8 planned weeks end.
-            status, reported = await drive_journey(
+            handle, status, reported = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=steady_attendance,
             )
             outcome = await handle.result()
@@ -105,10 +110,7 @@ async def test_explicit_exits_end_the_journey_with_their_reason(
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2
-            )
+            handle, _, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(2))
             ended = await handle.execute_update(
                 PatientJourneyWorkflow.discharge,
                 DischargeRequest(case_manager_id="CM-07", reason=reason),
@@ -151,10 +153,9 @@ async def test_updates_racing_the_continue_as_new_boundary_are_not_lost(
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
+            handle, status, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "attended",
                 until=lambda s: s.phase == Phase.intensive and s.week == s.weeks_in_phase,
             )
@@ -206,12 +207,11 @@ async def test_a_weeks_attendance_sheet_lands_whole_or_not_at_all(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
+            handle, status, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "none",
-                until=lambda s: s.phase == Phase.intensive and s.week >= 1,
+                until=in_intensive_week(1),
             )
             week = [s for s in status.sessions if s.week == 1]
             await env.sleep(timedelta(days=max(s.day for s in week) - status.program_day + 0.1))
@@ -274,13 +274,12 @@ async def test_the_drivers_case_manager_can_enter_a_sheet_a_week(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, reported = await drive_journey(
+            handle, status, reported = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=steady_attendance,
                 sheets=True,
-                until=lambda s: s.phase == Phase.intensive and s.week >= 3,
+                until=in_intensive_week(3),
             )
         histories = await journey_histories(c.client, handle)
     updates = [

@@ -18,11 +18,10 @@ from temporalio.api.common.v1 import Payload, Payloads, WorkflowExecution
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.testing import WorkflowEnvironment
 
-from clinical.phases import Phase
 from infra.codec import ENCODING, KEY_ID, EncryptionCodec, KeyFileError, KeyRing
 from infra.codec_server import CodecServer, console_operators
 from tests.console_support import store_only_console
-from tests.support import TEST_KEYS, clinic, drive_journey, make_enrolment
+from tests.support import TEST_KEYS, clinic, in_intensive_week, make_enrolment
 from web.security import SESSION_COOKIE
 
 PHI = ("Avery", "Quinlan", "555 010 2030", "1988-04-02")
@@ -75,10 +74,7 @@ async def test_the_servers_history_holds_no_readable_phi(
     enrolment = make_enrolment()
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
-                env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 1
-            )
+            handle, status, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(1))
             raw = await env.client.workflow_service.get_workflow_execution_history(
                 GetWorkflowExecutionHistoryRequest(
                     namespace=env.client.namespace,

@@ -87,11 +87,10 @@ async def test_without_the_criteria_intensive_extends_to_the_maximum_and_asks(
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
             # Half attended: below the 70% step-down needs, so no approval is possible.
-            status, _ = await drive_journey(
+            _, status, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 choose=lambda n: "attended" if n % 2 else "excused",
                 until=lambda s: s.phase == Phase.step_down,
                 approve_step_down=False,

@@ -21,6 +21,7 @@ from tests.support import (
     USE_ON_FIRST_CHECK_IN,
     clinic,
     drive_journey,
+    in_intensive_week,
     make_enrolment,
 )
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -41,8 +42,7 @@ async def relapse_during(
     env: WorkflowEnvironment, c: Any, until: Any, ratings: DimensionRatings = REASSESSED
 ) -> tuple[Any, JourneyStatus, JourneyStatus]:
     enrolment = make_enrolment()
-    handle = await c.enrol(enrolment)
-    before, _ = await drive_journey(env, handle, until=until)
+    handle, before, _ = await c.enrol_and_drive(env, enrolment, until=until)
     await handle.execute_update(
         PatientJourneyWorkflow.report_relapse,
         RelapseReport(case_manager_id="CM-02", ratings=ratings),
@@ -67,9 +67,7 @@ def assert_relinked(before: JourneyStatus, after: JourneyStatus) -> None:
 
 async def test_relapse_in_intensive_reintensifies(env: WorkflowEnvironment, tmp_path) -> None:
     async with clinic(env.client, tmp_path) as c, manual_clock(env):
-        _, before, after = await relapse_during(
-            env, c, lambda s: s.phase == Phase.intensive and s.week >= 3
-        )
+        _, before, after = await relapse_during(env, c, in_intensive_week(3))
         assert_relinked(before, after)
         booked = c.store.appointments(after.patient_id)
         cancelled = [r for r in booked if r.status == "cancelled"]
@@ -103,7 +101,7 @@ async def test_relapse_that_needs_more_than_the_program_escalates(
     severe = REASSESSED.model_copy(update={"withdrawal": 4})
     async with clinic(env.client, tmp_path) as c, manual_clock(env):
         handle = await c.enrol(make_enrolment())
-        await drive_journey(env, handle, until=lambda s: s.phase == Phase.intensive and s.week >= 2)
+        await drive_journey(env, handle, until=in_intensive_week(2))
         await handle.execute_update(
             PatientJourneyWorkflow.report_relapse,
             RelapseReport(case_manager_id="CM-02", ratings=severe),

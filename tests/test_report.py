@@ -46,7 +46,7 @@ from operators.outcomes import CohortFilter
 from operators.report import ReportError, cohort_filter, cohort_report, load_cohort
 from operators.report_html import CHARTS, render_html, write_pngs
 from simulation.patients import steady_attendance
-from tests.support import PROGRAMS, clinic, drive_journey, make_enrolment
+from tests.support import PROGRAMS, clinic, make_enrolment
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
@@ -592,9 +592,8 @@ async def test_the_report_agrees_with_a_real_journey(env: WorkflowEnvironment, t
     async with clinic(env.client, tmp_path) as c:
         enrolment = make_enrolment()
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, reported = await drive_journey(
-                env, handle, choose=steady_attendance, until=lambda s: s.phase == Phase.aftercare
+            _, status, reported = await c.enrol_and_drive(
+                env, enrolment, choose=steady_attendance, until=lambda s: s.phase == Phase.aftercare
             )
         r = report_of(c.store)
         booked = c.store.appointments(enrolment.patient_id)

@@ -17,7 +17,7 @@ from clinical.phases import Phase
 from clinical.referrals import ReferralOutcome, ReferralStatus
 from clinical.requests import DischargeReason, DischargeRequest
 from clinical.tasks import CLOSED_BY_ACTION, TaskKind
-from tests.support import clinic, drive_journey, enrolment_data
+from tests.support import clinic, enrolment_data
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
@@ -79,10 +79,9 @@ async def test_a_discharge_ends_the_referrals_the_journey_started(
     )
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            await drive_journey(
+            handle, _, _ = await c.enrol_and_drive(
                 env,
-                handle,
+                enrolment,
                 until=lambda s: s.phase == Phase.intensive and s.referrals != [],
             )
             ended = await handle.execute_update(
