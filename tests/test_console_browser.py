@@ -22,9 +22,12 @@ from tests.console_support import PASSWORD, make_console
 from tests.support import clinic, enrolment_data
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+    ),
+]
 
 
 @asynccontextmanager
