@@ -30,6 +30,13 @@ pytestmark = [
 ]
 
 
+# Form fields without a label, and how far a page runs past the window's width.
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea')].filter(e => e.labels.length === 0)
+    .map(e => e.name)"""
+OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
+
+
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[str]:
     port = free_port()
@@ -82,6 +89,10 @@ async def test_a_case_manager_in_the_browser(env: WorkflowEnvironment, tmp_path:
                 await page.get_by_role("link", name=pid).click()
                 await expect(page).to_have_title(f"Chart {pid} · CarePath")
                 await expect(page.get_by_text("Live from the journey")).to_be_visible()
+                assert await page.evaluate(UNLABELLED) == []  # every field has its label
+                await page.set_viewport_size({"width": 768, "height": 1024})  # a tablet
+                assert await page.evaluate(OVERFLOW) <= 0
+                await page.set_viewport_size({"width": 1280, "height": 800})
                 await page.get_by_role("button", name="Record the sheet").click()
                 await expect(page.locator("#answer-attendance")).to_contain_text(
                     "the sheet marks no session"
@@ -114,9 +125,11 @@ async def test_an_idle_console_signs_out_by_itself(tmp_path: Path) -> None:
         async with serving(ui.app) as base, browser_page() as opened:
             page: Page = opened  # type: ignore[assignment]
             await page.goto(f"{base}/sign-in")
-            await page.get_by_label("Username").fill("audit")
-            await page.get_by_label("Password").fill(PASSWORD)
-            await page.get_by_role("button", name="Sign in").click()
+            # By keyboard alone: the username field has the focus, Tab, Enter.
+            await page.keyboard.type("audit")
+            await page.keyboard.press("Tab")
+            await page.keyboard.type(PASSWORD)
+            await page.keyboard.press("Enter")
             await expect(page.get_by_role("heading", name="Access log")).to_be_visible()
             # Nobody touches it: the page's own timer signs out.
             await expect(page).to_have_url(f"{base}/sign-in", timeout=10_000)

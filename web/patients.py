@@ -144,40 +144,35 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             request, "inbox.html", visitor=visitor, tasks=tasks, now=console.now(), overdue=overdue
         )
 
-    @r.get("/patients/{patient_id}", response_class=HTMLResponse)
-    @allow(Role.case_manager, Role.supervisor, patient=True)
-    async def chart(request: Request, patient_id: str, visitor: Visitor = seen) -> Response:
+    async def show_chart(
+        request: Request, patient_id: str, visitor: Visitor, template: str, what: str
+    ) -> Response:
         console = console_of(request)
         pid = patient_in_scope(console, request, visitor.user, patient_id)
         status, snapshot = await chart_of(console, pid)
-        console.record(request, visitor.user, "view chart", pid)
+        console.record(request, visitor.user, what, pid)
         return page(
             request,
-            "chart.html",
+            template,
             visitor=visitor,
             patient_id=pid,
             status=status,
             snapshot=snapshot,
-            actions=ACTIONS,
             name=console.store.patient_names([pid]).get(pid, ""),
             zone=console.zone_of(snapshot.site_id if snapshot else ""),
         )
 
+    @r.get("/patients/{patient_id}", response_class=HTMLResponse)
+    @allow(Role.case_manager, Role.supervisor, patient=True)
+    async def chart(request: Request, patient_id: str, visitor: Visitor = seen) -> Response:
+        return await show_chart(request, patient_id, visitor, "chart.html", "view chart")
+
     @r.get("/patients/{patient_id}/live", response_class=HTMLResponse)
     @allow(Role.case_manager, Role.supervisor, patient=True, passive=True)
     async def chart_live(request: Request, patient_id: str, visitor: Visitor = seen) -> Response:
-        console = console_of(request)
-        pid = patient_in_scope(console, request, visitor.user, patient_id)
-        status, snapshot = await chart_of(console, pid)
-        console.record(request, visitor.user, "view chart (refresh)", pid)
-        return page(
-            request,
-            "chart_live.html",
-            visitor=visitor,
-            patient_id=pid,
-            status=status,
-            snapshot=snapshot,
-            zone=console.zone_of(snapshot.site_id if snapshot else ""),
+        """The chart's own refresh (every 3 s): no names in it."""
+        return await show_chart(
+            request, patient_id, visitor, "chart_live.html", "view chart (refresh)"
         )
 
     @r.post("/patients/{patient_id}/{action}", response_class=HTMLResponse)

@@ -45,8 +45,13 @@ class ChainCheck:
 
 
 def entry_hash(prev_hash: str, fields: dict[str, object]) -> str:
-    body = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"))
+    body = json.dumps(fields, sort_keys=True, default=_isoformat, separators=(",", ":"))
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def _isoformat(value: object) -> str:
+    assert isinstance(value, datetime), value
+    return value.isoformat()
 
 
 def _hashed_fields(
@@ -61,7 +66,7 @@ def _hashed_fields(
 ) -> dict[str, object]:
     return {
         "seq": seq,
-        "at": at.isoformat(),
+        "at": at,
         "actor": actor,
         "role": role,
         "action": action,
@@ -104,36 +109,12 @@ class AccessLog:
             fields = _hashed_fields(
                 seq, at, actor[:48], role, action[:64], patient_id, outcome, address[:64]
             )
-            digest = entry_hash(prev, fields)
+            entry = AccessEntry(**fields, prev_hash=prev, hash=entry_hash(prev, fields))
+            conn.execute(insert(access_log).values(**entry.model_dump()))
             conn.execute(
-                insert(access_log).values(
-                    seq=seq,
-                    at=at,
-                    actor=actor[:48],
-                    role=role,
-                    action=action[:64],
-                    patient_id=patient_id,
-                    outcome=outcome,
-                    address=address[:64],
-                    prev_hash=prev,
-                    hash=digest,
-                )
+                update(access_log_head).where(access_log_head.c.id == 1).values(hash=entry.hash)
             )
-            conn.execute(
-                update(access_log_head).where(access_log_head.c.id == 1).values(hash=digest)
-            )
-        return AccessEntry(
-            seq=seq,
-            at=at,
-            actor=actor[:48],
-            role=role,
-            action=action[:64],
-            patient_id=patient_id,
-            outcome=outcome,
-            address=address[:64],
-            prev_hash=prev,
-            hash=digest,
-        )
+        return entry
 
     def search(
         self,
