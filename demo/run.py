@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from clinical.assessment import Enrolment
+from clinical.assessment import Consents, Enrolment, SocialNeed
 from clinical.identifiers import new_patient_id
 from clinical.journey import JourneyOutcome
 from clinical.phases import ACTIVE_PHASES, Phase
@@ -190,6 +190,31 @@ def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operatio
     return table
 
 
+WAITING_PROGRAM = "default-iop"
+
+
+def left_for_the_console(cohort: list[Enrolment]) -> list[Enrolment]:
+    """One patient per case manager, on the default program's real clock so their journey
+    is still going when the demo ends, with a housing need the patient has not yet agreed
+    to disclose: a consent task waits in each case manager's inbox."""
+    first = {e.case_manager_id: e for e in reversed(cohort)}
+    return [
+        e.model_copy(
+            update={
+                "patient_id": new_patient_id(),
+                "program_id": WAITING_PROGRAM,
+                "assessment": e.assessment.model_copy(
+                    update={
+                        "social_needs": (SocialNeed.housing,),
+                        "consents": Consents(family_involvement=True),
+                    }
+                ),
+            }
+        )
+        for e in first.values()
+    ]
+
+
 async def run_demo(
     settings: Settings, server: EmbeddedServer, patients: int, program_id: str, seed: int
 ) -> int:
@@ -209,8 +234,11 @@ async def run_demo(
     rng = random.Random(seed)
     statuses: dict[str, JourneyStatus] = {}
     started = time.monotonic()
+    waiting = left_for_the_console(cohort)
     async with running_worker(client, settings, operations):
         handles = [await start_journey(client, settings, e) for e in cohort]
+        for e in waiting:
+            await start_journey(client, settings, e)
         poll = max(0.25, operations.catalog.load(program_id).clock.seconds_per_day)
         managers = [
             asyncio.create_task(
@@ -263,7 +291,9 @@ async def run_demo(
     console.print(
         f"The console: `python starter.py console`, then sign in at "
         f"http://{settings.console_host}:{settings.console_port}/ as {', '.join(users)} "
-        f"with the password in {password_file} (made for this run)."
+        f"with the password in {password_file} (made for this run). Each case manager has a "
+        f"patient still in care ({', '.join(e.patient_id for e in waiting)}) with a consent "
+        "task in the inbox: run `make worker` so the engine answers what you record."
     )
     console.print(
         "The server keeps running so you can look; stop it with `python starter.py server stop`."

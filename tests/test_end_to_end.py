@@ -378,6 +378,19 @@ def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     assert result.returncode == 0, result.stderr
     assert "journeys completed" in result.stdout
     assert deployment.server.ui_url in result.stdout.replace("\n", "")
+    # A patient per case manager is left in care, a consent task in each inbox.
+    output = result.stdout.replace("\n", "")
+    waiting = re.findall(r"P-[0-9A-Z]{8}", output.split("still in care")[1].split(")")[0])
+    assert len(waiting) == 3  # the cohort's three case managers
+    deadline = time.monotonic() + 60
+    while True:
+        listed = deployment.cli("tasks", "--json")
+        assert listed.returncode == 0, listed.stderr
+        open_tasks = {(t["patient_id"], t["kind"]) for t in json.loads(listed.stdout)}
+        if all((p, "consent_needed") in open_tasks for p in waiting):
+            break
+        assert time.monotonic() < deadline, f"no consent tasks for {waiting}"
+        time.sleep(0.5)
 
 
 def scrape(d: Deployment) -> tuple[str, dict[tuple[str, str], float]]:
