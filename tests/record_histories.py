@@ -31,6 +31,7 @@ from clinical.requests import (
     DischargeRequest,
     FamilyConsentChange,
     ProgressReview,
+    Reassignment,
     RelapseReport,
 )
 from clinical.sites import Closure, SiteDirectory
@@ -146,6 +147,19 @@ async def discharged(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any
         handle, _, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(2))
         await discharge(handle, "CM-01", DischargeReason.administrative)
     return await runs_of(c, handle, "journey_discharged")
+
+
+async def reassigned(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """A supervisor gives the patient another case manager in week 2; discharged after."""
+    enrolment = make_enrolment()
+    with env.auto_time_skipping_disabled():
+        handle, _, _ = await c.enrol_and_drive(env, enrolment, until=in_intensive_week(2))
+        await handle.execute_update(
+            PatientJourneyWorkflow.reassign_case_manager,
+            Reassignment(case_manager_id="CM-SUP1", to_case_manager_id="CM-02"),
+        )
+        await discharge(handle, "CM-02", DischargeReason.administrative)
+    return await runs_of(c, handle, "journey_reassigned")
 
 
 async def escalated(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -368,6 +382,7 @@ SCENARIOS: dict[str, Scenario] = {
         unplanned_closure,
         referral_ended_with_journey,
         discharged,
+        reassigned,
         escalated,
         schedule_conflict,
         attendance_sheets,
