@@ -13,6 +13,7 @@ from cli.common import CliError, care_store, console
 from infra.settings import Settings
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityRefused, IdentityStore
+from infra.store.api_clients import ApiClientRefused, ApiClients
 
 EXIT_BROKEN_CHAIN = 5
 
@@ -73,6 +74,47 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
         store.dispose()
     record(settings, f"users {args.action}")
     console.print(f"user {args.username}: {args.action} done")
+    return 0
+
+
+def cmd_api_clients(args: argparse.Namespace, settings: Settings) -> int:
+    """Machine identities: `add` prints the token once (only its hash is kept)."""
+    store = care_store(settings)
+    registry = ApiClients(store.engine)
+    now = datetime.now(UTC)
+    try:
+        if args.action == "list":
+            for c in registry.all():
+                ended = "expired" if c.expires_at <= now else "expires"
+                state = (
+                    f"revoked {c.revoked_at:%Y-%m-%d}"
+                    if c.revoked_at
+                    else f"{ended} {c.expires_at:%Y-%m-%d}"
+                )
+                console.print(f"{c.name}  {c.site_id}  {','.join(sorted(c.scopes))}  {state}")
+            return 0
+        if not args.name:
+            raise CliError(f"api-clients {args.action}: give the client's name")
+        if args.action == "add":
+            client, token = registry.add(
+                args.name, args.scopes or "", args.site or "", now, args.days
+            )
+        else:
+            registry.revoke(args.name, now)
+    except ApiClientRefused as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.dispose()
+    record(settings, f"api-clients {args.action}")
+    if args.action == "add":
+        console.print(
+            f"client {client.name} ({client.site_id}) until {client.expires_at:%Y-%m-%d}; "
+            "its token, shown this once:",
+            highlight=False,
+        )
+        print(token)  # alone on its line, unwrapped: for a script to read
+    else:
+        console.print(f"client {args.name}: revoked")
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, get_args
 
 from sqlalchemy.exc import OperationalError
 
-from cli.accounts import cmd_access_log, cmd_console, cmd_users, record
+from cli.accounts import cmd_access_log, cmd_api_clients, cmd_console, cmd_users, record
 from cli.admin import cmd_codec_server, cmd_demo, cmd_keys, cmd_server
 from cli.case_management import (
     cmd_alumni,
@@ -45,6 +45,7 @@ from infra.codec import KeyFileError
 from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
+from infra.store.api_clients import DEFAULT_DAYS, SCOPES
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -223,6 +224,13 @@ def parser() -> argparse.ArgumentParser:
         "--oidc", action="store_true", help="add: no password; signs in through the OIDC provider"
     )
 
+    ac = sub.add_parser("api-clients", help="the API's machine identities (operators)")
+    ac.add_argument("action", choices=["add", "revoke", "list"])
+    ac.add_argument("name", nargs="?")
+    ac.add_argument("--scopes", help=f"comma-separated: {','.join(SCOPES)}")
+    ac.add_argument("--site", help="the one site the client serves, e.g. north")
+    ac.add_argument("--days", type=int, default=DEFAULT_DAYS, help="until the token expires")
+
     lg = sub.add_parser("access-log", help="who saw or did what (auditors)")
     lg.add_argument("--user", help="entries of this user (cli:<account> for the command line)")
     lg.add_argument("--patient", help="entries on this patient")
@@ -268,6 +276,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "closure": cmd_closure,
     "console": cmd_console,
     "users": cmd_users,
+    "api-clients": cmd_api_clients,
     "access-log": cmd_access_log,
 }
 

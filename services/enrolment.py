@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -19,6 +21,8 @@ from clinical.sites import SiteDirectory, SiteError
 from infra.settings import Settings
 from infra.store import CareStore
 from workflows.patient_journey import PatientJourneyWorkflow
+
+REQUEST_KEY = "request_key"  # the memo's field: which request started the journey
 
 
 class EnrolmentRefused(Exception):
@@ -56,8 +60,11 @@ async def enrol(
     client: Client,
     task_queue: str,
     journey: JourneyInput,
+    request_key: str | None = None,
 ) -> WorkflowHandle[Any, Any]:
-    """Start the journey; a patient enrolled before is refused (not a second journey)."""
+    """Start the journey; a patient enrolled before is refused (not a second journey),
+    unless by this same request: a retried request with its `request_key` (kept in the
+    journey's memo) finds the journey it started."""
     assert journey.enrolment is not None
     patient_id = journey.enrolment.patient_id
     workflow_id = journey_workflow_id(patient_id)
@@ -71,10 +78,23 @@ async def enrol(
             # idempotency keys in the store (its sessions, phases and tasks would be taken
             # for repeats and dropped): refused until admissions are keyed apart.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={REQUEST_KEY: request_key} if request_key else None,
         )
     except WorkflowAlreadyStartedError:
-        described = await client.get_workflow_handle(workflow_id).describe()
-        if described.status == WorkflowExecutionStatus.RUNNING:
+        # The raw description: the SDK's would also decode the search attributes, which
+        # the time-skipping test server returns in a form it cannot read (a datetime).
+        info = (
+            await client.workflow_service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(
+                    namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+                )
+            )
+        ).workflow_execution_info
+        if request_key and REQUEST_KEY in info.memo.fields:
+            (started_by,) = await client.data_converter.decode([info.memo.fields[REQUEST_KEY]])
+            if started_by == request_key:
+                return client.get_workflow_handle(workflow_id)
+        if WorkflowExecutionStatus(info.status) == WorkflowExecutionStatus.RUNNING:
             raise EnrolmentRefused(
                 f"patient {patient_id} is already enrolled (journey {workflow_id})",
                 bad_input=False,

@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    DescribeWorkflowExecutionRequest,
+)
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -71,16 +75,19 @@ async def deliver(
     update: Any,
     request: Any,
     workflow_id: str | None = None,
+    update_id: str | None = None,
 ) -> Any:
     """Run `update` with `request` on the patient's journey (or `workflow_id`), refusing at
-    once when no worker would answer; its answer, or RequestFailed in one line."""
+    once when no worker would answer; its answer, or RequestFailed in one line. An
+    `update_id` the workflow has taken before is not run again: its first answer returns."""
     if not await worker_running(client, task_queue):
         raise RequestFailed(ENGINE_DOWN.format(queue=task_queue), Why.unreachable)
     handle = client.get_workflow_handle(workflow_id or journey_workflow_id(patient_id))
     return await answer(
+        client,
         handle,
         patient_id,
-        lambda: handle.execute_update(update, request, rpc_timeout=ANSWER_TIMEOUT),
+        lambda: handle.execute_update(update, request, id=update_id, rpc_timeout=ANSWER_TIMEOUT),
     )
 
 
@@ -88,6 +95,7 @@ async def query_status(client: Client, patient_id: str) -> JourneyStatus:
     """The journey's own status (a worker answers it), as of now."""
     handle = client.get_workflow_handle(journey_workflow_id(patient_id))
     status: JourneyStatus = await answer(
+        client,
         handle,
         patient_id,
         lambda: handle.query(PatientJourneyWorkflow.status, rpc_timeout=ANSWER_TIMEOUT),
@@ -96,7 +104,10 @@ async def query_status(client: Client, patient_id: str) -> JourneyStatus:
 
 
 async def answer(
-    handle: WorkflowHandle[Any, Any], patient_id: str, call: Callable[[], Awaitable[Any]]
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    patient_id: str,
+    call: Callable[[], Awaitable[Any]],
 ) -> Any:
     """What a workflow answers to `call`, or RequestFailed in one line."""
     try:
@@ -122,20 +133,28 @@ async def answer(
             raise RequestFailed(
                 f"the Temporal server refused: {exc.message}", Why.unreachable
             ) from None
-    raise await _why_not_found(handle, patient_id)
+    raise await _why_not_found(client, handle.id, patient_id)
 
 
-async def _why_not_found(handle: WorkflowHandle[Any, Any], patient_id: str) -> RequestFailed:
+async def _why_not_found(client: Client, workflow_id: str, patient_id: str) -> RequestFailed:
     """An update to a finished workflow is "not found" too: tell the two apart."""
     try:
-        described = await handle.describe()
+        # The raw description: the SDK's would also decode the search attributes, which
+        # the time-skipping test server returns in a form it cannot read (a datetime).
+        described = await client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(
+                namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+            )
+        )
     except RPCError:
         return RequestFailed(f"no journey for patient {patient_id}", Why.bad_input)
-    if described.status == WorkflowExecutionStatus.RUNNING:
+    status = WorkflowExecutionStatus(described.workflow_execution_info.status)
+    if status == WorkflowExecutionStatus.RUNNING:
         return RequestFailed(
             f"no CarePath worker answered for patient {patient_id}'s journey, which is running; "
             "is a worker running (`python worker.py`)?",
             Why.unreachable,
         )
-    status = described.status.name.lower() if described.status else "closed"
-    return RequestFailed(f"the journey of patient {patient_id} has ended ({status})", Why.refused)
+    return RequestFailed(
+        f"the journey of patient {patient_id} has ended ({status.name.lower()})", Why.refused
+    )

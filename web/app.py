@@ -1,6 +1,7 @@
-"""The case managers' console: an ASGI application served by CarePath itself (FastAPI,
-server-rendered pages, htmx vendored under static/). `create_app` builds it around a
-`Console`; `web.serve` runs it on uvicorn."""
+"""The case managers' console and the API for other systems (/api/v1): one ASGI application
+served by CarePath itself (FastAPI, server-rendered pages, htmx vendored under static/;
+JSON under /api/v1). `create_app` builds it around a `Console`; `web.serve` runs it on
+uvicorn."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from infra.store.accounts import Role
-from web import enrolment, patients, signin, staff
+from web import api, enrolment, patients, signin, staff
+from web.api_security import API, BodyLimit, Problem, problem_response
 from web.context import Console, console_of, page
 from web.security import (
     RULES,
@@ -66,6 +68,7 @@ def create_app(console: Console) -> FastAPI:
     app = FastAPI(title="CarePath console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     @app.exception_handler(NotSignedIn)
@@ -86,6 +89,8 @@ def create_app(console: Console) -> FastAPI:
 
     @app.exception_handler(404)
     async def _no_route(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith(API):
+            return problem_response(Problem(404, "no such route"))
         return page(request, "error.html", 404, message="Nothing here.")
 
     signin.install(app)
@@ -109,4 +114,6 @@ def create_app(console: Console) -> FastAPI:
     patients.install(app, signed_in)
     enrolment.install(app, signed_in)
     staff.install(app, signed_in)
+    api.install(app)
+    api.problem_handlers(app)
     return app

@@ -19,8 +19,9 @@ from infra.settings import Settings
 from infra.store import CareStore
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore, User
+from infra.store.api_clients import ApiClients
 from web.oidc import OidcSignIn
-from web.security import client_address
+from web.security import RateLimit, client_address
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -38,11 +39,14 @@ class Console:
     sites: SiteDirectory
     connect: Callable[[], Awaitable[Client]]
     """The engine's client (connected on first use; a console starts without Temporal)."""
+    clients: ApiClients
+    """The API's machine identities and idempotency keys."""
     oidc: OidcSignIn | None = None
     """Sign-in through the clinic's identity provider instead of local passwords."""
     idle: timedelta = timedelta(minutes=15)
     secure_cookies: bool = False
     now: Callable[[], datetime] = field(default=_utcnow)
+    api_limit: RateLimit = field(default_factory=RateLimit)
 
     def zone_of(self, site_id: str) -> tzinfo:
         site = self.sites.sites.get(site_id)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
@@ -102,3 +103,24 @@ class Visitor:
     user: User
     csrf: str
     session_token: str
+
+
+@dataclass
+class RateLimit:
+    """A token bucket per client, in this process (each copy of the application limits on
+    its own: a limit, not a quota)."""
+
+    per_minute: float = 600.0
+    burst: float = 60.0
+    _buckets: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+
+    def wait(self, client: str, at: datetime) -> float:
+        """0 if the client may go now (and a token is taken), else the seconds to wait."""
+        tokens, then = self._buckets.get(client, (self.burst, at))
+        rate = self.per_minute / 60
+        tokens = min(self.burst, tokens + max(0.0, (at - then).total_seconds()) * rate)
+        if tokens < 1:
+            self._buckets[client] = (tokens, at)
+            return (1 - tokens) / rate
+        self._buckets[client] = (tokens - 1, at)
+        return 0.0

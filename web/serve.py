@@ -15,6 +15,7 @@ from infra.settings import Settings
 from infra.store import CareStore
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore
+from infra.store.api_clients import ApiClients
 from infra.temporal import connect
 from services.journeys import RequestFailed, Why
 from web.app import create_app
@@ -31,6 +32,7 @@ def console_for(
     """The console over an open store (of the current schema: a worker migrates it).
     `connect_to` and `hasher` are for tests: another Temporal client, cheaper hashing."""
     identity, access = IdentityStore(store.engine, hasher), AccessLog(store.engine)
+    clients = ApiClients(store.engine)
     try:
         sites = SiteDirectory.load(settings.sites_file)
     except SiteError:
@@ -55,6 +57,7 @@ def console_for(
         access=access,
         sites=sites,
         connect=connect_to or connected,
+        clients=clients,
         oidc=OidcSignIn(
             settings.oidc_issuer,
             settings.oidc_client_id,

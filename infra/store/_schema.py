@@ -397,10 +397,40 @@ def _migration_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE patients ALTER COLUMN {column} TYPE VARCHAR({length})"))
 
 
+# The API's machine identities (only a hash of each token) and its idempotency keys.
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(400), nullable=False),  # space-separated, as in OAuth2
+    Column("site_id", String(32), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("expires_at", nullable=False),
+    _ts("revoked_at"),
+)
+
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("client", String(32), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),  # method, path and body: one request
+    _ts("created_at", nullable=False),
+    Column("status_code", Integer),  # None while the request is being carried out
+    Column("body", Text),
+)
+
+
 def _migration_5(conn: Connection) -> None:
     """The console's accounts and sessions, and the access log with its chain's head."""
     metadata.create_all(conn, tables=[console_users, console_sessions, access_log, access_log_head])
     conn.execute(access_log_head.insert().values(id=1, seq=0, hash=GENESIS_HASH))
+
+
+def _migration_6(conn: Connection) -> None:
+    """The API's clients and idempotency keys."""
+    metadata.create_all(conn, tables=[api_clients, api_idempotency])
 
 
 # Version n of the schema is what the first n migrations make.
@@ -410,5 +440,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
