@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast storm lint server-start server-stop worker console histories clean
+.PHONY: install demo test test-fast storm lint server-start server-stop worker console histories openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+# The API's OpenAPI document kept in docs/ (tests/test_api.py fails when it is stale).
+openapi: $(STAMP)
+	$(BIN)/python -m web.openapi
 
 server-start: $(STAMP)
 	$(BIN)/python starter.py server start

@@ -37,6 +37,8 @@ class Grant:
 
 GRANTS: dict[str, Grant] = {}
 """A route's endpoint name to its grant: filled by `grant`, read by `caller`."""
+OPEN = frozenset({"api_openapi"})
+"""The API's only routes without a grant: its OpenAPI document."""
 
 
 def grant(scope: str, patient: bool = False) -> Callable[[Any], Any]:

@@ -15,6 +15,7 @@ from infra.store.accounts import Role
 from web import api, enrolment, patients, signin, staff
 from web.api_security import API, BodyLimit, Problem, problem_response
 from web.context import Console, console_of, page
+from web.openapi import document_text
 from web.security import (
     RULES,
     SESSION_COOKIE,
@@ -116,4 +117,11 @@ def create_app(console: Console) -> FastAPI:
     staff.install(app, signed_in)
     api.install(app)
     api.problem_handlers(app)
+    document = document_text()  # made once: the routes do not change while serving
+
+    @app.get(f"{API}/openapi.json", include_in_schema=False)
+    async def api_openapi() -> Response:
+        """Open to all: it describes the API, nothing of a patient."""
+        return Response(document, media_type="application/json")
+
     return app
