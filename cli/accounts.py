@@ -91,7 +91,9 @@ def cmd_api_clients(args: argparse.Namespace, settings: Settings) -> int:
                     if c.revoked_at
                     else f"{ended} {c.expires_at:%Y-%m-%d}"
                 )
-                console.print(f"{c.name}  {c.site_id}  {','.join(sorted(c.scopes))}  {state}")
+                console.print(
+                    f"{c.name}  {c.site_id}  {','.join(sorted(c.scopes))}  {state}", soft_wrap=True
+                )
             return 0
         if not args.name:
             raise CliError(f"api-clients {args.action}: give the client's name")

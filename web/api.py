@@ -503,10 +503,12 @@ def install(app: FastAPI) -> None:
         if open_task is None:
             raise Problem(404, f"no task {task_id}")
         pid, _ = patient_of(request, found, open_task.patient_id)
-        if not open_task.open:
-            raise Problem(409, f"task {task_id} is already done (by {open_task.completed_by})")
 
         async def act(update_id: str | None) -> tuple[int, Any]:
+            # With a key, a done task may be this request's own, done before its process
+            # died: the workflow answers that (it dedupes the key), or refuses.
+            if not open_task.open and update_id is None:
+                raise Problem(409, f"task {task_id} is already done (by {open_task.completed_by})")
             workflow_id = open_task.workflow_id or journey_workflow_id(pid)
             update: Any = (
                 ReferralWorkflow.complete_task
