@@ -14,6 +14,7 @@ from infra.settings import Settings
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityRefused, IdentityStore
 from infra.store.api_clients import ApiClientRefused, ApiClients
+from infra.webhooks import WebhookRefused, add_sender, load_senders
 
 EXIT_BROKEN_CHAIN = 5
 
@@ -117,6 +118,30 @@ def cmd_api_clients(args: argparse.Namespace, settings: Settings) -> int:
         print(token)  # alone on its line, unwrapped: for a script to read
     else:
         console.print(f"client {args.name}: revoked")
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    """Webhook senders: `add` prints the new sender's secret once (it stays in the
+    owner-only senders file, which every console process reads at start)."""
+    path = settings.webhook_senders_file
+    try:
+        if args.action == "list":
+            for s in load_senders(path).values():
+                console.print(f"{s.name}  {s.kind.value}  {s.site_id}", soft_wrap=True)
+            return 0
+        if not args.name:
+            raise CliError("webhooks add: give the sender's name")
+        sender = add_sender(path, args.name, args.kind or "", args.site or "")
+    except WebhookRefused as exc:
+        raise CliError(str(exc)) from None
+    record(settings, "webhooks add")
+    console.print(
+        f"sender {sender.name} ({sender.kind.value}, {sender.site_id}); restart the console "
+        f"to take it; POST its events to /api/v1/webhooks/{sender.name}. Its secret:",
+        highlight=False,
+    )
+    print(sender.secret)
     return 0
 
 

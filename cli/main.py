@@ -14,7 +14,14 @@ from typing import Any, NoReturn, get_args
 
 from sqlalchemy.exc import OperationalError
 
-from cli.accounts import cmd_access_log, cmd_api_clients, cmd_console, cmd_users, record
+from cli.accounts import (
+    cmd_access_log,
+    cmd_api_clients,
+    cmd_console,
+    cmd_users,
+    cmd_webhooks,
+    record,
+)
 from cli.admin import cmd_codec_server, cmd_demo, cmd_keys, cmd_server
 from cli.case_management import (
     cmd_alumni,
@@ -46,6 +53,7 @@ from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
 from infra.store.api_clients import DEFAULT_DAYS, SCOPES
+from infra.webhooks import EventKind
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -231,6 +239,12 @@ def parser() -> argparse.ArgumentParser:
     ac.add_argument("--site", help="the one site the client serves, e.g. north")
     ac.add_argument("--days", type=int, default=DEFAULT_DAYS, help="until the token expires")
 
+    wh = sub.add_parser("webhooks", help="who may send CarePath signed events (operators)")
+    wh.add_argument("action", choices=["add", "list"])
+    wh.add_argument("name", nargs="?")
+    wh.add_argument("--kind", choices=[k.value for k in EventKind])
+    wh.add_argument("--site", help="the one site the sender's events are for, e.g. north")
+
     lg = sub.add_parser("access-log", help="who saw or did what (auditors)")
     lg.add_argument("--user", help="entries of this user (cli:<account> for the command line)")
     lg.add_argument("--patient", help="entries on this patient")
@@ -277,6 +291,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "console": cmd_console,
     "users": cmd_users,
     "api-clients": cmd_api_clients,
+    "webhooks": cmd_webhooks,
     "access-log": cmd_access_log,
 }
 

@@ -77,6 +77,11 @@ class Settings:
         return self.keys_file or self.data_dir / "keys.json"
 
     @property
+    def webhook_senders_file(self) -> Path:
+        """Who may send events, with their secrets (owner-only; infra.webhooks)."""
+        return self.data_dir / "webhook-senders.json"
+
+    @property
     def ui_origin(self) -> str:
         return self.ui_url or f"http://127.0.0.1:{self.ui_port}"
 

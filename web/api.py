@@ -162,58 +162,71 @@ async def once(
     found: Caller,
     act: Callable[[str | None], Awaitable[tuple[int, Any]]],
 ) -> Response:
-    """Carry out a POST once per `Idempotency-Key` (if given): `act` receives the key the
+    """Carry out a POST once per `Idempotency-Key` (if given): `act` receives the ID the
     workflow dedupes by, and answers (status, JSON body); a 4xx answer is an answer too."""
-    console = console_of(request)
     key = request.headers.get("idempotency-key")
     if key is None:
         status, body = await act(None)
-        return _answered(request, found, status, json.dumps(_json(body)))
+        return answered(request, status, json.dumps(_json(body)))
     if not KEY.fullmatch(key):
         raise Problem(400, "Idempotency-Key: 1-64 of A-Z, a-z, 0-9, '.', '_', ':', '-'")
-    name = found.client.name
     fingerprint = _fingerprint(request, await request.body())
-    claim = console.clients.claim(name, key, fingerprint, console.now())
+    return await taken_once(
+        request, actor_of(found.client), key, fingerprint, act, {"Idempotent-Replayed": "true"}
+    )
+
+
+async def taken_once(
+    request: Request,
+    owner: str,
+    key: str,
+    fingerprint: str,
+    act: Callable[[str | None], Awaitable[tuple[int, Any]]],
+    replayed: dict[str, str],
+) -> Response:
+    """`act` once for `owner`'s `key`: recorded before acting, its answer after; a key
+    answered before gives that answer again (with the `replayed` headers). The workflow
+    dedupes by the ID `act` receives, so a key whose process died acts once too."""
+    console = console_of(request)
+    claim = console.clients.claim(owner, key, fingerprint, console.now())
     if isinstance(claim, Mismatch):
-        raise Problem(422, f"Idempotency-Key {key} was used for another request")
+        raise Problem(422, f"{key} was used for another request")
     if isinstance(claim, Answered):
         log_call(
             request,
-            actor_of(found.client),
+            request.state.actor,
             action_of(request) + " (replayed)",
             getattr(request.state, "patient_id", None),
             "allowed" if claim.status_code < 400 else "refused",
         )
         media = JSON if claim.status_code < 400 else PROBLEM
         return Response(
-            claim.body,
-            status_code=claim.status_code,
-            media_type=media,
-            headers={"Idempotent-Replayed": "true"},
+            claim.body, status_code=claim.status_code, media_type=media, headers=replayed
         )
     try:
-        status, body = await act(f"api:{name}:{key}")
+        status, body = await act(f"{owner}:{key}")
     except Problem as problem:
         if problem.status < 500 and problem.status != 429:
             refusal = problem_body(problem.status, problem.detail)
-            console.clients.answer(name, key, problem.status, refusal)
+            console.clients.answer(owner, key, problem.status, refusal)
         raise
     text = json.dumps(_json(body))
-    console.clients.answer(name, key, status, text)
-    return _answered(request, found, status, text)
+    console.clients.answer(owner, key, status, text)
+    return answered(request, status, text)
 
 
-def _answered(request: Request, found: Caller, status: int, text: str) -> Response:
+def answered(request: Request, status: int, text: str) -> Response:
+    """A success, in the access log under the request's actor."""
     log_call(
         request,
-        actor_of(found.client),
+        request.state.actor,
         action_of(request),
         getattr(request.state, "patient_id", None),
     )
     return Response(text, status_code=status, media_type=JSON)
 
 
-async def _deliver(
+async def deliver_to(
     console: Console,
     patient_id: str,
     update: Any,
@@ -248,7 +261,7 @@ def install(app: FastAPI) -> None:
 
         async def act(update_id: str | None) -> tuple[int, Any]:
             update, payload, workflow_id = build(pid, cm)
-            result = await _deliver(console, pid, update, payload, workflow_id, update_id)
+            result = await deliver_to(console, pid, update, payload, workflow_id, update_id)
             return 200, Answer(message=ACTIONS[action].describe(result), result=_json(result))
 
         return await once(request, found, act)
@@ -302,9 +315,9 @@ def install(app: FastAPI) -> None:
             snapshot = stored_snapshot(console.store, pid, console.zone_of(found.client.site_id))
             if snapshot is None:
                 raise Problem(404, f"no patient {pid} at site {found.client.site_id}")
-            return _answered(request, found, 200, snapshot.model_dump_json())
+            return answered(request, 200, snapshot.model_dump_json())
         body = {"source": "journey", **status.model_dump(mode="json")}
-        return _answered(request, found, 200, json.dumps(body))
+        return answered(request, 200, json.dumps(body))
 
     @app.post(f"{API}/patients/{{patient_id}}/attendance", tags=["journey"])
     @grant("attendance:write", patient=True)
@@ -491,7 +504,7 @@ def install(app: FastAPI) -> None:
             if (patient is None or t.patient_id == patient)
             and (case_manager is None or t.case_manager_id == case_manager)
         ]
-        return _answered(request, found, 200, json.dumps(jsonable_encoder(found_tasks)))
+        return answered(request, 200, json.dumps(jsonable_encoder(found_tasks)))
 
     @app.post(f"{API}/tasks/{{task_id}}/done", tags=["tasks"])
     @grant("tasks:write", patient=True)
@@ -516,7 +529,7 @@ def install(app: FastAPI) -> None:
                 else PatientJourneyWorkflow.complete_task
             )
             done = TaskDone(case_manager_id=open_task.case_manager_id, task_key=open_task.key)
-            message = await _deliver(console, pid, update, done, workflow_id, update_id)
+            message = await deliver_to(console, pid, update, done, workflow_id, update_id)
             return 200, Answer(message=f"task {task_id} ({pid}): {message}")
 
         return await once(request, found, act)
@@ -548,7 +561,7 @@ def install(app: FastAPI) -> None:
             for e in entries
             if phase is None or e.patient.phase.value == phase
         ]
-        return _answered(request, found, 200, json.dumps(jsonable_encoder(rows)))
+        return answered(request, 200, json.dumps(jsonable_encoder(rows)))
 
     @app.get(f"{API}/reports/outcomes", tags=["reports"])
     @grant("reports:read")
@@ -571,7 +584,7 @@ def install(app: FastAPI) -> None:
         outcomes = report.cohort_report(
             console.store, ProgramCatalog(console.settings.programs_dir), cohort, console.now()
         )
-        return _answered(request, found, 200, json.dumps(report.as_json(outcomes)))
+        return answered(request, 200, json.dumps(report.as_json(outcomes)))
 
     @app.get(f"{API}/patients/{{patient_id}}/fhir", tags=["patients"])
     @grant("patients:read", patient=True)
@@ -599,7 +612,7 @@ def install(app: FastAPI) -> None:
         except RPCError as exc:
             raise Problem(503, f"cannot read a referral's history: {exc.message}") from None
         bundle = journey_bundle(record, console.now())
-        return _answered(request, found, 200, bundle.model_dump_json())
+        return answered(request, 200, bundle.model_dump_json())
 
 
 def problem_handlers(app: FastAPI) -> None:
@@ -608,11 +621,11 @@ def problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, problem: Problem) -> Response:
-        found: Caller | None = getattr(request.state, "caller", None)
-        if found is not None and problem.status not in (401, 403, 429):
+        actor: str | None = getattr(request.state, "actor", None)
+        if actor is not None and problem.status not in (401, 403, 429):
             log_call(
                 request,
-                actor_of(found.client),
+                actor,
                 action_of(request),
                 getattr(request.state, "patient_id", None),
                 "failed" if problem.status >= 500 else "refused",

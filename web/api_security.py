@@ -38,7 +38,9 @@ class Grant:
 GRANTS: dict[str, Grant] = {}
 """A route's endpoint name to its grant: filled by `grant`, read by `caller`."""
 OPEN = frozenset({"api_openapi"})
-"""The API's only routes without a grant: its OpenAPI document."""
+"""The API's only route open to all: its OpenAPI document."""
+SIGNED = frozenset({"api_webhook"})
+"""The API's routes that a webhook sender's signature opens instead of a token."""
 
 
 def grant(scope: str, patient: bool = False) -> Callable[[Any], Any]:
@@ -135,7 +137,7 @@ async def caller(request: Request) -> Caller:
             {"Retry-After": str(max(1, round(wait + 0.5)))},
         )
     found = Caller(client, rule)
-    request.state.caller = found
+    request.state.actor = actor_of(client)
     return found
 
 

@@ -20,6 +20,7 @@ from infra.store import CareStore
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore, User
 from infra.store.api_clients import ApiClients
+from infra.webhooks import WebhookSender
 from web.oidc import OidcSignIn
 from web.security import RateLimit, client_address
 
@@ -47,6 +48,8 @@ class Console:
     secure_cookies: bool = False
     now: Callable[[], datetime] = field(default=_utcnow)
     api_limit: RateLimit = field(default_factory=RateLimit)
+    senders: dict[str, WebhookSender] = field(default_factory=dict)
+    """Who may send events, by name (infra.webhooks)."""
 
     def zone_of(self, site_id: str) -> tzinfo:
         site = self.sites.sites.get(site_id)

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from web import api
-from web.api_security import API, GRANTS, PROBLEM
+from web import api, webhooks
+from web.api_security import API, GRANTS, PROBLEM, SIGNED
 
 KEPT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 PROBLEM_SCHEMA = {
@@ -42,6 +42,7 @@ REFUSALS = {
 def api_document() -> dict[str, Any]:
     app = FastAPI()
     api.install(app)
+    webhooks.install(app)
     routes = [r for r in app.routes if getattr(r, "path", "").startswith(API)]
     document = get_openapi(
         title="CarePath API",
@@ -62,10 +63,13 @@ def api_document() -> dict[str, Any]:
     document["security"] = [{"bearer": []}]
     for methods in document["paths"].values():
         for method, operation in methods.items():
-            scope = GRANTS[operation["operationId"].split("_api_v1")[0]].scope
-            operation["description"] = (
-                operation.get("description", "") + f"\n\nScope: `{scope}`."
-            ).strip()
+            name = operation["operationId"].split("_api_v1")[0]
+            if name in SIGNED:
+                operation["security"] = []  # the signature is the credential
+                needs = "Signed: `webhook-id`, `webhook-timestamp`, `webhook-signature`."
+            else:
+                needs = f"Scope: `{GRANTS[name].scope}`."
+            operation["description"] = (operation.get("description", "") + "\n\n" + needs).strip()
             if method == "post":
                 operation.setdefault("parameters", []).append(
                     {

@@ -17,6 +17,7 @@ from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore
 from infra.store.api_clients import ApiClients
 from infra.temporal import connect
+from infra.webhooks import load_senders
 from services.journeys import RequestFailed, Why
 from web.app import create_app
 from web.context import Console
@@ -66,6 +67,7 @@ def console_for(
         )
         if settings.oidc_issuer
         else None,
+        senders=load_senders(settings.webhook_senders_file),
         idle=timedelta(minutes=settings.console_idle_minutes),
         secure_cookies=settings.console_secure_cookies,
     )

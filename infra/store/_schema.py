@@ -397,7 +397,8 @@ def _migration_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE patients ALTER COLUMN {column} TYPE VARCHAR({length})"))
 
 
-# The API's machine identities (only a hash of each token) and its idempotency keys.
+# The API's machine identities (only a hash of each token), and the keys of requests and
+# events taken once (a POST's Idempotency-Key, a webhook's event ID).
 api_clients = Table(
     "api_clients",
     metadata,
@@ -413,7 +414,8 @@ api_clients = Table(
 api_idempotency = Table(
     "api_idempotency",
     metadata,
-    Column("client", String(32), primary_key=True),
+    # Who took the key: an API client (api:NAME) or a webhook sender (webhook:NAME).
+    Column("client", String(48), primary_key=True),
     Column("key", String(64), primary_key=True),
     Column("fingerprint", String(64), nullable=False),  # method, path and body: one request
     _ts("created_at", nullable=False),
