@@ -297,3 +297,68 @@ async def test_the_openapi_document_served_is_the_one_kept(tmp_path: Path) -> No
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert len(operations) == len(GRANTS) + len(SIGNED)
     assert all(("Scope: `" in op["description"]) != (op.get("security") == []) for op in operations)
+
+
+async def test_each_write_answers_success_refusal_and_bad_input(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The journey's requests through the API, each with the command line's one line."""
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            enrolment = Enrolment.model_validate(enrolment_data(social_needs=["housing"]))
+            handle = await c.enrol(enrolment)
+            await drive_journey(env, handle, until=lambda s: s.program_day >= 9)
+            pid = enrolment.patient_id
+            ui = make_console(c.settings, c.store, c.client)
+            _, token = ui.console.clients.add("ehr", ALL, "north", ui.clock())
+            (task,) = c.store.tasks(patient_id=pid)
+            p = f"{API}/patients/{pid}"
+            calls = [
+                ("consent", f"{p}/family-consent", {"granted": True}),
+                ("consent-bad", f"{p}/family-consent", {"granted": "perhaps"}),
+                ("check-ins", f"{p}/check-ins", {"days": [20, 45], "reason": "clinical"}),
+                ("check-ins-bad", f"{p}/check-ins", {"days": [], "reason": "clinical"}),
+                ("review", f"{p}/reviews", {"decision": "extend", "weeks": 2}),
+                ("review-bad", f"{p}/reviews", {"decision": "prolong"}),
+                ("relapse", f"{p}/relapse", {"ratings": BODIES["api_relapse"]["ratings"]}),
+                ("relapse-bad", f"{p}/relapse", {"ratings": {"withdrawal": 9}}),
+                ("refer", f"{p}/referrals", {"need": "medical"}),
+                ("refer-again", f"{p}/referrals", {"need": "medical"}),
+                ("refer-bad", f"{p}/referrals", {"need": "money"}),
+                ("cancel", f"{p}/referrals/medical/cancel", {"reason": "no_longer_needed"}),
+                ("cancel-bad", f"{p}/referrals/medical/cancel", {"reason": "bored"}),
+                ("answer-early", f"{p}/referrals/housing/answer", {"answer": "accepted"}),
+                ("answer-bad", f"{p}/referrals/housing/answer", {"answer": "maybe"}),
+                ("done", f"{API}/tasks/{task.id}/done", None),
+                ("done-again", f"{API}/tasks/{task.id}/done", None),
+            ]
+            answers = {}
+            async with ui.signed_in(None) as http:
+                for name, url, body in calls:
+                    answers[name] = await http.post(url, json=body, headers=bearer(token))
+    expected = {
+        "consent": (200, "family consent given"),
+        "check-ins": (409, "refused: check-ins can be rescheduled in aftercare only"),
+        "review": (200, "extend: intensive phase now 10 weeks"),
+        "relapse": (200, "relapse recorded during intensive"),
+        "refer": (200, "REF-medical-1 started"),
+        "refer-again": (409, "refused: a medical referral is already open"),
+        "cancel": (200, "referral: closed, cancelled"),
+        "answer-early": (409, "refused: the referral has not been sent yet"),
+        "done": (200, f"task {task.id} ({pid}): consent recorded"),
+        "done-again": (409, f"task {task.id} is already done (by CM-01)"),
+        # Bad input names its field first, as the command line does.
+        "consent-bad": (422, "granted: "),
+        "check-ins-bad": (422, "days: "),
+        "review-bad": (422, "decision: "),
+        "relapse-bad": (422, "ratings.withdrawal: "),
+        "refer-bad": (422, "need: "),
+        "cancel-bad": (422, "reason: "),
+        "answer-bad": (422, "answer: "),
+    }
+    assert expected.keys() == answers.keys()
+    for name, (status, words) in expected.items():
+        answer = answers[name]
+        assert answer.status_code == status, (name, answer.text)
+        line = answer.json()["message"] if status == 200 else _is_problem(answer, status)["detail"]
+        assert line.startswith(words), (name, line)
