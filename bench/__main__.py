@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import RESULTS, machine, raise_on_sigterm, scratch_dir
 
-BENCHMARKS = ("overhead", "latency", "cohort", "patient_year", "memory", "console")
+BENCHMARKS = ("overhead", "latency", "cohort", "patient_year", "memory", "console", "api")
 
 
 def sizes(
@@ -63,6 +63,14 @@ def sizes(
             "requests": 20 if quick else 200,
             "journeys": 5 if quick else 20,
             "rounds": 20 if quick else 300,
+        },
+        "api": {
+            "active": 100 if quick else 2000,
+            "measured": 10 if quick else 100,
+            "per_round": 50 if quick else 300,
+            "events": 100 if quick else 1000,
+            "concurrency": 10,
+            "seconds_per_day": 20.0,
         },
     }
 
@@ -115,6 +123,18 @@ async def run_one(name: str, params: dict[str, Any], scratch: Path) -> dict[str,
 
         return await console.run(
             params["patients"], params["requests"], params["journeys"], params["rounds"], scratch
+        )
+    if name == "api":
+        from bench import api
+
+        return await api.run(
+            params["active"],
+            params["measured"],
+            params["per_round"],
+            params["events"],
+            params["concurrency"],
+            params["seconds_per_day"],
+            scratch,
         )
     raise ValueError(name)
 

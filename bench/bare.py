@@ -96,6 +96,11 @@ class BareJourney:
         self._updates += 1
         return self._updates
 
+    @workflow.signal
+    def note(self, n: int) -> None:
+        """A fact sent and forgotten: what a webhook's event is measured against."""
+        self._updates += 1
+
     @workflow.query
     def progress(self) -> BareProgress:
         return BareProgress(

@@ -200,6 +200,49 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 _verdict(ratio <= sheet["target_p99_ratio"]),
             )
         )
+    if "api" in b:
+        a = b["api"]
+        load = f"{a['active']} active"
+        for side, label in (("api_sheet", "through the API"), ("bare_sheet_update", "bare update")):
+            f = a[side]
+            out.append(
+                (
+                    "7 api",
+                    f"attendance sheet {label}, p50 / p99 ({load})",
+                    f"{_num(f['p50_ms'])} / {_num(f['p99_ms'])} ms",
+                    "1 run",
+                    "",
+                )
+            )
+        ratio, target = a["p99_ratio"], a["target_p99_ratio"]
+        out.append(
+            (
+                "7 api",
+                "p99 ratio API / bare update",
+                f"{_num(ratio, 2)}x",
+                "1 run",
+                f"<= {target}x {_verdict(ratio <= target)}",
+            )
+        )
+        out.append(
+            (
+                "7 api",
+                f"webhook events / bare signals per s ({a['concurrency']} at once)",
+                f"{_num(a['webhook_events_per_s'])} / {_num(a['bare_signals_per_s'])}",
+                "1 run",
+                "",
+            )
+        )
+        ratio, target = a["ingest_ratio"], a["target_ingest_ratio"]
+        out.append(
+            (
+                "7 api",
+                "ingestion ratio webhooks / bare signals",
+                f"{_num(ratio, 2)}x",
+                "1 run",
+                f">= {target}x {_verdict(ratio >= target)}",
+            )
+        )
     return out
 
 

@@ -1,0 +1,252 @@
+"""6. The API and webhooks against bare Temporal, in the same run and under the latency
+benchmark's load (`active` journeys in the intensive phase on the dev server, the production
+worker and a console process serving the API, as in production):
+
+- an attendance sheet through the API (HTTP, bearer token, access log, idempotency key)
+  against the same update sent straight to Temporal on the same journeys, one at a time,
+  alternating: p99 ratio (target at most 1.2);
+- signed EHR webhook events (an Appointment fulfilled) ingested at `concurrency` at once,
+  against signals to bare workflows at the same concurrency: rate ratio (target at least
+  0.8)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client, WorkflowHandle
+
+from bench.bare import BareJourney, BareScript, BareStep
+from bench.common import (
+    dev_server,
+    latency_summary,
+    program_dir,
+    quiet,
+    worker_env,
+    worker_process,
+)
+from bench.latency import _bounded
+from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
+from clinical.assessment import Enrolment
+from clinical.requests import AttendanceMark, AttendanceSheet
+from clinical.status import JourneyStatus
+from infra.embedded_server import free_port
+from infra.settings import PROJECT_ROOT, load_settings
+from infra.store import CareStore
+from infra.store.api_clients import ApiClients
+from infra.webhooks import add_sender, signature
+from workflows.patient_journey import PatientJourneyWorkflow
+
+BARE_QUEUE = "bench-bare"
+
+
+@asynccontextmanager
+async def console_process(env: dict[str, str]) -> AsyncIterator[str]:
+    """`starter.py console` with the worker's settings; its base URL once it answers;
+    stopped by its PID whatever happens."""
+    port = free_port()
+    log = Path(env["CAREPATH_DATA_DIR"]) / "console.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "starter.py", "console"],
+            env=env | {"CAREPATH_CONSOLE_PORT": str(port)},
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the console exited with code {proc.returncode}; see {log}")
+                with suppress(httpx.TransportError):
+                    if (await http.get(f"{base}/api/v1/openapi.json")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _first_session(client: Client, started: WorkflowHandle[Any, Any]) -> tuple[str, str, str]:
+    """(patient, session, case manager) once the journey's first session has happened."""
+    handle = client.get_workflow_handle(started.id)
+    status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+    first = week_one(status)[0]
+    await sleep_until(status.clock.instant(first.day))
+    return status.patient_id, first.session_id, status.case_manager_id
+
+
+async def run(
+    active: int,
+    measured: int,
+    per_round: int,
+    events: int,
+    concurrency: int,
+    seconds_per_day: float,
+    scratch: Path,
+) -> dict[str, Any]:
+    from cli.enrolment import start_journey
+    from tests.support import enrolment_data
+
+    workdir = scratch / "api"
+    programs = program_dir(workdir / "programs", seconds_per_day)
+    settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)
+
+    def enrolment(program: str) -> Enrolment:
+        return Enrolment.model_validate(enrolment_data() | {"program_id": program})
+
+    async with dev_server(workdir) as (server, client):
+        env = worker_env(server, workdir, programs, TASK_QUEUE)
+        bare_env = env | {"CAREPATH_TASK_QUEUE": BARE_QUEUE}
+        async with (
+            worker_process(client, env) as worker,
+            worker_process(client, bare_env, bare=True) as bare_worker,
+        ):
+            caseload = [enrolment("default-iop") for _ in range(active - measured)]
+            await _bounded(
+                [functools.partial(start_journey, client, settings, e) for e in caseload]
+            )
+            started = await _bounded(
+                [lambda: start_journey(client, settings, enrolment(PROGRAM))] * measured
+            )
+            await asyncio.gather(*(first_run_ends(h) for h in started))
+            firsts = await asyncio.gather(*(_first_session(client, h) for h in started))
+            script = BareScript(runs=[[BareStep(timer_seconds=timedelta(days=7).total_seconds())]])
+            bare = [
+                await client.start_workflow(
+                    BareJourney.run, script, id=f"bare-{n:05d}", task_queue=BARE_QUEUE
+                )
+                for n in range(measured)
+            ]
+            store = CareStore(env["CAREPATH_DATABASE_URL"])
+            _, token = ApiClients(store.engine).add(
+                "bench", "attendance:write", "north", datetime.now(UTC)
+            )
+            store.dispose()
+            sender = add_sender(
+                Path(env["CAREPATH_DATA_DIR"]) / "webhook-senders.json",
+                "bench-ehr",
+                "ehr-appointments",
+                "north",
+            )
+            async with console_process(env) as base, httpx.AsyncClient(timeout=30) as http:
+                await quiet(worker.pid)
+                await quiet(bare_worker.pid)
+                api_seconds, update_seconds = [], []
+                auth = {"Authorization": f"Bearer {token}"}
+                for i in range(per_round):
+                    patient, session, cm = firsts[i % measured]
+                    marks = [{"session_id": session, "status": "attended"}]
+                    sheet = AttendanceSheet(case_manager_id=cm, marks=[AttendanceMark(**marks[0])])
+                    handle = client.get_workflow_handle(f"journey-{patient}")
+                    began = time.perf_counter()
+                    await handle.execute_update(
+                        PatientJourneyWorkflow.record_attendance_sheet, sheet
+                    )
+                    update_seconds.append(time.perf_counter() - began)
+                    began = time.perf_counter()
+                    answer = await http.post(
+                        f"{base}/api/v1/patients/{patient}/attendance",
+                        json={"marks": marks},
+                        headers=auth | {"Idempotency-Key": f"sheet-{i}"},
+                    )
+                    api_seconds.append(time.perf_counter() - began)
+                    assert answer.status_code == 200, answer.text
+                webhook_rate = await _webhook_rate(
+                    http, base, sender.secret, firsts, events, concurrency
+                )
+                signal_rate = await _signal_rate(client, bare, events, concurrency)
+    api = latency_summary(api_seconds)
+    update = latency_summary(update_seconds)
+    return {
+        "active": active,
+        "measured_workflows": measured,
+        "sheets": per_round,
+        "api_sheet": api,
+        "bare_sheet_update": update,
+        "p99_ratio": api["p99_ms"] / update["p99_ms"],
+        "target_p99_ratio": 1.2,
+        "events": events,
+        "concurrency": concurrency,
+        "webhook_events_per_s": webhook_rate,
+        "bare_signals_per_s": signal_rate,
+        "ingest_ratio": webhook_rate / signal_rate,
+        "target_ingest_ratio": 0.8,
+    }
+
+
+async def _at_once(sends: list[Any], concurrency: int) -> float:
+    """Sends per second, `concurrency` in flight."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(send: Any) -> None:
+        async with gate:
+            await send()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one(s) for s in sends))
+    return len(sends) / (time.perf_counter() - began)
+
+
+async def _webhook_rate(
+    http: httpx.AsyncClient,
+    base: str,
+    secret: str,
+    firsts: list[tuple[str, str, str]],
+    events: int,
+    concurrency: int,
+) -> float:
+    from operators.fhir import RECORD_KEY_SYSTEM
+
+    def event(n: int) -> Any:
+        patient, session, _ = firsts[n % len(firsts)]
+        body = json.dumps(
+            {
+                "resourceType": "Appointment",
+                "status": "fulfilled",
+                "identifier": [{"system": RECORD_KEY_SYSTEM, "value": f"{patient}/{session}"}],
+            }
+        ).encode()
+
+        async def send() -> None:
+            ts = str(int(time.time()))
+            headers = {
+                "webhook-id": f"evt-{n}",
+                "webhook-timestamp": ts,
+                "webhook-signature": signature(secret, f"evt-{n}", ts, body),
+            }
+            answer = await http.post(
+                f"{base}/api/v1/webhooks/bench-ehr", content=body, headers=headers
+            )
+            assert answer.status_code == 200, answer.text
+
+        return send
+
+    return await _at_once([event(n) for n in range(events)], concurrency)
+
+
+async def _signal_rate(
+    client: Client, bare: list[WorkflowHandle[Any, Any]], events: int, concurrency: int
+) -> float:
+    def send(n: int) -> Any:
+        return lambda: bare[n % len(bare)].signal(BareJourney.note, n)
+
+    return await _at_once([send(n) for n in range(events)], concurrency)
