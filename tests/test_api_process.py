@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from infra.embedded_server import free_port
@@ -55,6 +56,7 @@ async def console_process(
         process.wait()
 
 
+@pytest.mark.slow  # console processes started four times over
 async def test_a_post_retried_after_its_process_was_killed_acts_once(
     env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
