@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from clinical.assessment import AgeGroup, Weekday
-from clinical.identifiers import ProgramId
+from clinical.assessment import AgeGroup, LocalTime, Weekday
+from clinical.identifiers import ProgramId, SiteId
 from clinical.textfile import FileRefused, read_toml_file
 
 DimensionName = Literal[
@@ -264,6 +264,50 @@ class TaskConfig(_Strict):
         return opened + timedelta(seconds=self.days_for(kind) * seconds_per_day)
 
 
+TrackId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,31}$")]
+StaffName = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[^\n\r\t]+$")]
+
+
+class GroupTrack(_Strict):
+    """A recurring shared group at a site: the same patients, facilitator(s) and room (or
+    telehealth link) on the same weekdays and time, up to a capacity of seats."""
+
+    id: TrackId
+    site: SiteId
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    level: str
+    weekdays: tuple[Weekday, ...] = Field(min_length=1, max_length=7)
+    start: LocalTime
+    hours: Annotated[float, Field(gt=0, le=8)]
+    session_types: tuple[str, ...] = Field(min_length=1)
+    capacity: Annotated[int, Field(ge=1, le=50)]
+    facilitators: tuple[StaffName, ...] = Field(min_length=1, max_length=3)
+    room: Annotated[str, Field(min_length=1, max_length=48)] | None = None
+    telehealth_link: Annotated[str, Field(pattern=r"^https://[^\s]{4,200}$")] | None = None
+
+    @model_validator(mode="after")
+    def _meets_somewhere(self) -> GroupTrack:
+        if self.room is None and self.telehealth_link is None:
+            raise ValueError(f"track {self.id}: needs a room, a telehealth_link or both")
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError(f"track {self.id}: a weekday appears twice")
+        if self.start.hour * 60 + self.start.minute + self.hours * 60 > 24 * 60:
+            raise ValueError(f"track {self.id}: a session would end after midnight")
+        return self
+
+    @property
+    def weekly_hours(self) -> float:
+        """Hours a week each of its facilitators spends leading it."""
+        return len(self.weekdays) * self.hours
+
+
+class GroupsConfig(_Strict):
+    """The program's group tracks, per site (none: each patient's group sessions are
+    their own, as before tracks)."""
+
+    tracks: tuple[GroupTrack, ...] = ()
+
+
 class RiskConfig(_Strict):
     moderate_at: Annotated[int, Field(ge=1, le=4)] = 2
     high_at: Annotated[int, Field(ge=1, le=4)] = 3
@@ -286,6 +330,7 @@ class ProgramProtocol(_Strict):
     tasks: TaskConfig = TaskConfig()
     reminders: ReminderConfig = ReminderConfig()
     risk: RiskConfig = RiskConfig()
+    groups: GroupsConfig = GroupsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ProgramProtocol:
@@ -324,7 +369,30 @@ class ProgramProtocol(_Strict):
             raise ValueError("step_down.criteria.min_intensive_weeks is above intensive.max_weeks")
         if self.risk.moderate_at > self.risk.high_at:
             raise ValueError("risk.moderate_at is above risk.high_at")
+        self._tracks_consistent()
         return self
+
+    def _tracks_consistent(self) -> None:
+        seen: set[str] = set()
+        for i, track in enumerate(self.groups.tracks):
+            where = f"groups.tracks[{i}]"
+            if track.id in seen:
+                raise ValueError(f"{where}: track id {track.id!r} is used twice")
+            seen.add(track.id)
+            if track.level not in self.levels:
+                raise ValueError(f"{where}: unknown level {track.level!r}")
+            unknown = set(track.session_types) - set(self.schedule.group_session_types)
+            if unknown:
+                raise ValueError(
+                    f"{where}: session type(s) {', '.join(sorted(unknown))} are not in "
+                    "schedule.group_session_types"
+                )
+            visits = self.levels[track.level].pattern.visits_per_week
+            if len(track.weekdays) < visits:
+                raise ValueError(
+                    f"{where}: meets {len(track.weekdays)} day(s) a week; "
+                    f"level {track.level} needs {visits}"
+                )
 
     def day_seconds(self, days: float) -> float:
         return days * self.clock.seconds_per_day
