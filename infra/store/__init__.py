@@ -1,5 +1,6 @@
 """The care-operations store: patients, sessions, follow-up calls, case-manager tasks,
-referrals, consents, site closures, the notifications outbox and the audit trail.
+referrals, consents, site closures, group seats and waitlists, the notifications outbox and
+the audit trail.
 
 A repository: everything outside reads and writes through `CareStore`'s methods, named for
 what the clinic does, with typed inputs and results; the tables are private to this package
@@ -14,6 +15,7 @@ from infra.store.audit import AuditFact, AuditTrail
 from infra.store.calls import CallAttempt, CallRecords
 from infra.store.closures import ClosureRecords
 from infra.store.consents import ConsentEntry, ConsentRecords
+from infra.store.groups import GroupSeatRecords, SeatGiven, WaitlistEntry
 from infra.store.outbox import Outbox, OutboxMessage
 from infra.store.patients import EnrolledPatient, NewPatient, PatientRecords, PhaseChangeEntry
 from infra.store.queries import CaseloadEntry, ClinicQueries, CohortFacts
@@ -31,6 +33,7 @@ class CareStore(
     ReferralRecords,
     ConsentRecords,
     ClosureRecords,
+    GroupSeatRecords,
     Outbox,
     AuditTrail,
 ):
@@ -57,9 +60,11 @@ __all__ = [
     "PartnerContact",
     "PhaseChangeEntry",
     "ReferralEntry",
+    "SeatGiven",
     "SessionAppointment",
     "StoreRefused",
     "TaskClosing",
+    "WaitlistEntry",
     "store_unreachable",
     "utcnow",
 ]

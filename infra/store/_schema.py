@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     Connection,
     DateTime,
@@ -250,6 +251,31 @@ site_closures = Table(
     _ts("announced_at", nullable=False),
 )
 
+# Seats in the program's group tracks. The primary key is the guarantee that a seat is never
+# sold twice: whoever inserts (track, seat) first holds it, on every database and worker.
+# Seat numbers run 1..capacity (the program's, which the store does not know).
+group_seats = Table(
+    "group_seats",
+    metadata,
+    Column("track_id", String(32), primary_key=True),
+    Column("seat", Integer, primary_key=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    _ts("taken_at", nullable=False),
+    UniqueConstraint("track_id", "patient_id", name="uq_group_seats_patient"),
+    CheckConstraint("seat >= 1", name="ck_group_seats_seat"),
+)
+
+# Who waits for a full track, in the order they joined (id).
+group_waitlist = Table(
+    "group_waitlist",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("track_id", String(32), nullable=False),
+    Column("patient_id", String(16), nullable=False, index=True),
+    _ts("joined_at", nullable=False),
+    UniqueConstraint("track_id", "patient_id", name="uq_group_waitlist_patient"),
+)
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,
@@ -435,6 +461,11 @@ def _migration_6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[api_clients, api_idempotency])
 
 
+def _migration_7(conn: Connection) -> None:
+    """Group tracks' seats and waitlists."""
+    metadata.create_all(conn, tables=[group_seats, group_waitlist])
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -443,5 +474,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

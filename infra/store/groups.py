@@ -1,0 +1,175 @@
+"""Seats in group tracks and their waitlists.
+
+A seat is a row keyed by (track, seat number): the database, not a count read beforehand,
+decides who holds the last one, so any number of workers racing on SQLite or PostgreSQL
+never seat more than a track's capacity. A seat freed goes to the first who waits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from clinical.groups import TrackLoad
+from infra.store._core import StoreCore
+from infra.store._schema import group_seats, group_waitlist
+
+
+@dataclass(frozen=True)
+class WaitlistEntry:
+    patient_id: str
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class SeatGiven:
+    """A freed seat that went to the patient first on the waitlist."""
+
+    patient_id: str
+    seat: int
+
+
+class GroupSeatRecords(StoreCore):
+    def take_seat(self, track_id: str, patient_id: str, capacity: int, at: datetime) -> int | None:
+        """The seat the patient holds in the track (taken now, or before), or None when all
+        `capacity` seats are held. Taking a seat takes the patient off its waitlist."""
+        return self._take(track_id, patient_id, capacity, at)[0]
+
+    def join_waitlist(self, track_id: str, patient_id: str, at: datetime) -> int:
+        """The patient's place on the track's waitlist (1: next), joining it if not yet
+        there; 0 when the patient already holds a seat in it."""
+        if patient_id in self.roster(track_id).values():
+            return 0
+        # The insert first: on SQLite a transaction that reads before it writes can be
+        # refused outright by a concurrent writer, while one that writes first waits its turn.
+        with self._transaction() as conn:
+            row = {"track_id": track_id, "patient_id": patient_id, "joined_at": at}
+            conn.execute(_insert_or_nothing(conn, group_waitlist).values(**row))
+            mine = select(group_waitlist.c.id).where(
+                group_waitlist.c.track_id == track_id, group_waitlist.c.patient_id == patient_id
+            )
+            ahead = select(func.count()).where(
+                group_waitlist.c.track_id == track_id,
+                group_waitlist.c.id < mine.scalar_subquery(),
+            )
+            return int(conn.scalar(ahead) or 0) + 1
+
+    def free_seat(
+        self, track_id: str, patient_id: str, capacity: int, at: datetime
+    ) -> list[SeatGiven]:
+        """The patient leaves the track (their seat, or their place on its waitlist); free
+        seats then go to those waiting, first come first served. Returns who got one."""
+        with self._transaction() as conn:
+            for table in (group_seats, group_waitlist):
+                conn.execute(
+                    delete(table).where(
+                        table.c.track_id == track_id, table.c.patient_id == patient_id
+                    )
+                )
+        return self.seat_the_waitlist(track_id, capacity, at)
+
+    def seat_the_waitlist(self, track_id: str, capacity: int, at: datetime) -> list[SeatGiven]:
+        """Free seats to the first on the waitlist, in order, until one or the other runs
+        out. Two of these racing give each seat once: both may try the same patient, whose
+        second try finds the seat already theirs."""
+        given: list[SeatGiven] = []
+        while True:
+            first = self._read(
+                select(group_waitlist.c.patient_id)
+                .where(group_waitlist.c.track_id == track_id)
+                .order_by(group_waitlist.c.id)
+                .limit(1)
+            )
+            if not first:
+                return given
+            patient_id = first[0]["patient_id"]
+            seat, new = self._take(track_id, patient_id, capacity, at)
+            if seat is None:
+                return given
+            if new:
+                given.append(SeatGiven(patient_id=patient_id, seat=seat))
+
+    def roster(self, track_id: str) -> dict[int, str]:
+        """Who holds each seat of the track, by seat number."""
+        rows = self._read(
+            select(group_seats.c.seat, group_seats.c.patient_id)
+            .where(group_seats.c.track_id == track_id)
+            .order_by(group_seats.c.seat)
+        )
+        return {r["seat"]: r["patient_id"] for r in rows}
+
+    def waitlist(self, track_id: str) -> list[WaitlistEntry]:
+        """Who waits for the track, first first."""
+        rows = self._read(
+            select(group_waitlist.c.patient_id, group_waitlist.c.joined_at)
+            .where(group_waitlist.c.track_id == track_id)
+            .order_by(group_waitlist.c.id)
+        )
+        return [WaitlistEntry(r["patient_id"], r["joined_at"]) for r in rows]
+
+    def track_loads(self) -> dict[str, TrackLoad]:
+        """Seats held and waitlists, for every track with either."""
+        seats = self._read(
+            select(group_seats.c.track_id, func.count().label("n")).group_by(group_seats.c.track_id)
+        )
+        waits = self._read(
+            select(
+                group_waitlist.c.track_id,
+                func.count().label("n"),
+                func.min(group_waitlist.c.joined_at).label("since"),
+            ).group_by(group_waitlist.c.track_id)
+        )
+        taken = {r["track_id"]: int(r["n"]) for r in seats}
+        waiting = {r["track_id"]: (int(r["n"]), r["since"]) for r in waits}
+        return {
+            track_id: TrackLoad(
+                taken=taken.get(track_id, 0),
+                waiting=waiting.get(track_id, (0, None))[0],
+                waiting_since=waiting.get(track_id, (0, None))[1],
+            )
+            for track_id in sorted(set(taken) | set(waiting))
+        }
+
+    def _take(
+        self, track_id: str, patient_id: str, capacity: int, at: datetime
+    ) -> tuple[int | None, bool]:
+        """(seat, taken now): the lowest free seat, tried until one is ours or none is free.
+        Each failed try means another patient took that seat meanwhile, so this ends."""
+        while True:
+            held = self.roster(track_id)
+            mine = next((s for s, p in held.items() if p == patient_id), None)
+            free = [s for s in range(1, capacity + 1) if s not in held]
+            if mine is None and not free:
+                return None, False
+            with self._transaction() as conn:
+                if mine is None:
+                    row = {
+                        "track_id": track_id,
+                        "seat": free[0],
+                        "patient_id": patient_id,
+                        "taken_at": at,
+                    }
+                    won = conn.execute(
+                        _insert_or_nothing(conn, group_seats)
+                        .values(**row)
+                        .returning(group_seats.c.seat)
+                    ).all()
+                    if not won:
+                        continue
+                conn.execute(
+                    delete(group_waitlist).where(
+                        group_waitlist.c.track_id == track_id,
+                        group_waitlist.c.patient_id == patient_id,
+                    )
+                )
+            return (free[0], True) if mine is None else (mine, False)
+
+
+def _insert_or_nothing(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An insert that does nothing when it would break any unique constraint of the table:
+    on PostgreSQL it waits for a concurrent insert of the same key to commit, then yields."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
