@@ -12,12 +12,18 @@ import pytest
 
 from clinical.groups import TrackLoad
 from clinical.identifiers import new_patient_id
+from clinical.protocol import ProgramCatalog
 from infra.store import CareStore, SeatGiven
+from tests.support import PROGRAMS
 from tests.test_store import all_at_once
 
 AT = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
-TRACK = "north-evening"
+PROGRAM = "default-iop"
+(EVENING,) = (
+    t for t in ProgramCatalog(PROGRAMS).load(PROGRAM).groups.tracks if t.id == "north-evening"
+)
 CAPACITY = 8
+TRACK = EVENING.model_copy(update={"capacity": CAPACITY})
 
 
 @pytest.fixture
@@ -34,7 +40,7 @@ def patients(n: int) -> list[str]:
 
 def seat_all(store: CareStore, who: list[str]) -> None:
     for p in who:
-        assert store.take_seat(TRACK, p, CAPACITY, AT) is not None
+        assert store.take_seat(PROGRAM, TRACK, p, AT) is not None
 
 
 def test_racing_for_the_last_seats_exactly_capacity_win(store: CareStore) -> None:
@@ -42,21 +48,21 @@ def test_racing_for_the_last_seats_exactly_capacity_win(store: CareStore) -> Non
     seat_all(store, seated)
     racers = patients(12)
     queue = iter(racers)
-    results = all_at_once(12, lambda: (p := next(queue), store.take_seat(TRACK, p, CAPACITY, AT)))
+    results = all_at_once(12, lambda: (p := next(queue), store.take_seat(PROGRAM, TRACK, p, AT)))
     winners = {p: seat for p, seat in results if seat is not None}
     assert len(winners) == CAPACITY - len(seated)
-    roster = store.roster(TRACK)
+    roster = store.roster(PROGRAM, TRACK.id)
     assert sorted(roster) == list(range(1, CAPACITY + 1))
     assert set(roster.values()) == set(seated) | set(winners)
     assert all(roster[seat] == p for p, seat in winners.items())
-    assert store.track_loads() == {TRACK: TrackLoad(taken=CAPACITY)}
+    assert store.track_loads(PROGRAM) == {TRACK.id: TrackLoad(taken=CAPACITY)}
 
 
 def test_one_patient_racing_themself_holds_one_seat(store: CareStore) -> None:
     patient = new_patient_id()
-    seats = all_at_once(6, lambda: store.take_seat(TRACK, patient, CAPACITY, AT))
+    seats = all_at_once(6, lambda: store.take_seat(PROGRAM, TRACK, patient, AT))
     assert seats == [1] * 6
-    assert store.roster(TRACK) == {1: patient}
+    assert store.roster(PROGRAM, TRACK.id) == {1: patient}
 
 
 def test_a_freed_seat_goes_to_the_first_on_the_waitlist(store: CareStore) -> None:
@@ -64,39 +70,44 @@ def test_a_freed_seat_goes_to_the_first_on_the_waitlist(store: CareStore) -> Non
     seat_all(store, seated)
     first, second, third = patients(3)
     for i, p in enumerate((first, second, third)):
-        assert store.take_seat(TRACK, p, CAPACITY, AT) is None
-        assert store.join_waitlist(TRACK, p, AT + timedelta(hours=i)) == i + 1
-    assert store.join_waitlist(TRACK, second, AT) == 2  # again: the same place
-    assert store.join_waitlist(TRACK, seated[0], AT) == 0  # holds a seat: no need to wait
-    assert store.track_loads()[TRACK] == TrackLoad(taken=CAPACITY, waiting=3, waiting_since=AT)
+        assert store.take_seat(PROGRAM, TRACK, p, AT) is None
+        assert store.join_waitlist(PROGRAM, TRACK.id, p, AT + timedelta(hours=i)) == i + 1
+    assert store.join_waitlist(PROGRAM, TRACK.id, second, AT) == 2  # again: the same place
+    assert (
+        store.join_waitlist(PROGRAM, TRACK.id, seated[0], AT) == 0
+    )  # holds a seat: no need to wait
+    assert store.track_loads(PROGRAM)[TRACK.id] == TrackLoad(
+        taken=CAPACITY, waiting=3, waiting_since=AT
+    )
 
-    given = store.free_seat(TRACK, seated[2], CAPACITY, AT)
+    given = store.free_seat(PROGRAM, TRACK, seated[2], AT)
     assert given == [SeatGiven(patient_id=first, seat=3)]
-    assert [w.patient_id for w in store.waitlist(TRACK)] == [second, third]
+    assert [w.patient_id for w in store.waitlist(PROGRAM, TRACK.id)] == [second, third]
     # A patient who leaves while waiting gives up their place and nobody else's.
-    assert store.free_seat(TRACK, second, CAPACITY, AT) == []
-    assert [w.patient_id for w in store.waitlist(TRACK)] == [third]
-    assert store.track_loads()[TRACK].waiting_since == AT + timedelta(hours=2)
+    assert store.free_seat(PROGRAM, TRACK, second, AT) == []
+    assert [w.patient_id for w in store.waitlist(PROGRAM, TRACK.id)] == [third]
+    assert store.track_loads(PROGRAM)[TRACK.id].waiting_since == AT + timedelta(hours=2)
     # Freeing a seat the patient no longer holds changes nothing.
-    assert store.free_seat(TRACK, seated[2], CAPACITY, AT) == []
-    assert store.roster(TRACK)[3] == first
+    assert store.free_seat(PROGRAM, TRACK, seated[2], AT) == []
+    assert store.roster(PROGRAM, TRACK.id)[3] == first
 
 
 def test_seats_freed_at_once_go_to_the_waitlist_in_order(store: CareStore) -> None:
     small = 4
+    track = TRACK.model_copy(update={"capacity": small})
     seated = patients(small)
     for p in seated:
-        store.take_seat(TRACK, p, small, AT)
+        store.take_seat(PROGRAM, track, p, AT)
     waiting = patients(6)
     for p in waiting:
-        store.join_waitlist(TRACK, p, AT)
+        store.join_waitlist(PROGRAM, TRACK.id, p, AT)
     leaving = iter(seated)
-    given = all_at_once(small, lambda: store.free_seat(TRACK, next(leaving), small, AT))
+    given = all_at_once(small, lambda: store.free_seat(PROGRAM, track, next(leaving), AT))
     seated_now = list(itertools.chain.from_iterable(given))
     assert sorted(g.patient_id for g in seated_now) == sorted(waiting[:small])
     assert sorted(g.seat for g in seated_now) == list(range(1, small + 1))
-    assert set(store.roster(TRACK).values()) == set(waiting[:small])
-    assert [w.patient_id for w in store.waitlist(TRACK)] == waiting[small:]
+    assert set(store.roster(PROGRAM, TRACK.id).values()) == set(waiting[:small])
+    assert [w.patient_id for w in store.waitlist(PROGRAM, TRACK.id)] == waiting[small:]
 
 
 def test_a_larger_capacity_seats_those_waiting(store: CareStore) -> None:
@@ -104,12 +115,22 @@ def test_a_larger_capacity_seats_those_waiting(store: CareStore) -> None:
     seat_all(store, patients(CAPACITY))
     waiting = patients(3)
     for p in waiting:
-        store.join_waitlist(TRACK, p, AT)
-    given = store.seat_the_waitlist(TRACK, CAPACITY + 2, AT)
+        store.join_waitlist(PROGRAM, TRACK.id, p, AT)
+    given = store.seat_the_waitlist(
+        PROGRAM, TRACK.model_copy(update={"capacity": CAPACITY + 2}), AT
+    )
     assert given == [
         SeatGiven(patient_id=waiting[0], seat=CAPACITY + 1),
         SeatGiven(patient_id=waiting[1], seat=CAPACITY + 2),
     ]
-    assert store.track_loads() == {
-        TRACK: TrackLoad(taken=CAPACITY + 2, waiting=1, waiting_since=AT)
+    assert store.track_loads(PROGRAM) == {
+        TRACK.id: TrackLoad(taken=CAPACITY + 2, waiting=1, waiting_since=AT)
     }
+
+
+def test_another_programs_track_of_the_same_name_is_another_group(store: CareStore) -> None:
+    seat_all(store, patients(CAPACITY))
+    newcomer = new_patient_id()
+    assert store.take_seat(PROGRAM, TRACK, newcomer, AT) is None
+    assert store.take_seat("demo-iop", TRACK, newcomer, AT) == 1
+    assert store.track_loads("demo-iop") == {TRACK.id: TrackLoad(taken=1)}

@@ -251,17 +251,18 @@ site_closures = Table(
     _ts("announced_at", nullable=False),
 )
 
-# Seats in the program's group tracks. The primary key is the guarantee that a seat is never
-# sold twice: whoever inserts (track, seat) first holds it, on every database and worker.
-# Seat numbers run 1..capacity (the program's, which the store does not know).
+# Seats in programs' group tracks. The primary key is the guarantee that a seat is never sold
+# twice: whoever inserts (program, track, seat) first holds it, on every database and worker.
+# Seat numbers run 1..capacity (the program's, as it is when the seat is taken).
 group_seats = Table(
     "group_seats",
     metadata,
+    Column("program_id", String(48), primary_key=True),
     Column("track_id", String(32), primary_key=True),
     Column("seat", Integer, primary_key=True),
     Column("patient_id", String(16), nullable=False, index=True),
     _ts("taken_at", nullable=False),
-    UniqueConstraint("track_id", "patient_id", name="uq_group_seats_patient"),
+    UniqueConstraint("program_id", "track_id", "patient_id", name="uq_group_seats_patient"),
     CheckConstraint("seat >= 1", name="ck_group_seats_seat"),
 )
 
@@ -270,10 +271,11 @@ group_waitlist = Table(
     "group_waitlist",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("program_id", String(48), nullable=False),
     Column("track_id", String(32), nullable=False),
     Column("patient_id", String(16), nullable=False, index=True),
     _ts("joined_at", nullable=False),
-    UniqueConstraint("track_id", "patient_id", name="uq_group_waitlist_patient"),
+    UniqueConstraint("program_id", "track_id", "patient_id", name="uq_group_waitlist_patient"),
 )
 
 schema_migrations = Table(

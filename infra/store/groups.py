@@ -1,18 +1,21 @@
-"""Seats in group tracks and their waitlists.
+"""Seats in programs' group tracks and their waitlists.
 
-A seat is a row keyed by (track, seat number): the database, not a count read beforehand,
-decides who holds the last one, so any number of workers racing on SQLite or PostgreSQL
-never seat more than a track's capacity. A seat freed goes to the first who waits."""
+A seat is a row keyed by (program, track, seat number): the database, not a count read
+beforehand, decides who holds the last one, so any number of workers racing on SQLite or
+PostgreSQL never seat more than a track's capacity. A seat freed goes to the first who
+waits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clinical.groups import TrackLoad
+from clinical.protocol import GroupTrack
 from infra.store._core import StoreCore
 from infra.store._schema import group_seats, group_waitlist
 
@@ -31,46 +34,56 @@ class SeatGiven:
     seat: int
 
 
-class GroupSeatRecords(StoreCore):
-    def take_seat(self, track_id: str, patient_id: str, capacity: int, at: datetime) -> int | None:
-        """The seat the patient holds in the track (taken now, or before), or None when all
-        `capacity` seats are held. Taking a seat takes the patient off its waitlist."""
-        return self._take(track_id, patient_id, capacity, at)[0]
+def _of(table: Table, program_id: str, track_id: str, patient_id: str | None = None) -> Any:
+    where = (table.c.program_id == program_id) & (table.c.track_id == track_id)
+    return where if patient_id is None else where & (table.c.patient_id == patient_id)
 
-    def join_waitlist(self, track_id: str, patient_id: str, at: datetime) -> int:
+
+class GroupSeatRecords(StoreCore):
+    def take_seat(
+        self, program_id: str, track: GroupTrack, patient_id: str, at: datetime
+    ) -> int | None:
+        """The seat the patient holds in the track (taken now, or before), or None when all
+        its seats are held. Taking a seat takes the patient off the track's waitlist."""
+        return self._take(program_id, track, patient_id, at)[0]
+
+    def join_waitlist(self, program_id: str, track_id: str, patient_id: str, at: datetime) -> int:
         """The patient's place on the track's waitlist (1: next), joining it if not yet
         there; 0 when the patient already holds a seat in it."""
-        if patient_id in self.roster(track_id).values():
+        if patient_id in self.roster(program_id, track_id).values():
             return 0
+        row = {
+            "program_id": program_id,
+            "track_id": track_id,
+            "patient_id": patient_id,
+            "joined_at": at,
+        }
         # The insert first: on SQLite a transaction that reads before it writes can be
         # refused outright by a concurrent writer, while one that writes first waits its turn.
         with self._transaction() as conn:
-            row = {"track_id": track_id, "patient_id": patient_id, "joined_at": at}
             conn.execute(_insert_or_nothing(conn, group_waitlist).values(**row))
             mine = select(group_waitlist.c.id).where(
-                group_waitlist.c.track_id == track_id, group_waitlist.c.patient_id == patient_id
+                _of(group_waitlist, program_id, track_id, patient_id)
             )
             ahead = select(func.count()).where(
-                group_waitlist.c.track_id == track_id,
+                _of(group_waitlist, program_id, track_id),
                 group_waitlist.c.id < mine.scalar_subquery(),
             )
             return int(conn.scalar(ahead) or 0) + 1
 
     def free_seat(
-        self, track_id: str, patient_id: str, capacity: int, at: datetime
+        self, program_id: str, track: GroupTrack, patient_id: str, at: datetime
     ) -> list[SeatGiven]:
         """The patient leaves the track (their seat, or their place on its waitlist); free
         seats then go to those waiting, first come first served. Returns who got one."""
         with self._transaction() as conn:
             for table in (group_seats, group_waitlist):
-                conn.execute(
-                    delete(table).where(
-                        table.c.track_id == track_id, table.c.patient_id == patient_id
-                    )
-                )
-        return self.seat_the_waitlist(track_id, capacity, at)
+                conn.execute(delete(table).where(_of(table, program_id, track.id, patient_id)))
+        return self.seat_the_waitlist(program_id, track, at)
 
-    def seat_the_waitlist(self, track_id: str, capacity: int, at: datetime) -> list[SeatGiven]:
+    def seat_the_waitlist(
+        self, program_id: str, track: GroupTrack, at: datetime
+    ) -> list[SeatGiven]:
         """Free seats to the first on the waitlist, in order, until one or the other runs
         out. Two of these racing give each seat once: both may try the same patient, whose
         second try finds the seat already theirs."""
@@ -78,48 +91,52 @@ class GroupSeatRecords(StoreCore):
         while True:
             first = self._read(
                 select(group_waitlist.c.patient_id)
-                .where(group_waitlist.c.track_id == track_id)
+                .where(_of(group_waitlist, program_id, track.id))
                 .order_by(group_waitlist.c.id)
                 .limit(1)
             )
             if not first:
                 return given
             patient_id = first[0]["patient_id"]
-            seat, new = self._take(track_id, patient_id, capacity, at)
+            seat, new = self._take(program_id, track, patient_id, at)
             if seat is None:
                 return given
             if new:
                 given.append(SeatGiven(patient_id=patient_id, seat=seat))
 
-    def roster(self, track_id: str) -> dict[int, str]:
+    def roster(self, program_id: str, track_id: str) -> dict[int, str]:
         """Who holds each seat of the track, by seat number."""
         rows = self._read(
             select(group_seats.c.seat, group_seats.c.patient_id)
-            .where(group_seats.c.track_id == track_id)
+            .where(_of(group_seats, program_id, track_id))
             .order_by(group_seats.c.seat)
         )
         return {r["seat"]: r["patient_id"] for r in rows}
 
-    def waitlist(self, track_id: str) -> list[WaitlistEntry]:
+    def waitlist(self, program_id: str, track_id: str) -> list[WaitlistEntry]:
         """Who waits for the track, first first."""
         rows = self._read(
             select(group_waitlist.c.patient_id, group_waitlist.c.joined_at)
-            .where(group_waitlist.c.track_id == track_id)
+            .where(_of(group_waitlist, program_id, track_id))
             .order_by(group_waitlist.c.id)
         )
         return [WaitlistEntry(r["patient_id"], r["joined_at"]) for r in rows]
 
-    def track_loads(self) -> dict[str, TrackLoad]:
-        """Seats held and waitlists, for every track with either."""
+    def track_loads(self, program_id: str) -> dict[str, TrackLoad]:
+        """Seats held and waitlists of the program's tracks (those with either), by track."""
         seats = self._read(
-            select(group_seats.c.track_id, func.count().label("n")).group_by(group_seats.c.track_id)
+            select(group_seats.c.track_id, func.count().label("n"))
+            .where(group_seats.c.program_id == program_id)
+            .group_by(group_seats.c.track_id)
         )
         waits = self._read(
             select(
                 group_waitlist.c.track_id,
                 func.count().label("n"),
                 func.min(group_waitlist.c.joined_at).label("since"),
-            ).group_by(group_waitlist.c.track_id)
+            )
+            .where(group_waitlist.c.program_id == program_id)
+            .group_by(group_waitlist.c.track_id)
         )
         taken = {r["track_id"]: int(r["n"]) for r in seats}
         waiting = {r["track_id"]: (int(r["n"]), r["since"]) for r in waits}
@@ -133,20 +150,21 @@ class GroupSeatRecords(StoreCore):
         }
 
     def _take(
-        self, track_id: str, patient_id: str, capacity: int, at: datetime
+        self, program_id: str, track: GroupTrack, patient_id: str, at: datetime
     ) -> tuple[int | None, bool]:
         """(seat, taken now): the lowest free seat, tried until one is ours or none is free.
         Each failed try means another patient took that seat meanwhile, so this ends."""
         while True:
-            held = self.roster(track_id)
+            held = self.roster(program_id, track.id)
             mine = next((s for s, p in held.items() if p == patient_id), None)
-            free = [s for s in range(1, capacity + 1) if s not in held]
+            free = [s for s in range(1, track.capacity + 1) if s not in held]
             if mine is None and not free:
                 return None, False
             with self._transaction() as conn:
                 if mine is None:
                     row = {
-                        "track_id": track_id,
+                        "program_id": program_id,
+                        "track_id": track.id,
                         "seat": free[0],
                         "patient_id": patient_id,
                         "taken_at": at,
@@ -160,8 +178,7 @@ class GroupSeatRecords(StoreCore):
                         continue
                 conn.execute(
                     delete(group_waitlist).where(
-                        group_waitlist.c.track_id == track_id,
-                        group_waitlist.c.patient_id == patient_id,
+                        _of(group_waitlist, program_id, track.id, patient_id)
                     )
                 )
             return (free[0], True) if mine is None else (mine, False)
