@@ -10,6 +10,7 @@
     python starter.py list [--phase P] [--case-manager CM] [--site S] [--json]
     python starter.py report [--site S] [--case-manager CM] [--program P]
         [--enrolled-from D --enrolled-to D] [--html FILE] [--png-dir DIR] [--json]
+    python starter.py tracks [--site S] [--program P] [--json]
     python starter.py demo [--patients 20]
 
 Every error is one line on stderr naming the problem, with a non-zero exit; a refused

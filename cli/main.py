@@ -42,7 +42,7 @@ from cli.case_management import (
 from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
 from cli.enrolment import cmd_enrol
 from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
-from cli.sites import cmd_closure
+from cli.sites import cmd_closure, cmd_tracks
 from clinical.assessment import DIMENSIONS, SocialNeed
 from clinical.identifiers import is_patient_id
 from clinical.phases import Phase
@@ -217,6 +217,11 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--reason", help="announce: what staff and patients read, e.g. snow")
     cl.add_argument("--json", action="store_true")
 
+    tr = sub.add_parser("tracks", help="group tracks: seats taken and free, waitlists, hours")
+    tr.add_argument("--site", help="tracks of this site, e.g. north")
+    tr.add_argument("--program", default="default-iop")
+    tr.add_argument("--json", action="store_true")
+
     sub.add_parser("console", help="serve the case managers' console in the browser")
 
     us = sub.add_parser("users", help="the console's local accounts (operators)")
@@ -288,6 +293,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "report": cmd_report,
     "demo": cmd_demo,
     "closure": cmd_closure,
+    "tracks": cmd_tracks,
     "console": cmd_console,
     "users": cmd_users,
     "api-clients": cmd_api_clients,

@@ -1,4 +1,5 @@
-"""Sites on the command line: announce a site's unplanned closure, list its closures."""
+"""Sites on the command line: announce a site's unplanned closure, list its closures; the
+capacity of a program's group tracks."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import re
 from datetime import UTC, date, datetime
 
 from pydantic import ValidationError
+from rich.table import Table
 
 from cli.common import EXIT_UNREACHABLE, CliError, care_store, client_for, console
-from clinical.protocol import describe_validation_error
+from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
+from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from clinical.sites import Closure, SiteDirectory, SiteError
 from infra.settings import Settings
 from services.closures import ClosureRefused, announce_closure
@@ -101,3 +104,75 @@ def _list(settings: Settings, site_id: str, zone: str, sites: SiteDirectory, as_
     if not found:
         console.print("  no unplanned closure announced")
     return 0
+
+
+def cmd_tracks(args: argparse.Namespace, settings: Settings) -> int:
+    """Each group track's seats taken and free, its waitlist and how long the first has
+    waited, and each facilitator's hours a week."""
+    try:
+        protocol = ProgramCatalog(settings.programs_dir).load(args.program)
+    except ProtocolError as exc:
+        raise CliError(str(exc)) from None
+    if args.site is not None:
+        try:
+            _sites(settings).get(args.site)
+        except SiteError as exc:
+            raise CliError(str(exc)) from None
+    tracks = [t for t in protocol.groups.tracks if args.site in (None, t.site)]
+    store = care_store(settings)
+    try:
+        loads = store.track_loads(args.program)
+    finally:
+        store.dispose()
+    view = capacity_view(tracks, loads, datetime.now(UTC))
+    hours = facilitator_hours(tracks)
+    if args.json:
+        print(json.dumps({"tracks": [_track_json(c) for c in view], "facilitator_hours": hours}))
+        return 0
+    where = f" at {args.site}" if args.site else ""
+    if not view:
+        console.print(f"{args.program} has no group tracks{where}")
+        return 0
+    table = Table(
+        "track",
+        "site",
+        "level",
+        "meets",
+        "taken",
+        "free",
+        "waiting",
+        "longest wait",
+        "facilitators",
+        "where",
+        title=f"{args.program}: group tracks{where}",
+    )
+    for c in view:
+        t = c.track
+        table.add_row(
+            t.id,
+            t.site,
+            t.level,
+            f"{' '.join(d.value for d in t.weekdays)} {t.start:%H:%M} ({t.hours:g} h)",
+            f"{c.taken}/{t.capacity}",
+            str(c.free),
+            str(c.waiting),
+            "-" if c.longest_wait_days is None else f"{c.longest_wait_days:.1f} days",
+            ", ".join(t.facilitators),
+            " + ".join(x for x in (t.room, "telehealth" if t.telehealth_link else None) if x),
+        )
+    console.print(table)
+    console.print(
+        "facilitator hours a week: " + ", ".join(f"{name} {h:g} h" for name, h in hours.items())
+    )
+    return 0
+
+
+def _track_json(c: TrackCapacity) -> dict[str, object]:
+    return {
+        **c.track.model_dump(mode="json"),
+        "taken": c.taken,
+        "free": c.free,
+        "waiting": c.waiting,
+        "longest_wait_days": c.longest_wait_days,
+        "weekly_hours": c.track.weekly_hours,
+    }

@@ -1,18 +1,22 @@
 """Group seats in the store, on SQLite and on PostgreSQL (the `database_url` fixture): a
 track never seats more than its capacity however many enrolments race for it, and a seat
-freed goes to the first on the waitlist."""
+freed goes to the first on the waitlist. The command line shows each track's capacity."""
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from cli.main import main as cli_main
 from clinical.groups import TrackLoad
 from clinical.identifiers import new_patient_id
 from clinical.protocol import ProgramCatalog
+from infra.settings import load_settings
 from infra.store import CareStore, SeatGiven
 from tests.support import PROGRAMS
 from tests.test_store import all_at_once
@@ -134,3 +138,34 @@ def test_another_programs_track_of_the_same_name_is_another_group(store: CareSto
     assert store.take_seat(PROGRAM, TRACK, newcomer, AT) is None
     assert store.take_seat("demo-iop", TRACK, newcomer, AT) == 1
     assert store.track_loads("demo-iop") == {TRACK.id: TrackLoad(taken=1)}
+
+
+def test_the_command_line_shows_each_tracks_capacity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CAREPATH_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CAREPATH_PROGRAMS_DIR", str(PROGRAMS))
+    store = CareStore(load_settings().database_url)
+    store.migrate()
+    seat_all(store, patients(CAPACITY))
+    waiting_since = datetime.now(UTC) - timedelta(days=2)
+    store.join_waitlist(PROGRAM, TRACK.id, new_patient_id(), waiting_since)
+    store.dispose()
+
+    assert cli_main(["tracks", "--site", "north", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    evening = next(t for t in shown["tracks"] if t["id"] == TRACK.id)
+    # The program's capacity (10), of which the test's 8 seats are taken.
+    assert (evening["taken"], evening["free"], evening["waiting"]) == (8, 2, 1)
+    assert 2 <= evening["longest_wait_days"] < 2.1
+    assert {t["site"] for t in shown["tracks"]} == {"north"}
+    assert shown["facilitator_hours"] == {"Dana Reyes": 29.0, "Lee Chen": 29.0, "Sam Okafor": 9.0}
+
+    assert cli_main(["tracks"]) == 0
+    table = capsys.readouterr().out  # as wide as a terminal: the JSON above has the figures
+    assert "default-iop: group tracks" in table
+    assert "facilitator hours a week: Ana Flores 18 h, Dana Reyes 29 h" in table
+
+    assert cli_main(["tracks", "--site", "west"]) == 2
+    assert capsys.readouterr().err.startswith("error: site: 'west' is not a site")
