@@ -18,6 +18,7 @@ from clinical.identifiers import new_patient_id
 from clinical.protocol import ProgramCatalog
 from infra.settings import load_settings
 from infra.store import CareStore, SeatGiven
+from tests.console_support import store_only_console
 from tests.support import PROGRAMS
 from tests.test_store import all_at_once
 
@@ -169,3 +170,23 @@ def test_the_command_line_shows_each_tracks_capacity(
 
     assert cli_main(["tracks", "--site", "west"]) == 2
     assert capsys.readouterr().err.startswith("error: site: 'west' is not a site")
+
+
+async def test_the_operations_page_shows_each_tracks_capacity(tmp_path: Path) -> None:
+    async with store_only_console(tmp_path) as c:
+        for p in patients(3):
+            c.console.store.take_seat(PROGRAM, TRACK, p, AT)
+        c.console.store.join_waitlist(
+            PROGRAM, TRACK.id, new_patient_id(), c.clock() - timedelta(days=1.5)
+        )
+        async with c.signed_in("ops") as http:
+            shown = await http.get("/operations")
+    assert shown.status_code == 200
+    page = shown.text
+    row = page[page.index("<td>north-evening") :].split("</tr>")[0]
+    assert "<td>3 of 10</td><td>7</td><td>1</td>" in row
+    assert "<td>1.5 days</td>" in row and "Sam Okafor, Lee Chen" in row
+    assert "Facilitator hours a week: Ana Flores 18 h, Dana Reyes 29 h" in page
+    # The demo program extends the default one: the same tracks, seats of its own.
+    demo = page[page.index("<caption>demo-iop") :]
+    assert "<td>0 of 10</td>" in demo.split("<td>north-evening")[1].split("</tr>")[0]

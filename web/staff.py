@@ -1,5 +1,5 @@
 """Pages for those who see no patient's PHI: the operator's view of the engine (counts,
-health, links to workflows) and the auditor's access log."""
+health, links to workflows, group tracks' capacity) and the auditor's access log."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from datetime import UTC, datetime, time, timedelta
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
+from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
+from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.store.accounts import Role
 from services.journeys import RequestFailed, worker_running
-from web.context import console_of, page
+from web.context import Console, console_of, page
 from web.security import Visitor, allow
 
 
@@ -20,6 +22,22 @@ def _day(text: str) -> datetime | None:
         return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), UTC)
     except ValueError:
         return None
+
+
+def _tracks(console: Console) -> list[tuple[str, list[TrackCapacity], dict[str, float]]]:
+    """Each program's group tracks in view, with its facilitators' hours a week. A file that
+    is no program (the sites file shares the directory) has no tracks to show."""
+    catalog = ProgramCatalog(console.settings.programs_dir)
+    shown = []
+    for program_id in catalog.program_ids():
+        try:
+            tracks = catalog.load(program_id).groups.tracks
+        except ProtocolError:
+            continue
+        if tracks:
+            view = capacity_view(tracks, console.store.track_loads(program_id), console.now())
+            shown.append((program_id, view, facilitator_hours(tracks)))
+    return shown
 
 
 def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
@@ -42,6 +60,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             visitor=visitor,
             engine=engine,
             census=census,
+            programs=_tracks(console),
             ui_url=console.settings.ui_url,
         )
 
