@@ -40,6 +40,7 @@ from cli.case_management import (
     cmd_tasks,
 )
 from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
+from cli.delivery import cmd_dead_letters, cmd_deliver
 from cli.enrolment import cmd_enrol
 from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
 from cli.sites import cmd_closure, cmd_tracks
@@ -259,6 +260,13 @@ def parser() -> argparse.ArgumentParser:
     lg.add_argument("--verify", action="store_true", help="check the hash chain (exit 5: broken)")
     lg.add_argument("--json", action="store_true")
 
+    dv = sub.add_parser("deliver", help="send the outbox's due messages (e-mail, texts)")
+    dv.add_argument("--once", action="store_true", help="one pass, then exit")
+
+    dl = sub.add_parser("dead-letters", help="messages that could not be delivered (operators)")
+    dl.add_argument("--retry", metavar="KEY", help="put this dead letter back in the outbox")
+    dl.add_argument("--json", action="store_true")
+
     dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
     dm.add_argument("--patients", type=int, default=20)
     dm.add_argument("--program", default="demo-iop")
@@ -299,6 +307,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "api-clients": cmd_api_clients,
     "webhooks": cmd_webhooks,
     "access-log": cmd_access_log,
+    "deliver": cmd_deliver,
+    "dead-letters": cmd_dead_letters,
 }
 
 # What the command line does to or reads of a patient, recorded in the access log with the

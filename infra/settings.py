@@ -67,6 +67,19 @@ class Settings:
     oidc_issuer: str | None = None
     oidc_client_id: str = "carepath-console"
     oidc_client_secret: str = ""
+    # Delivering the outbox (`starter.py deliver`): e-mail through an SMTP server, texts
+    # through an SMS provider's HTTP API. A channel with no server configured is not sent
+    # (its messages wait). Secrets come from owner-only files, never the environment.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "care-team@carepath.invalid"
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password_file: Path | None = None
+    sms_url: str | None = None
+    sms_from: str = "CarePath"
+    sms_token_file: Path | None = None
+    delivery_interval: float = 15.0  # seconds between passes when nothing was due
 
     @property
     def sites_file(self) -> Path:
@@ -135,6 +148,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         oidc_issuer=env.get("CAREPATH_OIDC_ISSUER") or None,
         oidc_client_id=env.get("CAREPATH_OIDC_CLIENT_ID", "carepath-console"),
         oidc_client_secret=env.get("CAREPATH_OIDC_CLIENT_SECRET", ""),
+        smtp_host=env.get("CAREPATH_SMTP_HOST") or None,
+        smtp_port=_port(env, "CAREPATH_SMTP_PORT", 25),
+        smtp_from=env.get("CAREPATH_SMTP_FROM") or "care-team@carepath.invalid",
+        smtp_starttls=_switch(env, "CAREPATH_SMTP_STARTTLS", False),
+        smtp_user=env.get("CAREPATH_SMTP_USER") or None,
+        smtp_password_file=_path(env, "CAREPATH_SMTP_PASSWORD_FILE"),
+        sms_url=_http_url(env, "CAREPATH_SMS_URL"),
+        sms_from=env.get("CAREPATH_SMS_FROM") or "CarePath",
+        sms_token_file=_path(env, "CAREPATH_SMS_TOKEN_FILE"),
+        delivery_interval=_seconds(env, "CAREPATH_DELIVERY_INTERVAL", 15.0),
     )
 
 
@@ -219,6 +242,15 @@ def _address(env: Mapping[str, str], name: str) -> str | None:
     host, _, port = raw.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise SettingsError(f"{name} must be host:port (e.g. 127.0.0.1:9464), not {raw!r}")
+    return raw
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")):
+        raise SettingsError(f"{name} must be an http(s):// URL, not {raw.split(':')[0]}:…")
     return raw
 
 

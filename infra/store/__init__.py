@@ -15,6 +15,7 @@ from infra.store.audit import AuditFact, AuditTrail
 from infra.store.calls import CallAttempt, CallRecords
 from infra.store.closures import ClosureRecords
 from infra.store.consents import ConsentEntry, ConsentRecords
+from infra.store.delivery import DeadLetter, DeliveryContact, DeliveryQueue, DueMessage
 from infra.store.groups import GroupSeatRecords, SeatGiven, WaitlistEntry
 from infra.store.outbox import Outbox, OutboxMessage
 from infra.store.patients import EnrolledPatient, NewPatient, PatientRecords, PhaseChangeEntry
@@ -35,6 +36,7 @@ class CareStore(
     ClosureRecords,
     GroupSeatRecords,
     Outbox,
+    DeliveryQueue,
     AuditTrail,
 ):
     """The store, one engine: `CareStore(url, pool_size, keys)`, `migrate()` once by a
@@ -51,6 +53,9 @@ __all__ = [
     "CaseloadEntry",
     "CohortFacts",
     "ConsentEntry",
+    "DeadLetter",
+    "DeliveryContact",
+    "DueMessage",
     "EnrolledPatient",
     "InboxTask",
     "NewPatient",

@@ -149,6 +149,16 @@ notifications = Table(
     _ts("sent_at"),
     _ts("deliver_at"),  # not before (a reminder); None: at once
     _ts("withdrawn_at"),  # no longer to be sent (the session was cancelled, the call moved)
+    # Delivery (services.delivery): a sender claims a due row for a lease, so senders side by
+    # side never take the same one; status None is waiting (or retrying, from
+    # next_attempt_at), then sent, or a dead letter: failed (retries spent, or undeliverable)
+    # or bounced (the server or provider refused it for good).
+    Column("status", String(16)),
+    Column("attempts", Integer, nullable=False, default=0, server_default=text("0")),
+    _ts("next_attempt_at"),
+    Column("claimed_by", String(48)),
+    _ts("claimed_until"),
+    Column("last_error", String(200)),
 )
 
 tasks = Table(
@@ -468,6 +478,23 @@ def _migration_7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[group_seats, group_waitlist])
 
 
+def _migration_8(conn: Connection) -> None:
+    """The outbox's delivery columns: status, attempts, the next try and the sender's claim."""
+    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    added = [
+        ("status", "VARCHAR(16)"),
+        ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ("next_attempt_at", timestamp),
+        ("claimed_by", "VARCHAR(48)"),
+        ("claimed_until", timestamp),
+        ("last_error", "VARCHAR(200)"),
+    ]
+    present = {c["name"] for c in inspect(conn).get_columns("notifications")}
+    for column, sql_type in added:
+        if column not in present:
+            conn.execute(text(f"ALTER TABLE notifications ADD COLUMN {column} {sql_type}"))
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -477,5 +504,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -31,6 +31,9 @@ class OutboxMessage:
     sent_at: datetime | None = None
     withdrawn_at: datetime | None = None
     """No longer to be sent (the session was cancelled, the call moved)."""
+    status: str | None = None
+    """None while waiting; sent, or a dead letter (failed, bounced): see infra.store.delivery."""
+    attempts: int = 0
 
 
 def post(conn: Connection, messages: Sequence[OutboxMessage]) -> int:
@@ -117,6 +120,8 @@ def _message(row: Mapping[str, Any]) -> OutboxMessage:
         deliver_at=row["deliver_at"],
         sent_at=row["sent_at"],
         withdrawn_at=row["withdrawn_at"],
+        status=row["status"],
+        attempts=row["attempts"],
     )
 
 

@@ -1,0 +1,69 @@
+"""What a message to a patient says when it leaves the clinic: a text or an e-mail can be
+read by anyone holding the phone, so it names no diagnosis, substance, session type or
+program, only that the care team expects them and when. The outbox keeps the clinic's own
+wording; this is the wording that is sent."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from clinical.assessment import ContactWindow
+from clinical.clock import zone
+from clinical.reminders import next_in_window
+
+REAL_DAY = 86400.0
+
+_WHEN = r"(?P<when>[A-Z][a-z]{2} \d\d [A-Z][a-z]{2} at \d\d:\d\d)"
+_SESSION = re.compile(rf"Reminder: .+ \((?P<modality>in person|telehealth)\) on {_WHEN}")
+_CALL = re.compile(rf"Reminder: your check-in call from the clinic on {_WHEN}")
+_INVITATION = re.compile(rf"Invitation: .+ on {_WHEN}")
+
+# Written for the patient's phone already: no session type, no program.
+_AS_WRITTEN = frozenset({"check_in_sms", "closure_notice"})
+
+
+def patient_text(kind: str, body: str) -> str | None:
+    """The words sent for an outbox message of this kind, or None when there are no
+    words for it that are safe to send (a kind or shape this does not know: not sent)."""
+    if kind in _AS_WRITTEN:
+        return body
+    pattern = {
+        "session_reminder": _SESSION,
+        "call_reminder": _CALL,
+        "alumni_invitation": _INVITATION,
+    }.get(kind)
+    found = None if pattern is None else pattern.fullmatch(body)
+    if found is None:
+        return None
+    when = found["when"]
+    if kind == "session_reminder":
+        how = "by video" if found["modality"] == "telehealth" else "in person"
+        return f"Reminder: you have an appointment with your care team on {when} ({how})."
+    if kind == "call_reminder":
+        return f"Reminder: your care team will call you on {when}."
+    return f"Invitation: an optional group meeting with your care team on {when}."
+
+
+def channel_chosen(kind: str, channel: str, window: ContactWindow) -> bool:
+    """Whether a message of this kind may go on this channel to a patient with this window.
+    Reminders and invitations: only on the channel they chose for reminders. A closure notice
+    is no reminder: their channel, or a text if they take no reminders. The check-in text
+    asks for a reply: always a text."""
+    if kind == "check_in_sms":
+        return channel == "sms"
+    if kind == "closure_notice":
+        return channel == ("sms" if window.reminders == "none" else window.reminders)
+    return channel == window.reminders
+
+
+def sending_time(
+    now: datetime, window: ContactWindow, site_zone: str, seconds_per_day: float
+) -> datetime:
+    """When a message due at `now` may go out: `now` inside the patient's contact window
+    (in their zone, else the site's), else the window's next start. A program on a
+    compressed clock (a demo) placed its messages inside the window of its own calendar;
+    real time's windows say nothing about it."""
+    if seconds_per_day != REAL_DAY:
+        return now
+    return next_in_window(now.astimezone(zone(site_zone)), window)
