@@ -41,6 +41,11 @@ items and scores use a CarePath code system. Phases, session types, social needs
 kinds and programs are CarePath code systems under CAREPATH_FHIR, a placeholder domain that
 a program publishing these profiles replaces with its own.
 
+Labels. These are substance-use-disorder treatment records (42 CFR Part 2): the Bundle and
+every resource in it carry the DS4P security labels in `meta.security` (confidentiality
+restricted, the 42CFRPart2 policy, and the refrain from redisclosure without the patient's
+consent), so a receiver's access control knows what it holds and may not pass on.
+
 Times. Sessions and check-ins are on the clinic's calendar already; phase changes, referrals
 and consents are recorded at workflow instants, which a compressed program clock (the demo's)
 runs faster than the calendar, so they are put on the calendar with the journey's clock.
@@ -131,6 +136,18 @@ _V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 _FAMILY_MEMBER = {"coding": [{"system": _V3_ROLE_CODE, "code": "FAMMEMB"}], "text": "family"}
 _PART_2 = "https://www.ecfr.gov/current/title-42/chapter-I/subchapter-A/part-2"
+_V3_CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+
+PART2_SECURITY: tuple[Json, ...] = (
+    {"system": _V3_CONFIDENTIALITY, "code": "R", "display": "restricted"},
+    {"system": _V3_ACT_CODE, "code": "42CFRPart2", "display": "42 CFR Part2"},
+    {
+        "system": _V3_ACT_CODE,
+        "code": "NORDSCLCD",
+        "display": "no redisclosure without consent directive",
+    },
+)
+"""The DS4P labels of a Part 2 record: on the Bundle and on every resource in it."""
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, CAREPATH_FHIR)
 
@@ -523,18 +540,25 @@ def _period(start: datetime | None, end: datetime | None) -> Json:
     return {k: v for k, v in (("start", start), ("end", end)) if v is not None}
 
 
+def _labelled() -> Json:
+    return {"security": [dict(label) for label in PART2_SECURITY]}
+
+
 def journey_bundle(record: JourneyRecord, exported_at: datetime) -> Bundle:
     """The journey as a FHIR R4 collection Bundle; every resource validated by its model."""
     resources = _Resources(record)
     bundle: Bundle = Bundle.model_validate(
         {
             "resourceType": "Bundle",
+            "meta": _labelled(),
             "type": "collection",
             "timestamp": exported_at,
             "entry": [
                 {
                     "fullUrl": f"urn:uuid:{body['id']}",
-                    "resource": _MODELS[body["resourceType"]].model_validate(body),
+                    "resource": _MODELS[body["resourceType"]].model_validate(
+                        {**body, "meta": _labelled()}
+                    ),
                 }
                 for body in resources.all()
             ],

@@ -98,6 +98,19 @@ def _by_type(bundle: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+PART2_LABELS = {
+    ("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "R"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "42CFRPart2"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "NORDSCLCD"),
+}
+
+
+def _part2_labelled(resource: dict[str, Any]) -> bool:
+    """Restricted, under 42 CFR Part 2, not to be redisclosed without consent: DS4P's labels."""
+    security = resource.get("meta", {}).get("security", [])
+    return {(c["system"], c["code"]) for c in security} == PART2_LABELS
+
+
 def _references(value: Any) -> list[str]:
     if isinstance(value, dict):
         own = [value["reference"]] if isinstance(value.get("reference"), str) else []
@@ -191,6 +204,7 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
         "Consent",
     }
     bundle = json.loads(text)
+    assert all(_part2_labelled(r) for r in [bundle, *(e["resource"] for e in bundle["entry"])])
     urls = [e["fullUrl"] for e in bundle["entry"]]
     assert len(urls) == len(set(urls))
     assert all(e["fullUrl"] == f"urn:uuid:{e['resource']['id']}" for e in bundle["entry"])
@@ -207,7 +221,7 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
         assert {r["status"] for r in found[kind]} <= allowed, kind
 
     (patient,) = found["Patient"]
-    assert set(patient) == {"resourceType", "id", "identifier"}
+    assert set(patient) == {"resourceType", "id", "meta", "identifier"}  # meta: its labels
     assert [i["value"] for i in patient["identifier"]] == [pid]
 
     # Sessions: an Appointment per booking, no-shows for the missed, Encounters for the
@@ -488,6 +502,20 @@ def _relapse_record() -> JourneyRecord:
         (loop,),
         (consent,),
     )
+
+
+def test_every_exported_resource_carries_the_part2_labels() -> None:
+    text = journey_bundle(_relapse_record(), datetime.now(UTC)).model_dump_json()
+    bundle = json.loads(text)
+    resources = [e["resource"] for e in bundle["entry"]]
+    assert {r["resourceType"] for r in resources} >= {"Patient", "EpisodeOfCare", "Appointment"}
+    assert _part2_labelled(bundle) and all(_part2_labelled(r) for r in resources)
+    # The labels survive the library's own validation of each resource's model.
+    parsed = Bundle.model_validate_json(text)
+    for entry in parsed.entry or []:
+        assert entry.resource is not None and entry.resource.meta is not None
+        codes = {c.code for c in entry.resource.meta.security or []}
+        assert codes == {"R", "42CFRPart2", "NORDSCLCD"}
 
 
 def test_a_relapse_reads_as_a_second_episode_of_plans() -> None:
