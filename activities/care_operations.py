@@ -39,6 +39,7 @@ from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError
 from clinical.reminders import Reminder
 from infra.logging import get_logger
 from infra.store import (
+    DISCLOSED_TO_PARTNER,
     AttendanceMark,
     AuditFact,
     CallAttempt,
@@ -362,7 +363,7 @@ class CareOperations:
             key=f"{d.key}/disclosed",
             patient_id=d.patient_id,
             actor=ENGINE,
-            action="disclosed_to_partner",
+            action=DISCLOSED_TO_PARTNER,
             purpose="care_coordination",
             at=d.at,
             detail={"partner": d.need, "consent": d.consent_kind, "reference": reference},

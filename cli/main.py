@@ -42,7 +42,14 @@ from cli.case_management import (
 from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
 from cli.delivery import cmd_dead_letters, cmd_deliver
 from cli.enrolment import cmd_enrol
-from cli.operators import cmd_export, cmd_history, cmd_list, cmd_report, cmd_status
+from cli.operators import (
+    cmd_disclosures,
+    cmd_export,
+    cmd_history,
+    cmd_list,
+    cmd_report,
+    cmd_status,
+)
 from cli.sites import cmd_closure, cmd_tracks
 from clinical.assessment import DIMENSIONS, SocialNeed
 from clinical.identifiers import is_patient_id
@@ -55,6 +62,15 @@ from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
 from infra.store.api_clients import DEFAULT_DAYS, SCOPES
 from infra.webhooks import EventKind
+
+EXPORT_PURPOSES = [
+    "treatment",
+    "care_coordination",
+    "payment",
+    "health_care_operations",
+    "patient_request",
+    "audit",
+]
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -167,6 +183,16 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("patient")
     ex.add_argument("--fhir", action="store_true", help="as a FHIR R4 Bundle (JSON)")
     ex.add_argument("--out", help="write to this file (default: standard output)")
+    ex.add_argument(
+        "--recipient",
+        default="not named",
+        help="who receives it, for the patient's accounting of disclosures",
+    )
+    ex.add_argument("--purpose", default="treatment", choices=EXPORT_PURPOSES)
+
+    dc = sub.add_parser("disclosures", help="a patient's disclosures of the past three years")
+    dc.add_argument("patient")
+    dc.add_argument("--json", action="store_true")
 
     st = sub.add_parser("status", help="show a patient's journey")
     st.add_argument("patient")
@@ -308,6 +334,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "webhooks": cmd_webhooks,
     "access-log": cmd_access_log,
     "deliver": cmd_deliver,
+    "disclosures": cmd_disclosures,
     "dead-letters": cmd_dead_letters,
 }
 
@@ -317,7 +344,7 @@ RECORDED = frozenset(
     {
         "attendance", "discharge", "relapse", "review", "refer", "family-consent",
         "partner-answer", "cancel-referral", "commitments", "check-ins", "alumni",
-        "history", "export", "status", "tasks", "done", "caseload", "enrol",
+        "history", "export", "disclosures", "status", "tasks", "done", "caseload", "enrol",
     }
 )  # fmt: skip
 

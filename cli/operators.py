@@ -4,6 +4,7 @@ journeys found by their search attributes, and the outcomes report."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from dataclasses import replace
@@ -26,6 +27,7 @@ from cli.common import (
     site_zones,
     validated,
 )
+from clinical.disclosures import accounting_since
 from clinical.identifiers import CaseManagerId, PatientId, SiteId
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
@@ -91,16 +93,69 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         ) from None
     finally:
         store.dispose()
-    bundle = journey_bundle(record, datetime.now(UTC))
+    now = datetime.now(UTC)
+    bundle = journey_bundle(record, now)
     text = bundle.model_dump_json(indent=2)
     if args.out is None:
         print(text)
-        return 0
+    else:
+        try:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"{args.out}: {exc.strerror}") from None
+    # Out of CarePath's hands now: a disclosure, on the patient's accounting.
+    store = care_store(settings)
     try:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"{args.out}: {exc.strerror}") from None
-    console.print(f"{patient_id}: {len(bundle.entry or [])} FHIR resources written to {args.out}")
+        store.record_export(
+            patient_id=patient_id,
+            by=f"cli:{getpass.getuser()}",
+            recipient=args.recipient,
+            purpose=args.purpose,
+            description=f"the journey as a FHIR R4 Bundle of {len(bundle.entry or [])} resources "
+            "(no name, birth date or contact details)",
+            at=now,
+        )
+    finally:
+        store.dispose()
+    if args.out is not None:
+        console.print(
+            f"{patient_id}: {len(bundle.entry or [])} FHIR resources written to {args.out}"
+        )
+    return 0
+
+
+def cmd_disclosures(args: argparse.Namespace, settings: Settings) -> int:
+    """The patient's accounting of disclosures: the past three years."""
+    patient_id = validated(PatientId, args.patient, "patient")
+    store = care_store(settings)
+    try:
+        if store.patient(patient_id) is None:
+            raise CliError(f"no patient {patient_id} in the care-operations store")
+        found = store.disclosures(patient_id, accounting_since(datetime.now(UTC)))
+        zone_of = site_zones(settings, store)
+    finally:
+        store.dispose()
+    if args.json:
+        rows = [
+            {
+                "at": d.at.isoformat(),
+                "recipient": d.recipient,
+                "purpose": d.purpose,
+                "description": d.description,
+                "by": d.by,
+            }
+            for d in found
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not found:
+        console.print(f"{patient_id}: no disclosures in the past three years")
+        return 0
+    table = Table("when", "to", "purpose", "what", "by", title=f"{patient_id}: disclosures")
+    for d in found:
+        at = d.at.astimezone(zone_of(patient_id))
+        table.add_row(f"{at:%Y-%m-%d %H:%M %z}", d.recipient, d.purpose, d.description, d.by)
+    console.print(table)
     return 0
 
 

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
+from clinical.disclosures import accounting_since
 from clinical.identifiers import PatientId, is_referral_workflow_id, journey_workflow_id
 from clinical.requests import TaskDone
 from clinical.status import JourneyStatus
@@ -158,6 +159,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             patient_id=pid,
             status=status,
             snapshot=snapshot,
+            disclosures=console.store.disclosures(pid, accounting_since(console.now())),
             name=console.store.patient_names([pid]).get(pid, ""),
             zone=console.zone_of(snapshot.site_id if snapshot else ""),
         )

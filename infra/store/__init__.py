@@ -16,6 +16,7 @@ from infra.store.calls import CallAttempt, CallRecords
 from infra.store.closures import ClosureRecords
 from infra.store.consents import ConsentEntry, ConsentRecords
 from infra.store.delivery import DeadLetter, DeliveryContact, DeliveryQueue, DueMessage
+from infra.store.disclosures import DISCLOSED_TO_PARTNER, Disclosure, DisclosureRecords
 from infra.store.groups import GroupSeatRecords, SeatGiven, WaitlistEntry
 from infra.store.outbox import Outbox, OutboxMessage
 from infra.store.patients import EnrolledPatient, NewPatient, PatientRecords, PhaseChangeEntry
@@ -37,6 +38,7 @@ class CareStore(
     GroupSeatRecords,
     Outbox,
     DeliveryQueue,
+    DisclosureRecords,
     AuditTrail,
 ):
     """The store, one engine: `CareStore(url, pool_size, keys)`, `migrate()` once by a
@@ -44,6 +46,7 @@ class CareStore(
 
 
 __all__ = [
+    "DISCLOSED_TO_PARTNER",
     "SCHEMA_VERSION",
     "AttendanceMark",
     "AuditFact",
@@ -55,6 +58,7 @@ __all__ = [
     "ConsentEntry",
     "DeadLetter",
     "DeliveryContact",
+    "Disclosure",
     "DueMessage",
     "EnrolledPatient",
     "InboxTask",

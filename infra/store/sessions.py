@@ -19,6 +19,7 @@ from clinical.reminders import Reminder, session_reminder_key
 from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import appointments
 from infra.store.audit import AuditFact, write_audit
+from infra.store.disclosures import DISCLOSED_TO_FAMILY
 from infra.store.outbox import OutboxMessage, post, queue_reminders, withdraw_reminders
 from infra.store.tasks import TaskClosing, close_tasks
 
@@ -142,7 +143,7 @@ class SessionRecords(StoreCore):
                 key=f"invite/{patient_id}/{s.session_id}/disclosed",
                 patient_id=patient_id,
                 actor=ENGINE,
-                action="disclosed_to_family",
+                action=DISCLOSED_TO_FAMILY,
                 purpose="family_involvement",
                 at=now,
                 detail={"session": s.session_id},
