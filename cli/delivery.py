@@ -28,7 +28,7 @@ def cmd_deliver(args: argparse.Namespace, settings: Settings) -> int:
     deliverer = Deliverer(store, channels, sites, ProgramCatalog(settings.programs_dir))
     try:
         if args.once:
-            r = deliverer.deliver_due()
+            r = deliverer.deliver_all_due()
             console.print(
                 f"sent {r.sent}, retrying {r.retrying}, dead letters {r.dead}, "
                 f"waiting for a contact window {r.waiting}"

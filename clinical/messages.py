@@ -6,13 +6,12 @@ wording; this is the wording that is sent."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from clinical.assessment import ContactWindow
 from clinical.clock import zone
+from clinical.protocol import ReminderConfig
 from clinical.reminders import next_in_window
-
-REAL_DAY = 86400.0
 
 _WHEN = r"(?P<when>[A-Z][a-z]{2} \d\d [A-Z][a-z]{2} at \d\d:\d\d)"
 _SESSION = re.compile(rf"Reminder: .+ \((?P<modality>in person|telehealth)\) on {_WHEN}")
@@ -57,13 +56,23 @@ def channel_chosen(kind: str, channel: str, window: ContactWindow) -> bool:
     return channel == window.reminders
 
 
-def sending_time(
-    now: datetime, window: ContactWindow, site_zone: str, seconds_per_day: float
-) -> datetime:
+def too_late(
+    kind: str, deliver_at: datetime | None, now: datetime, reminders: ReminderConfig
+) -> bool:
+    """Whether a reminder or invitation is no use any more: as long after it was due as it
+    was meant to come before its event (a sender was down for a day), the event may be
+    over. Other messages stay worth sending."""
+    ahead = {
+        "session_reminder": reminders.session_hours_before,
+        "alumni_invitation": reminders.session_hours_before,
+        "call_reminder": reminders.call_hours_before,
+    }.get(kind)
+    return (
+        ahead is not None and deliver_at is not None and now >= deliver_at + timedelta(hours=ahead)
+    )
+
+
+def sending_time(now: datetime, window: ContactWindow, site_zone: str) -> datetime:
     """When a message due at `now` may go out: `now` inside the patient's contact window
-    (in their zone, else the site's), else the window's next start. A program on a
-    compressed clock (a demo) placed its messages inside the window of its own calendar;
-    real time's windows say nothing about it."""
-    if seconds_per_day != REAL_DAY:
-        return now
+    (in their zone, else the site's), else the window's next start."""
     return next_in_window(now.astimezone(zone(site_zone)), window)

@@ -21,14 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from clinical.clock import DEFAULT_ZONE
-from clinical.messages import REAL_DAY, channel_chosen, patient_text, sending_time
-from clinical.protocol import ProgramCatalog, ProtocolError
+from clinical.messages import channel_chosen, patient_text, sending_time, too_late
+from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError, ReminderConfig
 from clinical.sites import SiteDirectory
 from infra.channels import Channel, Outgoing, SendFailed, SendRefused, reference_of
 from infra.logging import get_logger
 from infra.store import CareStore, DeliveryContact, DueMessage, utcnow
 
 log = get_logger("carepath.delivery")
+
+REAL_DAY = 86400.0
+
+
+def reminders(protocol: ProgramProtocol | None) -> ReminderConfig:
+    return ReminderConfig() if protocol is None else protocol.reminders
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,16 @@ class Deliverer:
             setattr(result, outcome, getattr(result, outcome) + 1)
         return result
 
+    def deliver_all_due(self) -> PassResult:
+        """Passes until one finds less than a full batch: everything due now, settled."""
+        total = PassResult()
+        while True:
+            result = self.deliver_due()
+            for name in ("sent", "retrying", "dead", "waiting"):
+                setattr(total, name, getattr(total, name) + getattr(result, name))
+            if result.claimed < self.policy.batch:
+                return total
+
     def run(self, stop: threading.Event, interval: float) -> None:
         """Passes until `stop` is set; a full batch is followed at once by the next."""
         while not stop.is_set():
@@ -108,7 +124,13 @@ class Deliverer:
         text = patient_text(message.kind, message.body)
         if text is None:
             return self._dead(message, "failed", "no wording safe to send for this message")
-        at = sending_time(now, contact.window, self._zone(contact), self._day(contact))
+        protocol = self._protocol(contact)
+        # A compressed clock (a demo) runs its own calendar: real time's windows and
+        # lateness say nothing about it.
+        real_time = protocol is None or protocol.clock.seconds_per_day == REAL_DAY
+        if real_time and too_late(message.kind, message.deliver_at, now, reminders(protocol)):
+            return self._dead(message, "failed", "too late: its event may be over")
+        at = sending_time(now, contact.window, self._zone(contact)) if real_time else now
         if at > now:
             self.store.postpone(message, at)
             return "waiting"
@@ -141,11 +163,12 @@ class Deliverer:
         site = self.sites.sites.get(contact.site_id)
         return DEFAULT_ZONE if site is None else site.zone
 
-    def _day(self, contact: DeliveryContact) -> float:
+    def _protocol(self, contact: DeliveryContact) -> ProgramProtocol | None:
+        """The patient's program (None: since removed; its patients live in real time)."""
         try:
-            return self.catalog.load(contact.program_id).clock.seconds_per_day
+            return self.catalog.load(contact.program_id)
         except ProtocolError:
-            return REAL_DAY  # a program since removed: its patients live in real time
+            return None
 
     @staticmethod
     def _log(event: str, message: DueMessage, **facts: object) -> None:

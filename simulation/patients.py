@@ -86,7 +86,13 @@ def _assessment(rng: random.Random) -> dict[str, Any]:
         "commitments": commitments,
         "transport_barrier": rng.random() < 0.2,
         "distance_km": round(rng.uniform(1, 60), 1),
-        "contact_window": {"start": start.isoformat(), "end": time(start.hour + 3).isoformat()},
+        "contact_window": {
+            "start": start.isoformat(),
+            "end": time(start.hour + 3).isoformat(),
+            # Some take their reminders by e-mail (a demo's land in a local mailbox); chosen
+            # by the window already drawn, so the seed's cohort is otherwise the same.
+            "reminders": "email" if start.hour in (10, 17) else "sms",
+        },
         "consents": {"family_involvement": rng.random() < 0.5},
     }
 

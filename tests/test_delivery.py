@@ -26,10 +26,10 @@ from activities.records import IntakeRecord
 from activities.telephony import SimulatedTelephony
 from clinical.careplan import plan_care
 from clinical.clock import ProgramClock, zone
-from clinical.messages import channel_chosen, patient_text, sending_time
+from clinical.messages import channel_chosen, patient_text, sending_time, too_late
 from clinical.phases import Phase
 from clinical.placement import place_enrolment
-from clinical.protocol import ProgramCatalog
+from clinical.protocol import ProgramCatalog, ReminderConfig
 from clinical.reminders import Reminder, reminder
 from clinical.sites import SiteDirectory
 from infra.channels import SUBJECT, Channel, SmsProviderChannel, SmtpChannel, reference_of
@@ -310,6 +310,13 @@ def test_messages_wait_for_the_patients_contact_window(
     assert sender.deliver_due().sent == 1
     (row,) = store.outbox(pid)
     assert (row.attempts, row.sent_at) == (1, opens)  # waiting was no try
+    # A sender down for a day: a reminder as late as it was meant to be early is not sent.
+    stale = session_reminder(pid, 2)
+    store.queue_messages([stale])
+    at[0] = stale.deliver_at + timedelta(hours=24)
+    assert sender.deliver_due().dead == 1 and len(box.mail) == 1
+    (letter,) = store.dead_letters()
+    assert (letter.key, letter.last_error) == (stale.key, "too late: its event may be over")
 
 
 def test_only_the_patients_channel_and_only_what_is_due(
@@ -387,12 +394,16 @@ def test_channels_and_windows_by_the_rules() -> None:
     assert channel_chosen("check_in_sms", "sms", window.model_copy(update={"reminders": "email"}))
     evening = datetime(2026, 11, 3, 19, 0, tzinfo=NEW_YORK)
     tomorrow = datetime(2026, 11, 4, 10, 0, tzinfo=NEW_YORK)
-    assert sending_time(evening, window, "America/New_York", 86400) == tomorrow
-    assert sending_time(evening, window, "America/New_York", 0.4) == evening  # demo clock
+    assert sending_time(evening, window, "America/New_York") == tomorrow
+    assert sending_time(tomorrow, window, "America/New_York") == tomorrow
     chicago = window.model_copy(update={"zone": "America/Chicago"})
-    assert sending_time(tomorrow, chicago, "America/New_York", 86400) == tomorrow + timedelta(
-        hours=1
-    )
+    assert sending_time(tomorrow, chicago, "America/New_York") == tomorrow + timedelta(hours=1)
+    config = ReminderConfig(session_hours_before=24, call_hours_before=2)
+    assert not too_late("session_reminder", evening, evening + timedelta(hours=23), config)
+    assert too_late("session_reminder", evening, evening + timedelta(hours=24), config)
+    assert too_late("call_reminder", evening, evening + timedelta(hours=2), config)
+    assert not too_late("closure_notice", evening, evening + DAY * 3, config)
+    assert not too_late("check_in_sms", None, evening, config)
 
 
 def test_deliver_and_dead_letters_from_the_command_line(

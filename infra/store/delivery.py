@@ -31,6 +31,7 @@ class DueMessage:
     patient_id: str
     kind: str
     body: str
+    deliver_at: datetime | None
     attempts: int
     """Tries before this one."""
 
@@ -125,6 +126,7 @@ class DeliveryQueue(StoreCore):
                     patient_id=r["patient_id"],
                     kind=r["kind"],
                     body=r["body"],
+                    deliver_at=r["deliver_at"],
                     attempts=r["attempts"],
                 )
                 for r in rows
