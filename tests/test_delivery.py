@@ -21,9 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from activities.care_operations import CareOperations
 from activities.records import IntakeRecord
-from activities.telephony import SimulatedTelephony
 from clinical.careplan import plan_care
 from clinical.clock import ProgramClock, zone
 from clinical.messages import channel_chosen, patient_text, sending_time, too_late
@@ -36,6 +34,7 @@ from infra.channels import SUBJECT, Channel, SmsProviderChannel, SmtpChannel, re
 from infra.store import CareEventFacts, CareStore, PhaseChangeEntry
 from services.delivery import Deliverer, DeliveryPolicy
 from tests.support import DAY, OPEN_SITES, PROGRAMS, TEST_KEYS, make_enrolment, run_starter
+from tests.test_store import operations
 
 NEW_YORK = zone("America/New_York")
 # Noon in New York on a Tuesday: inside the default window (10:00-18:00).
@@ -144,7 +143,7 @@ def enrol(
     placement = place_enrolment(enrolment, protocol)
     plan = plan_care(enrolment.assessment, placement, protocol)
     intake = IntakeRecord(enrolment=enrolment, placement=placement, plan=plan, risk="low", at=NOON)
-    CareOperations(store, catalog, SimulatedTelephony(store)).record_intake(intake)
+    operations(store).record_intake(intake)
     return enrolment.patient_id
 
 
