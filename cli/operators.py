@@ -136,17 +136,7 @@ def cmd_disclosures(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.dispose()
     if args.json:
-        rows = [
-            {
-                "at": d.at.isoformat(),
-                "recipient": d.recipient,
-                "purpose": d.purpose,
-                "description": d.description,
-                "by": d.by,
-            }
-            for d in found
-        ]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([d.as_json() for d in found], indent=2))
         return 0
     if not found:
         console.print(f"{patient_id}: no disclosures in the past three years")

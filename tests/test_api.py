@@ -200,6 +200,7 @@ async def test_an_ehr_drives_a_journey_through_the_api(
                 tasks = await http.get(f"{API}/tasks", headers=auth, params={"patient": pid})
                 caseload = await http.get(f"{API}/caseload", headers=auth)
                 fhir = await http.get(f"{API}/patients/{pid}/fhir", headers=auth)
+                disclosed = await http.get(f"{API}/patients/{pid}/disclosures", headers=auth)
                 outcomes = await http.get(f"{API}/reports/outcomes", headers=auth)
                 discharged = await http.post(
                     f"{API}/patients/{pid}/discharge", json={"reason": "withdrew"}, headers=auth
@@ -228,6 +229,10 @@ async def test_an_ehr_drives_a_journey_through_the_api(
     assert caseload.status_code == 200 and [r["patient_id"] for r in caseload.json()] == [pid]
     assert "Quinlan" not in caseload.text  # IDs only
     assert fhir.status_code == 200 and fhir.json()["resourceType"] == "Bundle"
+    # The bundle went to the calling system: a disclosure on the patient's accounting.
+    assert disclosed.status_code == 200, disclosed.text
+    (export,) = [d for d in disclosed.json() if d["by"] == "api:ehr"]
+    assert export["recipient"].startswith("API client ehr") and export["purpose"] == "treatment"
     assert outcomes.status_code == 200 and outcomes.json()
     assert discharged.status_code == 200 and "journey ended" in discharged.json()["message"]
     assert (

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from temporalio.service import RPCError
 
 from clinical.assessment import DimensionRatings, Enrolment, SocialNeed
+from clinical.disclosures import accounting_since
 from clinical.identifiers import (
     PatientId,
     is_referral_workflow_id,
@@ -611,8 +612,28 @@ def install(app: FastAPI) -> None:
             raise Problem(STATUS_FOR[exc.why], str(exc)) from None
         except RPCError as exc:
             raise Problem(503, f"cannot read a referral's history: {exc.message}") from None
-        bundle = journey_bundle(record, console.now())
+        now = console.now()
+        bundle = journey_bundle(record, now)
+        # Disclosed to the calling system: on the patient's accounting.
+        console.store.record_export(
+            patient_id=pid,
+            by=f"api:{found.client.name}",
+            recipient=f"API client {found.client.name} (site {found.client.site_id})",
+            purpose="treatment",
+            description=f"the journey as a FHIR R4 Bundle of {len(bundle.entry or [])} "
+            "resources (no name, birth date or contact details)",
+            at=now,
+        )
         return answered(request, 200, bundle.model_dump_json())
+
+    @app.get(f"{API}/patients/{{patient_id}}/disclosures", tags=["patients"])
+    @grant("patients:read", patient=True)
+    async def api_disclosures(request: Request, patient_id: str, found: Caller = seen) -> Response:
+        """The patient's disclosures of the past three years (as `disclosures --json`)."""
+        pid, _ = patient_of(request, found, patient_id)
+        console = console_of(request)
+        listed = console.store.disclosures(pid, accounting_since(console.now()))
+        return answered(request, 200, json.dumps([d.as_json() for d in listed]))
 
 
 def problem_handlers(app: FastAPI) -> None:

@@ -31,6 +31,15 @@ class Disclosure:
     by: str
     """Who disclosed: a staff member, an operator's account, or CarePath itself."""
 
+    def as_json(self) -> dict[str, str]:
+        return {
+            "at": self.at.isoformat(),
+            "recipient": self.recipient,
+            "purpose": self.purpose,
+            "description": self.description,
+            "by": self.by,
+        }
+
 
 def disclosure_of(fact: AuditFact) -> Disclosure:
     """An audit fact of a disclosure as the accounting lists it."""
