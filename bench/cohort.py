@@ -3,14 +3,8 @@ step-down, twelve months of aftercare) on the time-skipping server, with the sim
 clinic (a case manager entering each week's attendance sheets and approving step-down),
 partners and telephony (every check-in call answered by the seeded simulated provider).
 
-The clock is stepped by hand (automatic time skipping stalls with many concurrent
-workflows, see TEMPORAL-NOTES): a day at a time while anyone is in treatment, once the
-case managers have done the day's work, and a week at a time once everyone is in
-aftercare. The case managers work from the care-operations store, as a clinic does: who
-is in which phase and which sessions were booked lately are one query each per clock step
-for the whole cohort, not a query or a result long poll per journey (a thousand long polls
-at once broke the time-skipping server's transport). Patient-years per minute of
-wall-clock time."""
+The clinic runs as `simulation.cohort` has it, every patient arriving on day one.
+Patient-years per minute of wall-clock time."""
 
 from __future__ import annotations
 
@@ -21,7 +15,7 @@ import functools
 import os
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,97 +23,22 @@ from temporalio.api.enums.v1 import TimeoutType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from bench.common import (
-    DEFAULT_PROGRAM,
-    Stopwatch,
-    cpu_seconds,
-    kind,
-    program_dir,
-    spread,
-    time_skipping,
-    worker_env,
-    worker_process,
-)
-from bench.latency import _bounded
+from bench.common import DEFAULT_PROGRAM, Stopwatch, kind, program_dir, spread, time_skipping
 from bench.overhead import TASK_QUEUE
-from clinical.careplan import treatment_week_of
 from clinical.journey import JourneyOutcome
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog
-from clinical.status import JourneyStatus
 from infra.settings import load_settings
 from simulation.case_manager import CaseManager
+from simulation.cohort import Arrival, ClinicBoard, advance, bounded, run_clinic
 from simulation.patients import steady_attendance
-from workflows.patient_journey import PatientJourneyWorkflow
+from simulation.workers import cpu_seconds, worker_env, worker_process
 
 DAY = timedelta(days=1)
 STEP_DEADLINE = timedelta(minutes=10)
 TRIVIAL_REFERENCE_PER_MINUTE = 11 * 60
 """ARCHITECTURE.md: ~11 trivial patient-years a second on its 2-core reference machine."""
 TREATMENT = (Phase.intake, Phase.intensive, Phase.step_down)
-
-
-@dataclasses.dataclass
-class Patient:
-    """What the simulated clinic knows of one patient: the store's view, and the patient's
-    case manager (steady attendance: about 78%, some missed, every tenth session left for
-    the grace period)."""
-
-    handle: WorkflowHandle[Any, Any]
-    phase: Phase | None = None  # as the store has it; None until intake is written
-    case_manager_id: str = ""
-    manager: CaseManager = dataclasses.field(default_factory=lambda: CaseManager(steady_attendance))
-    reviewed_week: int = 0
-    """The last intensive week whose progress was looked at."""
-
-    @property
-    def in_treatment(self) -> bool:
-        return self.phase is None or self.phase in TREATMENT
-
-    @property
-    def ended(self) -> bool:
-        return self.phase is not None and self.phase.is_terminal
-
-
-@dataclasses.dataclass(frozen=True)
-class Booked:
-    """A session as the care-operations store has it."""
-
-    patient_id: str
-    session_id: str
-    phase: str
-    week: int
-    starts_at: datetime
-    status: str
-
-    @property
-    def week_id(self) -> str:
-        return treatment_week_of(self.session_id)
-
-
-async def enter_sheets(p: Patient, booked: list[Booked], now: datetime) -> None:
-    """The case manager works from the clinic's records: once a week's sessions have all
-    happened, that week's sign-in sheet for the patient, in one request."""
-    weeks: dict[str, list[Booked]] = {}
-    for b in booked:
-        if b.status != "cancelled" and b.session_id not in p.manager.entered:
-            weeks.setdefault(b.week_id, []).append(b)
-    for sessions in sorted(weeks.values(), key=lambda w: min(b.starts_at for b in w)):
-        if any(b.starts_at > now for b in sessions):
-            continue
-        in_order = sorted(sessions, key=lambda b: b.starts_at)
-        await p.manager.enter_sheet(p.handle, p.case_manager_id, [b.session_id for b in in_order])
-
-
-async def review(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> None:
-    """From the week intensive care may end, once a week, the case manager looks at the
-    patient's journey and approves step-down when it asks."""
-    week = max((b.week for b in booked if b.phase == Phase.intensive.value), default=0)
-    if week < min_intensive_weeks or week <= p.reviewed_week:
-        return
-    p.reviewed_week = week
-    status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
-    await p.manager.approve_step_down(p.handle, status)
 
 
 async def simulate(
@@ -148,51 +67,36 @@ async def simulate(
         stack.enter_context(env.auto_time_skipping_disabled())
         cpu_before = _cpu(pids, server)
         watch = Stopwatch()
-        handles = await _bounded(
-            [
-                functools.partial(
-                    start_journey, env.client, settings, Enrolment.model_validate(data)
-                )
-                for data in (enrolment_data() for _ in range(patients))
-            ]
-        )
-        cohort = {h.id.removeprefix("journey-"): Patient(h) for h in handles}
         protocol = ProgramCatalog(programs).load(DEFAULT_PROGRAM.stem)
-        min_weeks = protocol.step_down.criteria.min_intensive_weeks
         board = ClinicBoard(variables["CAREPATH_DATABASE_URL"])
-        start = await env.get_current_time()
-        steps = 0
-        while True:
-            board.read_into(cohort)
-            if all(p.ended for p in cohort.values()):
-                break
-            now = await env.get_current_time()
-            active = {pid: p for pid, p in cohort.items() if p.in_treatment}
-            booked = board.recent_sessions(now - 8 * DAY)
-            await asyncio.gather(
-                *(enter_sheets(p, booked.get(pid, []), now) for pid, p in active.items())
-            )
-            await asyncio.gather(
-                *(review(p, booked.get(pid, []), min_weeks) for pid, p in active.items())
-            )
-            await advance(env, DAY if active else 7 * DAY)
-            steps += 1
+        run = await run_clinic(
+            env,
+            functools.partial(start_journey, env.client, settings),
+            [
+                Arrival(
+                    0, Enrolment.model_validate(enrolment_data()), CaseManager(steady_attendance)
+                )
+                for _ in range(patients)
+            ],
+            board,
+            protocol.step_down.criteria.min_intensive_weeks,
+        )
+        handles = [p.handle for p in run.cohort.values()]
         # Ended in the store; each journey's run completes in the task that wrote it.
-        outcomes: list[JourneyOutcome] = await _bounded([h.result for h in handles])
+        outcomes: list[JourneyOutcome] = await bounded([h.result for h in handles])
         seconds = watch.seconds()
         cpu_after = _cpu(pids, server)
         board.close()
-        virtual_days = (await env.get_current_time() - start) / DAY
         trouble = await troubles(env, handles)
     return {
         "patients": patients,
         "workers": workers,
         "seconds": seconds,
-        "steps": steps,
-        "virtual_days": virtual_days,
+        "steps": run.steps,
+        "virtual_days": run.virtual_days,
         "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
-        "reports": sum(p.manager.marked for p in cohort.values()),
-        "sheets": sum(p.manager.sheets for p in cohort.values()),
+        "reports": sum(p.manager.marked for p in run.cohort.values()),
+        "sheets": sum(p.manager.sheets for p in run.cohort.values()),
         "troubles": trouble,
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
     }
@@ -218,7 +122,7 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
         with env.auto_time_skipping_disabled():
             cpu_before = _cpu([worker.pid], server)
             watch = Stopwatch()
-            handles = await _bounded(
+            handles = await bounded(
                 [
                     functools.partial(
                         env.client.start_workflow,
@@ -232,7 +136,7 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
             )
             for _ in range(12):
                 await advance(env, 30 * DAY)
-            months = await _bounded([h.result for h in handles])
+            months = await bounded([h.result for h in handles])
             seconds = watch.seconds()
             cpu_after = _cpu([worker.pid], server)
     assert months == [12] * patients
@@ -242,52 +146,6 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
         "patient_years_per_minute": patients / (seconds / 60),
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
     }
-
-
-async def advance(env: WorkflowEnvironment, by: timedelta) -> None:
-    """`env.sleep`, with a deadline of our own: the server answers only once every task the
-    step woke is done, which for a thousand journeys waking on the same day takes longer
-    than the client's default deadline ("Timeout expired")."""
-    from temporalio.api.testservice.v1 import SleepRequest
-
-    request = SleepRequest()
-    request.duration.FromTimedelta(by)
-    await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=STEP_DEADLINE)
-
-
-class ClinicBoard:
-    """The clinic's records the simulated case managers work from: each patient's phase
-    (the journey writes every phase change to the store) and the sessions booked lately.
-    One query each per clock step for the whole cohort."""
-
-    def __init__(self, database_url: str) -> None:
-        from infra.store import CareStore
-
-        self.store = CareStore(database_url)
-
-    def read_into(self, cohort: dict[str, Patient]) -> None:
-        for found in self.store.patients():
-            if found.patient_id in cohort:
-                cohort[found.patient_id].phase = found.phase
-                cohort[found.patient_id].case_manager_id = found.case_manager_id
-
-    def recent_sessions(self, since: datetime) -> dict[str, list[Booked]]:
-        found: dict[str, list[Booked]] = {}
-        for a in self.store.appointments(starting_from=since):
-            found.setdefault(a.patient_id, []).append(
-                Booked(
-                    patient_id=a.patient_id,
-                    session_id=a.session_id,
-                    phase=a.phase,
-                    week=a.week,
-                    starts_at=a.starts_at,
-                    status=a.status,
-                )
-            )
-        return found
-
-    def close(self) -> None:
-        self.store.dispose()
 
 
 def _child_named(name: str, port: str) -> int | None:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher
 
-from bench.common import dev_server, latency_summary, program_dir, quiet, worker_env, worker_process
+from bench.common import dev_server, latency_summary, program_dir
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
 from clinical.assessment import PatientContact
 from clinical.attendance import SessionStatus
@@ -44,6 +44,7 @@ from infra.store import (
 )
 from infra.temporal import keys_for
 from services.journeys import deliver
+from simulation.workers import quiet, worker_env, worker_process
 from web.app import create_app
 from web.security import SESSION_COOKIE, csrf_token
 from web.serve import console_for

@@ -22,33 +22,17 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from bench.bare import BareJourney, BareScript, BareStep
-from bench.common import (
-    dev_server,
-    latency_summary,
-    program_dir,
-    quiet,
-    spread,
-    worker_env,
-    worker_process,
-)
+from bench.common import dev_server, latency_summary, program_dir, spread
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
 from clinical.assessment import Enrolment
 from clinical.requests import AttendanceReport
 from clinical.status import JourneyStatus
 from infra.settings import load_settings
+from simulation.cohort import bounded
+from simulation.workers import quiet, worker_env, worker_process
 from workflows.patient_journey import PatientJourneyWorkflow
 
 Send = Callable[[], Awaitable[Any]]
-
-
-async def _bounded(starts: list[Send], at_once: int = 25) -> list[Any]:
-    gate = asyncio.Semaphore(at_once)
-
-    async def one(start: Send) -> Any:
-        async with gate:
-            return await start()
-
-    return list(await asyncio.gather(*(one(s) for s in starts)))
 
 
 async def _rounds(sends: list[Send], rounds: int, per_round: int) -> list[dict[str, Any]]:
@@ -80,11 +64,9 @@ async def carepath_side(
         env = worker_env(server, workdir, programs, TASK_QUEUE)
         async with worker_process(client, env) as worker:
             caseload = [enrolment("default-iop") for _ in range(active - measured)]
-            await _bounded(
-                [functools.partial(start_journey, client, settings, e) for e in caseload]
-            )
+            await bounded([functools.partial(start_journey, client, settings, e) for e in caseload])
             await quiet(worker.pid)
-            started = await _bounded(
+            started = await bounded(
                 [lambda: start_journey(client, settings, enrolment(PROGRAM))] * measured
             )
             await asyncio.gather(*(first_run_ends(h) for h in started))
@@ -121,9 +103,9 @@ async def bare_side(
                     BareJourney.run, script, id=f"bare-{n:05d}", task_queue=TASK_QUEUE
                 )
 
-            await _bounded([start(n) for n in range(active - measured)])
+            await bounded([start(n) for n in range(active - measured)])
             await quiet(worker.pid)
-            started = await _bounded([start(n) for n in range(active - measured, active)])
+            started = await bounded([start(n) for n in range(active - measured, active)])
             await quiet(worker.pid)
             sends: list[Send] = [_count_on(client.get_workflow_handle(h.id)) for h in started]
             return await _rounds(sends, rounds, per_round)

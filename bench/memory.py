@@ -19,11 +19,12 @@ from typing import Any
 
 from temporalio.client import Client
 
-from bench.common import dev_server, program_dir, quiet, worker_env, worker_process
-from bench.latency import _bounded
+from bench.common import dev_server, program_dir
 from bench.overhead import TASK_QUEUE
 from clinical.assessment import Enrolment
 from infra.settings import load_settings
+from simulation.cohort import bounded
+from simulation.workers import quiet, worker_env, worker_process
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
@@ -31,7 +32,7 @@ async def _open_each(client: Client, workflow_ids: list[str]) -> None:
     async def look(workflow_id: str) -> None:
         await client.get_workflow_handle(workflow_id).query(PatientJourneyWorkflow.status)
 
-    await _bounded([functools.partial(look, w) for w in workflow_ids], at_once=8)
+    await bounded([functools.partial(look, w) for w in workflow_ids], at_once=8)
 
 
 def _mib(kib: dict[str, int]) -> dict[str, float]:
@@ -61,7 +62,7 @@ async def run(counts: list[int], caches: list[int], scratch: Path) -> dict[str, 
                 caseload = [
                     Enrolment.model_validate(enrolment_data()) for _ in range(count - len(ids))
                 ]
-                started = await _bounded(
+                started = await bounded(
                     [functools.partial(start_journey, client, settings, e) for e in caseload]
                 )
                 ids += [h.id for h in started]

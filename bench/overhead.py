@@ -27,15 +27,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowHandle
 
 from bench.bare import BareJourney, BareProgress, BareScript, counts, script_of
-from bench.common import (
-    Stopwatch,
-    cpu_seconds,
-    dev_server,
-    program_dir,
-    spread,
-    worker_env,
-    worker_process,
-)
+from bench.common import Stopwatch, dev_server, program_dir, spread
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionRecord, SessionStatus
 from clinical.clock import first_monday_after
@@ -43,6 +35,7 @@ from clinical.phases import Phase
 from clinical.requests import AttendanceReport
 from clinical.status import JourneyStatus
 from infra.settings import load_settings
+from simulation.workers import cpu_seconds, worker_env, worker_process
 from workflows.patient_journey import PatientJourneyWorkflow
 
 PROGRAM = "bench-iop"

@@ -22,9 +22,12 @@ from temporalio.client import WorkflowHistory
 
 from bench.__main__ import arguments, write
 from bench.bare import BareStep, counts, script_of
-from bench.cohort import Booked, Patient, enter_sheets, plans
+from bench.cohort import plans
 from bench.common import latency_summary, percentile, spread
 from bench.table import rows
+from simulation.case_manager import CaseManager
+from simulation.cohort import Booked, Patient, enter_sheets
+from simulation.patients import steady_attendance
 from tests.support import JourneyStandIn
 
 
@@ -141,7 +144,7 @@ async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened(
     from datetime import UTC, datetime, timedelta
 
     journey = JourneyStandIn()
-    p = Patient(handle=journey, case_manager_id="CM-07")  # type: ignore[arg-type]
+    p = Patient(journey, CaseManager(steady_attendance), case_manager_id="CM-07")  # type: ignore[arg-type]
     # Nine sessions entered before: the tenth is left for the grace period.
     p.manager.entered = {f"EARLIER-{n}": "attended" for n in range(1, 10)}
     monday = datetime(2027, 1, 4, 9, tzinfo=UTC)

@@ -1,0 +1,278 @@
+"""A simulated clinic running a cohort on a time-skipping server: patients arrive, and each
+day the case managers work from the care-operations store, as a clinic does (who is in
+which phase and which sessions were booked lately are one query each per clock step for
+the whole cohort, not a query or a result long poll per journey: a thousand long polls at
+once broke the time-skipping server's transport). The cohort benchmark and the what-if
+simulations both run their cohorts here.
+
+The clock is stepped by hand (automatic time skipping stalls with many concurrent
+workflows, see TEMPORAL-NOTES): a day at a time while anyone is in treatment or still to
+arrive, once the case managers have done the day's work, and a week at a time once
+everyone is in aftercare."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from clinical.assessment import Enrolment
+from clinical.careplan import treatment_week_of
+from clinical.phases import Phase
+from clinical.requests import DischargeReason, DischargeRequest
+from clinical.status import JourneyStatus
+from infra.store import CareStore
+from simulation.case_manager import CaseManager
+from workflows.patient_journey import PatientJourneyWorkflow
+
+DAY = timedelta(days=1)
+STEP_DEADLINE = timedelta(minutes=10)
+TREATMENT = (Phase.intake, Phase.intensive, Phase.step_down)
+
+Send = Callable[[], Awaitable[Any]]
+Start = Callable[[Enrolment], Awaitable[WorkflowHandle[Any, Any]]]
+Progress = Callable[[float, int, int], None]
+"""Told after each clock step: virtual days so far, journeys ended, patients in all."""
+
+
+async def bounded(starts: list[Send], at_once: int = 25) -> list[Any]:
+    """Run the calls with at most `at_once` in flight (a server's transport has limits)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(start: Send) -> Any:
+        async with gate:
+            return await start()
+
+    return list(await asyncio.gather(*(one(s) for s in starts)))
+
+
+@dataclasses.dataclass
+class Arrival:
+    """A patient to enrol on day `day` of the run, with their case manager's ways."""
+
+    day: int
+    enrolment: Enrolment
+    manager: CaseManager
+
+
+@dataclasses.dataclass
+class Patient:
+    """What the simulated clinic knows of one patient: the store's view, and the patient's
+    case manager."""
+
+    handle: WorkflowHandle[Any, Any]
+    manager: CaseManager
+    phase: Phase | None = None  # as the store has it; None until intake is written
+    case_manager_id: str = ""
+    reviewed_week: int = 0
+    """The last intensive week whose progress was looked at."""
+    discharged: bool = False
+
+    @property
+    def in_treatment(self) -> bool:
+        return self.phase is None or self.phase in TREATMENT
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is not None and self.phase.is_terminal
+
+
+@dataclasses.dataclass(frozen=True)
+class Booked:
+    """A session as the care-operations store has it."""
+
+    patient_id: str
+    session_id: str
+    phase: str
+    week: int
+    starts_at: datetime
+    status: str
+
+    @property
+    def week_id(self) -> str:
+        return treatment_week_of(self.session_id)
+
+
+async def enter_sheets(p: Patient, booked: list[Booked], now: datetime) -> None:
+    """The case manager works from the clinic's records: once a week's sessions have all
+    happened, that week's sign-in sheet for the patient, in one request."""
+    weeks: dict[str, list[Booked]] = {}
+    for b in booked:
+        if b.status != "cancelled" and b.session_id not in p.manager.entered:
+            weeks.setdefault(b.week_id, []).append(b)
+    for sessions in sorted(weeks.values(), key=lambda w: min(b.starts_at for b in w)):
+        if any(b.starts_at > now for b in sessions):
+            continue
+        in_order = sorted(sessions, key=lambda b: b.starts_at)
+        await p.manager.enter_sheet(p.handle, p.case_manager_id, [b.session_id for b in in_order])
+
+
+async def review(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> None:
+    """From the week intensive care may end, once a week, the case manager looks at the
+    patient's journey and approves step-down when it asks."""
+    week = max((b.week for b in booked if b.phase == Phase.intensive.value), default=0)
+    if week < min_intensive_weeks or week <= p.reviewed_week:
+        return
+    p.reviewed_week = week
+    status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
+    await p.manager.approve_step_down(p.handle, status)
+
+
+async def withdraw(p: Patient, after_missed: int) -> None:
+    """A patient who has missed `after_missed` sessions in a row has stopped coming: the
+    case manager discharges them as withdrawn."""
+    fates = list(p.manager.entered.values())
+    if p.discharged or len(fates) < after_missed:
+        return
+    if all(f == "missed" for f in fates[-after_missed:]):
+        p.discharged = True
+        with contextlib.suppress(WorkflowUpdateFailedError):  # it ended meanwhile
+            await p.handle.execute_update(
+                PatientJourneyWorkflow.discharge,
+                DischargeRequest(
+                    case_manager_id=p.case_manager_id, reason=DischargeReason.withdrew
+                ),
+            )
+
+
+async def follow_up(p: Patient, env: WorkflowEnvironment) -> None:
+    """Once a week the case manager opens the patient's chart: the inbox and the
+    referrals' other parties (consent, the partner's answers)."""
+    status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
+    await p.manager.work_the_inbox(p.handle, status)
+    await p.manager.follow_referrals(env.client, status)
+
+
+async def advance(env: WorkflowEnvironment, by: timedelta) -> None:
+    """`env.sleep`, with a deadline of our own: the server answers only once every task the
+    step woke is done, which for a thousand journeys waking on the same day takes longer
+    than the client's default deadline ("Timeout expired")."""
+    from temporalio.api.testservice.v1 import SleepRequest
+
+    request = SleepRequest()
+    request.duration.FromTimedelta(by)
+    await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=STEP_DEADLINE)
+
+
+@dataclasses.dataclass
+class Run:
+    """A cohort run to its end: every journey ended in the store."""
+
+    cohort: dict[str, Patient]
+    steps: int
+    virtual_days: float
+
+
+async def run_clinic(
+    env: WorkflowEnvironment,
+    start: Start,
+    arrivals: list[Arrival],
+    board: ClinicBoard,
+    min_intensive_weeks: int,
+    *,
+    withdraw_after_missed: int | None = None,
+    charts_weekly: bool = False,
+    progress: Progress | None = None,
+) -> Run:
+    """Each day, first the day's arrivals are enrolled, then each patient in treatment has
+    their finished weeks' sheets entered and their progress reviewed (and, with
+    `withdraw_after_missed`, is discharged once they have stopped coming; with
+    `charts_weekly`, has their chart opened on a weekday of their own), then the clock
+    moves on. Ends when every journey has ended in the store."""
+    waiting = sorted(arrivals, key=lambda a: a.day)
+    cohort: dict[str, Patient] = {}
+    began = await env.get_current_time()
+    steps = 0
+    while True:
+        now = await env.get_current_time()
+        today = (now - began) / DAY
+        due = [a for a in waiting if a.day <= today]
+        waiting = waiting[len(due) :]
+        handles = await bounded([_starter(start, a.enrolment) for a in due])
+        cohort.update(
+            {
+                a.enrolment.patient_id: Patient(h, a.manager)
+                for a, h in zip(due, handles, strict=True)
+            }
+        )
+        board.read_into(cohort)
+        ended = sum(p.ended for p in cohort.values())
+        if progress is not None:
+            progress(today, ended, len(cohort) + len(waiting))
+        if not waiting and ended == len(cohort):
+            break
+        active = {pid: p for pid, p in cohort.items() if p.in_treatment}
+        booked = board.recent_sessions(now - 8 * DAY)
+        await asyncio.gather(
+            *(enter_sheets(p, booked.get(pid, []), now) for pid, p in active.items())
+        )
+        if withdraw_after_missed is not None:
+            await asyncio.gather(*(withdraw(p, withdraw_after_missed) for p in active.values()))
+        await asyncio.gather(
+            *(review(p, booked.get(pid, []), min_intensive_weeks) for pid, p in active.items())
+        )
+        if charts_weekly:
+            await bounded(
+                [
+                    _chart(p, env)
+                    for pid, p in cohort.items()
+                    if not p.ended and p.phase is not None and _weekday(pid) == int(today) % 7
+                ]
+            )
+        await advance(env, DAY if active or waiting else 7 * DAY)
+        steps += 1
+    return Run(cohort, steps, (await env.get_current_time() - began) / DAY)
+
+
+def _starter(start: Start, enrolment: Enrolment) -> Send:
+    return lambda: start(enrolment)
+
+
+def _chart(p: Patient, env: WorkflowEnvironment) -> Send:
+    return lambda: follow_up(p, env)
+
+
+def _weekday(patient_id: str) -> int:
+    """The day of the week a patient's case manager opens their chart (stable per patient,
+    spread over the week)."""
+    return hashlib.sha256(patient_id.encode()).digest()[0] % 7
+
+
+class ClinicBoard:
+    """The clinic's records the simulated case managers work from: each patient's phase
+    (the journey writes every phase change to the store) and the sessions booked lately.
+    One query each per clock step for the whole cohort."""
+
+    def __init__(self, database_url: str) -> None:
+        self.store = CareStore(database_url)
+
+    def read_into(self, cohort: dict[str, Patient]) -> None:
+        for found in self.store.patients():
+            if found.patient_id in cohort:
+                cohort[found.patient_id].phase = found.phase
+                cohort[found.patient_id].case_manager_id = found.case_manager_id
+
+    def recent_sessions(self, since: datetime) -> dict[str, list[Booked]]:
+        found: dict[str, list[Booked]] = {}
+        for a in self.store.appointments(starting_from=since):
+            found.setdefault(a.patient_id, []).append(
+                Booked(
+                    patient_id=a.patient_id,
+                    session_id=a.session_id,
+                    phase=a.phase,
+                    week=a.week,
+                    starts_at=a.starts_at,
+                    status=a.status,
+                )
+            )
+        return found
+
+    def close(self) -> None:
+        self.store.dispose()

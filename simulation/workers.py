@@ -1,0 +1,154 @@
+"""The clinic's worker in a process of its own, pointed at a server, store and keys of a
+run's own (the benchmarks and the what-if simulations), and the CPU time a process has
+used. Every process started here is stopped by its PID, also on Ctrl-C or an exception."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+
+from infra.embedded_server import EmbeddedServer
+from infra.settings import PROJECT_ROOT
+
+# --- CPU time ------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# --- a worker process ------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    task_queue: str
+    log: Path
+
+    def memory_kib(self) -> dict[str, int]:
+        """The worker's resident memory now (VmRSS) and at its peak (VmHWM), in KiB."""
+        figures: dict[str, int] = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    figures[name] = int(value.split()[0])
+        return figures
+
+
+async def quiet(pid: int, idle_share: float = 0.03, within: float = 900.0) -> None:
+    """Wait until a process has been (nearly) idle for a second: a worker has started, or a
+    caseload has settled on its timers."""
+    import asyncio
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(1.0)
+        if cpu_seconds(pid) - before < idle_share:
+            return
+    raise TimeoutError(f"process {pid} still busy after {within:.0f} s")
+
+
+def worker_env(
+    server: EmbeddedServer | str, data_dir: Path, programs: Path, task_queue: str, **extra: str
+) -> dict[str, str]:
+    """The production worker's settings, pointed at this run's server (or address), store
+    and keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREPATH_", "TEMPORAL_"))}
+    env.update(
+        {
+            "TEMPORAL_ADDRESS": server if isinstance(server, str) else server.address,
+            "CAREPATH_DATA_DIR": str(data_dir),
+            "CAREPATH_KEYS_FILE": str(data_dir / "keys.json"),
+            "CAREPATH_PROGRAMS_DIR": str(programs),
+            "CAREPATH_DATABASE_URL": f"sqlite:///{data_dir / 'care.db'}",
+            "CAREPATH_TASK_QUEUE": task_queue,
+            "CAREPATH_LOG_LEVEL": "warning",
+            # A cohort that reports no use: a relapse would send a patient round again.
+            "CAREPATH_SIMULATED_USE_RISK": "0",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def worker_process(
+    client: Client, env: dict[str, str], bare: bool = False, number: int = 1
+) -> AsyncIterator[WorkerProcess]:
+    """`worker.py` (or the bare reference's worker, identically configured) in its own
+    process, so its CPU and memory are its own. Ready once the task queue has pollers and
+    the process has gone idle (a server remembers an earlier worker's pollers for a while);
+    stopped by its PID (SIGTERM, then SIGKILL) whatever happens."""
+    import asyncio
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "bench.bare"] if bare else [sys.executable, "worker.py"]
+    task_queue = env["CAREPATH_TASK_QUEUE"]
+    name = f"worker-{'bare' if bare else 'carepath'}" + (f"-{number}" if number > 1 else "")
+    log = Path(env["CAREPATH_DATA_DIR"]) / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not await _polling(client, task_queue):
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+                raise RuntimeError(f"the worker exited with code {proc.returncode}: {tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not poll within 60 s; see {log}")
+            await asyncio.sleep(0.1)
+        await quiet(proc.pid)
+        yield WorkerProcess(pid=proc.pid, task_queue=task_queue, log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _polling(client: Client, task_queue: str) -> bool:
+    """Whether a worker polls both of the queue's kinds; where the server cannot say (the
+    time-skipping server), a worker that has connected will: the server holds the tasks."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.service import RPCError, RPCStatusCode
+
+    for queue_type in (
+        TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+    ):
+        try:
+            described = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=queue_type,
+                )
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.UNIMPLEMENTED:
+                return True
+            raise
+        if not described.pollers:
+            return False
+    return True
