@@ -12,6 +12,8 @@
         [--enrolled-from D --enrolled-to D] [--html FILE] [--png-dir DIR] [--json]
     python starter.py tracks [--site S] [--program P] [--json]
     python starter.py demo [--patients 20]
+    python starter.py simulate --program A --program B [--patients 50 --arrivals 10/week
+        --seed 7 --seeds 3]
 
 Every error is one line on stderr naming the problem, with a non-zero exit; a refused
 request changes nothing."""

@@ -25,6 +25,7 @@ from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
 from infra.temporal import build_worker, connect, connect_config, keys_for
 from infra.tracing import start_exporting
+from simulation.behaviour import load_behaviour
 from simulation.partners import SimulatedPartners
 from simulation.telephony import SimulatedTelephony
 from workflows.registry import WORKFLOWS
@@ -40,10 +41,15 @@ def build_care_operations(settings: Settings) -> CareOperations:
         keys=keys_for(settings, make_keys=True),
     )
     store.migrate()
+    aftercare = load_behaviour().aftercare
     return CareOperations(
         store=store,
         catalog=ProgramCatalog(settings.programs_dir),
-        telephony=SimulatedTelephony(store, use_risk=settings.simulated_use_risk),
+        telephony=SimulatedTelephony(
+            store,
+            use_risk=settings.simulated_use_risk,
+            reachability=(aftercare.reachability_low, aftercare.reachability_high),
+        ),
         partners=SimulatedPartners(store),
     )
 

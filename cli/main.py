@@ -50,6 +50,8 @@ from cli.operators import (
     cmd_report,
     cmd_status,
 )
+from cli.simulate import add_arguments as add_simulate_arguments
+from cli.simulate import cmd_simulate
 from cli.sites import cmd_closure, cmd_tracks
 from clinical.assessment import DIMENSIONS, SocialNeed
 from clinical.identifiers import is_patient_id
@@ -297,6 +299,11 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--patients", type=int, default=20)
     dm.add_argument("--program", default="demo-iop")
     dm.add_argument("--seed", type=int, default=7)
+
+    sm = sub.add_parser(
+        "simulate", help="what if: the same synthetic cohort under each program, side by side"
+    )
+    add_simulate_arguments(sm)
     return p
 
 
@@ -326,6 +333,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "caseload": cmd_caseload,
     "report": cmd_report,
     "demo": cmd_demo,
+    "simulate": cmd_simulate,
     "closure": cmd_closure,
     "tracks": cmd_tracks,
     "console": cmd_console,

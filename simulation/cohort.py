@@ -28,6 +28,7 @@ from clinical.careplan import treatment_week_of
 from clinical.phases import Phase
 from clinical.requests import DischargeReason, DischargeRequest
 from clinical.status import JourneyStatus
+from infra.codec import KeyRing
 from infra.store import CareStore
 from simulation.case_manager import CaseManager
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -250,8 +251,9 @@ class ClinicBoard:
     (the journey writes every phase change to the store) and the sessions booked lately.
     One query each per clock step for the whole cohort."""
 
-    def __init__(self, database_url: str) -> None:
-        self.store = CareStore(database_url)
+    def __init__(self, database_url: str, keys: KeyRing | None = None) -> None:
+        """`keys`: the worker's, to read sealed columns (check-ins) too."""
+        self.store = CareStore(database_url, keys=keys)
 
     def read_into(self, cohort: dict[str, Patient]) -> None:
         for found in self.store.patients():

@@ -5,7 +5,6 @@ ledger, as a real provider would, so a retried call is never placed twice."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 
@@ -18,19 +17,23 @@ from clinical.instruments import (
     Phq9Answers,
 )
 from infra.store import CareStore
-
-
-def _seeded(*parts: str) -> random.Random:
-    digest = hashlib.sha256("/".join(parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+from simulation.behaviour import seeded as _seeded
 
 
 class SimulatedTelephony:
-    def __init__(self, store: CareStore, seed: str = "carepath", use_risk: float = 0.02) -> None:
-        """`use_risk`: the highest chance a simulated patient reports use at a check-in."""
+    def __init__(
+        self,
+        store: CareStore,
+        seed: str = "carepath",
+        use_risk: float = 0.02,
+        reachability: tuple[float, float] = (0.55, 0.95),
+    ) -> None:
+        """`use_risk`: the highest chance a simulated patient reports use at a check-in;
+        `reachability`: the range each patient's chance of answering is drawn from."""
         self.store = store
         self.seed = seed
         self.use_risk = use_risk
+        self.reachability = reachability
 
     def place_call(
         self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
@@ -43,7 +46,7 @@ class SimulatedTelephony:
         self, reference: str, patient_id: str, instruments: tuple[str, ...]
     ) -> tuple[CallOutcome, CheckIn | None]:
         patient = _seeded(self.seed, patient_id)
-        reachability = patient.uniform(0.55, 0.95)
+        reachability = patient.uniform(*self.reachability)
         use_risk = patient.uniform(0.1, 1.0) * self.use_risk
         strain = patient.betavariate(2, 6)  # how hard recovery is for this patient, 0-1
         call = _seeded(self.seed, reference)

@@ -12,10 +12,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 
 from infra.embedded_server import EmbeddedServer
 from infra.settings import PROJECT_ROOT
+from infra.visibility import ALL_KEYS
 
 # --- CPU time ------------------------------------------------------------------------------
 
@@ -152,3 +155,20 @@ async def _polling(client: Client, task_queue: str) -> bool:
         if not described.pollers:
             return False
     return True
+
+
+async def register_search_attributes(client: Client) -> None:
+    """CarePath's search attributes, on a server that does not start with them (the
+    time-skipping server)."""
+    types = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+        "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    }
+    names = {1: "Text", 2: "Keyword", 3: "Int", 4: "Double", 5: "Bool", 6: "Datetime"}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={k.name: types[names[int(k.indexed_value_type)]] for k in ALL_KEYS},
+        )
+    )

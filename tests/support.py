@@ -15,8 +15,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -38,12 +36,12 @@ from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
 from infra.store import CareStore
 from infra.temporal import data_converter
-from infra.visibility import ALL_KEYS
 from services.enrolment import enrol, journey_input
 from simulation.case_manager import CaseManager
 from simulation.partners import SimulatedPartners
 from simulation.patients import Attendance, attendance_choice
 from simulation.telephony import SimulatedTelephony
+from simulation.workers import register_search_attributes
 from tests.clinic_time import START, StartChoice, next_start, step_to
 from worker import running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -102,21 +100,6 @@ NEEDS_A_HIGHER_LEVEL = {
 
 def make_enrolment(**assessment_overrides: Any) -> Enrolment:
     return Enrolment.model_validate(enrolment_data(**assessment_overrides))
-
-
-async def register_search_attributes(client: Client) -> None:
-    types = {
-        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
-        "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
-    }
-    names = {1: "Text", 2: "Keyword", 3: "Int", 4: "Double", 5: "Bool", 6: "Datetime"}
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=client.namespace,
-            search_attributes={k.name: types[names[int(k.indexed_value_type)]] for k in ALL_KEYS},
-        )
-    )
 
 
 async def start_time_skipping(start: StartChoice | None = START) -> WorkflowEnvironment:

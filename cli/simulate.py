@@ -1,0 +1,137 @@
+"""`starter.py simulate`: what if the clinic ran another protocol? (simulation.whatif)"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cli.common import CliError, console
+from clinical.protocol import ProgramCatalog, ProtocolError
+from infra.settings import Settings
+from simulation.behaviour import BEHAVIOUR_FILE, load_behaviour
+from simulation.whatif import Plan, compare, copy_programs, table
+
+REAL_DAY = 86400
+MAX_PATIENTS = 10_000
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--program",
+        action="append",
+        required=True,
+        help="a program ID, or a program file (.toml); give it once for each program compared",
+    )
+    p.add_argument("--patients", type=int, default=50)
+    p.add_argument("--arrivals", default="10/week", help="admissions a week, e.g. 15/week")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (intervals)")
+
+
+def arrivals_per_week(text: str) -> float:
+    found = re.fullmatch(r"\s*(\d{1,4}(?:\.\d+)?)\s*/\s*week\s*", text)
+    if found is None or float(found.group(1)) <= 0:
+        raise CliError(f"--arrivals {text!r}: give admissions a week, e.g. 15/week")
+    return float(found.group(1))
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The arguments checked, each error in one line, before anything starts."""
+    if not 1 <= args.patients <= MAX_PATIENTS:
+        raise CliError(f"--patients must be from 1 to {MAX_PATIENTS:,}")
+    if not 1 <= args.seeds <= 20:
+        raise CliError("--seeds must be from 1 to 20")
+    ids = [Path(p).stem if p.endswith(".toml") else p for p in args.program]
+    if len(set(ids)) != len(ids):
+        raise CliError(
+            "each --program once: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1}))
+        )
+    return Plan(
+        programs=tuple(ids),
+        patients=args.patients,
+        per_week=arrivals_per_week(args.arrivals),
+        seeds=tuple(range(args.seed, args.seed + args.seeds)),
+    )
+
+
+def programs_for(args: argparse.Namespace, settings: Settings, into: Path) -> Path:
+    """The run's own copy of the programs, each compared program checked: known, valid and
+    on a real day's clock (the simulation steps the clock a day at a time)."""
+    files = [Path(p) for p in args.program if p.endswith(".toml")]
+    for f in files:
+        if not f.is_file():
+            raise CliError(f"--program {f}: no such file")
+    programs = copy_programs(settings.programs_dir, into, files)
+    catalog = ProgramCatalog(programs)
+    for program in args.program:
+        program_id = Path(program).stem if program.endswith(".toml") else program
+        try:
+            protocol = catalog.load(program_id)
+        except ProtocolError as exc:
+            raise CliError(f"--program {program}: {exc}") from None
+        if protocol.clock.seconds_per_day != REAL_DAY:
+            raise CliError(
+                f"--program {program} runs on a compressed clock "
+                f"({protocol.clock.seconds_per_day:g} s a day): a what-if needs a real day's"
+            )
+    return programs
+
+
+class ProgressBar:
+    """A line on stderr: how far, and an estimate of the time left."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.shown = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent == self.shown:
+            return
+        self.shown = percent
+        elapsed = time.monotonic() - self.started
+        left = (
+            f"about {_duration(elapsed * (1 - fraction) / fraction)} left"
+            if fraction >= 0.02
+            else ""
+        )
+        bar = "#" * (percent // 4) + "." * (25 - percent // 4)
+        print(f"\r[{bar}] {percent:3d}%  {left:<24}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> float:
+        print(file=sys.stderr)
+        return time.monotonic() - self.started
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    plan = plan_of(args)
+    behaviour = load_behaviour()
+    with tempfile.TemporaryDirectory(prefix="carepath-whatif-") as scratch:
+        root = Path(scratch)
+        programs = programs_for(args, settings, root / "programs")
+        seeds = f"seed {plan.seeds[0]}" + (
+            f"-{plan.seeds[-1]} (median, range)" if len(plan.seeds) > 1 else ""
+        )
+        console.print(
+            f"What if: {plan.patients} synthetic patients arriving {plan.per_week:g} a week, "
+            f"{seeds}; behaviour from {BEHAVIOUR_FILE.name}; each program on a simulated "
+            "clinic of its own"
+        )
+        bar = ProgressBar()
+        comparison = await compare(
+            dataclasses.replace(settings, programs_dir=programs), plan, behaviour, root, bar
+        )
+        seconds = bar.done()
+    console.print(table(comparison), highlight=False, soft_wrap=True)
+    runs = plan.patients * len(plan.programs) * len(plan.seeds)
+    console.print(f"{runs} simulated journeys in {_duration(seconds)}", highlight=False)
+    return 0

@@ -1,0 +1,348 @@
+"""What if the clinic ran another protocol? The same synthetic cohort (the same patients,
+arriving on the same days, making the same choices: `simulation.behaviour`) runs under
+each program with the real workflows, each program on a time-skipping server, worker and
+store of its own in a scratch directory (never the clinic's), and the outcomes are read
+from each run's store. With several seeds, each figure is the median with the range over
+the seeds."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from clinical.assessment import Enrolment
+from clinical.phases import Phase
+from clinical.protocol import ProgramCatalog, ProgramProtocol
+from infra.codec import KeyRing
+from infra.embedded_server import binary
+from infra.settings import Settings
+from infra.store import CareStore
+from infra.temporal import data_converter
+from services.enrolment import enrol, journey_input
+from simulation.behaviour import Behaviour, seeded
+from simulation.case_manager import CaseManager
+from simulation.cohort import DAY, Arrival, ClinicBoard, Run, advance, run_clinic
+from simulation.patients import synthetic_cohort
+from simulation.workers import register_search_attributes, worker_env, worker_process
+
+TASK_QUEUE = "carepath-whatif"
+JOURNEY_DAYS = 480
+"""About a default journey's length (intake to the end of a year's aftercare): for the
+estimate of time left only."""
+CASE_MANAGERS = ("CM-01", "CM-02", "CM-03")
+TREATMENT = (Phase.intensive.value, Phase.step_down.value)
+RELINKED_BY_CALL = "relapse (follow_up_call)"
+"""How the journey's phase change reads when a check-in's use re-linked the patient."""
+
+Report = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    programs: tuple[str, ...]
+    patients: int
+    per_week: float
+    seeds: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str  # "%" for shares (0-1), else printed as is
+
+
+METRICS = (
+    Metric("treatment_completed", "completed treatment (reached aftercare)", "%"),
+    Metric("journey_completed", "completed the year of aftercare", "%"),
+    Metric("withdrawn", "withdrew (stopped coming)", "%"),
+    Metric("attendance", "attendance, intensive and step-down", "%"),
+    Metric("weeks_to_step_down", "weeks from intensive start to step-down (median)", "weeks"),
+    Metric("relinked", "re-linked to care after use reported in aftercare", "%"),
+    Metric("check_in_reach", "aftercare check-ins reached", "%"),
+    Metric("referral_closure", "referrals completed by the partner", "%"),
+    Metric("tasks_per_cm_week", "case-manager tasks per case manager per week", "tasks"),
+    Metric("peak_tasks_per_cm_week", "... in the busiest week", "tasks"),
+    Metric("peak_seats", "seats needed at the busiest group session", "seats"),
+    Metric("facilitator_hours", "facilitator hours per week (mean of weeks in session)", "hours"),
+    Metric("peak_facilitator_hours", "... in the busiest week", "hours"),
+)
+
+
+def start_instant(now: datetime) -> datetime:
+    """Where every what-if starts: 13:00 UTC on the second Monday of the coming year's
+    February (the same weekday and season whichever day it runs, clear of January's
+    holidays; a time-skipping server can only move forward)."""
+    first = date(now.year + 1, 2, 1)
+    monday = first + timedelta(days=(7 - first.weekday()) % 7 + 7)
+    return datetime(monday.year, monday.month, monday.day, 13, tzinfo=UTC)
+
+
+def arrivals(plan: Plan, seed: int, today: date, behaviour: Behaviour) -> list[Arrival]:
+    """The cohort: `plan.patients` synthetic patients of the seed, arriving evenly at
+    `plan.per_week` a week, each with their behaviour's attendance."""
+    cohort = synthetic_cohort(plan.patients, seed, case_managers=CASE_MANAGERS, today=today)
+    return [
+        Arrival(
+            int(i * 7 / plan.per_week),
+            e,
+            CaseManager(
+                behaviour.attendance_of(seed, e.patient_id),
+                rng=seeded(str(seed), e.patient_id, "case-manager"),
+            ),
+        )
+        for i, e in enumerate(cohort)
+    ]
+
+
+@asynccontextmanager
+async def time_skipping_server(workdir: Path) -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the run's own, with keys of the run's own, its clock at
+    the start instant; shut down whatever happens."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binary("temporal-test-server")),
+        data_converter=data_converter(KeyRing.load_or_create(workdir / "keys.json")),
+    )
+    try:
+        await register_search_attributes(env.client)
+        now = await env.get_current_time()
+        await advance(env, start_instant(now) - now)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def run_program(
+    settings: Settings,
+    program_id: str,
+    plan: Plan,
+    seed: int,
+    behaviour: Behaviour,
+    workdir: Path,
+    progress: Callable[[float], None],
+) -> dict[str, float | None]:
+    """One program's run of the seed's cohort; its outcomes."""
+    workdir.mkdir(parents=True)
+    programs = settings.programs_dir
+    protocol = ProgramCatalog(programs).load(program_id)
+    settings = dataclasses.replace(settings, task_queue=TASK_QUEUE)
+    async with time_skipping_server(workdir) as env:
+        variables = worker_env(
+            env.client.service_client.config.target_host,
+            workdir,
+            programs,
+            TASK_QUEUE,
+            CAREPATH_SIMULATED_USE_RISK=str(behaviour.aftercare.use_risk),
+        )
+        async with worker_process(env.client, variables):
+            now = await env.get_current_time()
+            cohort = arrivals(plan, seed, now.date(), behaviour)
+            span = cohort[-1].day + JOURNEY_DAYS
+
+            async def start(enrolment: Enrolment) -> WorkflowHandle[Any, Any]:
+                at = await env.get_current_time()
+                journey = journey_input(
+                    enrolment.model_copy(update={"program_id": program_id}), settings, now=at
+                )
+                return await enrol(env.client, TASK_QUEUE, journey)
+
+            board = ClinicBoard(
+                variables["CAREPATH_DATABASE_URL"], KeyRing.load(workdir / "keys.json")
+            )
+            try:
+                with env.auto_time_skipping_disabled():
+                    run = await run_clinic(
+                        env,
+                        start,
+                        cohort,
+                        board,
+                        protocol.step_down.criteria.min_intensive_weeks,
+                        withdraw_after_missed=behaviour.dropout.discharge_after_missed,
+                        charts_weekly=True,
+                        progress=lambda day, ended, total: progress(
+                            min(day / span, 0.99) if ended < total else 1.0
+                        ),
+                    )
+                return outcomes(board.store, protocol, run)
+            finally:
+                board.close()
+
+
+def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str, float | None]:
+    """The run's outcomes, from its store (as the clinic's reports read theirs)."""
+    patients = store.patients()
+    n = len(patients)
+    final = Counter(p.phase for p in patients)
+    changes = {p.patient_id: store.phase_changes(p.patient_id) for p in patients}
+    in_aftercare = [pid for pid, c in changes.items() if any(e.phase == Phase.aftercare for e in c)]
+    relinked = [
+        pid
+        for pid in in_aftercare
+        if any(e.reason.startswith("relapse (follow_up_call)") for e in changes[pid])
+    ]
+    weeks = [w for c in changes.values() if (w := _weeks_to_step_down(c)) is not None]
+
+    booked = store.appointments()
+    treatment = [a for a in booked if a.phase in TREATMENT]
+    attended = sum(a.status == "attended" for a in treatment)
+    marked = sum(a.status in ("attended", "missed") for a in treatment)
+
+    calls: dict[tuple[str, str], bool] = {}
+    for c in store.call_attempts():
+        call = (c.patient_id, c.call_ref)
+        calls[call] = calls.get(call, False) or c.outcome.value == "reached"
+
+    referrals = store.referrals()
+    tasks = store.tasks(include_done=True)
+    per_week = Counter(_week(t.created_at) for t in tasks)
+    run_weeks = max(run.virtual_days / 7, 1)
+
+    site_of = {p.patient_id: p.site_id for p in patients}
+    group = set(protocol.schedule.group_session_types)
+    held = [a for a in booked if a.status != "cancelled"]
+    # A group session is one facilitator's, however many patients it seats; individual
+    # therapy is a clinician's hour each.
+    seats: Counter[tuple[str, datetime, str]] = Counter()
+    sessions: dict[tuple[str, datetime, str], float] = {}
+    hours: defaultdict[date, float] = defaultdict(float)
+    for a in held:
+        if a.session_type in group:
+            key = (site_of[a.patient_id], a.starts_at, a.session_type)
+            sessions[key] = a.hours
+            seats[key] += a.modality == "in_person"
+        else:
+            hours[_week(a.starts_at)] += a.hours
+    for (_, starts_at, _), length in sessions.items():
+        hours[_week(starts_at)] += length
+    return {
+        "treatment_completed": _share(len(in_aftercare), n),
+        "journey_completed": _share(final[Phase.completed], n),
+        "withdrawn": _share(final[Phase.withdrawn], n),
+        "attendance": _share(attended, marked),
+        "weeks_to_step_down": statistics.median(weeks) if weeks else None,
+        "relinked": _share(len(relinked), len(in_aftercare)),
+        "check_in_reach": _share(sum(calls.values()), len(calls)),
+        "referral_closure": _share(
+            sum(r.outcome is not None and r.outcome.value == "completed" for r in referrals),
+            len(referrals),
+        ),
+        "tasks_per_cm_week": len(tasks) / len(CASE_MANAGERS) / run_weeks,
+        "peak_tasks_per_cm_week": max(per_week.values(), default=0) / len(CASE_MANAGERS),
+        "peak_seats": max(seats.values(), default=0),
+        "facilitator_hours": statistics.mean(hours.values()) if hours else 0.0,
+        "peak_facilitator_hours": max(hours.values(), default=0.0),
+    }
+
+
+def _weeks_to_step_down(changes: list[Any]) -> float | None:
+    began = next((e.at for e in changes if e.phase == Phase.intensive), None)
+    stepped = next((e.at for e in changes if e.phase == Phase.step_down), None)
+    if began is None or stepped is None:
+        return None
+    return float((stepped - began) / (7 * DAY))
+
+
+def _week(at: datetime) -> date:
+    """The Monday of the instant's week (UTC)."""
+    return at.date() - timedelta(days=at.weekday())
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+@dataclasses.dataclass
+class Comparison:
+    plan: Plan
+    runs: dict[str, list[dict[str, float | None]]]
+    """Each program's outcomes, one per seed."""
+
+
+async def compare(
+    settings: Settings,
+    plan: Plan,
+    behaviour: Behaviour,
+    scratch: Path,
+    progress: Callable[[float], None],
+) -> Comparison:
+    """Each seed's cohort under each program (a seed's programs at once, each on its own
+    server and worker)."""
+    runs: dict[str, list[dict[str, float | None]]] = {p: [] for p in plan.programs}
+    done: dict[tuple[str, int], float] = {(p, s): 0.0 for p in plan.programs for s in plan.seeds}
+
+    def told(key: tuple[str, int]) -> Callable[[float], None]:
+        def tell(fraction: float) -> None:
+            done[key] = fraction
+            progress(sum(done.values()) / len(done))
+
+        return tell
+
+    for seed in plan.seeds:
+        found = await asyncio.gather(
+            *(
+                run_program(
+                    settings,
+                    program,
+                    plan,
+                    seed,
+                    behaviour,
+                    scratch / f"{program}-{seed}",
+                    told((program, seed)),
+                )
+                for program in plan.programs
+            )
+        )
+        for program, outcome in zip(plan.programs, found, strict=True):
+            runs[program].append(outcome)
+    return Comparison(plan, runs)
+
+
+def table(comparison: Comparison) -> str:
+    """The programs side by side; with several seeds, the median and the range."""
+    programs = comparison.plan.programs
+    width = max(len(m.label) for m in METRICS) + 2
+    columns = [max(len(p), 16) for p in programs]
+    lines = [
+        "".ljust(width) + "  ".join(p.rjust(c) for p, c in zip(programs, columns, strict=True))
+    ]
+    for metric in METRICS:
+        cells = [
+            _cell([r[metric.key] for r in comparison.runs[p]], metric.unit).rjust(c)
+            for p, c in zip(programs, columns, strict=True)
+        ]
+        lines.append(metric.label.ljust(width) + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def _cell(values: list[float | None], unit: str) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+
+    def shown(v: float) -> str:
+        return f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}"
+
+    middle = shown(statistics.median(known))
+    if len(known) == 1:
+        return middle
+    return f"{middle} ({shown(min(known))}-{shown(max(known))})"
+
+
+def copy_programs(source: Path, into: Path, extra: list[Path]) -> Path:
+    """The clinic's programs and sites, and program files given by path, in a directory of
+    the run's own (a what-if never reads the clinic's directory while it runs)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in [*source.glob("*.toml"), *(p for e in extra for p in e.parent.glob("*.toml"))]:
+        shutil.copy(path, into / path.name)
+    return into
