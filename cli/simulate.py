@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 from cli.common import CliError, console
 from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.settings import Settings
-from simulation.behaviour import BEHAVIOUR_FILE, load_behaviour
+from simulation.behaviour import BEHAVIOUR_FILE, Behaviour, load_behaviour
 from simulation.whatif import Plan, compare, copy_programs, table
 
 REAL_DAY = 86400
@@ -113,8 +115,22 @@ def _duration(seconds: float) -> str:
 
 
 async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Ctrl-C (or SIGTERM) cancels the run: each program's worker and server is stopped
+    and the scratch directory removed on the way out."""
     plan = plan_of(args)
     behaviour = load_behaviour()
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _simulate(args, settings, plan, behaviour)
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
+async def _simulate(
+    args: argparse.Namespace, settings: Settings, plan: Plan, behaviour: Behaviour
+) -> int:
     with tempfile.TemporaryDirectory(prefix="carepath-whatif-") as scratch:
         root = Path(scratch)
         programs = programs_for(args, settings, root / "programs")
