@@ -32,8 +32,9 @@ from infra.store.accounts import IdentityStore
 from infra.temporal import connect
 from operators.outcomes import percent
 from services.closures import announce_closure
+from simulation.behaviour import Behaviour, load_behaviour
 from simulation.case_manager import CaseManager
-from simulation.patients import synthetic_cohort, turning_up
+from simulation.patients import synthetic_cohort
 from worker import build_care_operations, running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -47,11 +48,15 @@ async def simulated_case_manager(
     patient_id: str,
     rng: random.Random,
     poll_seconds: float,
+    behaviour: Behaviour,
+    seed: int,
     relapses: bool = False,
 ) -> None:
     """The simulated clinic's case manager, looking at the journey every `poll_seconds` of
-    real time until it ends; a patient who `relapses` does so in the third intensive week."""
-    manager = CaseManager(turning_up(rng), rng)
+    real time until it ends, the patient behaving as the behaviour model has them (some
+    stop coming and are discharged); a patient who `relapses` does so in the third
+    intensive week."""
+    manager = CaseManager(behaviour.attendance_of(seed, patient_id), rng)
     while True:
         status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
         status = status.as_of(datetime.now(UTC))
@@ -66,6 +71,9 @@ async def simulated_case_manager(
         await manager.follow_referrals(client, status)
         with contextlib.suppress(WorkflowUpdateFailedError):  # e.g. the journey ended meanwhile
             await manager.enter_weeks_over(handle, status)
+        await manager.discharge_if_gone(
+            handle, status.case_manager_id, behaviour.dropout.discharge_after_missed
+        )
         await asyncio.sleep(poll_seconds)
 
 
@@ -232,6 +240,7 @@ async def run_demo(
     client: Client = await connect(settings, make_keys=True)  # the demo runs its own worker
     cohort = demo_cohort(patients, seed, program_id)
     rng = random.Random(seed)
+    behaviour = load_behaviour()
     statuses: dict[str, JourneyStatus] = {}
     started = time.monotonic()
     waiting = left_for_the_console(cohort)
@@ -249,6 +258,8 @@ async def run_demo(
                     e.patient_id,
                     random.Random(rng.random()),
                     poll,
+                    behaviour,
+                    seed,
                     relapses=i == 1,
                 )
             )

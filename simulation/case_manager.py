@@ -29,6 +29,8 @@ from clinical.requests import (
     AttendanceMark,
     AttendanceSheet,
     CommitmentsRevision,
+    DischargeReason,
+    DischargeRequest,
     ProgressReview,
     RelapseReport,
     TaskDone,
@@ -51,6 +53,7 @@ class CaseManager:
         self.rng = rng or random.Random(0)
         self.entered: dict[str, str] = {}
         self.sheets = 0
+        self.discharged = False
         self._asked: set[tuple[int, int]] = set()
 
     @property
@@ -113,6 +116,24 @@ class CaseManager:
                     case_manager_id=status.case_manager_id, decision="approve_step_down"
                 ),
             )
+
+    async def discharge_if_gone(
+        self, handle: WorkflowHandle[Any, Any], case_manager_id: str, after_missed: int
+    ) -> None:
+        """A patient who has missed `after_missed` sessions in a row has stopped coming: the
+        case manager discharges them as withdrawn."""
+        fates = list(self.entered.values())
+        if self.discharged or len(fates) < after_missed:
+            return
+        if all(f == "missed" for f in fates[-after_missed:]):
+            self.discharged = True
+            with contextlib.suppress(WorkflowUpdateFailedError):  # it ended meanwhile
+                await handle.execute_update(
+                    PatientJourneyWorkflow.discharge,
+                    DischargeRequest(
+                        case_manager_id=case_manager_id, reason=DischargeReason.withdrew
+                    ),
+                )
 
     async def report_relapse(self, handle: WorkflowHandle[Any, Any], status: JourneyStatus) -> None:
         """A relapse in the third week of the first intensive phase (a higher relapse

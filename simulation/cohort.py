@@ -13,20 +13,18 @@ everyone is in aftercare."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.careplan import treatment_week_of
 from clinical.phases import Phase
-from clinical.requests import DischargeReason, DischargeRequest
 from clinical.status import JourneyStatus
 from infra.codec import KeyRing
 from infra.store import CareStore
@@ -74,7 +72,6 @@ class Patient:
     case_manager_id: str = ""
     reviewed_week: int = 0
     """The last intensive week whose progress was looked at."""
-    discharged: bool = False
 
     @property
     def in_treatment(self) -> bool:
@@ -124,23 +121,6 @@ async def review(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> 
     p.reviewed_week = week
     status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
     await p.manager.approve_step_down(p.handle, status)
-
-
-async def withdraw(p: Patient, after_missed: int) -> None:
-    """A patient who has missed `after_missed` sessions in a row has stopped coming: the
-    case manager discharges them as withdrawn."""
-    fates = list(p.manager.entered.values())
-    if p.discharged or len(fates) < after_missed:
-        return
-    if all(f == "missed" for f in fates[-after_missed:]):
-        p.discharged = True
-        with contextlib.suppress(WorkflowUpdateFailedError):  # it ended meanwhile
-            await p.handle.execute_update(
-                PatientJourneyWorkflow.discharge,
-                DischargeRequest(
-                    case_manager_id=p.case_manager_id, reason=DischargeReason.withdrew
-                ),
-            )
 
 
 async def follow_up(p: Patient, env: WorkflowEnvironment) -> None:
@@ -215,7 +195,12 @@ async def run_clinic(
             *(enter_sheets(p, booked.get(pid, []), now) for pid, p in active.items())
         )
         if withdraw_after_missed is not None:
-            await asyncio.gather(*(withdraw(p, withdraw_after_missed) for p in active.values()))
+            await asyncio.gather(
+                *(
+                    p.manager.discharge_if_gone(p.handle, p.case_manager_id, withdraw_after_missed)
+                    for p in active.values()
+                )
+            )
         await asyncio.gather(
             *(review(p, booked.get(pid, []), min_intensive_weeks) for pid, p in active.items())
         )

@@ -29,19 +29,6 @@ def steady_attendance(n: int) -> str:
     return "none" if n % 10 == 0 else ("missed" if n % 7 == 0 else "attended")
 
 
-def turning_up(rng: random.Random) -> Attendance:
-    """A patient who attends with a propensity of their own (65-97%); a few sessions are
-    never entered."""
-    propensity = rng.uniform(0.65, 0.97)
-
-    def fate(n: int) -> str:
-        if rng.random() < 0.05:
-            return "none"
-        return "attended" if rng.random() < propensity else "missed"
-
-    return fate
-
-
 _SUBSTANCES = ["alcohol", "opioids", "cannabis", "stimulants", "benzodiazepines"]
 _CONDITIONS = ["depression", "anxiety", "ptsd", "adhd"]
 _NEEDS = ["medical", "housing", "parenting", "employment", "legal"]
