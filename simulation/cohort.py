@@ -124,9 +124,11 @@ async def review(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> 
 
 
 async def follow_up(p: Patient, env: WorkflowEnvironment) -> None:
-    """Once a week the case manager opens the patient's chart: the inbox and the
-    referrals' other parties (consent, the partner's answers)."""
+    """The case manager opens the patient's chart: a schedule that does not fit (intake
+    waits for it), the inbox and the referrals' other parties (consent, the partner's
+    answers)."""
     status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
+    await p.manager.resolve_schedule_conflict(p.handle, status)
     await p.manager.work_the_inbox(p.handle, status)
     await p.manager.follow_referrals(env.client, status)
 
@@ -161,12 +163,14 @@ async def run_clinic(
     withdraw_after_missed: int | None = None,
     charts_weekly: bool = False,
     progress: Progress | None = None,
+    give_up_after_days: float = 3650,
 ) -> Run:
     """Each day, first the day's arrivals are enrolled, then each patient in treatment has
     their finished weeks' sheets entered and their progress reviewed (and, with
     `withdraw_after_missed`, is discharged once they have stopped coming; with
-    `charts_weekly`, has their chart opened on a weekday of their own), then the clock
-    moves on. Ends when every journey has ended in the store."""
+    `charts_weekly`, has their chart opened on a weekday of their own, and daily while in
+    intake), then the clock moves on. Ends when every journey has ended in the store; a
+    journey still running after `give_up_after_days` is a stall, and raises."""
     waiting = sorted(arrivals, key=lambda a: a.day)
     cohort: dict[str, Patient] = {}
     began = await env.get_current_time()
@@ -189,6 +193,10 @@ async def run_clinic(
             progress(today, ended, len(cohort) + len(waiting))
         if not waiting and ended == len(cohort):
             break
+        if today > give_up_after_days:
+            raise RuntimeError(
+                f"{len(cohort) - ended} journeys still running after {today:.0f} simulated days"
+            )
         active = {pid: p for pid, p in cohort.items() if p.in_treatment}
         booked = board.recent_sessions(now - 8 * DAY)
         await asyncio.gather(
@@ -209,7 +217,9 @@ async def run_clinic(
                 [
                     _chart(p, env)
                     for pid, p in cohort.items()
-                    if not p.ended and p.phase is not None and _weekday(pid) == int(today) % 7
+                    if not p.ended
+                    and p.phase is not None
+                    and (p.phase == Phase.intake or _weekday(pid) == int(today) % 7)
                 ]
             )
         await advance(env, DAY if active or waiting else 7 * DAY)
