@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import os
-import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +30,7 @@ from infra.settings import load_settings
 from simulation.case_manager import CaseManager
 from simulation.cohort import Arrival, ClinicBoard, advance, bounded, run_clinic
 from simulation.patients import steady_attendance
-from simulation.workers import cpu_seconds, worker_env, worker_process
+from simulation.workers import child_named, cpu_by_process, worker_env, worker_process
 
 DAY = timedelta(days=1)
 STEP_DEADLINE = timedelta(minutes=10)
@@ -58,14 +56,14 @@ async def simulate(
     variables = worker_env(
         address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
     )
-    server = _child_named("temporal-test-server", address.rsplit(":", 1)[-1])
+    server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with contextlib.AsyncExitStack() as stack:
         pids = [
             (await stack.enter_async_context(worker_process(env.client, variables, number=i))).pid
             for i in range(1, workers + 1)
         ]
         stack.enter_context(env.auto_time_skipping_disabled())
-        cpu_before = _cpu(pids, server)
+        cpu_before = cpu_by_process(pids, server)
         watch = Stopwatch()
         protocol = ProgramCatalog(programs).load(DEFAULT_PROGRAM.stem)
         board = ClinicBoard(variables["CAREPATH_DATABASE_URL"])
@@ -85,7 +83,7 @@ async def simulate(
         # Ended in the store; each journey's run completes in the task that wrote it.
         outcomes: list[JourneyOutcome] = await bounded([h.result for h in handles])
         seconds = watch.seconds()
-        cpu_after = _cpu(pids, server)
+        cpu_after = cpu_by_process(pids, server)
         board.close()
         trouble = await troubles(env, handles)
     return {
@@ -117,10 +115,10 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
     variables = worker_env(
         address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
     )
-    server = _child_named("temporal-test-server", address.rsplit(":", 1)[-1])
+    server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with worker_process(env.client, variables, bare=True) as worker:
         with env.auto_time_skipping_disabled():
-            cpu_before = _cpu([worker.pid], server)
+            cpu_before = cpu_by_process([worker.pid], server)
             watch = Stopwatch()
             handles = await bounded(
                 [
@@ -138,37 +136,13 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
                 await advance(env, 30 * DAY)
             months = await bounded([h.result for h in handles])
             seconds = watch.seconds()
-            cpu_after = _cpu([worker.pid], server)
+            cpu_after = cpu_by_process([worker.pid], server)
     assert months == [12] * patients
     return {
         "patients": patients,
         "seconds": seconds,
         "patient_years_per_minute": patients / (seconds / 60),
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
-    }
-
-
-def _child_named(name: str, port: str) -> int | None:
-    """The PID of a child process of ours running `name` on `port` (this cohort's
-    time-skipping server: shards run several)."""
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-            except OSError:
-                continue
-            if any(name in part for part in command) and port in command:
-                return int(pid)
-    return None
-
-
-def _cpu(workers: list[int], server: int | None) -> dict[str, float]:
-    """CPU seconds so far: the worker processes, the time-skipping server, and this process
-    (the simulated case managers and the client)."""
-    return {
-        "worker": sum(cpu_seconds(pid) for pid in workers),
-        "server": cpu_seconds(server) if server is not None else 0.0,
-        "driver": time.process_time(),
     }
 
 

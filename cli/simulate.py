@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from temporalio.service import RPCError
+
 from cli.common import CliError, console
 from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.settings import Settings
@@ -19,6 +21,7 @@ from simulation.behaviour import BEHAVIOUR_FILE, Behaviour, load_behaviour
 from simulation.whatif import Plan, compare, copy_programs, table
 
 REAL_DAY = 86400
+EXIT_FAILED = 1
 MAX_PATIENTS = 10_000
 
 
@@ -143,9 +146,13 @@ async def _simulate(
             "clinic of its own"
         )
         bar = ProgressBar()
-        comparison = await compare(
-            dataclasses.replace(settings, programs_dir=programs), plan, behaviour, root, bar
-        )
+        try:
+            comparison = await compare(
+                dataclasses.replace(settings, programs_dir=programs), plan, behaviour, root, bar
+            )
+        except (RuntimeError, RPCError) as exc:  # a stalled cohort, a server that gave up
+            bar.done()
+            raise CliError(f"the simulation failed: {exc}", EXIT_FAILED) from None
         seconds = bar.done()
     console.print(table(comparison), highlight=False, soft_wrap=True)
     runs = plan.patients * len(plan.programs) * len(plan.seeds)

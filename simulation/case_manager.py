@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -40,6 +40,20 @@ from clinical.tasks import CLOSED_BY_ACTION
 from simulation.patients import Attendance
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
+
+
+@contextlib.contextmanager
+def moved_on() -> Iterator[None]:
+    """An update the workflow refused (it moved on: done meanwhile, discharged first), or
+    one sent as the workflow closed (a referral that just expired): the server then has no
+    such update ("not found"). Either way there is nothing left to do."""
+    try:
+        yield
+    except WorkflowUpdateFailedError:
+        pass
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
 
 
 class CaseManager:
@@ -109,7 +123,7 @@ class CaseManager:
         if not awaits_step_down_approval(status) or (status.episode, status.week) in self._asked:
             return
         self._asked.add((status.episode, status.week))
-        with contextlib.suppress(WorkflowUpdateFailedError):
+        with moved_on():
             await handle.execute_update(
                 PatientJourneyWorkflow.review_progress,
                 ProgressReview(
@@ -127,7 +141,7 @@ class CaseManager:
             return
         if all(f == "missed" for f in fates[-after_missed:]):
             self.discharged = True
-            with contextlib.suppress(WorkflowUpdateFailedError):  # it ended meanwhile
+            with moved_on():  # it ended meanwhile
                 await handle.execute_update(
                     PatientJourneyWorkflow.discharge,
                     DischargeRequest(
@@ -140,7 +154,7 @@ class CaseManager:
         rating than at intake)."""
         if (status.episode, status.phase, status.week) != (1, Phase.intensive, 3):
             return
-        with contextlib.suppress(WorkflowUpdateFailedError):  # e.g. a discharge came first
+        with moved_on():  # e.g. a discharge came first
             await handle.execute_update(
                 PatientJourneyWorkflow.report_relapse,
                 RelapseReport(
@@ -164,7 +178,7 @@ class CaseManager:
         if not status.schedule_conflict:
             return
         commitments = sorted(status.commitments, key=lambda c: c.kind != "childcare")
-        with contextlib.suppress(WorkflowUpdateFailedError):  # resolved meanwhile
+        with moved_on():  # resolved meanwhile
             await handle.execute_update(
                 PatientJourneyWorkflow.revise_commitments,
                 CommitmentsRevision(
@@ -197,7 +211,7 @@ class CaseManager:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return
             raise
-        with contextlib.suppress(WorkflowUpdateFailedError):  # the referral moved on
+        with moved_on():  # the referral moved on
             if status.stage == ReferralStage.awaiting_consent:
                 if rng.random() < 0.8:
                     await referral.execute_update(
@@ -229,7 +243,7 @@ class CaseManager:
 
 async def complete(handle: WorkflowHandle[Any, Any], task_key: str, case_manager_id: str) -> None:
     """Mark a task done, as `starter.py done` does."""
-    with contextlib.suppress(WorkflowUpdateFailedError):  # done meanwhile, or closed
+    with moved_on():  # done meanwhile, or closed
         await handle.execute_update(
             "complete_task", TaskDone(case_manager_id=case_manager_id, task_key=task_key)
         )

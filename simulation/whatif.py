@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import shutil
 import statistics
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,7 +35,13 @@ from simulation.behaviour import Behaviour, seeded
 from simulation.case_manager import CaseManager
 from simulation.cohort import DAY, Arrival, ClinicBoard, Run, advance, run_clinic
 from simulation.patients import synthetic_cohort
-from simulation.workers import register_search_attributes, worker_env, worker_process
+from simulation.workers import (
+    child_named,
+    cpu_by_process,
+    register_search_attributes,
+    worker_env,
+    worker_process,
+)
 
 TASK_QUEUE = "carepath-whatif"
 JOURNEY_DAYS = 480
@@ -131,8 +138,9 @@ async def run_program(
     behaviour: Behaviour,
     workdir: Path,
     progress: Callable[[float], None],
-) -> dict[str, float | None]:
-    """One program's run of the seed's cohort; its outcomes."""
+) -> tuple[dict[str, float | None], dict[str, float]]:
+    """One program's run of the seed's cohort: its outcomes, and the CPU seconds its
+    worker and server spent on it."""
     workdir.mkdir(parents=True)
     programs = settings.programs_dir
     protocol = ProgramCatalog(programs).load(program_id)
@@ -145,7 +153,10 @@ async def run_program(
             TASK_QUEUE,
             CAREPATH_SIMULATED_USE_RISK=str(behaviour.aftercare.use_risk),
         )
-        async with worker_process(env.client, variables):
+        address = variables["TEMPORAL_ADDRESS"]
+        server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
+        async with worker_process(env.client, variables) as worker:
+            cpu_before = cpu_by_process([worker.pid], server)
             now = await env.get_current_time()
             cohort = arrivals(plan, seed, now.date(), behaviour)
             span = cohort[-1].day + JOURNEY_DAYS
@@ -174,7 +185,9 @@ async def run_program(
                             min(day / span, 0.99) if ended < total else 1.0
                         ),
                     )
-                return outcomes(board.store, protocol, run)
+                cpu_after = cpu_by_process([worker.pid], server)
+                cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
+                return outcomes(board.store, protocol, run), cpu
             finally:
                 board.close()
 
@@ -242,6 +255,10 @@ def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str,
         "peak_seats": max(seats.values(), default=0),
         "facilitator_hours": statistics.mean(hours.values()) if hours else 0.0,
         "peak_facilitator_hours": max(hours.values(), default=0.0),
+        # Not shown as an outcome: what the run simulated, for its cost.
+        "patient_years": sum(
+            ((c[-1].at - c[0].at) / (365 * DAY) for c in changes.values() if c), 0.0
+        ),
     }
 
 
@@ -267,6 +284,9 @@ class Comparison:
     plan: Plan
     runs: dict[str, list[dict[str, float | None]]]
     """Each program's outcomes, one per seed."""
+    cpu: dict[str, float]
+    """CPU seconds of the workers, the servers and this process (the simulated clinic),
+    over every program and seed."""
 
 
 async def compare(
@@ -279,6 +299,7 @@ async def compare(
     """Each seed's cohort under each program (a seed's programs at once, each on its own
     server and worker)."""
     runs: dict[str, list[dict[str, float | None]]] = {p: [] for p in plan.programs}
+    cpu = {"worker": 0.0, "server": 0.0, "driver": -time.process_time()}
     done: dict[tuple[str, int], float] = {(p, s): 0.0 for p in plan.programs for s in plan.seeds}
 
     def told(key: tuple[str, int]) -> Callable[[float], None]:
@@ -303,9 +324,12 @@ async def compare(
                 for program in plan.programs
             )
         )
-        for program, outcome in zip(plan.programs, found, strict=True):
+        for program, (outcome, spent) in zip(plan.programs, found, strict=True):
             runs[program].append(outcome)
-    return Comparison(plan, runs)
+            cpu["worker"] += spent["worker"]
+            cpu["server"] += spent["server"]
+    cpu["driver"] += time.process_time()
+    return Comparison(plan, runs, cpu)
 
 
 def table(comparison: Comparison) -> str:
@@ -322,6 +346,14 @@ def table(comparison: Comparison) -> str:
             for p, c in zip(programs, columns, strict=True)
         ]
         lines.append(metric.label.ljust(width) + "  ".join(cells))
+    years = sum(r["patient_years"] or 0.0 for p in programs for r in comparison.runs[p])
+    if not years:
+        return "\n".join(lines)
+    worker, server, clinic = (comparison.cpu[k] / years for k in ("worker", "server", "driver"))
+    lines.append(
+        f"{years:.0f} simulated patient-years; CPU a patient-year: worker {worker:.2f} s, "
+        f"time-skipping server {server:.2f} s, simulated clinic {clinic:.2f} s"
+    )
     return "\n".join(lines)
 
 

@@ -172,3 +172,27 @@ async def register_search_attributes(client: Client) -> None:
             search_attributes={k.name: types[names[int(k.indexed_value_type)]] for k in ALL_KEYS},
         )
     )
+
+
+def child_named(name: str, port: str) -> int | None:
+    """The PID of a child process of ours running `name` on `port` (a cohort's
+    time-skipping server: shards and what-ifs run several)."""
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            except OSError:
+                continue
+            if any(name in part for part in command) and port in command:
+                return int(pid)
+    return None
+
+
+def cpu_by_process(workers: list[int], server: int | None) -> dict[str, float]:
+    """CPU seconds so far: the worker processes, the time-skipping server, and this process
+    (the simulated case managers and the client)."""
+    return {
+        "worker": sum(cpu_seconds(pid) for pid in workers),
+        "server": cpu_seconds(server) if server is not None else 0.0,
+        "driver": time.process_time(),
+    }

@@ -57,6 +57,7 @@ async def test_a_what_if_shows_the_shorter_intensive_phase(tmp_path: Path) -> No
     assert told[-1] == 1.0 and told == sorted(told)
     lines = table(comparison).splitlines()
     assert "weeks-6" in lines[0] and "weeks-8" in lines[0]
+    assert "simulated patient-years; CPU a patient-year: worker" in lines[-1]
 
 
 def test_every_what_if_starts_on_a_monday_in_february_of_the_coming_year() -> None:
