@@ -79,10 +79,10 @@ METRICS = (
     Metric("relinked", "re-linked to care after use reported in aftercare", "%"),
     Metric("check_in_reach", "aftercare check-ins reached", "%"),
     Metric("referral_closure", "referrals completed by the partner", "%"),
-    Metric("tasks_per_cm_week", "case-manager tasks per case manager per week", "tasks"),
+    Metric("tasks_per_cm_week", "tasks per case manager per week (whole run)", "tasks"),
     Metric("peak_tasks_per_cm_week", "... in the busiest week", "tasks"),
     Metric("peak_seats", "seats needed at the busiest group session", "seats"),
-    Metric("facilitator_hours", "facilitator hours per week (mean of weeks in session)", "hours"),
+    Metric("facilitator_hours", "clinician hours per week (mean of weeks with groups)", "hours"),
     Metric("peak_facilitator_hours", "... in the busiest week", "hours"),
 )
 
@@ -218,26 +218,33 @@ def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str,
 
     referrals = store.referrals()
     tasks = store.tasks(include_done=True)
-    per_week = Counter(_week(t.created_at) for t in tasks)
+    # The store stamps a task's creation with the wall clock; its due date is the
+    # journey's (simulated) time, its kind's days after it opened.
+    per_week = Counter(
+        _week(t.due_at - timedelta(days=protocol.tasks.days_for(t.kind)))
+        for t in tasks
+        if t.due_at is not None
+    )
     run_weeks = max(run.virtual_days / 7, 1)
 
     site_of = {p.patient_id: p.site_id for p in patients}
     group = set(protocol.schedule.group_session_types)
     held = [a for a in booked if a.status != "cancelled"]
-    # A group session is one facilitator's, however many patients it seats; individual
-    # therapy is a clinician's hour each.
-    seats: Counter[tuple[str, datetime, str]] = Counter()
-    sessions: dict[tuple[str, datetime, str], float] = {}
+    # A group visit (a site's slot) is one facilitator's, however many patients it seats
+    # and whichever topic each follows; individual therapy is a clinician's hour each.
+    seats: Counter[tuple[str, datetime]] = Counter()
+    visits: dict[tuple[str, datetime], float] = {}
     hours: defaultdict[date, float] = defaultdict(float)
     for a in held:
         if a.session_type in group:
-            key = (site_of[a.patient_id], a.starts_at, a.session_type)
-            sessions[key] = a.hours
-            seats[key] += a.modality == "in_person"
+            visit = (site_of[a.patient_id], a.starts_at)
+            visits[visit] = max(visits.get(visit, 0.0), a.hours)
+            seats[visit] += a.modality == "in_person"
         else:
             hours[_week(a.starts_at)] += a.hours
-    for (_, starts_at, _), length in sessions.items():
+    for (_, starts_at), length in visits.items():
         hours[_week(starts_at)] += length
+    in_session = [hours[w] for w in {_week(at) for _, at in visits}]
     return {
         "treatment_completed": _share(len(in_aftercare), n),
         "journey_completed": _share(final[Phase.completed], n),
@@ -253,7 +260,7 @@ def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str,
         "tasks_per_cm_week": len(tasks) / len(CASE_MANAGERS) / run_weeks,
         "peak_tasks_per_cm_week": max(per_week.values(), default=0) / len(CASE_MANAGERS),
         "peak_seats": max(seats.values(), default=0),
-        "facilitator_hours": statistics.mean(hours.values()) if hours else 0.0,
+        "facilitator_hours": statistics.mean(in_session) if in_session else 0.0,
         "peak_facilitator_hours": max(hours.values(), default=0.0),
         # Not shown as an outcome: what the run simulated, for its cost.
         "patient_years": sum(
