@@ -33,7 +33,7 @@ from infra.temporal import data_converter
 from services.enrolment import enrol, journey_input
 from simulation.behaviour import Behaviour, seeded
 from simulation.case_manager import CaseManager
-from simulation.cohort import DAY, Arrival, ClinicBoard, Run, advance, run_clinic
+from simulation.cohort import DAY, Arrival, ClinicBoard, advance, run_clinic
 from simulation.patients import synthetic_cohort
 from simulation.workers import (
     child_named,
@@ -79,10 +79,10 @@ METRICS = (
     Metric("relinked", "re-linked to care after use reported in aftercare", "%"),
     Metric("check_in_reach", "aftercare check-ins reached", "%"),
     Metric("referral_closure", "referrals completed by the partner", "%"),
-    Metric("tasks_per_cm_week", "tasks per case manager per week (whole run)", "tasks"),
+    Metric("tasks_per_cm_week", "tasks per case manager per week (weeks with groups)", "tasks"),
     Metric("peak_tasks_per_cm_week", "... in the busiest week", "tasks"),
     Metric("peak_seats", "seats needed at the busiest group session", "seats"),
-    Metric("facilitator_hours", "clinician hours per week (mean of weeks with groups)", "hours"),
+    Metric("facilitator_hours", "clinician hours per week (weeks with groups)", "hours"),
     Metric("peak_facilitator_hours", "... in the busiest week", "hours"),
 )
 
@@ -173,7 +173,7 @@ async def run_program(
             )
             try:
                 with env.auto_time_skipping_disabled():
-                    run = await run_clinic(
+                    await run_clinic(
                         env,
                         start,
                         cohort,
@@ -187,12 +187,12 @@ async def run_program(
                     )
                 cpu_after = cpu_by_process([worker.pid], server)
                 cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
-                return outcomes(board.store, protocol, run), cpu
+                return outcomes(board.store, protocol), cpu
             finally:
                 board.close()
 
 
-def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str, float | None]:
+def outcomes(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | None]:
     """The run's outcomes, from its store (as the clinic's reports read theirs)."""
     patients = store.patients()
     n = len(patients)
@@ -225,7 +225,6 @@ def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str,
         for t in tasks
         if t.due_at is not None
     )
-    run_weeks = max(run.virtual_days / 7, 1)
 
     site_of = {p.patient_id: p.site_id for p in patients}
     group = set(protocol.schedule.group_session_types)
@@ -244,7 +243,9 @@ def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str,
             hours[_week(a.starts_at)] += a.hours
     for (_, starts_at), length in visits.items():
         hours[_week(starts_at)] += length
-    in_session = [hours[w] for w in {_week(at) for _, at in visits}]
+    # Weeks with groups: the weeks anyone was in treatment (not the aftercare tail).
+    treating = {_week(at) for _, at in visits}
+    in_session = [hours[w] for w in treating]
     return {
         "treatment_completed": _share(len(in_aftercare), n),
         "journey_completed": _share(final[Phase.completed], n),
@@ -257,7 +258,9 @@ def outcomes(store: CareStore, protocol: ProgramProtocol, run: Run) -> dict[str,
             sum(r.outcome is not None and r.outcome.value == "completed" for r in referrals),
             len(referrals),
         ),
-        "tasks_per_cm_week": len(tasks) / len(CASE_MANAGERS) / run_weeks,
+        "tasks_per_cm_week": (
+            statistics.mean(per_week[w] for w in treating) / len(CASE_MANAGERS) if treating else 0.0
+        ),
         "peak_tasks_per_cm_week": max(per_week.values(), default=0) / len(CASE_MANAGERS),
         "peak_seats": max(seats.values(), default=0),
         "facilitator_hours": statistics.mean(in_session) if in_session else 0.0,
