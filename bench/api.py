@@ -28,15 +28,7 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from bench.bare import BareJourney, BareScript, BareStep
-from bench.common import (
-    dev_server,
-    latency_summary,
-    program_dir,
-    quiet,
-    worker_env,
-    worker_process,
-)
-from bench.latency import _bounded
+from bench.common import dev_server, latency_summary, program_dir
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
 from clinical.assessment import Enrolment
 from clinical.requests import AttendanceMark, AttendanceSheet
@@ -46,6 +38,8 @@ from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore
 from infra.store.api_clients import ApiClients
 from infra.webhooks import add_sender, signature
+from simulation.cohort import bounded
+from simulation.workers import quiet, worker_env, worker_process
 from workflows.patient_journey import PatientJourneyWorkflow
 
 BARE_QUEUE = "bench-bare"
@@ -121,10 +115,8 @@ async def run(
             worker_process(client, bare_env, bare=True) as bare_worker,
         ):
             caseload = [enrolment("default-iop") for _ in range(active - measured)]
-            await _bounded(
-                [functools.partial(start_journey, client, settings, e) for e in caseload]
-            )
-            started = await _bounded(
+            await bounded([functools.partial(start_journey, client, settings, e) for e in caseload])
+            started = await bounded(
                 [lambda: start_journey(client, settings, enrolment(PROGRAM))] * measured
             )
             await asyncio.gather(*(first_run_ends(h) for h in started))
