@@ -34,6 +34,7 @@ SERVICES = {
     "temporal-ui",
     "codec-server",
     "console",
+    "deliver",
     "worker",
     "cli",
 }
