@@ -29,8 +29,6 @@ from clinical.assessment import DIMENSIONS, parse_commitment
 from clinical.identifiers import (
     CaseManagerId,
     PatientId,
-    is_referral_workflow_id,
-    journey_workflow_id,
     referral_workflow_id,
 )
 from clinical.phases import ACTIVE_PHASES
@@ -52,6 +50,7 @@ from clinical.requests import (
 from infra.settings import Settings
 from infra.store import InboxTask
 from operators.outcomes import percent
+from services.journeys import task_completion
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -302,12 +301,7 @@ async def cmd_done(args: argparse.Namespace, settings: Settings) -> int:
     if not task.open:
         raise CliError(f"task {args.task} is already done (by {task.completed_by})", EXIT_REFUSED)
     request = make_request(TaskDone, case_manager_id=args.case_manager, task_key=task.key)
-    workflow_id = task.workflow_id or journey_workflow_id(task.patient_id)
-    update: Any = (
-        ReferralWorkflow.complete_task
-        if is_referral_workflow_id(workflow_id)
-        else PatientJourneyWorkflow.complete_task
-    )
+    update, workflow_id = task_completion(task)
     message = await send_update(settings, task.patient_id, update, request, workflow_id=workflow_id)
     console.print(f"task {args.task} ({task.patient_id}): {message}")
     return 0

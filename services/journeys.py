@@ -25,9 +25,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from clinical.identifiers import journey_workflow_id
+from clinical.identifiers import is_referral_workflow_id, journey_workflow_id
 from clinical.status import JourneyStatus
+from infra.store import InboxTask
 from workflows.patient_journey import PatientJourneyWorkflow
+from workflows.referral import ReferralWorkflow
 
 # A query or update needs a worker to answer; don't leave a case manager waiting.
 ANSWER_TIMEOUT = timedelta(seconds=15)
@@ -66,6 +68,15 @@ async def worker_running(client: Client, task_queue: str) -> bool:
         return True  # cannot tell: let the request itself say what happens
     recent = datetime.now(UTC) - timedelta(seconds=60)
     return any(p.last_access_time.ToDatetime(tzinfo=UTC) > recent for p in described.pollers)
+
+
+def task_completion(task: InboxTask) -> tuple[Any, str]:
+    """Where marking a task done goes: the update of the workflow that opened it (the
+    journey or a referral loop), which decides what done means, and that workflow's ID."""
+    workflow_id = task.workflow_id or journey_workflow_id(task.patient_id)
+    if is_referral_workflow_id(workflow_id):
+        return ReferralWorkflow.complete_task, workflow_id
+    return PatientJourneyWorkflow.complete_task, workflow_id
 
 
 async def deliver(

@@ -505,7 +505,9 @@ def _relapse_record() -> JourneyRecord:
 
 
 def test_every_exported_resource_carries_the_part2_labels() -> None:
-    text = journey_bundle(_relapse_record(), datetime.now(UTC)).model_dump_json()
+    # An export instant of its own: nothing here may read the day the suite runs.
+    exported_at = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
+    text = journey_bundle(_relapse_record(), exported_at).model_dump_json()
     bundle = json.loads(text)
     resources = [e["resource"] for e in bundle["entry"]]
     assert {r["resourceType"] for r in resources} >= {"Patient", "EpisodeOfCare", "Appointment"}

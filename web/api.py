@@ -29,8 +29,6 @@ from clinical.assessment import DimensionRatings, Enrolment, SocialNeed
 from clinical.disclosures import accounting_since
 from clinical.identifiers import (
     PatientId,
-    is_referral_workflow_id,
-    journey_workflow_id,
     referral_workflow_id,
 )
 from clinical.protocol import ProgramCatalog, describe_validation_error
@@ -52,7 +50,14 @@ from operators import report
 from operators.caseload import Scope, inbox
 from operators.snapshot import stored_snapshot
 from services.enrolment import EnrolmentRefused, enrol, journey_input
-from services.journeys import RequestFailed, Why, deliver, query_status, worker_running
+from services.journeys import (
+    RequestFailed,
+    Why,
+    deliver,
+    query_status,
+    task_completion,
+    worker_running,
+)
 from web.actions import ACTIONS
 from web.api_security import (
     API,
@@ -523,12 +528,7 @@ def install(app: FastAPI) -> None:
             # died: the workflow answers that (it dedupes the key), or refuses.
             if not open_task.open and update_id is None:
                 raise Problem(409, f"task {task_id} is already done (by {open_task.completed_by})")
-            workflow_id = open_task.workflow_id or journey_workflow_id(pid)
-            update: Any = (
-                ReferralWorkflow.complete_task
-                if is_referral_workflow_id(workflow_id)
-                else PatientJourneyWorkflow.complete_task
-            )
+            update, workflow_id = task_completion(open_task)
             done = TaskDone(case_manager_id=open_task.case_manager_id, task_key=open_task.key)
             message = await deliver_to(console, pid, update, done, workflow_id, update_id)
             return 200, Answer(message=f"task {task_id} ({pid}): {message}")

@@ -13,18 +13,23 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from clinical.disclosures import accounting_since
-from clinical.identifiers import PatientId, is_referral_workflow_id, journey_workflow_id
+from clinical.identifiers import PatientId
 from clinical.requests import TaskDone
 from clinical.status import JourneyStatus
 from infra.store.accounts import Role, User
 from operators.caseload import CaseloadRow, Scope, caseload, inbox, overdue
 from operators.snapshot import StoredSnapshot, stored_snapshot
-from services.journeys import RequestFailed, Why, deliver, query_status, worker_running
+from services.journeys import (
+    RequestFailed,
+    Why,
+    deliver,
+    query_status,
+    task_completion,
+    worker_running,
+)
 from web.actions import ACTIONS, SUPERVISOR_ACTIONS, ActionRefused
 from web.context import Console, console_of, page
 from web.security import Forbidden, NotFound, Visitor, allow
-from workflows.patient_journey import PatientJourneyWorkflow
-from workflows.referral import ReferralWorkflow
 
 RISK_ORDER = {"high": 0, "moderate": 1, "low": 2}
 SORTS: dict[str, Callable[[CaseloadRow], Any]] = {
@@ -236,12 +241,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
                 409,
             )
         assert visitor.user.case_manager_id is not None
-        workflow_id = found.workflow_id or journey_workflow_id(pid)
-        update: Any = (
-            ReferralWorkflow.complete_task
-            if is_referral_workflow_id(workflow_id)
-            else PatientJourneyWorkflow.complete_task
-        )
+        update, workflow_id = task_completion(found)
         done = TaskDone(case_manager_id=visitor.user.case_manager_id, task_key=found.key)
         try:
             client = await console.connect()
