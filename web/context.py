@@ -21,6 +21,7 @@ from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore, User
 from infra.store.api_clients import ApiClients
 from infra.webhooks import WebhookSender
+from services.journeys import RequestFailed, worker_running
 from web.oidc import OidcSignIn
 from web.security import RateLimit, client_address
 
@@ -50,6 +51,15 @@ class Console:
     api_limit: RateLimit = field(default_factory=RateLimit)
     senders: dict[str, WebhookSender] = field(default_factory=dict)
     """Who may send events, by name (infra.webhooks)."""
+
+    async def engine(self) -> Client | None:
+        """The engine's client while a worker polls; None when Temporal or every worker is
+        down (pages then read the store)."""
+        try:
+            client = await self.connect()
+            return client if await worker_running(client, self.settings.task_queue) else None
+        except RequestFailed:
+            return None
 
     def zone_of(self, site_id: str) -> tzinfo:
         site = self.sites.sites.get(site_id)

@@ -25,7 +25,6 @@ from services.journeys import (
     deliver,
     query_status,
     task_completion,
-    worker_running,
 )
 from web.actions import ACTIONS, SUPERVISOR_ACTIONS, ActionRefused
 from web.context import Console, console_of, page
@@ -71,25 +70,6 @@ def patient_in_scope(console: Console, request: Request, user: User, patient_id:
     return valid
 
 
-async def _live_status(console: Console) -> Callable[[str], Awaitable[JourneyStatus | None]]:
-    """The journey's own status where a worker answers; None where none runs."""
-    try:
-        client = await console.connect()
-        running = await worker_running(client, console.settings.task_queue)
-    except RequestFailed:
-        running = False
-
-    async def status(patient_id: str) -> JourneyStatus | None:
-        if not running:
-            return None
-        try:
-            return await query_status(client, patient_id)
-        except RequestFailed:
-            return None
-
-    return status
-
-
 async def chart_of(
     console: Console, patient_id: str
 ) -> tuple[JourneyStatus | None, StoredSnapshot | None]:
@@ -97,7 +77,12 @@ async def chart_of(
     snapshot = stored_snapshot(
         console.store, patient_id, console.zone_of(found.site_id if found else "")
     )
-    status = await (await _live_status(console))(patient_id)
+    client, status = await console.engine(), None
+    if client is not None:
+        try:
+            status = await query_status(client, patient_id)
+        except RequestFailed:
+            status = None  # the worker went away meanwhile: the store's view stands
     return status, snapshot
 
 

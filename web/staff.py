@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse, Response
 from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
 from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.store.accounts import Role
-from services.journeys import RequestFailed, worker_running
 from web.context import Console, console_of, page
 from web.security import Visitor, allow
 
@@ -48,10 +47,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
     @allow(Role.operator)
     async def operations(request: Request, visitor: Visitor = seen) -> Response:
         console = console_of(request)
-        try:
-            engine = await worker_running(await console.connect(), console.settings.task_queue)
-        except RequestFailed:
-            engine = False
+        engine = await console.engine() is not None
         census = console.store.census()
         console.record(request, visitor.user, "view operations")
         return page(
