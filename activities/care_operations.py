@@ -7,6 +7,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities import group_seats
 from activities.partners import PartnerServices
 from activities.records import (
     BookingResult,
@@ -16,6 +17,9 @@ from activities.records import (
     CaseManagerTask,
     ConsentRecord,
     FollowUpCallRequest,
+    GroupPlacement,
+    GroupPlacementRequest,
+    GroupRelease,
     IntakeRecord,
     PhaseChangeRecord,
     ReassignmentRecord,
@@ -23,6 +27,7 @@ from activities.records import (
     ReferralDispatch,
     ReferralRecord,
     ReferralReminder,
+    SeatHandedOn,
     SessionBooking,
     SessionStatusChange,
     TaskCompletion,
@@ -95,6 +100,8 @@ class CareOperations:
             self.close_referral,
             self.record_consent,
             self.record_reassignment,
+            self.place_in_group,
+            self.leave_groups,
         ]
 
     @activity.defn
@@ -106,6 +113,23 @@ class CareOperations:
             raise ApplicationError(
                 str(exc), type=NON_RETRYABLE_PROTOCOL, non_retryable=True
             ) from None
+
+    @activity.defn
+    def place_in_group(self, request: GroupPlacementRequest) -> GroupPlacement:
+        """A seat in a fitting group track, else a place on its waitlist (idempotent)."""
+        placed = group_seats.place(self.store, request)
+        log.info(
+            "group_placement",
+            patient_id=request.patient_id,
+            track=placed.track_id,
+            waiting_for=placed.waiting_for,
+        )
+        return placed
+
+    @activity.defn
+    def leave_groups(self, release: GroupRelease) -> tuple[SeatHandedOn, ...]:
+        """The patient's seats and waitlist places go; freed seats to those waiting."""
+        return group_seats.release(self.store, release)
 
     @activity.defn
     def record_intake(self, intake: IntakeRecord) -> bool:

@@ -4,14 +4,16 @@ workflow code."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from clinical.aftercare import CallOutcome, CheckIn
-from clinical.assessment import ContactWindow, Enrolment
+from clinical.assessment import Assessment, ContactWindow, Enrolment
 from clinical.attendance import SessionRecord
 from clinical.careplan import CarePlan, SessionSpec
 from clinical.placement import Placement
+from clinical.protocol import ProgramProtocol
 from clinical.referrals import ReferralInput
 from clinical.reminders import Reminder
 from clinical.tasks import TaskKind
@@ -250,3 +252,49 @@ class FollowUpCallRequest(_Record):
 class CallResult(_Record):
     outcome: CallOutcome
     check_in: CheckIn | None = None
+
+
+class GroupPlacementRequest(_Record):
+    """Place the patient in a group track of their site for `phase` (the seat idempotent:
+    a patient already seated in a fitting track keeps that seat)."""
+
+    patient_id: str
+    program_id: str
+    site_id: str
+    level: str
+    phase: Literal["intensive", "step_down"]
+    assessment: Assessment
+    protocol: ProgramProtocol
+    at: datetime
+    waitlist: bool = True
+    """Join the best track's waitlist when every fitting track is full (False: stay
+    unplaced)."""
+
+
+class SeatHandedOn(_Record):
+    """A seat that went to a patient waiting for it, whose journey must be told."""
+
+    patient_id: str
+    track_id: str
+
+
+class GroupPlacement(_Record):
+    """Where the patient is: seated in `track_id`, waiting for `waiting_for` (with
+    `ahead` before them), or neither (`reasons` say why no track fits)."""
+
+    track_id: str | None = None
+    waiting_for: str | None = None
+    ahead: int = 0
+    alternatives: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    handed_on: tuple[SeatHandedOn, ...] = ()
+
+
+class GroupRelease(_Record):
+    """The patient leaves these tracks (seat or waitlist place) at `at`."""
+
+    patient_id: str
+    program_id: str
+    track_ids: tuple[str, ...]
+    protocol: ProgramProtocol
+    at: datetime

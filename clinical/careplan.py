@@ -3,7 +3,7 @@ life, and the sessions each week books."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time
 from itertools import combinations
 from typing import Literal, TypeVar
@@ -14,7 +14,7 @@ from clinical.assessment import Assessment, Weekday
 from clinical.clock import ProgramClock
 from clinical.phases import Phase
 from clinical.placement import Placement
-from clinical.protocol import ProgramProtocol, SessionPattern
+from clinical.protocol import GroupTrack, ProgramProtocol, SessionPattern
 
 Modality = Literal["in_person", "telehealth"]
 
@@ -200,15 +200,11 @@ def intensive_weeks(assessment: Assessment, protocol: ProgramProtocol) -> int:
     return min(cfg.min_weeks + extra, cfg.max_weeks)
 
 
-def plan_care(assessment: Assessment, placement: Placement, protocol: ProgramProtocol) -> CarePlan:
-    """The stages of care after intake for a placement, each with a fitted weekly schedule.
-
-    Intensive levels run the intensive phase, then step-down (a taper below the IOP floor,
-    then outpatient care). An outpatient placement goes straight to the outpatient weeks.
-    A referral out has no stages."""
+def _stages_wanted(
+    assessment: Assessment, placement: Placement, protocol: ProgramProtocol
+) -> list[tuple[Phase, str, int, SessionPattern]]:
+    """The plan's stages before fitting: phase, level, weeks and weekly pattern."""
     weeks = intensive_weeks(assessment, protocol)
-    if placement.refers_out:
-        return CarePlan(placement=placement, intensive_weeks=0, stages=())
     sd = protocol.step_down
     wanted: list[tuple[Phase, str, int, SessionPattern]] = []
     if placement.level in protocol.intensive.levels:
@@ -217,13 +213,24 @@ def plan_care(assessment: Assessment, placement: Placement, protocol: ProgramPro
         )
         if sd.taper_weeks:
             wanted.append((Phase.step_down, sd.taper_level, sd.taper_weeks, sd.taper))
-    else:
-        weeks = 0
     if sd.outpatient_weeks:
         outpatient = protocol.levels[sd.outpatient_level].pattern
         wanted.append((Phase.step_down, sd.outpatient_level, sd.outpatient_weeks, outpatient))
+    return wanted
+
+
+def plan_care(assessment: Assessment, placement: Placement, protocol: ProgramProtocol) -> CarePlan:
+    """The stages of care after intake for a placement, each with a fitted weekly schedule.
+
+    Intensive levels run the intensive phase, then step-down (a taper below the IOP floor,
+    then outpatient care). An outpatient placement goes straight to the outpatient weeks.
+    A referral out has no stages."""
+    if placement.refers_out:
+        return CarePlan(placement=placement, intensive_weeks=0, stages=())
+    in_intensive = placement.level in protocol.intensive.levels
+    weeks = intensive_weeks(assessment, protocol) if in_intensive else 0
     stages: list[PlanStage] = []
-    for phase, level, n_weeks, pattern in wanted:
+    for phase, level, n_weeks, pattern in _stages_wanted(assessment, placement, protocol):
         fitted = fit_week(assessment, level, pattern, protocol)
         if isinstance(fitted, ScheduleConflict):
             return CarePlan(
@@ -231,6 +238,63 @@ def plan_care(assessment: Assessment, placement: Placement, protocol: ProgramPro
             )
         stages.append(PlanStage(phase=phase, level=level, weeks=n_weeks, schedule=fitted))
     return CarePlan(placement=placement, intensive_weeks=weeks, stages=tuple(stages))
+
+
+def fit_track_week(
+    assessment: Assessment,
+    level: str,
+    pattern: SessionPattern,
+    track: GroupTrack,
+    protocol: ProgramProtocol,
+) -> WeeklySchedule | None:
+    """A week of the pattern's group visits on the track's days and hour (spread over them
+    when the pattern has fewer visits than the track meets), with the individual session
+    next to one; None when the patient's commitments leave no room for it."""
+    busy: dict[int, list[tuple[int, int]]] = {i: [] for i in range(7)}
+    for c in assessment.commitments:
+        busy[c.weekday.number].append((minutes_of(c.start), minutes_of(c.end)))
+    start = minutes_of(track.start)
+    visit_minutes = round(pattern.visit_hours * 60)
+    days = [d.number for d in track.weekdays]
+    if not all(is_free(busy[d], start, start + visit_minutes) for d in days):
+        return None
+    chosen = _spread_days(days, pattern.visits_per_week)
+    weekdays = list(Weekday)
+    sessions = [
+        PlannedSession(
+            weekday=weekdays[d], start=track.start, hours=pattern.visit_hours, kind="group"
+        )
+        for d in chosen
+    ]
+    if pattern.individual_hours > 0:
+        individual = _place_individual(
+            chosen, {d: start for d in chosen}, busy, visit_minutes, pattern
+        )
+        if individual is None:
+            return None
+        sessions.append(individual)
+    sessions.sort(key=lambda s: (s.weekday.number, s.start))
+    modality: Modality = "telehealth" if uses_telehealth(assessment, protocol) else "in_person"
+    return WeeklySchedule(level=level, modality=modality, sessions=tuple(sessions))
+
+
+def on_tracks(
+    plan: CarePlan,
+    assessment: Assessment,
+    protocol: ProgramProtocol,
+    tracks: Mapping[Phase, GroupTrack],
+) -> CarePlan:
+    """The plan with each phase that has a group track meeting on the track's days and hour
+    (a stage the track cannot hold for this patient keeps its own schedule)."""
+    wanted = _stages_wanted(assessment, plan.placement, protocol)
+    stages = []
+    for stage, (_, _, _, pattern) in zip(plan.stages, wanted, strict=False):
+        track = tracks.get(stage.phase)
+        fitted = None
+        if track is not None:
+            fitted = fit_track_week(assessment, stage.level, pattern, track, protocol)
+        stages.append(stage if fitted is None else stage.model_copy(update={"schedule": fitted}))
+    return plan.model_copy(update={"stages": tuple(stages)})
 
 
 class SessionSpec(_Frozen):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +53,20 @@ class NoTrackFits(_Strict):
     reasons: tuple[str, ...]
 
 
+TrackPhase = Literal["intensive", "step_down"]
+
+
+def tracks_for(
+    protocol: ProgramProtocol, site_id: str, level: str, phase: TrackPhase = "intensive"
+) -> list[GroupTrack]:
+    """The site's tracks a patient at `level` could join in `phase`, in the program's order."""
+    return [
+        t
+        for t in protocol.groups.tracks
+        if t.site == site_id and t.phase == phase and (phase == "step_down" or t.level == level)
+    ]
+
+
 def _opens(track: GroupTrack, load: TrackLoad) -> bool:
     return load.waiting == 0 and load.taken < track.capacity
 
@@ -83,13 +98,16 @@ def choose_track(
     site_id: str,
     protocol: ProgramProtocol,
     loads: Mapping[str, TrackLoad],
+    phase: TrackPhase = "intensive",
 ) -> TrackSeat | TrackWaitlist | NoTrackFits:
-    """The track for a patient at `site_id` placed at `level`: the fitting track with the
+    """The track for a patient at `site_id` placed at `level` (an intensive track) or
+    stepping down (a step-down track, whatever its level): the fitting track with the
     most free seats (the program's order breaks ties); when every fitting track is full,
     the waitlist with the fewest ahead of the patient."""
-    candidates = [t for t in protocol.groups.tracks if t.site == site_id and t.level == level]
+    candidates = tracks_for(protocol, site_id, level, phase)
     if not candidates:
-        return NoTrackFits(reasons=(f"no level {level} track at site {site_id}",))
+        what = f"level {level}" if phase == "intensive" else "step-down"
+        return NoTrackFits(reasons=(f"no {what} track at site {site_id}",))
     telehealth = uses_telehealth(assessment, protocol)
     fitting: list[tuple[int, GroupTrack, TrackLoad]] = []
     reasons: list[str] = []

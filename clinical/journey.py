@@ -17,7 +17,7 @@ from clinical.careplan import CarePlan, plan_care
 from clinical.clock import ProgramClock
 from clinical.phases import Phase
 from clinical.placement import Placement, place, place_enrolment, risk_level
-from clinical.protocol import ProgramProtocol
+from clinical.protocol import GroupTrack, ProgramProtocol
 from clinical.requests import DischargeRequest, RequestRefused
 from clinical.sites import Closure, ClosureCalendar, Site
 from clinical.tasks import JourneyTask
@@ -88,6 +88,10 @@ class JourneyState(BaseModel):
     alumni_attended: list[str] = []
     family_consent: bool | None = None
     """Consent to family involvement as changed since enrolment (None: as enrolled)."""
+    group_tracks: dict[str, str] = {}
+    """The group track the patient holds a seat in, by phase (`intensive`, `step_down`)."""
+    group_waiting: str | None = None
+    """The track whose waitlist the patient is on (their journey waits in intake)."""
     closures: ClosureCalendar | None = None
     """The site's closed days (holidays, announced closures). None: a journey enrolled before
     sites had zones, on the UTC calendar it started on, which takes no closures."""
@@ -95,6 +99,15 @@ class JourneyState(BaseModel):
     def closed(self, day: date) -> str | None:
         """Why the site is closed on a local date (None when open, or no site calendar)."""
         return None if self.closures is None else self.closures.closed(day)
+
+    def placed_tracks(self) -> dict[Phase, GroupTrack]:
+        """The tracks the patient is seated in, by phase (those the program still has)."""
+        tracks = {t.id: t for t in self.protocol.groups.tracks}
+        return {
+            Phase(phase): tracks[track_id]
+            for phase, track_id in self.group_tracks.items()
+            if track_id in tracks
+        }
 
     @property
     def family_involved(self) -> bool:

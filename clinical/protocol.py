@@ -283,6 +283,10 @@ class GroupTrack(_Strict):
     capacity: Annotated[int, Field(ge=1, le=50)]
     facilitators: tuple[StaffName, ...] = Field(min_length=1, max_length=3)
     room: Annotated[str, Field(min_length=1, max_length=48)] | None = None
+    phase: Literal["intensive", "step_down"] = "intensive"
+    """Intensive tracks hold the intensive phase's patients at their level; step-down
+    tracks hold patients through every step-down stage (a patient moves to one at
+    step-down, freeing their intensive seat)."""
     telehealth_link: Annotated[str, Field(pattern=r"^https://[^\s]{4,200}$")] | None = None
 
     @model_validator(mode="after")
@@ -387,12 +391,23 @@ class ProgramProtocol(_Strict):
                     f"{where}: session type(s) {', '.join(sorted(unknown))} are not in "
                     "schedule.group_session_types"
                 )
-            visits = self.levels[track.level].pattern.visits_per_week
-            if len(track.weekdays) < visits:
-                raise ValueError(
-                    f"{where}: meets {len(track.weekdays)} day(s) a week; "
-                    f"level {track.level} needs {visits}"
-                )
+            for level, pattern in self._patterns_of(track):
+                if len(track.weekdays) < pattern.visits_per_week:
+                    raise ValueError(
+                        f"{where}: meets {len(track.weekdays)} day(s) a week; "
+                        f"level {level} needs {pattern.visits_per_week}"
+                    )
+
+    def _patterns_of(self, track: GroupTrack) -> list[tuple[str, SessionPattern]]:
+        """The weekly patterns a track's patients follow: its level's in the intensive
+        phase, the step-down stages' in step-down."""
+        if track.phase == "intensive":
+            return [(track.level, self.levels[track.level].pattern)]
+        sd = self.step_down
+        return [
+            (sd.taper_level, sd.taper),
+            (sd.outpatient_level, self.levels[sd.outpatient_level].pattern),
+        ]
 
     def day_seconds(self, days: float) -> float:
         return days * self.clock.seconds_per_day

@@ -41,6 +41,10 @@ class JourneyStatus(BaseModel):
     open_tasks: list[JourneyTask]
     referrals: list[ReferralRef]
     alumni_attended: list[str] = []
+    group_tracks: dict[str, str] = {}
+    """The group track the patient is seated in, by phase."""
+    group_waiting: str | None = None
+    """The group track whose waitlist the patient is on."""
     step_down_approved: bool
     commitments: tuple[Commitment, ...]
     attendance: AttendanceSummary
@@ -118,6 +122,8 @@ def status_of(state: JourneyState, now: datetime) -> JourneyStatus:
         open_tasks=[t for t in state.tasks if t.is_open],
         referrals=state.referrals,
         alumni_attended=state.alumni_attended,
+        group_tracks=state.group_tracks,
+        group_waiting=state.group_waiting,
         step_down_approved=state.step_down_approved,
         commitments=state.assessment.commitments,
         attendance=summary,

@@ -24,6 +24,7 @@ TaskKind = Literal[
     "clinical_follow_up",
     "aftercare_support",
     "closure_make_up",
+    "group_waitlist",
 ]
 
 

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from activities import group_seats
+from activities.records import GroupPlacement, GroupPlacementRequest, GroupRelease, SeatHandedOn
 from cli.main import main as cli_main
 from clinical.groups import TrackLoad
 from clinical.identifiers import new_patient_id
-from clinical.protocol import ProgramCatalog
+from clinical.protocol import ProgramCatalog, ProgramProtocol
 from infra.settings import load_settings
 from infra.store import CareStore, SeatGiven
 from tests.console_support import store_only_console
-from tests.support import PROGRAMS
+from tests.support import PROGRAMS, make_enrolment
 from tests.test_store import all_at_once
 
 AT = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
@@ -161,12 +163,12 @@ def test_the_command_line_shows_each_tracks_capacity(
     assert (evening["taken"], evening["free"], evening["waiting"]) == (8, 2, 1)
     assert 2 <= evening["longest_wait_days"] < 2.1
     assert {t["site"] for t in shown["tracks"]} == {"north"}
-    assert shown["facilitator_hours"] == {"Dana Reyes": 29.0, "Lee Chen": 29.0, "Sam Okafor": 9.0}
+    assert shown["facilitator_hours"] == {"Dana Reyes": 29.0, "Lee Chen": 35.0, "Sam Okafor": 9.0}
 
     assert cli_main(["tracks"]) == 0
     table = capsys.readouterr().out  # as wide as a terminal: the JSON above has the figures
     assert "default-iop: group tracks" in table
-    assert "facilitator hours a week: Ana Flores 18 h, Dana Reyes 29 h" in table
+    assert "facilitator hours a week: Ana Flores 24 h, Dana Reyes 29 h" in table
 
     assert cli_main(["tracks", "--site", "west"]) == 2
     assert capsys.readouterr().err.startswith("error: site: 'west' is not a site")
@@ -186,7 +188,62 @@ async def test_the_operations_page_shows_each_tracks_capacity(tmp_path: Path) ->
     row = page[page.index("<td>north-evening") :].split("</tr>")[0]
     assert "<td>3 of 10</td><td>7</td><td>1</td>" in row
     assert "<td>1.5 days</td>" in row and "Sam Okafor, Lee Chen" in row
-    assert "Facilitator hours a week: Ana Flores 18 h, Dana Reyes 29 h" in page
+    assert "Facilitator hours a week: Ana Flores 24 h, Dana Reyes 29 h" in page
     # The demo program extends the default one: the same tracks, seats of its own.
     demo = page[page.index("<caption>demo-iop") :]
     assert "<td>0 of 10</td>" in demo.split("<td>north-evening")[1].split("</tr>")[0]
+
+
+# --- placing and releasing, as the journey's activities do (retried: the same answer) ----
+
+
+def _request(patient_id: str, protocol: ProgramProtocol, at: datetime) -> GroupPlacementRequest:
+    return GroupPlacementRequest(
+        patient_id=patient_id,
+        program_id=PROGRAM,
+        site_id="north",
+        level="2.1",
+        phase="intensive",
+        assessment=make_enrolment().assessment,
+        protocol=protocol,
+        at=at,
+    )
+
+
+def test_placing_and_releasing_twice_changes_nothing_more(store: CareStore) -> None:
+    base = ProgramCatalog(PROGRAMS).load(PROGRAM)
+    one_seat = tuple(
+        t.model_copy(update={"capacity": 1}) for t in base.groups.tracks if t.site == "north"
+    )
+    protocol = base.model_copy(
+        update={"groups": base.groups.model_copy(update={"tracks": one_seat})}
+    )
+    first, second, third = patients(3)
+    placed = group_seats.place(store, _request(first, protocol, AT))
+    assert group_seats.place(store, _request(first, protocol, AT)) == GroupPlacement(
+        track_id=placed.track_id
+    )
+    assert placed.track_id == "north-morning"
+    assert group_seats.place(store, _request(second, protocol, AT)).track_id == "north-evening"
+    waiting = group_seats.place(store, _request(third, protocol, AT))
+    assert (waiting.waiting_for, waiting.ahead, waiting.alternatives) == (
+        "north-morning",
+        0,
+        ("north-evening",),
+    )
+    assert group_seats.place(store, _request(third, protocol, AT)).waiting_for == "north-morning"
+    assert store.places_of(PROGRAM, third).waiting == ("north-morning",)
+    # The first leaves: the seat goes to the third, and a retried release says so again.
+    later = AT + timedelta(days=30)
+    release = GroupRelease(
+        patient_id=first,
+        program_id=PROGRAM,
+        track_ids=("north-morning",),
+        protocol=protocol,
+        at=later,
+    )
+    told = (SeatHandedOn(patient_id=third, track_id="north-morning"),)
+    assert group_seats.release(store, release) == told
+    assert group_seats.release(store, release) == told
+    assert store.roster(PROGRAM, "north-morning") == {1: third}
+    assert store.places_of(PROGRAM, first).seats == {}

@@ -21,6 +21,7 @@ JOURNEY_MODULES = (
     "workflows/patient_journey.py",
     "workflows/journey_steps.py",
     "workflows/journey_requests.py",
+    "workflows/journey_groups.py",
 )
 """The PatientJourney workflow class and the classes it is made of."""
 

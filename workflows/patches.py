@@ -59,6 +59,7 @@ STORE_WRITES_IN_TASK = "store-writes-in-task"
 CLINIC_TIME = "clinic-time"
 END_REFERRALS = "end-referrals-with-journey"
 REFERRALS_ON_SITE_CLOCK = "referrals-on-site-clock"
+GROUP_TRACKS = "group-tracks"
 SMS_BEFORE_RETRY = "sms-before-retry"
 
 JOURNEY = (
@@ -80,6 +81,7 @@ JOURNEY = (
     _journey(CLINIC_TIME, "2026-12-06", "the site's zone and closures"),
     _journey(END_REFERRALS, "2026-12-06", "an ended journey cancels its open referrals"),
     _journey(REFERRALS_ON_SITE_CLOCK, "2026-12-07", "a referral keeps the journey's clock"),
+    _journey(GROUP_TRACKS, "2026-12-07", "seats in the program's group tracks, or a waitlist"),
 )
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""

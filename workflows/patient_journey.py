@@ -98,6 +98,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         # Later changes, decided here for the same reason (see `_since`).
         self._ends_referrals = workflow.patched(patches.END_REFERRALS)
         self._referrals_on_site_clock = workflow.patched(patches.REFERRALS_ON_SITE_CLOCK)
+        self._group_tracks = workflow.patched(patches.GROUP_TRACKS)
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 
@@ -161,6 +162,11 @@ class PatientJourneyWorkflow(JourneyRequests):
             )
             await self._end(Phase.escalated, "needs a higher level of care than this program")
             return
+        if self._uses_tracks() and st.plan.phases:
+            await self._take_group_seat(st.plan.phases[0])
+            await self._await_group_seat()
+            if self._interrupted():
+                return
         revision = 0
         while st.plan.conflict is not None:
             revision += 1
@@ -174,6 +180,7 @@ class PatientJourneyWorkflow(JourneyRequests):
             await self._await_new_plan(conflicted)
             if self._interrupted():
                 return
+        self._plan_on_tracks()
         first = st.plan.phases[0]
         start = first_monday_after(self._today(), st.clock.origin_date.weekday())
         await self._enter_phase(first, start, f"placed at level {st.placement.level}")
@@ -237,6 +244,12 @@ class PatientJourneyWorkflow(JourneyRequests):
         phases = st.plan.phases
         position = phases.index(st.phase)
         if position + 1 < len(phases):
+            if phases[position + 1] == Phase.step_down and self._uses_tracks():
+                # Step-down frees the intensive seat for those waiting and moves the
+                # patient to a step-down track.
+                await self._leave_groups()
+                await self._take_group_seat(Phase.step_down)
+                self._plan_on_tracks()
             await self._outbox.flush()
             await self._enter_phase(
                 phases[position + 1], monday, f"completed {weeks} weeks of {st.phase.value}"
@@ -249,6 +262,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         # Likewise for alumni and peer-support invitations.
         if self._since(patches.ALUMNI_INVITATIONS):
             self._outbox.reminders += alumni_invitations(st)
+        await self._leave_groups()
         await self._outbox.flush()
         await self._enter_phase(Phase.aftercare, monday, "treatment phases completed")
 

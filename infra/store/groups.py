@@ -34,6 +34,14 @@ class SeatGiven:
     seat: int
 
 
+@dataclass(frozen=True)
+class PatientPlaces:
+    seats: dict[str, int]
+    """Seat number by track."""
+    waiting: tuple[str, ...]
+    """Tracks whose waitlist the patient is on."""
+
+
 def _of(table: Table, program_id: str, track_id: str, patient_id: str | None = None) -> Any:
     where = (table.c.program_id == program_id) & (table.c.track_id == track_id)
     return where if patient_id is None else where & (table.c.patient_id == patient_id)
@@ -121,6 +129,40 @@ class GroupSeatRecords(StoreCore):
             .order_by(group_waitlist.c.id)
         )
         return [WaitlistEntry(r["patient_id"], r["joined_at"]) for r in rows]
+
+    def places_of(self, program_id: str, patient_id: str) -> PatientPlaces:
+        """The tracks where the patient holds a seat, and those they wait for."""
+        seats = self._read(
+            select(group_seats.c.track_id, group_seats.c.seat).where(
+                (group_seats.c.program_id == program_id) & (group_seats.c.patient_id == patient_id)
+            )
+        )
+        waits = self._read(
+            select(group_waitlist.c.track_id).where(
+                (group_waitlist.c.program_id == program_id)
+                & (group_waitlist.c.patient_id == patient_id)
+            )
+        )
+        return PatientPlaces(
+            seats={r["track_id"]: r["seat"] for r in seats},
+            waiting=tuple(sorted(r["track_id"] for r in waits)),
+        )
+
+    def seats_given_at(
+        self, program_id: str, track_id: str, at: datetime, leaving: str
+    ) -> list[SeatGiven]:
+        """The seats of the track taken at `at` by others than `leaving`: what a release
+        at that instant gave away, for a retried release whose first try gave them."""
+        rows = self._read(
+            select(group_seats.c.patient_id, group_seats.c.seat)
+            .where(
+                _of(group_seats, program_id, track_id)
+                & (group_seats.c.taken_at == at)
+                & (group_seats.c.patient_id != leaving)
+            )
+            .order_by(group_seats.c.seat)
+        )
+        return [SeatGiven(patient_id=r["patient_id"], seat=r["seat"]) for r in rows]
 
     def track_loads(self, program_id: str) -> dict[str, TrackLoad]:
         """Seats held and waitlists of the program's tracks (those with either), by track."""
