@@ -40,6 +40,7 @@ from simulation.patients import steady_attendance
 from tests.support import (
     NEEDS_A_HIGHER_LEVEL,
     OPEN_SITES,
+    PROGRAMS,
     USE_ON_FIRST_CHECK_IN,
     Clinic,
     Scripted,
@@ -51,6 +52,7 @@ from tests.support import (
     in_intensive_week,
     journey_histories,
     make_enrolment,
+    settle,
     start_time_skipping,
     write_holiday_sites,
 )
@@ -362,6 +364,34 @@ async def text_before_retry(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
     return [*named, ("follow_up_call--FU-D007-text-then-reached", await child.fetch_history())]
 
 
+async def group_tracks(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """One-seat tracks (patch group-tracks): the first patient seated in the morning track,
+    the second in the evening one, the third on the morning waitlist until the first steps
+    down to the step-down track and the seat is handed on; both then discharged."""
+    with env.auto_time_skipping_disabled():
+        handles = []
+        for _ in range(3):
+            handles.append(await c.enrol(make_enrolment(), program_id="small-groups-iop"))
+            await settle(env.client, handles[-1].id)
+        first, _, third = handles
+        status, _ = await drive_journey(
+            env,
+            first,
+            until=lambda s: s.phase == Phase.step_down and s.week >= 1,
+            choose=lambda n: "attended",
+            sheets=True,
+        )
+        assert status.group_tracks == {"step_down": "north-step-down"}
+        waited, _ = await drive_journey(env, third, until=in_intensive_week(1))
+        assert waited.group_tracks == {"intensive": "north-morning"}
+        await discharge(first, "CM-01", DischargeReason.administrative)
+        await discharge(third, "CM-01", DischargeReason.transferred)
+    return [
+        *await runs_of(c, first, "journey_group_tracks_stepped_down"),
+        *await runs_of(c, third, "journey_group_tracks_waited"),
+    ]
+
+
 def _findings_at_check_ins(reference: str) -> tuple[CallOutcome, CheckIn | None]:
     bam = [0] * 17
     if "FU-D060" in reference:
@@ -394,8 +424,11 @@ SCENARIOS: dict[str, Scenario] = {
         check_in_findings,
         lost_to_contact,
         text_before_retry,
+        group_tracks,
     )
 }
+PROGRAMS_DIRS: dict[str, Path] = {"group_tracks": Path(__file__).parent / "programs"}
+"""Scenarios on a test program (tests/programs) rather than the clinic's."""
 TELEPHONY: dict[str, Any] = {
     "relapse_from_check_in": USE_ON_FIRST_CHECK_IN,
     "check_in_findings": Scripted(_findings_at_check_ins),
@@ -422,7 +455,11 @@ async def record(names: list[str], directory: Path = HISTORY_DIR) -> list[Path]:
                 sites = Path(tmp) / "sites.toml"
                 shutil.copy(OPEN_SITES, sites)  # a scenario may give its site holidays
                 async with clinic(
-                    env.client, Path(tmp), telephony=TELEPHONY.get(name), sites=sites
+                    env.client,
+                    Path(tmp),
+                    programs_dir=PROGRAMS_DIRS.get(name, PROGRAMS),
+                    telephony=TELEPHONY.get(name),
+                    sites=sites,
                 ) as c:
                     for name, history in await scenario(env, c):
                         # Replay needs the real workflow ID (child IDs derive from it).
