@@ -53,6 +53,8 @@ from cli.operators import (
 from cli.simulate import add_arguments as add_simulate_arguments
 from cli.simulate import cmd_simulate
 from cli.sites import cmd_closure, cmd_tracks
+from cli.subscribers import add_arguments as add_subscriber_arguments
+from cli.subscribers import cmd_subscribers
 from clinical.assessment import DIMENSIONS, SocialNeed
 from clinical.identifiers import is_patient_id
 from clinical.phases import Phase
@@ -63,6 +65,8 @@ from infra.logging import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
 from infra.store.api_clients import DEFAULT_DAYS, SCOPES
+from infra.store.events import EVENT_KINDS
+from infra.store.subscribers import PURPOSES
 from infra.webhooks import EventKind
 
 EXPORT_PURPOSES = [
@@ -288,12 +292,19 @@ def parser() -> argparse.ArgumentParser:
     lg.add_argument("--verify", action="store_true", help="check the hash chain (exit 5: broken)")
     lg.add_argument("--json", action="store_true")
 
-    dv = sub.add_parser("deliver", help="send the outbox's due messages (e-mail, texts)")
+    dv = sub.add_parser(
+        "deliver", help="send the outbox's due messages (e-mail, texts) and subscribers' events"
+    )
     dv.add_argument("--once", action="store_true", help="one pass, then exit")
 
     dl = sub.add_parser("dead-letters", help="messages that could not be delivered (operators)")
     dl.add_argument("--retry", metavar="KEY", help="put this dead letter back in the outbox")
     dl.add_argument("--json", action="store_true")
+
+    sb = sub.add_parser(
+        "subscribers", help="systems that receive CarePath's events, signed (operators)"
+    )
+    add_subscriber_arguments(sb, PURPOSES, ",".join(EVENT_KINDS))
 
     dm = sub.add_parser("demo", help="run a synthetic cohort through the whole journey")
     dm.add_argument("--patients", type=int, default=20)
@@ -344,6 +355,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "deliver": cmd_deliver,
     "disclosures": cmd_disclosures,
     "dead-letters": cmd_dead_letters,
+    "subscribers": cmd_subscribers,
 }
 
 # What the command line does to or reads of a patient, recorded in the access log with the

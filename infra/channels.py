@@ -129,6 +129,36 @@ class SmsProviderChannel:
             raise SendFailed(f"SMS provider unreachable ({type(exc).__name__})") from None
 
 
+def post_event(url: str, headers: dict[str, str], body: bytes, *, timeout: float = 30.0) -> None:
+    """An event to a subscriber's endpoint: 2xx accepted; 408/429/5xx or no answer worth
+    retrying (SendFailed); any other answer refused (SendRefused). Redirects are not
+    followed: a signed event goes where the subscription says, or nowhere."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    try:
+        with _NO_REDIRECTS.open(request, timeout=timeout) as answer:
+            answer.read(1024)
+    except urllib.error.HTTPError as exc:
+        text = f"the subscriber answered {exc.code}"
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise SendFailed(text) from None
+        raise SendRefused(text) from None
+    except OSError as exc:
+        raise SendFailed(f"subscriber unreachable ({type(exc).__name__})") from None
+
+
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the 3xx comes back as an HTTPError: refused
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
+
+
 def channels_from(settings: Settings) -> dict[str, Channel]:
     """The channels the settings configure, by name (none configured: an empty map)."""
     channels: dict[str, Channel] = {}

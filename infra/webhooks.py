@@ -91,6 +91,16 @@ def signature(secret: str, event_id: str, timestamp: str, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def signed_headers(secret: str, event_id: str, sent: datetime, body: bytes) -> dict[str, str]:
+    """The headers of an event CarePath sends, signed as it checks the events it receives."""
+    timestamp = str(int(sent.timestamp()))
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": signature(secret, event_id, timestamp, body),
+    }
+
+
 def check_signed(
     sender: WebhookSender,
     event_id: str,

@@ -15,7 +15,6 @@ failing is retried with growing pauses and then becomes a dead letter."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,13 +103,6 @@ class Deliverer:
                 setattr(total, name, getattr(total, name) + getattr(result, name))
             if result.claimed < self.policy.batch:
                 return total
-
-    def run(self, stop: threading.Event, interval: float) -> None:
-        """Passes until `stop` is set; a full batch is followed at once by the next."""
-        while not stop.is_set():
-            result = self.deliver_due()
-            if result.claimed < self.policy.batch:
-                stop.wait(interval)
 
     def _deliver(self, message: DueMessage, now: datetime) -> str:
         contact = self.store.delivery_contact(message.patient_id)

@@ -17,12 +17,20 @@ from infra.store.closures import ClosureRecords
 from infra.store.consents import ConsentEntry, ConsentRecords
 from infra.store.delivery import DeadLetter, DeliveryContact, DeliveryQueue, DueMessage
 from infra.store.disclosures import DISCLOSED_TO_PARTNER, Disclosure, DisclosureRecords
+from infra.store.events import CareEvent, StoredEvent
 from infra.store.groups import GroupSeatRecords, SeatGiven, WaitlistEntry
 from infra.store.outbox import Outbox, OutboxMessage
 from infra.store.patients import EnrolledPatient, NewPatient, PatientRecords, PhaseChangeEntry
 from infra.store.queries import CaseloadEntry, ClinicQueries, CohortFacts
 from infra.store.referrals import NewReferral, PartnerContact, ReferralEntry, ReferralRecords
 from infra.store.sessions import AttendanceMark, CareEventFacts, SessionAppointment, SessionRecords
+from infra.store.subscribers import (
+    DueDelivery,
+    FailedDelivery,
+    Subscriber,
+    SubscriberRecords,
+    SubscriberRefused,
+)
 from infra.store.tasks import InboxTask, NewTask, TaskClosing, TaskRecords
 
 
@@ -39,6 +47,7 @@ class CareStore(
     Outbox,
     DeliveryQueue,
     DisclosureRecords,
+    SubscriberRecords,
     AuditTrail,
 ):
     """The store, one engine: `CareStore(url, pool_size, keys)`, `migrate()` once by a
@@ -51,6 +60,7 @@ __all__ = [
     "AttendanceMark",
     "AuditFact",
     "CallAttempt",
+    "CareEvent",
     "CareEventFacts",
     "CareStore",
     "CaseloadEntry",
@@ -59,8 +69,10 @@ __all__ = [
     "DeadLetter",
     "DeliveryContact",
     "Disclosure",
+    "DueDelivery",
     "DueMessage",
     "EnrolledPatient",
+    "FailedDelivery",
     "InboxTask",
     "NewPatient",
     "NewReferral",
@@ -72,6 +84,9 @@ __all__ = [
     "SeatGiven",
     "SessionAppointment",
     "StoreRefused",
+    "StoredEvent",
+    "Subscriber",
+    "SubscriberRefused",
     "TaskClosing",
     "WaitlistEntry",
     "store_unreachable",

@@ -301,6 +301,7 @@ CONFLICT_KEYS = {
     "patients": "patient_id",
     "telephony_ledger": "reference",
     "partner_ledger": "reference",
+    "care_events": "event_id",
 }
 
 # Tables with a unique constraint besides the conflict key (see insert_once).
@@ -495,6 +496,66 @@ def _migration_8(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE notifications ADD COLUMN {column} {sql_type}"))
 
 
+# Systems that subscribe to CarePath's events (an EHR, a data warehouse): where to send, the
+# secret each delivery is signed with (sealed at rest: it must be readable to sign), the one
+# site whose patients it hears of, the purpose its disclosures serve and the kinds it takes.
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("url", String(400), nullable=False),
+    Column("secret", SealedText(64), nullable=False),
+    Column("site_id", String(32), nullable=False, index=True),
+    Column("purpose", String(40), nullable=False),
+    Column("kinds", String(200), nullable=False),  # space-separated
+    Column("created_by", String(48), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("disabled_at"),
+)
+
+# What happened to a patient that subscribers hear of, written in the transaction of the
+# change itself; the event ID is derived from the change's own key, so a retried write
+# writes no second event. The facts may be clinical (a check-in's scores): sealed.
+care_events = Table(
+    "care_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("site_id", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    _ts("at", nullable=False),
+    Column("facts_json", SealedText(), nullable=False),
+    _ts("recorded_at", nullable=False),
+)
+
+# Each event for each subscriber of its site, sent as the outbox's messages are: claimed for
+# a lease, then sent, retried or a dead letter (failed); withheld when no consent of the
+# patient covers that subscriber. `generation` counts replays: each sending is a disclosure.
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(80), nullable=False, unique=True),
+    Column("subscriber", String(32), nullable=False, index=True),
+    Column("event_id", String(36), nullable=False, index=True),
+    Column("status", String(16)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("generation", Integer, nullable=False, default=0),
+    _ts("next_attempt_at"),
+    Column("claimed_by", String(48)),
+    _ts("claimed_until"),
+    Column("last_error", String(200)),
+    _ts("sent_at"),
+    _ts("created_at", nullable=False),
+)
+
+
+def _migration_9(conn: Connection) -> None:
+    """Subscribers, the events they hear of, and each event's delivery to each."""
+    metadata.create_all(conn, tables=[subscribers, care_events, event_deliveries])
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -505,5 +566,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from clinical.aftercare import CallOutcome, CheckIn
 from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import follow_up_calls, telephony_ledger
 from infra.store.audit import AuditFact, write_audit
+from infra.store.events import CHECK_IN_CONCLUDED, CareEvent, publish
 
 Answered = tuple[CallOutcome, CheckIn | None]
 
@@ -75,6 +76,16 @@ class CallRecords(StoreCore):
         with self._transaction() as conn:
             if concluded is not None:
                 write_audit(conn, [concluded])
+                facts = {
+                    "call_id": attempt.call_ref,
+                    "outcome": attempt.outcome.value,
+                    "attempts": attempt.attempt,
+                    "check_in": check_in.model_dump(mode="json") if check_in else None,
+                }
+                event = CareEvent(
+                    CHECK_IN_CONCLUDED, concluded.key, attempt.patient_id, concluded.at, facts
+                )
+                publish(conn, [event])
             return insert_once(conn, follow_up_calls, [row]) == 1
 
     def call_attempts(self, patient_id: str | None = None) -> list[CallAttempt]:

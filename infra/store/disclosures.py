@@ -18,7 +18,13 @@ from infra.store.audit import AuditFact, audit_fact, write_audit
 DISCLOSED_TO_PARTNER = "disclosed_to_partner"
 DISCLOSED_TO_FAMILY = "disclosed_to_family"
 DISCLOSED_BY_EXPORT = "disclosed_by_export"
-DISCLOSURES = (DISCLOSED_TO_PARTNER, DISCLOSED_TO_FAMILY, DISCLOSED_BY_EXPORT)
+DISCLOSED_TO_SUBSCRIBER = "disclosed_to_subscriber"
+DISCLOSURES = (
+    DISCLOSED_TO_PARTNER,
+    DISCLOSED_TO_FAMILY,
+    DISCLOSED_BY_EXPORT,
+    DISCLOSED_TO_SUBSCRIBER,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ def disclosure_of(fact: AuditFact) -> Disclosure:
     elif fact.action == DISCLOSED_TO_FAMILY:
         recipient = "the patient's family contact"
         description = f"invitation to family session {detail.get('session')}: its type and time"
+    elif fact.action == DISCLOSED_TO_SUBSCRIBER:
+        recipient = f"subscriber {detail.get('subscriber')}"
+        description = f"{detail.get('description')} (event {detail.get('event_id')})"
     else:
         recipient = str(detail.get("recipient"))
         description = str(detail.get("description"))

@@ -16,6 +16,7 @@ from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import PATIENT_COLUMNS_WITHOUT_CONTACT, patients, phase_changes, tasks
 from infra.store.audit import AuditFact, write_audit
 from infra.store.consents import ConsentEntry, record_consents
+from infra.store.events import PHASE_CHANGED, CareEvent, publish
 from infra.store.outbox import notify_case_manager
 
 
@@ -140,6 +141,18 @@ class PatientRecords(StoreCore):
                 patient_id=change.patient_id,
                 kind="phase_changed",
                 body=f"{change.patient_id} is now in {change.phase}: {change.reason}",
+            )
+            publish(
+                conn,
+                [
+                    CareEvent(
+                        PHASE_CHANGED,
+                        change.key,
+                        change.patient_id,
+                        change.at,
+                        {"phase": change.phase.value, "reason": change.reason},
+                    )
+                ],
             )
 
     def patient(self, patient_id: str) -> EnrolledPatient | None:

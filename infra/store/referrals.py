@@ -15,6 +15,7 @@ from clinical.referrals import ReferralOutcome
 from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import partner_ledger, patients, referrals
 from infra.store.audit import AuditFact, write_audit
+from infra.store.events import REFERRAL_CLOSED, CareEvent, publish
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,16 @@ class ReferralRecords(StoreCore):
     def close_referral(self, key: str, outcome: str, at: datetime, audit: AuditFact) -> None:
         """The referral's end (the first closing stands), audited."""
         with self._transaction() as conn:
-            conn.execute(
+            found = conn.execute(
                 referrals.update()
                 .where(referrals.c.idempotency_key == key, referrals.c.closed_at.is_(None))
                 .values(status="closed", outcome=outcome, closed_at=at)
-            )
+                .returning(referrals.c.patient_id, referrals.c.need, referrals.c.referral_id)
+            ).first()
             write_audit(conn, [audit])
+            if found is not None:
+                facts = {"need": found.need, "outcome": outcome, "referral_id": found.referral_id}
+                publish(conn, [CareEvent(REFERRAL_CLOSED, key, found.patient_id, at, facts)])
 
     def referrals(
         self,

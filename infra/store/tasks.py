@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select, update
 from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import patients, tasks
 from infra.store.audit import AuditFact, write_audit
+from infra.store.events import TASK_CLOSED, TASK_OPENED, CareEvent, publish
 from infra.store.outbox import notify_case_manager
 
 
@@ -59,16 +60,21 @@ class InboxTask:
 
 
 def close_tasks(conn: Connection, closings: Iterable[TaskClosing]) -> int:
-    """Close open tasks; a task already closed keeps its first closing."""
-    closed = 0
+    """Close open tasks (each closing an event); a task already closed keeps its first
+    closing."""
+    closed: list[CareEvent] = []
     for c in closings:
-        result = conn.execute(
+        found = conn.execute(
             update(tasks)
             .where(tasks.c.idempotency_key == c.key, tasks.c.status == "open")
             .values(status="done", completed_at=c.at, completed_by=c.by)
-        )
-        closed += result.rowcount or 0
-    return closed
+            .returning(tasks.c.patient_id, tasks.c.kind)
+        ).first()
+        if found is not None:
+            facts = {"task_kind": found.kind, "closed_by": c.by}
+            closed.append(CareEvent(TASK_CLOSED, c.key, found.patient_id, c.at, facts))
+    publish(conn, closed)
+    return len(closed)
 
 
 def inbox_task(row: Mapping[str, Any]) -> InboxTask:
@@ -118,6 +124,12 @@ class TaskRecords(StoreCore):
                 kind=f"task_{task.kind}",
                 body=f"New task for {task.patient_id}: {task.detail}",
             )
+            if created:
+                # The task's kind, not its detail: the detail is free text for the inbox.
+                facts = {"task_kind": task.kind, "case_manager_id": task.case_manager_id}
+                if task.due_at is not None:
+                    facts["due_at"] = task.due_at.isoformat()
+                publish(conn, [CareEvent(TASK_OPENED, task.key, task.patient_id, utcnow(), facts)])
         return created == 1
 
     def complete_task(self, closing: TaskClosing, audit: AuditFact) -> bool:
