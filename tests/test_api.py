@@ -41,6 +41,8 @@ BODIES: dict[str, Any] = {
     "api_cancel_referral": {"reason": "no_longer_needed"},
     "api_partner_answer": {"answer": "accepted"},
     "api_task_done": None,
+    "api_subscribe": {"name": "feed", "url": "https://feed.example.org/events"},
+    "api_replay": {"from": "2026-11-01", "to": "2026-11-30"},
 }  # fmt: skip
 
 
@@ -77,7 +79,13 @@ async def test_every_api_route_has_a_grant_and_checks_token_scope_and_site(
             if (other := ",".join(s for s in SCOPES if s != scope))
         }
         (task,) = c.store.tasks(patient_id=pid)
-        values = {"patient_id": pid, "need": "housing", "task_id": str(task.id)}
+        c.store.add_subscriber(
+            "ehr-feed", "https://ehr.example.org/in", "north", purpose="treatment",
+            kinds=None, by="test", at=now,
+        )  # fmt: skip
+        values = {
+            "patient_id": pid, "need": "housing", "task_id": str(task.id), "name": "ehr-feed"
+        }  # fmt: skip
         routes = [
             r
             for r in api_routes(ui.app)
@@ -104,6 +112,12 @@ async def test_every_api_route_has_a_grant_and_checks_token_scope_and_site(
                     assert _is_problem(answer, 404)["detail"] == f"no patient {pid} at site south"
                 elif name == "api_enrol":
                     _is_problem(answer, 403)  # a client enrols at its own site only
+                elif "{name}" in path:  # another site's subscription looks like none
+                    assert (
+                        _is_problem(answer, 404)["detail"] == "no subscriber ehr-feed at site south"
+                    )
+                elif name == "api_subscribe":
+                    assert answer.status_code == 201 and answer.json()["site_id"] == "south"
                 else:
                     assert answer.status_code == 200 and pid not in answer.text, name
                 checked += 1

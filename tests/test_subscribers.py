@@ -31,6 +31,7 @@ from infra.store.subscribers import SubscriberRefused
 from services.consents import subscriber_consent_kind
 from services.delivery import DeliveryPolicy
 from services.subscribers import EventSender
+from tests.console_support import store_only_console
 from tests.support import (
     OPEN_SITES,
     PROGRAMS,
@@ -40,6 +41,7 @@ from tests.support import (
     run_starter,
 )
 from tests.test_store import operations
+from web.api_security import API
 
 AT = datetime(2026, 11, 3, 17, 0, tzinfo=UTC)
 
@@ -333,3 +335,51 @@ def test_subscribers_from_the_command_line(tmp_path: Path, receiver: Receiver) -
         refused = run_starter(env, "subscribers", *args)
         assert refused.returncode == 2 and fault in refused.stderr, (args, refused.stderr)
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+async def test_an_api_client_manages_its_own_sites_subscriptions(tmp_path: Path) -> None:
+    async with store_only_console(tmp_path) as ui:
+        store = ui.console.store
+        store.add_subscriber(
+            "south-feed", "https://south.example.org/in", "south", purpose="treatment",
+            kinds=None, by="test", at=AT,
+        )  # fmt: skip
+        scopes = "subscribers:read,subscribers:write"
+        _, token = ui.console.clients.add("ehr", scopes, "north", ui.clock())
+        plain = {"Authorization": f"Bearer {token}"}
+        auth = plain | {"Idempotency-Key": "sub-1"}
+        body = {"name": "ehr-feed", "url": "https://ehr.example.org/in", "kinds": ["phase_changed"]}
+        async with ui.signed_in(None) as http:
+            made = await http.post(f"{API}/subscribers", json=body, headers=auth)
+            again = await http.post(f"{API}/subscribers", json=body, headers=auth)
+            listed = await http.get(f"{API}/subscribers", headers=auth)
+            bad_body = body | {"name": "x2", "url": "http://a.org"}
+            bad = await http.post(f"{API}/subscribers", json=bad_body, headers=plain)
+            twice = await http.post(
+                f"{API}/subscribers", json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            replayed = await http.post(
+                f"{API}/subscribers/ehr-feed/replay",
+                json={"from": "2026-11-01", "to": "2026-11-30"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            theirs = await http.post(
+                f"{API}/subscribers/south-feed/disable",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            off = await http.post(
+                f"{API}/subscribers/ehr-feed/disable", headers={"Authorization": f"Bearer {token}"}
+            )
+    assert made.status_code == 201 and made.json()["secret"].startswith("whsec_")
+    assert made.json()["secret"] == store.subscriber("ehr-feed").secret  # type: ignore[union-attr]
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["secret"] is None  # shown once
+    assert [s["name"] for s in listed.json()] == ["ehr-feed"]  # its own site's only
+    assert "secret" not in listed.text and "whsec_" not in listed.text
+    assert bad.status_code == 422 and "https" in bad.json()["detail"]
+    assert twice.status_code == 409 and "exists" in twice.json()["detail"]
+    assert replayed.status_code == 200 and replayed.json()["queued"] == 0
+    assert theirs.status_code == 404
+    assert off.status_code == 200 and store.subscriber("ehr-feed").disabled_at  # type: ignore[union-attr]
+    kept = " ".join(str(r) for r in ui.console.access.search())
+    assert "whsec_" not in kept

@@ -33,6 +33,8 @@ SCOPES = {
     "tasks:read": "the case managers' open tasks",
     "tasks:write": "mark a task done",
     "reports:read": "the outcomes report",
+    "subscribers:read": "the site's subscriptions to events, and their dead letters",
+    "subscribers:write": "subscribe a system to the site's events, disable it, replay a period",
 }
 NAME = re.compile(r"[a-z][a-z0-9._-]{1,31}")
 TOKEN_PREFIX = "cpk_"  # recognisable in a leaked file or a secret scanner
