@@ -19,15 +19,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import fhirkit
 import pytest
 
 from activities.records import CaseManagerTask, IntakeRecord, PhaseChangeRecord
+from clinical.aftercare import CheckIn
 from clinical.careplan import plan_care
+from clinical.instruments import BamAnswers, Phq9Answers
 from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog
-from infra.store import CareStore, ConsentEntry, Subscriber
+from infra.store import CareStore, ConsentEntry, StoredEvent, Subscriber
 from infra.store.audit import AuditFact
+from infra.store.events import event_id
 from infra.store.subscribers import SubscriberRefused
+from operators.fhir_events import description, event_payload, event_resource
 from services.consents import subscriber_consent_kind
 from services.delivery import DeliveryPolicy
 from services.subscribers import EventSender
@@ -383,3 +388,42 @@ async def test_an_api_client_manages_its_own_sites_subscriptions(tmp_path: Path)
     assert off.status_code == 200 and store.subscriber("ehr-feed").disabled_at  # type: ignore[union-attr]
     kept = " ".join(str(r) for r in ui.console.access.search())
     assert "whsec_" not in kept
+
+
+def test_each_kind_of_event_is_a_labelled_resource_an_independent_validator_passes() -> None:
+    pid = "P-7K2M9Q4D"
+    answers = CheckIn(
+        days_of_use=1,
+        bam=BamAnswers(items=(1,) * 17),
+        phq9=Phq9Answers(items=(0, 1, 0, 1, 0, 0, 0, 0, 0)),
+    )
+    facts: dict[str, dict[str, Any]] = {
+        "phase_changed": {"phase": "step_down", "reason": "criteria met"},
+        "task_opened": {"task_kind": "step_down_decision", "case_manager_id": "CM-01",
+                        "due_at": AT.isoformat()},
+        "task_closed": {"task_kind": "step_down_decision", "closed_by": "CM-01"},
+        "referral_closed": {"need": "housing", "outcome": "completed", "referral_id": "REF-1"},
+        "check_in_concluded": {"call_id": "FU-D030", "outcome": "reached", "attempts": 1,
+                               "check_in": answers.model_dump(mode="json")},
+    }  # fmt: skip
+    types = set()
+    for kind, f in facts.items():
+        event = StoredEvent(
+            event_id(kind, f"{pid}/{kind}"), kind, pid, "north", AT, f | {"key": f"{pid}/{kind}"}
+        )
+        payload = event_payload(event)
+        resource = payload["resource"]
+        assert fhirkit.validate(resource) == [], (kind, fhirkit.validate(resource))
+        assert {s["code"] for s in resource["meta"]["security"]} == {"R", "42CFRPart2", "NORDSCLCD"}
+        assert payload["id"] == event.event_id and payload["type"] == f"carepath.{kind}"
+        assert description(event)
+        types.add(resource["resourceType"])
+    assert types == {"EpisodeOfCare", "Task", "Observation"}
+    scores = {
+        c["code"]["coding"][0]["code"]: c["valueInteger"]
+        for c in event_resource(
+            StoredEvent("x", "check_in_concluded", pid, "north", AT, facts["check_in_concluded"])
+        )["component"]
+    }
+    assert scores == {"days-of-use": 1, "bam-use": 3, "bam-risk": 6, "bam-protective": 6,
+                      "phq9-total": 2}  # fmt: skip
