@@ -373,9 +373,14 @@ class CareOperations:
     @activity.defn
     def send_referral(self, d: ReferralDispatch) -> str:
         """Send the service request, only with the patient's consent to that disclosure."""
-        if not self.store.consent_in_force(d.patient_id, d.consent_kind):
+        # A consent revoked, or one whose written form has expired, stops the disclosure
+        # as no consent does: the referral asks for consent again.
+        why_not = self.store.why_not_consented(
+            d.patient_id, d.consent_kind, "care_coordination", d.at
+        )
+        if why_not is not None:
             raise ApplicationError(
-                f"no consent in force for {d.consent_kind}",
+                f"no consent in force for {d.consent_kind}: {why_not}",
                 type=CONSENT_MISSING,
                 non_retryable=True,
                 # An expected answer, not a fault: no error log or failure metric.

@@ -40,6 +40,8 @@ from cli.case_management import (
     cmd_tasks,
 )
 from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
+from cli.consents import add_arguments as add_consent_arguments
+from cli.consents import cmd_consents
 from cli.delivery import cmd_dead_letters, cmd_deliver
 from cli.enrolment import cmd_enrol
 from cli.operators import (
@@ -56,6 +58,7 @@ from cli.sites import cmd_closure, cmd_tracks
 from cli.subscribers import add_arguments as add_subscriber_arguments
 from cli.subscribers import cmd_subscribers
 from clinical.assessment import DIMENSIONS, SocialNeed
+from clinical.consents import NOT_NAMED, PURPOSES, TPO
 from clinical.identifiers import is_patient_id
 from clinical.phases import Phase
 from clinical.referrals import CancelReason, PartnerAnswer
@@ -66,7 +69,6 @@ from infra.settings import Settings, SettingsError, load_settings
 from infra.store import store_unreachable
 from infra.store.api_clients import DEFAULT_DAYS, SCOPES
 from infra.store.events import EVENT_KINDS
-from infra.store.subscribers import PURPOSES
 from infra.webhooks import EventKind
 
 EXPORT_PURPOSES = [
@@ -191,8 +193,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="write to this file (default: standard output)")
     ex.add_argument(
         "--recipient",
-        default="not named",
-        help="who receives it, for the patient's accounting of disclosures",
+        default=NOT_NAMED,
+        help="who receives it: the patient's consent must cover it (unless the purpose is "
+        "patient_request or audit), and it goes on the patient's accounting of disclosures",
     )
     ex.add_argument("--purpose", default="treatment", choices=EXPORT_PURPOSES)
 
@@ -301,6 +304,11 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--retry", metavar="KEY", help="put this dead letter back in the outbox")
     dl.add_argument("--json", action="store_true")
 
+    cs = sub.add_parser(
+        "consents", help="a patient's consents to disclose (42 CFR Part 2): list, give, revoke"
+    )
+    add_consent_arguments(cs, (*PURPOSES, TPO))
+
     sb = sub.add_parser(
         "subscribers", help="systems that receive CarePath's events, signed (operators)"
     )
@@ -356,6 +364,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "disclosures": cmd_disclosures,
     "dead-letters": cmd_dead_letters,
     "subscribers": cmd_subscribers,
+    "consents": cmd_consents,
 }
 
 # What the command line does to or reads of a patient, recorded in the access log with the
@@ -365,6 +374,7 @@ RECORDED = frozenset(
         "attendance", "discharge", "relapse", "review", "refer", "family-consent",
         "partner-answer", "cancel-referral", "commitments", "check-ins", "alumni",
         "history", "export", "disclosures", "status", "tasks", "done", "caseload", "enrol",
+        "consents",
     }
 )  # fmt: skip
 

@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import (
+    EXIT_REFUSED,
     EXIT_UNREACHABLE,
     CliError,
     care_store,
@@ -27,6 +28,7 @@ from cli.common import (
     site_zones,
     validated,
 )
+from clinical.consents import NO_CONSENT_NEEDED, NOT_NAMED, recipient_kind
 from clinical.disclosures import accounting_since
 from clinical.identifiers import CaseManagerId, PatientId, SiteId
 from clinical.phases import Phase
@@ -34,6 +36,7 @@ from clinical.protocol import ProgramCatalog
 from clinical.status import JourneyStatus
 from infra import visibility
 from infra.settings import Settings
+from infra.store import CareStore
 from operators import report
 from operators.history import journey_story
 from operators.outcomes import percent
@@ -76,6 +79,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     patient_id = validated(PatientId, args.patient, "patient")
     store = care_store(settings)
     try:
+        _consented(store, patient_id, args.recipient, args.purpose)
         record = journey_record(
             store,
             ProgramCatalog(settings.programs_dir),
@@ -122,6 +126,27 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             f"{patient_id}: {len(bundle.entry or [])} FHIR resources written to {args.out}"
         )
     return 0
+
+
+def _consented(store: CareStore, patient_id: str, recipient: str, purpose: str) -> None:
+    """An export to a recipient is made only under the patient's consent to it, for that
+    purpose (§2.31); the patient's own copy and an audit (§2.53) need none."""
+    if purpose in NO_CONSENT_NEEDED:
+        return
+    if recipient == NOT_NAMED or not recipient_kind(recipient).removeprefix("recipient:"):
+        raise CliError(
+            f"export for {purpose}: name the --recipient (the patient's consent must cover "
+            f"it), or --purpose {' or '.join(NO_CONSENT_NEEDED)}"
+        )
+    why_not = store.why_not_consented(
+        patient_id, recipient_kind(recipient), purpose, datetime.now(UTC)
+    )
+    if why_not is not None:
+        raise CliError(
+            f"refused: no consent of {patient_id}'s covers disclosure to {recipient[:60]} "
+            f"for {purpose} ({why_not}); record it with `starter.py consents`",
+            EXIT_REFUSED,
+        )
 
 
 def cmd_disclosures(args: argparse.Namespace, settings: Settings) -> int:

@@ -57,7 +57,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -80,6 +80,7 @@ from clinical.aftercare import CallOutcome, CheckIn
 from clinical.attendance import SessionStatus
 from clinical.careplan import FAMILY_EDUCATION, FAMILY_THERAPY
 from clinical.clock import ProgramClock
+from clinical.consents import TPO, ConsentTerms
 from clinical.instruments import BamAnswers, Phq9Answers, score_bam, score_phq9
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProtocolError
@@ -137,6 +138,18 @@ _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpret
 _FAMILY_MEMBER = {"coding": [{"system": _V3_ROLE_CODE, "code": "FAMMEMB"}], "text": "family"}
 _PART_2 = "https://www.ecfr.gov/current/title-42/chapter-I/subchapter-A/part-2"
 _V3_CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+_V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+_PURPOSE_CODES = {
+    "treatment": ("TREAT", "treatment"),
+    "payment": ("HPAYMT", "healthcare payment"),
+    "health_care_operations": ("HOPERAT", "healthcare operations"),
+    "care_coordination": ("CAREMGT", "care management"),
+}
+
+
+def _purposes(purpose: str) -> tuple[str, ...]:
+    return ("treatment", "payment", "health_care_operations") if purpose == TPO else (purpose,)
+
 
 PART2_SECURITY: tuple[Json, ...] = (
     {"system": _V3_CONFIDENTIALITY, "code": "R", "display": "restricted"},
@@ -229,6 +242,8 @@ class ConsentOnFile:
     recorded_at: datetime
     in_force: bool
     """The latest record of its kind; earlier ones are superseded."""
+    terms: ConsentTerms | None = None
+    """Its written form's §2.31 elements (None: the program's standard form)."""
 
 
 @dataclass(frozen=True)
@@ -413,6 +428,7 @@ def _consents(store: CareStore, patient_id: str, clock: ProgramClock) -> tuple[C
             granted=c.granted,
             recorded_at=clock.calendar_of(c.recorded_at),
             in_force=latest[c.kind] == c.key,
+            terms=c.terms,
         )
         for c in recorded
     )
@@ -890,6 +906,23 @@ class _Resources:
     def consent(self, c: ConsentOnFile) -> Json:
         disclosure = c.kind.startswith("disclosure:")
         purpose = ("CAREMGT", "care management") if disclosure else ("TREAT", "treatment")
+        purposes = [_coding(_V3_ACT_REASON, *purpose)]
+        written: Json = {}
+        if c.terms is not None:  # its written form: to whom, for what, until when
+            t = c.terms
+            purposes = [_coding(_V3_ACT_REASON, *_PURPOSE_CODES[p]) for p in _purposes(t.purpose)]
+            written = {
+                "period": _period(
+                    datetime.combine(t.signed_on, time(), UTC),
+                    datetime.combine(t.expires_on, time(), UTC) if t.expires_on else None,
+                ),
+                "actor": [
+                    {
+                        "role": {"coding": [_coding(_V3_PARTICIPATION, "IRCP", "recipient")]},
+                        "reference": {"display": t.recipient},
+                    }
+                ],
+            }
         return {
             "resourceType": "Consent",
             "id": resource_id("Consent", c.key),
@@ -926,7 +959,8 @@ class _Resources:
                         ]
                     }
                 ],
-                "purpose": [_coding(_V3_ACT_REASON, *purpose)],
+                "purpose": purposes,
+                **written,
             },
         }
 

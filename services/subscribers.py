@@ -10,7 +10,8 @@ drops as a repeat. A delivery that keeps failing is retried with growing pauses 
 policy) and then becomes a dead letter; one refused (another 4xx) is a dead letter at once.
 
 Part 2: each event discloses that the patient is in treatment, so it is sent only under a
-consent of the patient's that covers the subscriber and its purpose (services.consents);
+consent of the patient's that covers the subscriber and its purpose on the day (kind
+`events:<subscriber>`, clinical.consents);
 otherwise it is withheld, and sent by no one unless an operator puts it back. Each sending is
 on the patient's accounting of disclosures, written with the delivery's settlement."""
 
@@ -21,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from clinical.consents import subscriber_kind
 from infra.channels import SendFailed, SendRefused, post_event
 from infra.logging import get_logger
 from infra.store import CareStore, DueDelivery, utcnow
 from infra.webhooks import signed_headers
 from operators.fhir_events import description, event_payload
-from services.consents import may_disclose
 from services.delivery import DeliveryPolicy, pause_after
 
 log = get_logger("carepath.subscribers")
@@ -86,9 +87,12 @@ class EventSender:
 
     def _send(self, due: DueDelivery, now: datetime) -> str:
         event, sub = due.event, due.subscriber
-        if not may_disclose(self.store, event.patient_id, sub.name, sub.purpose, now):
-            self.store.delivery_given_up(due, "withheld", "no consent covers this subscriber")
-            self._log("event_withheld", due)
+        why_not = self.store.why_not_consented(
+            event.patient_id, subscriber_kind(sub.name), sub.purpose, now
+        )
+        if why_not is not None:
+            self.store.delivery_given_up(due, "withheld", why_not)
+            self._log("event_withheld", due, why=why_not)
             return "withheld"
         body = json.dumps(event_payload(event), separators=(",", ":")).encode()
         try:

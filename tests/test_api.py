@@ -15,8 +15,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
+from clinical.consents import api_client_kind
 from clinical.requests import AttendanceMark, AttendanceSheet
+from infra.store import ConsentEntry
 from infra.store.api_clients import SCOPES, ApiClientRefused, ApiClients
+from infra.store.audit import AuditFact
 from tests.console_support import api_routes, concrete, make_console, store_only_console
 from tests.support import clinic, drive_journey, enrolment_data
 from web.api_security import API, API_BYTES, GRANTS, OPEN, PROBLEM, SIGNED
@@ -213,6 +216,13 @@ async def test_an_ehr_drives_a_journey_through_the_api(
                 )
                 tasks = await http.get(f"{API}/tasks", headers=auth, params={"patient": pid})
                 caseload = await http.get(f"{API}/caseload", headers=auth)
+                unconsented = await http.get(f"{API}/patients/{pid}/fhir", headers=auth)
+                # The patient consents to the EHR's copy (§2.31), and the export is made.
+                kind, now = api_client_kind("ehr"), ui.clock()
+                c.store.record_consent(
+                    ConsentEntry(f"{pid}/{kind}", pid, kind, True, "CM-01", now),
+                    AuditFact(f"{pid}/{kind}", pid, "CM-01", "consent_given", "consent", now),
+                )
                 fhir = await http.get(f"{API}/patients/{pid}/fhir", headers=auth)
                 disclosed = await http.get(f"{API}/patients/{pid}/disclosures", headers=auth)
                 outcomes = await http.get(f"{API}/reports/outcomes", headers=auth)
@@ -242,6 +252,9 @@ async def test_an_ehr_drives_a_journey_through_the_api(
     assert tasks.status_code == 200 and isinstance(tasks.json(), list)
     assert caseload.status_code == 200 and [r["patient_id"] for r in caseload.json()] == [pid]
     assert "Quinlan" not in caseload.text  # IDs only
+    assert _is_problem(unconsented, 409)["detail"].startswith(
+        f"refused: no consent of {pid}'s covers disclosure to API client ehr for treatment"
+    )
     assert fhir.status_code == 200 and fhir.json()["resourceType"] == "Bundle"
     # The bundle went to the calling system: a disclosure on the patient's accounting.
     assert disclosed.status_code == 200, disclosed.text

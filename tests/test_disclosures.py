@@ -99,6 +99,12 @@ def test_disclosures_on_the_command_line_and_the_chart(tmp_path: Path) -> None:
         "CAREPATH_SITES_FILE": str(OPEN_SITES),
     }
     out = tmp_path / "bundle.json"
+    given = run_starter(
+        env, "consents", pid, "give", "--to", "State registry", "--purpose",
+        "health_care_operations", "--information", "the journey as a FHIR bundle",
+        "--until-event", "the end of the patient's care", "--case-manager", "CM-01",
+    )  # fmt: skip
+    assert given.returncode == 0, given.stderr
     export = run_starter(
         env, "export", pid, "--fhir", "--out", str(out), "--recipient", "State registry",
         "--purpose", "health_care_operations",

@@ -185,7 +185,8 @@ async def test_a_whole_journey_exports_as_one_valid_bundle(
         monkeypatch.setenv("CAREPATH_KEYS_FILE", str(TEST_KEYS_FILE))  # the store is sealed
         monkeypatch.setattr(cli_main, "configure_logging", lambda *args: None)
         out = tmp_path / "bundle.json"
-        argv = ["export", pid, "--fhir", "--out", str(out)]
+        # The patient's own copy: no consent needed (the recipient's is tested in test_consents).
+        argv = ["export", pid, "--fhir", "--out", str(out), "--purpose", "patient_request"]
         assert await asyncio.to_thread(cli_main.main, argv) == 0
 
     # It validates: by an independent R4 validator, and re-parsed by the library, every

@@ -25,6 +25,7 @@ import pytest
 from activities.records import CaseManagerTask, IntakeRecord, PhaseChangeRecord
 from clinical.aftercare import CheckIn
 from clinical.careplan import plan_care
+from clinical.consents import subscriber_kind as subscriber_consent_kind
 from clinical.instruments import BamAnswers, Phq9Answers
 from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog
@@ -33,7 +34,6 @@ from infra.store.audit import AuditFact
 from infra.store.events import event_id
 from infra.store.subscribers import SubscriberRefused
 from operators.fhir_events import description, event_payload, event_resource
-from services.consents import subscriber_consent_kind
 from services.delivery import DeliveryPolicy
 from services.subscribers import EventSender
 from tests.console_support import store_only_console

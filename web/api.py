@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from temporalio.service import RPCError
 
 from clinical.assessment import DimensionRatings, Enrolment, SocialNeed
+from clinical.consents import api_client_kind
 from clinical.disclosures import accounting_since
 from clinical.identifiers import (
     PatientId,
@@ -596,6 +597,16 @@ def install(app: FastAPI) -> None:
 
         pid, _ = patient_of(request, found, patient_id)
         console = console_of(request)
+        # A copy for the client is a disclosure to it: only under the patient's consent.
+        why_not = console.store.why_not_consented(
+            pid, api_client_kind(found.client.name), "treatment", console.now()
+        )
+        if why_not is not None:
+            raise Problem(
+                409,
+                f"refused: no consent of {pid}'s covers disclosure to API client "
+                f"{found.client.name} for treatment ({why_not})",
+            )
         site = console.sites.sites.get(found.client.site_id)
         try:
             record = journey_record(

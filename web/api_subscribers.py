@@ -15,9 +15,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinical.consents import PURPOSES
 from infra.store import Subscriber, SubscriberRefused
 from infra.store.api_clients import KEY, Answered, Mismatch
-from infra.store.subscribers import PURPOSES
 from web.api import _fingerprint, answered
 from web.api_security import API, Caller, Problem, actor_of, caller, grant
 from web.context import console_of

@@ -221,6 +221,9 @@ consents = Table(
     Column("granted", Boolean, nullable=False),
     Column("recorded_by", String(16), nullable=False),
     _ts("recorded_at", nullable=False),
+    # The §2.31 elements of a written consent (clinical.consents.ConsentTerms, as JSON);
+    # None: the program's standard form for its kind.
+    Column("terms_json", Text),
 )
 
 audit_events = Table(
@@ -556,6 +559,12 @@ def _migration_9(conn: Connection) -> None:
     metadata.create_all(conn, tables=[subscribers, care_events, event_deliveries])
 
 
+def _migration_10(conn: Connection) -> None:
+    """Consents keep the §2.31 elements of their written form."""
+    if "terms_json" not in {c["name"] for c in inspect(conn).get_columns("consents")}:
+        conn.execute(text("ALTER TABLE consents ADD COLUMN terms_json TEXT"))
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -567,5 +576,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_7,
     _migration_8,
     _migration_9,
+    _migration_10,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

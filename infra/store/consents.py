@@ -1,5 +1,6 @@
-"""Consents over time: each recorded once per key; the latest of a (patient, kind) is in
-force (none recorded: not given)."""
+"""Consents over time: each recorded once per key, with its §2.31 terms when it has a
+written form of its own; the latest of a (patient, kind) is in force (none recorded: not
+given). Whether one covers a disclosure is clinical.consents' rule."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from clinical.consents import ConsentTerms, why_not_covered
 from infra.store._core import StoreCore, insert_once
 from infra.store._schema import consents
 from infra.store.audit import AuditFact, write_audit
@@ -20,10 +22,13 @@ class ConsentEntry:
     key: str
     patient_id: str
     kind: str
-    """family_involvement, or disclosure:<need> to a partner service."""
+    """family_involvement, disclosure:<need> to a partner service, events:<subscriber>,
+    api:<client>, or recipient:<a recipient named in words>."""
     granted: bool
     recorded_by: str
     recorded_at: datetime
+    terms: ConsentTerms | None = None
+    """What the written consent says (§2.31); None: the program's standard form."""
 
 
 def record_consents(conn: Connection, entries: Sequence[ConsentEntry]) -> int:
@@ -38,6 +43,7 @@ def record_consents(conn: Connection, entries: Sequence[ConsentEntry]) -> int:
                 "granted": c.granted,
                 "recorded_by": c.recorded_by,
                 "recorded_at": c.recorded_at,
+                "terms_json": c.terms.model_dump_json() if c.terms else None,
             }
             for c in entries
         ],
@@ -45,6 +51,7 @@ def record_consents(conn: Connection, entries: Sequence[ConsentEntry]) -> int:
 
 
 def _entry(row: Mapping[str, Any]) -> ConsentEntry:
+    terms = row["terms_json"]
     return ConsentEntry(
         key=row["idempotency_key"],
         patient_id=row["patient_id"],
@@ -52,7 +59,35 @@ def _entry(row: Mapping[str, Any]) -> ConsentEntry:
         granted=row["granted"],
         recorded_by=row["recorded_by"],
         recorded_at=row["recorded_at"],
+        terms=ConsentTerms.model_validate_json(terms) if terms else None,
     )
+
+
+def latest_consent(conn: Connection, patient_id: str, kind: str) -> ConsentEntry | None:
+    """The consent of that kind in force (or revoked), as last recorded."""
+    c = consents.c
+    row = (
+        conn.execute(
+            select(consents)
+            .where(c.patient_id == patient_id, c.kind == kind)
+            .order_by(c.recorded_at.desc(), c.id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else _entry(dict(row))
+
+
+def why_not_consented(
+    conn: Connection, patient_id: str, kind: str, purpose: str, at: datetime
+) -> str | None:
+    """None if the patient's consent of `kind` covers a disclosure for `purpose` at `at`;
+    otherwise why not."""
+    found = latest_consent(conn, patient_id, kind)
+    if found is None:
+        return "no consent given"
+    return why_not_covered(found.granted, found.terms, purpose, at.date())
 
 
 class ConsentRecords(StoreCore):
@@ -74,3 +109,11 @@ class ConsentRecords(StoreCore):
         """The latest recorded consent of that kind (none recorded: not given)."""
         recorded = self.consents(patient_id, kind)
         return recorded[-1].granted if recorded else False
+
+    def why_not_consented(
+        self, patient_id: str, kind: str, purpose: str, at: datetime
+    ) -> str | None:
+        """None if a disclosure of this kind for `purpose` at `at` is consented; otherwise
+        why not, in a few words (revoked, expired, another purpose, none given)."""
+        with self.engine.connect() as conn:
+            return why_not_consented(conn, patient_id, kind, purpose, at)

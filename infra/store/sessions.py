@@ -14,11 +14,13 @@ from sqlalchemy import Connection, select, update
 from clinical.actors import ENGINE
 from clinical.attendance import SessionStatus
 from clinical.careplan import FAMILY_SESSION_TYPES, SessionSpec
+from clinical.consents import FAMILY
 from clinical.phases import Phase
 from clinical.reminders import Reminder, session_reminder_key
 from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import appointments
 from infra.store.audit import AuditFact, write_audit
+from infra.store.consents import why_not_consented
 from infra.store.disclosures import DISCLOSED_TO_FAMILY
 from infra.store.outbox import OutboxMessage, post, queue_reminders, withdraw_reminders
 from infra.store.tasks import TaskClosing, close_tasks
@@ -152,8 +154,11 @@ class SessionRecords(StoreCore):
         ]
         with self._transaction() as conn:
             booked = insert_once(conn, appointments, rows)
-            post(conn, invitations)
-            write_audit(conn, disclosures)
+            # Only under the family consent in force today: one whose written form has
+            # expired invites no one (the sessions stay booked).
+            if family and why_not_consented(conn, patient_id, FAMILY, "treatment", now) is None:
+                post(conn, invitations)
+                write_audit(conn, disclosures)
             queue_reminders(conn, reminders, now)
             if events is not None:
                 _record_events(conn, events)

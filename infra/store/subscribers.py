@@ -21,6 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinical.actors import ENGINE
+from clinical.consents import PURPOSES
 from clinical.identifiers import SiteId
 from infra.store._core import StoreCore, insert_once, utcnow
 from infra.store._schema import care_events, event_deliveries, subscribers
@@ -30,7 +31,6 @@ from infra.store.events import EVENT_KINDS, StoredEvent, delivery_key, stored_ev
 
 NAME = re.compile(r"[a-z][a-z0-9._-]{1,31}")
 SECRET_PREFIX = "whsec_"  # as the webhook senders' secrets: both directions sign alike
-PURPOSES = ("treatment", "care_coordination", "payment", "health_care_operations")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
