@@ -79,13 +79,13 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     patient_id = validated(PatientId, args.patient, "patient")
     store = care_store(settings)
     try:
-        _consented(store, patient_id, args.recipient, args.purpose)
         record = journey_record(
             store,
             ProgramCatalog(settings.programs_dir),
             patient_id,
             site_zone_names(settings, store)(patient_id),
         )
+        _consented(store, patient_id, args.recipient, args.purpose)
         # Only an open referral needs Temporal: whether its partner accepted is in its history.
         if record.awaiting_partners:
             record = await with_partner_answers(record, await client_for(settings))

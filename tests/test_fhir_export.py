@@ -8,7 +8,7 @@ import itertools
 import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import fhirkit
@@ -21,6 +21,7 @@ from clinical.aftercare import CallOutcome, CheckIn
 from clinical.assessment import Enrolment
 from clinical.attendance import SessionStatus
 from clinical.clock import ProgramClock
+from clinical.consents import ConsentTerms
 from clinical.instruments import BamAnswers, Phq9Answers, score_phq9
 from clinical.phases import Phase
 from clinical.referrals import (
@@ -495,6 +496,15 @@ def _relapse_record() -> JourneyRecord:
         0,
     )
     consent = ConsentOnFile(f"{pid}/consent/1", "family_involvement", False, day(0), True)
+    written = ConsentTerms(
+        discloser="the CarePath program at site north",
+        information="the journey as a FHIR bundle",
+        recipient="County EHR",
+        purpose="treatment_payment_operations",
+        expires_on=date(2027, 1, 5),
+        signed_on=date(2026, 1, 5),
+    )
+    to_ehr = ConsentOnFile(f"{pid}/consent/2", "recipient:county-ehr", True, day(1), True, written)
     return JourneyRecord(
         pid,
         "CM-01",
@@ -504,7 +514,7 @@ def _relapse_record() -> JourneyRecord:
         tuple(sessions),
         (check_in,),
         (loop,),
-        (consent,),
+        (consent, to_ehr),
     )
 
 
@@ -531,6 +541,14 @@ def test_the_labelled_export_passes_an_independent_r4_validator() -> None:
     exported_at = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
     bundle = json.loads(journey_bundle(_relapse_record(), exported_at).model_dump_json())
     assert fhirkit.validate(bundle) == []
+    (written,) = [
+        e["resource"]["provision"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Consent" and "actor" in e["resource"]["provision"]
+    ]
+    assert written["actor"][0]["reference"]["display"] == "County EHR"
+    assert [p["code"] for p in written["purpose"]] == ["TREAT", "HPAYMT", "HOPERAT"]
+    assert written["period"]["end"].startswith("2027-01-05")
     parsed = fhirkit.parse(bundle)
     assert parsed.resource_type == "Bundle" and parsed.to_dict()["meta"] == bundle["meta"]
     broken = json.loads(json.dumps(bundle))
@@ -588,8 +606,9 @@ def test_a_relapse_reads_as_a_second_episode_of_plans() -> None:
     assert staff[task["requester"]["reference"]] == "CM-07"
     assert staff[episode["careManager"]["reference"]] == "CM-01"
     assert "executionPeriod" not in task  # never sent
-    (consent,) = found["Consent"]
+    consent, to_ehr = found["Consent"]
     assert (consent["status"], consent["provision"]["type"]) == ("active", "deny")
+    assert (to_ehr["status"], to_ehr["provision"]["type"]) == ("active", "permit")
 
 
 # --- the command line --------------------------------------------------------------------
