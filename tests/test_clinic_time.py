@@ -328,7 +328,9 @@ async def test_a_referrals_timer_and_task_keep_the_sites_wall_clock(tmp_path: Pa
                         stages[need] = status.stage
                     events = list((await loops["employment"].fetch_history()).events)
                 timers = [e for e in events if e.HasField("timer_started_event_attributes")]
-                if stages == wanted and timers:
+                # The loop says it awaits consent as it opens the task: wait for the task too.
+                asked = c.store.tasks(kind="consent_needed")
+                if stages == wanted and timers and asked:
                     break
                 await asyncio.sleep(0.1)
             assert stages == wanted
