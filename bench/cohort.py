@@ -30,7 +30,13 @@ from infra.settings import load_settings
 from simulation.case_manager import CaseManager
 from simulation.cohort import Arrival, ClinicBoard, advance, bounded, run_clinic
 from simulation.patients import steady_attendance
-from simulation.workers import child_named, cpu_by_process, worker_env, worker_process
+from simulation.workers import (
+    child_named,
+    cpu_by_process,
+    simulation_worker,
+    worker_env,
+    worker_process,
+)
 
 DAY = timedelta(days=1)
 STEP_DEADLINE = timedelta(minutes=10)
@@ -53,8 +59,8 @@ async def simulate(
     programs = program_dir(workdir / "programs")
     settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)
     address = env.client.service_client.config.target_host
-    variables = worker_env(
-        address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
+    variables = simulation_worker(
+        worker_env(address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE))
     )
     server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with contextlib.AsyncExitStack() as stack:
@@ -112,8 +118,8 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
     address = env.client.service_client.config.target_host
     programs = program_dir(workdir / "programs")
     # The environment's client seals payloads with the test keys: so must the worker.
-    variables = worker_env(
-        address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE)
+    variables = simulation_worker(
+        worker_env(address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE))
     )
     server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with worker_process(env.client, variables, bare=True) as worker:
@@ -265,6 +271,7 @@ async def run(
                 continue
             figures["sizes"][key] = shape | {
                 "patient_years_per_minute": spread([r["patient_years_per_minute"] for r in runs]),
+                "cpu_per_patient_year": spread([cpu_per_year(r) for r in runs]),
                 "seconds": spread([r["seconds"] for r in runs]),
                 "runs": runs,
             }
@@ -279,6 +286,15 @@ async def run(
     return figures
 
 
+CPU_TARGET = 0.60
+"""CPU-seconds a patient-year for 1,000 in five minutes on two fully used cores."""
+
+
+def cpu_per_year(result: dict[str, Any]) -> float:
+    """Worker, server and simulated clinic together, a patient-year."""
+    return float(sum(result["cpu_seconds"].values())) / float(result["patients"])
+
+
 async def _trivial_reference(n: int, scratch: Path) -> dict[str, Any]:
     """The trivial patient-year at the smallest size (the architecture's reference figure is
     for a handful of workflows, where the server's cost per workflow is lowest)."""
@@ -287,4 +303,5 @@ async def _trivial_reference(n: int, scratch: Path) -> dict[str, Any]:
     async with time_skipping() as env:
         result = await trivial_years(env, n, workdir)
     result["reference_per_minute"] = TRIVIAL_REFERENCE_PER_MINUTE
+    result["cpu_per_patient_year"] = cpu_per_year(result)
     return result

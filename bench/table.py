@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from bench.cohort import CPU_TARGET
+
 Row = tuple[str, str, str, str, str]
 
 
@@ -24,6 +26,34 @@ def _median(figures: dict[str, Any], digits: int = 1, unit: str = "") -> tuple[s
 
 def _verdict(ok: bool) -> str:
     return "[green]met[/]" if ok else "[red]not met[/]"
+
+
+def _cpu_rows(figures: dict[str, Any], trivial: dict[str, Any] | None, shape: str) -> list[Row]:
+    """A cohort's CPU a patient-year (worker, server and simulated clinic) against the
+    target, and against the trivial patient-year of the same run."""
+    if "cpu_per_patient_year" not in figures:  # results from before the figure existed
+        return []
+    cpu = figures["cpu_per_patient_year"]
+    found: list[Row] = [
+        (
+            "3 cohort",
+            f"CPU-s a patient-year, {shape}",
+            *_median(cpu, 2),
+            f"<= {CPU_TARGET:.2f} {_verdict(cpu['median'] <= CPU_TARGET)}",
+        )
+    ]
+    if trivial and "cpu_per_patient_year" in trivial:
+        ratio = cpu["median"] / trivial["cpu_per_patient_year"]
+        found.append(
+            (
+                "3 cohort",
+                f"... against the trivial patient-year ({trivial['cpu_per_patient_year']:.2f} s)",
+                _num(ratio, 1) + "x",
+                "same run",
+                "",
+            )
+        )
+    return found
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
@@ -109,6 +139,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     target,
                 )
             )
+            out.extend(_cpu_rows(figures, b["cohort"].get("trivial"), f"N = {n}, {workers}"))
     trivial = b.get("cohort", {}).get("trivial")
     if trivial and "failed" in trivial:
         out.append(

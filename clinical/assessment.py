@@ -45,7 +45,11 @@ class Weekday(StrEnum):
     @property
     def number(self) -> int:
         """Monday = 0 … Sunday = 6."""
-        return list(Weekday).index(self)
+        return _WEEKDAY_NUMBER[self]
+
+
+# A lookup, not the enum's index: planning a week asks it thousands of times.
+_WEEKDAY_NUMBER = {day: i for i, day in enumerate(Weekday)}
 
 
 class SocialNeed(StrEnum):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Literal
@@ -57,21 +58,30 @@ class YearlyHoliday(_Strict):
         return self
 
     def in_year(self, year: int) -> dt.date | None:
-        if self.date is not None:
-            month, day = (int(x) for x in self.date.split("-"))
-            try:
-                return dt.date(year, month, day)
-            except ValueError:  # 29 February in a common year
-                return None
-        assert self.month is not None and self.weekday is not None and self.nth is not None
-        days = [
-            d
-            for d in calendar.Calendar().itermonthdates(year, self.month)
-            if d.month == self.month and d.weekday() == self.weekday.number
-        ]
-        if self.nth == -1:
-            return days[-1]
-        return days[self.nth - 1] if self.nth <= len(days) else None
+        return _holiday_in(self.date, self.month, self.weekday, self.nth, year)
+
+
+@functools.cache
+def _holiday_in(
+    fixed: str | None, month: int | None, weekday: Weekday | None, nth: int | None, year: int
+) -> dt.date | None:
+    """A yearly holiday's date in `year` (None when it has none that year). Cached: a journey
+    asks for every day it books or checks, and the answer never changes."""
+    if fixed is not None:
+        m, d = (int(x) for x in fixed.split("-"))
+        try:
+            return dt.date(year, m, d)
+        except ValueError:  # 29 February in a common year
+            return None
+    assert month is not None and weekday is not None and nth is not None
+    days = [
+        d
+        for d in calendar.Calendar().itermonthdates(year, month)
+        if d.month == month and d.weekday() == weekday.number
+    ]
+    if nth == -1:
+        return days[-1]
+    return days[nth - 1] if nth <= len(days) else None
 
 
 class Closure(_Strict):

@@ -34,7 +34,12 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 from temporalio.converter._extstore import StorageDriverStoreContext
-from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+from temporalio.worker import (
+    UnsandboxedWorkflowRunner,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
+)
 from temporalio.worker._command_aware_visitor import CommandInfo
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _Instance
@@ -111,10 +116,15 @@ class CompiledSandboxRunner(SandboxedWorkflowRunner):
         return instance
 
 
-def workflow_runner(tuned: bool, converter: DataConverter) -> WorkflowRunner:
+def workflow_runner(
+    tuned: bool, converter: DataConverter, sandboxed: bool = True
+) -> WorkflowRunner:
     """The sandbox for workflows whose payloads pass through `converter`: the SDK's as
     shipped, or (`tuned`) compiling its code strings once and, where the converter allows,
-    skipping the context lookups."""
+    skipping the context lookups. Not `sandboxed`: the same workflow code run directly (a
+    simulation's worker only)."""
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     if not tuned:
         return SandboxedWorkflowRunner()
     return CompiledSandboxRunner(context_free=takes_no_context(converter))

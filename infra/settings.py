@@ -55,6 +55,10 @@ class Settings:
     # The worker's overrides of temporalio 1.35's private sandbox internals (infra/sandbox.py):
     # on, as BENCHMARKS.md measured them worth it; off runs the SDK exactly as shipped.
     sdk_tuning: bool = True
+    # The workflow sandbox (on): off only for the simulations' own workers (a what-if, the
+    # cohort benchmark), whose workflows the sandboxed tests and the replay gate check; a
+    # fifth of a simulation worker's CPU (BENCHMARKS.md). Never off for a clinic's worker.
+    workflow_sandbox: bool = True
     # The clinic's sites (time zones, holidays): `sites.toml` beside the programs unless set.
     sites_path: Path | None = None
     # The case managers' console (`starter.py console`).
@@ -138,6 +142,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_interval=_seconds(env, "CAREPATH_METRICS_INTERVAL", 15.0),
         otel=_switch(env, "CAREPATH_OTEL", False),
         sdk_tuning=_switch(env, "CAREPATH_SDK_TUNING", True),
+        workflow_sandbox=_switch(env, "CAREPATH_WORKFLOW_SANDBOX", True),
         console_host=env.get("CAREPATH_CONSOLE_HOST", "127.0.0.1"),
         console_port=_port(env, "CAREPATH_CONSOLE_PORT", 8000),
         console_idle_minutes=_number(

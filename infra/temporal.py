@@ -130,7 +130,9 @@ def build_worker(
         "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
         "max_cached_workflows": settings.max_cached_workflows,
         "interceptors": tracing_interceptors(settings),
-        "workflow_runner": workflow_runner(settings.sdk_tuning, client.data_converter),
+        "workflow_runner": workflow_runner(
+            settings.sdk_tuning, client.data_converter, settings.workflow_sandbox
+        ),
     }
     options.update(overrides)
     return Worker(client, **options)

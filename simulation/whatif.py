@@ -39,6 +39,7 @@ from simulation.workers import (
     child_named,
     cpu_by_process,
     register_search_attributes,
+    simulation_worker,
     worker_env,
     worker_process,
 )
@@ -146,12 +147,14 @@ async def run_program(
     protocol = ProgramCatalog(programs).load(program_id)
     settings = dataclasses.replace(settings, task_queue=TASK_QUEUE)
     async with time_skipping_server(workdir) as env:
-        variables = worker_env(
-            env.client.service_client.config.target_host,
-            workdir,
-            programs,
-            TASK_QUEUE,
-            CAREPATH_SIMULATED_USE_RISK=str(behaviour.aftercare.use_risk),
+        variables = simulation_worker(
+            worker_env(
+                env.client.service_client.config.target_host,
+                workdir,
+                programs,
+                TASK_QUEUE,
+                CAREPATH_SIMULATED_USE_RISK=str(behaviour.aftercare.use_risk),
+            )
         )
         address = variables["TEMPORAL_ADDRESS"]
         server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,6 +87,20 @@ def worker_env(
     )
     env.update(extra)
     return env
+
+
+def simulation_worker(env: dict[str, str]) -> dict[str, str]:
+    """A simulation's worker (a what-if's, the cohort benchmark's): the same worker and
+    workflows, run without the workflow sandbox (the sandboxed tests and the replay gate
+    check these workflows; the sandbox is about a fifth of a simulation worker's CPU), and
+    with the bytecode of what it imports cached across runs in the user's temporary
+    directory (with PYTHONDONTWRITEBYTECODE set, as here, each worker compiled CarePath's
+    modules twice at start: to import them and to hash them for its build ID)."""
+    cache = Path(tempfile.gettempdir()) / f"carepath-bytecode-{os.getuid()}"
+    variables = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    variables.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+    variables["CAREPATH_WORKFLOW_SANDBOX"] = "off"
+    return variables
 
 
 @asynccontextmanager

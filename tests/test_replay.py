@@ -34,18 +34,22 @@ def test_every_registered_workflow_type_has_recorded_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 @pytest.mark.parametrize(
-    "sdk_tuning",
-    [True, pytest.param(False, marks=pytest.mark.slow)],
-    ids=["tuned", "sdk-as-shipped"],
+    ("sdk_tuning", "sandboxed"),
+    [
+        (True, True),
+        pytest.param(False, True, marks=pytest.mark.slow),
+        pytest.param(True, False, marks=pytest.mark.slow),
+    ],
+    ids=["tuned", "sdk-as-shipped", "unsandboxed"],
 )
-async def test_recorded_history_replays(path: Path, sdk_tuning: bool) -> None:
+async def test_recorded_history_replays(path: Path, sdk_tuning: bool, sandboxed: bool) -> None:
     # The worker's own runners, CAREPATH_SDK_TUNING on and off: the gate replays what
-    # production runs either way.
+    # production runs either way; and a simulation's worker (CAREPATH_WORKFLOW_SANDBOX off).
     converter = data_converter(TEST_KEYS)
     replayer = Replayer(
         workflows=WORKFLOWS,
         data_converter=converter,
-        workflow_runner=workflow_runner(sdk_tuning, converter),
+        workflow_runner=workflow_runner(sdk_tuning, converter, sandboxed),
     )
     workflow_id = path.stem.rsplit("--", 1)[-1]
     history = WorkflowHistory.from_json(workflow_id, path.read_text())
