@@ -18,7 +18,8 @@ from cli.common import CliError, console
 from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.settings import Settings
 from simulation.behaviour import BEHAVIOUR_FILE, Behaviour, load_behaviour
-from simulation.whatif import Plan, compare, copy_programs, table
+from simulation.report import charts, html_report, table
+from simulation.whatif import Plan, compare, copy_programs
 
 REAL_DAY = 86400
 EXIT_FAILED = 1
@@ -36,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arrivals", default="10/week", help="admissions a week, e.g. 15/week")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (intervals)")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="also write the comparison's charts as an HTML page to this file",
+    )
 
 
 def arrivals_per_week(text: str) -> float:
@@ -121,6 +127,8 @@ async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Ctrl-C (or SIGTERM) cancels the run: each program's worker and server is stopped
     and the scratch directory removed on the way out."""
     plan = plan_of(args)
+    if args.report is not None and not args.report.parent.is_dir():
+        raise CliError(f"--report {args.report}: no such directory {str(args.report.parent)!r}")
     behaviour = load_behaviour()
     task = asyncio.current_task()
     assert task is not None
@@ -157,4 +165,9 @@ async def _simulate(
     console.print(table(comparison), highlight=False, soft_wrap=True)
     runs = plan.patients * len(plan.programs) * len(plan.seeds)
     console.print(f"{runs} simulated journeys in {_duration(seconds)}", highlight=False)
+    console.print()
+    console.print(charts(comparison), highlight=False, soft_wrap=True, markup=False)
+    if args.report is not None:
+        args.report.write_text(html_report(comparison), encoding="utf-8")
+        console.print(f"\ncharts written to {args.report}", highlight=False)
     return 0

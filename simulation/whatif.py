@@ -345,45 +345,6 @@ async def compare(
     return Comparison(plan, runs, cpu)
 
 
-def table(comparison: Comparison) -> str:
-    """The programs side by side; with several seeds, the median and the range."""
-    programs = comparison.plan.programs
-    width = max(len(m.label) for m in METRICS) + 2
-    columns = [max(len(p), 16) for p in programs]
-    lines = [
-        "".ljust(width) + "  ".join(p.rjust(c) for p, c in zip(programs, columns, strict=True))
-    ]
-    for metric in METRICS:
-        cells = [
-            _cell([r[metric.key] for r in comparison.runs[p]], metric.unit).rjust(c)
-            for p, c in zip(programs, columns, strict=True)
-        ]
-        lines.append(metric.label.ljust(width) + "  ".join(cells))
-    years = sum(r["patient_years"] or 0.0 for p in programs for r in comparison.runs[p])
-    if not years:
-        return "\n".join(lines)
-    worker, server, clinic = (comparison.cpu[k] / years for k in ("worker", "server", "driver"))
-    lines.append(
-        f"{years:.0f} simulated patient-years; CPU a patient-year: worker {worker:.2f} s, "
-        f"time-skipping server {server:.2f} s, simulated clinic {clinic:.2f} s"
-    )
-    return "\n".join(lines)
-
-
-def _cell(values: list[float | None], unit: str) -> str:
-    known = [v for v in values if v is not None]
-    if not known:
-        return "-"
-
-    def shown(v: float) -> str:
-        return f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}"
-
-    middle = shown(statistics.median(known))
-    if len(known) == 1:
-        return middle
-    return f"{middle} ({shown(min(known))}-{shown(max(known))})"
-
-
 def copy_programs(source: Path, into: Path, extra: list[Path]) -> Path:
     """The clinic's programs and sites, and program files given by path, in a directory of
     the run's own (a what-if never reads the clinic's directory while it runs)."""

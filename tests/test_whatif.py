@@ -12,7 +12,8 @@ import pytest
 from cli.main import main
 from infra.settings import PROJECT_ROOT, load_settings
 from simulation.behaviour import Behaviour, load_behaviour
-from simulation.whatif import Plan, compare, copy_programs, start_instant, table
+from simulation.report import charts, from_json, html_report, table, to_json
+from simulation.whatif import Comparison, Plan, compare, copy_programs, start_instant
 
 
 def program_file(into: Path, weeks: int) -> Path:
@@ -106,3 +107,90 @@ def test_simulate_refuses_bad_arguments_in_one_line(
     out, err = capsys.readouterr()
     assert err.startswith(f"error: {error}") and err.count("\n") == 1
     assert "What if" not in out
+
+
+def a_comparison(seeds: int = 3) -> Comparison:
+    """Two programs' outcomes as a what-if would give them, without running one."""
+    plan = Plan(
+        programs=("default-iop", "<six> & weeks"),
+        patients=40,
+        per_week=10,
+        seeds=tuple(range(7, 7 + seeds)),
+    )
+
+    def run(i: int, shift: float) -> dict[str, float | None]:
+        return {
+            "treatment_completed": 0.6 + shift + 0.05 * i,
+            "journey_completed": 0.5,
+            "withdrawn": 0.4,
+            "attendance": 0.75,
+            "weeks_to_step_down": 10.0 - 2 * (shift > 0) + 0.1 * i,
+            "relinked": None,
+            "check_in_reach": 0.96,
+            "referral_closure": 0.2,
+            "tasks_per_cm_week": 1.0,
+            "peak_tasks_per_cm_week": 11.0,
+            "peak_seats": 8.0 + i,
+            "facilitator_hours": 27.0,
+            "peak_facilitator_hours": 126.0,
+            "patient_years": 40.0,
+        }
+
+    return Comparison(
+        plan,
+        {
+            "default-iop": [run(i, 0.0) for i in range(seeds)],
+            "<six> & weeks": [run(i, 0.1) for i in range(seeds)],
+        },
+        {"worker": 80.0, "server": 24.0, "driver": 16.0},
+    )
+
+
+def test_the_charts_show_each_program_s_median_and_range_over_the_seeds() -> None:
+    lines = charts(a_comparison()).splitlines()
+    assert lines[0] == "█ lowest seed  ▓ median  ░ highest seed"
+    at = lines.index("completed treatment (reached aftercare)")
+    default, six = lines[at + 1], lines[at + 2]
+    assert default.endswith("| 65% (60%-70%)") and six.endswith("| 75% (70%-80%)")
+    bar = default.split("|")[1]
+    # A share's full bar is 100%: 60% solid, to 65% the median, to 70% the range.
+    assert len(bar) == 30 and bar.count("█") == 18 and bar.count("▓") == 2
+    assert bar.count("░") == 1 and bar.endswith(" " * 9)
+    # A count's full bar is the largest value of any program.
+    seats = lines[lines.index("seats needed at the busiest group session") + 1]
+    assert seats.split("|")[1].rstrip().endswith("░") and seats.endswith("9.0 (8.0-10.0)")
+    # A figure a program has none of is a dash, not a bar.
+    relinked = lines[lines.index("re-linked to care after use reported in aftercare") + 1]
+    assert relinked.split("|")[1] == " " * 30 and relinked.endswith("| -")
+
+
+def test_one_seed_says_how_to_get_intervals() -> None:
+    lines = charts(a_comparison(seeds=1)).splitlines()
+    assert lines[0].startswith("one seed: run with --seeds")
+    assert "░" not in "\n".join(lines) and "▓" not in "\n".join(lines)
+
+
+def test_the_html_report_charts_each_figure_and_escapes_names() -> None:
+    page = html_report(a_comparison())
+    assert page.count("<svg") == 10
+    assert "&lt;six&gt; &amp; weeks" in page and "<six>" not in page
+    assert "seeds 7-9: bars are medians, lines the range" in page
+    assert "completed treatment (reached aftercare)" in page
+
+
+def test_a_comparison_survives_json() -> None:
+    comparison = a_comparison()
+    again = from_json(to_json(comparison))
+    assert again == comparison
+    assert table(again) == table(comparison)
+    last = table(comparison).splitlines()[-1]
+    assert last.startswith("240 simulated patient-years; CPU a patient-year: worker 0.33 s")
+
+
+def test_simulate_refuses_a_report_in_a_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "nowhere" / "report.html"
+    assert main(["simulate", "--program", "default-iop", "--report", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --report ") and err.count("\n") == 1
