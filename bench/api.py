@@ -98,7 +98,7 @@ async def run(
     scratch: Path,
 ) -> dict[str, Any]:
     from cli.enrolment import start_journey
-    from tests.support import enrolment_data
+    from simulation.clinic import enrolment_data
 
     workdir = scratch / "api"
     programs = program_dir(workdir / "programs", seconds_per_day)

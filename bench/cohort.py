@@ -54,13 +54,15 @@ async def simulate(
     a clinic scales its workers."""
     from cli.enrolment import start_journey
     from clinical.assessment import Enrolment
-    from tests.support import TEST_KEYS_FILE, enrolment_data
+    from simulation.clinic import SIMULATION_KEYS_FILE, enrolment_data
 
     programs = program_dir(workdir / "programs")
     settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)
     address = env.client.service_client.config.target_host
     variables = simulation_worker(
-        worker_env(address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE))
+        worker_env(
+            address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(SIMULATION_KEYS_FILE)
+        )
     )
     server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with contextlib.AsyncExitStack() as stack:
@@ -113,13 +115,15 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
     Its throughput tells how fast this machine is against the architecture's reference
     figure, and CarePath's CPU per patient-year over it what a real one costs."""
     from bench.bare import TrivialYear
-    from tests.support import TEST_KEYS_FILE
+    from simulation.clinic import SIMULATION_KEYS_FILE
 
     address = env.client.service_client.config.target_host
     programs = program_dir(workdir / "programs")
-    # The environment's client seals payloads with the test keys: so must the worker.
+    # The environment's client seals payloads with the simulations' keys: so must the worker.
     variables = simulation_worker(
-        worker_env(address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(TEST_KEYS_FILE))
+        worker_env(
+            address, workdir, programs, TASK_QUEUE, CAREPATH_KEYS_FILE=str(SIMULATION_KEYS_FILE)
+        )
     )
     server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with worker_process(env.client, variables, bare=True) as worker:
@@ -166,7 +170,7 @@ async def troubles(
     """Timeouts and failures anywhere in the cohort's histories (runs and children): a
     clock stepped past work in flight would show here."""
     from bench.patient_year import children_of
-    from tests.support import journey_histories
+    from simulation.clinic import journey_histories
 
     found: Counter[str] = Counter()
     for handle in handles:

@@ -161,10 +161,16 @@ def converter(workdir: Path) -> Any:
 
 @asynccontextmanager
 async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    from tests.support import start_time_skipping
+    """A time-skipping server of the simulations' keys, its clock at the what-ifs' start
+    (a Monday afternoon in February: the same weekday and season whichever day it runs)."""
+    from simulation.clinic import start_time_skipping
+    from simulation.cohort import advance
+    from simulation.whatif import start_instant
 
     env = await start_time_skipping()
     try:
+        now = await env.get_current_time()
+        await advance(env, start_instant(now) - now)
         yield env
     finally:
         await env.shutdown()

@@ -185,7 +185,7 @@ async def sheet(journeys: int, rounds: int, workdir: Path) -> dict[str, Any]:
     """The sheet through the console and through the command line's client, alternating."""
     from clinical.assessment import Enrolment
     from services.enrolment import enrol, journey_input
-    from tests.support import enrolment_data
+    from simulation.clinic import enrolment_data
 
     programs = program_dir(workdir / "programs", 20.0)
     settings = dataclasses.replace(

@@ -52,7 +52,7 @@ async def carepath_side(
     active: int, measured: int, rounds: int, per_round: int, seconds_per_day: float, workdir: Path
 ) -> list[dict[str, Any]]:
     from cli.enrolment import start_journey
-    from tests.support import enrolment_data
+    from simulation.clinic import enrolment_data
 
     programs = program_dir(workdir / "programs", seconds_per_day)
     settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)

@@ -41,7 +41,7 @@ def _mib(kib: dict[str, int]) -> dict[str, float]:
 
 async def run(counts: list[int], caches: list[int], scratch: Path) -> dict[str, Any]:
     from cli.enrolment import start_journey
-    from tests.support import enrolment_data
+    from simulation.clinic import enrolment_data
 
     workdir = scratch / "memory"
     programs = program_dir(workdir / "programs")

@@ -142,7 +142,7 @@ async def drive_bare(
 
 async def _histories(client: Client, drive: Drive) -> list[Any]:
     """Every run of a workflow, first to last."""
-    from tests.support import journey_histories
+    from simulation.clinic import journey_histories
 
     first = client.get_workflow_handle(drive.workflow_id, first_execution_run_id=drive.first_run_id)
     return await journey_histories(client, first)
@@ -217,7 +217,7 @@ async def _measure(
 async def carepath_side(
     patients: int, per_second: float, seconds_per_day: float, workdir: Path
 ) -> Side:
-    from tests.support import enrolment_data
+    from simulation.clinic import enrolment_data
 
     programs = program_dir(workdir / "programs", seconds_per_day)
     settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)

@@ -72,8 +72,8 @@ def activity_types(histories: list[WorkflowHistory]) -> Counter[str]:
 
 async def one_year(needs: list[str], workdir: Path) -> dict[str, Any]:
     from clinical.assessment import Enrolment
+    from simulation.clinic import clinic, drive_journey, enrolment_data, journey_histories
     from simulation.patients import steady_attendance
-    from tests.support import clinic, drive_journey, enrolment_data, journey_histories
 
     workdir.mkdir(parents=True, exist_ok=True)
     async with time_skipping() as env, clinic(env.client, workdir) as c:

@@ -2,89 +2,69 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.care_operations import CareOperations
 from clinical.assessment import Enrolment
-from clinical.attendance import SessionStatus
 from clinical.careplan import SessionSpec, plan_care, week_sessions
 from clinical.clock import ProgramClock, first_monday_after
-from clinical.identifiers import new_patient_id
 from clinical.phases import Phase
 from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog
-from clinical.requests import AttendanceReport
 from clinical.status import JourneyStatus
-from infra.codec import KeyRing
-from infra.embedded_server import binary
-from infra.settings import PROJECT_ROOT, Settings, load_settings
+from infra.settings import PROJECT_ROOT
 from infra.store import CareStore
-from infra.temporal import data_converter
-from services.enrolment import enrol, journey_input
-from simulation.case_manager import CaseManager
-from simulation.partners import SimulatedPartners
-from simulation.patients import Attendance, attendance_choice
-from simulation.telephony import SimulatedTelephony
-from simulation.workers import register_search_attributes
+
+# The simulated clinic is the simulation's (the benchmarks and the demo run it too).
+from simulation.clinic import (
+    DAY as DAY,
+)
+from simulation.clinic import (
+    OPEN_SITES as OPEN_SITES,
+)
+from simulation.clinic import (
+    PROGRAMS as PROGRAMS,
+)
+from simulation.clinic import (
+    SIMULATION_KEYS as SIMULATION_KEYS,
+)
+from simulation.clinic import (
+    SIMULATION_KEYS_FILE as SIMULATION_KEYS_FILE,
+)
+from simulation.clinic import (
+    Clinic as Clinic,
+)
+from simulation.clinic import (
+    clinic as clinic,
+)
+from simulation.clinic import (
+    drive_journey as drive_journey,
+)
+from simulation.clinic import (
+    enrolment_data as enrolment_data,
+)
+from simulation.clinic import (
+    journey_histories as journey_histories,
+)
+from simulation.clinic import (
+    settle as settle,
+)
+from simulation.clinic import start_time_skipping as _start_time_skipping
 from tests.clinic_time import START, StartChoice, next_start, step_to
-from worker import running_worker
-from workflows.patient_journey import PatientJourneyWorkflow
 
-PROGRAMS = PROJECT_ROOT / "programs"
-OPEN_SITES = Path(__file__).parent / "sites-open.toml"
-"""Sites that never close (the default of a test clinic); `PROGRAMS / "sites.toml"` has the
-clinic's holidays."""
-# A committed test key ring (two keys: a rotation) so tests, recorded histories and the
-# replay gate run with the production codec.
-TEST_KEYS_FILE = Path(__file__).parent / "test-keys.json"
-TEST_KEYS = KeyRing.load(TEST_KEYS_FILE)
-
-
-def enrolment_data(**assessment_overrides: Any) -> dict[str, Any]:
-    assessment: dict[str, Any] = {
-        "ratings": {
-            "withdrawal": 1,
-            "biomedical": 0,
-            "emotional": 2,
-            "readiness": 2,
-            "relapse": 2,
-            "environment": 1,
-        },
-        "age_group": "adult",
-        "substances": ["alcohol"],
-        "commitments": [{"weekday": "tue", "start": "08:00", "end": "17:00", "kind": "work"}],
-        "contact_window": {"start": "10:00", "end": "18:00"},
-    }
-    assessment.update(assessment_overrides)
-    return {
-        "patient_id": new_patient_id(),
-        "case_manager_id": "CM-01",
-        "site_id": "north",
-        "program_id": "default-iop",
-        "contact": {
-            "given_name": "Avery",
-            "family_name": "Quinlan",
-            "date_of_birth": "1988-04-02",
-            "phone": "+1 555 010 2030",
-        },
-        "assessment": assessment,
-    }
+TEST_KEYS_FILE = SIMULATION_KEYS_FILE
+TEST_KEYS = SIMULATION_KEYS
 
 
 # Withdrawal rated 3: above what the default program offers, so a journey ends at intake.
@@ -105,100 +85,10 @@ def make_enrolment(**assessment_overrides: Any) -> Enrolment:
 async def start_time_skipping(start: StartChoice | None = START) -> WorkflowEnvironment:
     """A time-skipping server whose clock stands at the run's chosen start (a weekday and
     time at the default site, `tests.clinic_time`), or at the real now with `start=None`."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(binary("temporal-test-server")),
-        data_converter=data_converter(TEST_KEYS),
-    )
-    await register_search_attributes(env.client)
+    env = await _start_time_skipping(TEST_KEYS)
     if start is not None:
         await step_to(env, next_start(await env.get_current_time(), start))
     return env
-
-
-@dataclass
-class Clinic:
-    """A worker with a fresh store, on some Temporal environment."""
-
-    client: Client
-    settings: Settings
-    operations: CareOperations
-    worker: Worker
-    started: list[WorkflowHandle[Any, Any]] = dataclasses.field(default_factory=list)
-
-    @property
-    def store(self) -> CareStore:
-        return self.operations.store
-
-    async def enrol(
-        self, enrolment: Enrolment, program_id: str | None = None
-    ) -> WorkflowHandle[Any, Any]:
-        """Through the enrolment service, as every door enrols."""
-        if program_id is not None:
-            enrolment = enrolment.model_copy(update={"program_id": program_id})
-        journey = journey_input(enrolment, self.settings, self.store)
-        handle = await enrol(self.client, self.settings.task_queue, journey)
-        self.started.append(handle)
-        return handle
-
-    async def enrol_and_drive(
-        self, env: WorkflowEnvironment, enrolment: Enrolment, **driving: Any
-    ) -> tuple[WorkflowHandle[Any, Any], JourneyStatus, dict[str, str]]:
-        """Enrol, then drive the journey (`drive_journey`'s options) with automatic time
-        skipping disabled: the journey's handle, its status and the sessions entered."""
-        handle = await self.enrol(enrolment)
-        status, reported = await drive_journey(env, handle, **driving)
-        return handle, status, reported
-
-    async def close(self) -> None:
-        """End journeys a test left running: on a shared time-skipping server, a journey
-        with no worker would hold up the clock for the next test."""
-        for handle in self.started:
-            try:
-                await self.client.get_workflow_handle(handle.id).terminate("test finished")
-            except RPCError:
-                pass  # already ended
-
-    async def status(self, handle: WorkflowHandle[Any, Any]) -> JourneyStatus:
-        return await handle.query(PatientJourneyWorkflow.status)
-
-
-@asynccontextmanager
-async def clinic(
-    client: Client,
-    tmp_path: Path,
-    programs_dir: Path = PROGRAMS,
-    telephony: Any = None,
-    database_url: str | None = None,
-    sites: Path = OPEN_SITES,
-    sdk_tuning: bool = True,
-    **worker_overrides: Any,
-) -> AsyncIterator[Clinic]:
-    """`telephony`, if given, builds the provider from the store (default: simulated,
-    abstinent patients); the store is a SQLite file in `tmp_path` unless `database_url`
-    names another; `sdk_tuning` is CAREPATH_SDK_TUNING."""
-    settings = dataclasses.replace(
-        load_settings(),
-        sdk_tuning=sdk_tuning,
-        database_url=database_url or f"sqlite:///{tmp_path / 'care.db'}",
-        programs_dir=programs_dir,
-        sites_path=sites,
-        task_queue=f"carepath-test-{uuid.uuid4().hex[:8]}",
-    )
-    store = CareStore(settings.database_url, keys=TEST_KEYS)
-    store.migrate()
-    # Simulated patients stay abstinent unless a test brings a provider that says otherwise:
-    # a relapse on a random patient's check-in would send the journey round again.
-    provider = telephony(store) if telephony else SimulatedTelephony(store, use_risk=0.0)
-    operations = CareOperations(
-        store, ProgramCatalog(programs_dir), provider, SimulatedPartners(store)
-    )
-    async with running_worker(client, settings, operations, **worker_overrides) as worker:
-        c = Clinic(client=client, settings=settings, operations=operations, worker=worker)
-        try:
-            yield c
-        finally:
-            await c.close()
-    store.dispose()
 
 
 @asynccontextmanager
@@ -218,9 +108,6 @@ async def stubbed_worker(
             activity_executor=executor,
         ):
             yield queue
-
-
-DAY = timedelta(days=1)
 
 
 def run_starter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -266,159 +153,6 @@ def write_holiday_sites(path: Path, on: datetime, name: str = "Founders Day") ->
         f'holidays = [{{ name = "{name}", date = "{on:%m-%d}" }}]\n'
     )
     return path
-
-
-async def drive_journey(
-    env: WorkflowEnvironment,
-    handle: WorkflowHandle[Any, Any],
-    until: Any = None,
-    step: timedelta = DAY,
-    choose: Attendance = attendance_choice,
-    within: timedelta = timedelta(days=3 * 365),
-    approve_step_down: bool = True,
-    reported: dict[str, str] | None = None,
-    sheets: bool = False,
-) -> tuple[JourneyStatus, dict[str, str]]:
-    """Step the clock a day at a time, recording attendance for each session once it has
-    happened, until the journey ends (or `until(status)` holds), and fail if that takes
-    longer than `within` of program time. With `sheets`, the case manager records a
-    treatment week's sessions in one attendance sheet once they have all happened, as a
-    clinic does; otherwise each session in an update of its own. With
-    `approve_step_down`, the case manager approves step-down when the intensive phase
-    reaches its planned end (the journey extends and asks again while the criteria are
-    not met). Pass the `reported` of an earlier call to drive on from where it stopped.
-    Call with automatic time skipping disabled."""
-    manager = CaseManager(choose)
-    manager.entered = {} if reported is None else reported
-    steps = 0
-    while True:
-        status: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
-        status = status.as_of(await env.get_current_time())
-        if status.phase.is_terminal or (until is not None and until(status)):
-            return status, manager.entered
-        if steps * step > within:
-            raise AssertionError(f"journey still in {status.phase} after {within.days} days")
-        steps += 1
-        if sheets:
-            await manager.enter_weeks_over(handle, status)
-        else:  # each session in an update of its own, once it has happened
-            for s in status.sessions:
-                if (
-                    s.day <= status.program_day
-                    and s.session_id not in manager.entered
-                    and s.status != SessionStatus.cancelled
-                ):
-                    await _enter_alone(handle, manager, s.session_id, status.case_manager_id)
-        if approve_step_down:
-            await manager.approve_step_down(handle, status)
-        # Referrals outlive the journey's runs, so the latest run's history may not name them.
-        for workflow_id in [handle.id, *(r.workflow_id for r in status.referrals if not r.outcome)]:
-            await settle(env.client, workflow_id)
-        await env.sleep(step)
-
-
-_WORKFLOW_TASK_ENDS = ("workflow_task_completed", "workflow_task_failed", "workflow_task_timed_out")
-_ACTIVITY_ENDS = (
-    "activity_task_completed",
-    "activity_task_failed",
-    "activity_task_timed_out",
-    "activity_task_canceled",
-)
-_CHILD_ENDS = (
-    "child_workflow_execution_completed",
-    "child_workflow_execution_failed",
-    "child_workflow_execution_canceled",
-    "child_workflow_execution_timed_out",
-    "child_workflow_execution_terminated",
-)
-
-
-async def _enter_alone(
-    handle: WorkflowHandle[Any, Any], manager: CaseManager, session_id: str, case_manager_id: str
-) -> None:
-    for mark in manager.marks([session_id]):
-        report = AttendanceReport(
-            case_manager_id=case_manager_id, session_id=mark.session_id, status=mark.status
-        )
-        await handle.execute_update(PatientJourneyWorkflow.record_attendance, report)
-
-
-async def _work_in_flight(client: Client, workflow_id: str) -> list[str]:
-    """What a workflow (and its running children) still has in flight: an undelivered
-    workflow task or an unfinished activity. The time-skipping server reports neither in
-    DescribeWorkflowExecution, so read them off the latest run's history."""
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    task_open = False
-    activities: dict[int, str] = {}
-    children: dict[int, str] = {}
-    closed = False
-    for event in history.events:
-        kind = event.WhichOneof("attributes") or ""
-        name = kind.removesuffix("_event_attributes")
-        if name == "workflow_task_scheduled":
-            task_open = True
-        elif name in _WORKFLOW_TASK_ENDS:
-            task_open = False
-        elif name == "activity_task_scheduled":
-            scheduled = event.activity_task_scheduled_event_attributes
-            activities[event.event_id] = scheduled.activity_type.name
-        elif name in _ACTIVITY_ENDS:
-            activities.pop(getattr(event, kind).scheduled_event_id, None)
-        elif name == "child_workflow_execution_started":
-            child = event.child_workflow_execution_started_event_attributes
-            children[child.initiated_event_id] = child.workflow_execution.workflow_id
-        elif name in _CHILD_ENDS:
-            children.pop(getattr(event, kind).initiated_event_id, None)
-        elif name.startswith("workflow_execution_") and name not in (
-            "workflow_execution_started",
-            "workflow_execution_signaled",
-            "workflow_execution_update_accepted",
-            "workflow_execution_update_completed",
-            "workflow_execution_update_admitted",
-        ):
-            closed = True
-    if closed:
-        return []
-    busy = [f"{workflow_id}: workflow task"] if task_open else []
-    busy += [f"{workflow_id}: activity {name}" for name in activities.values()]
-    for child_id in children.values():
-        busy += await _work_in_flight(client, child_id)
-    return busy
-
-
-async def settle(
-    client: Client, workflow_id: str, within: timedelta = timedelta(seconds=60)
-) -> None:
-    """Wait (in real time) until the journey and its children have nothing in flight.
-
-    Stepping the time-skipping server's clock while a workflow task or activity is in
-    flight jumps past its timeout; the task then times out and is retried, and with bad
-    luck the journey stalls."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within.total_seconds()
-    while busy := await _work_in_flight(client, workflow_id):
-        if loop.time() > deadline:
-            raise AssertionError(f"still in flight after {within}: {busy}")
-        await asyncio.sleep(0.01)
-
-
-async def journey_histories(client: Client, started: WorkflowHandle[Any, Any]) -> list[Any]:
-    """Every run of a workflow, first to last, following the continue-as-new chain."""
-    from temporalio.client import WorkflowHistory
-
-    workflow_id = started.id
-    run_id: str | None = started.first_execution_run_id or started.result_run_id
-    histories: list[WorkflowHistory] = []
-    while run_id:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        histories.append(history)
-        last = history.events[-1]
-        run_id = (
-            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-            if last.HasField("workflow_execution_continued_as_new_event_attributes")
-            else None
-        )
-    return histories
 
 
 class JourneyStandIn:

@@ -33,7 +33,15 @@ from clinical.sites import SiteDirectory
 from infra.channels import SUBJECT, Channel, SmsProviderChannel, SmtpChannel, reference_of
 from infra.store import CareEventFacts, CareStore, PhaseChangeEntry
 from services.delivery import Deliverer, DeliveryPolicy
-from tests.support import DAY, OPEN_SITES, PROGRAMS, TEST_KEYS, make_enrolment, run_starter
+from tests.support import (
+    DAY,
+    OPEN_SITES,
+    PROGRAMS,
+    TEST_KEYS,
+    TEST_KEYS_FILE,
+    make_enrolment,
+    run_starter,
+)
 from tests.test_store import operations
 
 NEW_YORK = zone("America/New_York")
@@ -410,7 +418,7 @@ def test_deliver_and_dead_letters_from_the_command_line(
 ) -> None:
     box, port = mailbox
     url = f"sqlite:///{tmp_path / 'care.db'}"
-    keys = Path(__file__).parent / "test-keys.json"
+    keys = TEST_KEYS_FILE
     store = CareStore(url, keys=TEST_KEYS)
     store.migrate()
     # On the demo's clock: the reminders were placed in its calendar's windows, so they go

@@ -96,3 +96,29 @@ async def test_a_patient_who_stops_coming_is_discharged_as_withdrawn_once() -> N
         await manager.discharge_if_gone(journey, "CM-01", after_missed=3)  # type: ignore[arg-type]
     (request,) = journey.sent
     assert isinstance(request, DischargeRequest) and request.reason == DischargeReason.withdrew
+
+
+def test_nothing_outside_the_tests_imports_them() -> None:
+    """The benchmarks, the demo and the simulations run the simulated clinic from
+    `simulation/`; the tests import it from there, never the other way round."""
+    import ast
+
+    from infra.settings import PROJECT_ROOT
+
+    offenders = []
+    tops = [t for t in PROJECT_ROOT.iterdir() if t.name not in ("tests", "build", "data")]
+    sources = [t for t in tops if t.suffix == ".py"] + [
+        p for t in tops if t.is_dir() and not t.name.startswith(".") for p in t.rglob("*.py")
+    ]
+    assert any(p.name == "cohort.py" for p in sources)
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert offenders == []
