@@ -194,3 +194,82 @@ def test_simulate_refuses_a_report_in_a_missing_directory(
     assert main(["simulate", "--program", "default-iop", "--report", str(report)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --report ") and err.count("\n") == 1
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process under `pid` now (children of children too)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += children - found
+            found |= children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signal_name", "to_group"),
+    [("SIGINT", True), ("SIGTERM", False)],
+    ids=["ctrl-c", "sigterm-to-the-command"],
+)
+def test_ctrl_c_stops_a_what_if_and_leaves_no_process_or_scratch_behind(
+    tmp_path: Path, signal_name: str, to_group: bool
+) -> None:
+    """Ctrl-C in a terminal is SIGINT to the whole foreground process group: the command,
+    its workers and its time-skipping servers; a supervisor's SIGTERM goes to the command
+    alone, which stops the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    command = [sys.executable, str(PROJECT_ROOT / "starter.py"), "simulate"]
+    arguments = ["--program", "default-iop", "--patients", "30", "--arrivals", "30/week"]
+    proc = subprocess.Popen(
+        [*command, *arguments, "--seeds", "2"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+    )
+    try:
+        deadline = time.monotonic() + 120
+        spawned: set[int] = set()
+        # Running: a worker and a time-skipping server for each of the seed's programs.
+        while len(spawned) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            spawned = _descendants(proc.pid)
+        assert proc.poll() is None and len(spawned) >= 2, "the what-if never got going"
+        time.sleep(3)  # well into the run
+        spawned |= _descendants(proc.pid)
+        (os.killpg if to_group else os.kill)(proc.pid, getattr(signal, signal_name))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130
+    assert err.rstrip().splitlines()[-1].endswith("interrupted")
+    time.sleep(1)
+    assert [pid for pid in spawned if _alive(pid)] == []
+    assert list(scratch.glob("carepath-whatif-*")) == []  # (a bytecode cache stays)
