@@ -18,7 +18,7 @@ from cli.common import CliError, console
 from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.settings import Settings
 from simulation.behaviour import BEHAVIOUR_FILE, Behaviour, load_behaviour
-from simulation.report import charts, html_report, table
+from simulation.report import charts, html_report, table, to_json
 from simulation.whatif import Plan, compare, copy_programs
 
 REAL_DAY = 86400
@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--report",
         type=Path,
         help="also write the comparison's charts as an HTML page to this file",
+    )
+    p.add_argument("--json", type=Path, help="also write the comparison as JSON to this file")
+    p.add_argument(
+        "--progress-file",
+        type=Path,
+        help="keep the fraction done in this file (the console's what-if page reads it)",
     )
 
 
@@ -94,17 +100,23 @@ def programs_for(args: argparse.Namespace, settings: Settings, into: Path) -> Pa
 
 
 class ProgressBar:
-    """A line on stderr: how far, and an estimate of the time left."""
+    """A line on stderr: how far, and an estimate of the time left; with a `file`, the
+    fraction done is also kept there (replaced whole, so a reader never sees half)."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: Path | None = None) -> None:
         self.started = time.monotonic()
         self.shown = -1
+        self.file = file
 
     def __call__(self, fraction: float) -> None:
         percent = int(fraction * 100)
         if percent == self.shown:
             return
         self.shown = percent
+        if self.file is not None:
+            partial = self.file.with_name(self.file.name + ".part")
+            partial.write_text(f"{fraction:.3f} {time.monotonic() - self.started:.0f}\n")
+            partial.replace(self.file)
         elapsed = time.monotonic() - self.started
         left = (
             f"about {_duration(elapsed * (1 - fraction) / fraction)} left"
@@ -127,8 +139,11 @@ async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Ctrl-C (or SIGTERM) cancels the run: each program's worker and server is stopped
     and the scratch directory removed on the way out."""
     plan = plan_of(args)
-    if args.report is not None and not args.report.parent.is_dir():
-        raise CliError(f"--report {args.report}: no such directory {str(args.report.parent)!r}")
+    for option in ("report", "json", "progress_file"):
+        path = getattr(args, option)
+        if path is not None and not path.parent.is_dir():
+            flag = "--" + option.replace("_", "-")
+            raise CliError(f"{flag} {path}: no such directory {str(path.parent)!r}")
     behaviour = load_behaviour()
     task = asyncio.current_task()
     assert task is not None
@@ -153,7 +168,7 @@ async def _simulate(
             f"{seeds}; behaviour from {BEHAVIOUR_FILE.name}; each program on a simulated "
             "clinic of its own"
         )
-        bar = ProgressBar()
+        bar = ProgressBar(args.progress_file)
         try:
             comparison = await compare(
                 dataclasses.replace(settings, programs_dir=programs), plan, behaviour, root, bar
@@ -170,4 +185,6 @@ async def _simulate(
     if args.report is not None:
         args.report.write_text(html_report(comparison), encoding="utf-8")
         console.print(f"\ncharts written to {args.report}", highlight=False)
+    if args.json is not None:
+        args.json.write_text(to_json(comparison), encoding="utf-8")
     return 0

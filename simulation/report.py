@@ -164,6 +164,11 @@ def _svg(comparison: Comparison, metric: Metric) -> str:
     return "".join(parts)
 
 
+def figures_svg(comparison: Comparison) -> list[tuple[str, str]]:
+    """Each charted figure's label and its chart as SVG (every text in it escaped)."""
+    return [(m.label, _svg(comparison, m)) for m in METRICS if m.key in CHARTED]
+
+
 def html_report(comparison: Comparison) -> str:
     """A self-contained page: what was simulated, and each charted figure."""
     plan = comparison.plan
@@ -172,11 +177,7 @@ def html_report(comparison: Comparison) -> str:
         if len(plan.seeds) == 1
         else f"seeds {plan.seeds[0]}-{plan.seeds[-1]}: bars are medians, lines the range"
     )
-    sections = [
-        f"<h2>{html.escape(m.label)}</h2>\n{_svg(comparison, m)}"
-        for m in METRICS
-        if m.key in CHARTED
-    ]
+    sections = [f"<h2>{html.escape(label)}</h2>\n{svg}" for label, svg in figures_svg(comparison)]
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>What if: " + html.escape(" vs ".join(plan.programs)) + "</title>"

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from infra.store.accounts import Role
-from web import api, api_subscribers, enrolment, patients, signin, staff, webhooks
+from web import api, api_subscribers, enrolment, patients, signin, staff, webhooks, whatif
 from web.api_security import API, BodyLimit, Problem, problem_response
 from web.context import Console, console_of, page
 from web.openapi import document_text
@@ -115,6 +115,7 @@ def create_app(console: Console) -> FastAPI:
     patients.install(app, signed_in)
     enrolment.install(app, signed_in)
     staff.install(app, signed_in)
+    whatif.install(app, signed_in)
     api.install(app)
     api_subscribers.install(app)
     webhooks.install(app)
