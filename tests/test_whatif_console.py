@@ -119,6 +119,27 @@ async def test_a_finished_what_if_shows_its_charts_and_a_failed_one_says_why(
     assert listed.text.index("a" * 16) and ">done<" in listed.text and ">failed<" in listed.text
 
 
+async def test_one_what_if_runs_at_a_time(
+    ui: ConsoleUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web import whatif
+
+    # A run whose process is alive and a simulation (a PID that stands in for one).
+    _a_run(ui, "c" * 16, pid="4242", progress="0.250 30\n")
+    monkeypatch.setattr(whatif, "_running", lambda pid: pid == 4242)
+    async with ui.signed_in("sup") as http:
+        running = await http.get("/whatif/" + "c" * 16)
+        again = await http.post(
+            "/whatif",
+            data={"csrf": csrf_of(http), "program": ["weeks-6", "default-iop"], **FORM},
+        )
+    assert 'http-equiv="refresh"' in running.text and "25%" in running.text
+    assert "(about 2 min left)" in running.text  # 30 s for a quarter
+    assert again.status_code == 422
+    assert "a what-if is already running (started 2027-02-08T13:00:00+00:00 by sup)" in again.text
+    assert len(list(_runs(ui).iterdir())) == 1
+
+
 @pytest.mark.slow
 async def test_a_what_if_from_the_console_runs_apart_and_shows_the_comparison(
     ui: ConsoleUnderTest,

@@ -226,6 +226,12 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         offered = programs_offered(console.settings)
         try:
             asked = asked_from(form, offered)
+            busy = [r for r in recent_runs(console.settings) if r.state == "running"]
+            if busy:  # one at a time: a what-if takes the machine's cores for minutes
+                raise FormRefused(
+                    f"a what-if is already running (started {busy[0].asked.get('at')} by "
+                    f"{busy[0].asked.get('by')}): wait for it to finish"
+                )
         except FormRefused as exc:
             console.record(request, visitor.user, "start what-if", outcome="refused")
             return page(
