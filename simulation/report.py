@@ -16,6 +16,8 @@ CHARTED = (
     "treatment_completed",
     "journey_completed",
     "attendance",
+    "days_to_first_session",
+    "waited_for_seat",
     "weeks_to_step_down",
     "relinked",
     "check_in_reach",

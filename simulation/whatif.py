@@ -76,6 +76,8 @@ METRICS = (
     Metric("journey_completed", "completed the year of aftercare", "%"),
     Metric("withdrawn", "withdrew (stopped coming)", "%"),
     Metric("attendance", "attendance, intensive and step-down", "%"),
+    Metric("days_to_first_session", "days from enrolment to the first session (median)", "days"),
+    Metric("waited_for_seat", "waited for a seat in a group track", "%"),
     Metric("weeks_to_step_down", "weeks from intensive start to step-down (median)", "weeks"),
     Metric("relinked", "re-linked to care after use reported in aftercare", "%"),
     Metric("check_in_reach", "aftercare check-ins reached", "%"),
@@ -210,6 +212,16 @@ def outcomes(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | N
     weeks = [w for c in changes.values() if (w := _weeks_to_step_down(c)) is not None]
 
     booked = store.appointments()
+    first_session: dict[str, datetime] = {}
+    for a in booked:
+        if a.status != "cancelled":
+            earliest = first_session.get(a.patient_id, a.starts_at)
+            first_session[a.patient_id] = min(a.starts_at, earliest)
+    to_first = [
+        (first_session[pid] - c[0].at) / DAY
+        for pid, c in changes.items()
+        if c and pid in first_session
+    ]
     treatment = [a for a in booked if a.phase in TREATMENT]
     attended = sum(a.status == "attended" for a in treatment)
     marked = sum(a.status in ("attended", "missed") for a in treatment)
@@ -254,6 +266,10 @@ def outcomes(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | N
         "journey_completed": _share(final[Phase.completed], n),
         "withdrawn": _share(final[Phase.withdrawn], n),
         "attendance": _share(attended, marked),
+        "days_to_first_session": statistics.median(to_first) if to_first else None,
+        "waited_for_seat": _share(
+            len({t.patient_id for t in tasks if t.kind == "group_waitlist"}), n
+        ),
         "weeks_to_step_down": statistics.median(weeks) if weeks else None,
         "relinked": _share(len(relinked), len(in_aftercare)),
         "check_in_reach": _share(sum(calls.values()), len(calls)),

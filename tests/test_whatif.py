@@ -55,6 +55,8 @@ async def test_a_what_if_shows_the_shorter_intensive_phase(tmp_path: Path) -> No
     assert eight["weeks_to_step_down"] - six["weeks_to_step_down"] == pytest.approx(2, abs=0.5)
     assert six["facilitator_hours"] is not None and eight["facilitator_hours"] is not None
     assert six["treatment_completed"] == eight["treatment_completed"] == 1.0
+    assert six["days_to_first_session"] is not None and six["days_to_first_session"] < 14
+    assert six["waited_for_seat"] == 0.0  # three patients fit any track
     assert told[-1] == 1.0 and told == sorted(told)
     lines = table(comparison).splitlines()
     assert "weeks-6" in lines[0] and "weeks-8" in lines[0]
@@ -124,6 +126,8 @@ def a_comparison(seeds: int = 3) -> Comparison:
             "journey_completed": 0.5,
             "withdrawn": 0.4,
             "attendance": 0.75,
+            "days_to_first_session": 6.0,
+            "waited_for_seat": 0.1,
             "weeks_to_step_down": 10.0 - 2 * (shift > 0) + 0.1 * i,
             "relinked": None,
             "check_in_reach": 0.96,
@@ -172,7 +176,7 @@ def test_one_seed_says_how_to_get_intervals() -> None:
 
 def test_the_html_report_charts_each_figure_and_escapes_names() -> None:
     page = html_report(a_comparison())
-    assert page.count("<svg") == 10
+    assert page.count("<svg") == 12
     assert "&lt;six&gt; &amp; weeks" in page and "<six>" not in page
     assert "seeds 7-9: bars are medians, lines the range" in page
     assert "completed treatment (reached aftercare)" in page

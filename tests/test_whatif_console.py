@@ -110,7 +110,7 @@ async def test_a_finished_what_if_shows_its_charts_and_a_failed_one_says_why(
         failed = await http.get("/whatif/" + "b" * 16)
         listed = await http.get("/whatif")
     assert done.status_code == 200
-    assert done.text.count("<svg") == 10
+    assert done.text.count("<svg") == 12
     assert "completed treatment (reached aftercare)" in done.text
     assert "&lt;six&gt; &amp; weeks" in done.text and "<six>" not in done.text
     assert "The what-if did not finish: error: the simulation failed: transport error" in (
