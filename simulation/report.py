@@ -53,6 +53,12 @@ def table(comparison: Comparison) -> str:
         f"{years:.0f} simulated patient-years; CPU a patient-year: worker {worker:.2f} s, "
         f"time-skipping server {server:.2f} s, simulated clinic {clinic:.2f} s"
     )
+    if "failed_workflow_tasks" in comparison.cpu:
+        lines.append(
+            f"failed workflow tasks: {comparison.cpu['failed_workflow_tasks']:.0f}; "
+            f"failed activity attempts (retried): "
+            f"{comparison.cpu.get('failed_activity_attempts', 0):.0f}"
+        )
     return "\n".join(lines)
 
 

@@ -192,9 +192,22 @@ async def run_program(
                     )
                 cpu_after = cpu_by_process([worker.pid], server)
                 cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
-                return outcomes(board.store, protocol), cpu
+                return outcomes(board.store, protocol), cpu | failed_tasks(worker.log)
             finally:
                 board.close()
+
+
+FAILED = {
+    "failed_workflow_tasks": ("Failed activation on workflow", "Failed handling activation"),
+    "failed_activity_attempts": ("Completing activity as failed",),
+}
+
+
+def failed_tasks(worker_log: Path) -> dict[str, float]:
+    """Workflow tasks and activity attempts that failed, as the worker logged them (the
+    SDK warns of each): a what-if that ran clean has none of the first."""
+    text = worker_log.read_text(errors="replace") if worker_log.is_file() else ""
+    return {key: float(sum(text.count(m) for m in marks)) for key, marks in FAILED.items()}
 
 
 def outcomes(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | None]:
@@ -315,7 +328,8 @@ class Comparison:
     """Each program's outcomes, one per seed."""
     cpu: dict[str, float]
     """CPU seconds of the workers, the servers and this process (the simulated clinic),
-    over every program and seed."""
+    over every program and seed; and the workflow tasks and activity attempts that failed
+    (`FAILED`)."""
 
 
 async def compare(
@@ -357,6 +371,8 @@ async def compare(
             runs[program].append(outcome)
             cpu["worker"] += spent["worker"]
             cpu["server"] += spent["server"]
+            for key in FAILED:
+                cpu[key] = cpu.get(key, 0.0) + spent[key]
     cpu["driver"] += time.process_time()
     return Comparison(plan, runs, cpu)
 

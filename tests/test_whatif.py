@@ -60,7 +60,8 @@ async def test_a_what_if_shows_the_shorter_intensive_phase(tmp_path: Path) -> No
     assert told[-1] == 1.0 and told == sorted(told)
     lines = table(comparison).splitlines()
     assert "weeks-6" in lines[0] and "weeks-8" in lines[0]
-    assert "simulated patient-years; CPU a patient-year: worker" in lines[-1]
+    assert "simulated patient-years; CPU a patient-year: worker" in lines[-2]
+    assert lines[-1].startswith("failed workflow tasks: 0; failed activity attempts")
 
 
 def test_every_what_if_starts_on_a_monday_in_february_of_the_coming_year() -> None:
@@ -146,7 +147,7 @@ def a_comparison(seeds: int = 3) -> Comparison:
             "default-iop": [run(i, 0.0) for i in range(seeds)],
             "<six> & weeks": [run(i, 0.1) for i in range(seeds)],
         },
-        {"worker": 80.0, "server": 24.0, "driver": 16.0},
+        {"worker": 80.0, "server": 24.0, "driver": 16.0, "failed_workflow_tasks": 0.0},
     )
 
 
@@ -187,7 +188,8 @@ def test_a_comparison_survives_json() -> None:
     again = from_json(to_json(comparison))
     assert again == comparison
     assert table(again) == table(comparison)
-    last = table(comparison).splitlines()[-1]
+    last, failed = table(comparison).splitlines()[-2:]
+    assert failed == "failed workflow tasks: 0; failed activity attempts (retried): 0"
     assert last.startswith("240 simulated patient-years; CPU a patient-year: worker 0.33 s")
 
 
@@ -277,3 +279,20 @@ def test_ctrl_c_stops_a_what_if_and_leaves_no_process_or_scratch_behind(
     time.sleep(1)
     assert [pid for pid in spawned if _alive(pid)] == []
     assert list(scratch.glob("carepath-whatif-*")) == []  # (a bytecode cache stays)
+
+
+def test_failed_tasks_are_counted_from_the_worker_s_warnings(tmp_path: Path) -> None:
+    from simulation.whatif import failed_tasks
+
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "WARNING:temporalio.worker._workflow_instance:Failed activation on workflow "
+        "PatientJourneyWorkflow with ID journey-P-1 and run ID r\n"
+        "WARNING:temporalio.activity:Completing activity as failed ({'activity_id': '3'})\n"
+        "WARNING:temporalio.activity:Completing activity as failed ({'activity_id': '4'})\n"
+    )
+    assert failed_tasks(log) == {"failed_workflow_tasks": 1.0, "failed_activity_attempts": 2.0}
+    assert failed_tasks(tmp_path / "none.log") == {
+        "failed_workflow_tasks": 0.0,
+        "failed_activity_attempts": 0.0,
+    }
