@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,12 +163,14 @@ def start(settings: Settings, asked: Asked, username: str) -> str:
 
 
 def _running(pid: int) -> bool:
+    """The run's process is alive: a simulation (not another process that took its PID
+    since), or our child not yet past its exec (its command line is still ours)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_text()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
     except OSError:
         return False
-    return "simulate" in command and state != "Z"
+    return state != "Z" and ("simulate" in command or int(parent) == os.getpid())
 
 
 def read_run(settings: Settings, run_id: str) -> Run | None:
@@ -182,7 +185,8 @@ def read_run(settings: Settings, run_id: str) -> Run | None:
         fraction, elapsed = (float(x) for x in (folder / "progress").read_text().split()[:2])
     left = elapsed * (1 - fraction) / fraction if fraction >= 0.02 else None
     pid_file = folder / "pid"
-    if pid_file.is_file() and _running(int(pid_file.read_text())):
+    starting = not pid_file.is_file() and time.time() - (folder / "asked.json").stat().st_mtime < 60
+    if starting or (pid_file.is_file() and _running(int(pid_file.read_text()))):
         return Run(run_id, asked, "running", fraction, left, "")
     # Ended without a comparison: its last line says why (the progress bar shares stderr).
     lines = re.split(r"[\r\n]+", (folder / "errors.txt").read_text(errors="replace").strip())
