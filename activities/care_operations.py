@@ -11,6 +11,7 @@ from activities import group_seats
 from activities.partners import PartnerServices
 from activities.records import (
     BookingResult,
+    CallOutcomeRecord,
     CallResult,
     CareEvents,
     CareEventsWritten,
@@ -33,10 +34,12 @@ from activities.records import (
     TaskCompletion,
     TaskOpened,
 )
-from activities.telephony import Telephony
+from activities.telephony import CallPlaced, Telephony, TelephonyRefused
 from clinical.actors import ENGINE
 from clinical.aftercare import (
     CHECK_IN_CONCLUDED,
+    CallOutcome,
+    CheckIn,
     check_in_concluded_key,
 )
 from clinical.phases import Phase
@@ -63,6 +66,7 @@ log = get_logger("carepath.activities")
 
 NON_RETRYABLE_PROTOCOL = "ProtocolError"
 NON_RETRYABLE_UNKNOWN_PATIENT = "UnknownPatient"
+TELEPHONY_REFUSED = "TelephonyRefused"
 CONSENT_MISSING = "ConsentMissing"
 """A disclosure the patient has not consented to: never retried; the workflow asks for
 consent instead."""
@@ -94,6 +98,8 @@ class CareOperations:
             self.complete_case_manager_task,
             self.queue_messages,
             self.place_follow_up_call,
+            self.place_call,
+            self.record_call_outcome,
             self.record_referral,
             self.send_referral,
             self.remind_partner,
@@ -270,20 +276,78 @@ class CareOperations:
         return TaskOpened(created=created, key=task.key, kind=task.kind, detail=task.detail)
 
     @activity.defn
+    def place_call(self, request: FollowUpCallRequest) -> CallPlaced:
+        """Ask the provider to place an attempt's call (the attempt's key is the provider's
+        idempotency key: a retry never places a second call). How it ended comes later."""
+        phone = self._phone(request.patient_id)
+        try:
+            placed = self.telephony.place_call(
+                request.key, request.patient_id, phone, request.instruments
+            )
+        except TelephonyRefused as exc:
+            raise ApplicationError(str(exc), type=TELEPHONY_REFUSED, non_retryable=True) from None
+        log.info(
+            "follow_up_call_placed",
+            patient_id=request.patient_id,
+            call_id=request.call_id,
+            attempt=request.attempt,
+        )
+        return placed
+
+    @activity.defn
+    def record_call_outcome(self, record: CallOutcomeRecord) -> bool:
+        """The attempt's outcome once (and the check-in's conclusion, if it concludes)."""
+        request = record.request
+        created = self._record_attempt(request, record.outcome, record.check_in)
+        log.info(
+            "follow_up_call_ended",
+            patient_id=request.patient_id,
+            call_id=request.call_id,
+            attempt=request.attempt,
+            outcome=record.outcome.value,
+            heard=record.heard,
+            new=created,
+        )
+        return created
+
+    @activity.defn
     def place_follow_up_call(self, request: FollowUpCallRequest) -> CallResult:
+        """The check-in calls of runs from before callbacks (patches.CALL_OUTCOME_BY_CALLBACK):
+        placed and answered in one step. Such runs take the callback path from their next
+        attempt; one of these still in flight when the HTTP provider arrived cannot hear
+        its callback, so it counts as unreachable and the next attempt calls again."""
         placed = self.store.call_attempt(request.key)
         if placed is not None:  # a retry: the call was placed and recorded
             return CallResult(outcome=placed.outcome, check_in=placed.check_in)
-        phone = self.store.patient_phone(request.patient_id)
+        phone = self._phone(request.patient_id)
+        report = self.telephony.place_call(
+            request.key, request.patient_id, phone, request.instruments
+        ).report
+        outcome = CallOutcome.unreachable if report is None else report.outcome
+        check_in = None if report is None else report.check_in
+        self._record_attempt(request, outcome, check_in)
+        log.info(
+            "follow_up_call_placed",
+            patient_id=request.patient_id,
+            call_id=request.call_id,
+            attempt=request.attempt,
+            outcome=outcome.value,
+        )
+        return CallResult(outcome=outcome, check_in=check_in)
+
+    def _phone(self, patient_id: str) -> str:
+        phone = self.store.patient_phone(patient_id)
         if phone is None:
             raise ApplicationError(
-                f"no patient {request.patient_id} in the store",
+                f"no patient {patient_id} in the store",
                 type=NON_RETRYABLE_UNKNOWN_PATIENT,
                 non_retryable=True,
             )
-        outcome, check_in = self.telephony.place_call(
-            request.key, request.patient_id, phone, request.instruments
-        )
+        return phone
+
+    def _record_attempt(
+        self, request: FollowUpCallRequest, outcome: CallOutcome, check_in: CheckIn | None
+    ) -> bool:
         concluded = None
         if request.concludes_with(outcome):
             concluded = AuditFact(
@@ -309,15 +373,7 @@ class CareOperations:
             outcome=outcome,
             check_in=check_in,
         )
-        self.store.record_call_attempt(attempt, concluded)
-        log.info(
-            "follow_up_call_placed",
-            patient_id=request.patient_id,
-            call_id=request.call_id,
-            attempt=request.attempt,
-            outcome=outcome.value,
-        )
-        return CallResult(outcome=outcome, check_in=check_in)
+        return self.store.record_call_attempt(attempt, concluded)
 
     @activity.defn
     def complete_case_manager_task(self, done: TaskCompletion) -> bool:

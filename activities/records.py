@@ -298,3 +298,13 @@ class GroupRelease(_Record):
     track_ids: tuple[str, ...]
     protocol: ProgramProtocol
     at: datetime
+
+
+class CallOutcomeRecord(_Record):
+    """How an attempt ended, for the store: the provider's word, or none in time."""
+
+    request: FollowUpCallRequest
+    outcome: CallOutcome
+    check_in: CheckIn | None = None
+    heard: bool = True
+    """False: the provider said nothing within the wait; the attempt counts unreachable."""

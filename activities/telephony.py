@@ -1,17 +1,39 @@
-"""Telephony: the interface of the provider that places the check-in calls (the simulated
-clinic's provider is simulation.telephony)."""
+"""Telephony: the interface of the provider that places the check-in calls.
+
+Real providers place a call through their HTTP API and tell how it ended later, by webhook
+(infra.telephony.HttpTelephony places; web.webhooks takes the callback to the call's
+workflow). The simulated cohorts (the what-if, the cohort benchmark, workflow tests) use an
+in-process provider instead (simulation.telephony), a deliberate choice for speed: it gives
+its word on the call with the placing, and the workflow takes that word through the same
+door as a callback (FollowUpCallWorkflow._take)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from clinical.aftercare import CallOutcome, CheckIn
+from pydantic import BaseModel, ConfigDict
+
+from clinical.aftercare import CallReport
+
+
+class CallPlaced(BaseModel):
+    """The provider took the call: its own ID for it and, from an in-process provider
+    only, how it ended (None: the outcome comes later, by callback)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider_call_id: str
+    report: CallReport | None = None
 
 
 class Telephony(Protocol):
     def place_call(
         self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
-    ) -> tuple[CallOutcome, CheckIn | None]:
-        """Place one call; a reached patient answers days of use and the instruments asked.
-        A reference seen before returns the earlier result, uncalled."""
+    ) -> CallPlaced:
+        """Place one call, asking the instruments of a patient who answers. A reference
+        seen before is not placed again: the provider answers as it did the first time."""
         ...
+
+
+class TelephonyRefused(Exception):
+    """The provider refused the call for good (a bad number, a bad request): not retried."""

@@ -18,6 +18,19 @@ CHECK_IN_CONCLUDED = "follow_up_call_completed"
 """The audit fact written when a check-in has concluded, with its outcome and attempts."""
 
 
+CALL_REFERENCE = r"^P-[0-9A-HJKMNP-TV-Z]{8}/(E[0-9]{1,3}-)?FU-D[0-9]{3}/attempt-[0-9]{1,2}$"
+"""A call attempt's reference (`FollowUpCallRequest.key`): patient, check-in, attempt."""
+
+
+def follow_up_call_workflow_id(reference: str) -> str:
+    """The FollowUpCall workflow that placed the call `reference` (the journey names its
+    child `journey-{patient}-E{episode}-{call}`; a first episode's call_ref has no prefix)."""
+    patient_id, call_ref, _ = reference.split("/")
+    if not call_ref.startswith("E"):
+        call_ref = f"E1-{call_ref}"
+    return f"journey-{patient_id}-{call_ref}"
+
+
 def check_in_concluded_key(patient_id: str, episode: int, call_id: str) -> str:
     return f"{patient_id}/E{episode}/{call_id}"
 
@@ -100,6 +113,21 @@ class FollowUpCallPlan(BaseModel):
     instruments: tuple[str, ...] = ()
     episode: int = 1
     sms_before_retry: bool = False
+    callback_wait_seconds: float = 1800.0
+    """How long an attempt waits for the provider's word on the call before counting it
+    unreachable: real seconds (a provider's latency does not shrink with a program's clock)."""
+
+
+class CallReport(BaseModel):
+    """A telephony provider's word on a call it placed: how it ended and, if the patient
+    answered, the check-in's answers. `reference` is the attempt's key (the provider's
+    idempotency key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference: Annotated[str, Field(pattern=CALL_REFERENCE, max_length=96)]
+    outcome: CallOutcome
+    check_in: CheckIn | None = None
 
 
 class FollowUpResult(BaseModel):

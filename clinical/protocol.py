@@ -177,6 +177,9 @@ class AftercareConfig(_Strict):
     """Consecutive unreachable check-ins after which the patient is lost to contact."""
     sms_before_retry: bool = True
     """A text message before the second call attempt ("we tried to reach you")."""
+    callback_wait_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 30.0
+    """How long an attempt waits for the telephony provider's word on the call (real
+    minutes, whatever the program's clock) before it counts as unreachable."""
     alumni_every_days: Annotated[int, Field(ge=0, le=90)] = 14
     """Alumni and peer-support meetings during aftercare (0: none); patients are invited."""
     alumni_weekday: Weekday = Weekday.wed

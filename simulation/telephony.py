@@ -1,14 +1,17 @@
-"""The simulated clinic's telephony: a provider (activities.telephony.Telephony) that answers
-from a seeded model of each patient (how reachable they are, how likely to have used), so a
-cohort behaves believably and the same cohort behaves the same way every run. It keeps a
-ledger, as a real provider would, so a retried call is never placed twice."""
+"""The simulated clinic's telephony: answers from a seeded model of each patient (how
+reachable they are, how likely to have used), so a cohort behaves believably and the same
+cohort behaves the same way every run. `seeded_answer` is the model, shared by the
+in-process provider here and the HTTP provider service (simulation.telephony_provider).
+The in-process provider keeps a ledger, as a real provider would, so a retried call is
+never placed twice."""
 
 from __future__ import annotations
 
 import random
 import re
 
-from clinical.aftercare import CallOutcome, CheckIn
+from activities.telephony import CallPlaced
+from clinical.aftercare import CallOutcome, CallReport, CheckIn
 from clinical.instruments import (
     BAM_PROTECTIVE_ITEMS,
     BAM_RISK_ITEMS,
@@ -21,6 +24,10 @@ from simulation.behaviour import seeded as _seeded
 
 
 class SimulatedTelephony:
+    """The in-process provider of the simulated cohorts (what-if, cohort benchmark, workflow
+    tests): chosen for speed, it says how a call ended as it places it, where the HTTP
+    provider (simulation.telephony_provider, and a real one) calls back later."""
+
     def __init__(
         self,
         store: CareStore,
@@ -37,30 +44,48 @@ class SimulatedTelephony:
 
     def place_call(
         self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
-    ) -> tuple[CallOutcome, CheckIn | None]:
-        return self.store.telephony_call(
-            reference, patient_id, lambda: self._answer(reference, patient_id, instruments)
+    ) -> CallPlaced:
+        outcome, check_in = self.store.telephony_call(
+            reference,
+            patient_id,
+            lambda: seeded_answer(
+                self.seed, patient_id, reference, instruments, self.use_risk, self.reachability
+            ),
         )
+        return answered(reference, outcome, check_in)
 
-    def _answer(
-        self, reference: str, patient_id: str, instruments: tuple[str, ...]
-    ) -> tuple[CallOutcome, CheckIn | None]:
-        patient = _seeded(self.seed, patient_id)
-        reachability = patient.uniform(*self.reachability)
-        use_risk = patient.uniform(0.1, 1.0) * self.use_risk
-        strain = patient.betavariate(2, 6)  # how hard recovery is for this patient, 0-1
-        call = _seeded(self.seed, reference)
-        draw = call.random()
-        if draw > reachability:
-            return CallOutcome.unreachable, None
-        if draw > reachability - 0.02:
-            return CallOutcome.declined, None
-        days_of_use = call.randint(1, 8) if call.random() < use_risk * _early(reference) else 0
-        return CallOutcome.reached, CheckIn(
-            days_of_use=days_of_use,
-            bam=_bam(call, strain, days_of_use) if "bam" in instruments else None,
-            phq9=_phq9(call, strain) if "phq9" in instruments else None,
-        )
+
+def answered(reference: str, outcome: CallOutcome, check_in: CheckIn | None) -> CallPlaced:
+    """An in-process provider's answer: the call placed, and how it ended."""
+    report = CallReport(reference=reference, outcome=outcome, check_in=check_in)
+    return CallPlaced(provider_call_id=f"in-process:{reference}", report=report)
+
+
+def seeded_answer(
+    seed: str,
+    patient_id: str,
+    reference: str,
+    instruments: tuple[str, ...],
+    use_risk: float = 0.02,
+    reachability: tuple[float, float] = (0.55, 0.95),
+) -> tuple[CallOutcome, CheckIn | None]:
+    """How the seeded patient answers the call `reference`: the same every time."""
+    patient = _seeded(seed, patient_id)
+    reach = patient.uniform(*reachability)
+    risk = patient.uniform(0.1, 1.0) * use_risk
+    strain = patient.betavariate(2, 6)  # how hard recovery is for this patient, 0-1
+    call = _seeded(seed, reference)
+    draw = call.random()
+    if draw > reach:
+        return CallOutcome.unreachable, None
+    if draw > reach - 0.02:
+        return CallOutcome.declined, None
+    days_of_use = call.randint(1, 8) if call.random() < risk * _early(reference) else 0
+    return CallOutcome.reached, CheckIn(
+        days_of_use=days_of_use,
+        bam=_bam(call, strain, days_of_use) if "bam" in instruments else None,
+        phq9=_phq9(call, strain) if "phq9" in instruments else None,
+    )
 
 
 def _early(reference: str) -> float:

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.telephony import CallPlaced
 from clinical.assessment import Enrolment
 from clinical.careplan import SessionSpec, plan_care, week_sessions
 from clinical.clock import ProgramClock, first_monday_after
@@ -61,6 +62,7 @@ from simulation.clinic import (
     settle as settle,
 )
 from simulation.clinic import start_time_skipping as _start_time_skipping
+from simulation.telephony import answered
 from tests.clinic_time import START, StartChoice, next_start, step_to
 
 TEST_KEYS_FILE = SIMULATION_KEYS_FILE
@@ -166,8 +168,8 @@ class JourneyStandIn:
 
 
 class Scripted:
-    """A telephony provider answering each check-in as a test says (by call reference);
-    pass it where a provider factory is expected."""
+    """An in-process telephony provider answering each check-in as a test says (by call
+    reference); pass it where a provider factory is expected."""
 
     def __init__(self, answer: Any) -> None:
         self.answer = answer
@@ -177,8 +179,8 @@ class Scripted:
 
     def place_call(
         self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
-    ) -> Any:
-        return self.answer(reference)
+    ) -> CallPlaced:
+        return answered(reference, *self.answer(reference))
 
 
 def _use_on_first_check_in(reference: str) -> Any:

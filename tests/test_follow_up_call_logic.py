@@ -4,6 +4,7 @@ worker settings are involved and each case runs in a fraction of a second."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import Callable
@@ -11,48 +12,58 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import CallResult, FollowUpCallRequest
-from clinical.aftercare import CallOutcome, CheckIn, FollowUpCallPlan, FollowUpResult
+from activities.records import CallOutcomeRecord, FollowUpCallRequest
+from activities.telephony import CallPlaced
+from clinical.aftercare import CallOutcome, CallReport, CheckIn, FollowUpCallPlan, FollowUpResult
 from clinical.assessment import ContactWindow
 from clinical.reminders import Reminder
+from simulation.telephony import answered
 from tests.support import stubbed_worker
 from workflows.follow_up_call import FollowUpCallWorkflow
 
 SPACING = timedelta(days=2)
+WAIT = timedelta(minutes=30)
 
 
 class StubbedClinic:
-    """The call's two activities, answering from a script of outcomes and remembering what
-    the workflow asked."""
+    """The call's activities, answering from a script of outcomes as an in-process provider
+    does (with the placing; None: no word, the outcome must come by callback) and
+    remembering what the workflow asked and recorded."""
 
-    def __init__(self, outcomes: list[CallOutcome]) -> None:
+    def __init__(self, outcomes: list[CallOutcome | None]) -> None:
         self.outcomes = outcomes
         self.calls: list[FollowUpCallRequest] = []
+        self.recorded: list[CallOutcomeRecord] = []
         self.texts: list[Reminder] = []
 
     def activities(self) -> list[Callable[..., object]]:
-        @activity.defn(name="place_follow_up_call")
-        def place_follow_up_call(request: FollowUpCallRequest) -> CallResult:
+        @activity.defn(name="place_call")
+        def place_call(request: FollowUpCallRequest) -> CallPlaced:
             self.calls.append(request)
             outcome = self.outcomes[len(self.calls) - 1]
+            if outcome is None:
+                return CallPlaced(provider_call_id=f"CA-{len(self.calls)}")
             reached = CheckIn(days_of_use=0) if outcome == CallOutcome.reached else None
-            return CallResult(outcome=outcome, check_in=reached)
+            return answered(request.key, outcome, reached)
+
+        @activity.defn(name="record_call_outcome")
+        def record_call_outcome(record: CallOutcomeRecord) -> bool:
+            self.recorded.append(record)
+            return True
 
         @activity.defn(name="queue_messages")
         def queue_messages(messages: list[Reminder]) -> int:
             self.texts += messages
             return len(messages)
 
-        return [place_follow_up_call, queue_messages]
+        return [place_call, record_call_outcome, queue_messages]
 
 
-async def call(
-    env: WorkflowEnvironment, outcomes: list[CallOutcome], reminders: str = "sms"
-) -> tuple[FollowUpResult, StubbedClinic]:
-    stubs = StubbedClinic(outcomes)
-    plan = FollowUpCallPlan(
+def plan_of(reminders: str = "sms") -> FollowUpCallPlan:
+    return FollowUpCallPlan(
         patient_id="P-7K2M9Q4D",
         call_id="FU-D030",
         due_at=datetime(2027, 3, 1, 15, tzinfo=UTC),
@@ -61,7 +72,15 @@ async def call(
         attempt_spacing_seconds=SPACING.total_seconds(),
         instruments=("bam",),
         sms_before_retry=True,
+        callback_wait_seconds=WAIT.total_seconds(),
     )
+
+
+async def call(
+    env: WorkflowEnvironment, outcomes: list[CallOutcome | None], reminders: str = "sms"
+) -> tuple[FollowUpResult, StubbedClinic]:
+    stubs = StubbedClinic(outcomes)
+    plan = plan_of(reminders)
     async with stubbed_worker(env, FollowUpCallWorkflow, stubs.activities()) as queue:
         result = await env.client.execute_workflow(
             FollowUpCallWorkflow.run, plan, id=f"call-{uuid.uuid4()}", task_queue=queue
@@ -78,6 +97,12 @@ async def test_a_patient_reached_at_once_is_called_once_and_never_texted(
     assert [c.attempt for c in stubs.calls] == [1]
     assert stubs.calls[0].instruments == ("bam",) and stubs.calls[0].last_attempt == 3
     assert stubs.texts == []
+    (recorded,) = stubs.recorded
+    assert (recorded.outcome, recorded.heard, recorded.request) == (
+        CallOutcome.reached,
+        True,
+        stubs.calls[0],
+    )
 
 
 async def test_an_unreachable_patient_gets_one_text_then_calls_spaced_by_the_plan(
@@ -114,3 +139,58 @@ async def test_a_declined_call_is_not_tried_again(env: WorkflowEnvironment) -> N
     result, stubs = await call(env, [CallOutcome.declined, CallOutcome.reached])
     assert (result.outcome, result.attempts) == (CallOutcome.declined, 1)
     assert len(stubs.calls) == 1
+
+
+async def test_silence_from_the_provider_counts_the_attempt_unreachable(
+    env: WorkflowEnvironment,
+) -> None:
+    """No callback within the wait: unreachable, recorded as unheard, and the next attempt
+    calls again (time skips through the waits: nothing else is in flight)."""
+    result, stubs = await call(env, [None, CallOutcome.reached])
+    assert (result.outcome, result.attempts) == (CallOutcome.reached, 2)
+    first, second = stubs.recorded
+    assert (first.outcome, first.heard) == (CallOutcome.unreachable, False)
+    assert (second.outcome, second.heard) == (CallOutcome.reached, True)
+    assert second.request.at is not None and first.request.at is not None
+    assert second.request.at - first.request.at >= WAIT + SPACING
+
+
+async def test_the_callback_completes_the_attempt_once_and_unknown_calls_are_refused(
+    env: WorkflowEnvironment,
+) -> None:
+    stubs = StubbedClinic([None])
+    async with stubbed_worker(env, FollowUpCallWorkflow, stubs.activities()) as queue:
+        with env.auto_time_skipping_disabled():  # the callback comes in real time
+            handle = await env.client.start_workflow(
+                FollowUpCallWorkflow.run, plan_of(), id=f"call-{uuid.uuid4()}", task_queue=queue
+            )
+            for _ in range(200):
+                if stubs.calls:
+                    break
+                await asyncio.sleep(0.02)
+            reference = stubs.calls[0].key
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update(
+                    FollowUpCallWorkflow.call_outcome,
+                    CallReport(
+                        reference="P-7K2M9Q4D/FU-D030/attempt-9", outcome=CallOutcome.reached
+                    ),
+                )
+            report = CallReport(
+                reference=reference, outcome=CallOutcome.reached, check_in=CheckIn(days_of_use=2)
+            )
+            said = await handle.execute_update(FollowUpCallWorkflow.call_outcome, report)
+            again = await handle.execute_update(
+                FollowUpCallWorkflow.call_outcome,
+                report.model_copy(update={"outcome": CallOutcome.declined}),
+            )
+            result = await handle.result()
+    assert said == f"call {reference}: reached"
+    assert again == f"call {reference}: reached, taken before"
+    assert (result.outcome, result.attempts, result.check_in) == (
+        CallOutcome.reached,
+        1,
+        CheckIn(days_of_use=2),
+    )
+    (recorded,) = stubs.recorded
+    assert recorded.check_in == CheckIn(days_of_use=2)

@@ -61,6 +61,7 @@ END_REFERRALS = "end-referrals-with-journey"
 REFERRALS_ON_SITE_CLOCK = "referrals-on-site-clock"
 GROUP_TRACKS = "group-tracks"
 SMS_BEFORE_RETRY = "sms-before-retry"
+CALL_OUTCOME_BY_CALLBACK = "call-outcome-by-callback"
 
 JOURNEY = (
     _journey(ENGAGEMENT_ALERTS, "2026-11-24", "outreach and review tasks from attendance"),
@@ -86,7 +87,10 @@ JOURNEY = (
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""
 
-CHECK_IN = (_journey(SMS_BEFORE_RETRY, "2026-11-24", "a text before the second call attempt"),)
+CHECK_IN = (
+    _journey(SMS_BEFORE_RETRY, "2026-11-24", "a text before the second call attempt"),
+    _journey(CALL_OUTCOME_BY_CALLBACK, "2026-12-07", "a call's outcome comes by callback"),
+)
 """The FollowUpCall's patches."""
 
 ALL = JOURNEY + CHECK_IN

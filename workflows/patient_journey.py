@@ -372,6 +372,7 @@ class PatientJourneyWorkflow(JourneyRequests):
                 instruments=aftercare.instruments,
                 episode=st.episode,
                 sms_before_retry=aftercare.sms_before_retry,
+                callback_wait_seconds=aftercare.callback_wait_minutes * 60,
             ),
             id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,

@@ -31,7 +31,7 @@ TELEPHONY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=5,
-    non_retryable_error_types=["UnknownPatient"],
+    non_retryable_error_types=["UnknownPatient", "TelephonyRefused"],
 )
 
 # Reading a program file either works or the file is broken: do not spin on it.
