@@ -34,6 +34,11 @@ SECRET_PREFIX = "whsec_"
 class EventKind(StrEnum):
     ehr_appointments = "ehr-appointments"  # FHIR Appointment: fulfilled or noshow
     partner_referrals = "partner-referrals"  # a partner's answer to a referral
+    telephony_calls = "telephony-calls"  # the telephony provider: how a check-in call ended
+
+
+ANY_SITE = "*"
+"""The site of a sender serving every site: the clinic's one telephony provider."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,12 @@ def add_sender(path: Path, name: str, kind: str, site_id: str) -> WebhookSender:
         )
     try:
         event_kind = EventKind(kind)
-        TypeAdapter(SiteId).validate_python(site_id)
+        if not (site_id == ANY_SITE and event_kind is EventKind.telephony_calls):
+            TypeAdapter(SiteId).validate_python(site_id)
     except (ValueError, ValidationError):
         raise WebhookRefused(
-            f"a sender sends one of {', '.join(k.value for k in EventKind)} for a site (like north)"
+            f"a sender sends one of {', '.join(k.value for k in EventKind)} for a site (like "
+            f"north; the telephony provider may serve every site: {ANY_SITE})"
         ) from None
     senders = load_senders(path)
     if name in senders:

@@ -1,40 +1,69 @@
 """Events in: signed webhooks from other systems, under /api/v1/webhooks/{sender}. A sender
-(infra.webhooks) sends one kind of event for one site; each event is checked (signature over
-its ID, timestamp and body; the replay window), taken once by its ID (a duplicate gets the
-first answer, and the workflow dedupes by the same ID), and answered 2xx only once the
-journey has taken it (the update has completed: it is in the workflow's history). A bad
-event is a 4xx the sender should not retry; what is logged names the sender, the route
-and the patient's opaque ID, never the body."""
+(infra.webhooks) sends one kind of event for one site (the telephony provider: for every
+site); each event is checked (signature over its ID, timestamp and body; the replay
+window), taken once by its ID (a duplicate gets the first answer, and the workflow dedupes
+by the same ID), and answered 2xx only once the workflow has taken it (the update has
+completed: it is in the workflow's history). A bad event is a 4xx the sender should not
+retry; what is logged names the sender, the route and the patient's opaque ID, never the
+body."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from clinical.aftercare import (
+    CALL_REFERENCE,
+    CallOutcome,
+    CallReport,
+    CheckIn,
+    follow_up_call_workflow_id,
+)
 from clinical.assessment import SocialNeed
 from clinical.identifiers import PatientId, referral_workflow_id
 from clinical.protocol import describe_validation_error
 from clinical.referrals import PartnerAnswer, PartnerReport
 from clinical.requests import AttendanceSheet
 from infra.store.api_clients import KEY
-from infra.webhooks import EventKind, WebhookRefused, WebhookSender, check_signed
+from infra.webhooks import ANY_SITE, EventKind, WebhookRefused, WebhookSender, check_signed
 from web.actions import ACTIONS
 from web.api import Answer, deliver_to, taken_once
 from web.api_security import API, Problem, action_of, log_call
 from web.context import Console, console_of
+from workflows.follow_up_call import FollowUpCallWorkflow
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
 # What an EHR's Appointment status means for a session (others are not attendance).
 ATTENDANCE_OF = {"fulfilled": "attended", "noshow": "missed"}
-Event = tuple[str, Any, BaseModel, str | None, str]
-"""The patient, the update, its request, the workflow (None: the journey), the action."""
+# How a telephony provider's call statuses read as a check-in attempt's outcome.
+OUTCOME_OF = {
+    "completed": CallOutcome.reached,
+    "declined": CallOutcome.declined,
+    "no-answer": CallOutcome.unreachable,
+    "busy": CallOutcome.unreachable,
+    "failed": CallOutcome.unreachable,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What an event asks: `update` with `payload` on the patient's workflow (None: the
+    journey), described for the sender by `describe`; or nothing left to do (`settled`)."""
+
+    patient_id: str
+    update: Any = None
+    payload: BaseModel | None = None
+    workflow_id: str | None = None
+    describe: Callable[[Any], str] = str
+    settled: str | None = None
 
 
 class PartnerEvent(BaseModel):
@@ -83,7 +112,7 @@ def _appointment(console: Console, sender: WebhookSender, body: bytes) -> Event:
     except ValidationError as exc:
         raise Problem(422, describe_validation_error(exc)) from None
     update = PatientJourneyWorkflow.record_attendance_sheet
-    return patient_id, update, sheet, None, "attendance"
+    return Event(patient_id, update, sheet, None, ACTIONS["attendance"].describe)
 
 
 def _partner_answer(console: Console, sender: WebhookSender, body: bytes) -> Event:
@@ -94,13 +123,51 @@ def _partner_answer(console: Console, sender: WebhookSender, body: bytes) -> Eve
     _case_manager(console, sender, event.patient_id)
     report = PartnerReport(answer=event.answer, reported_by=f"webhook:{sender.name}")
     workflow_id = referral_workflow_id(event.patient_id, event.need.value)
-    return (
+    return Event(
         event.patient_id,
         ReferralWorkflow.partner_response,
         report,
         workflow_id,
-        "partner-answer",
+        ACTIONS["partner-answer"].describe,
     )
+
+
+class CallEvent(BaseModel):
+    """A telephony provider's callback: a call it placed has ended. Fields a provider adds
+    are ignored; the answers are the check-in's, when the patient was reached."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["call.completed"]
+    call_id: str = Field(max_length=64)
+    reference: str = Field(pattern=CALL_REFERENCE, max_length=96)
+    status: Literal["completed", "declined", "no-answer", "busy", "failed"]
+    answers: CheckIn | None = None
+
+
+def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event:
+    """How a check-in call ended, to the FollowUpCall workflow that placed it; a call whose
+    outcome is recorded already (a callback again, after the check-in moved on) is
+    answered from the store and changes nothing."""
+    try:
+        event = CallEvent.model_validate(_json_of(body))
+        report = CallReport(
+            reference=event.reference, outcome=OUTCOME_OF[event.status], check_in=event.answers
+        )
+    except ValidationError as exc:
+        raise Problem(422, describe_validation_error(exc)) from None
+    if report.outcome is CallOutcome.reached and report.check_in is None:
+        raise Problem(422, "answers: a completed call carries the check-in's answers")
+    patient_id = report.reference.split("/")[0]
+    _case_manager(console, sender, patient_id)
+    recorded = console.store.call_attempt(report.reference)
+    if recorded is not None:
+        return Event(
+            patient_id,
+            settled=f"call {report.reference}: {recorded.outcome.value}, recorded before",
+        )
+    workflow_id = follow_up_call_workflow_id(report.reference)
+    return Event(patient_id, FollowUpCallWorkflow.call_outcome, report, workflow_id)
 
 
 def _case_manager(console: Console, sender: WebhookSender, patient_id: str) -> str:
@@ -110,14 +177,16 @@ def _case_manager(console: Console, sender: WebhookSender, patient_id: str) -> s
     except ValidationError:
         raise Problem(404, "no such patient") from None
     found = console.store.patient(valid)
-    if found is None or found.site_id != sender.site_id:
-        raise Problem(404, f"no patient {valid} at site {sender.site_id}")
+    if found is None or sender.site_id not in (found.site_id, ANY_SITE):
+        where = "" if sender.site_id == ANY_SITE else f" at site {sender.site_id}"
+        raise Problem(404, f"no patient {valid}{where}")
     return found.case_manager_id
 
 
 EVENTS: dict[EventKind, Callable[[Console, WebhookSender, bytes], Event]] = {
     EventKind.ehr_appointments: _appointment,
     EventKind.partner_referrals: _partner_answer,
+    EventKind.telephony_calls: _call_outcome,
 }
 
 
@@ -151,12 +220,14 @@ def install(app: FastAPI) -> None:
         request.state.actor = actor
 
         async def act(update_id: str | None) -> tuple[int, Any]:
-            patient_id, update, payload, workflow_id, action = EVENTS[known.kind](
-                console, known, body
+            event = EVENTS[known.kind](console, known, body)
+            request.state.patient_id = event.patient_id
+            if event.settled is not None:
+                return 200, Answer(message=event.settled)
+            result = await deliver_to(
+                console, event.patient_id, event.update, event.payload, event.workflow_id, update_id
             )
-            request.state.patient_id = patient_id
-            result = await deliver_to(console, patient_id, update, payload, workflow_id, update_id)
-            return 200, Answer(message=ACTIONS[action].describe(result))
+            return 200, Answer(message=event.describe(result))
 
         fingerprint = hashlib.sha256(body).hexdigest()
         return await taken_once(
