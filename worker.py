@@ -17,12 +17,14 @@ from temporalio.worker import Worker
 
 from activities.care_operations import CareOperations
 from activities.referral_launch import ReferralLauncher
+from activities.telephony import Telephony
 from clinical.protocol import ProgramCatalog
 from infra.logging import configure_logging, get_logger
 from infra.metrics import ClinicGauges, metrics_runtime
 from infra.sandbox import cache_workflow_bytecode
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
+from infra.telephony import HttpTelephony
 from infra.temporal import build_worker, connect, connect_config, keys_for
 from infra.tracing import start_exporting
 from simulation.behaviour import load_behaviour
@@ -41,16 +43,32 @@ def build_care_operations(settings: Settings) -> CareOperations:
         keys=keys_for(settings, make_keys=True),
     )
     store.migrate()
-    aftercare = load_behaviour().aftercare
     return CareOperations(
         store=store,
         catalog=ProgramCatalog(settings.programs_dir),
-        telephony=SimulatedTelephony(
-            store,
-            use_risk=settings.simulated_use_risk,
-            reachability=(aftercare.reachability_low, aftercare.reachability_high),
-        ),
+        telephony=telephony_of(settings, store),
         partners=SimulatedPartners(store),
+    )
+
+
+def telephony_of(settings: Settings, store: CareStore) -> Telephony:
+    """The provider's HTTP API where CAREPATH_TELEPHONY_URL names one; otherwise the
+    in-process simulated provider (the simulated cohorts': what-if, benchmarks)."""
+    if settings.telephony_url is not None:
+        token = None
+        if settings.telephony_token_file is not None:
+            try:
+                token = settings.telephony_token_file.read_text().strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"CAREPATH_TELEPHONY_TOKEN_FILE cannot be read ({exc.strerror})"
+                ) from None
+        return HttpTelephony(settings.telephony_url, token)
+    aftercare = load_behaviour().aftercare
+    return SimulatedTelephony(
+        store,
+        use_risk=settings.simulated_use_risk,
+        reachability=(aftercare.reachability_low, aftercare.reachability_high),
     )
 
 
@@ -105,6 +123,9 @@ async def main() -> int:
     except OperationalError as exc:  # restarted by its supervisor; says why in one line
         print(f"error: {store_unreachable(exc)}", file=sys.stderr)
         return 4
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     client = await connect_with_patience(settings, stop, runtime)
     if client is None:
         return 0
@@ -114,6 +135,7 @@ async def main() -> int:
             task_queue=settings.task_queue,
             namespace=client.namespace,
             metrics=settings.metrics_address,
+            telephony="http" if settings.telephony_url else "in-process simulated",
         )
         async with asyncio.TaskGroup() as tasks:
             if runtime is not None:

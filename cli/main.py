@@ -284,7 +284,9 @@ def parser() -> argparse.ArgumentParser:
     wh.add_argument("action", choices=["add", "list"])
     wh.add_argument("name", nargs="?")
     wh.add_argument("--kind", choices=[k.value for k in EventKind])
-    wh.add_argument("--site", help="the one site the sender's events are for, e.g. north")
+    wh.add_argument(
+        "--site", help="the one site the sender's events are for, e.g. north (telephony: *)"
+    )
 
     lg = sub.add_parser("access-log", help="who saw or did what (auditors)")
     lg.add_argument("--user", help="entries of this user (cli:<account> for the command line)")

@@ -25,11 +25,13 @@ from clinical.journey import JourneyOutcome
 from clinical.phases import ACTIVE_PHASES, Phase
 from clinical.sites import Closure, SiteDirectory
 from clinical.status import JourneyStatus
+from demo.telephony import DemoTelephony, demo_telephony
 from demo.users import create_demo_users
 from infra.embedded_server import EmbeddedServer
 from infra.settings import Settings
+from infra.store import CareStore
 from infra.store.accounts import IdentityStore
-from infra.temporal import connect
+from infra.temporal import connect, keys_for
 from operators.outcomes import percent
 from services.closures import announce_closure
 from simulation.behaviour import Behaviour, load_behaviour
@@ -226,18 +228,41 @@ def left_for_the_console(cohort: list[Enrolment]) -> list[Enrolment]:
 async def run_demo(
     settings: Settings, server: EmbeddedServer, patients: int, program_id: str, seed: int
 ) -> int:
-    from cli.enrolment import start_journey  # the same enrolment path as the CLI's
-
     if patients < 1:
         raise ValueError("--patients must be at least 1")
     if not server.running():
         console.print("starting the embedded Temporal server …")
     server.start()
-    # The cohort reports no use at check-ins: a relapse late in aftercare would send a patient
-    # round a whole second year and the demo past a few minutes. One patient relapses early
-    # instead, as reported by their case manager.
-    operations = build_care_operations(dataclasses.replace(settings, simulated_use_risk=0.0))
     client: Client = await connect(settings, make_keys=True)  # the demo runs its own worker
+    store = CareStore(settings.database_url, keys=keys_for(settings, make_keys=True))
+    store.migrate()
+    try:
+        async with demo_telephony(settings, store, client, seed) as telephony:
+            # The cohort reports no use at check-ins: a relapse late in aftercare would send
+            # a patient round a whole second year and the demo past a few minutes. One
+            # patient relapses early instead, as reported by their case manager.
+            operations = build_care_operations(
+                dataclasses.replace(settings, simulated_use_risk=0.0, telephony_url=telephony.url)
+            )
+            return await _run_cohort(
+                settings, server, client, operations, telephony, patients, program_id, seed
+            )
+    finally:
+        store.dispose()
+
+
+async def _run_cohort(
+    settings: Settings,
+    server: EmbeddedServer,
+    client: Client,
+    operations: Any,
+    telephony: DemoTelephony,
+    patients: int,
+    program_id: str,
+    seed: int,
+) -> int:
+    from cli.enrolment import start_journey  # the same enrolment path as the CLI's
+
     cohort = demo_cohort(patients, seed, program_id)
     rng = random.Random(seed)
     behaviour = load_behaviour()
@@ -282,6 +307,11 @@ async def run_demo(
     summary.add_row("sessions cancelled by closures, never missed", closures_summary(statuses))
     summary.add_row("unplanned closure", snowed)
     console.print(summary)
+    tally = telephony.tally()  # the check-ins travelled through the provider service
+    console.print(
+        f"Telephony provider: {tally['calls']} calls placed, "
+        f"{tally['callbacks_sent']} callbacks taken."
+    )
     console.print(
         f"Finished in {time.monotonic() - started:.0f} s. Each patient's workflow history is in "
         f"the Temporal Web UI: {server.ui_url}/namespaces/default/workflows"

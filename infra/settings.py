@@ -84,6 +84,11 @@ class Settings:
     sms_from: str = "CarePath"
     sms_token_file: Path | None = None
     delivery_interval: float = 15.0  # seconds between passes when nothing was due
+    # The telephony provider's HTTP API for check-in calls (its callbacks come to
+    # /api/v1/webhooks/{sender}); unset: the in-process simulated provider, which is for
+    # simulated cohorts only (its outcomes need no callback). Its token from a file.
+    telephony_url: str | None = None
+    telephony_token_file: Path | None = None
 
     @property
     def sites_file(self) -> Path:
@@ -163,6 +168,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sms_from=env.get("CAREPATH_SMS_FROM") or "CarePath",
         sms_token_file=_path(env, "CAREPATH_SMS_TOKEN_FILE"),
         delivery_interval=_seconds(env, "CAREPATH_DELIVERY_INTERVAL", 15.0),
+        telephony_url=_http_url(env, "CAREPATH_TELEPHONY_URL"),
+        telephony_token_file=_path(env, "CAREPATH_TELEPHONY_TOKEN_FILE"),
     )
 
 

@@ -64,7 +64,7 @@ class Provider:
     token: str | None = None
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # by Idempotency-Key
     tried: set[str] = field(default_factory=set)
-    sent: int = 0
+    sent: int = 0  # callbacks taken (answered 2xx)
 
     def place(self, reference: str, patient_id: str, script: tuple[str, ...]) -> dict[str, Any]:
         """The call for `reference`, placed once; its callback scheduled."""
@@ -107,15 +107,16 @@ class Provider:
 
     async def _deliver(self, event_id: str, body: bytes) -> None:
         for pause in (*RETRIES, None):
-            if await asyncio.to_thread(self._post, event_id, body):
-                self.sent += 1
+            answered = await asyncio.to_thread(self._post, event_id, body)
+            if answered is not None:
+                self.sent += answered  # taken (2xx); refused for good (4xx) is not
                 return
             if pause is None:
                 return
             await asyncio.sleep(pause)
 
-    def _post(self, event_id: str, body: bytes) -> bool:
-        """One delivery; True once it needs no other (taken, or refused for good)."""
+    def _post(self, event_id: str, body: bytes) -> bool | None:
+        """One delivery: True taken, False refused for good, None worth trying again."""
         timestamp = str(int(time.time()))
         request = urllib.request.Request(
             self.callback_url,
@@ -133,9 +134,9 @@ class Provider:
                 answer.read()
             return True
         except urllib.error.HTTPError as exc:
-            return exc.code < 500 and exc.code not in (408, 429)
+            return None if exc.code >= 500 or exc.code in (408, 429) else False
         except OSError:
-            return False
+            return None
 
 
 def create_app(provider: Provider) -> FastAPI:

@@ -12,12 +12,14 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from clinical.aftercare import CallOutcome, CheckIn
+from activities.telephony import CallPlaced
+from clinical.aftercare import CallOutcome, CallReport, CheckIn
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
 from clinical.instruments import BamAnswers, Phq9Answers
@@ -37,6 +39,7 @@ from clinical.requests import (
 from clinical.sites import Closure, SiteDirectory
 from services.closures import announce_closure
 from simulation.patients import steady_attendance
+from simulation.telephony import answered
 from tests.support import (
     NEEDS_A_HIGHER_LEVEL,
     OPEN_SITES,
@@ -56,6 +59,7 @@ from tests.support import (
     start_time_skipping,
     write_holiday_sites,
 )
+from workflows.follow_up_call import FollowUpCallWorkflow
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -392,6 +396,89 @@ async def group_tracks(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, A
     ]
 
 
+class CallsByCallback:
+    """A provider whose word comes later, by callback (the scenario delivers it, as the
+    webhook does), except on the day-90 check-in, which it answers as it places (the
+    in-process provider's way). Keeps the references placed."""
+
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+
+    def __call__(self, store: Any) -> CallsByCallback:
+        return self
+
+    def place_call(
+        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
+    ) -> CallPlaced:
+        self.placed.append(reference)
+        if "FU-D090" in reference:
+            return answered(reference, CallOutcome.reached, CheckIn(days_of_use=0))
+        return CallPlaced(provider_call_id=f"CA{len(self.placed):06d}")
+
+
+CALLBACKS = CallsByCallback()
+
+
+async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """Check-ins whose outcome comes by the provider's callback (patch
+    call-outcome-by-callback): day 7 reached by callback; day 30 silent on the first
+    attempt (unreachable when the wait ends), declined by callback on the second, the
+    callback sent twice; day 90 answered with the placing."""
+    enrolment = make_enrolment()
+    pid = enrolment.patient_id
+
+    async def placed(reference: str) -> None:
+        for _ in range(300):
+            if reference in CALLBACKS.placed:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{reference} never placed")
+
+    async def to_due(handle: Any, call_id: str) -> Any:
+        def near(s: Any) -> bool:
+            due = [f for f in s.follow_ups if f.call_id == call_id]
+            return s.phase == Phase.aftercare and bool(due) and s.program_day + 1 >= due[0].day
+
+        status, _ = await drive_journey(env, handle, choose=steady_attendance, until=near)
+        (due,) = [f for f in status.follow_ups if f.call_id == call_id]
+        await env.sleep(due.due_at - await env.get_current_time() + timedelta(minutes=1))
+        return c.client.get_workflow_handle(f"{handle.id}-E1-{call_id}")
+
+    def report(call: str, attempt: int, outcome: CallOutcome) -> CallReport:
+        check_in = CheckIn(days_of_use=0) if outcome == CallOutcome.reached else None
+        return CallReport(
+            reference=f"{pid}/{call}/attempt-{attempt}", outcome=outcome, check_in=check_in
+        )
+
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        first = await to_due(handle, "FU-D007")
+        await placed(f"{pid}/FU-D007/attempt-1")
+        await first.execute_update(
+            FollowUpCallWorkflow.call_outcome, report("FU-D007", 1, CallOutcome.reached)
+        )
+        await first.result()
+        second = await to_due(handle, "FU-D030")
+        await placed(f"{pid}/FU-D030/attempt-1")
+        await env.sleep(timedelta(minutes=30, seconds=1))  # the wait runs out: unreachable
+        while not c.store.call_attempts(pid)[1:]:
+            await asyncio.sleep(0.02)
+        await env.sleep(timedelta(days=2, minutes=1))  # the attempts' spacing
+        await placed(f"{pid}/FU-D030/attempt-2")
+        declined = report("FU-D030", 2, CallOutcome.declined)
+        await second.execute_update(FollowUpCallWorkflow.call_outcome, declined)
+        await second.execute_update(FollowUpCallWorkflow.call_outcome, declined)
+        await second.result()
+        third = await to_due(handle, "FU-D090")
+        await third.result()
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+    return [
+        ("follow_up_call--FU-D007-callback-reached", await first.fetch_history()),
+        ("follow_up_call--FU-D030-silence-then-callback", await second.fetch_history()),
+        ("follow_up_call--FU-D090-answered-with-placing", await third.fetch_history()),
+    ]
+
+
 def _findings_at_check_ins(reference: str) -> tuple[CallOutcome, CheckIn | None]:
     bam = [0] * 17
     if "FU-D060" in reference:
@@ -425,11 +512,13 @@ SCENARIOS: dict[str, Scenario] = {
         lost_to_contact,
         text_before_retry,
         group_tracks,
+        calls_by_callback,
     )
 }
 PROGRAMS_DIRS: dict[str, Path] = {"group_tracks": Path(__file__).parent / "programs"}
 """Scenarios on a test program (tests/programs) rather than the clinic's."""
 TELEPHONY: dict[str, Any] = {
+    "calls_by_callback": CALLBACKS,
     "relapse_from_check_in": USE_ON_FIRST_CHECK_IN,
     "check_in_findings": Scripted(_findings_at_check_ins),
     "lost_to_contact": Scripted(lambda reference: (CallOutcome.unreachable, None)),

@@ -377,6 +377,11 @@ def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     deployment.demo_output = result.stdout + result.stderr
     assert result.returncode == 0, result.stderr
     assert "journeys completed" in result.stdout
+    # The check-in calls went through the provider service and came back by its callbacks.
+    found = re.search(
+        r"Telephony provider: (\d+) calls placed, (\d+) callbacks taken", result.stdout
+    )
+    assert found is not None and int(found[1]) > 0 and int(found[2]) >= int(found[1])
     assert deployment.server.ui_url in result.stdout.replace("\n", "")
     # A patient per case manager is left in care, a consent task in each inbox.
     output = result.stdout.replace("\n", "")
