@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import date
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -29,9 +30,12 @@ from clinical.assessment import DimensionRatings, Enrolment, SocialNeed
 from clinical.consents import api_client_kind
 from clinical.disclosures import accounting_since
 from clinical.identifiers import (
+    CaseManagerId,
     PatientId,
+    SiteId,
     referral_workflow_id,
 )
+from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, describe_validation_error
 from clinical.referrals import CancelReason, PartnerAnswer, PartnerReport, ReferralCancel
 from clinical.requests import (
@@ -49,6 +53,7 @@ from clinical.requests import (
 from infra.store.api_clients import KEY, Answered, Mismatch
 from operators import report
 from operators.caseload import Scope, inbox
+from operators.find import PatientQuery, find_patients
 from operators.snapshot import stored_snapshot
 from services.enrolment import EnrolmentRefused, enrol, journey_input
 from services.journeys import (
@@ -564,6 +569,39 @@ def install(app: FastAPI) -> None:
             if phase is None or e.patient.phase.value == phase
         ]
         return answered(request, 200, json.dumps(jsonable_encoder(rows)))
+
+    @app.get(f"{API}/patients", tags=["patients"])
+    @grant("patients:read")
+    async def api_find(
+        request: Request,
+        found: Caller = seen,
+        phase: Phase | None = None,
+        case_manager: CaseManagerId | None = None,
+        site: SiteId | None = None,
+        risk: Literal["low", "moderate", "high"] | None = None,
+        overdue: bool = False,
+        enrolled_from: date | None = None,
+        enrolled_to: date | None = None,
+        active: bool = False,
+    ) -> Response:
+        """Find the site's patients (as `find --json`): by phase, case manager, risk,
+        overdue contact (the next session or task past due), enrolment day (UTC, `to`
+        exclusive), journeys still running. From the store; IDs only."""
+        if site is not None and site != found.client.site_id:
+            raise Problem(403, f"client {found.client.name} reads site {found.client.site_id} only")
+        console = console_of(request)
+        query = PatientQuery(
+            phase=phase,
+            case_manager_id=case_manager,
+            site_id=found.client.site_id,
+            risk=risk,
+            overdue=overdue,
+            enrolled_from=enrolled_from,
+            enrolled_to=enrolled_to,
+            active=active,
+        )
+        rows = find_patients(console.store, query, console.now())
+        return answered(request, 200, json.dumps(rows))
 
     @app.get(f"{API}/reports/outcomes", tags=["reports"])
     @grant("reports:read")
