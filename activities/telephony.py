@@ -11,19 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict
+from infra.telephony import CallPlaced, TelephonyRefused
 
-from clinical.aftercare import CallReport
-
-
-class CallPlaced(BaseModel):
-    """The provider took the call: its own ID for it and, from an in-process provider
-    only, how it ended (None: the outcome comes later, by callback)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    provider_call_id: str
-    report: CallReport | None = None
+__all__ = ["CallPlaced", "Telephony", "TelephonyRefused"]
 
 
 class Telephony(Protocol):
@@ -33,7 +23,3 @@ class Telephony(Protocol):
         """Place one call, asking the instruments of a patient who answers. A reference
         seen before is not placed again: the provider answers as it did the first time."""
         ...
-
-
-class TelephonyRefused(Exception):
-    """The provider refused the call for good (a bad number, a bad request): not retried."""

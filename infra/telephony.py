@@ -10,9 +10,25 @@ import json
 import urllib.error
 import urllib.request
 
-from activities.telephony import CallPlaced, TelephonyRefused
+from pydantic import BaseModel, ConfigDict
+
+from clinical.aftercare import CallReport
 
 PROVIDER_PATH = "/v1/calls"
+
+
+class CallPlaced(BaseModel):
+    """The provider took the call: its own ID for it and, from an in-process provider
+    only, how it ended (None: the outcome comes later, by callback)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider_call_id: str
+    report: CallReport | None = None
+
+
+class TelephonyRefused(Exception):
+    """The provider refused the call for good (a bad number, a bad request): not retried."""
 
 
 class TelephonyUnavailable(Exception):

@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 
 from infra.settings import PROJECT_ROOT
 from infra.webhooks import signature
-from simulation.behaviour import seeded
+from simulation.behaviour import load_behaviour, seeded
 from simulation.telephony import seeded_answer
 
 UNREACHED = ("no-answer", "no-answer", "busy", "failed")
@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--silent", type=float, default=0.0, help="share never called back")
     parser.add_argument("--duplicate", type=float, default=0.1, help="share called back twice")
     parser.add_argument("--busy-api", type=float, default=0.05, help="share answered 503 first")
-    parser.add_argument("--use-risk", type=float, default=0.0)
+    parser.add_argument(
+        "--use-risk", type=float, help="highest chance of use reported (behaviour.toml's)"
+    )
     args = parser.parse_args(argv)
     try:
         secret = args.secret_file.read_text().strip()
@@ -248,13 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 2
+    aftercare = load_behaviour().aftercare  # the patients' reach, as the what-if's
     behaviour = Behaviour(
         seed=args.seed,
         delay=args.delay,
         silent=args.silent,
         duplicate=args.duplicate,
         busy_api=args.busy_api,
-        use_risk=args.use_risk,
+        use_risk=aftercare.use_risk if args.use_risk is None else args.use_risk,
+        reachability=(aftercare.reachability_low, aftercare.reachability_high),
     )
     provider = Provider(args.callback_url, secret, behaviour, token)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -33,6 +33,7 @@ from infra.embedded_server import free_port
 from infra.telephony import HttpTelephony
 from infra.webhooks import ANY_SITE, EventKind, WebhookSender, signature
 from simulation.patients import steady_attendance
+from simulation.behaviour import load_behaviour
 from simulation.telephony import seeded_answer
 from simulation.telephony_provider import running_provider
 from tests.console_support import ConsoleUnderTest, make_console
@@ -63,7 +64,7 @@ async def through_the_provider(
     web_port, provider_port = free_port(), free_port()
     callback = f"http://127.0.0.1:{web_port}{API}/webhooks/{SENDER.name}"
     base = f"http://127.0.0.1:{provider_port}"
-    opts = ("--seed", SEED, "--delay", "0.05,0.2", "--busy-api", "0", *options)
+    opts = ("--seed", SEED, "--delay", "0.05,0.2", "--busy-api", "0", "--use-risk", "0", *options)
     async with (
         running_provider(provider_port, callback, secret, tmp_path / "provider.log", *opts),
         clinic(env.client, tmp_path, telephony=lambda store: HttpTelephony(base)) as c,
@@ -85,15 +86,15 @@ async def through_the_provider(
             await serving
 
 
-def reached_on_first_attempt(use_risk: float = 0.0) -> Enrolment:
+def reached_on_first_attempt() -> Enrolment:
     """A patient whom the seeded model has answer the first check-in's first attempt."""
     instruments = ProgramCatalog(PROGRAMS).load("default-iop").aftercare.instruments
+    aftercare = load_behaviour().aftercare  # the provider's patients' reach
+    reach = (aftercare.reachability_low, aftercare.reachability_high)
     while True:
         enrolment = make_enrolment()
         reference = f"{enrolment.patient_id}/FU-D007/attempt-1"
-        outcome, _ = seeded_answer(
-            SEED, enrolment.patient_id, reference, instruments, use_risk, (0.55, 0.95)
-        )
+        outcome, _ = seeded_answer(SEED, enrolment.patient_id, reference, instruments, 0.0, reach)
         if outcome is CallOutcome.reached:
             return enrolment
 
