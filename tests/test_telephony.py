@@ -32,8 +32,8 @@ from clinical.status import JourneyStatus
 from infra.embedded_server import free_port
 from infra.telephony import HttpTelephony
 from infra.webhooks import ANY_SITE, EventKind, WebhookSender, signature
-from simulation.patients import steady_attendance
 from simulation.behaviour import load_behaviour
+from simulation.patients import steady_attendance
 from simulation.telephony import seeded_answer
 from simulation.telephony_provider import running_provider
 from tests.console_support import ConsoleUnderTest, make_console
