@@ -162,7 +162,7 @@ def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
         return [Entry(at, source, "attendance written", ENGINE, detail)] if changes else []
     if name == "open_case_manager_task":
         return [Entry(at, source, f"task {arg.get('kind')}", ENGINE, str(arg.get("detail")))]
-    if name == "place_follow_up_call":
+    if name in ("place_call", "place_follow_up_call"):  # the latter: runs from before callbacks
         what = f"call {arg.get('call_id')} attempt {arg.get('attempt')}"
         return [Entry(at, source, what, ENGINE, "")]
     if name == "start_referral_loop":

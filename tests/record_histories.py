@@ -422,8 +422,8 @@ CALLBACKS = CallsByCallback()
 async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
     """Check-ins whose outcome comes by the provider's callback (patch
     call-outcome-by-callback): day 7 reached by callback; day 30 silent on the first
-    attempt (unreachable when the wait ends), declined by callback on the second, the
-    callback sent twice; day 90 answered with the placing."""
+    attempt (unreachable when the wait ends), declined by callback on the second; day 90
+    answered with the placing."""
     enrolment = make_enrolment()
     pid = enrolment.patient_id
 
@@ -466,7 +466,6 @@ async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
         await env.sleep(timedelta(days=2, minutes=1))  # the attempts' spacing
         await placed(f"{pid}/FU-D030/attempt-2")
         declined = report("FU-D030", 2, CallOutcome.declined)
-        await second.execute_update(FollowUpCallWorkflow.call_outcome, declined)
         await second.execute_update(FollowUpCallWorkflow.call_outcome, declined)
         await second.result()
         third = await to_due(handle, "FU-D090")

@@ -79,6 +79,10 @@ class FollowUpCallWorkflow:
             )
             # Runs from before callbacks switch at their next attempt.
             if workflow.patched(patches.CALL_OUTCOME_BY_CALLBACK):
+                if attempt == 1 and plan.sms_before_retry and plan.window.reminders == "sms":
+                    # Decided before the run's first store write (a local activity): the
+                    # SDK cannot replay a first `patched` after one (README, patches).
+                    workflow.patched(patches.SMS_BEFORE_RETRY)
                 result = await self._call(plan, request)
             else:
                 result = await workflow.execute_activity_method(
@@ -137,7 +141,8 @@ class FollowUpCallWorkflow:
             check_in=None if report is None else report.check_in,
             heard=report is not None,
         )
-        await workflow.execute_activity_method(
+        # In the workflow task (a marker, not an activity and a workflow task of its own).
+        await workflow.execute_local_activity_method(
             CareOperations.record_call_outcome,
             record,
             start_to_close_timeout=STORE_TIMEOUT,
