@@ -26,6 +26,7 @@ from clinical.consents import (
     standard_terms,
     subscriber_kind,
 )
+from clinical.family_contacts import FamilyContact
 from clinical.identifiers import CaseManagerId, PatientId
 from clinical.protocol import describe_validation_error
 from infra.settings import Settings
@@ -182,3 +183,31 @@ def add_arguments(p: argparse.ArgumentParser, purposes: tuple[str, ...]) -> None
     )
     p.add_argument("--case-manager", help="who records it, e.g. CM-01")
     p.add_argument("--json", action="store_true")
+
+
+def cmd_family_contact(args: argparse.Namespace, settings: Settings) -> int:
+    """Whom the patient's family-session invitations go to (replacing any before)."""
+    patient_id = validated(PatientId, args.patient, "patient")
+    case_manager = validated(CaseManagerId, args.case_manager, "case manager")
+    if (args.email is None) == (args.phone is None):
+        raise CliError("family-contact: give --email or --phone (one)")
+    try:
+        contact = FamilyContact(
+            channel="email" if args.email else "sms",
+            address=args.email or args.phone,
+            relationship=args.relationship,
+        )
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+    store = care_store(settings)
+    try:
+        if store.patient(patient_id) is None:
+            raise CliError(f"no patient {patient_id} in the care store")
+        store.record_family_contact(patient_id, contact, case_manager, datetime.now(UTC))
+    finally:
+        store.dispose()
+    console.print(
+        f"{patient_id}: family contact ({contact.relationship}) on file; invitations go by "
+        f"{contact.channel} while family consent is in force"
+    )
+    return 0

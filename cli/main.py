@@ -41,7 +41,7 @@ from cli.case_management import (
 )
 from cli.common import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
 from cli.consents import add_arguments as add_consent_arguments
-from cli.consents import cmd_consents
+from cli.consents import cmd_consents, cmd_family_contact
 from cli.delivery import cmd_dead_letters, cmd_deliver
 from cli.enrolment import cmd_enrol
 from cli.operators import (
@@ -311,6 +311,17 @@ def parser() -> argparse.ArgumentParser:
     )
     add_consent_arguments(cs, (*PURPOSES, TPO))
 
+    fm = sub.add_parser("family-contact", help="whom family-session invitations are sent to")
+    fm.add_argument("patient")
+    fm.add_argument("--email", help="their e-mail address")
+    fm.add_argument("--phone", help="or their phone number, for texts")
+    fm.add_argument(
+        "--relationship",
+        default="relative",
+        choices=["partner", "parent", "child", "sibling", "relative", "friend", "other"],
+    )
+    fm.add_argument("--case-manager", required=True)
+
     sb = sub.add_parser(
         "subscribers", help="systems that receive CarePath's events, signed (operators)"
     )
@@ -367,6 +378,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "dead-letters": cmd_dead_letters,
     "subscribers": cmd_subscribers,
     "consents": cmd_consents,
+    "family-contact": cmd_family_contact,
 }
 
 # What the command line does to or reads of a patient, recorded in the access log with the
@@ -376,7 +388,7 @@ RECORDED = frozenset(
         "attendance", "discharge", "relapse", "review", "refer", "family-consent",
         "partner-answer", "cancel-referral", "commitments", "check-ins", "alumni",
         "history", "export", "disclosures", "status", "tasks", "done", "caseload", "enrol",
-        "consents",
+        "consents", "family-contact",
     }
 )  # fmt: skip
 

@@ -17,6 +17,12 @@ _WHEN = r"(?P<when>[A-Z][a-z]{2} \d\d [A-Z][a-z]{2} at \d\d:\d\d)"
 _SESSION = re.compile(rf"Reminder: .+ \((?P<modality>in person|telehealth)\) on {_WHEN}")
 _CALL = re.compile(rf"Reminder: your check-in call from the clinic on {_WHEN}")
 _INVITATION = re.compile(rf"Invitation: .+ on {_WHEN}")
+# A family session's invitation as the booking writes it (no "at" before the time).
+_FAMILY = re.compile(
+    r"Invitation: .+ on (?P<day>[A-Z][a-z]{2} \d\d [A-Z][a-z]{2}) (?P<time>\d\d:\d\d) "
+    r"\((?P<modality>in person|telehealth)\)"
+)
+FAMILY_KINDS = frozenset({"invite_family_therapy", "invite_family_education"})
 
 # Written for the patient's phone already: no session type, no program.
 _AS_WRITTEN = frozenset({"check_in_sms", "closure_notice"})
@@ -27,6 +33,16 @@ def patient_text(kind: str, body: str) -> str | None:
     words for it that are safe to send (a kind or shape this does not know: not sent)."""
     if kind in _AS_WRITTEN:
         return body
+    if kind in FAMILY_KINDS:
+        # To a relative: names neither the patient nor what the care is for.
+        family = _FAMILY.fullmatch(body)
+        if family is None:
+            return None
+        how = "by video" if family["modality"] == "telehealth" else "in person"
+        return (
+            "Invitation: you are invited to a session with the care team of someone close to "
+            f"you on {family['day']} at {family['time']} ({how})."
+        )
     pattern = {
         "session_reminder": _SESSION,
         "call_reminder": _CALL,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from clinical.clock import DEFAULT_ZONE
+from clinical.consents import FAMILY
 from clinical.messages import channel_chosen, patient_text, sending_time, too_late
 from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError, ReminderConfig
 from clinical.sites import SiteDirectory
@@ -86,8 +87,9 @@ class Deliverer:
         if not self.channels:
             return result
         now = self.clock()
+        # Family invitations go on the family contact's own channel, known once claimed.
         claimed = self.store.claim_due(
-            self.channels, now, lease=self.policy.lease, limit=self.policy.batch
+            [*self.channels, "family"], now, lease=self.policy.lease, limit=self.policy.batch
         )
         for message in claimed:
             outcome = self._deliver(message, now)
@@ -105,6 +107,8 @@ class Deliverer:
                 return total
 
     def _deliver(self, message: DueMessage, now: datetime) -> str:
+        if message.channel == "family":
+            return self._deliver_to_family(message, now)
         contact = self.store.delivery_contact(message.patient_id)
         if contact is None:
             return self._dead(message, "failed", "no such patient")
@@ -126,10 +130,31 @@ class Deliverer:
         if at > now:
             self.store.postpone(message, at)
             return "waiting"
+        return self._send(message, self.channels[message.channel], address, text, now)
+
+    def _deliver_to_family(self, message: DueMessage, now: datetime) -> str:
+        """An invitation to the family contact on file, on their channel, only under the
+        patient's family consent in force (its disclosure was accounted as it was posted)."""
+        family = self.store.family_contact(message.patient_id)
+        if family is None:
+            return self._dead(message, "failed", "no family contact on file")
+        why_not = self.store.why_not_consented(message.patient_id, FAMILY, "treatment", now)
+        if why_not is not None:
+            return self._dead(message, "failed", f"family consent: {why_not}")
+        text = patient_text(message.kind, message.body)
+        if text is None:
+            return self._dead(message, "failed", "no wording safe to send for this message")
+        channel = self.channels.get(family.channel)
+        if channel is None:  # not configured here: left for a sender that has it
+            self.store.postpone(message, now + self.policy.longest_pause)
+            return "waiting"
+        return self._send(message, channel, family.address, text, now)
+
+    def _send(
+        self, message: DueMessage, channel: Channel, address: str, text: str, now: datetime
+    ) -> str:
         try:
-            self.channels[message.channel].send(
-                Outgoing(reference=reference_of(message.key), to=address, text=text)
-            )
+            channel.send(Outgoing(reference=reference_of(message.key), to=address, text=text))
         except SendRefused as exc:
             return self._dead(message, "bounced", str(exc))
         except SendFailed as exc:

@@ -24,6 +24,7 @@ from clinical.consents import (
     subscriber_kind,
     why_not_covered,
 )
+from clinical.family_contacts import FamilyContact
 from infra.store import CareStore, ConsentEntry
 from infra.store.audit import AuditFact
 from services.subscribers import EventSender
@@ -220,6 +221,17 @@ def test_consents_and_exports_from_the_command_line(tmp_path: Path) -> None:
     assert again.returncode == 3 and "revoked" in again.stderr
     own = run_starter(env, "export", pid, "--fhir", "--out", out, "--purpose", "patient_request")
     assert own.returncode == 0, own.stderr
+    family = ("family-contact", pid, "--case-manager", "CM-01")
+    kin = run_starter(env, *family, "--email", "kin@example.org", "--relationship", "parent")
+    assert kin.returncode == 0 and "kin@example.org" not in kin.stdout, kin.stderr
+    check = CareStore(url, keys=TEST_KEYS)
+    assert check.family_contact(pid) == FamilyContact(
+        channel="email", address="kin@example.org", relationship="parent"
+    )
+    check.dispose()
+    for extra, fault in ((("--phone", "call me"), "not a phone number"), ((), "one")):
+        bad = run_starter(env, *family, *extra)
+        assert bad.returncode == 2 and fault in bad.stderr, bad.stderr
     for args, fault in (
         (("give", "--to", "County EHR", "--case-manager", "CM-01", "--information", "all"),
          "ends on a date or at an event"),

@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from activities.records import IntakeRecord
 from clinical.careplan import plan_care
 from clinical.clock import ProgramClock, zone
+from clinical.family_contacts import FamilyContact
 from clinical.messages import channel_chosen, patient_text, sending_time, too_late
 from clinical.phases import Phase
 from clinical.placement import place_enrolment
@@ -31,7 +32,8 @@ from clinical.protocol import ProgramCatalog, ReminderConfig
 from clinical.reminders import Reminder, reminder
 from clinical.sites import SiteDirectory
 from infra.channels import SUBJECT, Channel, SmsProviderChannel, SmtpChannel, reference_of
-from infra.store import CareEventFacts, CareStore, PhaseChangeEntry
+from infra.store import CareEventFacts, CareStore, ConsentEntry, PhaseChangeEntry
+from infra.store.audit import AuditFact
 from services.delivery import Deliverer, DeliveryPolicy
 from tests.support import (
     DAY,
@@ -42,7 +44,7 @@ from tests.support import (
     make_enrolment,
     run_starter,
 )
-from tests.test_store import operations
+from tests.test_store import intake_and_first_week, operations
 
 NEW_YORK = zone("America/New_York")
 # Noon in New York on a Tuesday: inside the default window (10:00-18:00).
@@ -451,3 +453,37 @@ def test_deliver_and_dead_letters_from_the_command_line(
     again = run_starter(env, "dead-letters", "--retry", letter["key"])
     assert again.returncode == 0 and "back in the outbox" in again.stdout
     assert run_starter(env, "dead-letters").stdout.strip() == "no dead letters"
+
+
+def test_family_invitations_reach_the_family_contact_under_family_consent(
+    store: CareStore, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    ops = operations(store)
+    (kept, i_kept), (revoked, i_revoked) = [intake_and_first_week() for _ in range(2)]
+    for intake, booking in ((kept, i_kept), (revoked, i_revoked)):
+        ops.record_intake(intake)  # family consent given at intake
+        ops.book_sessions(booking)  # family sessions booked, their invitations posted
+    pid, other = kept.enrolment.patient_id, revoked.enrolment.patient_id
+    sender = deliverer(store, {"email": smtp(port)}, [NOON])
+    sender.deliver_all_due()
+    assert box.mail == []  # no family contact on file yet: the invitations wait
+    invited = [m for m in store.outbox(pid, "family")]
+    assert invited and all(m.status is None for m in invited)
+    store.record_consent(
+        ConsentEntry(f"{other}/consent/off", other, "family_involvement", False, "CM-01", NOON),
+        AuditFact(f"{other}/consent/off", other, "CM-01", "consent_withdrawn", "consent", NOON),
+    )
+    for p, address in ((pid, "kin@example.org"), (other, "aunt@example.org")):
+        contact = FamilyContact(channel="email", address=address, relationship="parent")
+        store.record_family_contact(p, contact, "CM-01", NOON)
+    result = sender.deliver_all_due()
+    assert result.sent == len(invited)
+    assert {tuple(to) for to, _ in box.mail} == {("kin@example.org",)}
+    for _, mail in box.mail:
+        text = str(mail.get_payload()).strip()
+        assert text.startswith("Invitation: you are invited to a session with the care team")
+        assert pid not in text and not any(w in text.lower() for w in PROGRAM_WORDS)
+    withheld = [d for d in store.dead_letters() if d.patient_id == other]
+    assert withheld and all("family consent" in (d.last_error or "") for d in withheld)
+    assert "kin@example.org" not in repr(store.family_contact(pid))

@@ -18,6 +18,7 @@ from infra.store.consents import ConsentEntry, ConsentRecords
 from infra.store.delivery import DeadLetter, DeliveryContact, DeliveryQueue, DueMessage
 from infra.store.disclosures import DISCLOSED_TO_PARTNER, Disclosure, DisclosureRecords
 from infra.store.events import CareEvent, StoredEvent
+from infra.store.family import FamilyContactRecords
 from infra.store.groups import GroupSeatRecords, SeatGiven, WaitlistEntry
 from infra.store.outbox import Outbox, OutboxMessage
 from infra.store.patients import EnrolledPatient, NewPatient, PatientRecords, PhaseChangeEntry
@@ -48,6 +49,7 @@ class CareStore(
     DeliveryQueue,
     DisclosureRecords,
     SubscriberRecords,
+    FamilyContactRecords,
     AuditTrail,
 ):
     """The store, one engine: `CareStore(url, pool_size, keys)`, `migrate()` once by a

@@ -559,6 +559,25 @@ def _migration_9(conn: Connection) -> None:
     metadata.create_all(conn, tables=[subscribers, care_events, event_deliveries])
 
 
+# Whom a patient's family-session invitations go to: one contact a patient, its address
+# sealed at rest (PHI), no name.
+family_contacts = Table(
+    "family_contacts",
+    metadata,
+    Column("patient_id", String(16), primary_key=True),
+    Column("channel", String(8), nullable=False),
+    Column("address", SealedText(max(EMAIL_MAX, PHONE_MAX)), nullable=False),
+    Column("relationship", String(16), nullable=False),
+    Column("recorded_by", String(16), nullable=False),
+    _ts("recorded_at", nullable=False),
+)
+
+
+def _migration_11(conn: Connection) -> None:
+    """Family contacts."""
+    metadata.create_all(conn, tables=[family_contacts])
+
+
 def _migration_10(conn: Connection) -> None:
     """Consents keep the §2.31 elements of their written form."""
     if "terms_json" not in {c["name"] for c in inspect(conn).get_columns("consents")}:
@@ -577,5 +596,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_8,
     _migration_9,
     _migration_10,
+    _migration_11,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, false, or_, select, update
 
 from clinical.assessment import Assessment, ContactWindow
 from infra.store._core import StoreCore
-from infra.store._schema import notifications, patients
+from infra.store._schema import family_contacts, notifications, patients
 
 DEAD = ("failed", "bounced")
 """The statuses of a dead letter: no sender takes it again unless an operator requeues it."""
@@ -87,8 +87,15 @@ class DeliveryQueue(StoreCore):
         withdrawn, not a dead letter, past their deliver-at and next try, and claimed by no
         one whose lease still runs), claimed for `lease`: oldest first."""
         n = notifications.c
+        # A family invitation waits until the patient has a family contact on file.
+        with_contact = select(family_contacts.c.patient_id)
         ready = and_(
-            n.channel.in_(list(channels)),
+            or_(
+                n.channel.in_([c for c in channels if c != "family"]),
+                and_(n.channel == "family", n.patient_id.in_(with_contact))
+                if "family" in channels
+                else false(),
+            ),
             n.sent_at.is_(None),
             n.withdrawn_at.is_(None),
             n.status.is_(None),
