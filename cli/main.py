@@ -44,6 +44,8 @@ from cli.consents import add_arguments as add_consent_arguments
 from cli.consents import cmd_consents, cmd_family_contact
 from cli.delivery import cmd_dead_letters, cmd_deliver
 from cli.enrolment import cmd_enrol
+from cli.groups import add_parser as add_group_sheet
+from cli.groups import cmd_group_sheet
 from cli.operators import (
     cmd_disclosures,
     cmd_export,
@@ -258,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--program", default="default-iop")
     tr.add_argument("--json", action="store_true")
 
+    add_group_sheet(sub)
+
     sub.add_parser("console", help="serve the case managers' console in the browser")
 
     us = sub.add_parser("users", help="the console's local accounts (operators)")
@@ -368,6 +372,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "simulate": cmd_simulate,
     "closure": cmd_closure,
     "tracks": cmd_tracks,
+    "group-sheet": cmd_group_sheet,
     "console": cmd_console,
     "users": cmd_users,
     "api-clients": cmd_api_clients,
@@ -389,6 +394,7 @@ RECORDED = frozenset(
         "partner-answer", "cancel-referral", "commitments", "check-ins", "alumni",
         "history", "export", "disclosures", "status", "tasks", "done", "caseload", "enrol",
         "consents", "family-contact",
+        "group-sheet",
     }
 )  # fmt: skip
 

@@ -28,6 +28,8 @@ class PlannedSession(_Frozen):
     start: time
     hours: float
     kind: Literal["group", "individual"]
+    track_id: str | None = None
+    """The shared group track this visit is a session of (None: the patient's own)."""
 
 
 class WeeklySchedule(_Frozen):
@@ -262,7 +264,11 @@ def fit_track_week(
     weekdays = list(Weekday)
     sessions = [
         PlannedSession(
-            weekday=weekdays[d], start=track.start, hours=pattern.visit_hours, kind="group"
+            weekday=weekdays[d],
+            start=track.start,
+            hours=pattern.visit_hours,
+            kind="group",
+            track_id=track.id,
         )
         for d in chosen
     ]
@@ -311,6 +317,8 @@ class SessionSpec(_Frozen):
     modality: Modality
     attendee: Literal["patient", "family"] = "patient"
     """Family education is for the family contact alone: not the patient's attendance."""
+    track_id: str | None = None
+    """The group track whose session this is (its facilitator's sign-in sheet lists it)."""
 
 
 FAMILY_THERAPY = "family_therapy"
@@ -382,8 +390,11 @@ def week_sessions(
     stage = plan.stage_for(phase, week)
     group_types = protocol.schedule.group_session_types
     wanted: list[_Wanted] = []
+    tracks: dict[str, str] = {}
     group_index = 0
     for n, planned in enumerate(stage.schedule.sessions, start=1):
+        if planned.track_id is not None:
+            tracks[f"S{n}"] = planned.track_id
         if planned.kind == "group":
             session_type = group_types[(group_index + week - 1) % len(group_types)]
             group_index += 1
@@ -407,6 +418,7 @@ def week_sessions(
                 session_type=session_type,
                 modality=stage.schedule.modality,
                 attendee="family" if session_type == FAMILY_EDUCATION else "patient",
+                track_id=tracks.get(code),
             )
         )
     return specs

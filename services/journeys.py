@@ -4,7 +4,7 @@ that says whether the request was refused, was wrong, or found no engine to answ
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -25,9 +25,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from clinical.group_sheets import GroupSheet, SheetLine, sheet_update_id
 from clinical.identifiers import is_referral_workflow_id, journey_workflow_id
+from clinical.requests import AttendanceMark, AttendanceSheet
 from clinical.status import JourneyStatus
-from infra.store import InboxTask
+from infra.store import InboxTask, RosterLine
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -169,3 +171,60 @@ async def _why_not_found(client: Client, workflow_id: str, patient_id: str) -> R
     return RequestFailed(
         f"the journey of patient {patient_id} has ended ({status.name.lower()})", Why.refused
     )
+
+
+async def record_group_sheet(
+    client: Client,
+    task_queue: str,
+    sheet: GroupSheet,
+    roster: Sequence[RosterLine],
+    case_managers: Mapping[str, str],
+) -> list[SheetLine]:
+    """Each mark of a group session's sheet to the patient's journey, one by one: accepted,
+    unchanged (the journey holds that mark already: a sheet submitted twice changes
+    nothing), or refused with the journey's reason. Marks are by `sheet.submitted_by`, or
+    else by each patient's case manager (`case_managers`)."""
+    booked = {r.patient_id: r for r in roster}
+    lines = []
+    for mark in sheet.marks:
+        row = booked.get(mark.patient_id)
+        if row is None:
+            lines.append(
+                SheetLine(
+                    patient_id=mark.patient_id,
+                    session_id=None,
+                    status=mark.status,
+                    outcome="refused",
+                    reason="not booked into this session",
+                )
+            )
+            continue
+        line = SheetLine(
+            patient_id=mark.patient_id,
+            session_id=row.session_id,
+            status=mark.status,
+            outcome="accepted",
+        )
+        try:
+            status = await query_status(client, mark.patient_id)
+            held = next((s for s in status.sessions if s.session_id == row.session_id), None)
+            if held is not None and held.status.value == mark.status:
+                lines.append(line.model_copy(update={"outcome": "unchanged"}))
+                continue
+            by = sheet.submitted_by or case_managers[mark.patient_id]
+            request = AttendanceSheet(
+                case_manager_id=by,
+                marks=[AttendanceMark(session_id=row.session_id, status=mark.status)],
+            )
+            await deliver(
+                client,
+                task_queue,
+                mark.patient_id,
+                PatientJourneyWorkflow.record_attendance_sheet,
+                request,
+                update_id=sheet_update_id(row.session_id, mark.patient_id, mark.status),
+            )
+        except RequestFailed as exc:
+            line = line.model_copy(update={"outcome": "refused", "reason": str(exc)})
+        lines.append(line)
+    return lines

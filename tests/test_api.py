@@ -46,7 +46,10 @@ BODIES: dict[str, Any] = {
     "api_task_done": None,
     "api_subscribe": {"name": "feed", "url": "https://feed.example.org/events"},
     "api_replay": {"from": "2026-11-01", "to": "2026-11-30"},
+    "api_group_sheet": {"marks": [{"patient_id": "P-0000000A", "status": "attended"}]},
 }  # fmt: skip
+GROUP_ROUTES = {"api_group_roster", "api_group_sheet"}
+"""Routes of a site's group track: another site's client finds no such track (404)."""
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -87,7 +90,8 @@ async def test_every_api_route_has_a_grant_and_checks_token_scope_and_site(
             kinds=None, by="test", at=now,
         )  # fmt: skip
         values = {
-            "patient_id": pid, "need": "housing", "task_id": str(task.id), "name": "ehr-feed"
+            "patient_id": pid, "need": "housing", "task_id": str(task.id), "name": "ehr-feed",
+            "program_id": "default-iop", "track_id": "north-morning", "stamp": "20270301T1400Z",
         }  # fmt: skip
         routes = [
             r
@@ -121,6 +125,8 @@ async def test_every_api_route_has_a_grant_and_checks_token_scope_and_site(
                     )
                 elif name == "api_subscribe":
                     assert answer.status_code == 201 and answer.json()["site_id"] == "south"
+                elif name in GROUP_ROUTES:
+                    assert "at site south" in _is_problem(answer, 404)["detail"]
                 else:
                     assert answer.status_code == 200 and pid not in answer.text, name
                 checked += 1

@@ -56,7 +56,15 @@ async def test_every_route_has_a_rule_and_refuses_the_anonymous_and_wrong_roles(
         # The API's routes have their own grants (tests/test_api.py enumerates them).
         routes = [r for r in api_routes(ui.app) if not r[1].startswith(API)]
         assert {endpoint.__name__ for _, _, endpoint in routes} <= set(RULES)
-        values = {"patient_id": pid, "action": "discharge", "task_id": "1", "run_id": "0" * 16}
+        values = {
+            "patient_id": pid,
+            "action": "discharge",
+            "task_id": "1",
+            "program_id": "default-iop",
+            "track_id": "north-morning",
+            "stamp": "20270301T1400Z",
+            "run_id": "0" * 16,
+        }
         checked = 0
         async with ui.signed_in(None) as anonymous:
             for method, path, endpoint in routes:

@@ -12,7 +12,18 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from infra.store.accounts import Role
-from web import api, api_subscribers, enrolment, patients, signin, staff, webhooks, whatif
+from web import (
+    api,
+    api_groups,
+    api_subscribers,
+    enrolment,
+    groups,
+    patients,
+    signin,
+    staff,
+    webhooks,
+    whatif,
+)
 from web.api_security import API, BodyLimit, Problem, problem_response
 from web.context import Console, console_of, page
 from web.openapi import document_text
@@ -116,8 +127,10 @@ def create_app(console: Console) -> FastAPI:
     enrolment.install(app, signed_in)
     staff.install(app, signed_in)
     whatif.install(app, signed_in)
+    groups.install(app, signed_in)
     api.install(app)
     api_subscribers.install(app)
+    api_groups.install(app)
     webhooks.install(app)
     api.problem_handlers(app)
     document = document_text()  # made once: the routes do not change while serving

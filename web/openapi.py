@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from web import api, api_subscribers, webhooks
+from web import api, api_groups, api_subscribers, webhooks
 from web.api_security import API, GRANTS, PROBLEM, SIGNED
 
 KEPT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -43,6 +43,7 @@ def api_document() -> dict[str, Any]:
     app = FastAPI()
     api.install(app)
     api_subscribers.install(app)
+    api_groups.install(app)
     webhooks.install(app)
     routes = [r for r in app.routes if getattr(r, "path", "").startswith(API)]
     document = get_openapi(

@@ -19,7 +19,7 @@ from infra.store.delivery import DeadLetter, DeliveryContact, DeliveryQueue, Due
 from infra.store.disclosures import DISCLOSED_TO_PARTNER, Disclosure, DisclosureRecords
 from infra.store.events import CareEvent, StoredEvent
 from infra.store.family import FamilyContactRecords
-from infra.store.groups import GroupSeatRecords, SeatGiven, WaitlistEntry
+from infra.store.groups import GroupSeatRecords, RosterLine, SeatGiven, WaitlistEntry
 from infra.store.outbox import Outbox, OutboxMessage
 from infra.store.patients import EnrolledPatient, NewPatient, PatientRecords, PhaseChangeEntry
 from infra.store.queries import CaseloadEntry, ClinicQueries, CohortFacts
@@ -83,6 +83,7 @@ __all__ = [
     "PartnerContact",
     "PhaseChangeEntry",
     "ReferralEntry",
+    "RosterLine",
     "SeatGiven",
     "SessionAppointment",
     "StoreRefused",

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -104,7 +105,9 @@ appointments = Table(
     Column("missed_by_grace", Boolean, nullable=False, default=False),
     _ts("booked_at", nullable=False),
     _ts("updated_at", nullable=False),
+    Column("track_id", String(32)),  # a group track's session (its sign-in sheet)
     UniqueConstraint("patient_id", "session_id", name="uq_appointment_session"),
+    Index("ix_appointments_track", "track_id", "starts_at"),
 )
 
 follow_up_calls = Table(
@@ -584,6 +587,17 @@ def _migration_10(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE consents ADD COLUMN terms_json TEXT"))
 
 
+def _migration_12(conn: Connection) -> None:
+    """Appointments name the group track whose session they are (the sign-in sheet)."""
+    if "track_id" not in {c["name"] for c in inspect(conn).get_columns("appointments")}:
+        conn.execute(text("ALTER TABLE appointments ADD COLUMN track_id VARCHAR(32)"))
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_appointments_track ON appointments (track_id, starts_at)"
+        )
+    )
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -597,5 +611,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_9,
     _migration_10,
     _migration_11,
+    _migration_12,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from clinical.groups import TrackLoad
 from clinical.protocol import GroupTrack
 from infra.store._core import StoreCore
-from infra.store._schema import group_seats, group_waitlist
+from infra.store._schema import appointments, group_seats, group_waitlist, patients
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,16 @@ class SeatGiven:
 
     patient_id: str
     seat: int
+
+
+@dataclass(frozen=True)
+class RosterLine:
+    """One patient booked into a group session."""
+
+    patient_id: str
+    session_id: str
+    status: str
+    recorded_by: str | None
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,53 @@ class GroupSeatRecords(StoreCore):
             .order_by(group_seats.c.seat)
         )
         return [SeatGiven(patient_id=r["patient_id"], seat=r["seat"]) for r in rows]
+
+    def group_sessions(
+        self, program_id: str, track_id: str, start: datetime, end: datetime
+    ) -> list[datetime]:
+        """When the track's sessions with anyone booked begin, from `start` to before `end`."""
+        rows = self._read(
+            select(appointments.c.starts_at)
+            .distinct()
+            .select_from(
+                appointments.join(patients, patients.c.patient_id == appointments.c.patient_id)
+            )
+            .where(
+                (patients.c.program_id == program_id)
+                & (appointments.c.track_id == track_id)
+                & (appointments.c.starts_at >= start)
+                & (appointments.c.starts_at < end)
+            )
+            .order_by(appointments.c.starts_at)
+        )
+        return [r["starts_at"] for r in rows]
+
+    def group_session_roster(
+        self, program_id: str, track_id: str, starts_at: datetime
+    ) -> list[RosterLine]:
+        """Who is booked into one session of the track, with their session and its status
+        as the store last heard it, by patient ID."""
+        rows = self._read(
+            select(
+                appointments.c.patient_id,
+                appointments.c.session_id,
+                appointments.c.status,
+                appointments.c.recorded_by,
+            )
+            .select_from(
+                appointments.join(patients, patients.c.patient_id == appointments.c.patient_id)
+            )
+            .where(
+                (patients.c.program_id == program_id)
+                & (appointments.c.track_id == track_id)
+                & (appointments.c.starts_at == starts_at)
+            )
+            .order_by(appointments.c.patient_id)
+        )
+        return [
+            RosterLine(r["patient_id"], r["session_id"], r["status"], r["recorded_by"])
+            for r in rows
+        ]
 
     def track_loads(self, program_id: str) -> dict[str, TrackLoad]:
         """Seats held and waitlists of the program's tracks (those with either), by track."""

@@ -209,6 +209,15 @@ class PatientRecords(StoreCore):
         rows = self._read(stmt.where(patients.c.patient_id.in_(list(patient_ids))))
         return {r["patient_id"]: f"{r['given_name']} {r['family_name']}" for r in rows}
 
+    def preferred_names(self, patient_ids: Collection[str]) -> dict[str, str]:
+        """How a group's facilitator calls each patient: given name and family initial (PHI:
+        a sign-in sheet for staff eyes only)."""
+        if not patient_ids:
+            return {}
+        stmt = select(patients.c.patient_id, patients.c.given_name, patients.c.family_name)
+        rows = self._read(stmt.where(patients.c.patient_id.in_(list(patient_ids))))
+        return {r["patient_id"]: f"{r['given_name']} {r['family_name'][:1]}." for r in rows}
+
     def phase_changes(self, patient_id: str) -> list[PhaseChangeEntry]:
         """A patient's phase changes in the order they were recorded."""
         stmt = select(phase_changes).where(phase_changes.c.patient_id == patient_id)

@@ -113,6 +113,7 @@ class SessionRecords(StoreCore):
                 "hours": s.hours,
                 "session_type": s.session_type,
                 "modality": s.modality,
+                "track_id": s.track_id,
                 "status": status.value,
                 "missed_by_grace": False,
                 "booked_at": now,
