@@ -101,6 +101,18 @@ class SessionFact(_Model):
     """Clinic-calendar time (what the patient's appointment card says)."""
     session_type: str
     status: SessionStatus
+    track_id: str | None = None
+    """The group track whose session this was (None: the patient's own)."""
+
+
+class TrackFact(_Model):
+    """A group track of one of the cohort's programs."""
+
+    program_id: str
+    track_id: str
+    site_id: str
+    capacity: int
+    facilitators: tuple[str, ...]
 
 
 class PhaseChangeFact(_Model):
@@ -155,6 +167,7 @@ class Cohort(_Model):
     bam: list[BamFact] = []
     referrals: list[ReferralFact] = []
     tasks: list[TaskFact] = []
+    tracks: list[TrackFact] = []
     notes: list[str] = []
 
 
@@ -237,6 +250,29 @@ class TaskCounts(_Model):
     still_open: int
 
 
+class TrackUse(_Model):
+    """A group track's sessions held so far: how full they ran and who came."""
+
+    program_id: str
+    track_id: str
+    site_id: str
+    capacity: int
+    sessions: int
+    """Sessions held: started by the report's time, with at least one mark."""
+    mean_roster: float | None
+    utilisation: float | None
+    """Mean patients booked per held session / capacity."""
+    attendance: Rate
+
+
+class FacilitatorUse(_Model):
+    """The group sessions a facilitator led (every session of their tracks) and who came."""
+
+    name: str
+    sessions: int
+    attendance: Rate
+
+
 class OutcomesReport(_Model):
     cohort: str
     as_of: datetime
@@ -260,6 +296,8 @@ class OutcomesReport(_Model):
     bam_by_month: list[BamMonth]
     lost_to_contact: Rate
     tasks: dict[str, TaskCounts]
+    groups: list[TrackUse] = []
+    facilitators: list[FacilitatorUse] = []
     notes: list[str]
 
 
@@ -434,6 +472,72 @@ def task_counts(cohort: Cohort) -> dict[str, TaskCounts]:
     }
 
 
+def _held(cohort: Cohort) -> dict[tuple[str, datetime], list[SessionFact]]:
+    """The group sessions held by the report's time, by track and start: their bookings."""
+    by_session: dict[tuple[str, datetime], list[SessionFact]] = {}
+    for s in cohort.sessions:
+        held = s.starts_at <= cohort.as_of and s.status != SessionStatus.cancelled
+        if s.track_id is not None and held:
+            by_session.setdefault((s.track_id, s.starts_at), []).append(s)
+    recorded = (SessionStatus.attended, SessionStatus.missed, SessionStatus.excused)
+    return {k: v for k, v in by_session.items() if any(s.status in recorded for s in v)}
+
+
+def _attendance_of(sessions: Iterable[SessionFact]) -> Rate:
+    statuses = [s.status for s in sessions]
+    attended = statuses.count(SessionStatus.attended)
+    return Rate(numerator=attended, denominator=attended + statuses.count(SessionStatus.missed))
+
+
+def track_use(cohort: Cohort) -> list[TrackUse]:
+    """Each of the cohort's programs' tracks: sessions held, how full, attendance."""
+    held = _held(cohort)
+    program_of = {p.patient_id: p.program_id for p in cohort.patients}
+    used = []
+    for t in cohort.tracks:
+        sessions = [
+            bookings
+            for (track_id, _), bookings in held.items()
+            if track_id == t.track_id and program_of.get(bookings[0].patient_id) == t.program_id
+        ]
+        roster = statistics.mean(len(b) for b in sessions) if sessions else None
+        used.append(
+            TrackUse(
+                program_id=t.program_id,
+                track_id=t.track_id,
+                site_id=t.site_id,
+                capacity=t.capacity,
+                sessions=len(sessions),
+                mean_roster=None if roster is None else round(roster, 2),
+                utilisation=None if roster is None else round(roster / t.capacity, 3),
+                attendance=_attendance_of(s for b in sessions for s in b),
+            )
+        )
+    return used
+
+
+def facilitator_use(cohort: Cohort) -> list[FacilitatorUse]:
+    """Each facilitator's group sessions held and attendance at them, by name."""
+    held = _held(cohort)
+    program_of = {p.patient_id: p.program_id for p in cohort.patients}
+    led: dict[str, list[list[SessionFact]]] = {}
+    for t in cohort.tracks:
+        for name in t.facilitators:
+            led.setdefault(name, [])
+        for (track_id, _), bookings in held.items():
+            if track_id == t.track_id and program_of.get(bookings[0].patient_id) == t.program_id:
+                for name in t.facilitators:
+                    led.setdefault(name, []).append(bookings)
+    return [
+        FacilitatorUse(
+            name=name,
+            sessions=len(sessions),
+            attendance=_attendance_of(s for b in sessions for s in b),
+        )
+        for name, sessions in sorted(led.items())
+    ]
+
+
 def outcomes(cohort: Cohort) -> OutcomesReport:
     attendance_rate, summary = attendance(cohort)
     reach, by_call_outcome = check_in_reach(cohort)
@@ -460,6 +564,8 @@ def outcomes(cohort: Cohort) -> OutcomesReport:
         bam_by_month=bam_by_month(cohort),
         lost_to_contact=lost_to_contact_rate(cohort),
         tasks=task_counts(cohort),
+        groups=track_use(cohort),
+        facilitators=facilitator_use(cohort),
         notes=cohort.notes,
     )
 

@@ -30,6 +30,7 @@ from operators.outcomes import (
     ReferralFact,
     SessionFact,
     TaskFact,
+    TrackFact,
     outcomes,
     percent,
     phase_label,
@@ -122,6 +123,7 @@ def load_cohort(
                 starts_at=a.starts_at,
                 session_type=a.session_type,
                 status=a.status,
+                track_id=a.track_id,
             )
             for a in facts.appointments
         ],
@@ -142,8 +144,31 @@ def load_cohort(
             for r in facts.referrals
         ],
         tasks=[TaskFact(patient_id=t.patient_id, kind=t.kind, open=t.open) for t in facts.tasks],
+        tracks=_tracks(catalog, {p.program_id for p in facts.patients}, cohort.site_id),
         notes=notes,
     )
+
+
+def _tracks(catalog: ProgramCatalog, program_ids: set[str], site_id: str | None) -> list[TrackFact]:
+    """The group tracks of the cohort's programs (at its site, if it has one)."""
+    found = []
+    for program_id in sorted(program_ids):
+        try:
+            tracks = catalog.load(program_id).groups.tracks
+        except ProtocolError:
+            continue  # noted with the program's clock
+        found += [
+            TrackFact(
+                program_id=program_id,
+                track_id=t.id,
+                site_id=t.site,
+                capacity=t.capacity,
+                facilitators=t.facilitators,
+            )
+            for t in tracks
+            if site_id in (None, t.site)
+        ]
+    return found
 
 
 def cohort_report(
@@ -245,12 +270,35 @@ def terminal_tables(report: OutcomesReport) -> list[Table]:
     )
     for outcome, n in report.check_ins_by_outcome.items():
         calls.add_row(outcome, str(n))
+    groups = Table(
+        "group track",
+        "program",
+        "sessions held",
+        "mean roster",
+        "utilisation",
+        "attendance",
+        title="Group tracks: utilisation (mean roster / capacity) and attendance",
+        title_justify="left",
+    )
+    for g in report.groups:
+        groups.add_row(
+            f"{g.track_id} ({g.site_id})",
+            g.program_id,
+            str(g.sessions),
+            "-" if g.mean_roster is None else f"{g.mean_roster:g} of {g.capacity}",
+            percent(g.utilisation),
+            g.attendance.show(),
+        )
+    for f in report.facilitators:
+        groups.add_row(f"facilitator {f.name}", "", str(f.sessions), "", "", f.attendance.show())
     tasks = Table(
         "task kind", "opened", "still open", title="Case-manager tasks", title_justify="left"
     )
     for kind, t in report.tasks.items():
         tasks.add_row(kind, str(t.opened), str(t.still_open))
-    return [headline, phases, weeks, calls, bam, loops, tasks]
+    tables = [headline, phases, weeks, calls, bam, loops, tasks]
+    # Group tracks only where the cohort's programs run any.
+    return [*tables, groups] if report.groups else tables
 
 
 def as_json(report: OutcomesReport) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class SessionAppointment:
     missed_by_grace: bool
     booked_at: datetime
     updated_at: datetime
+    track_id: str | None = None
 
 
 def session_appointment(row: Mapping[str, Any]) -> SessionAppointment:
@@ -84,6 +85,7 @@ def session_appointment(row: Mapping[str, Any]) -> SessionAppointment:
         missed_by_grace=row["missed_by_grace"],
         booked_at=row["booked_at"],
         updated_at=row["updated_at"],
+        track_id=row.get("track_id"),
     )
 
 
