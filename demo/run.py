@@ -200,6 +200,40 @@ def outcome_summary(outcomes: list[JourneyOutcome], settings: Settings, operatio
     return table
 
 
+@dataclasses.dataclass
+class TrackWatch:
+    """The demo's group tracks as they fill: the most seats each had taken and the most
+    patients on its waitlist at once, sampled as the demo runs."""
+
+    capacity: dict[str, int]
+    peak_taken: Counter[str] = dataclasses.field(default_factory=Counter)
+    peak_waiting: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    def sample(self, loads: dict[str, Any]) -> None:
+        for track_id, load in loads.items():
+            self.peak_taken[track_id] = max(self.peak_taken[track_id], load.taken)
+            self.peak_waiting[track_id] = max(self.peak_waiting[track_id], load.waiting)
+
+    def filled(self) -> str:
+        full = [
+            f"{t} {self.peak_taken[t]}/{c}"
+            + (f", {w} waiting" if (w := self.peak_waiting[t]) else "")
+            for t, c in self.capacity.items()
+            if self.peak_taken[t]
+        ]
+        return "; ".join(full) or "no seat taken"
+
+
+def waitlist_summary(watch: TrackWatch, loads: dict[str, Any], opened: list[Any]) -> str:
+    """How many waited for a seat, and whether the waitlists cleared."""
+    waited = [t for t in opened if t.kind == "group_waitlist"]
+    left = sum(load.waiting for load in loads.values())
+    if not waited:
+        return "nobody waited"
+    cleared = "all seated or gone, the waitlists empty" if left == 0 else f"{left} still waiting"
+    return f"{len({t.patient_id for t in waited})} patient(s) waited for a seat; {cleared}"
+
+
 WAITING_PROGRAM = "default-iop"
 
 
@@ -291,11 +325,14 @@ async def _run_cohort(
             for i, (h, e) in enumerate(zip(handles, cohort, strict=True))
         ]
         snow = asyncio.create_task(snow_day(client, settings, operations.store, statuses))
+        tracks = operations.catalog.load(program_id).groups.tracks
+        watch = TrackWatch(capacity={t.id: t.capacity for t in tracks})
         with Live(
             progress_view(statuses, patients, started), console=console, refresh_per_second=2
         ) as live:
             while not all(m.done() for m in managers):
                 live.update(progress_view(statuses, patients, started))
+                watch.sample(operations.store.track_loads(program_id))
                 await asyncio.sleep(0.5)
             live.update(progress_view(statuses, patients, started))
         for m in managers:
@@ -306,6 +343,13 @@ async def _run_cohort(
     summary.add_row("sites (time zones)", sites_line(settings, cohort))
     summary.add_row("sessions cancelled by closures, never missed", closures_summary(statuses))
     summary.add_row("unplanned closure", snowed)
+    ids = {e.patient_id for e in cohort}
+    opened = [t for t in operations.store.tasks(include_done=True) if t.patient_id in ids]
+    summary.add_row("group tracks filled (peak seats / capacity)", watch.filled())
+    summary.add_row(
+        "group waitlist",
+        waitlist_summary(watch, operations.store.track_loads(program_id), opened),
+    )
     console.print(summary)
     tally = telephony.tally()  # the check-ins travelled through the provider service
     console.print(

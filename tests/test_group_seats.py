@@ -191,7 +191,7 @@ async def test_the_operations_page_shows_each_tracks_capacity(tmp_path: Path) ->
     assert "Facilitator hours a week: Ana Flores 24 h, Dana Reyes 29 h" in page
     # The demo program extends the default one: the same tracks, seats of its own.
     demo = page[page.index("<caption>demo-iop") :]
-    assert "<td>0 of 10</td>" in demo.split("<td>north-evening")[1].split("</tr>")[0]
+    assert "<td>0 of 3</td>" in demo.split("<td>north-evening")[1].split("</tr>")[0]
 
 
 # --- placing and releasing, as the journey's activities do (retried: the same answer) ----
