@@ -392,11 +392,17 @@ def week_sessions(
     wanted: list[_Wanted] = []
     tracks: dict[str, str] = {}
     group_index = 0
+    by_id = {t.id: t for t in protocol.groups.tracks}
     for n, planned in enumerate(stage.schedule.sessions, start=1):
+        types = group_types
         if planned.track_id is not None:
             tracks[f"S{n}"] = planned.track_id
+            # A track's sessions are of its own types (a program that has since dropped
+            # the track: the program's).
+            if planned.track_id in by_id:
+                types = by_id[planned.track_id].session_types
         if planned.kind == "group":
-            session_type = group_types[(group_index + week - 1) % len(group_types)]
+            session_type = types[(group_index + week - 1) % len(types)]
             group_index += 1
         else:
             session_type = protocol.schedule.individual_session_type
