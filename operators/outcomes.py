@@ -258,7 +258,7 @@ class TrackUse(_Model):
     site_id: str
     capacity: int
     sessions: int
-    """Sessions held: started by the report's time, with at least one mark."""
+    """Sessions held: with anyone's attendance on record."""
     mean_roster: float | None
     utilisation: float | None
     """Mean patients booked per held session / capacity."""
@@ -473,11 +473,12 @@ def task_counts(cohort: Cohort) -> dict[str, TaskCounts]:
 
 
 def _held(cohort: Cohort) -> dict[tuple[str, datetime], list[SessionFact]]:
-    """The group sessions held by the report's time, by track and start: their bookings."""
+    """The group sessions held, by track and start: their bookings. A session is held once
+    anyone's attendance at it is on record (starts are clinic-calendar times, which a
+    compressed program clock runs ahead of the real one)."""
     by_session: dict[tuple[str, datetime], list[SessionFact]] = {}
     for s in cohort.sessions:
-        held = s.starts_at <= cohort.as_of and s.status != SessionStatus.cancelled
-        if s.track_id is not None and held:
+        if s.track_id is not None and s.status != SessionStatus.cancelled:
             by_session.setdefault((s.track_id, s.starts_at), []).append(s)
     recorded = (SessionStatus.attended, SessionStatus.missed, SessionStatus.excused)
     return {k: v for k, v in by_session.items() if any(s.status in recorded for s in v)}

@@ -57,7 +57,7 @@ def test_utilisation_and_attendance_by_track_and_facilitator() -> None:
             _session("P-3", MONDAY, m, "north-morning"),
             _session("P-1", wed, a, "north-morning"),
             _session("P-2", wed, m, "north-morning"),
-            # Not held: nobody marked, or still ahead; and a patient's own session.
+            # Not held: nobody marked yet; and a patient's own session.
             _session("P-1", MONDAY + timedelta(days=4), s, "north-morning"),
             _session("P-1", later, s, "north-morning"),
             _session("P-3", wed, a, None),
