@@ -380,6 +380,42 @@ def render_html(report: OutcomesReport, charts: dict[str, bytes] | None = None) 
             ),
         ),
     ]
+    if report.groups:
+        sections.append(
+            (
+                "groups",
+                "Group tracks",
+                "<p>Utilisation: the mean roster of the sessions held (anyone's attendance on "
+                "record) / the track's capacity; attendance: attended / (attended + missed) "
+                "at the track's sessions, and at every session of each facilitator's "
+                "tracks.</p>"
+                + _table(
+                    (
+                        "track",
+                        "program",
+                        "sessions held",
+                        "mean roster",
+                        "utilisation",
+                        "attendance",
+                    ),
+                    [
+                        (
+                            f"{g.track_id} ({g.site_id})",
+                            g.program_id,
+                            str(g.sessions),
+                            "-" if g.mean_roster is None else f"{g.mean_roster:g} of {g.capacity}",
+                            percent(g.utilisation),
+                            g.attendance.show(),
+                        )
+                        for g in report.groups
+                    ],
+                )
+                + _table(
+                    ("facilitator", "sessions led", "attendance"),
+                    [(f.name, str(f.sessions), f.attendance.show()) for f in report.facilitators],
+                ),
+            )
+        )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
     body = "".join(
         f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'

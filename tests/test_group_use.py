@@ -14,8 +14,10 @@ from operators.outcomes import (
     SessionFact,
     TrackFact,
     facilitator_use,
+    outcomes,
     track_use,
 )
+from operators.report_html import render_html
 
 AS_OF = datetime(2027, 4, 1, tzinfo=UTC)
 MONDAY = datetime(2027, 3, 1, 14, tzinfo=UTC)
@@ -86,3 +88,26 @@ def test_utilisation_and_attendance_by_track_and_facilitator() -> None:
     dana, sam = facilitator_use(cohort)
     assert (dana.name, dana.sessions, dana.attendance.numerator) == ("Dana Reyes", 2, 3)
     assert (sam.name, sam.sessions, sam.attendance.rate) == ("Sam Okafor", 0, None)
+
+
+def test_the_report_shows_group_tracks_only_where_there_are_any() -> None:
+    cohort = Cohort(
+        filter=CohortFilter(),
+        as_of=AS_OF,
+        patients=[_patient("P-1")],
+        sessions=[_session("P-1", MONDAY, SessionStatus.attended, "north-morning")],
+        tracks=[
+            TrackFact(
+                program_id="default-iop",
+                track_id="north-morning",
+                site_id="north",
+                capacity=10,
+                facilitators=("Dana Reyes",),
+            )
+        ],
+    )
+    page = render_html(outcomes(cohort))
+    section = page[page.index('<section id="groups">') :]
+    assert "north-morning (north)" in section and "10%" in section and "Dana Reyes" in section
+    without = render_html(outcomes(cohort.model_copy(update={"tracks": []})))
+    assert '<section id="groups">' not in without
