@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -43,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also write the comparison's charts as an HTML page to this file",
     )
     p.add_argument("--json", type=Path, help="also write the comparison as JSON to this file")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the scratch directory (each program's worker log, store and server's "
+        "keys, by program and seed) and say where; it is removed otherwise",
+    )
     p.add_argument(
         "--progress-file",
         type=Path,
@@ -137,7 +144,7 @@ def _duration(seconds: float) -> str:
 
 async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Ctrl-C (or SIGTERM) cancels the run: each program's worker and server is stopped
-    and the scratch directory removed on the way out."""
+    and the scratch directory removed on the way out (kept with `--keep`)."""
     plan = plan_of(args)
     for option in ("report", "json", "progress_file"):
         path = getattr(args, option)
@@ -157,8 +164,8 @@ async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 async def _simulate(
     args: argparse.Namespace, settings: Settings, plan: Plan, behaviour: Behaviour
 ) -> int:
-    with tempfile.TemporaryDirectory(prefix="carepath-whatif-") as scratch:
-        root = Path(scratch)
+    root = Path(tempfile.mkdtemp(prefix="carepath-whatif-"))
+    try:
         programs = programs_for(args, settings, root / "programs")
         seeds = f"seed {plan.seeds[0]}" + (
             f"-{plan.seeds[-1]} (median, range)" if len(plan.seeds) > 1 else ""
@@ -177,7 +184,20 @@ async def _simulate(
             bar.done()
             raise CliError(f"the simulation failed: {exc}", EXIT_FAILED) from None
         seconds = bar.done()
+    finally:
+        if args.keep:
+            print(
+                f"scratch directory kept: {root} (each program's worker log in "
+                "PROGRAM-SEED/worker-carepath.log)",
+                file=sys.stderr,
+            )
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     console.print(table(comparison), highlight=False, soft_wrap=True)
+    if comparison.failures and not args.keep:
+        console.print(
+            "(the workers' logs are removed with the run: --keep keeps them)", highlight=False
+        )
     runs = plan.patients * len(plan.programs) * len(plan.seeds)
     console.print(f"{runs} simulated journeys in {_duration(seconds)}", highlight=False)
     console.print()

@@ -59,6 +59,7 @@ def table(comparison: Comparison) -> str:
             f"failed activity attempts (retried): "
             f"{comparison.cpu.get('failed_activity_attempts', 0):.0f}"
         )
+        lines += [f"  {n} {kind}" for kind, n in comparison.failures.items()]
     return "\n".join(lines)
 
 
@@ -213,6 +214,7 @@ def to_json(comparison: Comparison) -> str:
             },
             "runs": comparison.runs,
             "cpu": comparison.cpu,
+            "failures": comparison.failures,
         }
     )
 
@@ -229,4 +231,5 @@ def from_json(text: str) -> Comparison:
         ),
         {p: list(runs) for p, runs in found["runs"].items()},
         {k: float(v) for k, v in found["cpu"].items()},
+        {k: int(v) for k, v in found.get("failures", {}).items()},
     )

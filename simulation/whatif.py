@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import shutil
 import statistics
 import time
@@ -141,9 +142,10 @@ async def run_program(
     behaviour: Behaviour,
     workdir: Path,
     progress: Callable[[float], None],
-) -> tuple[dict[str, float | None], dict[str, float]]:
-    """One program's run of the seed's cohort: its outcomes, and the CPU seconds its
-    worker and server spent on it."""
+) -> tuple[dict[str, float | None], dict[str, float], Counter[str]]:
+    """One program's run of the seed's cohort: its outcomes, the CPU seconds its worker
+    and server spent on it and the workflow tasks and activity attempts that failed
+    (`FAILED`), and those failures by kind (`failure_kinds`)."""
     workdir.mkdir(parents=True)
     programs = settings.programs_dir
     protocol = ProgramCatalog(programs).load(program_id)
@@ -192,7 +194,11 @@ async def run_program(
                     )
                 cpu_after = cpu_by_process([worker.pid], server)
                 cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
-                return outcomes(board.store, protocol), cpu | failed_tasks(worker.log)
+                return (
+                    outcomes(board.store, protocol),
+                    cpu | failed_tasks(worker.log),
+                    failure_kinds(worker.log),
+                )
             finally:
                 board.close()
 
@@ -201,6 +207,15 @@ FAILED = {
     "failed_workflow_tasks": ("Failed activation on workflow", "Failed handling activation"),
     "failed_activity_attempts": ("Completing activity as failed",),
 }
+_RECORD = re.compile(r"^(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):[\w.]+:|\S*\d{4}-\d\d-\d\dT)")
+"""Where a worker's log record begins: the SDK's (stdlib logging's default format), or
+CarePath's and the SDK core's (a timestamp first); a traceback's lines belong to the record
+above them."""
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
+_SDK_MESSAGE = re.compile(r"^(\[TMPRL\d+\][^:.]*)")
+_WRAPPED = re.compile(r"^(\([\w.]+\) [^\[]{0,60})")
+_WORKFLOW_TYPE = re.compile(r"Failed activation on workflow (\w+) with ID")
+_ACTIVITY_TYPE = re.compile(r"'activity_type': '(\w+)'")
 
 
 def failed_tasks(worker_log: Path) -> dict[str, float]:
@@ -208,6 +223,58 @@ def failed_tasks(worker_log: Path) -> dict[str, float]:
     SDK warns of each): a what-if that ran clean has none of the first."""
     text = worker_log.read_text(errors="replace") if worker_log.is_file() else ""
     return {key: float(sum(text.count(m) for m in marks)) for key, marks in FAILED.items()}
+
+
+def failure_kinds(worker_log: Path) -> Counter[str]:
+    """The failed workflow tasks and activity attempts of a worker's log by kind: what
+    failed (a workflow task of its workflow type, an activity attempt of its activity type)
+    and the exception's type, with the SDK's message class where it has one ("[TMPRL1101]
+    Potential deadlock detected", "[TMPRL1100] Nondeterminism error") or a store's driver
+    error ("(sqlite3.OperationalError) database is locked"), never the rest of a message
+    (it may hold a patient's data)."""
+    text = worker_log.read_text(errors="replace") if worker_log.is_file() else ""
+    kinds: Counter[str] = Counter()
+    for record in _records(text):
+        head = record[0]
+        if any(m in head for m in FAILED["failed_workflow_tasks"]):
+            found = _WORKFLOW_TYPE.search(head)
+            what = "workflow task" + (f" ({found.group(1)})" if found else "")
+        elif any(m in head for m in FAILED["failed_activity_attempts"]):
+            found = _ACTIVITY_TYPE.search(head)
+            what = "activity attempt" + (f" ({found.group(1)})" if found else "")
+        else:
+            continue
+        kinds[f"{what}: {_exception_kind(record)}"] += 1
+    return kinds
+
+
+def _records(text: str) -> list[list[str]]:
+    records: list[list[str]] = []
+    for line in text.splitlines():
+        if _RECORD.match(line) or not records:
+            records.append([line])
+        else:
+            records[-1].append(line)
+    return records
+
+
+def _exception_kind(record: list[str]) -> str:
+    """The type of the exception a record's traceback ends in (the outermost of a chain:
+    the first line out of its last traceback's frames), with the message's class only."""
+    starts = [i for i, line in enumerate(record) if line.startswith("Traceback (most recent")]
+    if not starts:
+        return "no traceback"
+    for line in record[starts[-1] + 1 :]:
+        if line[:1].isspace() or not line:
+            continue
+        found = _EXCEPTION.match(line)
+        if found is None:
+            return "unknown exception"
+        kind = found.group(1).rsplit(".", 1)[-1]
+        message = found.group(2) or ""
+        sdk = _SDK_MESSAGE.match(message) or _WRAPPED.match(message)
+        return f"{kind} {sdk.group(1).strip()}" if sdk else kind
+    return "unknown exception"
 
 
 def outcomes(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | None]:
@@ -330,6 +397,9 @@ class Comparison:
     """CPU seconds of the workers, the servers and this process (the simulated clinic),
     over every program and seed; and the workflow tasks and activity attempts that failed
     (`FAILED`)."""
+    failures: dict[str, int] = dataclasses.field(default_factory=dict)
+    """The failed workflow tasks and activity attempts by kind (`failure_kinds`), over
+    every program and seed."""
 
 
 async def compare(
@@ -343,6 +413,7 @@ async def compare(
     server and worker)."""
     runs: dict[str, list[dict[str, float | None]]] = {p: [] for p in plan.programs}
     cpu = {"worker": 0.0, "server": 0.0, "driver": -time.process_time()}
+    failures: Counter[str] = Counter()
     done: dict[tuple[str, int], float] = {(p, s): 0.0 for p in plan.programs for s in plan.seeds}
 
     def told(key: tuple[str, int]) -> Callable[[float], None]:
@@ -367,14 +438,15 @@ async def compare(
                 for program in plan.programs
             )
         )
-        for program, (outcome, spent) in zip(plan.programs, found, strict=True):
+        for program, (outcome, spent, kinds) in zip(plan.programs, found, strict=True):
             runs[program].append(outcome)
             cpu["worker"] += spent["worker"]
             cpu["server"] += spent["server"]
             for key in FAILED:
                 cpu[key] = cpu.get(key, 0.0) + spent[key]
+            failures += kinds
     cpu["driver"] += time.process_time()
-    return Comparison(plan, runs, cpu)
+    return Comparison(plan, runs, cpu, dict(failures.most_common()))
 
 
 def copy_programs(source: Path, into: Path, extra: list[Path]) -> Path:

@@ -4,16 +4,30 @@ command's argument errors."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from cli.main import main
 from infra.settings import PROJECT_ROOT, load_settings
 from simulation.behaviour import Behaviour, load_behaviour
 from simulation.report import charts, from_json, html_report, table, to_json
-from simulation.whatif import Comparison, Plan, compare, copy_programs, start_instant
+from simulation.whatif import (
+    Comparison,
+    Plan,
+    compare,
+    copy_programs,
+    failed_tasks,
+    failure_kinds,
+    start_instant,
+)
 
 
 def program_file(into: Path, weeks: int) -> Path:
@@ -242,7 +256,6 @@ def test_ctrl_c_stops_a_what_if_and_leaves_no_process_or_scratch_behind(
     import signal
     import subprocess
     import sys
-    import time
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -282,8 +295,6 @@ def test_ctrl_c_stops_a_what_if_and_leaves_no_process_or_scratch_behind(
 
 
 def test_failed_tasks_are_counted_from_the_worker_s_warnings(tmp_path: Path) -> None:
-    from simulation.whatif import failed_tasks
-
     log = tmp_path / "worker.log"
     log.write_text(
         "WARNING:temporalio.worker._workflow_instance:Failed activation on workflow "
@@ -296,3 +307,107 @@ def test_failed_tasks_are_counted_from_the_worker_s_warnings(tmp_path: Path) -> 
         "failed_workflow_tasks": 0.0,
         "failed_activity_attempts": 0.0,
     }
+
+
+_stalled: list[str] = []
+
+
+@workflow.defn(name="StallsOnce", sandboxed=False)
+class StallsOnce:
+    """A workflow task that blocks its thread for longer than the SDK lets it (2 s): the
+    deadlock detector fails the task, whose retry runs through."""
+
+    @workflow.run
+    async def run(self) -> str:
+        if not _stalled:
+            _stalled.append(workflow.info().run_id)
+            time.sleep(2.5)
+        return "through"
+
+
+async def test_a_failed_workflow_task_is_reported_by_its_kind(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A worker logs a failed workflow task (the SDK's deadlock detector, as a loaded
+    machine's worker may: see BENCHMARKS.md) as a what-if's worker does (the stdlib's
+    default format); the what-if's summary names its kind."""
+    log = tmp_path / "worker-carepath.log"
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    sdk = logging.getLogger("temporalio")
+    sdk.addHandler(handler)
+    try:
+        async with Worker(
+            env.client,
+            task_queue="stalls",
+            workflows=[StallsOnce],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            result = await env.client.execute_workflow(
+                StallsOnce.run, id=f"stalls-{uuid.uuid4()}", task_queue="stalls"
+            )
+    finally:
+        sdk.removeHandler(handler)
+        handler.close()
+    assert result == "through"
+    assert failed_tasks(log)["failed_workflow_tasks"] == 1.0
+    kinds = failure_kinds(log)
+    assert kinds == {"workflow task: _DeadlockError [TMPRL1101] Potential deadlock detected": 1}
+    comparison = dataclasses.replace(
+        a_comparison(), cpu=a_comparison().cpu | failed_tasks(log), failures=dict(kinds)
+    )
+    assert table(comparison).splitlines()[-2:] == [
+        "failed workflow tasks: 1; failed activity attempts (retried): 0",
+        "  1 workflow task: _DeadlockError [TMPRL1101] Potential deadlock detected",
+    ]
+    assert from_json(to_json(comparison)) == comparison
+
+
+def test_failure_kinds_name_the_exception_never_the_message(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "\x1b[2m2026-12-07T04:06:17Z\x1b[0m WARN temporalio_sdk_core::worker: started\n"
+        "WARNING:temporalio.worker._workflow_instance:Failed activation on workflow "
+        "PatientJourneyWorkflow with ID journey-P-1 and run ID r\n"
+        "Traceback (most recent call last):\n"
+        '  File "workflows/journey.py", line 3, in run\n'
+        "    raise KeyError(name)\n"
+        "KeyError: 'Jane Roe'\n"
+        "\n"
+        "The above exception was the direct cause of the following exception:\n"
+        "\n"
+        "Traceback (most recent call last):\n"
+        '  File "temporalio/worker/_workflow_instance.py", line 9, in activate\n'
+        "temporalio.workflow.NondeterminismError: [TMPRL1100] Nondeterminism error: "
+        "Jane Roe's activity\n"
+        "WARNING:temporalio.activity:Completing activity as failed ({'activity_id': '3', "
+        "'activity_type': 'record_attendance', 'attempt': 1})\n"
+        "Traceback (most recent call last):\n"
+        '  File "activities/care_operations.py", line 3, in record_attendance\n'
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n"
+        "[SQL: UPDATE patients SET name=? WHERE id=?]\n"
+        "[parameters: ('Jane Roe', 'P-1')]\n"
+        "WARNING:temporalio.activity:Completing activity as failed ({'activity_id': '4', "
+        "'activity_type': 'place_call', 'attempt': 2})\n"
+        "Traceback (most recent call last):\n"
+        '  File "activities/telephony.py", line 3, in place_call\n'
+        "TimeoutError\n"
+        "ERROR:temporalio.worker._workflow:Failed handling activation on workflow with run "
+        "ID r2\n"
+        "Traceback (most recent call last):\n"
+        '  File "workflows/journey.py", line 9, in run\n'
+        "temporalio.worker._workflow._DeadlockError: [TMPRL1101] Potential deadlock "
+        "detected: workflow didn't yield within 2 second(s).\n"
+        "2026-12-07T04:07:00Z [warning  ] store_retry patient_id=P-1\n"
+    )
+    kinds = failure_kinds(log)
+    assert kinds == {
+        "workflow task (PatientJourneyWorkflow): NondeterminismError [TMPRL1100] "
+        "Nondeterminism error": 1,
+        "activity attempt (record_attendance): OperationalError (sqlite3.OperationalError) "
+        "database is locked": 1,
+        "activity attempt (place_call): TimeoutError": 1,
+        "workflow task: _DeadlockError [TMPRL1101] Potential deadlock detected": 1,
+    }
+    assert "Jane" not in repr(kinds)
+    assert sum(kinds.values()) == sum(failed_tasks(log).values())
