@@ -411,3 +411,29 @@ def test_failure_kinds_name_the_exception_never_the_message(tmp_path: Path) -> N
     }
     assert "Jane" not in repr(kinds)
     assert sum(kinds.values()) == sum(failed_tasks(log).values())
+
+
+@pytest.mark.slow
+def test_keep_keeps_the_scratch_directory_with_the_workers_logs(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, str(PROJECT_ROOT / "starter.py"), "simulate", "--keep"]
+    arguments = ["--program", "default-iop", "--patients", "1", "--arrivals", "5/week"]
+    done = subprocess.run(
+        [*command, *arguments],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "failed workflow tasks: 0; failed activity attempts (retried): 0" in done.stdout
+    kept = [line for line in done.stderr.splitlines() if "scratch directory kept: " in line]
+    assert len(kept) == 1
+    root = Path(kept[0].split("scratch directory kept: ", 1)[1].split(" ", 1)[0])
+    assert root.parent == scratch and (root / "default-iop-7" / "worker-carepath.log").is_file()
