@@ -59,6 +59,11 @@ class Settings:
     # cohort benchmark), whose workflows the sandboxed tests and the replay gate check; a
     # fifth of a simulation worker's CPU (BENCHMARKS.md). Never off for a clinic's worker.
     workflow_sandbox: bool = True
+    # How long a workflow task may hold its thread before the SDK fails it as a potential
+    # deadlock ([TMPRL1101]): the SDK's 2 s, but for the simulations' own workers (60 s),
+    # whose tasks a full garbage collection of a large worker on a loaded machine can hold
+    # for longer (BENCHMARKS.md, what-if section).
+    deadlock_timeout: float = 2.0
     # The clinic's sites (time zones, holidays): `sites.toml` beside the programs unless set.
     sites_path: Path | None = None
     # The case managers' console (`starter.py console`).
@@ -148,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         otel=_switch(env, "CAREPATH_OTEL", False),
         sdk_tuning=_switch(env, "CAREPATH_SDK_TUNING", True),
         workflow_sandbox=_switch(env, "CAREPATH_WORKFLOW_SANDBOX", True),
+        deadlock_timeout=_seconds(env, "CAREPATH_DEADLOCK_TIMEOUT", 2.0),
         console_host=env.get("CAREPATH_CONSOLE_HOST", "127.0.0.1"),
         console_port=_port(env, "CAREPATH_CONSOLE_PORT", 8000),
         console_idle_minutes=_number(

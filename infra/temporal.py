@@ -135,4 +135,23 @@ def build_worker(
         ),
     }
     options.update(overrides)
-    return Worker(client, **options)
+    worker = Worker(client, **options)
+    if settings.deadlock_timeout != SDK_DEADLOCK_TIMEOUT:
+        set_deadlock_timeout(worker, settings.deadlock_timeout)
+    return worker
+
+
+SDK_DEADLOCK_TIMEOUT = 2.0
+"""How long temporalio lets a workflow task hold its thread before it fails the task as a
+potential deadlock ([TMPRL1101]); it has no option for it (`debug_mode` turns the detector
+off and runs every task on the event loop's thread)."""
+
+
+def set_deadlock_timeout(worker: Worker, seconds: float) -> None:
+    """The worker's deadlock detector after `seconds` instead of the SDK's 2 s: an attribute
+    of temporalio 1.35's private workflow worker, checked so an SDK that renames it stops the
+    worker rather than keeping the 2 s unnoticed (tests/test_whatif.py)."""
+    workflows = getattr(worker, "_workflow_worker", None)
+    if workflows is None or getattr(workflows, "_deadlock_timeout_seconds", None) is None:
+        raise RuntimeError("temporalio's worker has no deadlock timeout to set (an SDK upgrade?)")
+    workflows._deadlock_timeout_seconds = seconds

@@ -95,12 +95,22 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     check these workflows; the sandbox is about a fifth of a simulation worker's CPU), and
     with the bytecode of what it imports cached across runs in the user's temporary
     directory (with PYTHONDONTWRITEBYTECODE set, as here, each worker compiled CarePath's
-    modules twice at start: to import them and to hash them for its build ID)."""
+    modules twice at start: to import them and to hash them for its build ID); its deadlock
+    detector after a minute (`SIMULATION_DEADLOCK_TIMEOUT`)."""
     cache = Path(tempfile.gettempdir()) / f"carepath-bytecode-{os.getuid()}"
     variables = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     variables.setdefault("PYTHONPYCACHEPREFIX", str(cache))
     variables["CAREPATH_WORKFLOW_SANDBOX"] = "off"
+    variables.setdefault("CAREPATH_DEADLOCK_TIMEOUT", str(SIMULATION_DEADLOCK_TIMEOUT))
     return variables
+
+
+SIMULATION_DEADLOCK_TIMEOUT = 60
+"""A simulation worker's deadlock detector, in seconds (the SDK's 2 s otherwise): a full
+garbage collection of a worker holding hundreds of journeys stops every thread for 0.7-1.2 s
+on a machine at load 14 (300 patients; 500 failed a task once), and a workflow task caught
+in it failed as a potential deadlock ([TMPRL1101]). A real deadlock still fails its task,
+after a minute (BENCHMARKS.md, what-if section)."""
 
 
 @asynccontextmanager

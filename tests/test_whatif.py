@@ -437,3 +437,57 @@ def test_keep_keeps_the_scratch_directory_with_the_workers_logs(tmp_path: Path) 
     assert len(kept) == 1
     root = Path(kept[0].split("scratch directory kept: ", 1)[1].split(" ", 1)[0])
     assert root.parent == scratch and (root / "default-iop-7" / "worker-carepath.log").is_file()
+
+
+_held: list[str] = []
+
+
+@workflow.defn(name="HoldsOnce", sandboxed=False)
+class HoldsOnce:
+    """A workflow task that holds its thread for 2.5 s once, as a full garbage collection of
+    a large simulation worker on a loaded machine may."""
+
+    @workflow.run
+    async def run(self) -> str:
+        if not _held:
+            _held.append(workflow.info().run_id)
+            time.sleep(2.5)
+        return "through"
+
+
+async def test_a_simulation_worker_s_task_may_be_held_longer_than_the_sdk_s_2_s(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from infra.temporal import build_worker
+    from simulation.workers import simulation_worker, worker_env
+
+    variables = simulation_worker(worker_env("localhost:7233", tmp_path, tmp_path, "holds"))
+    settings = load_settings(variables)
+    assert settings.deadlock_timeout == 60 and load_settings({}).deadlock_timeout == 2
+    log = tmp_path / "worker-carepath.log"
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    sdk = logging.getLogger("temporalio")
+    sdk.addHandler(handler)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            worker = build_worker(
+                env.client,
+                settings,
+                [HoldsOnce],
+                [],
+                executor,
+                workflow_runner=UnsandboxedWorkflowRunner(),
+                interceptors=[],
+            )
+            async with worker:
+                result = await env.client.execute_workflow(
+                    HoldsOnce.run, id=f"holds-{uuid.uuid4()}", task_queue="holds"
+                )
+    finally:
+        sdk.removeHandler(handler)
+        handler.close()
+    assert result == "through" and len(_held) == 1
+    assert failed_tasks(log)["failed_workflow_tasks"] == 0.0
