@@ -249,6 +249,10 @@ class ClinicBoard:
     def __init__(self, database_url: str, keys: KeyRing | None = None) -> None:
         """`keys`: the worker's, to read sealed columns (check-ins) too."""
         self.store = CareStore(database_url, keys=keys)
+        # The run's scratch store may be read before its worker has made it (on the
+        # time-skipping server a worker counts as ready once it connects): make it here
+        # too; migrations take turns, so whichever comes second finds it done.
+        self.store.migrate()
 
     def read_into(self, cohort: dict[str, Patient]) -> None:
         for found in self.store.patients():
