@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from cli.common import CliError, console
@@ -159,6 +160,12 @@ async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         return await _simulate(args, settings, plan, behaviour)
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
+    except RPCTimeoutOrCancelledError:
+        # A signal that lands while a week's sheet (an update) is in flight reaches us as
+        # the update's cancellation, not as CancelledError.
+        if task.cancelling():
+            raise KeyboardInterrupt from None
+        raise
 
 
 async def _simulate(

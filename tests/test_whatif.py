@@ -3,6 +3,7 @@ command's argument errors."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+import cli.simulate
 from cli.main import main
 from infra.settings import PROJECT_ROOT, load_settings
 from simulation.behaviour import Behaviour, load_behaviour
@@ -214,6 +217,21 @@ def test_simulate_refuses_a_report_in_a_missing_directory(
     assert main(["simulate", "--program", "default-iop", "--report", str(report)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --report ") and err.count("\n") == 1
+
+
+def test_a_signal_while_an_update_is_in_flight_is_an_interruption(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def cancelled_mid_update(*_: object) -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # what SIGTERM's handler does
+        raise WorkflowUpdateRPCTimeoutOrCancelledError()
+
+    monkeypatch.setattr(cli.simulate, "_simulate", cancelled_mid_update)
+    assert main(["simulate", "--program", "default-iop"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
 
 
 def _descendants(pid: int) -> set[int]:
