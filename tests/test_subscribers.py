@@ -244,6 +244,24 @@ def test_replay_sends_a_period_again_under_the_same_event_ids(
     assert len(store.disclosures(pid, AT - timedelta(days=1))) == 4  # each sending disclosed
 
 
+def test_a_replay_while_a_sender_holds_the_delivery_is_sent_not_lost(
+    store: CareStore, receiver: Receiver
+) -> None:
+    pid = enrol(store, consent_to="ehr-north")
+    subscribe(store, "ehr-north", receiver.url)
+    phase_change(store, pid, "intensive", AT)
+    now = AT + timedelta(days=1)
+    (held,) = store.claim_deliveries(now, lease=timedelta(minutes=5))
+    # The operator replays the day while that sending is out; then the sending completes.
+    assert store.replay(AT - timedelta(days=1), now, "ehr-north") == 1
+    assert not store.delivery_sent(held, now, "phase change")
+    (again,) = store.claim_deliveries(now, lease=timedelta(minutes=5))
+    assert (again.event.event_id, again.generation) == (held.event.event_id, held.generation + 1)
+    assert store.delivery_sent(again, now, "phase change")
+    assert store.deliveries("ehr-north") == [(held.event.event_id, "sent", 1)]
+    assert len(store.disclosures(pid, AT - timedelta(days=1))) == 2  # both sendings
+
+
 def test_tasks_referrals_and_kinds(store: CareStore, receiver: Receiver) -> None:
     subscribe(store, "warehouse", receiver.url, kinds="task_opened,task_closed")
     pid = enrol(store, consent_to="warehouse")

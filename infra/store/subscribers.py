@@ -301,12 +301,13 @@ class SubscriberRecords(StoreCore):
             },
         )
         with self._transaction() as conn:
-            if not self._settle_delivery(
+            settled = self._settle_delivery(
                 conn, due, status="sent", sent_at=at, attempts=due.attempts + 1
-            ):
-                return False
+            )
+            # Sent is sent: on the accounting even when the claim lapsed or a replay
+            # asked for the delivery again meanwhile (which then goes out once more).
             write_audit(conn, [disclosure])
-        return True
+        return settled
 
     def delivery_retry_later(self, due: DueDelivery, error: str, at: datetime) -> bool:
         with self._transaction() as conn:
@@ -325,13 +326,22 @@ class SubscriberRecords(StoreCore):
 
     @staticmethod
     def _settle_delivery(conn: Any, due: DueDelivery, **values: Any) -> bool:
+        """Settle a claimed delivery, unless its claim lapsed or a replay (a new generation)
+        asked for it again while it was out: then only the claim is let go, so the replay
+        is sent, not lost to the sending it overtook."""
         d = event_deliveries.c
+        ours = and_(d.idempotency_key == due.key, d.claimed_by == due.claim)
         result = conn.execute(
             update(event_deliveries)
-            .where(d.idempotency_key == due.key, d.claimed_by == due.claim)
+            .where(ours, d.generation == due.generation)
             .values(claimed_by=None, claimed_until=None, **values)
         )
-        return int(result.rowcount or 0) == 1
+        if int(result.rowcount or 0) == 1:
+            return True
+        conn.execute(
+            update(event_deliveries).where(ours).values(claimed_by=None, claimed_until=None)
+        )
+        return False
 
     def undelivered(self, statuses: Sequence[str] = ("failed",)) -> list[FailedDelivery]:
         """Deliveries given up on (dead letters; `withheld` too if asked), oldest first."""
