@@ -576,15 +576,15 @@ family_contacts = Table(
 )
 
 
-def _migration_11(conn: Connection) -> None:
-    """Family contacts."""
-    metadata.create_all(conn, tables=[family_contacts])
-
-
 def _migration_10(conn: Connection) -> None:
     """Consents keep the §2.31 elements of their written form."""
     if "terms_json" not in {c["name"] for c in inspect(conn).get_columns("consents")}:
         conn.execute(text("ALTER TABLE consents ADD COLUMN terms_json TEXT"))
+
+
+def _migration_11(conn: Connection) -> None:
+    """Family contacts."""
+    metadata.create_all(conn, tables=[family_contacts])
 
 
 def _migration_12(conn: Connection) -> None:
