@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
@@ -125,6 +127,31 @@ class StoreCore:
         """A read's rows, each a mapping of column to value."""
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def claim_rows(
+    conn: Connection, table: Table, ready: Any, now: datetime, lease: timedelta, limit: int
+) -> str | None:
+    """Claim up to `limit` of `table`'s `ready` rows, oldest first, for `lease`: senders
+    side by side never take the same row. Returns the claim (None: nothing was ready)."""
+    c = table.c
+    pick = select(c.id).where(ready).order_by(c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        # The rows stay locked until the claim commits; senders side by side pick past
+        # each other's instead of queueing.
+        pick = pick.with_for_update(skip_locked=True)
+    else:  # SQLite: the write lock now, so no two senders read the same free rows
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Picked first, then claimed: PostgreSQL may run a LIMIT in an UPDATE's subquery more
+    # than once, claiming more than the limit.
+    ids = list(conn.scalars(pick))
+    if not ids:
+        return None
+    claim = uuid.uuid4().hex
+    conn.execute(
+        update(table).where(c.id.in_(ids)).values(claimed_by=claim, claimed_until=now + lease)
+    )
+    return claim
 
 
 def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:

@@ -5,7 +5,6 @@ at the moment of sending and goes nowhere else."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, false, or_, select, update
 
 from clinical.assessment import Assessment, ContactWindow
-from infra.store._core import StoreCore
+from infra.store._core import StoreCore, claim_rows
 from infra.store._schema import family_contacts, notifications, patients
 
 DEAD = ("failed", "bounced")
@@ -103,25 +102,10 @@ class DeliveryQueue(StoreCore):
             or_(n.next_attempt_at.is_(None), n.next_attempt_at <= now),
             or_(n.claimed_until.is_(None), n.claimed_until <= now),
         )
-        claim = uuid.uuid4().hex
         with self._transaction() as conn:
-            pick = select(n.id).where(ready).order_by(n.id).limit(limit)
-            if conn.dialect.name == "postgresql":
-                # The rows stay locked until the claim commits; senders side by side pick
-                # past each other's instead of queueing.
-                pick = pick.with_for_update(skip_locked=True)
-            else:  # SQLite: the write lock now, so no two senders read the same free rows
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            # Picked first, then claimed: PostgreSQL may run a LIMIT in an UPDATE's subquery
-            # more than once, claiming more than the limit.
-            ids = list(conn.scalars(pick))
-            if not ids:
+            claim = claim_rows(conn, notifications, ready, now, lease, limit)
+            if claim is None:
                 return []
-            conn.execute(
-                update(notifications)
-                .where(n.id.in_(ids))
-                .values(claimed_by=claim, claimed_until=now + lease)
-            )
             rows = conn.execute(
                 select(notifications).where(n.claimed_by == claim).order_by(n.id)
             ).mappings()

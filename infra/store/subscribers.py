@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from clinical.actors import ENGINE
 from clinical.consents import PURPOSES
 from clinical.identifiers import SiteId
-from infra.store._core import StoreCore, insert_once, utcnow
+from infra.store._core import StoreCore, claim_rows, insert_once, utcnow
 from infra.store._schema import care_events, event_deliveries, subscribers
 from infra.store.audit import AuditFact, write_audit
 from infra.store.disclosures import DISCLOSED_TO_SUBSCRIBER
@@ -228,21 +227,10 @@ class SubscriberRecords(StoreCore):
             or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now),
             or_(d.claimed_until.is_(None), d.claimed_until <= now),
         )
-        claim = uuid.uuid4().hex
         with self._transaction() as conn:
-            pick = select(d.id).where(ready).order_by(d.id).limit(limit)
-            if conn.dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True)
-            else:  # SQLite: the write lock now, so no two senders read the same free rows
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            ids = list(conn.scalars(pick))
-            if not ids:
+            claim = claim_rows(conn, event_deliveries, ready, now, lease, limit)
+            if claim is None:
                 return []
-            conn.execute(
-                update(event_deliveries)
-                .where(d.id.in_(ids))
-                .values(claimed_by=claim, claimed_until=now + lease)
-            )
             e = care_events.c
             rows = conn.execute(
                 select(
