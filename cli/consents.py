@@ -1,5 +1,6 @@
 """A patient's consents to disclose (42 CFR Part 2 §2.31) from the command line: list them,
-record one given in writing with every element the rule requires, or its revocation.
+record one given in writing with every element the rule requires, or its revocation
+(services.consents, as the API does).
 
 `--to` names the recipient: `subscriber:NAME` (a subscribing system's events), `api:NAME`
 (an API client's copy of the record), `partner:NEED` (a referral's partner service), `family`
@@ -11,60 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from cli.common import CliError, care_store, console, validated
-from clinical.assessment import SocialNeed
-from clinical.consents import (
-    FAMILY,
-    ConsentTerms,
-    api_client_kind,
-    recipient_kind,
-    standard_terms,
-    subscriber_kind,
-)
+from cli.common import EXIT_BAD_INPUT, CliError, care_store, console, validated
 from clinical.family_contacts import FamilyContact
 from clinical.identifiers import CaseManagerId, PatientId
 from clinical.protocol import describe_validation_error
 from infra.settings import Settings
-from infra.store import CareStore, ConsentEntry
-from infra.store.api_clients import ApiClients
-from infra.store.audit import AuditFact
-
-
-def _kind(store: CareStore, to: str) -> tuple[str, str]:
-    """The consent kind of a recipient named by `--to`, and the recipient in words."""
-    prefix, _, name = to.partition(":")
-    if prefix == "subscriber":
-        if store.subscriber(name) is None:
-            raise CliError(f"--to {to[:50]}: no subscriber {name[:32]}")
-        return subscriber_kind(name), f"subscriber {name}"
-    if prefix == "api":
-        if name not in {c.name for c in ApiClients(store.engine).all()}:
-            raise CliError(f"--to {to[:50]}: no API client {name[:32]}")
-        return api_client_kind(name), f"API client {name}"
-    if prefix == "partner":
-        if name not in {n.value for n in SocialNeed}:
-            raise CliError(f"--to {to[:50]}: a partner for one of {', '.join(SocialNeed)}")
-        return f"disclosure:{name}", f"the {name} partner service"
-    if to == "family":
-        return FAMILY, "the patient's family contact"
-    kind = recipient_kind(to)
-    if len(to) > 80 or kind == "recipient:" or "\n" in to:
-        raise CliError("--to: a recipient in words (up to 80 characters), or subscriber:NAME")
-    return kind, to
-
-
-def _day(text: str | None, flag: str) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"{flag} {text[:20]!r}: a day, YYYY-MM-DD") from None
+from infra.store import CareStore
+from services.consents import ConsentRefused, WrittenForm, consent_rows, record
 
 
 def cmd_consents(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,84 +33,33 @@ def cmd_consents(args: argparse.Namespace, settings: Settings) -> int:
         if patient is None:
             raise CliError(f"no patient {patient_id} in the care store")
         if args.action == "list":
-            return _list(store, patient_id, args.json)
+            return _list(store, patient_id, patient.site_id, args.json)
         if not args.to or not args.case_manager:
             raise CliError(f"consents {args.action}: give --to and --case-manager")
         case_manager = validated(CaseManagerId, args.case_manager, "case manager")
-        kind, recipient = _kind(store, args.to)
-        now = datetime.now(UTC)
-        if args.action == "give":
-            terms = _terms(args, recipient, patient.site_id, now)
-            journeys = kind == FAMILY or kind.startswith("disclosure:")
-            # The journey's own consent: its written form, once the journey has it.
-            if journeys and not store.consent_in_force(patient_id, kind):
-                raise CliError(
-                    "refused: give it through the journey first (family-consent give, "
-                    "or the referral's consent task), then record its written form",
-                    3,
-                )
-        elif kind == FAMILY:
-            raise CliError("family consent is withdrawn with `family-consent ... withdraw`")
-        else:
-            terms = None
-        granted = args.action == "give"
-        key = f"{patient_id}/consent/{kind}/{now.isoformat()}"
-        detail: dict[str, str | None] = {"kind": kind, "recipient": recipient}
-        if terms is not None:
-            detail |= {"purpose": terms.purpose, "expires_on": str(terms.expires_on)}
-        store.record_consent(
-            ConsentEntry(key, patient_id, kind, granted, case_manager, now, terms),
-            AuditFact(
-                key,
-                patient_id,
-                case_manager,
-                "consent_given" if granted else "consent_withdrawn",
-                "consent",
-                now,
-                detail,
-            ),
+        form = WrittenForm(
+            information=args.information,
+            purpose=args.purpose,
+            expires=args.expires,
+            until_event=args.until_event,
+            signed_on=args.signed_on,
+            signed_by=args.signed_by,
         )
+        try:
+            said = record(
+                store, patient_id, args.action == "give", args.to, case_manager,
+                datetime.now(UTC), form,
+            )  # fmt: skip
+        except ConsentRefused as exc:
+            raise CliError(str(exc), EXIT_BAD_INPUT if exc.bad_input else 3) from None
     finally:
         store.dispose()
-    what = "given" if granted else "revoked: nothing more is disclosed under it"
-    console.print(f"{patient_id}: consent to disclose to {recipient} {what}")
+    console.print(said)
     return 0
 
 
-def _terms(args: argparse.Namespace, recipient: str, site_id: str, now: datetime) -> ConsentTerms:
-    try:
-        return ConsentTerms(
-            discloser=f"the CarePath program at site {site_id}",
-            information=args.information or "",
-            recipient=recipient,
-            purpose=args.purpose,
-            expires_on=_day(args.expires, "--expires"),
-            expiry_event=args.until_event,
-            signed_by=args.signed_by,
-            signed_on=_day(args.signed_on, "--signed-on") or now.date(),
-        )
-    except ValidationError as exc:
-        raise CliError(describe_validation_error(exc)) from None
-
-
-def _list(store: CareStore, patient_id: str, as_json: bool) -> int:
-    patient = store.patient(patient_id)
-    assert patient is not None
-    recorded = store.consents(patient_id)
-    rows: list[dict[str, Any]] = []
-    for c in recorded:
-        terms = c.terms or standard_terms(c.kind, patient.site_id, c.recorded_at.date())
-        rows.append(
-            {
-                "kind": c.kind,
-                "granted": c.granted,
-                "recorded_at": c.recorded_at.isoformat(),
-                "recorded_by": c.recorded_by,
-                "standard_form": c.terms is None,
-                "terms": terms.model_dump(mode="json") if c.granted else None,
-                "in_force": c is [r for r in recorded if r.kind == c.kind][-1] and c.granted,
-            }
-        )
+def _list(store: CareStore, patient_id: str, site_id: str, as_json: bool) -> int:
+    rows = consent_rows(store, patient_id, site_id)
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -47,6 +47,9 @@ BODIES: dict[str, Any] = {
     "api_subscribe": {"name": "feed", "url": "https://feed.example.org/events"},
     "api_replay": {"from": "2026-11-01", "to": "2026-11-30"},
     "api_group_sheet": {"marks": [{"patient_id": "P-0000000A", "status": "attended"}]},
+    "api_give_consent": {"to": "County EHR", "information": "the journey's sessions",
+                         "expires": "2099-12-31"},
+    "api_revoke_consent": {"to": "County EHR"},
 }  # fmt: skip
 GROUP_ROUTES = {"api_group_roster", "api_group_sheet"}
 """Routes of a site's group track: another site's client finds no such track (404)."""

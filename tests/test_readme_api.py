@@ -2,7 +2,8 @@
 parsed (the API client it makes, then each curl call: method, path, headers, body) and the
 same HTTP calls are made, in order, to the application in-process with a worker on the
 time-skipping server. The clinic's time passes where a clinic's would (the week's sessions
-happen before their attendance sheet). A README whose calls no longer work fails here."""
+happen before their attendance sheet), and the patient's written consent to the client comes
+before its FHIR export (a disclosure). A README whose calls no longer work fails here."""
 
 from __future__ import annotations
 
@@ -147,5 +148,11 @@ async def test_the_readme_curl_sequence_drives_a_patient_from_enrolment_to_disch
     assert len(answers) >= 8
     assert {a[0].method for a in answers} == {"GET", "POST"}
     assert status.phase.is_terminal, status.phase
+    # The patient's written consent to the client, then the journey as a FHIR Bundle.
+    paths = [call.path for call, _, _ in answers]
+    consented = paths.index(f"/patients/{README_PATIENT}/consents")
+    assert paths.index(f"/patients/{README_PATIENT}/fhir") > consented
+    (bundle,) = [text for call, _, text in answers if call.path.endswith("/fhir")]
+    assert json.loads(bundle)["resourceType"] == "Bundle"
     attended = [s for s in status.sessions if s.status.value == "attended"]
     assert attended, "the README's attendance sheet is on the journey"

@@ -55,6 +55,8 @@ from operators import report
 from operators.caseload import Scope, inbox
 from operators.find import PatientQuery, find_patients
 from operators.snapshot import stored_snapshot
+from services.consents import ConsentRefused, WrittenForm, consent_rows
+from services.consents import record as record_consent
 from services.enrolment import EnrolmentRefused, enrol, journey_input
 from services.journeys import (
     RequestFailed,
@@ -122,6 +124,26 @@ class PartnerAnswerBody(_Body):
 
 class FamilyConsentBody(_Body):
     granted: bool
+
+
+class ConsentBody(_Body):
+    """A consent given in writing (as `starter.py consents ... give`): to whom (`api:NAME`,
+    `subscriber:NAME`, `partner:NEED`, `family`, or a recipient in words), for what purpose,
+    what information, until a day (`expires`, YYYY-MM-DD) or an event (`until_event`)."""
+
+    to: str = Field(max_length=100)
+    purpose: str = Field(default="treatment", max_length=40)
+    information: str | None = Field(default=None, max_length=400)
+    expires: str | None = Field(default=None, max_length=20)
+    until_event: str | None = Field(default=None, max_length=400)
+    signed_on: str | None = Field(default=None, max_length=20)
+    signed_by: str = Field(default="patient", max_length=20)
+
+
+class RevokeBody(_Body):
+    """Whom the revoked consent named (as `starter.py consents ... revoke --to`)."""
+
+    to: str = Field(max_length=100)
 
 
 class CheckInsBody(_Body):
@@ -683,6 +705,53 @@ def install(app: FastAPI) -> None:
         console = console_of(request)
         listed = console.store.disclosures(pid, accounting_since(console.now()))
         return answered(request, 200, json.dumps([d.as_json() for d in listed]))
+
+    @app.get(f"{API}/patients/{{patient_id}}/consents", tags=["consents"])
+    @grant("consents:read", patient=True)
+    async def api_consents(request: Request, patient_id: str, found: Caller = seen) -> Response:
+        """The patient's consents to disclose, oldest first (as `consents --json`): each
+        with its terms and whether it is the one in force."""
+        pid, _ = patient_of(request, found, patient_id)
+        console = console_of(request)
+        rows = consent_rows(console.store, pid, found.client.site_id)
+        return answered(request, 200, json.dumps(rows))
+
+    async def consent_change(
+        request: Request, found: Caller, patient_id: str, to: str, form: WrittenForm | None
+    ) -> Response:
+        """A consent given (with its written `form`) or revoked, recorded for the patient's
+        case manager as `starter.py consents` records it."""
+        pid, cm = patient_of(request, found, patient_id)
+        console = console_of(request)
+
+        async def act(key: str | None) -> tuple[int, Any]:
+            try:
+                said = record_consent(
+                    console.store, pid, form is not None, to, cm, console.now(), form, key, ""
+                )
+            except ConsentRefused as exc:
+                raise Problem(422 if exc.bad_input else 409, str(exc)) from None
+            return (201 if form else 200), Answer(message=said)
+
+        return await once(request, found, act)
+
+    @app.post(f"{API}/patients/{{patient_id}}/consents", status_code=201, tags=["consents"])
+    @grant("consents:write", patient=True)
+    async def api_give_consent(
+        request: Request, patient_id: str, body: ConsentBody, found: Caller = seen
+    ) -> Response:
+        """Record the patient's consent given in writing (42 CFR Part 2 §2.31), with every
+        element the rule requires (422 if one is missing or wrong)."""
+        form = WrittenForm(**body.model_dump(exclude={"to"}))
+        return await consent_change(request, found, patient_id, body.to, form)
+
+    @app.post(f"{API}/patients/{{patient_id}}/consents/revoke", tags=["consents"])
+    @grant("consents:write", patient=True)
+    async def api_revoke_consent(
+        request: Request, patient_id: str, body: RevokeBody, found: Caller = seen
+    ) -> Response:
+        """Record the patient's revocation of a consent: nothing more is disclosed under it."""
+        return await consent_change(request, found, patient_id, body.to, None)
 
 
 def problem_handlers(app: FastAPI) -> None:

@@ -32,6 +32,8 @@ SCOPES = {
     "referrals:answer": "a partner's answer to a referral",
     "tasks:read": "the case managers' open tasks",
     "tasks:write": "mark a task done",
+    "consents:read": "a patient's consents to disclose (42 CFR Part 2), with their terms",
+    "consents:write": "record a patient's written consent to disclose, or its revocation",
     "reports:read": "the outcomes report",
     "subscribers:read": "the site's subscriptions to events, and their dead letters",
     "subscribers:write": "subscribe a system to the site's events, disable it, replay a period",
