@@ -165,6 +165,14 @@ def _built(model: type[BaseModel], **fields: Any) -> Any:
         raise Problem(422, describe_validation_error(exc)) from None
 
 
+def by_case_manager(
+    update: Any, model: type[BaseModel], body: BaseModel
+) -> Callable[[str, str], tuple[Any, BaseModel, str | None]]:
+    """The journey's `update` with `model` built from the body, in the name of the patient's
+    case manager: what most of the API's journey requests are."""
+    return lambda pid, cm: (update, _built(model, case_manager_id=cm, **body.model_dump()), None)
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -364,11 +372,7 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "attendance",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.record_attendance_sheet,
-                _built(AttendanceSheet, case_manager_id=cm, **sheet.model_dump()),
-                None,
-            ),
+            by_case_manager(PatientJourneyWorkflow.record_attendance_sheet, AttendanceSheet, sheet),
         )
 
     @app.post(f"{API}/patients/{{patient_id}}/discharge", tags=["journey"])
@@ -381,11 +385,7 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "discharge",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.discharge,
-                _built(DischargeRequest, case_manager_id=cm, **body.model_dump()),
-                None,
-            ),
+            by_case_manager(PatientJourneyWorkflow.discharge, DischargeRequest, body),
         )
 
     @app.post(f"{API}/patients/{{patient_id}}/reviews", tags=["journey"])
@@ -399,11 +399,7 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "review",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.review_progress,
-                _built(ProgressReview, case_manager_id=cm, **body.model_dump()),
-                None,
-            ),
+            by_case_manager(PatientJourneyWorkflow.review_progress, ProgressReview, body),
         )
 
     @app.post(f"{API}/patients/{{patient_id}}/relapse", tags=["journey"])
@@ -417,11 +413,7 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "relapse",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.report_relapse,
-                _built(RelapseReport, case_manager_id=cm, **body.model_dump()),
-                None,
-            ),
+            by_case_manager(PatientJourneyWorkflow.report_relapse, RelapseReport, body),
         )
 
     @app.post(f"{API}/patients/{{patient_id}}/family-consent", tags=["journey"])
@@ -435,10 +427,8 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "family-consent",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.change_family_consent,
-                _built(FamilyConsentChange, case_manager_id=cm, **body.model_dump()),
-                None,
+            by_case_manager(
+                PatientJourneyWorkflow.change_family_consent, FamilyConsentChange, body
             ),
         )
 
@@ -453,11 +443,7 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "check-ins",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.adjust_check_ins,
-                _built(CheckInAdjustment, case_manager_id=cm, **body.model_dump()),
-                None,
-            ),
+            by_case_manager(PatientJourneyWorkflow.adjust_check_ins, CheckInAdjustment, body),
         )
 
     @app.post(f"{API}/patients/{{patient_id}}/referrals", tags=["referrals"])
@@ -471,11 +457,7 @@ def install(app: FastAPI) -> None:
             found,
             patient_id,
             "refer",
-            lambda pid, cm: (
-                PatientJourneyWorkflow.refer,
-                _built(ReferralRequest, case_manager_id=cm, **body.model_dump()),
-                None,
-            ),
+            by_case_manager(PatientJourneyWorkflow.refer, ReferralRequest, body),
         )
 
     @app.post(f"{API}/patients/{{patient_id}}/referrals/{{need}}/cancel", tags=["referrals"])
