@@ -269,6 +269,26 @@ def test_tasks_open_and_close_once(store: CareStore) -> None:
     assert len(store.outbox(pid, channel="case_manager")) == 2  # a notice per task, once
 
 
+def test_a_task_goes_to_the_case_manager_of_record(store: CareStore) -> None:
+    """A referral that began before a reassignment still names the former case manager: its
+    later task and notice go to whoever holds the patient's case now."""
+    ops = operations(store)
+    intake, _ = intake_and_first_week()
+    ops.record_intake(intake)
+    pid, former = intake.enrolment.patient_id, intake.enrolment.case_manager_id
+    moved = AuditFact(
+        f"{pid}/reassigned/1", pid, "SUP-01", "case_manager_reassigned", "treatment", AT
+    )
+    assert store.reassign_patient(pid, "CM-09", moved)
+    late = NewTask(key=f"{pid}/referral/housing/task/referral_follow_up", patient_id=pid,
+                   case_manager_id=former, kind="referral_follow_up", detail="…")  # fmt: skip
+    assert store.open_task(late)
+    assert [t.key for t in store.tasks(case_manager_id="CM-09")] == [late.key]
+    assert store.tasks(case_manager_id=former) == []
+    notices = store.outbox(pid, channel="case_manager")
+    assert [n.recipient for n in notices if n.kind.endswith("referral_follow_up")] == ["CM-09"]
+
+
 def test_times_come_back_as_the_same_instant_in_utc(store: CareStore) -> None:
     """Whatever zone a time was written in (a program's clinic calendar), the store hands
     back the same instant, in UTC."""

@@ -4,7 +4,7 @@ once (the first closing stands), read as an inbox."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -96,9 +96,15 @@ def inbox_task(row: Mapping[str, Any]) -> InboxTask:
 
 class TaskRecords(StoreCore):
     def open_task(self, task: NewTask) -> bool:
-        """The task, once per key, and a notice to its case manager; False if it was open
-        (or done) already."""
+        """The task, once per key, and a notice to the patient's case manager of record; False
+        if it was open (or done) already. The record decides, not the task: a referral that
+        began before a reassignment still names the former case manager."""
         with self._transaction() as conn:
+            holder = conn.scalar(
+                select(patients.c.case_manager_id).where(patients.c.patient_id == task.patient_id)
+            )
+            if holder is not None and holder != task.case_manager_id:
+                task = replace(task, case_manager_id=holder)
             created = insert_once(
                 conn,
                 tasks,
