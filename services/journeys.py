@@ -4,6 +4,8 @@ that says whether the request was refused, was wrong, or found no engine to answ
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -54,9 +56,21 @@ class RequestFailed(Exception):
         self.why = why
 
 
+# A worker seen polling is taken as there for this long without asking again: the server's
+# own answer lags by up to a minute (it remembers pollers), so a few seconds more change
+# nothing, and every request saves a round trip. Only a worker seen is remembered: a
+# refusal asks the server again each time.
+WORKER_SEEN_FOR = 5.0
+_seen: weakref.WeakKeyDictionary[Client, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
 async def worker_running(client: Client, task_queue: str) -> bool:
     """Whether a worker has polled the journeys' task queue in the last minute (the server
     remembers pollers for a while after they stop)."""
+    seen = _seen.setdefault(client, {})
+    last = seen.get(task_queue)
+    if last is not None and time.monotonic() - last < WORKER_SEEN_FOR:
+        return True
     try:
         described = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -69,7 +83,10 @@ async def worker_running(client: Client, task_queue: str) -> bool:
     except RPCError:
         return True  # cannot tell: let the request itself say what happens
     recent = datetime.now(UTC) - timedelta(seconds=60)
-    return any(p.last_access_time.ToDatetime(tzinfo=UTC) > recent for p in described.pollers)
+    if any(p.last_access_time.ToDatetime(tzinfo=UTC) > recent for p in described.pollers):
+        seen[task_queue] = time.monotonic()
+        return True
+    return False
 
 
 def task_completion(task: InboxTask) -> tuple[Any, str]:

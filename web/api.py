@@ -85,6 +85,7 @@ from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
 STATUS_FOR = {Why.bad_input: 422, Why.refused: 409, Why.unreachable: 503}
+PATIENT_ID: TypeAdapter[str] = TypeAdapter(PatientId)  # built once: building one costs
 JSON = "application/json"
 
 
@@ -184,7 +185,7 @@ def patient_of(request: Request, found: Caller, patient_id: str) -> tuple[str, s
     404 (another site's patient looks like none), logged as denied."""
     console = console_of(request)
     try:
-        valid: str = TypeAdapter(PatientId).validate_python(patient_id)
+        valid: str = PATIENT_ID.validate_python(patient_id)
     except ValidationError:
         raise Problem(404, "no such patient") from None
     row = console.store.patient(valid)
@@ -253,17 +254,20 @@ async def taken_once(
             console.clients.answer(owner, key, problem.status, refusal)
         raise
     text = json.dumps(_json(body))
-    console.clients.answer(owner, key, status, text)
-    return answered(request, status, text)
+    return answered(request, status, text, console.clients.answering(owner, key, status, text))
 
 
-def answered(request: Request, status: int, text: str) -> Response:
-    """A success, in the access log under the request's actor."""
+def answered(
+    request: Request, status: int, text: str, along: Callable[[Any], object] | None = None
+) -> Response:
+    """A success, in the access log under the request's actor (with `along`, the key's
+    answer, in the same transaction)."""
     log_call(
         request,
         request.state.actor,
         action_of(request),
         getattr(request.state, "patient_id", None),
+        along=along,
     )
     return Response(text, status_code=status, media_type=JSON)
 

@@ -94,10 +94,12 @@ def log_call(
     action: str,
     patient_id: str | None = None,
     outcome: str = "allowed",
+    along: Callable[[Any], object] | None = None,
 ) -> None:
+    """The call in the access log; `along`: a write to commit with its entry."""
     console = console_of(request)
     console.access.append(
-        console.now(), actor, ROLE, action, patient_id, outcome, client_address(request)
+        console.now(), actor, ROLE, action, patient_id, outcome, client_address(request), along
     )
 
 

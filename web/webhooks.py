@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clinical.aftercare import (
     CALL_REFERENCE,
@@ -34,7 +34,7 @@ from clinical.requests import AttendanceSheet
 from infra.store.api_clients import KEY
 from infra.webhooks import ANY_SITE, EventKind, WebhookRefused, WebhookSender, check_signed
 from web.actions import ACTIONS
-from web.api import Answer, deliver_to, taken_once
+from web.api import PATIENT_ID, Answer, deliver_to, taken_once
 from web.api_security import API, Problem, action_of, log_call
 from web.context import Console, console_of
 from workflows.follow_up_call import FollowUpCallWorkflow
@@ -173,7 +173,7 @@ def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event
 def _case_manager(console: Console, sender: WebhookSender, patient_id: str) -> str:
     """The patient's case manager, if the patient is at the sender's site; else 404."""
     try:
-        valid = TypeAdapter(PatientId).validate_python(patient_id)
+        valid = PATIENT_ID.validate_python(patient_id)
     except ValidationError:
         raise Problem(404, "no such patient") from None
     found = console.store.patient(valid)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from infra.store._schema import GENESIS_HASH, access_log, access_log_head
 
@@ -76,6 +77,21 @@ def _hashed_fields(
     }
 
 
+# Built once: every call (an API request appends one) then reuses their cached cache keys
+# and compiled SQL. The head is bumped first, which takes its row lock (serialising
+# appenders), and gives back the new number with the hash of the entry before.
+_BUMP_HEAD = (
+    update(access_log_head)
+    .where(access_log_head.c.id == 1)
+    .values(seq=access_log_head.c.seq + 1)
+    .returning(access_log_head.c.seq, access_log_head.c.hash)
+)
+_ADD_ENTRY = insert(access_log)
+_SET_HEAD_HASH = (
+    update(access_log_head).where(access_log_head.c.id == 1).values(hash=bindparam("head_hash"))
+)
+
+
 class AccessLog:
     def __init__(self, engine: Engine) -> None:
         """`engine`: the care store's (the same database)."""
@@ -90,30 +106,23 @@ class AccessLog:
         patient_id: str | None = None,
         outcome: str = "allowed",
         address: str = "-",
+        along: Callable[[Connection], object] | None = None,
     ) -> AccessEntry:
+        """The entry, chained to the last. `along`: another write committed with it, in
+        one transaction (an API call's idempotency answer: one commit, not two)."""
         assert outcome in OUTCOMES, outcome
         # Microseconds dropped: every database gives the same time back, and so the same hash.
         at = at.replace(microsecond=0)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(access_log_head)
-                .where(access_log_head.c.id == 1)
-                .values(seq=access_log_head.c.seq + 1)
-            )
-            last = conn.execute(
-                select(access_log_head.c.seq, access_log_head.c.hash).where(
-                    access_log_head.c.id == 1
-                )
-            ).one()
-            seq, prev = last.seq, last.hash
+            if along is not None:
+                along(conn)
+            seq, prev = conn.execute(_BUMP_HEAD).one()
             fields = _hashed_fields(
                 seq, at, actor[:48], role, action[:64], patient_id, outcome, address[:64]
             )
             entry = AccessEntry(**fields, prev_hash=prev, hash=entry_hash(prev, fields))
-            conn.execute(insert(access_log).values(**entry.model_dump()))
-            conn.execute(
-                update(access_log_head).where(access_log_head.c.id == 1).values(hash=entry.hash)
-            )
+            conn.execute(_ADD_ENTRY, entry.model_dump())
+            conn.execute(_SET_HEAD_HASH, {"head_hash": entry.hash})
         return entry
 
     def search(

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinical.identifiers import SiteId
@@ -105,6 +106,19 @@ class Mismatch:
 Claim = Claimed | Answered | Mismatch
 
 
+# Every API call runs these: built once, so their cache keys and SQL are made once.
+_HOLDER = select(clients).where(clients.c.token_hash == bindparam("token_hash"))
+_CLAIM = insert(idempotency)
+_KEY_ROW = select(idempotency).where(
+    idempotency.c.client == bindparam("owner"), idempotency.c.key == bindparam("the_key")
+)
+_ANSWER = (
+    update(idempotency)
+    .where(idempotency.c.client == bindparam("owner"), idempotency.c.key == bindparam("the_key"))
+    .values(status_code=bindparam("the_status"), body=bindparam("the_body"))
+)
+
+
 class ApiClients:
     def __init__(self, engine: Engine) -> None:
         """`engine`: the care store's (same database)."""
@@ -158,9 +172,7 @@ class ApiClients:
     def holder(self, token: str, at: datetime) -> ApiClient | None:
         """The client this token belongs to, if it is neither revoked nor expired."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(clients).where(clients.c.token_hash == _token_hash(token))
-            ).first()
+            row = conn.execute(_HOLDER, {"token_hash": _token_hash(token)}).first()
         if row is None:
             return None
         found = _client(row)
@@ -176,17 +188,14 @@ class ApiClients:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(idempotency).values(
-                        client=client, key=key, fingerprint=fingerprint, created_at=at
-                    )
+                    _CLAIM,
+                    {"client": client, "key": key, "fingerprint": fingerprint, "created_at": at},
                 )
             return Claimed()
         except IntegrityError:
             pass
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(idempotency).where(idempotency.c.client == client, idempotency.c.key == key)
-            ).one()
+            row = conn.execute(_KEY_ROW, {"owner": client, "the_key": key}).one()
         if row.fingerprint != fingerprint:
             return Mismatch()
         if row.status_code is None:
@@ -195,8 +204,12 @@ class ApiClients:
 
     def answer(self, client: str, key: str, status_code: int, body: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(idempotency)
-                .where(idempotency.c.client == client, idempotency.c.key == key)
-                .values(status_code=status_code, body=body)
-            )
+            self.answering(client, key, status_code, body)(conn)
+
+    def answering(
+        self, client: str, key: str, status_code: int, body: str
+    ) -> Callable[[Connection], object]:
+        """The write of a key's answer, for the caller's transaction (the access log's
+        entry for the call: one commit for both)."""
+        values = {"owner": client, "the_key": key, "the_status": status_code, "the_body": body}
+        return lambda conn: conn.execute(_ANSWER, values)
