@@ -123,10 +123,11 @@ class StoreCore:
         except (DataError, IntegrityError) as exc:
             raise StoreRefused(refusal(exc)) from None
 
-    def _read(self, stmt: Any) -> list[dict[str, Any]]:
-        """A read's rows, each a mapping of column to value."""
+    def _read(self, stmt: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A read's rows, each a mapping of column to value (`params`: a statement's
+        bound parameters)."""
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [dict(r) for r in conn.execute(stmt, params).mappings()]
 
 
 def claim_rows(

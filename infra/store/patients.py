@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from clinical.assessment import PatientContact
 from clinical.phases import Phase
@@ -76,6 +76,13 @@ def phase_change_entry(row: Mapping[str, Any]) -> PhaseChangeEntry:
         at=row["at"],
         reason=row["reason"],
     )
+
+
+# A patient's row is read on every API call and webhook event: built once, its cache key
+# and SQL are made once.
+_PATIENT = select(*PATIENT_COLUMNS_WITHOUT_CONTACT).where(
+    patients.c.patient_id == bindparam("wanted")
+)
 
 
 class PatientRecords(StoreCore):
@@ -156,9 +163,7 @@ class PatientRecords(StoreCore):
             )
 
     def patient(self, patient_id: str) -> EnrolledPatient | None:
-        found = self._read(
-            select(*PATIENT_COLUMNS_WITHOUT_CONTACT).where(patients.c.patient_id == patient_id)
-        )
+        found = self._read(_PATIENT, {"wanted": patient_id})
         return enrolled_patient(found[0]) if found else None
 
     def patients(
