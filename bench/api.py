@@ -7,7 +7,9 @@ worker and a console process serving the API, as in production):
   alternating: p99 ratio (target at most 1.2);
 - signed EHR webhook events (an Appointment fulfilled) ingested at `concurrency` at once,
   against signals to bare workflows at the same concurrency: rate ratio (target at least
-  0.8)."""
+  0.8). Beside them, not a target: the same attendance updates sent straight to Temporal
+  on the same journeys at the same concurrency, which is what a webhook waits for (the
+  journey has taken the event), to tell the API's own cost from the engine's."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from bench.bare import BareJourney, BareScript, BareStep
 from bench.common import dev_server, latency_summary, program_dir
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
 from clinical.assessment import Enrolment
+from clinical.identifiers import journey_workflow_id
 from clinical.requests import AttendanceMark, AttendanceSheet
 from clinical.status import JourneyStatus
 from infra.embedded_server import free_port
@@ -153,7 +156,7 @@ async def run(
                     patient, session, cm = firsts[i % measured]
                     marks = [{"session_id": session, "status": "attended"}]
                     sheet = AttendanceSheet(case_manager_id=cm, marks=[AttendanceMark(**marks[0])])
-                    handle = client.get_workflow_handle(f"journey-{patient}")
+                    handle = client.get_workflow_handle(journey_workflow_id(patient))
                     began = time.perf_counter()
                     await handle.execute_update(
                         PatientJourneyWorkflow.record_attendance_sheet, sheet
@@ -171,6 +174,7 @@ async def run(
                 webhook_rate = await _webhook_rate(
                     http, base, sender.secret, firsts, events, concurrency
                 )
+                update_rate = await _update_rate(client, firsts, events, concurrency)
                 signal_rate = await _signal_rate(client, bare, events, concurrency)
     api = latency_summary(api_seconds)
     update = latency_summary(update_seconds)
@@ -188,6 +192,8 @@ async def run(
         "bare_signals_per_s": signal_rate,
         "ingest_ratio": webhook_rate / signal_rate,
         "target_ingest_ratio": 0.8,
+        "journey_updates_per_s": update_rate,
+        "webhook_to_update_ratio": webhook_rate / update_rate,
     }
 
 
@@ -239,6 +245,21 @@ async def _webhook_rate(
         return send
 
     return await _at_once([event(n) for n in range(events)], concurrency)
+
+
+async def _update_rate(
+    client: Client, firsts: list[tuple[str, str, str]], events: int, concurrency: int
+) -> float:
+    """The webhook's attendance update, straight to the journey (no HTTP, no store)."""
+
+    def send(n: int) -> Any:
+        patient, session, cm = firsts[n % len(firsts)]
+        mark = AttendanceMark(session_id=session, status="attended")
+        sheet = AttendanceSheet(case_manager_id=cm, marks=[mark])
+        handle = client.get_workflow_handle(journey_workflow_id(patient))
+        return lambda: handle.execute_update(PatientJourneyWorkflow.record_attendance_sheet, sheet)
+
+    return await _at_once([send(n) for n in range(events)], concurrency)
 
 
 async def _signal_rate(

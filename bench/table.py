@@ -274,6 +274,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 f">= {target}x {_verdict(ratio >= target)}",
             )
         )
+        if "journey_updates_per_s" in a:  # results from before it was measured lack it
+            out.append(
+                (
+                    "7 api",
+                    "journey updates straight to Temporal per s; webhooks / those",
+                    f"{_num(a['journey_updates_per_s'])}; {_num(a['webhook_to_update_ratio'], 2)}x",
+                    "1 run",
+                    "",
+                )
+            )
     return out
 
 
