@@ -42,7 +42,7 @@ from infra.store import CareStore
 from infra.store.api_clients import ApiClients
 from infra.webhooks import add_sender, signature
 from simulation.cohort import bounded
-from simulation.workers import quiet, worker_env, worker_process
+from simulation.workers import cpu_seconds, quiet, worker_env, worker_process
 from web.security import RateLimit
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -53,9 +53,9 @@ SHEET_EVERY = 60 / RateLimit().per_minute
 
 
 @asynccontextmanager
-async def console_process(env: dict[str, str]) -> AsyncIterator[str]:
-    """`starter.py console` with the worker's settings; its base URL once it answers;
-    stopped by its PID whatever happens."""
+async def console_process(env: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
+    """`starter.py console` with the worker's settings; its base URL and PID once it
+    answers; stopped by its PID whatever happens."""
     port = free_port()
     log = Path(env["CAREPATH_DATA_DIR"]) / "console.log"
     with open(log, "ab") as out:
@@ -76,7 +76,7 @@ async def console_process(env: dict[str, str]) -> AsyncIterator[str]:
                     if (await http.get(f"{base}/api/v1/openapi.json")).status_code == 200:
                         break
                 await asyncio.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -146,10 +146,16 @@ async def run(
                 "ehr-appointments",
                 "north",
             )
-            async with console_process(env) as base, httpx.AsyncClient(timeout=30) as http:
+            async with (
+                console_process(env) as (base, console_pid),
+                httpx.AsyncClient(timeout=30) as http,
+            ):
                 await quiet(worker.pid)
                 await quiet(bare_worker.pid)
                 api_seconds, update_seconds = [], []
+                # The console's own CPU per call: what the API costs, less disturbed by
+                # whatever else the machine runs than a latency is.
+                console_cpu = cpu_seconds(console_pid)
                 auth = {"Authorization": f"Bearer {token}"}
                 for i in range(per_round):
                     paced = asyncio.create_task(asyncio.sleep(SHEET_EVERY))
@@ -171,9 +177,12 @@ async def run(
                     api_seconds.append(time.perf_counter() - began)
                     assert answer.status_code == 200, answer.text
                     await paced
+                sheet_cpu = cpu_seconds(console_pid) - console_cpu
+                console_cpu = cpu_seconds(console_pid)
                 webhook_rate = await _webhook_rate(
                     http, base, sender.secret, firsts, events, concurrency
                 )
+                event_cpu = cpu_seconds(console_pid) - console_cpu
                 update_rate = await _update_rate(client, firsts, events, concurrency)
                 signal_rate = await _signal_rate(client, bare, events, concurrency)
     api = latency_summary(api_seconds)
@@ -185,6 +194,8 @@ async def run(
         "api_sheet": api,
         "bare_sheet_update": update,
         "p99_ratio": api["p99_ms"] / update["p99_ms"],
+        "console_cpu_ms_per_sheet": 1000 * sheet_cpu / per_round,
+        "console_cpu_ms_per_event": 1000 * event_cpu / events,
         "target_p99_ratio": 1.2,
         "events": events,
         "concurrency": concurrency,

@@ -274,6 +274,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 f">= {target}x {_verdict(ratio >= target)}",
             )
         )
+        if "console_cpu_ms_per_sheet" in a:  # results from before it was measured lack it
+            out.append(
+                (
+                    "7 api",
+                    "the API process's CPU per sheet / per webhook event",
+                    f"{_num(a['console_cpu_ms_per_sheet'], 2)} / "
+                    f"{_num(a['console_cpu_ms_per_event'], 2)} ms",
+                    "1 run",
+                    "",
+                )
+            )
         if "journey_updates_per_s" in a:  # results from before it was measured lack it
             out.append(
                 (
