@@ -24,6 +24,7 @@ from infra.metrics import ClinicGauges, metrics_runtime
 from infra.sandbox import cache_workflow_bytecode
 from infra.settings import Settings, SettingsError, load_settings
 from infra.store import CareStore, store_unreachable
+from infra.survey_links import link_signer
 from infra.telephony import HttpTelephony
 from infra.temporal import build_worker, connect, connect_config, keys_for
 from infra.tracing import start_exporting
@@ -48,6 +49,7 @@ def build_care_operations(settings: Settings) -> CareOperations:
         catalog=ProgramCatalog(settings.programs_dir),
         telephony=telephony_of(settings, store),
         partners=SimulatedPartners(store),
+        links=link_signer(settings, make_keys=True),
     )
 
 

@@ -4,6 +4,8 @@ the store's unique constraints make a retry a no-op."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -31,6 +33,7 @@ from activities.records import (
     SeatHandedOn,
     SessionBooking,
     SessionStatusChange,
+    SurveyIssue,
     TaskCompletion,
     TaskOpened,
 )
@@ -42,6 +45,7 @@ from clinical.aftercare import (
     CheckIn,
     check_in_concluded_key,
 )
+from clinical.messages import survey_message
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProgramProtocol, ProtocolError
 from clinical.reminders import Reminder
@@ -56,11 +60,13 @@ from infra.store import (
     ConsentEntry,
     NewPatient,
     NewReferral,
+    NewSurvey,
     NewTask,
     PhaseChangeEntry,
     TaskClosing,
     utcnow,
 )
+from infra.survey_links import LinkSigner, new_token
 
 log = get_logger("carepath.activities")
 
@@ -73,7 +79,8 @@ consent instead."""
 
 
 class CareOperations:
-    """Activities bound to one store, program catalog, telephony provider and partners."""
+    """Activities bound to one store, program catalog, telephony provider and partners,
+    and the signer of survey links (None: one of this process's own, for tests)."""
 
     def __init__(
         self,
@@ -81,11 +88,13 @@ class CareOperations:
         catalog: ProgramCatalog,
         telephony: Telephony,
         partners: PartnerServices,
+        links: LinkSigner | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.telephony = telephony
         self.partners = partners
+        self.links = links or LinkSigner.ephemeral()
 
     def all(self) -> list[object]:
         return [
@@ -108,6 +117,7 @@ class CareOperations:
             self.record_reassignment,
             self.place_in_group,
             self.leave_groups,
+            self.issue_survey,
         ]
 
     @activity.defn
@@ -136,6 +146,32 @@ class CareOperations:
     def leave_groups(self, release: GroupRelease) -> tuple[SeatHandedOn, ...]:
         """The patient's seats and waitlist places go; freed seats to those waiting."""
         return group_seats.release(self.store, release)
+
+    @activity.defn
+    def issue_survey(self, issue: SurveyIssue) -> bool:
+        """The questionnaire and the message with its signed link, once per key; True if
+        this call issued it (a retry finds it issued and sends nothing more)."""
+        expires = issue.at + timedelta(days=issue.link_days)
+        token = new_token()
+        issued = self.store.issue_survey(
+            NewSurvey(
+                key=issue.key,
+                token=token,
+                patient_id=issue.patient_id,
+                program_id=issue.program_id,
+                site_id=issue.site_id,
+                track_id=issue.track_id,
+                occasion=issue.occasion,
+                episode=issue.episode,
+                issued_at=issue.at,
+                expires_at=expires,
+                channel=issue.channel,
+            ),
+            lambda t: survey_message(self.links.url(t, expires)),
+        )
+        new = issued.token == token
+        log.info("survey_issued", patient_id=issue.patient_id, occasion=issue.occasion, new=new)
+        return new
 
     @activity.defn
     def record_intake(self, intake: IntakeRecord) -> bool:

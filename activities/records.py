@@ -308,3 +308,18 @@ class CallOutcomeRecord(_Record):
     check_in: CheckIn | None = None
     heard: bool = True
     """False: the provider said nothing within the wait; the attempt counts unreachable."""
+
+
+class SurveyIssue(_Record):
+    """Send the patient the program's questionnaire for `occasion` (once per key)."""
+
+    key: str
+    patient_id: str
+    program_id: str
+    site_id: str
+    track_id: str | None
+    occasion: Literal["step_down", "end", "aftercare"]
+    episode: int
+    at: datetime
+    link_days: int
+    channel: Literal["sms", "email"]

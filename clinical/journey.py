@@ -92,6 +92,8 @@ class JourneyState(BaseModel):
     """The group track the patient holds a seat in, by phase (`intensive`, `step_down`)."""
     group_waiting: str | None = None
     """The track whose waitlist the patient is on (their journey waits in intake)."""
+    surveys_sent: list[str] = []
+    """The questionnaires sent, as `E<episode>-<occasion>` (clinical.surveys)."""
     closures: ClosureCalendar | None = None
     """The site's closed days (holidays, announced closures). None: a journey enrolled before
     sites had zones, on the UTC calendar it started on, which takes no closures."""

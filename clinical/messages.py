@@ -24,6 +24,12 @@ _FAMILY = re.compile(
 )
 FAMILY_KINDS = frozenset({"invite_family_therapy", "invite_family_education"})
 
+# A survey's link: the console's origin and the signed opaque token, nothing else.
+_SURVEY = re.compile(
+    r"Survey: (?P<url>https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._-]+)*/survey/[A-Za-z0-9._-]+)"
+)
+SURVEY_KIND = "survey_invitation"
+
 # Written for the patient's phone already: no session type, no program.
 _AS_WRITTEN = frozenset({"check_in_sms", "closure_notice"})
 
@@ -33,6 +39,14 @@ def patient_text(kind: str, body: str) -> str | None:
     words for it that are safe to send (a kind or shape this does not know: not sent)."""
     if kind in _AS_WRITTEN:
         return body
+    if kind == SURVEY_KIND:
+        found = _SURVEY.fullmatch(body)
+        if found is None:
+            return None
+        return (
+            "A few short questions on how things are going for you, if you have two minutes: "
+            f"{found['url']} (the link works once)."
+        )
     if kind in FAMILY_KINDS:
         # To a relative: names neither the patient nor what the care is for.
         family = _FAMILY.fullmatch(body)
@@ -60,14 +74,20 @@ def patient_text(kind: str, body: str) -> str | None:
     return f"Invitation: an optional group meeting with your care team on {when}."
 
 
+def survey_message(url: str) -> str:
+    """The outbox's wording of a survey's invitation (`patient_text` words what is sent)."""
+    return f"Survey: {url}"
+
+
 def channel_chosen(kind: str, channel: str, window: ContactWindow) -> bool:
     """Whether a message of this kind may go on this channel to a patient with this window.
     Reminders and invitations: only on the channel they chose for reminders. A closure notice
-    is no reminder: their channel, or a text if they take no reminders. The check-in text
+    is no reminder, nor is a survey's link: their channel, or a text if they take no
+    reminders. The check-in text
     asks for a reply: always a text."""
     if kind == "check_in_sms":
         return channel == "sms"
-    if kind == "closure_notice":
+    if kind in ("closure_notice", SURVEY_KIND):
         return channel == ("sms" if window.reminders == "none" else window.reminders)
     return channel == window.reminders
 

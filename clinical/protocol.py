@@ -315,6 +315,45 @@ class GroupsConfig(_Strict):
     tracks: tuple[GroupTrack, ...] = ()
 
 
+SurveyItemId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")]
+SupportAspect = Literal["care", "group", "family", "peer", "help"]
+
+
+class SurveyItem(_Strict):
+    """One question of the program's own satisfaction and support questionnaire, answered
+    on a scale of 1 to len(anchors), each point labelled (published instruments such as
+    the CSQ-8 are copyrighted: programs word their own)."""
+
+    id: SurveyItemId
+    text: Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[^\n\r\t]+$")]
+    aspect: SupportAspect
+    """What it measures: satisfaction with care, with the group, family support, peer
+    support, or help perceived."""
+    anchors: tuple[Annotated[str, Field(min_length=1, max_length=40)], ...] = Field(
+        min_length=3, max_length=7
+    )
+    """The labels of the points 1, 2, ... (lowest first)."""
+
+
+class SurveyConfig(_Strict):
+    """The questionnaire sent at step-down, at completion or discharge, and in aftercare
+    (a program without one sends none)."""
+
+    items: tuple[SurveyItem, ...] = Field(min_length=1, max_length=12)
+    link_days: Annotated[int, Field(ge=1, le=60)] = 14
+    """How long the link stays open, in real days (a person follows it, not the program)."""
+    aftercare_day: Annotated[int, Field(ge=1, le=730)] = 90
+    """The aftercare day on or after which the aftercare questionnaire goes (month 3)."""
+
+    @model_validator(mode="after")
+    def _items_distinct(self) -> SurveyConfig:
+        ids = [i.id for i in self.items]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"item id(s) {', '.join(twice)} used twice")
+        return self
+
+
 class RiskConfig(_Strict):
     moderate_at: Annotated[int, Field(ge=1, le=4)] = 2
     high_at: Annotated[int, Field(ge=1, le=4)] = 3
@@ -338,6 +377,7 @@ class ProgramProtocol(_Strict):
     reminders: ReminderConfig = ReminderConfig()
     risk: RiskConfig = RiskConfig()
     groups: GroupsConfig = GroupsConfig()
+    survey: SurveyConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ProgramProtocol:

@@ -32,6 +32,7 @@ from infra.codec import KeyRing
 from infra.embedded_server import binary
 from infra.settings import PROJECT_ROOT, Settings, load_settings
 from infra.store import CareStore
+from infra.survey_links import LinkSigner
 from infra.temporal import data_converter
 from services.enrolment import enrol, journey_input
 from simulation.case_manager import CaseManager
@@ -49,6 +50,8 @@ OPEN_SITES = Path(__file__).parent / "sites-open.toml"
 # the replay gate run with the production codec.
 SIMULATION_KEYS_FILE = Path(__file__).parent / "keys.json"
 SIMULATION_KEYS = KeyRing.load(SIMULATION_KEYS_FILE)
+SIMULATION_LINKS = LinkSigner.from_ring(SIMULATION_KEYS, "http://127.0.0.1:8000")
+"""The survey links of simulated clinics (tests, what-if): signed with the simulation's ring."""
 DAY = timedelta(days=1)
 
 
@@ -169,7 +172,11 @@ async def clinic(
     # a relapse on a random patient's check-in would send the journey round again.
     provider = telephony(store) if telephony else SimulatedTelephony(store, use_risk=0.0)
     operations = CareOperations(
-        store, ProgramCatalog(programs_dir), provider, SimulatedPartners(store)
+        store,
+        ProgramCatalog(programs_dir),
+        provider,
+        SimulatedPartners(store),
+        links=SIMULATION_LINKS,
     )
     async with running_worker(client, settings, operations, **worker_overrides) as worker:
         c = Clinic(client=client, settings=settings, operations=operations, worker=worker)

@@ -396,6 +396,18 @@ async def group_tracks(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, A
     ]
 
 
+async def support_surveys(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """A year to completion (patch support-surveys): the questionnaire sent at step-down,
+    at aftercare's day-90 check-in and at completion, once each."""
+    enrolment = make_enrolment()
+    with env.auto_time_skipping_disabled():
+        handle, status, _ = await c.enrol_and_drive(env, enrolment)
+    assert status.phase == Phase.completed
+    sent = [s.occasion for s in c.operations.store.surveys(enrolment.patient_id)]
+    assert sent == ["step_down", "aftercare", "end"], sent
+    return await runs_of(c, handle, "journey_support_surveys")
+
+
 class CallsByCallback:
     """A provider whose word comes later, by callback (the scenario delivers it, as the
     webhook does), except on the day-90 check-in, which it answers as it places (the
@@ -512,6 +524,7 @@ SCENARIOS: dict[str, Scenario] = {
         text_before_retry,
         group_tracks,
         calls_by_callback,
+        support_surveys,
     )
 }
 PROGRAMS_DIRS: dict[str, Path] = {"group_tracks": Path(__file__).parent / "programs"}

@@ -22,6 +22,7 @@ JOURNEY_MODULES = (
     "workflows/journey_steps.py",
     "workflows/journey_requests.py",
     "workflows/journey_groups.py",
+    "workflows/journey_surveys.py",
 )
 """The PatientJourney workflow class and the classes it is made of."""
 

@@ -21,6 +21,7 @@ from web import (
     patients,
     signin,
     staff,
+    surveys,
     webhooks,
     whatif,
 )
@@ -128,6 +129,7 @@ def create_app(console: Console) -> FastAPI:
     staff.install(app, signed_in)
     whatif.install(app, signed_in)
     groups.install(app, signed_in)
+    surveys.install(app)
     api.install(app)
     api_subscribers.install(app)
     api_groups.install(app)

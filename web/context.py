@@ -22,6 +22,7 @@ from infra.store.accounts import IdentityStore, User
 from infra.store.api_clients import ApiClients
 from infra.webhooks import WebhookSender
 from services.journeys import RequestFailed, worker_running
+from services.surveys import SurveyDoor
 from web.oidc import OidcSignIn
 from web.security import RateLimit, client_address
 
@@ -51,6 +52,10 @@ class Console:
     api_limit: RateLimit = field(default_factory=RateLimit)
     senders: dict[str, WebhookSender] = field(default_factory=dict)
     """Who may send events, by name (infra.webhooks)."""
+    surveys: SurveyDoor | None = None
+    """Survey links opened and answered (None: no link key here, the page says so)."""
+    survey_limit: RateLimit = field(default_factory=lambda: RateLimit(per_minute=30, burst=10))
+    """The survey page's own, per client address: it needs no sign-in."""
 
     async def engine(self) -> Client | None:
         """The engine's client while a worker polls; None when Temporal or every worker is

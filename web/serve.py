@@ -10,15 +10,18 @@ import uvicorn
 from argon2 import PasswordHasher
 from temporalio.client import Client
 
+from clinical.protocol import ProgramCatalog
 from clinical.sites import SiteDirectory, SiteError
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from infra.store import CareStore
 from infra.store.access_log import AccessLog
 from infra.store.accounts import IdentityStore
 from infra.store.api_clients import ApiClients
+from infra.survey_links import link_signer
 from infra.temporal import connect
 from infra.webhooks import load_senders
 from services.journeys import RequestFailed, Why
+from services.surveys import SurveyDoor
 from web.app import create_app
 from web.context import Console
 from web.oidc import OidcSignIn
@@ -70,7 +73,18 @@ def console_for(
         senders=load_senders(settings.webhook_senders_file),
         idle=timedelta(minutes=settings.console_idle_minutes),
         secure_cookies=settings.console_secure_cookies,
+        surveys=_survey_door(settings, store),
     )
+
+
+def _survey_door(settings: Settings, store: CareStore) -> SurveyDoor | None:
+    """Survey links are checked with the workers' key ring; a console without it serves
+    no survey page (it says so) rather than refusing to start."""
+    try:
+        links = link_signer(settings)
+    except SettingsError:
+        return None
+    return SurveyDoor(store, links, ProgramCatalog(settings.programs_dir))
 
 
 def serve(settings: Settings, store: CareStore) -> None:

@@ -11,6 +11,7 @@ from infra.store.accounts import IdentityRefused, Role, User
 from web.context import Console, console_of, page
 from web.oidc import OidcRefused, Pending
 from web.security import PUBLIC, SESSION_COOKIE, allow, client_address
+from web.surveys import SURVEY_ENDPOINTS
 
 HOME = {
     Role.case_manager: "/caseload",
@@ -18,8 +19,12 @@ HOME = {
     Role.operator: "/operations",
     Role.auditor: "/access-log",
 }
-PUBLIC_ENDPOINTS = frozenset({"sign_in_page", "sign_in", "oidc_start", "oidc_callback"})
-"""The routes anyone may reach: signing in, and nothing behind it."""
+PUBLIC_ENDPOINTS = frozenset({"sign_in_page", "sign_in", "oidc_start", "oidc_callback"}) | (
+    SURVEY_ENDPOINTS
+)
+"""The routes anyone may reach: signing in, with nothing behind it; and the explicit
+exception, a survey link's page, whose signed single-use link is its own capability (it
+shows the program's questions, nothing of a patient: web.surveys)."""
 OIDC_COOKIE = "carepath_oidc"
 OIDC_PATH = "/sign-in/oidc"
 

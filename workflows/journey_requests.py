@@ -60,11 +60,11 @@ with workflow.unsafe.imports_passed_through():
         check_review,
     )
     from workflows.case_manager_tasks import close_task
-    from workflows.journey_groups import JourneyGroups
+    from workflows.journey_surveys import JourneySurveys
     from workflows.referral import REFERRAL_CLOSED_SIGNAL
 
 
-class JourneyRequests(JourneyGroups):
+class JourneyRequests(JourneySurveys):
     @workflow.query
     def status(self) -> JourneyStatus:
         return status_of(self._state, workflow.now())

@@ -62,6 +62,7 @@ REFERRALS_ON_SITE_CLOCK = "referrals-on-site-clock"
 GROUP_TRACKS = "group-tracks"
 SMS_BEFORE_RETRY = "sms-before-retry"
 CALL_OUTCOME_BY_CALLBACK = "call-outcome-by-callback"
+SUPPORT_SURVEYS = "support-surveys"
 
 JOURNEY = (
     _journey(ENGAGEMENT_ALERTS, "2026-11-24", "outreach and review tasks from attendance"),
@@ -83,6 +84,7 @@ JOURNEY = (
     _journey(END_REFERRALS, "2026-12-06", "an ended journey cancels its open referrals"),
     _journey(REFERRALS_ON_SITE_CLOCK, "2026-12-07", "a referral keeps the journey's clock"),
     _journey(GROUP_TRACKS, "2026-12-07", "seats in the program's group tracks, or a waitlist"),
+    _journey(SUPPORT_SURVEYS, "2026-12-07", "satisfaction and support questionnaires by link"),
 )
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""

@@ -99,6 +99,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._ends_referrals = workflow.patched(patches.END_REFERRALS)
         self._referrals_on_site_clock = workflow.patched(patches.REFERRALS_ON_SITE_CLOCK)
         self._group_tracks = workflow.patched(patches.GROUP_TRACKS)
+        self._support_surveys = workflow.patched(patches.SUPPORT_SURVEYS)
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 
@@ -244,6 +245,8 @@ class PatientJourneyWorkflow(JourneyRequests):
         phases = st.plan.phases
         position = phases.index(st.phase)
         if position + 1 < len(phases):
+            if phases[position + 1] == Phase.step_down:
+                await self._send_survey("step_down")
             if phases[position + 1] == Phase.step_down and self._uses_tracks():
                 # Step-down frees the intensive seat for those waiting and moves the
                 # patient to a step-down track.
@@ -335,6 +338,7 @@ class PatientJourneyWorkflow(JourneyRequests):
                     f"{missed} aftercare check-ins in a row unreachable",
                 )
                 return
+        await self._send_aftercare_survey()
         await self._outbox.flush()
         self._update_visibility()
 

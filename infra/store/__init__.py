@@ -1,6 +1,6 @@
 """The care-operations store: patients, sessions, follow-up calls, case-manager tasks,
-referrals, consents, site closures, group seats and waitlists, the notifications outbox and
-the audit trail.
+referrals, consents, site closures, group seats and waitlists, satisfaction and support
+surveys, the notifications outbox and the audit trail.
 
 A repository: everything outside reads and writes through `CareStore`'s methods, named for
 what the clinic does, with typed inputs and results; the tables are private to this package
@@ -32,6 +32,7 @@ from infra.store.subscribers import (
     SubscriberRecords,
     SubscriberRefused,
 )
+from infra.store.surveys import NewSurvey, SurveyRecord, SurveyRecords
 from infra.store.tasks import InboxTask, NewTask, TaskClosing, TaskRecords
 
 
@@ -50,6 +51,7 @@ class CareStore(
     DisclosureRecords,
     SubscriberRecords,
     FamilyContactRecords,
+    SurveyRecords,
     AuditTrail,
 ):
     """The store, one engine: `CareStore(url, pool_size, keys)`, `migrate()` once by a
@@ -78,6 +80,7 @@ __all__ = [
     "InboxTask",
     "NewPatient",
     "NewReferral",
+    "NewSurvey",
     "NewTask",
     "OutboxMessage",
     "PartnerContact",
@@ -90,6 +93,7 @@ __all__ = [
     "StoredEvent",
     "Subscriber",
     "SubscriberRefused",
+    "SurveyRecord",
     "TaskClosing",
     "WaitlistEntry",
     "store_unreachable",

@@ -598,6 +598,35 @@ def _migration_12(conn: Connection) -> None:
     )
 
 
+# The satisfaction and support questionnaire sent to a patient (one per occasion and
+# episode: the idempotency key), found by its link's opaque token; answered once. Where the
+# patient was (site, group track) when it was sent, for the report. No PHI: the answers are
+# points on the program's scale.
+surveys = Table(
+    "surveys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(80), nullable=False, unique=True),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("program_id", String(48), nullable=False),
+    Column("site_id", String(32), nullable=False),
+    Column("track_id", String(32)),
+    Column("occasion", String(16), nullable=False),
+    Column("episode", Integer, nullable=False),
+    _ts("issued_at", nullable=False),
+    _ts("expires_at", nullable=False),
+    _ts("answered_at"),
+    Column("answered_via", String(8)),
+    Column("answers_json", Text),
+)
+
+
+def _migration_13(conn: Connection) -> None:
+    """Satisfaction and support surveys."""
+    metadata.create_all(conn, tables=[surveys])
+
+
 # Version n of the schema is what the first n migrations make.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -612,5 +641,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_10,
     _migration_11,
     _migration_12,
+    _migration_13,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
