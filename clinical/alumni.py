@@ -7,6 +7,9 @@ from clinical.journey import JourneyState, require_active
 from clinical.reminders import Reminder, alumni_invitation_key, reminder
 from clinical.requests import AlumniAttendance, RequestRefused
 
+ALUMNI_ATTENDED = "alumni_meeting_attended"
+"""The audit action of a meeting attended (the report counts them)."""
+
 
 def alumni_meetings(state: JourneyState) -> list[tuple[str, float]]:
     """The alumni and peer-support meetings of this episode's aftercare: (ID, program day)."""

@@ -83,7 +83,7 @@ from clinical.clock import ProgramClock
 from clinical.consents import TPO, ConsentTerms
 from clinical.instruments import BamAnswers, Phq9Answers, score_bam, score_phq9
 from clinical.phases import Phase
-from clinical.protocol import ProgramCatalog, ProtocolError
+from clinical.protocol import ProgramCatalog, ProtocolError, SurveyConfig
 from clinical.referrals import (
     PartnerAnswer,
     PartnerReport,
@@ -111,6 +111,8 @@ SOCIAL_NEED_SYSTEM = f"{CAREPATH_FHIR}/CodeSystem/social-need"
 CONSENT_KIND_SYSTEM = f"{CAREPATH_FHIR}/CodeSystem/consent-kind"
 BAM_SYSTEM = f"{CAREPATH_FHIR}/CodeSystem/bam"
 BAM_QUESTIONNAIRE = f"{CAREPATH_FHIR}/Questionnaire/bam-likert"
+SUPPORT_QUESTIONNAIRE = f"{CAREPATH_FHIR}/Questionnaire/support"
+"""The satisfaction and support questionnaire's canonical, followed by the program's ID."""
 LOINC = "http://loinc.org"
 PHQ9_QUESTIONNAIRE = "http://loinc.org/q/44249-1"
 PHQ9_TOTAL = ("44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]")
@@ -247,6 +249,16 @@ class ConsentOnFile:
 
 
 @dataclass(frozen=True)
+class AnsweredSurvey:
+    """A satisfaction and support questionnaire the patient answered: (item, text, point)."""
+
+    key: str
+    occasion: str
+    answered_at: datetime
+    answers: tuple[tuple[str, str, int], ...]
+
+
+@dataclass(frozen=True)
 class JourneyRecord:
     """What the export knows about one patient: no contact details, no assessment."""
 
@@ -259,6 +271,7 @@ class JourneyRecord:
     check_ins: tuple[CheckInCall, ...]
     referrals: tuple[ReferralLoop, ...]
     consents: tuple[ConsentOnFile, ...]
+    surveys: tuple[AnsweredSurvey, ...] = ()
 
     @property
     def awaiting_partners(self) -> tuple[ReferralLoop, ...]:
@@ -315,6 +328,25 @@ def journey_record(
             for r in store.referrals(patient_id=patient_id)
         ),
         consents=_consents(store, patient_id, clock),
+        surveys=_surveys(store, patient_id, protocol.survey, clock),
+    )
+
+
+def _surveys(
+    store: CareStore, patient_id: str, config: SurveyConfig | None, clock: ProgramClock
+) -> tuple[AnsweredSurvey, ...]:
+    """The answered questionnaires, each item with the program's text (items the program
+    no longer asks keep their ID as text)."""
+    texts = {} if config is None else {i.id: i.text for i in config.items}
+    return tuple(
+        AnsweredSurvey(
+            key=s.key,
+            occasion=s.occasion,
+            answered_at=clock.calendar_of(s.answered_at),
+            answers=tuple((k, texts.get(k, k), v) for k, v in s.answers.items()),
+        )
+        for s in store.surveys(patient_id)
+        if s.answers is not None and s.answered_at is not None
     )
 
 
@@ -615,6 +647,7 @@ class _Resources:
             *(self.task(loop) for loop in r.referrals),
             *(response for response, _ in asked),
             *(observation for _, observation in asked),
+            *(self.survey_response(s) for s in r.surveys),
             *(self.consent(c) for c in r.consents),
         ]
 
@@ -902,6 +935,24 @@ class _Resources:
                 observation |= _bam_observation(call.answers.bam)
             found.append((response, observation))
         return found
+
+    def survey_response(self, s: AnsweredSurvey) -> Json:
+        """The program's own questionnaire (its canonical names the program), each answer
+        the point on the item's scale."""
+        return {
+            "resourceType": "QuestionnaireResponse",
+            "id": resource_id("QuestionnaireResponse", s.key),
+            "identifier": _key_identifier(s.key)[0],
+            "questionnaire": f"{SUPPORT_QUESTIONNAIRE}/{self.r.program_id}",
+            "status": "completed",
+            "subject": self.patient,
+            "authored": s.answered_at,
+            "source": self.patient,
+            "item": [
+                {"linkId": item, "text": text, "answer": [{"valueInteger": point}]}
+                for item, text, point in s.answers
+            ],
+        }
 
     def consent(self, c: ConsentOnFile) -> Json:
         disclosure = c.kind.startswith("disclosure:")

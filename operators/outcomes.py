@@ -20,11 +20,13 @@ from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
 from clinical.aftercare import CallOutcome
 from clinical.attendance import AttendanceSummary, SessionStatus
-from clinical.careplan import FAMILY_EDUCATION
+from clinical.careplan import FAMILY_EDUCATION, FAMILY_SESSION_TYPES
 from clinical.identifiers import CaseManagerId, ProgramId, SiteId
 from clinical.instruments import BamScore
 from clinical.phases import TERMINAL_PHASES, Phase
 from clinical.referrals import ReferralOutcome
+from operators.rates import Rate
+from operators.support import SupportFacts, SupportReport, support_report
 
 DAYS_PER_CHECK_IN_MONTH = 30
 """Check-ins are grouped by aftercare month: day 7 is month 0, day 30 month 1, day 365
@@ -168,25 +170,11 @@ class Cohort(_Model):
     referrals: list[ReferralFact] = []
     tasks: list[TaskFact] = []
     tracks: list[TrackFact] = []
+    support: SupportFacts = SupportFacts()
     notes: list[str] = []
 
 
 # --- the report ------------------------------------------------------------------------
-
-
-class Rate(_Model):
-    numerator: int
-    denominator: int
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def rate(self) -> float | None:
-        return None if self.denominator == 0 else self.numerator / self.denominator
-
-    def show(self) -> str:
-        if self.rate is None:
-            return f"- (0 of {self.denominator})"
-        return f"{self.rate:.0%} ({self.numerator} of {self.denominator})"
 
 
 class Days(_Model):
@@ -298,6 +286,9 @@ class OutcomesReport(_Model):
     tasks: dict[str, TaskCounts]
     groups: list[TrackUse] = []
     facilitators: list[FacilitatorUse] = []
+    support: SupportReport | None = None
+    """The questionnaire's results and support against outcomes (None: no questionnaire
+    sent in this cohort)."""
     notes: list[str]
 
 
@@ -567,7 +558,23 @@ def outcomes(cohort: Cohort) -> OutcomesReport:
         tasks=task_counts(cohort),
         groups=track_use(cohort),
         facilitators=facilitator_use(cohort),
+        support=_support(cohort),
         notes=cohort.notes,
+    )
+
+
+def _support(cohort: Cohort) -> SupportReport | None:
+    if not cohort.support.surveys:
+        return None
+    return support_report(
+        phases={p.patient_id: p.phase for p in cohort.patients},
+        relapsed={c.patient_id for c in cohort.phase_changes if c.phase == Phase.intake},
+        family_attended=Counter(
+            s.patient_id
+            for s in cohort.sessions
+            if s.session_type in FAMILY_SESSION_TYPES and s.status == SessionStatus.attended
+        ),
+        facts=cohort.support,
     )
 
 

@@ -8,6 +8,7 @@ rates and durations only."""
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from clinical.aftercare import CHECK_IN_CONCLUDED, CallOutcome
+from clinical.alumni import ALUMNI_ATTENDED
 from clinical.instruments import score_bam
 from clinical.protocol import ProgramCatalog, ProtocolError
+from clinical.surveys import score
 from infra.store import CareStore, CohortFacts
 from operators.outcomes import (
     BamFact,
@@ -35,6 +38,17 @@ from operators.outcomes import (
     percent,
     phase_label,
     summary_rows,
+)
+from operators.support import (
+    OUTCOME_HEADER,
+    SURVEY_HEADER,
+    SupportFacts,
+    SupportReport,
+    SurveyFact,
+    outcome_rows,
+    outcome_title,
+    survey_rows,
+    survey_title,
 )
 
 
@@ -98,9 +112,10 @@ def load_cohort(
         program_id=cohort.program_id,
         enrolled_from=_midnight(cohort.enrolled_from),
         enrolled_to=_midnight(cohort.enrolled_to),
-        audit_actions=(CHECK_IN_CONCLUDED,),
+        audit_actions=(CHECK_IN_CONCLUDED, ALUMNI_ATTENDED),
     )
     clocks, notes = _program_clocks(catalog, {p.program_id for p in facts.patients})
+    tracks = _tracks(catalog, {p.program_id for p in facts.patients}, cohort.site_id)
     return Cohort(
         filter=cohort,
         as_of=as_of,
@@ -144,7 +159,8 @@ def load_cohort(
             for r in facts.referrals
         ],
         tasks=[TaskFact(patient_id=t.patient_id, kind=t.kind, open=t.open) for t in facts.tasks],
-        tracks=_tracks(catalog, {p.program_id for p in facts.patients}, cohort.site_id),
+        tracks=tracks,
+        support=_support_facts(store, catalog, facts, tracks),
         notes=notes,
     )
 
@@ -205,7 +221,49 @@ def _check_ins(facts: CohortFacts) -> list[CheckInFact]:
             outcome=CallOutcome(str(f.detail["outcome"])),
         )
         for f in facts.audit
+        if f.action == CHECK_IN_CONCLUDED
     ]
+
+
+def _support_facts(
+    store: CareStore, catalog: ProgramCatalog, facts: CohortFacts, tracks: list[TrackFact]
+) -> SupportFacts:
+    """The cohort's questionnaires (points and support band only), alumni meetings each
+    patient attended, and each track's facilitators."""
+    patients = {p.patient_id for p in facts.patients}
+    # A questionnaire sent outside a group phase speaks of the patient's last group track.
+    last_track: dict[str, str] = {}
+    for a in sorted(facts.appointments, key=lambda a: a.starts_at):
+        if a.track_id is not None:
+            last_track[a.patient_id] = a.track_id
+    surveys = []
+    for order, s in enumerate(store.surveys()):
+        if s.patient_id not in patients:
+            continue
+        band = None
+        if s.answers is not None:
+            try:
+                config = catalog.load(s.program_id).survey
+            except ProtocolError:
+                config = None  # noted with the program's clock
+            band = None if config is None else score(config, s.answers).band
+        surveys.append(
+            SurveyFact(
+                patient_id=s.patient_id,
+                site_id=s.site_id,
+                track_id=s.track_id or last_track.get(s.patient_id),
+                occasion=s.occasion,
+                issued_order=order,
+                answers=s.answers,
+                band=band,
+            )
+        )
+    alumni = Counter(f.patient_id for f in facts.audit if f.action == ALUMNI_ATTENDED)
+    return SupportFacts(
+        surveys=surveys,
+        alumni_attended=dict(alumni),
+        facilitators={t.track_id: t.facilitators for t in tracks},
+    )
 
 
 def _bam_scores(facts: CohortFacts) -> list[BamFact]:
@@ -297,8 +355,23 @@ def terminal_tables(report: OutcomesReport) -> list[Table]:
     for kind, t in report.tasks.items():
         tasks.add_row(kind, str(t.opened), str(t.still_open))
     tables = [headline, phases, weeks, calls, bam, loops, tasks]
-    # Group tracks only where the cohort's programs run any.
-    return [*tables, groups] if report.groups else tables
+    # Group tracks only where the cohort's programs run any; the questionnaire's results
+    # where any was sent.
+    if report.groups:
+        tables.append(groups)
+    if report.support is not None:
+        tables += support_tables(report.support)
+    return tables
+
+
+def support_tables(support: SupportReport) -> list[Table]:
+    surveys = Table(*SURVEY_HEADER, title=survey_title(support), title_justify="left")
+    for row in survey_rows(support):
+        surveys.add_row(*row)
+    against = Table(*OUTCOME_HEADER, title=outcome_title(support), title_justify="left")
+    for row in outcome_rows(support):
+        against.add_row(*row)
+    return [surveys, against]
 
 
 def as_json(report: OutcomesReport) -> dict[str, Any]:

@@ -22,6 +22,14 @@ from clinical.instruments import (
 )
 from clinical.phases import TERMINAL_PHASES, Phase
 from operators.outcomes import OutcomesReport, percent, phase_label, summary_rows
+from operators.support import (
+    OUTCOME_HEADER,
+    SURVEY_HEADER,
+    outcome_rows,
+    outcome_title,
+    survey_rows,
+    survey_title,
+)
 
 ACTIVE_COLOUR = "#2b6cb0"
 ENDED_COLOUR = "#a0aec0"
@@ -414,6 +422,17 @@ def render_html(report: OutcomesReport, charts: dict[str, bytes] | None = None) 
                     ("facilitator", "sessions led", "attendance"),
                     [(f.name, str(f.sessions), f.attendance.show()) for f in report.facilitators],
                 ),
+            )
+        )
+    if report.support is not None:
+        sections.append(
+            (
+                "support",
+                "Measuring support",
+                f"<h3>{html.escape(survey_title(report.support))}</h3>"
+                + _table(SURVEY_HEADER, survey_rows(report.support))
+                + f"<h3>{html.escape(outcome_title(report.support))}</h3>"
+                + _table(OUTCOME_HEADER, outcome_rows(report.support)),
             )
         )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)

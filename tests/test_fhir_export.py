@@ -33,6 +33,7 @@ from clinical.referrals import (
 from clinical.requests import FamilyConsentChange, ReferralRequest
 from infra.store import CareStore
 from operators.fhir import (
+    AnsweredSurvey,
     BookedSession,
     CheckInCall,
     ConsentOnFile,
@@ -515,6 +516,14 @@ def _relapse_record() -> JourneyRecord:
         (check_in,),
         (loop,),
         (consent, to_ehr),
+        (
+            AnsweredSurvey(
+                f"{pid}/survey/E1-aftercare",
+                "aftercare",
+                day(70),
+                (("care", "How satisfied are you with your care team?", 4), ("peers", "Peers?", 2)),
+            ),
+        ),
     )
 
 
@@ -541,6 +550,17 @@ def test_the_labelled_export_passes_an_independent_r4_validator() -> None:
     exported_at = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
     bundle = json.loads(journey_bundle(_relapse_record(), exported_at).model_dump_json())
     assert fhirkit.validate(bundle) == []
+    (survey,) = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "QuestionnaireResponse"
+        and e["resource"]["questionnaire"].endswith("/Questionnaire/support/default-iop")
+    ]
+    assert [(i["linkId"], i["answer"][0]["valueInteger"]) for i in survey["item"]] == [
+        ("care", 4),
+        ("peers", 2),
+    ]
+    assert survey["status"] == "completed" and _part2_labelled(survey)
     (written,) = [
         e["resource"]["provision"]
         for e in bundle["entry"]
@@ -592,7 +612,9 @@ def test_a_relapse_reads_as_a_second_episode_of_plans() -> None:
     }
     assert [e["class"]["code"] for e in found["Encounter"]] == ["VR"]
     # PHQ-9 only: one response and one score; based on the aftercare plan it was part of.
-    (response,) = found["QuestionnaireResponse"]
+    # (and the support questionnaire answered in aftercare: its own canonical)
+    response, support = found["QuestionnaireResponse"]
+    assert support["questionnaire"].endswith("/Questionnaire/support/default-iop")
     assert response["questionnaire"] == "http://loinc.org/q/44249-1"
     assert response["basedOn"][0]["reference"] == url["aftercare (episode 1)"]
     assert [i["answer"][0]["valueCoding"]["code"] for i in response["item"]][:3] == [

@@ -31,8 +31,9 @@ from tests.console_support import ConsoleUnderTest, make_console
 from tests.support import OPEN_SITES, PROGRAMS
 
 NOW = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
-CONFIG = ProgramCatalog(PROGRAMS).load("default-iop").survey
-assert CONFIG is not None
+_DEFAULT = ProgramCatalog(PROGRAMS).load("default-iop").survey
+assert _DEFAULT is not None
+CONFIG: SurveyConfig = _DEFAULT
 ALL_FOURS = {item.id: "4" for item in CONFIG.items}
 
 
@@ -120,7 +121,7 @@ def test_a_link_carries_the_opaque_token_its_expiry_and_a_signature_only() -> No
 
 def test_an_expired_altered_or_foreign_link_is_refused() -> None:
     link = SIGNER.sign(TOKEN, NOW + timedelta(days=14))
-    with pytest.raises(LinkRefused, match="^this link has expired$"):
+    with pytest.raises(LinkRefused, match=r"^this link has expired$"):
         SIGNER.token_of(link, NOW + timedelta(days=14))
     token, exp, kid, sig = link.split(".")
     altered = [
@@ -132,10 +133,10 @@ def test_an_expired_altered_or_foreign_link_is_refused() -> None:
         "",
     ]
     for bad in altered:
-        with pytest.raises(LinkRefused, match="^this link is not valid$"):
+        with pytest.raises(LinkRefused, match=r"^this link is not valid$"):
             SIGNER.token_of(bad, NOW)
     other = LinkSigner.from_ring(KeyRing.create_new("k1"), "https://care.example.org")
-    with pytest.raises(LinkRefused, match="^this link is not valid$"):
+    with pytest.raises(LinkRefused, match=r"^this link is not valid$"):
         other.token_of(link, NOW)  # same key id, another clinic's key
 
 
@@ -230,7 +231,7 @@ def test_a_survey_is_answered_once_and_bad_links_record_nothing(tmp_path: Path) 
         door.answer(link, {**ALL_FOURS, "care": "1"}, NOW + timedelta(hours=2))
     assert store.surveys()[0].answers == {k: 4 for k in ALL_FOURS}
     unknown = SIGNER.sign("U" * 32, NOW + timedelta(days=1))  # signed, but never issued
-    with pytest.raises(SurveyRefused, match="^this link is not valid$"):
+    with pytest.raises(SurveyRefused, match=r"^this link is not valid$"):
         door.open(unknown, NOW)
     assert [e.action for e in store.audit_trail("P-SURVEY01")] == ["survey_answered"]
 
@@ -239,7 +240,7 @@ def test_an_expired_survey_cannot_be_answered(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _issue(_operations(store))
     door = SurveyDoor(store, SIGNER, ProgramCatalog(PROGRAMS))
-    with pytest.raises(SurveyRefused, match="^this link has expired$"):
+    with pytest.raises(SurveyRefused, match=r"^this link has expired$"):
         door.answer(_link_of(store), ALL_FOURS, NOW + timedelta(days=15))
     assert store.surveys()[0].answered_at is None
 

@@ -9,7 +9,11 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.care_operations import CareOperations
     from activities.records import ConsentRecord, ReassignmentRecord, SessionBooking
-    from clinical.alumni import apply_alumni_attendance, check_alumni_attendance
+    from clinical.alumni import (
+        ALUMNI_ATTENDED,
+        apply_alumni_attendance,
+        check_alumni_attendance,
+    )
     from clinical.attendance import AttendanceSummary
     from clinical.check_ins import (
         apply_check_in_adjustment,
@@ -228,7 +232,7 @@ class JourneyRequests(JourneySurveys):
         attended = apply_alumni_attendance(self._state, report)
         self._outbox.audit_entry(
             report.case_manager_id,
-            "alumni_meeting_attended",
+            ALUMNI_ATTENDED,
             "treatment",
             {"meeting": report.meeting_id},
         )
