@@ -32,11 +32,14 @@ from infra.settings import Settings
 from infra.store import CareStore
 from infra.store.accounts import IdentityStore
 from infra.temporal import connect, keys_for
-from operators.outcomes import percent
+from operators.outcomes import CohortFilter, percent
+from operators.report import cohort_report, support_tables
 from services.closures import announce_closure
+from services.surveys import SurveyDoor
 from simulation.behaviour import Behaviour, load_behaviour
 from simulation.case_manager import CaseManager
 from simulation.patients import synthetic_cohort
+from simulation.surveys import SurveyRespondents
 from worker import build_care_operations, running_worker
 from workflows.patient_journey import PatientJourneyWorkflow
 
@@ -327,30 +330,52 @@ async def _run_cohort(
         snow = asyncio.create_task(snow_day(client, settings, operations.store, statuses))
         tracks = operations.catalog.load(program_id).groups.tracks
         watch = TrackWatch(capacity={t.id: t.capacity for t in tracks})
+        ids = {e.patient_id for e in cohort}
+        respondents = SurveyRespondents(
+            operations.store,
+            SurveyDoor(operations.store, operations.links, operations.catalog),
+            seed,
+            attendance_of=lambda pid: statuses[pid].attendance_rate if pid in statuses else None,
+        )
         with Live(
             progress_view(statuses, patients, started), console=console, refresh_per_second=2
         ) as live:
             while not all(m.done() for m in managers):
                 live.update(progress_view(statuses, patients, started))
                 watch.sample(operations.store.track_loads(program_id))
+                respondents.answer_due(ids, datetime.now(UTC))
                 await asyncio.sleep(0.5)
             live.update(progress_view(statuses, patients, started))
         for m in managers:
             m.result()  # surface any failure of the simulation
         outcomes: list[JourneyOutcome] = [await h.result() for h in handles]
         snowed = await snow
+    respondents.answer_due(ids, datetime.now(UTC))  # the questionnaires sent at the end
     summary = outcome_summary(outcomes, settings, operations)
     summary.add_row("sites (time zones)", sites_line(settings, cohort))
     summary.add_row("sessions cancelled by closures, never missed", closures_summary(statuses))
     summary.add_row("unplanned closure", snowed)
-    ids = {e.patient_id for e in cohort}
     opened = [t for t in operations.store.tasks(include_done=True) if t.patient_id in ids]
     summary.add_row("group tracks filled (peak seats / capacity)", watch.filled())
     summary.add_row(
         "group waitlist",
         waitlist_summary(watch, operations.store.track_loads(program_id), opened),
     )
+    sent = len(respondents.seen)
+    summary.add_row(
+        "questionnaires (answered by following their links)",
+        f"{sent} sent, {respondents.answered} answered, {respondents.declined} not answered",
+    )
     console.print(summary)
+    report = cohort_report(
+        operations.store,
+        operations.catalog,
+        CohortFilter(program_id=program_id),
+        datetime.now(UTC),
+    )
+    if report.support is not None:
+        for table in support_tables(report.support):
+            console.print(table)
     tally = telephony.tally()  # the check-ins travelled through the provider service
     console.print(
         f"Telephony provider: {tally['calls']} calls placed, "
