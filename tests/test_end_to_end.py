@@ -388,6 +388,14 @@ def test_demo_runs_a_cohort_through_every_phase(deployment: Deployment) -> None:
     )
     assert found is not None and int(found[1]) > 0 and int(found[2]) >= int(found[1])
     assert deployment.server.ui_url in result.stdout.replace("\n", "")
+    # The simulated patients answered questionnaires by their links; the demo shows them.
+    from infra.store import CareStore
+
+    store = CareStore(f"sqlite:///{Path(deployment.env['CAREPATH_DATA_DIR']) / 'carepath.db'}")
+    surveys = store.surveys()
+    store.dispose()
+    assert any(s.answered_via == "link" for s in surveys), surveys
+    assert "questionnaires" in result.stdout
     # A patient per case manager is left in care, a consent task in each inbox.
     output = result.stdout.replace("\n", "")
     waiting = re.findall(r"P-[0-9A-Z]{8}", output.split("still in care")[1].split(")")[0])
