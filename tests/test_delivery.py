@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from activities.records import IntakeRecord
+from activities.records import IntakeRecord, SurveyIssue
 from clinical.careplan import plan_care
 from clinical.clock import ProgramClock, zone
 from clinical.family_contacts import FamilyContact
@@ -31,6 +31,7 @@ from clinical.placement import place_enrolment
 from clinical.protocol import ProgramCatalog, ReminderConfig
 from clinical.reminders import Reminder, reminder
 from clinical.sites import SiteDirectory
+from clinical.surveys import survey_key
 from infra.channels import SUBJECT, Channel, SmsProviderChannel, SmtpChannel, reference_of
 from infra.store import CareEventFacts, CareStore, ConsentEntry, PhaseChangeEntry
 from infra.store.audit import AuditFact
@@ -487,3 +488,31 @@ def test_family_invitations_reach_the_family_contact_under_family_consent(
     withheld = [d for d in store.dead_letters() if d.patient_id == other]
     assert withheld and all("family consent" in (d.last_error or "") for d in withheld)
     assert "kin@example.org" not in repr(store.family_contact(pid))
+
+
+def test_a_questionnaires_link_reaches_the_patients_mailbox_with_no_program_words(
+    store: CareStore, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    pid = enrol(store, reminders="email")
+    issue = SurveyIssue(
+        key=survey_key(pid, 1, "end"),
+        patient_id=pid,
+        program_id="default-iop",
+        site_id="north",
+        track_id=None,
+        occasion="end",
+        episode=1,
+        at=NOON,
+        link_days=14,
+        channel="email",
+    )
+    assert operations(store).issue_survey(issue)
+    assert deliverer(store, {"email": smtp(port)}, [NOON]).deliver_due().sent == 1
+    ((to, mail),) = box.mail
+    text = str(mail.get_payload()).strip()
+    (survey,) = store.surveys(pid)
+    assert to == [EMAIL] and f"/survey/{survey.token}." in text
+    assert text.startswith("A few short questions on how things are going for you")
+    unsaid = (*PROGRAM_WORDS, "care", "program", pid.lower())
+    assert not any(word in text.lower() for word in unsaid)
