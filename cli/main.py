@@ -59,6 +59,8 @@ from cli.simulate import cmd_simulate
 from cli.sites import cmd_closure, cmd_tracks
 from cli.subscribers import add_arguments as add_subscriber_arguments
 from cli.subscribers import cmd_subscribers
+from cli.surveys import add_parser as add_survey_answer
+from cli.surveys import cmd_survey_answer
 from clinical.assessment import DIMENSIONS, SocialNeed
 from clinical.consents import NOT_NAMED, PURPOSES, TPO
 from clinical.identifiers import is_patient_id
@@ -261,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
 
     add_group_sheet(sub)
+    add_survey_answer(sub)
 
     sub.add_parser("console", help="serve the case managers' console in the browser")
 
@@ -373,6 +376,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "closure": cmd_closure,
     "tracks": cmd_tracks,
     "group-sheet": cmd_group_sheet,
+    "survey-answer": cmd_survey_answer,
     "console": cmd_console,
     "users": cmd_users,
     "api-clients": cmd_api_clients,
@@ -394,7 +398,7 @@ RECORDED = frozenset(
         "partner-answer", "cancel-referral", "commitments", "check-ins", "alumni",
         "history", "export", "disclosures", "status", "tasks", "done", "caseload", "enrol",
         "consents", "family-contact",
-        "group-sheet",
+        "group-sheet", "survey-answer",
     }
 )  # fmt: skip
 

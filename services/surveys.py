@@ -58,10 +58,39 @@ class SurveyDoor:
         return opened
 
     def _config(self, survey: SurveyRecord) -> SurveyConfig:
-        try:
-            config = self.catalog.load(survey.program_id).survey
-        except ProtocolError:
-            config = None
-        if config is None:
-            raise SurveyRefused("these questions are no longer asked")
-        return config
+        return _config_of(self.catalog, survey)
+
+
+def _config_of(catalog: ProgramCatalog, survey: SurveyRecord) -> SurveyConfig:
+    try:
+        config = catalog.load(survey.program_id).survey
+    except ProtocolError:
+        config = None
+    if config is None:
+        raise SurveyRefused("these questions are no longer asked")
+    return config
+
+
+def answer_at_call(
+    store: CareStore,
+    catalog: ProgramCatalog,
+    patient_id: str,
+    occasion: str,
+    given: Mapping[str, str],
+    by: str,
+    now: datetime,
+) -> SurveyRecord:
+    """Answers read out at a follow-up call, recorded by staff (`by`) for the patient's
+    latest questionnaire of this occasion, once: even after its link expired (the call
+    asked), never over answers already given."""
+    sent = [s for s in store.surveys(patient_id) if s.occasion == occasion]
+    if not sent:
+        raise SurveyRefused(f"no {occasion} questionnaire was sent to {patient_id}")
+    survey = sent[-1]
+    if survey.answered_at is not None:
+        raise SurveyRefused(f"the {occasion} questionnaire is answered already")
+    points = check_answers(_config_of(catalog, survey), given)
+    if not store.answer_survey(survey.token, points, "call", by, now, until_expiry=False):
+        raise SurveyRefused(f"the {occasion} questionnaire is answered already")
+    log.info("survey_answered", patient_id=patient_id, via="call")
+    return survey

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from activities.care_operations import CareOperations
 from activities.records import SurveyIssue
+from cli.main import main as cli_main
 from clinical.assessment import ContactWindow
 from clinical.messages import channel_chosen, patient_text
 from clinical.protocol import ProgramCatalog, SurveyConfig, describe_validation_error
@@ -326,3 +327,60 @@ async def test_the_page_is_rate_limited_per_address(tmp_path: Path) -> None:
         async with ui.signed_in(None) as http:
             answers = [(await http.get("/survey/nothing")).status_code for _ in range(12)]
         assert answers[:10] == [404] * 10 and answers[-1] == 429
+
+
+# --- answered at a follow-up call ----------------------------------------------------------
+
+
+def _cli_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CareStore:
+    monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CAREPATH_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CAREPATH_PROGRAMS_DIR", str(PROGRAMS))
+    monkeypatch.setenv("CAREPATH_ENCRYPTION", "off")
+    store = CareStore(f"sqlite:///{tmp_path / 'carepath.db'}")
+    store.migrate()
+    return store
+
+
+def test_answers_read_out_at_a_call_are_recorded_once_even_after_the_link_expired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _cli_store(tmp_path, monkeypatch)
+    _issue(_operations(store), at=NOW - timedelta(days=60))  # its link long expired
+    argv = ["survey-answer", "P-SURVEY01", "--occasion", "step_down", "--case-manager", "CM-01"]
+    answers = [a for k, v in ALL_FOURS.items() for a in ("--answer", f"{k}={v}")]
+    assert cli_main([*argv, *answers]) == 0
+    (survey,) = store.surveys()
+    assert survey.answers == {k: 4 for k in ALL_FOURS} and survey.answered_via == "call"
+    assert [f.actor for f in store.audit_trail("P-SURVEY01")] == ["CM-01"]
+    capsys.readouterr()
+    assert cli_main([*argv, *answers]) == 2
+    assert capsys.readouterr().err == "error: the step_down questionnaire is answered already\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--answer", "care=4"], "please answer every question"),
+        (["--answer", "care"], "is not ITEM=POINT"),
+        ([f"--answer={k}=9" for k in ALL_FOURS], "an answer must be a number from 1 to 5"),
+    ],
+)
+def test_the_command_line_refuses_bad_answers_in_one_line(
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = _cli_store(tmp_path, monkeypatch)
+    _issue(_operations(store))
+    argv = ["survey-answer", "P-SURVEY01", "--occasion", "step_down", "--case-manager", "CM-01"]
+    assert cli_main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert store.surveys()[0].answered_at is None
+    assert (
+        cli_main(["survey-answer", "P-NOBODY01", "--occasion", "end", "--case-manager", "CM-01"])
+        == 2
+    )

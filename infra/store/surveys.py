@@ -101,15 +101,25 @@ class SurveyRecords(StoreCore):
         return _record(found[0]) if found else None
 
     def answer_survey(
-        self, token: str, answers: dict[str, int], via: str, by: str, at: datetime
+        self,
+        token: str,
+        answers: dict[str, int],
+        via: str,
+        by: str,
+        at: datetime,
+        until_expiry: bool = True,
     ) -> bool:
-        """Record the answers if the survey is open (not answered, not expired): True;
-        False changes nothing. Two submissions at once: one wins (the row's own guard)."""
+        """Record the answers if the survey is open (not answered; not expired, unless
+        `until_expiry` is off: asked at a call): True; False changes nothing. Two
+        submissions at once: one wins (the row's own guard)."""
         c = surveys.c
+        open_ = [c.token == token, c.answered_at.is_(None)]
+        if until_expiry:
+            open_.append(c.expires_at > at)
         with self._transaction() as conn:
             done = conn.execute(
                 update(surveys)
-                .where(c.token == token, c.answered_at.is_(None), c.expires_at > at)
+                .where(*open_)
                 .values(answered_at=at, answered_via=via, answers_json=json.dumps(answers))
                 .returning(c.idempotency_key, c.patient_id, c.occasion)
             ).first()
