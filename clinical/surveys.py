@@ -44,9 +44,10 @@ def survey_key(patient_id: str, episode: int, occasion: Occasion) -> str:
 
 
 def sent_at_end(outcome: str) -> bool:
-    """A journey that ends completed or discharged is asked; one escalated, withdrawn or
-    lost to contact is not (there is no one to ask, or they are in other care)."""
-    return outcome in ("completed", "discharged")
+    """A journey that ends completed or discharged (a patient who withdrew too: why they
+    left is worth asking) is asked; one escalated or lost to contact is not (they are in
+    other care, or there is no one to ask)."""
+    return outcome in ("completed", "discharged", "withdrawn")
 
 
 def aftercare_due(config: SurveyConfig, aftercare_day: float) -> bool:
