@@ -86,6 +86,17 @@ async def test_every_route_has_a_rule_and_refuses_the_anonymous_and_wrong_roles(
                     assert answer.status_code == 403, (username, method, path)
                     checked += 1
     assert checked > 20
+    # The only routes without sign-in: signing in, and a survey link's page (its signed
+    # link is the capability); a link that is not one answers one line, never a page.
+    surveys = {"survey_page", "survey_answer"}
+    assert frozenset({"sign_in_page", "sign_in", "oidc_start", "oidc_callback"} | surveys) == PUBLIC
+    survey_routes = [(m, p) for m, p, e in routes if e.__name__ in surveys]
+    assert sorted(survey_routes) == [("GET", "/survey/{link}"), ("POST", "/survey/{link}")]
+    async with ui.signed_in(None) as anonymous:
+        for method, path in survey_routes:
+            answer = await anonymous.request(method, concrete(path, {"link": "not-a-link"}))
+            assert answer.status_code in (400, 404) and "location" not in answer.headers
+            assert pid not in answer.text
     # Nothing of the patient's was shown to any of them.
     assert all(e.outcome == "denied" for e in ui.console.access.search() if e.patient_id)
 
