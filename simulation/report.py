@@ -70,7 +70,8 @@ def patient_years(comparison: Comparison) -> float:
 
 
 def _values(comparison: Comparison, program: str, metric: Metric) -> list[float]:
-    return [v for r in comparison.runs[program] if (v := r[metric.key]) is not None]
+    # .get: a comparison saved before a figure existed has none of it.
+    return [v for r in comparison.runs[program] if (v := r.get(metric.key)) is not None]
 
 
 def _shown(v: float, unit: str) -> str:

@@ -14,7 +14,7 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from clinical.surveys import SurveyRefused
 from infra.store import CareStore
@@ -43,15 +43,19 @@ class SurveyRespondents:
     answered: int = 0
     declined: int = 0
 
-    def answer_due(self, patient_ids: set[str], now: datetime) -> int:
-        """Follow every new questionnaire link of these patients once; how many answered."""
+    def answer_due(self, patient_ids: set[str], now: datetime | None) -> int:
+        """Follow every new questionnaire link of these patients once (at `now`; None: each
+        the day after it was sent, as a what-if's patients do on its simulated calendar);
+        how many answered."""
         before = self.answered
         for patient_id in sorted(patient_ids):
+            sent = {s.key: s.issued_at for s in self.store.surveys(patient_id)}
             for message in self.store.outbox(patient_id):
                 if message.kind != SURVEY_MESSAGE or message.key in self.seen:
                     continue
                 self.seen.add(message.key)
-                self._follow(patient_id, message.key, message.body.rsplit("/", 1)[-1], now)
+                at = now or sent.get(message.key, message.created_at) + timedelta(days=1)
+                self._follow(patient_id, message.key, message.body.rsplit("/", 1)[-1], at)
         return self.answered - before
 
     def _follow(self, patient_id: str, key: str, link: str, now: datetime) -> None:

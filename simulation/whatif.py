@@ -26,16 +26,20 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.assessment import Enrolment
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProgramProtocol
+from clinical.surveys import score
 from infra.codec import KeyRing
 from infra.embedded_server import binary
 from infra.settings import Settings
 from infra.store import CareStore
+from infra.survey_links import LinkSigner
 from infra.temporal import data_converter
 from services.enrolment import enrol, journey_input
+from services.surveys import SurveyDoor
 from simulation.behaviour import Behaviour, seeded
 from simulation.case_manager import CaseManager
 from simulation.cohort import DAY, Arrival, ClinicBoard, advance, run_clinic
 from simulation.patients import synthetic_cohort
+from simulation.surveys import SurveyRespondents
 from simulation.workers import (
     child_named,
     cpu_by_process,
@@ -88,6 +92,8 @@ METRICS = (
     Metric("peak_seats", "seats needed at the busiest group session", "seats"),
     Metric("facilitator_hours", "clinician hours per week (weeks with groups)", "hours"),
     Metric("peak_facilitator_hours", "... in the busiest week", "hours"),
+    Metric("survey_response", "questionnaires answered (simulated patients, by link)", "%"),
+    Metric("support_felt", "family and peer support felt, 1-5 (mean of answers)", "points"),
 )
 
 
@@ -192,6 +198,16 @@ async def run_program(
                             min(day / span, 0.99) if ended < total else 1.0
                         ),
                     )
+                # The simulated patients answer their questionnaires by their links, each
+                # the day after it was sent (the worker signed them with the run's keys).
+                door = SurveyDoor(
+                    board.store,
+                    LinkSigner.from_ring(KeyRing.load(workdir / "keys.json"), ""),
+                    ProgramCatalog(programs),
+                )
+                SurveyRespondents(board.store, door, seed).answer_due(
+                    {p.patient_id for p in board.store.patients()}, None
+                )
                 cpu_after = cpu_by_process([worker.pid], server)
                 cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
                 return (
@@ -364,10 +380,27 @@ def outcomes(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | N
         "peak_seats": max(seats.values(), default=0),
         "facilitator_hours": statistics.mean(in_session) if in_session else 0.0,
         "peak_facilitator_hours": max(hours.values(), default=0.0),
+        **_survey_figures(store, protocol),
         # Not shown as an outcome: what the run simulated, for its cost.
         "patient_years": sum(
             ((c[-1].at - c[0].at) / (365 * DAY) for c in changes.values() if c), 0.0
         ),
+    }
+
+
+def _survey_figures(store: CareStore, protocol: ProgramProtocol) -> dict[str, float | None]:
+    """Questionnaires answered / sent, and the answers' family and peer support."""
+    sent = store.surveys()
+    answered = [s.answers for s in sent if s.answers is not None]
+    config = protocol.survey
+    felt = [
+        support
+        for a in answered
+        if config is not None and (support := score(config, a).support) is not None
+    ]
+    return {
+        "survey_response": _share(len(answered), len(sent)),
+        "support_felt": statistics.mean(felt) if felt else None,
     }
 
 

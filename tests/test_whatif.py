@@ -74,6 +74,9 @@ async def test_a_what_if_shows_the_shorter_intensive_phase(tmp_path: Path) -> No
     assert six["treatment_completed"] == eight["treatment_completed"] == 1.0
     assert six["days_to_first_session"] is not None and six["days_to_first_session"] < 14
     assert six["waited_for_seat"] == 0.0  # three patients fit any track
+    # The simulated patients answered questionnaires by their links (step-down, the end).
+    assert six["survey_response"] is not None and six["survey_response"] > 0
+    assert six["support_felt"] is not None and 1 <= six["support_felt"] <= 5
     assert told[-1] == 1.0 and told == sorted(told)
     lines = table(comparison).splitlines()
     assert "weeks-6" in lines[0] and "weeks-8" in lines[0]
@@ -155,6 +158,8 @@ def a_comparison(seeds: int = 3) -> Comparison:
             "peak_seats": 8.0 + i,
             "facilitator_hours": 27.0,
             "peak_facilitator_hours": 126.0,
+            "survey_response": 0.75,
+            "support_felt": 3.4,
             "patient_years": 40.0,
         }
 
