@@ -270,9 +270,16 @@ def parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users", help="the console's local accounts (operators)")
     us.add_argument("action", choices=["add", "disable", "reset", "list"])
     us.add_argument("username", nargs="?")
-    us.add_argument("--role", choices=["case_manager", "supervisor", "operator", "auditor"])
-    us.add_argument("--site", help="a case manager's or supervisor's site, e.g. north")
-    us.add_argument("--case-manager", help="a case manager's ID, e.g. CM-01")
+    us.add_argument(
+        "--role", choices=["case_manager", "supervisor", "operator", "auditor", "facilitator"]
+    )
+    us.add_argument("--site", help="a case manager's, supervisor's or facilitator's site")
+    us.add_argument(
+        "--case-manager",
+        "--staff-id",
+        dest="case_manager",
+        help="a case manager's ID (CM-01) or a facilitator's staff ID (CM-F01)",
+    )
     us.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )

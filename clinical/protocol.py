@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinical.assessment import AgeGroup, LocalTime, Weekday
-from clinical.identifiers import ProgramId, SiteId
+from clinical.identifiers import CaseManagerId, ProgramId, SiteId
 from clinical.textfile import FileRefused, read_toml_file
 
 DimensionName = Literal[
@@ -285,6 +285,9 @@ class GroupTrack(_Strict):
     session_types: tuple[str, ...] = Field(min_length=1)
     capacity: Annotated[int, Field(ge=1, le=50)]
     facilitators: tuple[StaffName, ...] = Field(min_length=1, max_length=3)
+    facilitator_ids: tuple[CaseManagerId, ...] = ()
+    """The facilitators' staff IDs, in the order of `facilitators`: a console account with
+    the facilitator role and one of these IDs (at the track's site) marks its sheets."""
     room: Annotated[str, Field(min_length=1, max_length=48)] | None = None
     phase: Literal["intensive", "step_down"] = "intensive"
     """Intensive tracks hold the intensive phase's patients at their level; step-down
@@ -296,6 +299,13 @@ class GroupTrack(_Strict):
     def _meets_somewhere(self) -> GroupTrack:
         if self.room is None and self.telehealth_link is None:
             raise ValueError(f"track {self.id}: needs a room, a telehealth_link or both")
+        if self.facilitator_ids and len(self.facilitator_ids) != len(self.facilitators):
+            raise ValueError(
+                f"track {self.id}: facilitator_ids names one staff ID per facilitator, "
+                "in the same order"
+            )
+        if len(set(self.facilitator_ids)) != len(self.facilitator_ids):
+            raise ValueError(f"track {self.id}: a facilitator ID appears twice")
         if len(set(self.weekdays)) != len(self.weekdays):
             raise ValueError(f"track {self.id}: a weekday appears twice")
         if self.start.hour * 60 + self.start.minute + self.hours * 60 > 24 * 60:

@@ -11,9 +11,12 @@ import random
 import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -23,8 +26,10 @@ from clinical.assessment import Consents, Enrolment, SocialNeed
 from clinical.identifiers import new_patient_id
 from clinical.journey import JourneyOutcome
 from clinical.phases import ACTIVE_PHASES, Phase
+from clinical.protocol import GroupTrack
 from clinical.sites import Closure, SiteDirectory
 from clinical.status import JourneyStatus
+from demo.facilitator import Facilitator, facilitator_submits_a_sheet, facilitators_of
 from demo.telephony import DemoTelephony, demo_telephony
 from demo.users import create_demo_users
 from infra.embedded_server import EmbeddedServer
@@ -237,6 +242,26 @@ def waitlist_summary(watch: TrackWatch, loads: dict[str, Any], opened: list[Any]
     return f"{len({t.patient_id for t in waited})} patient(s) waited for a seat; {cleared}"
 
 
+async def a_sheet_in_the_console(
+    console_url: str,
+    tracks: Sequence[GroupTrack],
+    leaders: Sequence[Facilitator],
+    password_file: Path,
+    poll: float,
+) -> str:
+    """The facilitator who leads the most of the cohort's tracks marks a session's sheet in
+    the console (demo/facilitator.py); a failure is the summary's line, not the demo's end."""
+    if not leaders:
+        return "the program's tracks name no facilitator IDs"
+    led = Counter(i for t in tracks for i in t.facilitator_ids)
+    leader = max(leaders, key=lambda f: led[f.staff_id])
+    password = password_file.read_text().strip()
+    try:
+        return await facilitator_submits_a_sheet(console_url, leader, password, poll)
+    except (RuntimeError, httpx.HTTPError) as exc:
+        return f"not submitted: {exc}"
+
+
 WAITING_PROGRAM = "default-iop"
 
 
@@ -306,6 +331,15 @@ async def _run_cohort(
     statuses: dict[str, JourneyStatus] = {}
     started = time.monotonic()
     waiting = left_for_the_console(cohort)
+    tracks = operations.catalog.load(program_id).groups.tracks
+    leaders = facilitators_of(tracks, {e.site_id for e in cohort})
+    users, password_file = create_demo_users(
+        IdentityStore(operations.store.engine),
+        {e.case_manager_id: e.site_id for e in cohort},
+        {e.site_id for e in cohort},
+        settings.data_dir,
+        leaders,
+    )
     async with running_worker(client, settings, operations):
         handles = [await start_journey(client, settings, e) for e in cohort]
         for e in waiting:
@@ -328,7 +362,9 @@ async def _run_cohort(
             for i, (h, e) in enumerate(zip(handles, cohort, strict=True))
         ]
         snow = asyncio.create_task(snow_day(client, settings, operations.store, statuses))
-        tracks = operations.catalog.load(program_id).groups.tracks
+        sheet = asyncio.create_task(
+            a_sheet_in_the_console(telephony.console_url, tracks, leaders, password_file, poll)
+        )
         watch = TrackWatch(capacity={t.id: t.capacity for t in tracks})
         ids = {e.patient_id for e in cohort}
         respondents = SurveyRespondents(
@@ -350,6 +386,9 @@ async def _run_cohort(
             m.result()  # surface any failure of the simulation
         outcomes: list[JourneyOutcome] = [await h.result() for h in handles]
         snowed = await snow
+        if not sheet.done():
+            sheet.cancel()
+        marked = await sheet if not sheet.cancelled() else "no group session happened"
     respondents.answer_due(ids, datetime.now(UTC))  # the questionnaires sent at the end
     summary = outcome_summary(outcomes, settings, operations)
     summary.add_row("sites (time zones)", sites_line(settings, cohort))
@@ -361,6 +400,7 @@ async def _run_cohort(
         "group waitlist",
         waitlist_summary(watch, operations.store.track_loads(program_id), opened),
     )
+    summary.add_row("a facilitator's sign-in sheet", marked)
     sent = len(respondents.seen)
     summary.add_row(
         "questionnaires (answered by following their links)",
@@ -392,12 +432,6 @@ async def _run_cohort(
         f"The cohort's outcomes report: `python starter.py report --program {program_id} "
         "--html outcomes.html` (tables here, charts in the page)."
     )
-    users, password_file = create_demo_users(
-        IdentityStore(operations.store.engine),
-        {e.case_manager_id: e.site_id for e in cohort},
-        {e.site_id for e in cohort},
-        settings.data_dir,
-    )
     console.print(
         f"The console: `python starter.py console`, then sign in at "
         f"http://{settings.console_host}:{settings.console_port}/ as {', '.join(users)} "
@@ -405,6 +439,11 @@ async def _run_cohort(
         f"patient still in care ({', '.join(e.patient_id for e in waiting)}) with a consent "
         "task in the inbox: run `make worker` so the engine answers what you record."
     )
+    if leaders:
+        console.print(
+            f"Group facilitators ({', '.join(f.username for f in leaders)}) see only the "
+            "sign-in sheets of the tracks they lead, under Groups."
+        )
     console.print(
         "The server keeps running so you can look; stop it with `python starter.py server stop`."
     )

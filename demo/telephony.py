@@ -32,6 +32,7 @@ SENDER = "telephony"
 @dataclass(frozen=True)
 class DemoTelephony:
     url: str  # the provider's API, for CAREPATH_TELEPHONY_URL
+    console_url: str  # the console application serving the callbacks (and its pages)
 
     def tally(self) -> dict[str, int]:
         """Calls the provider took and callbacks it delivered."""
@@ -70,7 +71,7 @@ async def demo_telephony(
         # The demo's patients report no use at check-ins (as its in-process days did).
         options = ("--seed", str(seed), "--use-risk", "0")
         async with running_provider(free_port(), callback, secret, log, *options) as url:
-            yield DemoTelephony(url)
+            yield DemoTelephony(url, f"http://127.0.0.1:{port}")
     finally:
         server.should_exit = True
         await serving

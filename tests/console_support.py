@@ -34,6 +34,8 @@ STAFF = {
     "sup-south": ("supervisor", "south", None),
     "ops": ("operator", None, None),
     "audit": ("auditor", None, None),
+    "fac": ("facilitator", "north", "CM-F01"),  # leads north-morning and north-php
+    "fac-evening": ("facilitator", "north", "CM-F02"),  # leads north-evening only
 }
 
 

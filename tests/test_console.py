@@ -12,6 +12,8 @@ from sqlalchemy import text
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
+from clinical.protocol import ProgramCatalog
+from demo.facilitator import facilitators_of
 from demo.users import create_demo_users
 from infra.store import CareStore
 from infra.store.accounts import IdentityRefused, IdentityStore, Role
@@ -24,7 +26,7 @@ from tests.console_support import (
     make_console,
     store_only_console,
 )
-from tests.support import Clinic, clinic, enrolment_data
+from tests.support import PROGRAMS, Clinic, clinic, enrolment_data
 from web.api_security import API
 from web.security import CSP, RULES, SESSION_COOKIE
 from web.signin import PUBLIC_ENDPOINTS
@@ -242,15 +244,31 @@ def test_the_demo_makes_its_staff_and_a_second_run_gives_them_a_new_password(
     store = CareStore(f"sqlite:///{tmp_path / 'care.db'}")
     store.migrate()
     identity = IdentityStore(store.engine, FAST_HASHER)
-    names, path = create_demo_users(identity, {"CM-01": "north"}, {"north"}, tmp_path)
+    tracks = ProgramCatalog(PROGRAMS).load("demo-iop").groups.tracks
+    leaders = facilitators_of(tracks, {"north"})
+    names, path = create_demo_users(identity, {"CM-01": "north"}, {"north"}, tmp_path, leaders)
     first = path.read_text().strip()
-    names_again, _ = create_demo_users(identity, {"CM-01": "north"}, {"north"}, tmp_path)
+    names_again, _ = create_demo_users(identity, {"CM-01": "north"}, {"north"}, tmp_path, leaders)
     second = path.read_text().strip()
     user = identity.sign_in("cm01", second, datetime.now(UTC))
     with pytest.raises(IdentityRefused):
         identity.sign_in("operator", first, datetime.now(UTC))
     store.dispose()
-    assert names == names_again == ["cm01", "supervisor-north", "operator", "auditor"]
+    assert (
+        names
+        == names_again
+        == [
+            "cm01",
+            "supervisor-north",
+            "dana.reyes",  # CM-F01, who leads north-morning and north-php
+            "sam.okafor",
+            "lee.chen",
+            "operator",
+            "auditor",
+        ]
+    )
+    dana = identity.sign_in("dana.reyes", second, datetime.now(UTC))
+    assert (dana.role, dana.site_id, dana.case_manager_id) == (Role.facilitator, "north", "CM-F01")
     assert first != second and (user.role, user.case_manager_id) == (Role.case_manager, "CM-01")
     assert path.stat().st_mode & 0o077 == 0
 

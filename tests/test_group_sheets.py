@@ -113,6 +113,31 @@ async def test_a_sheet_is_accepted_once_and_refused_per_patient_with_reasons(
                 )
                 assert posted.status_code == 200
                 assert "attended, unchanged" in posted.text and "excused, accepted" in posted.text
+            # The track's facilitator (staff ID CM-F01 in its facilitator_ids) marks the sheet
+            # under their own ID, and sees no patient's chart, caseload or inbox.
+            async with ui.signed_in("fac") as http:
+                home = await http.get("/")
+                assert home.headers["location"] == "/groups"
+                listing = await http.get("/groups")
+                assert path in listing.text and "north-evening" not in listing.text
+                assert "Avery Q." in (await http.get(path)).text
+                posted = await http.post(
+                    path, data={"csrf": csrf_of(http), f"mark:{p2}": "attended"}
+                )
+                assert posted.status_code == 200 and "attended, accepted" in posted.text
+                for page_path in (f"/patients/{p1}", "/caseload", "/inbox", "/enrol"):
+                    assert (await http.get(page_path)).status_code == 403, page_path
+            status2 = await two.query(PatientJourneyWorkflow.status)
+            mark2 = next(s for s in status2.sessions if s.starts_at == first)
+            assert (mark2.status.value, mark2.recorded_by) == ("attended", "CM-F01")
+            # A facilitator of another track at the same site: that sheet is not theirs.
+            async with ui.signed_in("fac-evening") as http:
+                assert path not in (await http.get("/groups")).text
+                assert (await http.get(path)).status_code == 404
+                refused_post = await http.post(
+                    path, data={"csrf": csrf_of(http), f"mark:{p1}": "missed"}
+                )
+                assert refused_post.status_code == 404
             async with ui.signed_in("sup-south") as http:
                 assert (await http.get(path)).status_code == 404
                 refused_post = await http.post(
@@ -143,7 +168,7 @@ async def test_a_sheet_is_accepted_once_and_refused_per_patient_with_reasons(
                 assert [x["outcome"] for x in sent.json()["result"]] == ["unchanged"]
             status2 = await two.query(PatientJourneyWorkflow.status)
             mark2 = next(s for s in status2.sessions if s.starts_at == first)
-            assert mark2.status.value == "excused"
+            assert (mark2.status.value, mark2.recorded_by) == ("attended", "CM-F01")
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """The facilitator's sign-in sheet in the console: the group tracks at the user's site with
 their recent sessions, one session's roster (patients by the name the facilitator calls
 them: staff eyes only), and its marks submitted, each accepted or refused by the patient's
-journey. A track at another site looks like none (404)."""
+journey. A track at another site looks like none (404). A facilitator sees only the tracks
+that name their staff ID in the program's `facilitator_ids` (at their site): a clinic's
+facilitator leads particular groups, not the whole site's."""
 
 from __future__ import annotations
 
@@ -22,6 +24,13 @@ from web.patients import STATUS_FOR
 from web.security import NotFound, Visitor, allow
 
 
+def _may_mark(user: User, track: GroupTrack) -> bool:
+    """Whether this user's site runs the track and, for a facilitator, they lead it."""
+    if user.site_id not in (None, track.site):
+        return False
+    return user.role is not Role.facilitator or user.case_manager_id in track.facilitator_ids
+
+
 def _tracks_at(console: Console, user: User) -> list[tuple[str, GroupTrack, list[datetime]]]:
     catalog = ProgramCatalog(console.settings.programs_dir)
     shown = []
@@ -31,7 +40,7 @@ def _tracks_at(console: Console, user: User) -> list[tuple[str, GroupTrack, list
         except ProtocolError:
             continue
         for t in tracks:
-            if user.site_id in (None, t.site):
+            if _may_mark(user, t):
                 shown.append(
                     (program_id, t, recent_sessions(console.store, program_id, t, console.now()))
                 )
@@ -47,7 +56,7 @@ def _session(
         starts_at = parse_stamp(stamp)
     except (SheetRefused, ValueError):
         raise NotFound() from None
-    if user.site_id not in (None, track.site):
+    if not _may_mark(user, track):
         raise NotFound()
     return track, starts_at
 
@@ -57,7 +66,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
     seen = Depends(signed_in)
 
     @r.get("/groups", response_class=HTMLResponse)
-    @allow(Role.case_manager, Role.supervisor)
+    @allow(Role.case_manager, Role.supervisor, Role.facilitator)
     async def group_tracks(request: Request, visitor: Visitor = seen) -> Response:
         console = console_of(request)
         console.record(request, visitor.user, "view group tracks")
@@ -102,14 +111,14 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         )
 
     @r.get("/groups/{program_id}/{track_id}/{stamp}", response_class=HTMLResponse)
-    @allow(Role.case_manager, Role.supervisor)
+    @allow(Role.case_manager, Role.supervisor, Role.facilitator)
     async def group_sheet(
         request: Request, program_id: str, track_id: str, stamp: str, visitor: Visitor = seen
     ) -> Response:
         return await show(request, visitor, program_id, track_id, stamp)
 
     @r.post("/groups/{program_id}/{track_id}/{stamp}", response_class=HTMLResponse)
-    @allow(Role.case_manager, Role.supervisor)
+    @allow(Role.case_manager, Role.supervisor, Role.facilitator)
     async def submit_group_sheet(
         request: Request, program_id: str, track_id: str, stamp: str, visitor: Visitor = seen
     ) -> Response:

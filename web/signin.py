@@ -18,6 +18,7 @@ HOME = {
     Role.supervisor: "/caseload",
     Role.operator: "/operations",
     Role.auditor: "/access-log",
+    Role.facilitator: "/groups",
 }
 PUBLIC_ENDPOINTS = frozenset({"sign_in_page", "sign_in", "oidc_start", "oidc_callback"}) | (
     SURVEY_ENDPOINTS

@@ -43,6 +43,9 @@ class Role(StrEnum):
     supervisor = "supervisor"
     operator = "operator"
     auditor = "auditor"
+    facilitator = "facilitator"
+    """Leads group sessions: sees the sign-in sheets of the tracks that name their staff ID
+    (program TOML `facilitator_ids`) at their site, and no patient's chart or caseload."""
 
 
 class User(BaseModel):
@@ -73,13 +76,21 @@ def check_new_user(
         ) from None
     if as_role is Role.case_manager and not _valid(CaseManagerId, case_manager_id):
         raise IdentityRefused("a case manager needs their case-manager ID (like CM-01)")
-    if as_role in (Role.case_manager, Role.supervisor) and not _valid(SiteId, site_id):
+    if as_role is Role.facilitator and not _valid(CaseManagerId, case_manager_id):
+        raise IdentityRefused(
+            "a facilitator needs their staff ID (like CM-F01), as the program's group tracks "
+            "name it in facilitator_ids"
+        )
+    staffed = (Role.case_manager, Role.supervisor, Role.facilitator)
+    if as_role in staffed and not _valid(SiteId, site_id):
         raise IdentityRefused(f"a {as_role.value.replace('_', ' ')} needs a site (like north)")
     if as_role is Role.supervisor and case_manager_id is not None:
         if not _valid(CaseManagerId, case_manager_id):
             raise IdentityRefused("a supervisor's staff ID is like CM-SUP1")
-    elif as_role not in (Role.case_manager, Role.supervisor) and case_manager_id:
-        raise IdentityRefused("only case managers and supervisors act under a staff ID")
+    elif as_role not in staffed and case_manager_id:
+        raise IdentityRefused(
+            "only case managers, supervisors and facilitators act under a staff ID"
+        )
     return User(username=username, role=as_role, site_id=site_id, case_manager_id=case_manager_id)
 
 
