@@ -32,7 +32,7 @@ def place(store: CareStore, r: GroupPlacementRequest) -> GroupPlacement:
             return GroupPlacement(waiting_for=waiting, ahead=ahead)
         choice = choose_track(r.assessment, r.level, r.site_id, r.protocol, loads, r.phase)
         if isinstance(choice, NoTrackFits):
-            return GroupPlacement(reasons=choice.reasons)
+            return GroupPlacement(reasons=choice.reasons, nearest=choice.nearest)
         track = next(t for t in candidates if t.id == choice.track_id)
         if isinstance(choice, TrackSeat):
             if store.take_seat(r.program_id, track, r.patient_id, r.at) is None:

@@ -287,6 +287,8 @@ class GroupPlacement(_Record):
     ahead: int = 0
     alternatives: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    nearest: str | None = None
+    """When no track fits: the one that comes nearest, and what it would take."""
     handed_on: tuple[SeatHandedOn, ...] = ()
 
 

@@ -48,9 +48,11 @@ class TrackWaitlist(_Strict):
 
 
 class NoTrackFits(_Strict):
-    """No track at the site fits the patient: why, track by track."""
+    """No track at the site fits the patient: why, track by track, and the track that
+    comes nearest (for the case manager to weigh with the patient)."""
 
     reasons: tuple[str, ...]
+    nearest: str | None = None
 
 
 TrackPhase = Literal["intensive", "step_down"]
@@ -71,25 +73,64 @@ def _opens(track: GroupTrack, load: TrackLoad) -> bool:
     return load.waiting == 0 and load.taken < track.capacity
 
 
-def misfit(track: GroupTrack, assessment: Assessment, telehealth: bool) -> str | None:
-    """Why `track` does not fit the patient's commitments and way of attending (None: it
-    fits). Site and level are the caller's filter."""
+def _wrong_way(track: GroupTrack, telehealth: bool) -> str | None:
     if telehealth and track.telehealth_link is None:
         return f"{track.id}: meets in a room only; the patient attends by telehealth"
     if not telehealth and track.room is None:
         return f"{track.id}: telehealth only; the patient attends in person"
+    return None
+
+
+def _clashes(track: GroupTrack, assessment: Assessment) -> list[str]:
+    """Each of the track's days that meets during one of the patient's commitments."""
     start = minutes_of(track.start)
     end = start + round(track.hours * 60)
+    found = []
     for day in track.weekdays:
         for c in assessment.commitments:
             if c.weekday == day and not is_free(
                 [(minutes_of(c.start), minutes_of(c.end))], start, end
             ):
-                return (
+                found.append(
                     f"{track.id}: meets {day.value} {track.start:%H:%M}, during the patient's "
                     f"{c.kind} {c.start:%H:%M}-{c.end:%H:%M}"
                 )
-    return None
+                break
+    return found
+
+
+def misfit(track: GroupTrack, assessment: Assessment, telehealth: bool) -> str | None:
+    """Why `track` does not fit the patient's commitments and way of attending (None: it
+    fits). Site and level are the caller's filter."""
+    return _wrong_way(track, telehealth) or next(iter(_clashes(track, assessment)), None)
+
+
+def nearest_misfit(
+    tracks: Iterable[GroupTrack], assessment: Assessment, telehealth: bool
+) -> str | None:
+    """Of tracks that do not fit, the one asking least of the patient, said as the change
+    it needs: attending the other way beats moving a commitment, fewer clashing days beat
+    more, and the program's order breaks ties."""
+    ranked = sorted(
+        enumerate(tracks),
+        key=lambda x: (
+            len(_clashes(x[1], assessment)),
+            _wrong_way(x[1], telehealth) is not None,
+            x[0],
+        ),
+    )
+    if not ranked:
+        return None
+    track = ranked[0][1]
+    clashes = _clashes(track, assessment)
+    way = "in person" if telehealth else "by telehealth"
+    if _wrong_way(track, telehealth) is not None and not clashes:
+        return f"{track.id} if the patient can attend {way}"
+    if _wrong_way(track, telehealth) is not None:
+        return (
+            f"{track.id} if the patient can attend {way} and clear {len(clashes)} clashing day(s)"
+        )
+    return f"{track.id}, which clashes on {len(clashes)} of its {len(track.weekdays)} day(s)"
 
 
 def choose_track(
@@ -118,7 +159,9 @@ def choose_track(
         else:
             reasons.append(why)
     if not fitting:
-        return NoTrackFits(reasons=tuple(reasons))
+        return NoTrackFits(
+            reasons=tuple(reasons), nearest=nearest_misfit(candidates, assessment, telehealth)
+        )
     open_ = sorted(
         (x for x in fitting if _opens(x[1], x[2])), key=lambda x: (x[2].taken - x[1].capacity, x[0])
     )

@@ -25,6 +25,7 @@ TaskKind = Literal[
     "aftercare_support",
     "closure_make_up",
     "group_waitlist",
+    "group_no_fit",
 ]
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 
@@ -62,10 +62,14 @@ async def _sign_in(http: httpx.AsyncClient, username: str, password: str) -> str
     return token[1]
 
 
-async def _a_past_session(http: httpx.AsyncClient) -> tuple[str, str, datetime] | None:
-    """The latest session on the facilitator's groups page that has begun."""
+async def _a_past_session(
+    http: httpx.AsyncClient, now: datetime | None
+) -> tuple[str, str, datetime] | None:
+    """The latest session on the facilitator's groups page that has begun by the clinic's
+    `now` (the program's compressed calendar, not the wall clock)."""
+    if now is None:
+        return None
     page = await http.get("/groups")
-    now = datetime.now(UTC)
     begun = [
         (path, track_id, parse_stamp(stamp))
         for path, track_id, stamp in SHEET_LINK.findall(page.text)
@@ -75,13 +79,17 @@ async def _a_past_session(http: httpx.AsyncClient) -> tuple[str, str, datetime] 
 
 
 async def facilitator_submits_a_sheet(
-    console_url: str, facilitator: Facilitator, password: str, poll_seconds: float
+    console_url: str,
+    facilitator: Facilitator,
+    password: str,
+    poll_seconds: float,
+    clinic_now: Callable[[], datetime | None],
 ) -> str:
     """Waits for a session of one of the facilitator's tracks to happen, then marks its
     sheet through the console: one line for the demo's summary."""
     async with httpx.AsyncClient(base_url=console_url, timeout=30) as http:
         csrf = await _sign_in(http, facilitator.username, password)
-        while (found := await _a_past_session(http)) is None:
+        while (found := await _a_past_session(http, clinic_now())) is None:
             await asyncio.sleep(poll_seconds)
         path, track_id, starts_at = found
         sheet = await http.get(path)

@@ -248,6 +248,7 @@ async def a_sheet_in_the_console(
     leaders: Sequence[Facilitator],
     password_file: Path,
     poll: float,
+    statuses: dict[str, JourneyStatus],
 ) -> str:
     """The facilitator who leads the most of the cohort's tracks marks a session's sheet in
     the console (demo/facilitator.py); a failure is the summary's line, not the demo's end."""
@@ -256,8 +257,14 @@ async def a_sheet_in_the_console(
     led = Counter(i for t in tracks for i in t.facilitator_ids)
     leader = max(leaders, key=lambda f: led[f.staff_id])
     password = password_file.read_text().strip()
+
+    def clinic_now() -> datetime | None:
+        """Where the cohort's calendar is: the earliest of the journeys in care."""
+        active = [s.today for s in statuses.values() if not s.phase.is_terminal]
+        return min(active) if active else None
+
     try:
-        return await facilitator_submits_a_sheet(console_url, leader, password, poll)
+        return await facilitator_submits_a_sheet(console_url, leader, password, poll, clinic_now)
     except (RuntimeError, httpx.HTTPError) as exc:
         return f"not submitted: {exc}"
 
@@ -363,7 +370,9 @@ async def _run_cohort(
         ]
         snow = asyncio.create_task(snow_day(client, settings, operations.store, statuses))
         sheet = asyncio.create_task(
-            a_sheet_in_the_console(telephony.console_url, tracks, leaders, password_file, poll)
+            a_sheet_in_the_console(
+                telephony.console_url, tracks, leaders, password_file, poll, statuses
+            )
         )
         watch = TrackWatch(capacity={t.id: t.capacity for t in tracks})
         ids = {e.patient_id for e in cohort}
@@ -386,9 +395,11 @@ async def _run_cohort(
             m.result()  # surface any failure of the simulation
         outcomes: list[JourneyOutcome] = [await h.result() for h in handles]
         snowed = await snow
-        if not sheet.done():
-            sheet.cancel()
-        marked = await sheet if not sheet.cancelled() else "no group session happened"
+        sheet.cancel()  # a no-op once it has finished
+        try:
+            marked = await sheet
+        except asyncio.CancelledError:
+            marked = "no session of the facilitator's tracks happened while the demo ran"
     respondents.answer_due(ids, datetime.now(UTC))  # the questionnaires sent at the end
     summary = outcome_summary(outcomes, settings, operations)
     summary.add_row("sites (time zones)", sites_line(settings, cohort))

@@ -42,6 +42,7 @@ from simulation.patients import steady_attendance
 from simulation.telephony import answered
 from tests.support import (
     NEEDS_A_HIGHER_LEVEL,
+    NO_TRACK_FITS,
     OPEN_SITES,
     PROGRAMS,
     USE_ON_FIRST_CHECK_IN,
@@ -408,6 +409,20 @@ async def support_surveys(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str
     return await runs_of(c, handle, "journey_support_surveys")
 
 
+async def group_no_fit(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """No track fits the patient's commitments (patch group-no-fit-task): own group
+    sessions and a case-manager task saying why and what comes nearest; then discharged."""
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(
+            make_enrolment(commitments=NO_TRACK_FITS), program_id="small-groups-iop"
+        )
+        status, _ = await drive_journey(env, handle, until=in_intensive_week(1))
+        assert status.group_tracks == {}
+        assert any(t.kind == "group_no_fit" for t in status.open_tasks)
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_group_no_fit")
+
+
 class CallsByCallback:
     """A provider whose word comes later, by callback (the scenario delivers it, as the
     webhook does), except on the day-90 check-in, which it answers as it places (the
@@ -525,9 +540,13 @@ SCENARIOS: dict[str, Scenario] = {
         group_tracks,
         calls_by_callback,
         support_surveys,
+        group_no_fit,
     )
 }
-PROGRAMS_DIRS: dict[str, Path] = {"group_tracks": Path(__file__).parent / "programs"}
+PROGRAMS_DIRS: dict[str, Path] = {
+    "group_tracks": Path(__file__).parent / "programs",
+    "group_no_fit": Path(__file__).parent / "programs",
+}
 """Scenarios on a test program (tests/programs) rather than the clinic's."""
 TELEPHONY: dict[str, Any] = {
     "calls_by_callback": CALLBACKS,

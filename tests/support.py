@@ -191,3 +191,16 @@ def _use_on_first_check_in(reference: str) -> Any:
 
 USE_ON_FIRST_CHECK_IN = Scripted(_use_on_first_check_in)
 """A patient who reports use on the first aftercare check-in, and none after."""
+
+
+NO_TRACK_FITS = [
+    *(
+        {"weekday": d, "start": "08:00", "end": "13:00", "kind": "work"}
+        for d in ("mon", "wed", "fri")
+    ),
+    *(
+        {"weekday": d, "start": "17:00", "end": "22:00", "kind": "childcare"}
+        for d in ("mon", "thu")
+    ),
+]
+"""Commitments that rule out both of tests/programs/small-groups-iop's intensive tracks at north."""

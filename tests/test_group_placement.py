@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.phases import Phase
 from clinical.requests import DischargeReason, DischargeRequest
 from clinical.status import JourneyStatus
-from tests.support import clinic, drive_journey, make_enrolment, settle
+from tests.support import NO_TRACK_FITS, clinic, drive_journey, make_enrolment, settle
 from workflows.patient_journey import PatientJourneyWorkflow
 
 TEST_PROGRAMS = Path(__file__).parent / "programs"
@@ -114,3 +114,24 @@ async def test_step_down_moves_to_a_step_down_track_and_frees_the_seat(
             s3 = await _until(env, three, lambda s: s.phase == Phase.intensive)
             assert s3.group_tracks == {"intensive": "north-morning"}
             assert c.store.roster(PROGRAM, "north-morning") == {1: third.patient_id}
+
+
+async def test_a_patient_no_track_fits_gets_own_sessions_and_a_task_saying_why(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Work every weekday morning and two evenings: neither north track fits, the patient
+    keeps group sessions of their own and the case manager is told why and what is nearest
+    (patch group-no-fit-task)."""
+    async with clinic(env.client, tmp_path, programs_dir=TEST_PROGRAMS) as c:
+        with env.auto_time_skipping_disabled():
+            busy = make_enrolment(commitments=NO_TRACK_FITS)
+            handle = await c.enrol(busy, program_id=PROGRAM)
+            status = await _until(env, handle, lambda s: s.phase == Phase.intensive)
+            assert status.group_tracks == {} and status.group_waiting is None
+            [task] = c.store.tasks(patient_id=busy.patient_id, kind="group_no_fit")
+            assert task.detail.startswith("no intensive group track takes the patient: ")
+            assert "north-morning: meets mon 09:00, during the patient's work" in task.detail
+            assert "north-evening: meets mon 18:00, during the patient's childcare" in task.detail
+            assert "next best: north-evening, which clashes on 2 of its 3 day(s)" in task.detail
+            assert c.store.roster(PROGRAM, "north-morning") == {}
+            assert c.store.roster(PROGRAM, "north-evening") == {}

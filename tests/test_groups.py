@@ -129,7 +129,8 @@ def test_no_track_fits_says_why_for_each() -> None:
         reasons=(
             "morning: meets wed 09:00, during the patient's childcare 08:30-10:00",
             "evening: meets tue 18:00, during the patient's work 17:00-23:00",
-        )
+        ),
+        nearest="morning, which clashes on 1 of its 3 day(s)",  # a tie: the program's order
     )
     elsewhere = choose_track(busy, "2.1", "south", protocol, {})
     assert elsewhere == NoTrackFits(reasons=("no level 2.1 track at site south",))
@@ -146,8 +147,32 @@ def test_telehealth_patients_need_a_link_and_others_a_room() -> None:
     only_remote = with_tracks(REMOTE)
     refused = choose_track(assessment(), "2.1", "north", only_remote, {})
     assert refused == NoTrackFits(
-        reasons=("remote: telehealth only; the patient attends in person",)
+        reasons=("remote: telehealth only; the patient attends in person",),
+        nearest="remote if the patient can attend by telehealth",
     )
+
+
+def test_the_nearest_track_asks_least_of_the_patient() -> None:
+    """Attending the other way beats moving a commitment; fewer clashing days beat more."""
+    protocol = with_tracks(MORNING, EVENING, REMOTE)
+    works = assessment(
+        "mon 08:00-13:00 work",
+        "wed 08:00-13:00 work",
+        "fri 08:00-13:00 work",
+        "mon 17:00-22:00 childcare",
+        "thu 17:00-22:00 childcare",
+    )
+    choice = choose_track(works, "2.1", "north", with_tracks(MORNING, EVENING), {})
+    assert isinstance(choice, NoTrackFits)
+    assert choice.nearest == "evening, which clashes on 2 of its 3 day(s)"
+    # The telehealth track meets at the morning's hours: the patient's work still clashes.
+    choice = choose_track(works, "2.1", "north", protocol, {})
+    assert isinstance(choice, NoTrackFits)
+    assert choice.nearest == "evening, which clashes on 2 of its 3 day(s)"
+    free_mornings = assessment("mon 17:00-22:00 childcare")
+    only_remote = choose_track(free_mornings, "2.1", "north", with_tracks(REMOTE, EVENING), {})
+    assert isinstance(only_remote, NoTrackFits)
+    assert only_remote.nearest == "remote if the patient can attend by telehealth"
 
 
 def test_when_every_fitting_track_is_full_the_shortest_waitlist_is_joined() -> None:

@@ -24,11 +24,14 @@ with workflow.unsafe.imports_passed_through():
 
 SEAT_GIVEN_SIGNAL = "group_seat_given"
 WAITLIST_TASK: TaskKind = "group_waitlist"
+NO_FIT_TASK: TaskKind = "group_no_fit"
 
 
 class JourneyGroups(JourneySteps):
     _group_tracks: bool
     """Whether this run places the patient in tracks (decided first thing in the run)."""
+    _no_fit_task: bool
+    """Whether a patient no track fits gets a case-manager task (decided with the above)."""
 
     def _uses_tracks(self) -> bool:
         return self._group_tracks and bool(self._state.protocol.groups.tracks)
@@ -70,10 +73,19 @@ class JourneyGroups(JourneySteps):
                 key_suffix=f"E{st.episode}-{placed.waiting_for}",
             )
         elif tracks_for(st.protocol, st.site_id, st.placement.level, kind):
-            # The site runs such tracks but none fits: the patient's own sessions.
+            # The site runs such tracks but none fits: the patient's own sessions, and (patch
+            # group-no-fit-task) the case manager told why and what comes nearest.
             workflow.logger.info(
                 "no group track fits", extra={"patient_id": st.patient_id, "phase": kind}
             )
+            if self._no_fit_task:
+                await self._open_task(
+                    NO_FIT_TASK,
+                    f"no {kind.replace('_', '-')} group track takes the patient: "
+                    f"{'; '.join(placed.reasons)}; next best: {placed.nearest or 'none'}; "
+                    "meanwhile the patient's own group sessions",
+                    key_suffix=f"E{st.episode}-{kind}",
+                )
 
     async def _await_group_seat(self) -> None:
         """Wait in intake while on a waitlist, until a seat is handed to the patient."""

@@ -100,6 +100,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._referrals_on_site_clock = workflow.patched(patches.REFERRALS_ON_SITE_CLOCK)
         self._group_tracks = workflow.patched(patches.GROUP_TRACKS)
         self._support_surveys = workflow.patched(patches.SUPPORT_SURVEYS)
+        self._no_fit_task = workflow.patched(patches.GROUP_NO_FIT_TASK)
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 
