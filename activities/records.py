@@ -12,6 +12,7 @@ from clinical.aftercare import CallOutcome, CheckIn
 from clinical.assessment import Assessment, ContactWindow, Enrolment
 from clinical.attendance import SessionRecord
 from clinical.careplan import CarePlan, SessionSpec
+from clinical.counsellors import CounsellingConfig
 from clinical.placement import Placement
 from clinical.protocol import ProgramProtocol
 from clinical.referrals import ReferralInput
@@ -325,3 +326,38 @@ class SurveyIssue(_Record):
     at: datetime
     link_days: int
     channel: Literal["sms", "email"]
+
+
+class CounsellorWanted(_Record):
+    """One of the week's sessions that needs a counsellor."""
+
+    session_id: str
+    starts_at: datetime
+    hours: float
+
+
+class CounsellorBooking(_Record):
+    """Give each session a counsellor of the site (idempotent: a session keeps the one it
+    has). `zone`: the site's, for counsellors' site-local hours and weeks."""
+
+    patient_id: str
+    program_id: str
+    site_id: str
+    zone: str
+    sessions: tuple[CounsellorWanted, ...]
+    counselling: CounsellingConfig
+    at: datetime
+
+
+class CounsellorsBooked(_Record):
+    booked: dict[str, str] = {}
+    """Counsellor ID by session ID."""
+    unstaffed: dict[str, str] = {}
+    """Why no counsellor, by session ID."""
+
+
+class CounsellorRelease(_Record):
+    """The patient's counsellor sessions from `from_` on are let go."""
+
+    patient_id: str
+    from_: datetime

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinical.assessment import AgeGroup, LocalTime, Weekday
+from clinical.counsellors import CounsellingConfig, StaffName
 from clinical.identifiers import CaseManagerId, ProgramId, SiteId
 from clinical.textfile import FileRefused, read_toml_file
 
@@ -268,7 +269,6 @@ class TaskConfig(_Strict):
 
 
 TrackId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,31}$")]
-StaffName = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[^\n\r\t]+$")]
 
 
 class GroupTrack(_Strict):
@@ -388,6 +388,7 @@ class ProgramProtocol(_Strict):
     risk: RiskConfig = RiskConfig()
     groups: GroupsConfig = GroupsConfig()
     survey: SurveyConfig | None = None
+    counselling: CounsellingConfig = CounsellingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ProgramProtocol:
@@ -427,6 +428,13 @@ class ProgramProtocol(_Strict):
         if self.risk.moderate_at > self.risk.high_at:
             raise ValueError("risk.moderate_at is above risk.high_at")
         self._tracks_consistent()
+        known_types = {self.schedule.individual_session_type, "family_therapy"}
+        unknown = set(self.counselling.session_types) - known_types
+        if unknown:
+            raise ValueError(
+                f"counselling.session_types: {', '.join(sorted(unknown))} not among "
+                f"{', '.join(sorted(known_types))}"
+            )
         return self
 
     def _tracks_consistent(self) -> None:

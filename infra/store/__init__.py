@@ -1,6 +1,6 @@
 """The care-operations store: patients, sessions, follow-up calls, case-manager tasks,
-referrals, consents, site closures, group seats and waitlists, satisfaction and support
-surveys, the notifications outbox and the audit trail.
+referrals, consents, site closures, group seats and waitlists, counsellors' calendars,
+satisfaction and support surveys, the notifications outbox and the audit trail.
 
 A repository: everything outside reads and writes through `CareStore`'s methods, named for
 what the clinic does, with typed inputs and results; the tables are private to this package
@@ -15,6 +15,7 @@ from infra.store.audit import AuditFact, AuditTrail
 from infra.store.calls import CallAttempt, CallRecords
 from infra.store.closures import ClosureRecords
 from infra.store.consents import ConsentEntry, ConsentRecords
+from infra.store.counsellors import CounsellorRecords, CounsellorSession
 from infra.store.delivery import DeadLetter, DeliveryContact, DeliveryQueue, DueMessage
 from infra.store.disclosures import DISCLOSED_TO_PARTNER, Disclosure, DisclosureRecords
 from infra.store.events import CareEvent, StoredEvent
@@ -46,6 +47,7 @@ class CareStore(
     ConsentRecords,
     ClosureRecords,
     GroupSeatRecords,
+    CounsellorRecords,
     Outbox,
     DeliveryQueue,
     DisclosureRecords,
@@ -70,6 +72,7 @@ __all__ = [
     "CaseloadEntry",
     "CohortFacts",
     "ConsentEntry",
+    "CounsellorSession",
     "DeadLetter",
     "DeliveryContact",
     "Disclosure",

@@ -222,3 +222,11 @@ def store_unreachable(exc: Exception) -> str:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def insert_or_nothing(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An insert that does nothing when it would break any unique constraint of the table:
+    on PostgreSQL it waits for a concurrent insert of the same key to commit, then yields."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()

@@ -622,9 +622,35 @@ surveys = Table(
 )
 
 
+# A counsellor's sessions: one row a booked session, numbered within the counsellor's
+# site-local week (Monday) from 1 up to their weekly capacity, so the primary key refuses a
+# booking past it; a counsellor has one session at a start, and a session one counsellor.
+counsellor_sessions = Table(
+    "counsellor_sessions",
+    metadata,
+    Column("counsellor_id", String(16), primary_key=True),  # a person, whatever the program
+    Column("week", String(10), primary_key=True),  # the Monday, ISO date
+    Column("number", Integer, primary_key=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("session_id", String(32), nullable=False),
+    _ts("starts_at", nullable=False),
+    Column("hours", Float, nullable=False),
+    Column("program_id", String(48), nullable=False),
+    _ts("booked_at", nullable=False),
+    UniqueConstraint("patient_id", "session_id", name="uq_counsellor_sessions_session"),
+    UniqueConstraint("counsellor_id", "starts_at", name="uq_counsellor_sessions_start"),
+    CheckConstraint("number >= 1", name="ck_counsellor_sessions_number"),
+)
+
+
 def _migration_13(conn: Connection) -> None:
     """Satisfaction and support surveys."""
     metadata.create_all(conn, tables=[surveys])
+
+
+def _migration_14(conn: Connection) -> None:
+    """Counsellors' calendars."""
+    metadata.create_all(conn, tables=[counsellor_sessions])
 
 
 # Version n of the schema is what the first n migrations make.
@@ -642,5 +668,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_11,
     _migration_12,
     _migration_13,
+    _migration_14,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

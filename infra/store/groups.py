@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, delete, func, select
 
 from clinical.groups import TrackLoad
 from clinical.protocol import GroupTrack
-from infra.store._core import StoreCore
+from infra.store._core import StoreCore, insert_or_nothing
 from infra.store._schema import appointments, group_seats, group_waitlist, patients
 
 
@@ -79,7 +78,7 @@ class GroupSeatRecords(StoreCore):
         # The insert first: on SQLite a transaction that reads before it writes can be
         # refused outright by a concurrent writer, while one that writes first waits its turn.
         with self._transaction() as conn:
-            conn.execute(_insert_or_nothing(conn, group_waitlist).values(**row))
+            conn.execute(insert_or_nothing(conn, group_waitlist).values(**row))
             mine = select(group_waitlist.c.id).where(
                 _of(group_waitlist, program_id, track_id, patient_id)
             )
@@ -269,7 +268,7 @@ class GroupSeatRecords(StoreCore):
                         "taken_at": at,
                     }
                     won = conn.execute(
-                        _insert_or_nothing(conn, group_seats)
+                        insert_or_nothing(conn, group_seats)
                         .values(**row)
                         .returning(group_seats.c.seat)
                     ).all()
@@ -281,11 +280,3 @@ class GroupSeatRecords(StoreCore):
                     )
                 )
             return (free[0], True) if mine is None else (mine, False)
-
-
-def _insert_or_nothing(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """An insert that does nothing when it would break any unique constraint of the table:
-    on PostgreSQL it waits for a concurrent insert of the same key to commit, then yields."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()

@@ -1,0 +1,218 @@
+"""Counsellor calendars: the program's counsellors validated (a bad one refused in one
+line), the rule that ranks who may take a session, and the store deciding races on SQLite
+and PostgreSQL (the `database_url` fixture): a counsellor never takes more sessions in a
+week than their capacity, nor two at one start, and a session never gets two counsellors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from queue import SimpleQueue
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from activities import counsellors as booking
+from activities.records import CounsellorBooking, CounsellorRelease, CounsellorWanted
+from clinical.counsellors import (
+    CounsellingConfig,
+    Counsellor,
+    counsellors_for,
+    week_of,
+    why_none,
+)
+from clinical.identifiers import new_patient_id
+from clinical.protocol import ProgramCatalog, ProgramProtocol
+from infra.store import CareStore
+from tests.support import PROGRAMS
+from tests.test_store import all_at_once
+
+# A Monday 09:00 at north (America/New_York, UTC-5 in March before the change).
+MONDAY_9 = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
+ZONE = "America/New_York"
+LOCAL_MONDAY_9 = MONDAY_9.astimezone(ZoneInfo(ZONE))
+
+
+def counsellor(cid: str, per_week: int = 10, **fields: Any) -> Counsellor:
+    data: dict[str, Any] = {
+        "id": cid,
+        "name": f"Counsellor {cid}",
+        "site": "north",
+        "availability": [
+            {"weekday": d, "start": "08:00", "end": "17:00"} for d in ("mon", "tue", "wed")
+        ],
+        "sessions_per_week": per_week,
+    }
+    return Counsellor.model_validate({**data, **fields})
+
+
+# --- the program's counsellors -------------------------------------------------------
+
+
+def _with_counselling(counselling: dict[str, Any]) -> ProgramProtocol:
+    data = ProgramCatalog(PROGRAMS).load("default-iop").model_dump(mode="json")
+    data["counselling"] = counselling
+    return ProgramProtocol.model_validate(data)
+
+
+def _one(**fields: Any) -> dict[str, Any]:
+    return counsellor("CM-C01").model_dump(mode="json") | fields
+
+
+@pytest.mark.parametrize(
+    ("counselling", "message"),
+    [
+        ({"counsellors": [_one(sessions_per_week=0)]}, "greater than or equal to 1"),
+        (
+            {
+                "counsellors": [
+                    _one(availability=[{"weekday": "mon", "start": "17:00", "end": "09:00"}])
+                ]
+            },
+            "availability on mon ends before it starts",
+        ),
+        (
+            {
+                "counsellors": [
+                    _one(
+                        availability=[
+                            {"weekday": "mon", "start": "08:00", "end": "12:00"},
+                            {"weekday": "mon", "start": "11:00", "end": "15:00"},
+                        ]
+                    )
+                ]
+            },
+            "counsellor CM-C01: mon availability overlaps",
+        ),
+        ({"counsellors": [_one(), _one()]}, "id 'CM-C01' is used twice"),
+        ({"counsellors": [_one(id="Dana")]}, "should match pattern"),
+        ({"session_types": ["yoga"]}, "counselling.session_types: yoga not among"),
+    ],
+)
+def test_a_bad_counsellor_is_refused_with_its_reason(
+    counselling: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _with_counselling(counselling)
+
+
+def test_the_demo_program_has_counsellors_at_both_sites() -> None:
+    config = ProgramCatalog(PROGRAMS).load("demo-iop").counselling
+    assert {c.site for c in config.counsellors} == {"north", "south"}
+
+
+# --- who may take a session ------------------------------------------------------------
+
+
+def test_the_least_loaded_counsellor_free_for_the_whole_session_comes_first() -> None:
+    a, b = counsellor("CM-C01", per_week=2), counsellor("CM-C02")
+    late = counsellor("CM-C03", availability=[{"weekday": "mon", "start": "12:00", "end": "20:00"}])
+    everyone = [a, b, late]
+    assert counsellors_for(everyone, LOCAL_MONDAY_9, 1, {}) == [a, b]
+    assert counsellors_for(everyone, LOCAL_MONDAY_9, 1, {"CM-C01": 1}) == [b, a]
+    assert counsellors_for(everyone, LOCAL_MONDAY_9, 1, {"CM-C01": 2}) == [b]  # a is full
+    # 16:30 for an hour runs past 17:00: only the late counsellor holds it.
+    half_four = LOCAL_MONDAY_9.replace(hour=16, minute=30)
+    assert counsellors_for(everyone, half_four, 1, {}) == [late]
+    assert why_none([a, b], half_four, 1) == "no counsellor is available Mon 16:30 for 1 h"
+    assert why_none([], half_four, 1) == "the site has no counsellor"
+    assert week_of(LOCAL_MONDAY_9 + timedelta(days=6)) == LOCAL_MONDAY_9.date()
+
+
+# --- the store decides races -------------------------------------------------------------
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[CareStore]:
+    s = CareStore(database_url, pool_size=12)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+def test_racing_bookings_never_pass_a_counsellors_weekly_capacity(store: CareStore) -> None:
+    """Twelve patients' sessions at twelve different hours of one week race for a
+    counsellor who takes five a week: exactly five get them."""
+    only = counsellor("CM-C01", per_week=5)
+    week = LOCAL_MONDAY_9.date()
+    numbered: SimpleQueue[tuple[int, str]] = SimpleQueue()
+    for i in range(12):
+        numbered.put((i, new_patient_id()))
+
+    def one() -> str | None:
+        i, patient = numbered.get()  # thread-safe, unlike a generator
+        starts = MONDAY_9 + timedelta(hours=i % 8, days=i // 8)
+        return store.book_counsellor(
+            "default-iop", [only], week, patient, "INT1-W01-S2", starts, 1, MONDAY_9
+        )
+
+    won = [r for r in all_at_once(12, one) if r is not None]
+    assert won == ["CM-C01"] * 5
+    taken = store.counsellor_week("CM-C01", week)
+    assert len(taken) == 5 and len({s.starts_at for s in taken}) == 5
+
+
+def test_racing_for_one_start_each_counsellor_takes_one_session(store: CareStore) -> None:
+    a, b = counsellor("CM-C01"), counsellor("CM-C02")
+    week = LOCAL_MONDAY_9.date()
+    racers: SimpleQueue[str] = SimpleQueue()
+    for _ in range(10):
+        racers.put(new_patient_id())
+
+    def one() -> str | None:
+        return store.book_counsellor(
+            "default-iop", [a, b], week, racers.get(), "INT1-W01-S2", MONDAY_9, 1, MONDAY_9
+        )
+
+    won = sorted(r for r in all_at_once(10, one) if r is not None)
+    assert won == ["CM-C01", "CM-C02"]
+
+
+def test_one_session_racing_itself_gets_one_counsellor(store: CareStore) -> None:
+    """A retried activity racing its first try: the same counsellor, one row."""
+    a, b = counsellor("CM-C01"), counsellor("CM-C02")
+    patient, week = new_patient_id(), LOCAL_MONDAY_9.date()
+    orders: SimpleQueue[list[Counsellor]] = SimpleQueue()
+    for i in range(6):
+        orders.put([a, b] if i % 2 else [b, a])
+    results = all_at_once(
+        6,
+        lambda: store.book_counsellor(
+            "default-iop", orders.get(), week, patient, "INT1-W01-S2", MONDAY_9, 1, MONDAY_9
+        ),
+    )
+    assert len(set(results)) == 1 and results[0] in {"CM-C01", "CM-C02"}
+    assert store.counsellor_loads([week]) == {(results[0], week): 1}
+
+
+def test_booking_a_week_is_idempotent_says_who_is_missing_and_frees(store: CareStore) -> None:
+    config = CounsellingConfig(counsellors=(counsellor("CM-C01", per_week=1),))
+    patient = new_patient_id()
+    wanted = (
+        CounsellorWanted(session_id="INT1-W01-S2", starts_at=MONDAY_9, hours=1),
+        CounsellorWanted(session_id="INT1-W01-S4", starts_at=MONDAY_9 + timedelta(days=1), hours=1),
+        CounsellorWanted(session_id="INT1-W01-S5", starts_at=MONDAY_9 + timedelta(days=4), hours=1),
+    )
+    request = CounsellorBooking(
+        patient_id=patient,
+        program_id="default-iop",
+        site_id="north",
+        zone=ZONE,
+        sessions=wanted,
+        counselling=config,
+        at=MONDAY_9,
+    )
+    first = booking.book(store, request)
+    assert first.booked == {"INT1-W01-S2": "CM-C01"}
+    assert first.unstaffed == {
+        "INT1-W01-S4": "every counsellor available then is booked or at their weekly capacity",
+        "INT1-W01-S5": "no counsellor is available Fri 09:00 for 1 h",
+    }
+    assert booking.book(store, request) == first  # a retry changes nothing
+    # Discharged before the session: the counsellor's hour goes back.
+    freed = booking.release(store, CounsellorRelease(patient_id=patient, from_=MONDAY_9))
+    assert freed == 1 and store.counsellor_loads([LOCAL_MONDAY_9.date()]) == {}
+    other = booking.book(store, request.model_copy(update={"patient_id": new_patient_id()}))
+    assert other.booked == {"INT1-W01-S2": "CM-C01"}
