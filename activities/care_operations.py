@@ -9,7 +9,7 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import group_seats
+from activities import counsellors, group_seats
 from activities.partners import PartnerServices
 from activities.records import (
     BookingResult,
@@ -19,6 +19,9 @@ from activities.records import (
     CareEventsWritten,
     CaseManagerTask,
     ConsentRecord,
+    CounsellorBooking,
+    CounsellorRelease,
+    CounsellorsBooked,
     FollowUpCallRequest,
     GroupPlacement,
     GroupPlacementRequest,
@@ -118,6 +121,8 @@ class CareOperations:
             self.place_in_group,
             self.leave_groups,
             self.issue_survey,
+            self.book_counsellors,
+            self.free_counsellors,
         ]
 
     @activity.defn
@@ -141,6 +146,26 @@ class CareOperations:
             waiting_for=placed.waiting_for,
         )
         return placed
+
+    @activity.defn
+    def book_counsellors(self, request: CounsellorBooking) -> CounsellorsBooked:
+        """A counsellor for each of the week's individual and family sessions (idempotent:
+        a session keeps the one it has); the sessions none could take, and why."""
+        booked = counsellors.book(self.store, request)
+        log.info(
+            "counsellors_booked",
+            patient_id=request.patient_id,
+            booked=len(booked.booked),
+            unstaffed=len(booked.unstaffed),
+        )
+        return booked
+
+    @activity.defn
+    def free_counsellors(self, release: CounsellorRelease) -> int:
+        """The patient's counsellor sessions from then on go back to the counsellors."""
+        freed = counsellors.release(self.store, release)
+        log.info("counsellors_freed", patient_id=release.patient_id, sessions=freed)
+        return freed
 
     @activity.defn
     def leave_groups(self, release: GroupRelease) -> tuple[SeatHandedOn, ...]:

@@ -4,15 +4,14 @@ races between bookings. Idempotent: a session keeps the counsellor it was given.
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from activities.records import CounsellorBooking, CounsellorRelease, CounsellorsBooked
+from clinical.clock import zone as zone_named
 from clinical.counsellors import counsellors_for, week_of, why_none
 from infra.store import CareStore
 
 
 def book(store: CareStore, r: CounsellorBooking) -> CounsellorsBooked:
-    zone = ZoneInfo(r.zone)
+    zone = zone_named(r.zone)
     at_site = r.counselling.at(r.site_id)
     booked: dict[str, str] = {}
     unstaffed: dict[str, str] = {}

@@ -56,7 +56,7 @@ from cli.operators import (
 )
 from cli.simulate import add_arguments as add_simulate_arguments
 from cli.simulate import cmd_simulate
-from cli.sites import cmd_closure, cmd_tracks
+from cli.sites import cmd_closure, cmd_counsellors, cmd_tracks
 from cli.subscribers import add_arguments as add_subscriber_arguments
 from cli.subscribers import cmd_subscribers
 from cli.surveys import add_parser as add_survey_answer
@@ -262,6 +262,11 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--program", default="default-iop")
     tr.add_argument("--json", action="store_true")
 
+    co = sub.add_parser("counsellors", help="counsellors: sessions this week and next, capacity")
+    co.add_argument("--site", help="counsellors of this site, e.g. north")
+    co.add_argument("--program", default="default-iop")
+    co.add_argument("--json", action="store_true")
+
     add_group_sheet(sub)
     add_survey_answer(sub)
 
@@ -382,6 +387,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "simulate": cmd_simulate,
     "closure": cmd_closure,
     "tracks": cmd_tracks,
+    "counsellors": cmd_counsellors,
     "group-sheet": cmd_group_sheet,
     "survey-answer": cmd_survey_answer,
     "console": cmd_console,

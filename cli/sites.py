@@ -7,12 +7,13 @@ import argparse
 import getpass
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 
 from pydantic import ValidationError
 from rich.table import Table
 
 from cli.common import EXIT_UNREACHABLE, CliError, care_store, client_for, console
+from clinical.counsellors import CounsellorLoad, load_view, weeks_at
 from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
 from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from clinical.sites import Closure, SiteDirectory, SiteError
@@ -175,4 +176,69 @@ def _track_json(c: TrackCapacity) -> dict[str, object]:
         "waiting": c.waiting,
         "longest_wait_days": c.longest_wait_days,
         "weekly_hours": c.track.weekly_hours,
+    }
+
+
+def cmd_counsellors(args: argparse.Namespace, settings: Settings) -> int:
+    """Each counsellor's sessions this week and next against their capacity, and their
+    hours available a week."""
+    try:
+        protocol = ProgramCatalog(settings.programs_dir).load(args.program)
+    except ProtocolError as exc:
+        raise CliError(str(exc)) from None
+    sites = _sites(settings)
+    if args.site is not None:
+        try:
+            sites.get(args.site)
+        except SiteError as exc:
+            raise CliError(str(exc)) from None
+    counsellors = [c for c in protocol.counselling.counsellors if args.site in (None, c.site)]
+    now = datetime.now(UTC)
+    weeks = {c.site: weeks_at(now, _zone_of(sites, c.site)) for c in counsellors}
+    store = care_store(settings)
+    try:
+        loads = store.counsellor_loads(sorted({w for pair in weeks.values() for w in pair}))
+    finally:
+        store.dispose()
+    view = load_view(counsellors, loads, weeks)
+    if args.json:
+        print(json.dumps([_counsellor_json(v) for v in view]))
+        return 0
+    where = f" at {args.site}" if args.site else ""
+    if not view:
+        console.print(f"{args.program} has no counsellors{where}")
+        return 0
+    table = Table(
+        "counsellor",
+        "site",
+        "this week",
+        "next week",
+        "hours available",
+        title=f"{args.program}: counsellors{where} (sessions booked / a week's capacity)",
+    )
+    for v in view:
+        c = v.counsellor
+        cap = c.sessions_per_week
+        table.add_row(
+            f"{c.id} {c.name}",
+            c.site,
+            f"{v.this_week}/{cap}",
+            f"{v.next_week}/{cap}",
+            f"{c.weekly_hours:g} h",
+        )
+    console.print(table)
+    return 0
+
+
+def _zone_of(sites: SiteDirectory, site_id: str) -> tzinfo:
+    site = sites.sites.get(site_id)
+    return UTC if site is None else site.zone_info
+
+
+def _counsellor_json(v: CounsellorLoad) -> dict[str, object]:
+    return {
+        **v.counsellor.model_dump(mode="json"),
+        "this_week": v.this_week,
+        "next_week": v.next_week,
+        "weekly_hours": v.counsellor.weekly_hours,
     }

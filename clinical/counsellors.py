@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -125,3 +125,38 @@ def why_none(counsellors: Iterable[Counsellor], local_start: datetime, hours: fl
     if not any(c.free_for(local_start, hours) for c in listed):
         return f"no counsellor is available {local_start:%a %H:%M} for {hours:g} h"
     return "every counsellor available then is booked or at their weekly capacity"
+
+
+class CounsellorLoad(_Strict):
+    """One counsellor as operators see them: sessions booked this week and next (their
+    site's weeks) against their capacity, and their hours available a week."""
+
+    counsellor: Counsellor
+    this_week: int
+    next_week: int
+
+
+def weeks_at(now: datetime, tz: tzinfo) -> tuple[date, date]:
+    """This week's and next week's Mondays at a site."""
+    this = week_of(now.astimezone(tz))
+    return this, this + timedelta(days=7)
+
+
+def load_view(
+    counsellors: Iterable[Counsellor],
+    loads: Mapping[tuple[str, date], int],
+    weeks: Mapping[str, tuple[date, date]],
+) -> list[CounsellorLoad]:
+    """Each counsellor's load, in the program's order; `weeks`: this and next week's
+    Mondays by site."""
+    view = []
+    for c in counsellors:
+        this, after = weeks[c.site]
+        view.append(
+            CounsellorLoad(
+                counsellor=c,
+                this_week=loads.get((c.id, this), 0),
+                next_week=loads.get((c.id, after), 0),
+            )
+        )
+    return view

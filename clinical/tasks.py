@@ -26,6 +26,7 @@ TaskKind = Literal[
     "closure_make_up",
     "group_waitlist",
     "group_no_fit",
+    "counsellor_needed",
 ]
 
 

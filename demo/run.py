@@ -244,18 +244,17 @@ def waitlist_summary(watch: TrackWatch, loads: dict[str, Any], opened: list[Any]
 
 async def a_sheet_in_the_console(
     console_url: str,
+    store: Any,
+    program_id: str,
     tracks: Sequence[GroupTrack],
     leaders: Sequence[Facilitator],
     password_file: Path,
-    poll: float,
     statuses: dict[str, JourneyStatus],
 ) -> str:
-    """The facilitator who leads the most of the cohort's tracks marks a session's sheet in
-    the console (demo/facilitator.py); a failure is the summary's line, not the demo's end."""
+    """The facilitator of the first group session to happen marks its sheet in the console
+    (demo/facilitator.py); a failure is the summary's line, not the demo's end."""
     if not leaders:
         return "the program's tracks name no facilitator IDs"
-    led = Counter(i for t in tracks for i in t.facilitator_ids)
-    leader = max(leaders, key=lambda f: led[f.staff_id])
     password = password_file.read_text().strip()
 
     def clinic_now() -> datetime | None:
@@ -264,7 +263,9 @@ async def a_sheet_in_the_console(
         return min(active) if active else None
 
     try:
-        return await facilitator_submits_a_sheet(console_url, leader, password, poll, clinic_now)
+        return await facilitator_submits_a_sheet(
+            console_url, leaders, password, store, program_id, tracks, clinic_now
+        )
     except (RuntimeError, httpx.HTTPError) as exc:
         return f"not submitted: {exc}"
 
@@ -371,7 +372,13 @@ async def _run_cohort(
         snow = asyncio.create_task(snow_day(client, settings, operations.store, statuses))
         sheet = asyncio.create_task(
             a_sheet_in_the_console(
-                telephony.console_url, tracks, leaders, password_file, poll, statuses
+                telephony.console_url,
+                operations.store,
+                program_id,
+                tracks,
+                leaders,
+                password_file,
+                statuses,
             )
         )
         watch = TrackWatch(capacity={t.id: t.capacity for t in tracks})

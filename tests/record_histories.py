@@ -423,6 +423,25 @@ async def group_no_fit(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, A
     return await runs_of(c, handle, "journey_group_no_fit")
 
 
+async def counsellor_calendars(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """A one-session-a-week counsellor (patch counsellor-calendars): one patient's
+    individual session gets them (whichever week is booked first), the other's a
+    counsellor_needed task; both discharged, their counsellor sessions from then on freed."""
+    with env.auto_time_skipping_disabled():
+        handles = []
+        for _ in range(2):
+            handles.append(await c.enrol(make_enrolment(), program_id="counsellors-iop"))
+            await settle(env.client, handles[-1].id)
+        for h in handles:
+            await drive_journey(env, h, until=in_intensive_week(1))
+        for h in handles:
+            await discharge(h, "CM-01", DischargeReason.withdrew)
+    return [
+        *await runs_of(c, handles[0], "journey_counsellor_calendars_first"),
+        *await runs_of(c, handles[1], "journey_counsellor_calendars_second"),
+    ]
+
+
 class CallsByCallback:
     """A provider whose word comes later, by callback (the scenario delivers it, as the
     webhook does), except on the day-90 check-in, which it answers as it places (the
@@ -541,11 +560,13 @@ SCENARIOS: dict[str, Scenario] = {
         calls_by_callback,
         support_surveys,
         group_no_fit,
+        counsellor_calendars,
     )
 }
 PROGRAMS_DIRS: dict[str, Path] = {
     "group_tracks": Path(__file__).parent / "programs",
     "group_no_fit": Path(__file__).parent / "programs",
+    "counsellor_calendars": Path(__file__).parent / "programs",
 }
 """Scenarios on a test program (tests/programs) rather than the clinic's."""
 TELEPHONY: dict[str, Any] = {

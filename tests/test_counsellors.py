@@ -5,17 +5,21 @@ week than their capacity, nor two at one start, and a session never gets two cou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
+from temporalio.testing import WorkflowEnvironment
 
 from activities import counsellors as booking
 from activities.records import CounsellorBooking, CounsellorRelease, CounsellorWanted
+from cli.main import main as cli_main
 from clinical.counsellors import (
     CounsellingConfig,
     Counsellor,
@@ -24,10 +28,24 @@ from clinical.counsellors import (
     why_none,
 )
 from clinical.identifiers import new_patient_id
+from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProgramProtocol
+from clinical.requests import DischargeReason, DischargeRequest
+from clinical.status import JourneyStatus
+from infra.settings import load_settings
 from infra.store import CareStore
-from tests.support import PROGRAMS
+from tests.console_support import store_only_console
+from tests.support import (
+    PROGRAMS,
+    clinic,
+    drive_journey,
+    make_enrolment,
+    settle,
+)
 from tests.test_store import all_at_once
+from workflows.patient_journey import PatientJourneyWorkflow
+
+TEST_PROGRAMS = Path(__file__).parent / "programs"
 
 # A Monday 09:00 at north (America/New_York, UTC-5 in March before the change).
 MONDAY_9 = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
@@ -216,3 +234,101 @@ def test_booking_a_week_is_idempotent_says_who_is_missing_and_frees(store: CareS
     assert freed == 1 and store.counsellor_loads([LOCAL_MONDAY_9.date()]) == {}
     other = booking.book(store, request.model_copy(update={"patient_id": new_patient_id()}))
     assert other.booked == {"INT1-W01-S2": "CM-C01"}
+
+
+# --- the journey books counsellors (patch counsellor-calendars) ------------------------
+
+
+async def test_a_journey_books_a_counsellor_else_tells_the_case_manager_and_frees_at_the_end(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with clinic(env.client, tmp_path, programs_dir=TEST_PROGRAMS) as c:
+        with env.auto_time_skipping_disabled():
+            first, second = make_enrolment(), make_enrolment()
+            one = await c.enrol(first, program_id="counsellors-iop")
+            await settle(env.client, one.id)
+            two = await c.enrol(second, program_id="counsellors-iop")
+            p1, p2 = one.id.removeprefix("journey-"), two.id.removeprefix("journey-")
+            s1, _ = await drive_journey(env, one, until=week_booked, step=timedelta(hours=2))
+            s2, _ = await drive_journey(env, two, until=week_booked, step=timedelta(hours=2))
+            individual = {
+                p: next(x for x in s.sessions if x.session_type == "individual_therapy")
+                for p, s in ((p1, s1), (p2, s2))
+            }
+            given = {p: c.store.counsellor_of(p, x.session_id) for p, x in individual.items()}
+            # Both weeks begin at once: whichever books first has the one session a week.
+            assert sorted(given.values(), key=str) == ["CM-C01", None]
+            winner = next(p for p, who in given.items() if who == "CM-C01")
+            loser = next(p for p in given if p != winner)
+            [task] = c.store.tasks(patient_id=loser, kind="counsellor_needed")
+            assert task.detail == (
+                f"no counsellor for 1 session(s): {individual[loser].session_id}: every "
+                "counsellor available then is booked or at their weekly capacity"
+            )
+            assert c.store.tasks(patient_id=winner, kind="counsellor_needed") == []
+            # Discharged before the session: the counsellor's hour goes back.
+            assert individual[winner].starts_at > max(s1.today, s2.today)
+            handle = one if winner == p1 else two
+            await handle.execute_update(
+                PatientJourneyWorkflow.discharge,
+                DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.withdrew),
+            )
+            await settle(env.client, handle.id)
+            assert c.store.counsellor_of(winner, individual[winner].session_id) is None
+
+
+def week_booked(status: JourneyStatus) -> bool:
+    """The first intensive week's sessions are booked (the clock still before them)."""
+    return status.phase == Phase.intensive and any(
+        s.session_type == "individual_therapy" for s in status.sessions
+    )
+
+
+# --- counsellors' load in view -----------------------------------------------------------
+
+
+def _book_this_week(store: CareStore, now: datetime, n: int) -> None:
+    robin = next(
+        c
+        for c in ProgramCatalog(PROGRAMS).load("demo-iop").counselling.counsellors
+        if c.id == "CM-C01"
+    )
+    monday = week_of(now.astimezone(ZoneInfo(ZONE)))
+    for i in range(n):
+        start = datetime.combine(monday, LOCAL_MONDAY_9.timetz()) + timedelta(hours=i)
+        assert store.book_counsellor(
+            "demo-iop", [robin], monday, new_patient_id(), "INT1-W01-S2", start, 1, now
+        )
+
+
+def test_the_command_line_shows_each_counsellors_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CAREPATH_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CAREPATH_PROGRAMS_DIR", str(PROGRAMS))
+    store = CareStore(load_settings().database_url)
+    store.migrate()
+    _book_this_week(store, datetime.now(UTC), 3)
+    store.dispose()
+    assert cli_main(["counsellors", "--program", "demo-iop", "--site", "north", "--json"]) == 0
+    shown = {c["id"]: c for c in json.loads(capsys.readouterr().out)}
+    assert set(shown) == {"CM-C01", "CM-C02"}
+    robin = shown["CM-C01"]
+    assert (robin["this_week"], robin["next_week"], robin["sessions_per_week"]) == (3, 0, 12)
+    assert robin["weekly_hours"] == 45
+    assert cli_main(["counsellors", "--program", "demo-iop"]) == 0
+    assert "demo-iop: counsellors" in capsys.readouterr().out
+    assert cli_main(["counsellors", "--site", "west"]) == 2
+    assert capsys.readouterr().err.startswith("error: site: 'west' is not a site")
+
+
+async def test_the_operations_page_shows_each_counsellors_load(tmp_path: Path) -> None:
+    async with store_only_console(tmp_path) as c:
+        _book_this_week(c.console.store, c.clock(), 2)
+        async with c.signed_in("ops") as http:
+            shown = await http.get("/operations")
+    assert shown.status_code == 200
+    page = shown.text[shown.text.index("<h2>Counsellors</h2>") :]
+    row = page[page.index("<td>CM-C01 Robin Hale") :].split("</tr>")[0]
+    assert "<td>2 of 12</td><td>0 of 12</td>" in row and "<td>45 h</td>" in row

@@ -1,5 +1,6 @@
 """Pages for those who see no patient's PHI: the operator's view of the engine (counts,
-health, links to workflows, group tracks' capacity) and the auditor's access log."""
+health, links to workflows, group tracks' capacity, counsellors' load) and the auditor's
+access log."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
+from clinical.counsellors import CounsellorLoad, load_view, weeks_at
 from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
 from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.store.accounts import Role
@@ -39,6 +41,23 @@ def _tracks(console: Console) -> list[tuple[str, list[TrackCapacity], dict[str, 
     return shown
 
 
+def _counsellors(console: Console) -> list[tuple[str, list[CounsellorLoad]]]:
+    """Each program's counsellors with their sessions this week and next."""
+    catalog = ProgramCatalog(console.settings.programs_dir)
+    shown = []
+    for program_id in catalog.program_ids():
+        try:
+            counsellors = catalog.load(program_id).counselling.counsellors
+        except ProtocolError:
+            continue
+        if counsellors:
+            weeks = {c.site: weeks_at(console.now(), console.zone_of(c.site)) for c in counsellors}
+            mondays = sorted({w for pair in weeks.values() for w in pair})
+            view = load_view(counsellors, console.store.counsellor_loads(mondays), weeks)
+            shown.append((program_id, view))
+    return shown
+
+
 def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
     """Adds these pages' routes to the app (flat: the route-enumeration test walks them)."""
     seen = Depends(signed_in)
@@ -57,6 +76,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             engine=engine,
             census=census,
             programs=_tracks(console),
+            counselling=_counsellors(console),
             ui_url=console.settings.ui_url,
         )
 

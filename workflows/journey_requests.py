@@ -64,11 +64,11 @@ with workflow.unsafe.imports_passed_through():
         check_review,
     )
     from workflows.case_manager_tasks import close_task
-    from workflows.journey_surveys import JourneySurveys
+    from workflows.journey_counsellors import JourneyCounsellors
     from workflows.referral import REFERRAL_CLOSED_SIGNAL
 
 
-class JourneyRequests(JourneySurveys):
+class JourneyRequests(JourneyCounsellors):
     @workflow.query
     def status(self) -> JourneyStatus:
         return status_of(self._state, workflow.now())

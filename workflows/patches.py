@@ -61,6 +61,7 @@ END_REFERRALS = "end-referrals-with-journey"
 REFERRALS_ON_SITE_CLOCK = "referrals-on-site-clock"
 GROUP_TRACKS = "group-tracks"
 GROUP_NO_FIT_TASK = "group-no-fit-task"
+COUNSELLOR_CALENDARS = "counsellor-calendars"
 SMS_BEFORE_RETRY = "sms-before-retry"
 CALL_OUTCOME_BY_CALLBACK = "call-outcome-by-callback"
 SUPPORT_SURVEYS = "support-surveys"
@@ -87,6 +88,7 @@ JOURNEY = (
     _journey(GROUP_TRACKS, "2026-12-07", "seats in the program's group tracks, or a waitlist"),
     _journey(SUPPORT_SURVEYS, "2026-12-07", "satisfaction and support questionnaires by link"),
     _journey(GROUP_NO_FIT_TASK, "2026-12-07", "a task when no group track fits the patient"),
+    _journey(COUNSELLOR_CALENDARS, "2026-12-07", "a counsellor for individual/family sessions"),
 )
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""

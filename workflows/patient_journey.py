@@ -101,6 +101,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._group_tracks = workflow.patched(patches.GROUP_TRACKS)
         self._support_surveys = workflow.patched(patches.SUPPORT_SURVEYS)
         self._no_fit_task = workflow.patched(patches.GROUP_NO_FIT_TASK)
+        self._counsellors = workflow.patched(patches.COUNSELLOR_CALENDARS)
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 
@@ -239,6 +240,7 @@ class PatientJourneyWorkflow(JourneyRequests):
                 await self._book(booking.model_copy(update={"events": self._outbox.take()}))
             else:
                 await asyncio.gather(self._book(booking), self._outbox.flush())
+            await self._book_counsellors(specs)
             if short_by:
                 await self._open_make_up_task(short_by)
             self._update_visibility()
