@@ -134,3 +134,41 @@ async def test_an_idle_console_signs_out_by_itself(tmp_path: Path) -> None:
             # Nobody touches it: the page's own timer signs out.
             await expect(page).to_have_url(f"{base}/sign-in", timeout=10_000)
     assert ("audit", "sign out") in {(e.actor, e.action) for e in ui.console.access.search()}
+
+
+async def test_a_facilitator_marks_a_sheet_in_the_browser(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The morning track's facilitator signs in, lands on Groups, opens the session's
+    sheet, marks a patient and submits; a chart is refused them."""
+    from playwright.async_api import Page, expect
+
+    from clinical.group_sheets import session_stamp
+    from tests.console_support import Clock
+    from tests.test_group_sheets import PROGRAM, TRACK, _two_in_the_morning_group
+
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            one, _ = await _two_in_the_morning_group(env, c)
+            now = await env.get_current_time()
+            first = c.store.group_sessions(PROGRAM, TRACK, now - timedelta(days=7), now)[0]
+            p1 = one.id.removeprefix("journey-")
+            ui = make_console(c.settings, c.store, c.client, Clock(now))
+            path = f"/groups/{PROGRAM}/{TRACK}/{session_stamp(first)}"
+            async with serving(ui.app) as base, browser_page() as opened:
+                page: Page = opened  # type: ignore[assignment]
+                await page.goto(f"{base}/")
+                await page.get_by_label("Username").fill("fac")
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Sign in").click()
+                await expect(page).to_have_url(f"{base}/groups")
+                await expect(page.get_by_role("link", name="Caseload")).to_have_count(0)
+                await page.locator(f'a[href="{path}"]').click()
+                await expect(page).to_have_url(f"{base}{path}")
+                await page.locator(f'select[name="mark:{p1}"]').select_option("attended")
+                await page.get_by_role("button", name="Submit the sheet").click()
+                await expect(page.get_by_text("attended, accepted")).to_be_visible()
+                await page.goto(f"{base}/patients/{p1}")
+                await expect(page.get_by_text("Your role may not open this page.")).to_be_visible()
+    actions = {(e.actor, e.action) for e in ui.console.access.search(patient_id=p1)}
+    assert ("fac", "group sheet") in actions
