@@ -29,6 +29,7 @@ from clinical.status import JourneyStatus
 from infra.codec import KeyRing
 from infra.store import CareStore
 from simulation.case_manager import CaseManager
+from simulation.tracks import TrackWatch
 from workflows.patient_journey import PatientJourneyWorkflow
 
 DAY = timedelta(days=1)
@@ -243,8 +244,9 @@ def _weekday(patient_id: str) -> int:
 
 class ClinicBoard:
     """The clinic's records the simulated case managers work from: each patient's phase
-    (the journey writes every phase change to the store) and the sessions booked lately.
-    One query each per clock step for the whole cohort."""
+    (the journey writes every phase change to the store) and the sessions booked lately;
+    and the group tracks' seats and waitlists as they fill (`tracks`). One query each per
+    clock step for the whole cohort."""
 
     def __init__(self, database_url: str, keys: KeyRing | None = None) -> None:
         """`keys`: the worker's, to read sealed columns (check-ins) too."""
@@ -253,12 +255,14 @@ class ClinicBoard:
         # time-skipping server a worker counts as ready once it connects): make it here
         # too; migrations take turns, so whichever comes second finds it done.
         self.store.migrate()
+        self.tracks = TrackWatch()
 
     def read_into(self, cohort: dict[str, Patient]) -> None:
         for found in self.store.patients():
             if found.patient_id in cohort:
                 cohort[found.patient_id].phase = found.phase
                 cohort[found.patient_id].case_manager_id = found.case_manager_id
+        self.tracks.sample(self.store.group_places())
 
     def recent_sessions(self, since: datetime) -> dict[str, list[Booked]]:
         found: dict[str, list[Booked]] = {}

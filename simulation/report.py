@@ -10,6 +10,7 @@ import json
 import statistics
 from typing import Any
 
+from simulation.tracks import TRACK_FIGURES, track_key, tracks_in
 from simulation.whatif import METRICS, Comparison, Metric, Plan
 
 CHARTED = (
@@ -45,6 +46,7 @@ def table(comparison: Comparison) -> str:
             for p, c in zip(programs, columns, strict=True)
         ]
         lines.append(metric.label.ljust(width) + "  ".join(cells))
+    lines += _track_rows(comparison, width, columns)
     years = patient_years(comparison)
     if not years:
         return "\n".join(lines)
@@ -61,6 +63,24 @@ def table(comparison: Comparison) -> str:
         )
         lines += [f"  {n} {kind}" for kind, n in comparison.failures.items()]
     return "\n".join(lines)
+
+
+def _track_rows(comparison: Comparison, width: int, columns: list[int]) -> list[str]:
+    """Each group track's seats, waitlist and facilitators, under the programs that ran it
+    ("-" where a program has no such track)."""
+    programs = comparison.plan.programs
+    keys = [k for p in programs for r in comparison.runs[p] for k in r]
+    rows: list[str] = []
+    for track_id in tracks_in(keys):
+        rows.append(f"group track {track_id}")
+        for figure, label in TRACK_FIGURES:
+            key = track_key(track_id, figure)
+            cells = [
+                _cell([v for r in comparison.runs[p] if (v := r.get(key)) is not None], "").rjust(c)
+                for p, c in zip(programs, columns, strict=True)
+            ]
+            rows.append(f"  {label}"[:width].ljust(width) + "  ".join(cells))
+    return rows
 
 
 def patient_years(comparison: Comparison) -> float:

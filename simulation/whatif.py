@@ -211,7 +211,7 @@ async def run_program(
                 cpu_after = cpu_by_process([worker.pid], server)
                 cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
                 return (
-                    outcomes(board.store, protocol),
+                    outcomes(board.store, protocol) | board.tracks.figures(protocol.groups.tracks),
                     cpu | failed_tasks(worker.log),
                     failure_kinds(worker.log),
                 )

@@ -44,6 +44,17 @@ class RosterLine:
 
 
 @dataclass(frozen=True)
+class GroupPlace:
+    """A seat held (`seated`) or a place on a waitlist, since when."""
+
+    program_id: str
+    track_id: str
+    patient_id: str
+    since: datetime
+    seated: bool
+
+
+@dataclass(frozen=True)
 class PatientPlaces:
     seats: dict[str, int]
     """Seat number by track."""
@@ -218,6 +229,33 @@ class GroupSeatRecords(StoreCore):
         return [
             RosterLine(r["patient_id"], r["session_id"], r["status"], r["recorded_by"])
             for r in rows
+        ]
+
+    def group_places(self) -> list[GroupPlace]:
+        """Every seat held and every waitlist place of every program, now: two reads (a
+        simulation samples them once a simulated day)."""
+        seats = self._read(
+            select(
+                group_seats.c.program_id,
+                group_seats.c.track_id,
+                group_seats.c.patient_id,
+                group_seats.c.taken_at,
+            )
+        )
+        waits = self._read(
+            select(
+                group_waitlist.c.program_id,
+                group_waitlist.c.track_id,
+                group_waitlist.c.patient_id,
+                group_waitlist.c.joined_at,
+            ).order_by(group_waitlist.c.id)
+        )
+        return [
+            GroupPlace(r["program_id"], r["track_id"], r["patient_id"], r["taken_at"], True)
+            for r in seats
+        ] + [
+            GroupPlace(r["program_id"], r["track_id"], r["patient_id"], r["joined_at"], False)
+            for r in waits
         ]
 
     def track_loads(self, program_id: str) -> dict[str, TrackLoad]:
