@@ -64,6 +64,15 @@ class Settings:
     # whose tasks a full garbage collection of a large worker on a loaded machine can hold
     # for longer (BENCHMARKS.md, what-if section).
     deadlock_timeout: float = 2.0
+    # Workflow tasks on threads of their own (on: the SDK's way, which lets its deadlock
+    # detector fail a task that holds its thread); off runs each on the worker's event loop,
+    # without the hand-offs to and from a thread and without the detector: only for the
+    # simulations' own workers (BENCHMARKS.md, simulation speed).
+    workflow_threads: bool = True
+    # The worker's garbage collector frozen after start, with higher thresholds (off: Python's
+    # defaults): only for the simulations' own workers, whose full collections held every
+    # thread for seconds (BENCHMARKS.md).
+    gc_tuning: bool = False
     # The clinic's sites (time zones, holidays): `sites.toml` beside the programs unless set.
     sites_path: Path | None = None
     # The case managers' console (`starter.py console`).
@@ -154,6 +163,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sdk_tuning=_switch(env, "CAREPATH_SDK_TUNING", True),
         workflow_sandbox=_switch(env, "CAREPATH_WORKFLOW_SANDBOX", True),
         deadlock_timeout=_seconds(env, "CAREPATH_DEADLOCK_TIMEOUT", 2.0),
+        workflow_threads=_switch(env, "CAREPATH_WORKFLOW_THREADS", True),
+        gc_tuning=_switch(env, "CAREPATH_GC_TUNING", False),
         console_host=env.get("CAREPATH_CONSOLE_HOST", "127.0.0.1"),
         console_port=_port(env, "CAREPATH_CONSOLE_PORT", 8000),
         console_idle_minutes=_number(

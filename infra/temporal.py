@@ -134,9 +134,12 @@ def build_worker(
             settings.sdk_tuning, client.data_converter, settings.workflow_sandbox
         ),
     }
+    if not settings.workflow_threads:
+        # The SDK's debug mode is its one way to run workflow tasks on the event loop.
+        options["debug_mode"] = True
     options.update(overrides)
     worker = Worker(client, **options)
-    if settings.deadlock_timeout != SDK_DEADLOCK_TIMEOUT:
+    if settings.workflow_threads and settings.deadlock_timeout != SDK_DEADLOCK_TIMEOUT:
         set_deadlock_timeout(worker, settings.deadlock_timeout)
     return worker
 

@@ -102,6 +102,8 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     variables.setdefault("PYTHONPYCACHEPREFIX", str(cache))
     variables["CAREPATH_WORKFLOW_SANDBOX"] = "off"
     variables.setdefault("CAREPATH_DEADLOCK_TIMEOUT", str(SIMULATION_DEADLOCK_TIMEOUT))
+    variables.setdefault("CAREPATH_WORKFLOW_THREADS", "off")
+    variables.setdefault("CAREPATH_GC_TUNING", "on")
     return variables
 
 

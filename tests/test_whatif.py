@@ -478,17 +478,24 @@ class HoldsOnce:
         return "through"
 
 
+@pytest.mark.parametrize("threads", [True, False], ids=["on threads", "on the event loop"])
 async def test_a_simulation_worker_s_task_may_be_held_longer_than_the_sdk_s_2_s(
-    env: WorkflowEnvironment, tmp_path: Path
+    env: WorkflowEnvironment, tmp_path: Path, threads: bool
 ) -> None:
+    """A simulation's worker runs workflow tasks on its event loop (no detector); on
+    threads, as a clinic's worker does, its detector waits a minute, not the SDK's 2 s."""
     from concurrent.futures import ThreadPoolExecutor
 
     from infra.temporal import build_worker
     from simulation.workers import simulation_worker, worker_env
 
+    _held.clear()
     variables = simulation_worker(worker_env("localhost:7233", tmp_path, tmp_path, "holds"))
     settings = load_settings(variables)
     assert settings.deadlock_timeout == 60 and load_settings({}).deadlock_timeout == 2
+    assert not settings.workflow_threads and load_settings({}).workflow_threads
+    assert settings.gc_tuning and not load_settings({}).gc_tuning
+    settings = dataclasses.replace(settings, workflow_threads=threads)
     log = tmp_path / "worker-carepath.log"
     handler = logging.FileHandler(log)
     handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
@@ -514,3 +521,61 @@ async def test_a_simulation_worker_s_task_may_be_held_longer_than_the_sdk_s_2_s(
         handler.close()
     assert result == "through" and len(_held) == 1
     assert failed_tasks(log)["failed_workflow_tasks"] == 0.0
+
+
+def test_a_track_s_seats_waitlist_and_waits_are_sampled_from_the_store_s_places() -> None:
+    from clinical.protocol import ProgramCatalog
+    from infra.store.groups import GroupPlace
+    from simulation.tracks import TrackWatch, track_key
+
+    day = datetime(2027, 2, 8, 13, tzinfo=UTC)
+
+    def place(patient: str, days: int, seated: bool, track: str = "T1") -> GroupPlace:
+        return GroupPlace("p", track, patient, day.replace(day=8 + days), seated)
+
+    watch = TrackWatch()
+    watch.sample([place("A", 0, True), place("B", 0, True), place("C", 1, False)])
+    watch.sample([place("A", 0, True), place("B", 0, True), place("C", 1, False)])
+    watch.sample([place("B", 0, True), place("C", 5, True), place("D", 5, False)])
+    watch.sample([place("C", 5, True)])  # D left the waitlist without a seat
+    track = ProgramCatalog(PROJECT_ROOT / "programs").load("default-iop").groups.tracks[0]
+    figures = watch.figures([track.model_copy(update={"id": "T1", "capacity": 2})])
+    assert figures[track_key("T1", "capacity")] == 2.0
+    assert figures[track_key("T1", "peak_seats")] == 2.0
+    assert figures[track_key("T1", "peak_waitlist")] == 1.0
+    assert figures[track_key("T1", "waited")] == 2.0
+    assert figures[track_key("T1", "never_seated")] == 1.0
+    assert figures[track_key("T1", "median_wait_days")] == 4.0  # C: joined day 1, seated day 5
+    assert figures[track_key("T1", "facilitator_hours")] == (
+        track.hours * len(track.weekdays) * len(track.facilitators)
+    )
+
+
+def test_the_table_shows_each_track_under_the_programs_that_ran_it() -> None:
+    from simulation.tracks import track_key
+
+    comparison = a_comparison(seeds=2)
+    for i, r in enumerate(comparison.runs["default-iop"]):
+        r[track_key("EVE", "peak_seats")] = 10.0 + i
+        r[track_key("EVE", "median_wait_days")] = None
+    lines = table(comparison).splitlines()
+    at = lines.index("group track EVE")
+    seats = next(line for line in lines[at:] if "most seats taken at once" in line)
+    assert "10.5 (10.0-11.0)" in seats and seats.endswith("-")
+    wait = next(line for line in lines[at:] if "days waited" in line)
+    assert wait.split()[-2:] == ["-", "-"]
+    assert table(from_json(to_json(comparison))) == table(comparison)
+
+
+def test_a_simulation_worker_collects_less_often_and_never_what_it_built_at_start() -> None:
+    import gc
+
+    from worker import GC_THRESHOLDS, tune_garbage_collection
+
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collection()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
