@@ -67,7 +67,7 @@ class Settings:
     # Workflow tasks on threads of their own (on: the SDK's way, which lets its deadlock
     # detector fail a task that holds its thread); off runs each on the worker's event loop,
     # without the hand-offs to and from a thread and without the detector: only for the
-    # simulations' own workers (BENCHMARKS.md, simulation speed).
+    # simulations' own workers (BENCHMARKS.md, fourth what-if session).
     workflow_threads: bool = True
     # The worker's garbage collector frozen after start, with higher thresholds (off: Python's
     # defaults): only for the simulations' own workers, whose full collections held every

@@ -95,8 +95,10 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     check these workflows; the sandbox is about a fifth of a simulation worker's CPU), and
     with the bytecode of what it imports cached across runs in the user's temporary
     directory (with PYTHONDONTWRITEBYTECODE set, as here, each worker compiled CarePath's
-    modules twice at start: to import them and to hash them for its build ID); its deadlock
-    detector after a minute (`SIMULATION_DEADLOCK_TIMEOUT`)."""
+    modules twice at start: to import them and to hash them for its build ID); its workflow
+    tasks on its event loop, not handed to threads, and its collector frozen after start
+    with higher thresholds (together 8-12% of its CPU, BENCHMARKS.md); its deadlock
+    detector, were it put back on threads, after a minute (`SIMULATION_DEADLOCK_TIMEOUT`)."""
     cache = Path(tempfile.gettempdir()) / f"carepath-bytecode-{os.getuid()}"
     variables = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     variables.setdefault("PYTHONPYCACHEPREFIX", str(cache))
