@@ -77,6 +77,10 @@ async def test_a_what_if_shows_the_shorter_intensive_phase(tmp_path: Path) -> No
     # The simulated patients answered questionnaires by their links (step-down, the end).
     assert six["survey_response"] is not None and six["survey_response"] > 0
     assert six["support_felt"] is not None and 1 <= six["support_felt"] <= 5
+    # The three hold seats in the program's tracks, and nobody waits for one.
+    seated = {k: v for k, v in six.items() if k.startswith("track:") and k.endswith(":peak_seats")}
+    assert seated and sum(v or 0 for v in seated.values()) >= 1
+    assert all(v == 0 for k, v in six.items() if k.endswith(":peak_waitlist"))
     assert told[-1] == 1.0 and told == sorted(told)
     lines = table(comparison).splitlines()
     assert "weeks-6" in lines[0] and "weeks-8" in lines[0]
