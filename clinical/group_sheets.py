@@ -8,15 +8,16 @@ no patient is named in a sheet's address."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from clinical.identifiers import CaseManagerId, PatientId, ProgramId
 from clinical.protocol import TrackId
 from clinical.requests import AttendanceStatus
 
 STAMP = "%Y%m%dT%H%MZ"
+SubmissionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 
 
 def session_stamp(starts_at: datetime) -> str:
@@ -50,6 +51,10 @@ class GroupSheet(BaseModel):
     marks: tuple[GroupMark, ...] = Field(min_length=1, max_length=50)
     submitted_by: CaseManagerId | None = None
     """Who marked it (None: each patient's own case manager, as an API client acts)."""
+    submission: SubmissionId | None = None
+    """Which submission this is (a rendering of the console's form, an API call's
+    Idempotency-Key): the same submission sent again is the same updates, run once; None:
+    a submission of its own."""
 
     @model_validator(mode="after")
     def _each_patient_once(self) -> GroupSheet:
@@ -83,7 +88,10 @@ class SheetLine(BaseModel):
         return f"{self.patient_id} {self.status}: {self.outcome}{why}"
 
 
-def sheet_update_id(session_id: str, patient_id: str, status: str) -> str:
-    """The update that records one mark: the same mark submitted again is the same update
-    (the journey runs it once)."""
-    return f"group-sheet/{patient_id}/{session_id}/{status}"
+def sheet_update_id(
+    submission: str, session_id: str, patient_id: str, held: str, status: str
+) -> str:
+    """The update that records one mark: the same submission sent again (a second click, a
+    retried call) is the same update, run once by the journey; a later correction (even
+    back to a mark held before) is a submission of its own and a change from what is held."""
+    return f"group-sheet/{submission}/{patient_id}/{session_id}/{held}-{status}"

@@ -5,6 +5,7 @@ that says whether the request was refused, was wrong, or found no engine to answ
 from __future__ import annotations
 
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -202,6 +203,7 @@ async def record_group_sheet(
     nothing), or refused with the journey's reason. Marks are by `sheet.submitted_by`, or
     else by each patient's case manager (`case_managers`)."""
     booked = {r.patient_id: r for r in roster}
+    submission = sheet.submission or uuid.uuid4().hex
     lines = []
     for mark in sheet.marks:
         row = booked.get(mark.patient_id)
@@ -239,7 +241,13 @@ async def record_group_sheet(
                 mark.patient_id,
                 PatientJourneyWorkflow.record_attendance_sheet,
                 request,
-                update_id=sheet_update_id(row.session_id, mark.patient_id, mark.status),
+                update_id=sheet_update_id(
+                    submission,
+                    row.session_id,
+                    mark.patient_id,
+                    "scheduled" if held is None else held.status.value,
+                    mark.status,
+                ),
             )
         except RequestFailed as exc:
             line = line.model_copy(update={"outcome": "refused", "reason": str(exc)})

@@ -165,6 +165,7 @@ async def test_a_facilitator_marks_a_sheet_in_the_browser(
                 await expect(page.get_by_role("link", name="Caseload")).to_have_count(0)
                 await page.locator(f'a[href="{path}"]').click()
                 await expect(page).to_have_url(f"{base}{path}")
+                assert await page.evaluate(UNLABELLED) == []  # each mark has its label
                 await page.locator(f'select[name="mark:{p1}"]').select_option("attended")
                 await page.get_by_role("button", name="Submit the sheet").click()
                 await expect(page.get_by_text("attended, accepted")).to_be_visible()

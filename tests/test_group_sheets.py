@@ -5,6 +5,7 @@ sheet again unchanged, refusals per patient with the journey's reason; in the co
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,28 @@ async def test_a_sheet_is_accepted_once_and_refused_per_patient_with_reasons(
             status2 = await two.query(PatientJourneyWorkflow.status)
             mark2 = next(s for s in status2.sessions if s.starts_at == first)
             assert (mark2.status.value, mark2.recorded_by) == ("attended", "CM-F01")
+
+            # A correction back to a mark the journey held before (missed, excused,
+            # attended, then missed again) is recorded, not taken for a repeat.
+            back = _sheet(first, **{p2: "missed"})
+            (line,) = await submit(c.client, c.settings.task_queue, c.store, catalog, back)
+            assert line.outcome == "accepted"
+            status2 = await two.query(PatientJourneyWorkflow.status)
+            mark2 = next(s for s in status2.sessions if s.starts_at == first)
+            assert (mark2.status.value, mark2.recorded_by) == ("missed", "CM-01")
+
+            # One submission sent twice at once (a second click): its mark is recorded once.
+            once = _sheet(first, **{p1: "excused"}).model_copy(update={"submission": "form-1"})
+            await asyncio.gather(
+                *(submit(c.client, c.settings.task_queue, c.store, catalog, once) for _ in "ab")
+            )
+            history = await one.fetch_history()
+            accepted = [
+                e.workflow_execution_update_accepted_event_attributes.accepted_request.meta
+                for e in history.events
+                if e.HasField("workflow_execution_update_accepted_event_attributes")
+            ]
+            assert sum(1 for m in accepted if "/form-1/" in m.update_id) == 1
 
 
 @pytest.mark.parametrize(

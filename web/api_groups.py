@@ -6,6 +6,7 @@ client's looks like none (404)."""
 from __future__ import annotations
 
 import json
+from hashlib import sha256
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -88,12 +89,18 @@ def install(app: FastAPI) -> None:
         except ValidationError as exc:
             raise Problem(422, describe_validation_error(exc)) from None
 
-        async def act(_: str | None) -> tuple[int, Any]:
+        async def act(update_id: str | None) -> tuple[int, Any]:
             catalog = ProgramCatalog(console.settings.programs_dir)
+            # A call retried with its Idempotency-Key is the same submission.
+            submission = None if update_id is None else sha256(update_id.encode()).hexdigest()
             try:
                 client = await console.connect()
                 lines = await submit(
-                    client, console.settings.task_queue, console.store, catalog, built
+                    client,
+                    console.settings.task_queue,
+                    console.store,
+                    catalog,
+                    built.model_copy(update={"submission": submission}),
                 )
             except SheetRefused as exc:
                 raise Problem(404, str(exc)) from None

@@ -7,6 +7,7 @@ facilitator leads particular groups, not the whole site's."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -108,6 +109,9 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             local=starts_at.astimezone(console.zone_of(track.site)),
             lines=lines,
             message=message,
+            # Each rendering of the form is one submission: sent twice (a second click),
+            # its marks are recorded once; a correction comes from a new rendering.
+            submission=secrets.token_urlsafe(16),
         )
 
     @r.get("/groups/{program_id}/{track_id}/{stamp}", response_class=HTMLResponse)
@@ -142,6 +146,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
                 starts_at=starts_at,
                 marks=marks,
                 submitted_by=visitor.user.case_manager_id,
+                submission=form.get("submission") or None,
             )
         except ValidationError as exc:
             message = describe_validation_error(exc)
