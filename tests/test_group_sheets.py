@@ -34,7 +34,9 @@ async def _two_in_the_morning_group(env: WorkflowEnvironment, c: Clinic) -> tupl
     for _ in range(2):
         handles.append(await c.enrol(make_enrolment()))
         await settle(env.client, handles[-1].id)
-    for _ in range(60):
+    # Up to two weeks: intake over, the first week may begin on the next track day after
+    # a full week (a start just past Monday's session waits for the Monday after).
+    for _ in range(112):
         status: JourneyStatus = await handles[0].query(PatientJourneyWorkflow.status)
         status = status.as_of(await env.get_current_time())
         if status.phase == Phase.intensive and any(
