@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -186,6 +187,33 @@ def test_racing_for_one_start_each_counsellor_takes_one_session(store: CareStore
 
     won = sorted(r for r in all_at_once(10, one) if r is not None)
     assert won == ["CM-C01", "CM-C02"]
+
+
+def test_a_counsellor_never_has_two_sessions_at_once(store: CareStore) -> None:
+    """Sessions overlapping at different starts: refused one after the other, and when ten
+    race (starts 15 minutes apart, an hour each) the counsellor ends with no two at once."""
+    only = counsellor("CM-C01")
+    week = LOCAL_MONDAY_9.date()
+
+    def book(patient: str, starts: datetime) -> str | None:
+        return store.book_counsellor(
+            "default-iop", [only], week, patient, "INT1-W01-S2", starts, 1, MONDAY_9
+        )
+
+    assert book(new_patient_id(), MONDAY_9) == "CM-C01"
+    assert book(new_patient_id(), MONDAY_9 + timedelta(minutes=30)) is None
+    assert book(new_patient_id(), MONDAY_9 - timedelta(minutes=59)) is None
+    assert book(new_patient_id(), MONDAY_9 + timedelta(hours=1)) == "CM-C01"  # back to back
+
+    racers: SimpleQueue[int] = SimpleQueue()
+    for i in range(10):
+        racers.put(i)
+    afternoon = MONDAY_9 + timedelta(hours=5)
+    all_at_once(
+        10, lambda: book(new_patient_id(), afternoon + timedelta(minutes=15 * racers.get()))
+    )
+    taken = sorted(s.starts_at for s in store.counsellor_week("CM-C01", week))
+    assert len(taken) >= 3 and all(b - a >= timedelta(hours=1) for a, b in pairwise(taken))
 
 
 def test_one_session_racing_itself_gets_one_counsellor(store: CareStore) -> None:

@@ -3,19 +3,25 @@ numbered within their site-local week, from 1 up to their weekly capacity. The d
 decides races, as it does for group seats: the key (counsellor, week, number) refuses a
 booking past capacity, (counsellor, start) a second session at the same start, and
 (patient, session) a second counsellor for one session, so a retried booking finds the one
-it made. A counsellor ID is a person, whichever program names them."""
+it made. Sessions that overlap at different starts are refused before the insert and, for
+two bookings racing, after it: a booking that finds another overlapping its own lets its
+row go (two at once may both let go and move on to the next counsellor: never both stay). A
+counsellor ID is a person, whichever program names them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from clinical.counsellors import Counsellor
 from infra.store._core import StoreCore, insert_or_nothing
 from infra.store._schema import counsellor_sessions as cs
+
+MAX_SESSION_HOURS = 12
+"""No counselling session is longer: how far back a booking looks for one still running."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class CounsellorRecords(StoreCore):
     ) -> str | None:
         """The counsellor who takes the session: the one it has already (a retry), else the
         first of `candidates` (best first) the database lets have it; None when every one
-        is booked at that start or full that week."""
+        is busy then (a session overlapping) or full that week."""
         held = self.counsellor_of(patient_id, session_id)
         if held is not None:
             return held
@@ -49,7 +55,9 @@ class CounsellorRecords(StoreCore):
             while True:
                 taken = self._numbers(counsellor.id, week)
                 free = [n for n in range(1, counsellor.sessions_per_week + 1) if n not in taken]
-                if not free or self._busy_at(counsellor.id, starts_at):
+                if not free or self._overlapping(
+                    counsellor.id, patient_id, session_id, starts_at, hours
+                ):
                     break
                 row = {
                     "counsellor_id": counsellor.id,
@@ -66,8 +74,13 @@ class CounsellorRecords(StoreCore):
                     won = conn.execute(
                         insert_or_nothing(conn, cs).values(**row).returning(cs.c.number)
                     ).all()
-                if won:
+                if won and not self._overlapping(
+                    counsellor.id, patient_id, session_id, starts_at, hours
+                ):
                     return counsellor.id
+                if won:  # an overlapping session was booked at the same moment
+                    self._let_go(counsellor.id, week, won[0][0])
+                    break
                 # Refused: that number went to another booking (try the next), the
                 # counsellor was taken at that start (the next counsellor), or this very
                 # session was booked meanwhile (a retry racing itself: that one stands).
@@ -132,13 +145,33 @@ class CounsellorRecords(StoreCore):
                 )
             )
 
-    def _busy_at(self, counsellor_id: str, starts_at: datetime) -> bool:
-        with self.engine.connect() as conn:
-            return (
-                conn.scalar(
-                    select(func.count()).where(
-                        cs.c.counsellor_id == counsellor_id, cs.c.starts_at == starts_at
-                    )
+    def _overlapping(
+        self,
+        counsellor_id: str,
+        patient_id: str,
+        session_id: str,
+        starts_at: datetime,
+        hours: float,
+    ) -> bool:
+        """Whether the counsellor has a session (other than this one) overlapping
+        [starts_at, starts_at + hours)."""
+        ends_at = starts_at + timedelta(hours=hours)
+        near = select(cs.c.starts_at, cs.c.hours).where(
+            cs.c.counsellor_id == counsellor_id,
+            or_(cs.c.patient_id != patient_id, cs.c.session_id != session_id),
+            cs.c.starts_at > starts_at - timedelta(hours=MAX_SESSION_HOURS),
+            cs.c.starts_at < ends_at,
+        )
+        return any(
+            r["starts_at"] + timedelta(hours=r["hours"]) > starts_at for r in self._read(near)
+        )
+
+    def _let_go(self, counsellor_id: str, week: date, number: int) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                delete(cs).where(
+                    cs.c.counsellor_id == counsellor_id,
+                    cs.c.week == week.isoformat(),
+                    cs.c.number == number,
                 )
-                or 0
-            ) > 0
+            )
