@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -335,9 +335,17 @@ def test_the_command_line_shows_each_counsellors_load(
     monkeypatch.setenv("CAREPATH_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("CAREPATH_DATABASE_URL", raising=False)
     monkeypatch.setenv("CAREPATH_PROGRAMS_DIR", str(PROGRAMS))
+    now = datetime.now(UTC)
+
+    class Frozen(datetime):  # the command's "this week" is the week booked, at any hour
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cast(Frozen, now.astimezone(tz))
+
+    monkeypatch.setattr("cli.sites.datetime", Frozen)
     store = CareStore(load_settings().database_url)
     store.migrate()
-    _book_this_week(store, datetime.now(UTC), 3)
+    _book_this_week(store, now, 3)
     store.dispose()
     assert cli_main(["counsellors", "--program", "demo-iop", "--site", "north", "--json"]) == 0
     shown = {c["id"]: c for c in json.loads(capsys.readouterr().out)}
