@@ -557,6 +557,18 @@ class ProgramCatalog:
     def program_ids(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.toml"))
 
+    def programs(self) -> list[ProgramProtocol]:
+        """Every program the directory holds, in ID order; a file that is no program (the
+        sites file shares the directory) or does not load is left out, for views over
+        them all."""
+        loaded = []
+        for program_id in self.program_ids():
+            try:
+                loaded.append(self.load(program_id))
+            except ProtocolError:
+                continue
+        return loaded
+
 
 def _stamps(paths: Iterable[Path]) -> list[tuple[Path, int, int]]:
     """What tells a changed file: its size and modification time (a file gone has none)."""

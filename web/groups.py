@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from clinical.group_sheets import GroupSheet, parse_stamp, session_stamp
-from clinical.protocol import GroupTrack, ProgramCatalog, ProtocolError, describe_validation_error
+from clinical.protocol import GroupTrack, ProgramCatalog, describe_validation_error
 from infra.store.accounts import Role, User
 from services.group_sheets import SheetRefused, recent_sessions, roster, submit, track_of
 from services.journeys import RequestFailed
@@ -33,14 +33,10 @@ def _may_mark(user: User, track: GroupTrack) -> bool:
 
 
 def _tracks_at(console: Console, user: User) -> list[tuple[str, GroupTrack, list[datetime]]]:
-    catalog = ProgramCatalog(console.settings.programs_dir)
     shown = []
-    for program_id in catalog.program_ids():
-        try:
-            tracks = catalog.load(program_id).groups.tracks
-        except ProtocolError:
-            continue
-        for t in tracks:
+    for program in ProgramCatalog(console.settings.programs_dir).programs():
+        program_id = program.program.id
+        for t in program.groups.tracks:
             if _may_mark(user, t):
                 shown.append(
                     (program_id, t, recent_sessions(console.store, program_id, t, console.now()))

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from clinical.counsellors import CounsellorLoad, load_view, weeks_at
 from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
-from clinical.protocol import ProgramCatalog, ProtocolError
+from clinical.protocol import ProgramCatalog
 from infra.store.accounts import Role
 from web.context import Console, console_of, page
 from web.security import Visitor, allow
@@ -28,13 +28,9 @@ def _day(text: str) -> datetime | None:
 def _tracks(console: Console) -> list[tuple[str, list[TrackCapacity], dict[str, float]]]:
     """Each program's group tracks in view, with its facilitators' hours a week. A file that
     is no program (the sites file shares the directory) has no tracks to show."""
-    catalog = ProgramCatalog(console.settings.programs_dir)
     shown = []
-    for program_id in catalog.program_ids():
-        try:
-            tracks = catalog.load(program_id).groups.tracks
-        except ProtocolError:
-            continue
+    for program in ProgramCatalog(console.settings.programs_dir).programs():
+        program_id, tracks = program.program.id, program.groups.tracks
         if tracks:
             view = capacity_view(tracks, console.store.track_loads(program_id), console.now())
             shown.append((program_id, view, facilitator_hours(tracks)))
@@ -43,13 +39,9 @@ def _tracks(console: Console) -> list[tuple[str, list[TrackCapacity], dict[str, 
 
 def _counsellors(console: Console) -> list[tuple[str, list[CounsellorLoad]]]:
     """Each program's counsellors with their sessions this week and next."""
-    catalog = ProgramCatalog(console.settings.programs_dir)
     shown = []
-    for program_id in catalog.program_ids():
-        try:
-            counsellors = catalog.load(program_id).counselling.counsellors
-        except ProtocolError:
-            continue
+    for program in ProgramCatalog(console.settings.programs_dir).programs():
+        program_id, counsellors = program.program.id, program.counselling.counsellors
         if counsellors:
             weeks = {c.site: weeks_at(console.now(), console.zone_of(c.site)) for c in counsellors}
             mondays = sorted({w for pair in weeks.values() for w in pair})
