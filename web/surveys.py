@@ -22,13 +22,16 @@ LINK_MAX = 200
 FORM_FIELDS_MAX = 20
 
 
-def _limited(request: Request, console: Console) -> Response | None:
+def _turned_away(request: Request, console: Console) -> Response | None:
+    """Before any link is read: too many tries from this address, or no questionnaires here."""
     wait = console.survey_limit.wait(client_address(request), console.now())
-    if not wait:
-        return None
-    response = _refused(request, console, 429, "too many tries from here: wait a minute")
-    response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
-    return response
+    if wait:
+        response = _refused(request, console, 429, "too many tries from here: wait a minute")
+        response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
+        return response
+    if console.surveys is None:
+        return _refused(request, console, 404, "questionnaires are not available here")
+    return None
 
 
 def _refused(request: Request, console: Console, status: int, message: str) -> Response:
@@ -48,11 +51,10 @@ def install(app: FastAPI) -> None:
     @allow(*PUBLIC.roles)
     async def survey_page(request: Request, link: str) -> Response:
         console = console_of(request)
-        limited = _limited(request, console)
-        if limited is not None:
-            return limited
-        if console.surveys is None:
-            return _refused(request, console, 404, "questionnaires are not available here")
+        turned_away = _turned_away(request, console)
+        if turned_away is not None:
+            return turned_away
+        assert console.surveys is not None  # else turned away
         try:
             opened = console.surveys.open(link[:LINK_MAX], console.now())
         except SurveyRefused as exc:
@@ -65,11 +67,10 @@ def install(app: FastAPI) -> None:
     @allow(*PUBLIC.roles)
     async def survey_answer(request: Request, link: str) -> Response:
         console = console_of(request)
-        limited = _limited(request, console)
-        if limited is not None:
-            return limited
-        if console.surveys is None:
-            return _refused(request, console, 404, "questionnaires are not available here")
+        turned_away = _turned_away(request, console)
+        if turned_away is not None:
+            return turned_away
+        assert console.surveys is not None  # else turned away
         form = await request.form(max_fields=FORM_FIELDS_MAX)
         given = {k: v for k, v in form.items() if isinstance(v, str)}
         try:
