@@ -15,7 +15,12 @@ from rich.table import Table
 from cli.common import EXIT_UNREACHABLE, CliError, care_store, client_for, console
 from clinical.counsellors import CounsellorLoad, load_view, weeks_at
 from clinical.groups import TrackCapacity, capacity_view, facilitator_hours
-from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
+from clinical.protocol import (
+    ProgramCatalog,
+    ProgramProtocol,
+    ProtocolError,
+    describe_validation_error,
+)
 from clinical.sites import Closure, SiteDirectory, SiteError
 from infra.settings import Settings
 from services.closures import ClosureRefused, announce_closure
@@ -107,18 +112,27 @@ def _list(settings: Settings, site_id: str, zone: str, sites: SiteDirectory, as_
     return 0
 
 
-def cmd_tracks(args: argparse.Namespace, settings: Settings) -> int:
-    """Each group track's seats taken and free, its waitlist and how long the first has
-    waited, and each facilitator's hours a week."""
+def _program_at(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[ProgramProtocol, SiteDirectory]:
+    """`--program`'s protocol and the sites, `--site` (if given) checked to be one."""
     try:
         protocol = ProgramCatalog(settings.programs_dir).load(args.program)
     except ProtocolError as exc:
         raise CliError(str(exc)) from None
+    sites = _sites(settings)
     if args.site is not None:
         try:
-            _sites(settings).get(args.site)
+            sites.get(args.site)
         except SiteError as exc:
             raise CliError(str(exc)) from None
+    return protocol, sites
+
+
+def cmd_tracks(args: argparse.Namespace, settings: Settings) -> int:
+    """Each group track's seats taken and free, its waitlist and how long the first has
+    waited, and each facilitator's hours a week."""
+    protocol, _ = _program_at(args, settings)
     tracks = [t for t in protocol.groups.tracks if args.site in (None, t.site)]
     store = care_store(settings)
     try:
@@ -182,16 +196,7 @@ def _track_json(c: TrackCapacity) -> dict[str, object]:
 def cmd_counsellors(args: argparse.Namespace, settings: Settings) -> int:
     """Each counsellor's sessions this week and next against their capacity, and their
     hours available a week."""
-    try:
-        protocol = ProgramCatalog(settings.programs_dir).load(args.program)
-    except ProtocolError as exc:
-        raise CliError(str(exc)) from None
-    sites = _sites(settings)
-    if args.site is not None:
-        try:
-            sites.get(args.site)
-        except SiteError as exc:
-            raise CliError(str(exc)) from None
+    protocol, sites = _program_at(args, settings)
     counsellors = [c for c in protocol.counselling.counsellors if args.site in (None, c.site)]
     now = datetime.now(UTC)
     weeks = {c.site: weeks_at(now, _zone_of(sites, c.site)) for c in counsellors}
