@@ -26,6 +26,11 @@ class SurveyRefused(ValueError):
     """Answers (or a link) that cannot be recorded; the message says why, in one line."""
 
 
+class AnswersRefused(SurveyRefused):
+    """The answers themselves are wrong (an unknown or missing item, a point off the
+    scale): bad input, where other refusals are the questionnaire's state."""
+
+
 class SurveyScore(BaseModel):
     """A set of answers scored: each item's point, each aspect's mean on the 1-5 scale
     (items on other scales rescaled), and the support band from the support aspects."""
@@ -60,16 +65,16 @@ def check_answers(config: SurveyConfig, given: Mapping[str, str]) -> dict[str, i
     known = {item.id: item for item in config.items}
     unknown = sorted(k for k in given if k not in known)
     if unknown:
-        raise SurveyRefused(f"unknown question {unknown[0][:32]!r}")
+        raise AnswersRefused(f"unknown question {unknown[0][:32]!r}")
     points: dict[str, int] = {}
     for item in config.items:
         raw = given.get(item.id)
         if raw is None or not str(raw).strip():
-            raise SurveyRefused("please answer every question")
+            raise AnswersRefused("please answer every question")
         text = str(raw).strip()
         top = len(item.anchors)
         if not text.isdigit() or not 1 <= int(text) <= top:
-            raise SurveyRefused(f"an answer must be a number from 1 to {top}")
+            raise AnswersRefused(f"an answer must be a number from 1 to {top}")
         points[item.id] = int(text)
     return points
 

@@ -71,6 +71,23 @@ def _config_of(catalog: ProgramCatalog, survey: SurveyRecord) -> SurveyConfig:
     return config
 
 
+def awaiting_answers(
+    store: CareStore, catalog: ProgramCatalog, patient_id: str
+) -> list[tuple[str, SurveyConfig]]:
+    """The questionnaires a case manager may still read out at a call, by occasion: the
+    latest sent of each, unanswered, of a program that still asks it."""
+    latest = {s.occasion: s for s in store.surveys(patient_id)}  # oldest first: last wins
+    waiting: list[tuple[str, SurveyConfig]] = []
+    for occasion, survey in latest.items():
+        if survey.answered_at is not None:
+            continue
+        try:
+            waiting.append((occasion, _config_of(catalog, survey)))
+        except SurveyRefused:
+            continue
+    return waiting
+
+
 def answer_at_call(
     store: CareStore,
     catalog: ProgramCatalog,

@@ -50,6 +50,7 @@ BODIES: dict[str, Any] = {
     "api_give_consent": {"to": "County EHR", "information": "the journey's sessions",
                          "expires": "2099-12-31"},
     "api_revoke_consent": {"to": "County EHR"},
+    "api_survey_answers": {"answers": {"care": 4}},
 }  # fmt: skip
 GROUP_ROUTES = {"api_group_roster", "api_group_sheet"}
 """Routes of a site's group track: another site's client finds no such track (404)."""
@@ -95,6 +96,7 @@ async def test_every_api_route_has_a_grant_and_checks_token_scope_and_site(
         values = {
             "patient_id": pid, "need": "housing", "task_id": str(task.id), "name": "ehr-feed",
             "program_id": "default-iop", "track_id": "north-morning", "stamp": "20270301T1400Z",
+            "occasion": "step_down",
         }  # fmt: skip
         routes = [
             r

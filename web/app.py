@@ -14,20 +14,17 @@ from fastapi.staticfiles import StaticFiles
 from infra.store.accounts import Role
 from web import (
     api,
-    api_groups,
-    api_subscribers,
     enrolment,
     groups,
     patients,
     signin,
     staff,
     surveys,
-    webhooks,
     whatif,
 )
 from web.api_security import API, BodyLimit, Problem, problem_response
 from web.context import Console, console_of, page
-from web.openapi import document_text
+from web.openapi import document_text, install_api
 from web.security import (
     RULES,
     SESSION_COOKIE,
@@ -130,10 +127,7 @@ def create_app(console: Console) -> FastAPI:
     whatif.install(app, signed_in)
     groups.install(app, signed_in)
     surveys.install(app)
-    api.install(app)
-    api_subscribers.install(app)
-    api_groups.install(app)
-    webhooks.install(app)
+    install_api(app)
     api.problem_handlers(app)
     document = document_text()  # made once: the routes do not change while serving
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from web import api, api_groups, api_subscribers, webhooks
+from web import api, api_groups, api_subscribers, api_surveys, webhooks
 from web.api_security import API, GRANTS, PROBLEM, SIGNED
 
 KEPT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -39,12 +39,18 @@ REFUSALS = {
 }
 
 
-def api_document() -> dict[str, Any]:
-    app = FastAPI()
+def install_api(app: FastAPI) -> None:
+    """Every /api/v1 route: the one list the console's app and this document share."""
     api.install(app)
     api_subscribers.install(app)
     api_groups.install(app)
+    api_surveys.install(app)
     webhooks.install(app)
+
+
+def api_document() -> dict[str, Any]:
+    app = FastAPI()
+    install_api(app)
     routes = [r for r in app.routes if getattr(r, "path", "").startswith(API)]
     document = get_openapi(
         title="CarePath API",

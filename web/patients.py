@@ -14,8 +14,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from clinical.disclosures import accounting_since
 from clinical.identifiers import PatientId
+from clinical.protocol import ProgramCatalog
 from clinical.requests import TaskDone
 from clinical.status import JourneyStatus
+from clinical.surveys import OCCASIONS, AnswersRefused, SurveyRefused
 from infra.store.accounts import Role, User
 from operators.caseload import CaseloadRow, Scope, caseload, inbox, overdue
 from operators.snapshot import StoredSnapshot, stored_snapshot
@@ -26,6 +28,7 @@ from services.journeys import (
     query_status,
     task_completion,
 )
+from services.surveys import answer_at_call, awaiting_answers
 from web.actions import ACTIONS, SUPERVISOR_ACTIONS, ActionRefused
 from web.context import Console, console_of, page
 from web.security import Forbidden, NotFound, Visitor, allow
@@ -152,6 +155,11 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             disclosures=console.store.disclosures(pid, accounting_since(console.now())),
             name=console.store.patient_names([pid]).get(pid, ""),
             zone=console.zone_of(snapshot.site_id if snapshot else ""),
+            surveys=awaiting_answers(
+                console.store, ProgramCatalog(console.settings.programs_dir), pid
+            )
+            if template == "chart.html"
+            else [],
         )
 
     @r.get("/patients/{patient_id}", response_class=HTMLResponse)
@@ -166,6 +174,43 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         return await show_chart(
             request, patient_id, visitor, "chart_live.html", "view chart (refresh)"
         )
+
+    # Before the journey's actions below: its path would take "survey" for an action.
+    @r.post("/patients/{patient_id}/survey", response_class=HTMLResponse)
+    @allow(Role.case_manager, patient=True)
+    async def survey_answers(
+        request: Request, patient_id: str, visitor: Visitor = seen
+    ) -> Response:
+        """A questionnaire's answers read out at a follow-up call, recorded under the
+        signed-in case manager with the command line's checks (a store record: the
+        journey does not wait for answers)."""
+        console = console_of(request)
+        pid = patient_in_scope(console, request, visitor.user, patient_id)
+        what = "survey answers at a call"
+        form = {k: v for k, v in (await request.form()).multi_items() if isinstance(v, str)}
+        form.pop("csrf", None)
+        occasion = form.pop("occasion", "")
+        if occasion not in OCCASIONS:
+            message = f"occasion: one of {', '.join(OCCASIONS)}"
+            return _answer(request, console, visitor, what, pid, message, 422)
+        assert visitor.user.case_manager_id is not None  # a case manager's account has one
+        catalog = ProgramCatalog(console.settings.programs_dir)
+        try:
+            answer_at_call(
+                console.store,
+                catalog,
+                pid,
+                occasion,
+                form,
+                visitor.user.case_manager_id,
+                console.now(),
+            )
+        except AnswersRefused as exc:
+            return _answer(request, console, visitor, what, pid, str(exc), 422)
+        except SurveyRefused as exc:
+            return _answer(request, console, visitor, what, pid, str(exc), 409)
+        message = f"the {occasion} questionnaire's answers are recorded"
+        return _answer(request, console, visitor, what, pid, message, 200)
 
     @r.post("/patients/{patient_id}/{action}", response_class=HTMLResponse)
     @allow(Role.case_manager, Role.supervisor, patient=True)
