@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,6 +73,8 @@ class Patient:
     case_manager_id: str = ""
     reviewed_week: int = 0
     """The last intensive week whose progress was looked at."""
+    arrived_day: float = 0.0
+    """The simulated day the patient was enrolled (the run's first is 0)."""
 
     @property
     def in_treatment(self) -> bool:
@@ -171,7 +173,8 @@ async def run_clinic(
     `withdraw_after_missed`, is discharged once they have stopped coming; with
     `charts_weekly`, has their chart opened on a weekday of their own, and daily while in
     intake), then the clock moves on. Ends when every journey has ended in the store; a
-    journey still running after `give_up_after_days` is a stall, and raises."""
+    journey still running `give_up_after_days` after its patient arrived is a stall, and
+    raises (counted from each arrival: a large cohort arrives over years)."""
     waiting = sorted(arrivals, key=lambda a: a.day)
     cohort: dict[str, Patient] = {}
     began = await env.get_current_time()
@@ -184,7 +187,7 @@ async def run_clinic(
         handles = await bounded([_starter(start, a.enrolment) for a in due])
         cohort.update(
             {
-                a.enrolment.patient_id: Patient(h, a.manager)
+                a.enrolment.patient_id: Patient(h, a.manager, arrived_day=a.day)
                 for a, h in zip(due, handles, strict=True)
             }
         )
@@ -194,10 +197,8 @@ async def run_clinic(
             progress(today, ended, len(cohort) + len(waiting))
         if not waiting and ended == len(cohort):
             break
-        if today > give_up_after_days:
-            raise RuntimeError(
-                f"{len(cohort) - ended} journeys still running after {today:.0f} simulated days"
-            )
+        if stall := stalled(cohort.values(), today, give_up_after_days):
+            raise RuntimeError(stall)
         active = {pid: p for pid, p in cohort.items() if p.in_treatment}
         booked = board.recent_sessions(now - 8 * DAY)
         await asyncio.gather(
@@ -226,6 +227,18 @@ async def run_clinic(
         await advance(env, DAY if active or waiting else 7 * DAY)
         steps += 1
     return Run(cohort, steps, (await env.get_current_time() - began) / DAY)
+
+
+def stalled(cohort: Iterable[Patient], today: float, give_up_after_days: float) -> str | None:
+    """Why the run is stuck, if a journey is still running `give_up_after_days` after its
+    patient arrived (the run's length is no measure: a large cohort arrives over years)."""
+    running = [p.arrived_day for p in cohort if not p.ended]
+    if not running or today - min(running) <= give_up_after_days:
+        return None
+    return (
+        f"{len(running)} journeys still running, the oldest "
+        f"{today - min(running):.0f} simulated days after its patient arrived"
+    )
 
 
 def _starter(start: Start, enrolment: Enrolment) -> Send:

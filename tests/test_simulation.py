@@ -13,6 +13,7 @@ from clinical.attendance import SessionStatus
 from clinical.phases import Phase
 from clinical.requests import DischargeReason, DischargeRequest, ProgressReview
 from simulation.case_manager import CaseManager
+from simulation.cohort import Patient, stalled
 from simulation.patients import steady_attendance, synthetic_cohort
 from tests.support import JourneyStandIn
 
@@ -83,6 +84,25 @@ def test_a_cohort_is_the_same_for_a_seed_and_plausible_on_its_day() -> None:
     assert synthetic_cohort(6, 8, today=day) != first
     for e in synthetic_cohort(60, 3, today=day):
         check_plausible(e, day)
+
+
+def test_a_run_is_stalled_by_a_journey_running_long_after_its_arrival_not_by_its_length() -> None:
+    def patient(arrived: float, phase: Phase) -> Patient:
+        return Patient(None, CaseManager(steady_attendance), phase=phase, arrived_day=arrived)  # type: ignore[arg-type]
+
+    # Ten thousand patients at 15 a week arrive over 4,667 days: a run that long is fine
+    # while every running journey is younger than the bound.
+    late = [
+        patient(0, Phase.completed),
+        patient(4600, Phase.aftercare),
+        patient(4660, Phase.intake),
+    ]
+    assert stalled(late, today=5000, give_up_after_days=3650) is None
+    stuck = [*late, patient(1200, Phase.intensive)]
+    assert stalled(stuck, today=5000, give_up_after_days=3650) == (
+        "3 journeys still running, the oldest 3800 simulated days after its patient arrived"
+    )
+    assert stalled([patient(0, Phase.discharged)], today=9999, give_up_after_days=1) is None
 
 
 async def test_a_patient_who_stops_coming_is_discharged_as_withdrawn_once() -> None:
