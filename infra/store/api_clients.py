@@ -27,7 +27,9 @@ from infra.store._schema import api_idempotency as idempotency
 
 SCOPES = {
     "patients:read": "a patient's status, FHIR export, the caseload",
-    "patients:write": "enrol, discharge, reviews, relapse, family consent, check-ins, survey answers",
+    "patients:write": (
+        "enrol, discharge, reviews, relapse, family consent, check-ins, survey answers"
+    ),
     "attendance:write": "attendance sheets",
     "referrals:write": "open and cancel referrals",
     "referrals:answer": "a partner's answer to a referral",
