@@ -40,4 +40,4 @@ def book(store: CareStore, r: CounsellorBooking) -> CounsellorsBooked:
 
 
 def release(store: CareStore, r: CounsellorRelease) -> int:
-    return store.free_counsellors(r.patient_id, r.from_)
+    return store.free_counsellors(r.patient_id, r.from_, r.sessions)

@@ -357,7 +357,9 @@ class CounsellorsBooked(_Record):
 
 
 class CounsellorRelease(_Record):
-    """The patient's counsellor sessions from `from_` on are let go."""
+    """The patient's counsellor sessions from `from_` on are let go: all of them, or only
+    `sessions` (a closure's cancellations)."""
 
     patient_id: str
     from_: datetime
+    sessions: tuple[str, ...] | None = None

@@ -442,6 +442,22 @@ async def counsellor_calendars(env: WorkflowEnvironment, c: Clinic) -> list[tupl
     ]
 
 
+async def counsellors_after_closure(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """Snow on the day of the patient's individual session (patch
+    counsellors-follow-closures): its counsellor is freed and the week's make-ups staffed."""
+    sites = SiteDirectory.load(c.settings.sites_file)
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(make_enrolment(), program_id="counsellors-iop")
+        status, _ = await drive_journey(env, handle, until=in_intensive_week(1))
+        individual = next(s for s in status.sessions if s.session_type == "individual_therapy")
+        day = individual.starts_at.astimezone(sites.get("north").zone_info).date()
+        snow = Closure(site_id="north", date=day, reason="snow")
+        await announce_closure(c.client, c.store, sites, snow, await env.get_current_time())
+        await drive_journey(env, handle, until=in_intensive_week(2))
+        await discharge(handle, "CM-01", DischargeReason.withdrew)
+    return await runs_of(c, handle, "journey_counsellors_after_closure")
+
+
 class CallsByCallback:
     """A provider whose word comes later, by callback (the scenario delivers it, as the
     webhook does), except on the day-90 check-in, which it answers as it places (the
@@ -561,12 +577,14 @@ SCENARIOS: dict[str, Scenario] = {
         support_surveys,
         group_no_fit,
         counsellor_calendars,
+        counsellors_after_closure,
     )
 }
 PROGRAMS_DIRS: dict[str, Path] = {
     "group_tracks": Path(__file__).parent / "programs",
     "group_no_fit": Path(__file__).parent / "programs",
     "counsellor_calendars": Path(__file__).parent / "programs",
+    "counsellors_after_closure": Path(__file__).parent / "programs",
 }
 """Scenarios on a test program (tests/programs) rather than the clinic's."""
 TELEPHONY: dict[str, Any] = {

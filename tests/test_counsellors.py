@@ -21,6 +21,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities import counsellors as booking
 from activities.records import CounsellorBooking, CounsellorRelease, CounsellorWanted
 from cli.main import main as cli_main
+from clinical.attendance import SessionStatus
+from clinical.closures import is_make_up
 from clinical.counsellors import (
     CounsellingConfig,
     Counsellor,
@@ -32,11 +34,14 @@ from clinical.identifiers import new_patient_id
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProgramProtocol
 from clinical.requests import DischargeReason, DischargeRequest
+from clinical.sites import Closure, SiteDirectory
 from clinical.status import JourneyStatus
 from infra.settings import load_settings
 from infra.store import CareStore
+from services.closures import announce_closure
 from tests.console_support import store_only_console
 from tests.support import (
+    OPEN_SITES,
     PROGRAMS,
     clinic,
     drive_journey,
@@ -303,6 +308,36 @@ async def test_a_journey_books_a_counsellor_else_tells_the_case_manager_and_free
             )
             await settle(env.client, handle.id)
             assert c.store.counsellor_of(winner, individual[winner].session_id) is None
+
+
+async def test_a_closure_gives_its_sessions_counsellor_back_and_staffs_the_make_ups(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with clinic(env.client, tmp_path, programs_dir=TEST_PROGRAMS) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(make_enrolment(), program_id="counsellors-iop")
+            pid = handle.id.removeprefix("journey-")
+            status, _ = await drive_journey(env, handle, until=week_booked, step=timedelta(hours=2))
+            individual = next(s for s in status.sessions if s.session_type == "individual_therapy")
+            assert c.store.counsellor_of(pid, individual.session_id) == "CM-C01"
+            day = individual.starts_at.astimezone(ZoneInfo(ZONE)).date()
+            snow = Closure(site_id="north", date=day, reason="snow", announced_by="ops-1")
+            sites = SiteDirectory.load(OPEN_SITES)
+            now = await env.get_current_time()
+            result = await announce_closure(c.client, c.store, sites, snow, now)
+            assert list(result.applied) == [pid]
+            await settle(env.client, handle.id)
+            after: JourneyStatus = await handle.query(PatientJourneyWorkflow.status)
+        cancelled = next(s for s in after.sessions if s.session_id == individual.session_id)
+        assert cancelled.status == SessionStatus.cancelled
+        # The hour goes back to the counsellor (one session a week: nobody else could have it).
+        assert c.store.counsellor_of(pid, individual.session_id) is None
+        make_ups = [s for s in after.sessions if is_make_up(s.session_id)]
+        staffed = {s.session_id: c.store.counsellor_of(pid, s.session_id) for s in make_ups}
+        counselled = [s.session_id for s in make_ups if s.session_type == "individual_therapy"]
+        assert {sid for sid, who in staffed.items() if who} == set(counselled)
+        week = week_of(individual.starts_at.astimezone(ZoneInfo(ZONE)))
+        assert c.store.counsellor_loads([week]).get(("CM-C01", week), 0) == len(counselled)
 
 
 def week_booked(status: JourneyStatus) -> bool:

@@ -27,6 +27,9 @@ COUNSELLOR_TASK: TaskKind = "counsellor_needed"
 class JourneyCounsellors(JourneySurveys):
     _counsellors: bool
     """Whether this run books counsellors (decided first thing in the run)."""
+    _counsellors_follow_closures: bool
+    """Whether a closure frees its cancelled sessions' counsellors and staffs its make-up
+    sessions (patch `counsellors-follow-closures`; before it, both were left as they were)."""
 
     def _uses_counsellors(self) -> bool:
         st = self._state
@@ -72,6 +75,25 @@ class JourneyCounsellors(JourneySurveys):
             # Sessions are on the clinic's calendar (ahead of real time on a compressed clock).
             CounsellorRelease(patient_id=st.patient_id, from_=st.clock.calendar_of(workflow.now())),
         )
+
+    async def _counsellors_after_closure(
+        self, cancelled: Sequence[str], make_ups: Sequence[SessionSpec]
+    ) -> None:
+        """A closure's cancelled sessions give their counsellors back (first, so that the
+        week's make-ups may have them), and its make-up sessions get counsellors."""
+        st = self._state
+        if not (self._counsellors_follow_closures and self._uses_counsellors()):
+            return
+        if cancelled:
+            await self._store(
+                CareOperations.free_counsellors,
+                CounsellorRelease(
+                    patient_id=st.patient_id,
+                    from_=st.clock.calendar_of(workflow.now()),
+                    sessions=tuple(cancelled),
+                ),
+            )
+        await self._book_counsellors(make_ups)
 
     async def _end(self, outcome: Phase, reason: str) -> None:
         await self._free_counsellors()

@@ -127,6 +127,7 @@ class JourneyRequests(JourneyCounsellors):
             )
         else:
             await self._outbox.flush()
+        await self._counsellors_after_closure([s.session_id for s in cancelled], found.sessions)
         if found.short_by:
             await self._open_make_up_task(found.short_by)
         self._update_visibility()

@@ -62,6 +62,7 @@ REFERRALS_ON_SITE_CLOCK = "referrals-on-site-clock"
 GROUP_TRACKS = "group-tracks"
 GROUP_NO_FIT_TASK = "group-no-fit-task"
 COUNSELLOR_CALENDARS = "counsellor-calendars"
+COUNSELLORS_FOLLOW_CLOSURES = "counsellors-follow-closures"
 SMS_BEFORE_RETRY = "sms-before-retry"
 CALL_OUTCOME_BY_CALLBACK = "call-outcome-by-callback"
 SUPPORT_SURVEYS = "support-surveys"
@@ -89,6 +90,7 @@ JOURNEY = (
     _journey(SUPPORT_SURVEYS, "2026-12-07", "satisfaction and support questionnaires by link"),
     _journey(GROUP_NO_FIT_TASK, "2026-12-07", "a task when no group track fits the patient"),
     _journey(COUNSELLOR_CALENDARS, "2026-12-07", "a counsellor for individual/family sessions"),
+    _journey(COUNSELLORS_FOLLOW_CLOSURES, "2026-12-07", "closures free and re-staff counsellors"),
 )
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""

@@ -102,6 +102,7 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._support_surveys = workflow.patched(patches.SUPPORT_SURVEYS)
         self._no_fit_task = workflow.patched(patches.GROUP_NO_FIT_TASK)
         self._counsellors = workflow.patched(patches.COUNSELLOR_CALENDARS)
+        self._counsellors_follow_closures = workflow.patched(patches.COUNSELLORS_FOLLOW_CLOSURES)
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 

@@ -10,7 +10,7 @@ counsellor ID is a person, whichever program names them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -98,15 +98,16 @@ class CounsellorRecords(StoreCore):
             )
         return None if found is None else str(found)
 
-    def free_counsellors(self, patient_id: str, from_: datetime) -> int:
+    def free_counsellors(
+        self, patient_id: str, from_: datetime, session_ids: Collection[str] | None = None
+    ) -> int:
         """The patient's counsellor sessions from `from_` on are let go (discharge,
-        step-down, a cancelled week); how many."""
+        step-down; with `session_ids`, only those: sessions a closure cancelled); how many."""
+        stmt = delete(cs).where(cs.c.patient_id == patient_id, cs.c.starts_at >= from_)
+        if session_ids is not None:
+            stmt = stmt.where(cs.c.session_id.in_(sorted(session_ids)))
         with self._transaction() as conn:
-            return int(
-                conn.execute(
-                    delete(cs).where(cs.c.patient_id == patient_id, cs.c.starts_at >= from_)
-                ).rowcount
-            )
+            return int(conn.execute(stmt).rowcount)
 
     def counsellor_week(self, counsellor_id: str, week: date) -> list[CounsellorSession]:
         rows = self._read(
