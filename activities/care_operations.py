@@ -341,6 +341,11 @@ class CareOperations:
         """Ask the provider to place an attempt's call (the attempt's key is the provider's
         idempotency key: a retry never places a second call). How it ended comes later."""
         phone = self._phone(request.patient_id)
+        # Before placing: the provider's callback may come before this activity returns,
+        # and must find the workflow waiting (the journey, or a check-in's own workflow).
+        placed_by = activity.info().workflow_id
+        if placed_by is not None:
+            self.store.record_call_placement(request.key, request.patient_id, placed_by)
         try:
             placed = self.telephony.place_call(
                 request.key, request.patient_id, phone, request.instruments

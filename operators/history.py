@@ -1,5 +1,6 @@
 """A patient's journey as a story: Temporal's own event histories (every run of the journey,
-and its check-ins and referrals) read into one timeline of what happened, when and who did it.
+and its referrals and, for journeys from before check-ins ran inside them, its check-ins'
+own workflows) read into one timeline of what happened, when and who did it.
 
 Payloads are opened with the client's data converter (so the codec), and only the fields a
 timeline needs are shown: phases and reasons, sessions, attendance, calls, tasks, referrals
@@ -48,6 +49,7 @@ _REQUEST_FIELDS = {
     "partner_response": ("answer",),
     "record_consent": (),
     "cancel": ("reason",),
+    "call_outcome": ("outcome",),
 }
 
 
@@ -122,7 +124,8 @@ async def _read(client: Client, source: str, event: HistoryEvent) -> list[Entry]
 
 
 async def _workflows_started_by(client: Client, event: HistoryEvent) -> list[str]:
-    """Check-ins are the journey's children; referrals are started by an activity (earlier
+    """Check-ins of journeys from before `check-in-in-journey` are the journey's children
+    (later ones are in its own history); referrals are started by an activity (earlier
     journeys started them as children too)."""
     if event.HasField("child_workflow_execution_started_event_attributes"):
         child = event.child_workflow_execution_started_event_attributes
@@ -164,7 +167,9 @@ def _activity(at: datetime, source: str, name: str, arg: Any) -> list[Entry]:
         return [Entry(at, source, f"task {arg.get('kind')}", ENGINE, str(arg.get("detail")))]
     if name in ("place_call", "place_follow_up_call"):  # the latter: runs from before callbacks
         what = f"call {arg.get('call_id')} attempt {arg.get('attempt')}"
-        return [Entry(at, source, what, ENGINE, "")]
+        # Told as the check-in's, whether the journey placed it or its FollowUpCall child.
+        check_in = f"E{arg.get('episode', 1)}-{arg.get('call_id')}"
+        return [Entry(at, check_in, what, ENGINE, "")]
     if name == "start_referral_loop":
         need = (arg.get("referral") or {}).get("need")
         return [Entry(at, source, f"{need} referral opened", ENGINE, "")]

@@ -60,7 +60,6 @@ from tests.support import (
     start_time_skipping,
     write_holiday_sites,
 )
-from workflows.follow_up_call import FollowUpCallWorkflow
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
@@ -90,11 +89,9 @@ async def full_year(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]
         handle, status, _ = await c.enrol_and_drive(env, enrolment)
     assert status.phase == Phase.completed
     runs = await journey_histories(c.client, handle)
-    named = [(f"journey_full_year--run{i}", h) for i, h in enumerate(runs, 1)]
-    for f in status.follow_ups[:2]:
-        child = c.client.get_workflow_handle(f"{handle.id}-E1-{f.call_id}")
-        named.append((f"follow_up_call--{f.call_id}-{f.outcome}", await child.fetch_history()))
-    return named
+    # The check-ins are in the journey's own history since check-in-in-journey (the
+    # FollowUpCall histories recorded before it stay, for journeys from before).
+    return [(f"journey_full_year--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
 async def holiday_week(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -363,10 +360,8 @@ async def text_before_retry(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
             PatientJourneyWorkflow.discharge,
             DischargeRequest(case_manager_id="CM-06", reason=DischargeReason.lost_to_contact),
         )
-    child = c.client.get_workflow_handle(f"{handle.id}-E1-FU-D007")
     runs = await journey_histories(c.client, handle)
-    named = [(f"journey_text_before_retry--run{i}", h) for i, h in enumerate(runs, 1)]
-    return [*named, ("follow_up_call--FU-D007-text-then-reached", await child.fetch_history())]
+    return [(f"journey_text_before_retry--run{i}", h) for i, h in enumerate(runs, 1)]
 
 
 async def group_tracks(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -482,10 +477,11 @@ CALLBACKS = CallsByCallback()
 
 
 async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
-    """Check-ins whose outcome comes by the provider's callback (patch
-    call-outcome-by-callback): day 7 reached by callback; day 30 silent on the first
-    attempt (unreachable when the wait ends), declined by callback on the second; day 90
-    answered with the placing."""
+    """Check-ins whose outcome comes by the provider's callback, inside the journey (patch
+    check-in-in-journey; the FollowUpCall histories that call-outcome-by-callback recorded
+    before it stay): day 7 reached by callback; day 30 silent on the first attempt
+    (unreachable when the wait ends), declined by callback on the second; day 90 answered
+    with the placing."""
     enrolment = make_enrolment()
     pid = enrolment.patient_id
 
@@ -504,7 +500,15 @@ async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
         status, _ = await drive_journey(env, handle, choose=steady_attendance, until=near)
         (due,) = [f for f in status.follow_ups if f.call_id == call_id]
         await env.sleep(due.due_at - await env.get_current_time() + timedelta(minutes=1))
-        return c.client.get_workflow_handle(f"{handle.id}-E1-{call_id}")
+        return status
+
+    async def concluded(handle: Any, call_id: str) -> None:
+        await drive_journey(
+            env,
+            handle,
+            choose=steady_attendance,
+            until=lambda s: any(f.call_id == call_id and f.outcome for f in s.follow_ups),
+        )
 
     def report(call: str, attempt: int, outcome: CallOutcome) -> CallReport:
         check_in = CheckIn(days_of_use=0) if outcome == CallOutcome.reached else None
@@ -514,13 +518,13 @@ async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
 
     with env.auto_time_skipping_disabled():
         handle = await c.enrol(enrolment)
-        first = await to_due(handle, "FU-D007")
+        await to_due(handle, "FU-D007")
         await placed(f"{pid}/FU-D007/attempt-1")
-        await first.execute_update(
-            FollowUpCallWorkflow.call_outcome, report("FU-D007", 1, CallOutcome.reached)
+        await handle.execute_update(
+            PatientJourneyWorkflow.call_outcome, report("FU-D007", 1, CallOutcome.reached)
         )
-        await first.result()
-        second = await to_due(handle, "FU-D030")
+        await concluded(handle, "FU-D007")
+        await to_due(handle, "FU-D030")
         await placed(f"{pid}/FU-D030/attempt-1")
         await env.sleep(timedelta(minutes=30, seconds=1))  # the wait runs out: unreachable
         while not c.store.call_attempts(pid)[1:]:
@@ -528,16 +532,12 @@ async def calls_by_callback(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
         await env.sleep(timedelta(days=2, minutes=1))  # the attempts' spacing
         await placed(f"{pid}/FU-D030/attempt-2")
         declined = report("FU-D030", 2, CallOutcome.declined)
-        await second.execute_update(FollowUpCallWorkflow.call_outcome, declined)
-        await second.result()
-        third = await to_due(handle, "FU-D090")
-        await third.result()
+        await handle.execute_update(PatientJourneyWorkflow.call_outcome, declined)
+        await concluded(handle, "FU-D030")
+        await to_due(handle, "FU-D090")
+        await concluded(handle, "FU-D090")
         await discharge(handle, "CM-01", DischargeReason.withdrew)
-    return [
-        ("follow_up_call--FU-D007-callback-reached", await first.fetch_history()),
-        ("follow_up_call--FU-D030-silence-then-callback", await second.fetch_history()),
-        ("follow_up_call--FU-D090-answered-with-placing", await third.fetch_history()),
-    ]
+    return await runs_of(c, handle, "journey_check_ins_in_journey")
 
 
 def _findings_at_check_ins(reference: str) -> tuple[CallOutcome, CheckIn | None]:

@@ -36,9 +36,11 @@ async def test_a_whole_journey_reads_as_one_timeline(env: WorkflowEnvironment, t
     # week's booking, every session once.
     booked = [i for e in story if e.what.endswith(" sessions booked") for i in e.detail.split()]
     assert sorted(booked) == sorted(s.session_id for s in status.sessions)
-    # Each check-in's calls, from the check-ins' own histories.
+    # Each check-in's calls, from the journey's own history (check-ins run inside it now),
+    # told as the check-in's; no check-in is a workflow of its own.
     calls = {e.source for e in story if e.what.startswith("call FU-D")}
     assert calls == {f"E1-{f.call_id}" for f in status.follow_ups}
+    assert not [e for e in story if e.what == "FollowUpCall run began"]
     assert story[-1].what == "ended" and "outcome=completed" in story[-1].detail
     text = " ".join(f"{e.what} {e.who} {e.detail}" for e in story)
     assert not [secret for secret in PHI if secret in text]

@@ -27,7 +27,7 @@ from clinical.aftercare import (
     follow_up_call_workflow_id,
 )
 from clinical.assessment import SocialNeed
-from clinical.identifiers import PatientId, referral_workflow_id
+from clinical.identifiers import PatientId, journey_workflow_id, referral_workflow_id
 from clinical.protocol import describe_validation_error
 from clinical.referrals import PartnerAnswer, PartnerReport
 from clinical.requests import AttendanceSheet
@@ -146,9 +146,10 @@ class CallEvent(BaseModel):
 
 
 def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event:
-    """How a check-in call ended, to the FollowUpCall workflow that placed it; a call whose
-    outcome is recorded already (a callback again, after the check-in moved on) is
-    answered from the store and changes nothing."""
+    """How a check-in call ended, to the workflow that placed it, as the store recorded at
+    the placing: the journey (which calls inside its run) or, for journeys from before, the
+    check-in's FollowUpCall workflow. A call whose outcome is recorded already (a callback
+    again, after the check-in moved on) is answered from the store and changes nothing."""
     try:
         event = CallEvent.model_validate(_json_of(body))
         report = CallReport(
@@ -166,6 +167,10 @@ def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event
             patient_id,
             settled=f"call {report.reference}: {recorded.outcome.value}, recorded before",
         )
+    placed_by = console.store.call_placed_by(report.reference)
+    if placed_by == journey_workflow_id(patient_id):
+        return Event(patient_id, PatientJourneyWorkflow.call_outcome, report)
+    # A check-in's own workflow (also a call placed before the store named who placed it).
     workflow_id = follow_up_call_workflow_id(report.reference)
     return Event(patient_id, FollowUpCallWorkflow.call_outcome, report, workflow_id)
 

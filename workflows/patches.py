@@ -65,6 +65,7 @@ COUNSELLOR_CALENDARS = "counsellor-calendars"
 COUNSELLORS_FOLLOW_CLOSURES = "counsellors-follow-closures"
 SMS_BEFORE_RETRY = "sms-before-retry"
 CALL_OUTCOME_BY_CALLBACK = "call-outcome-by-callback"
+CHECK_IN_IN_JOURNEY = "check-in-in-journey"
 SUPPORT_SURVEYS = "support-surveys"
 
 JOURNEY = (
@@ -91,6 +92,7 @@ JOURNEY = (
     _journey(GROUP_NO_FIT_TASK, "2026-12-07", "a task when no group track fits the patient"),
     _journey(COUNSELLOR_CALENDARS, "2026-12-07", "a counsellor for individual/family sessions"),
     _journey(COUNSELLORS_FOLLOW_CLOSURES, "2026-12-07", "closures free and re-staff counsellors"),
+    _journey(CHECK_IN_IN_JOURNEY, "2026-12-07", "check-in calls inside the journey, no child"),
 )
 """The PatientJourney's patches, oldest first. Runs that write inside the workflow task
 (STORE_WRITES_IN_TASK) take every patch before it without asking (see `_since`)."""

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from clinical.aftercare import (
         CHECK_IN_CONCLUDED,
         CallOutcome,
+        CallReport,
         FollowUp,
         FollowUpCallPlan,
         FollowUpResult,
@@ -55,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         with_intensive_weeks,
     )
     from workflows import patches
+    from workflows.check_in_call import CheckInCall
     from workflows.follow_up_call import FollowUpCallWorkflow
     from workflows.journey_requests import JourneyRequests
     from workflows.outbox import Outbox, StoreCalls
@@ -103,6 +105,10 @@ class PatientJourneyWorkflow(JourneyRequests):
         self._no_fit_task = workflow.patched(patches.GROUP_NO_FIT_TASK)
         self._counsellors = workflow.patched(patches.COUNSELLOR_CALENDARS)
         self._counsellors_follow_closures = workflow.patched(patches.COUNSELLORS_FOLLOW_CLOSURES)
+        # Check-in calls inside the journey's own run, not a FollowUpCall child each (the
+        # child's workflow tasks and the server's work for a workflow of its own saved).
+        self._calls_itself = workflow.patched(patches.CHECK_IN_IN_JOURNEY)
+        self._calls = CheckInCall()
         self._store = StoreCalls(in_task=self._writes_in_task)
         self._outbox = Outbox(self._state.patient_id, self._store)
 
@@ -366,30 +372,45 @@ class PatientJourneyWorkflow(JourneyRequests):
     async def _check_in(self, due: FollowUp) -> FollowUpResult | None:
         st = self._state
         aftercare = st.protocol.aftercare
-        call = await workflow.start_child_workflow(
-            FollowUpCallWorkflow.run,
-            FollowUpCallPlan(
-                patient_id=st.patient_id,
-                call_id=due.call_id,
-                due_at=due.due_at,
-                window=st.assessment.contact_window,
-                attempts=aftercare.call_attempts,
-                attempt_spacing_seconds=st.clock.duration(
-                    aftercare.attempt_spacing_days
-                ).total_seconds(),
-                instruments=aftercare.instruments,
-                episode=st.episode,
-                sms_before_retry=aftercare.sms_before_retry,
-                callback_wait_seconds=aftercare.callback_wait_minutes * 60,
-            ),
-            id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
-            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        plan = FollowUpCallPlan(
+            patient_id=st.patient_id,
+            call_id=due.call_id,
+            due_at=due.due_at,
+            window=st.assessment.contact_window,
+            attempts=aftercare.call_attempts,
+            attempt_spacing_seconds=st.clock.duration(
+                aftercare.attempt_spacing_days
+            ).total_seconds(),
+            instruments=aftercare.instruments,
+            episode=st.episode,
+            sms_before_retry=aftercare.sms_before_retry,
+            callback_wait_seconds=aftercare.callback_wait_minutes * 60,
         )
+        call: asyncio.Future[FollowUpResult]
+        if self._calls_itself:
+            call = asyncio.ensure_future(self._calls.run(plan))
+        else:
+            call = await workflow.start_child_workflow(
+                FollowUpCallWorkflow.run,
+                plan,
+                id=f"{workflow.info().workflow_id}-E{st.episode}-{due.call_id}",
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
         await workflow.wait_condition(lambda: call.done() or self._interrupted())
         if not call.done():
-            call.cancel()
+            call.cancel()  # its timer, or the activity or wait in flight, is cancelled
             return None
         return call.result()
+
+    @workflow.update
+    def call_outcome(self, report: CallReport) -> str:
+        """The provider's word on one of the journey's check-in calls (a webhook brings it;
+        calls of journeys from before go to their FollowUpCall child instead)."""
+        return self._calls.take(report)
+
+    @call_outcome.validator
+    def _check_call_outcome(self, report: CallReport) -> None:
+        self._calls.check(report, "journey")
 
     async def _relink(self, relapse: Relapse) -> None:
         """Relapse: back to intake with the reassessment, as a new treatment episode.

@@ -306,6 +306,7 @@ schema_migrations = Table(
 CONFLICT_KEYS = {
     "patients": "patient_id",
     "telephony_ledger": "reference",
+    "call_placements": "reference",
     "partner_ledger": "reference",
     "care_events": "event_id",
 }
@@ -643,6 +644,20 @@ counsellor_sessions = Table(
 )
 
 
+# Which workflow waits for the provider's word on a call it placed: the journey's own ID for
+# journeys that call inside their run (patch check-in-in-journey), a FollowUpCall child's
+# for journeys from before. Written before the call is placed, so a prompt callback finds
+# it; a call placed before this table existed was a child's. Opaque IDs only.
+call_placements = Table(
+    "call_placements",
+    metadata,
+    Column("reference", String(96), primary_key=True),
+    Column("patient_id", String(16), nullable=False, index=True),
+    Column("workflow_id", String(96), nullable=False),
+    _ts("placed_at", nullable=False),
+)
+
+
 def _migration_13(conn: Connection) -> None:
     """Satisfaction and support surveys."""
     metadata.create_all(conn, tables=[surveys])
@@ -651,6 +666,11 @@ def _migration_13(conn: Connection) -> None:
 def _migration_14(conn: Connection) -> None:
     """Counsellors' calendars."""
     metadata.create_all(conn, tables=[counsellor_sessions])
+
+
+def _migration_15(conn: Connection) -> None:
+    """Which workflow placed each check-in call."""
+    metadata.create_all(conn, tables=[call_placements])
 
 
 # Version n of the schema is what the first n migrations make.
@@ -669,5 +689,6 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_12,
     _migration_13,
     _migration_14,
+    _migration_15,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

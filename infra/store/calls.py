@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from clinical.aftercare import CallOutcome, CheckIn
 from infra.store._core import StoreCore, insert_once, utcnow
-from infra.store._schema import follow_up_calls, telephony_ledger
+from infra.store._schema import call_placements, follow_up_calls, telephony_ledger
 from infra.store.audit import AuditFact, write_audit
 from infra.store.events import CHECK_IN_CONCLUDED, CareEvent, publish
 
@@ -57,6 +57,26 @@ class CallRecords(StoreCore):
         """The attempt recorded under `key`, if it was (a retried call is not placed again)."""
         found = self._read(select(follow_up_calls).where(follow_up_calls.c.idempotency_key == key))
         return call_attempt_of(found[0]) if found else None
+
+    def record_call_placement(self, reference: str, patient_id: str, workflow_id: str) -> None:
+        """The workflow that waits for the provider's word on the call `reference` (once:
+        a retried placing names the same workflow)."""
+        row = {
+            "reference": reference,
+            "patient_id": patient_id,
+            "workflow_id": workflow_id,
+            "placed_at": utcnow(),
+        }
+        with self._transaction() as conn:
+            insert_once(conn, call_placements, [row])
+
+    def call_placed_by(self, reference: str) -> str | None:
+        """The workflow that placed the call `reference`, if the store knows it (calls
+        placed before it kept this were placed by their check-in's FollowUpCall)."""
+        found = self._read(
+            select(call_placements.c.workflow_id).where(call_placements.c.reference == reference)
+        )
+        return str(found[0]["workflow_id"]) if found else None
 
     def record_call_attempt(self, attempt: CallAttempt, concluded: AuditFact | None) -> bool:
         """The attempt once, and (when it ends the check-in) the check-in's conclusion on
