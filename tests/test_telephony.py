@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -39,6 +40,9 @@ from simulation.telephony_provider import running_provider
 from tests.console_support import ConsoleUnderTest, make_console
 from tests.support import PROGRAMS, Clinic, clinic, drive_journey, make_enrolment
 from web.api_security import API
+from web.context import Console
+from web.webhooks import _call_outcome
+from workflows.follow_up_call import FollowUpCallWorkflow
 from workflows.patient_journey import PatientJourneyWorkflow
 
 SENDER = WebhookSender("telephony", EventKind.telephony_calls, ANY_SITE, "whsec_telephony-test")
@@ -156,6 +160,8 @@ async def test_the_providers_callback_completes_a_check_in_and_a_duplicate_chang
     assert health == {"calls": 1, "callbacks_sent": 3}  # each callback taken (2xx)
     (attempt,) = attempts
     assert (attempt.outcome, attempt.check_in) == (CallOutcome.reached, first.check_in)
+    # The journey placed the call itself (no FollowUpCall child), and took the callback.
+    assert t.clinic.store.call_placed_by(attempt.key) == f"journey-{pid}"
     taken = [e for e in log if e.actor == f"webhook:{SENDER.name}"]
     assert len(taken) == 3 and {e.outcome for e in taken} == {"allowed"}
     assert {e.patient_id for e in taken} <= {pid, None}  # a replayed answer names no one
@@ -250,6 +256,43 @@ async def test_callbacks_for_calls_nobody_placed_are_refused_without_phi(
     assert "Avery" not in str(ui.console.access.search())
     assert follow_up_call_workflow_id(f"{pid}/FU-D007/attempt-1") == f"journey-{pid}-E1-FU-D007"
     assert follow_up_call_workflow_id(f"{pid}/E2-FU-D030/attempt-3") == f"journey-{pid}-E2-FU-D030"
+
+
+def test_a_callback_goes_to_the_workflow_that_placed_its_call() -> None:
+    """The journey, for a call it placed; a journey from before's FollowUpCall child, for a
+    call the child placed or one placed before the store named who placed it."""
+    pid = "P-7K2M9Q4D"
+    placed = {
+        f"{pid}/FU-D007/attempt-1": f"journey-{pid}",
+        f"{pid}/E2-FU-D030/attempt-2": f"journey-{pid}-E2-FU-D030",
+    }
+
+    class Store:
+        def patient(self, patient_id: str) -> Any:
+            return SimpleNamespace(site_id="S-1", case_manager_id="CM-01")
+
+        def call_attempt(self, reference: str) -> None:
+            return None
+
+        def call_placed_by(self, reference: str) -> str | None:
+            return placed.get(reference)
+
+    console = cast(Console, SimpleNamespace(store=Store()))
+
+    def routed(reference: str) -> tuple[Any, str | None]:
+        body = {"type": "call.completed", "call_id": "CA1", "reference": reference}
+        event = _call_outcome(console, SENDER, json.dumps(body | {"status": "busy"}).encode())
+        return event.update, event.workflow_id
+
+    assert routed(f"{pid}/FU-D007/attempt-1") == (PatientJourneyWorkflow.call_outcome, None)
+    assert routed(f"{pid}/E2-FU-D030/attempt-2") == (
+        FollowUpCallWorkflow.call_outcome,
+        f"journey-{pid}-E2-FU-D030",
+    )
+    assert routed(f"{pid}/FU-D060/attempt-1") == (
+        FollowUpCallWorkflow.call_outcome,
+        f"journey-{pid}-E1-FU-D060",
+    )
 
 
 @pytest.mark.slow
