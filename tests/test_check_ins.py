@@ -3,7 +3,9 @@ answers (or silence) make the journey do."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,8 +27,14 @@ from clinical.instruments import (
     score_phq9,
 )
 from clinical.phases import Phase
-from clinical.requests import AlumniAttendance, CheckInAdjustment
+from clinical.requests import (
+    AlumniAttendance,
+    CheckInAdjustment,
+    DischargeReason,
+    DischargeRequest,
+)
 from infra.store import CallAttempt, InboxTask
+from infra.telephony import CallPlaced
 from simulation.patients import steady_attendance
 from tests.support import PROGRAMS, Scripted, clinic, drive_journey, make_enrolment
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -326,3 +334,56 @@ async def test_a_program_change_reaches_aftercare_at_the_next_check_in(
     assert (day30.call_id, day30.outcome, day30.attempts) == ("FU-D030", "unreachable", 2)
     # Not retroactive: the schedule made when aftercare began stands.
     assert [f.day_offset for f in status.follow_ups] == [7, 30, 60, 90, 180, 270, 365]
+
+
+class NeverAnswers:
+    """A provider that takes calls and never says how they ended (no callback comes)."""
+
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+
+    def __call__(self, store: Any) -> NeverAnswers:
+        return self
+
+    def place_call(
+        self, reference: str, patient_id: str, phone: str, instruments: tuple[str, ...] = ()
+    ) -> CallPlaced:
+        self.placed.append(reference)
+        return CallPlaced(provider_call_id=f"CA{len(self.placed)}")
+
+
+@pytest.mark.slow
+async def test_a_discharge_while_a_check_in_waits_for_the_providers_word_ends_the_call(
+    env: WorkflowEnvironment, tmp_path
+) -> None:
+    """The check-in runs inside the journey: a discharge mid-call cancels its wait, records
+    no attempt, and the journey ends (no check-in workflow is left behind)."""
+    provider = NeverAnswers()
+    enrolment = make_enrolment()
+    pid = enrolment.patient_id
+    async with clinic(env.client, tmp_path, telephony=provider) as c:
+        with env.auto_time_skipping_disabled():
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                choose=steady_attendance,
+                until=lambda s: s.phase == Phase.aftercare and bool(s.follow_ups),
+            )
+            due = status.follow_ups[0].due_at
+            await env.sleep(due - await env.get_current_time() + timedelta(minutes=1))
+            for _ in range(200):
+                if provider.placed:
+                    break
+                await asyncio.sleep(0.05)
+            assert provider.placed == [f"{pid}/FU-D007/attempt-1"]
+            assert c.store.call_placed_by(provider.placed[0]) == handle.id
+            await handle.execute_update(
+                PatientJourneyWorkflow.discharge,
+                DischargeRequest(case_manager_id="CM-01", reason=DischargeReason.withdrew),
+            )
+            outcome = await handle.result()
+        attempts = c.store.call_attempts(pid)
+    assert outcome.outcome == Phase.withdrawn
+    assert attempts == []
+    assert provider.placed == [f"{pid}/FU-D007/attempt-1"]  # no second attempt
