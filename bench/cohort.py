@@ -71,13 +71,13 @@ async def simulate(
             for i in range(1, workers + 1)
         ]
         stack.enter_context(env.auto_time_skipping_disabled())
-        cpu_before = cpu_by_process(pids, server)
+        cpu_before = cpu_by_process(pids, [server])
         watch = Stopwatch()
         protocol = ProgramCatalog(programs).load(DEFAULT_PROGRAM.stem)
         board = ClinicBoard(variables["CAREPATH_DATABASE_URL"])
         run = await run_clinic(
-            env,
-            functools.partial(start_journey, env.client, settings),
+            [env],
+            lambda enrolment, client: start_journey(client, settings, enrolment),
             [
                 Arrival(
                     0, Enrolment.model_validate(enrolment_data()), CaseManager(steady_attendance)
@@ -91,7 +91,7 @@ async def simulate(
         # Ended in the store; each journey's run completes in the task that wrote it.
         outcomes: list[JourneyOutcome] = await bounded([h.result for h in handles])
         seconds = watch.seconds()
-        cpu_after = cpu_by_process(pids, server)
+        cpu_after = cpu_by_process(pids, [server])
         board.close()
         trouble = await troubles(env, handles)
     return {
@@ -128,7 +128,7 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
     server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
     async with worker_process(env.client, variables, bare=True) as worker:
         with env.auto_time_skipping_disabled():
-            cpu_before = cpu_by_process([worker.pid], server)
+            cpu_before = cpu_by_process([worker.pid], [server])
             watch = Stopwatch()
             handles = await bounded(
                 [
@@ -146,7 +146,7 @@ async def trivial_years(env: WorkflowEnvironment, patients: int, workdir: Path) 
                 await advance(env, 30 * DAY)
             months = await bounded([h.result for h in handles])
             seconds = watch.seconds()
-            cpu_after = cpu_by_process([worker.pid], server)
+            cpu_after = cpu_by_process([worker.pid], [server])
     assert months == [12] * patients
     return {
         "patients": patients,

@@ -21,11 +21,12 @@ from clinical.protocol import ProgramCatalog, ProtocolError
 from infra.settings import Settings
 from simulation.behaviour import BEHAVIOUR_FILE, Behaviour, load_behaviour
 from simulation.report import charts, html_report, table, to_json
-from simulation.whatif import Plan, compare, copy_programs
+from simulation.whatif import PATIENTS_PER_SERVER, Plan, compare, copy_programs, servers_for
 
 REAL_DAY = 86400
 EXIT_FAILED = 1
 MAX_PATIENTS = 10_000
+MAX_SERVERS = 8
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arrivals", default="10/week", help="admissions a week, e.g. 15/week")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (intervals)")
+    p.add_argument(
+        "--servers",
+        type=int,
+        help="time-skipping servers (each with a worker, sharing the run's store) each "
+        f"program's run is spread over; default one per {PATIENTS_PER_SERVER:,} patients",
+    )
     p.add_argument(
         "--report",
         type=Path,
@@ -76,11 +83,15 @@ def plan_of(args: argparse.Namespace) -> Plan:
         raise CliError(
             "each --program once: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1}))
         )
+    servers = servers_for(args.patients) if args.servers is None else args.servers
+    if not 1 <= servers <= MAX_SERVERS:
+        raise CliError(f"--servers must be from 1 to {MAX_SERVERS}")
     return Plan(
         programs=tuple(ids),
         patients=args.patients,
         per_week=arrivals_per_week(args.arrivals),
         seeds=tuple(range(args.seed, args.seed + args.seeds)),
+        servers=servers,
     )
 
 

@@ -8,18 +8,24 @@ simulations both run their cohorts here.
 The clock is stepped by hand (automatic time skipping stalls with many concurrent
 workflows, see TEMPORAL-NOTES): a day at a time while anyone is in treatment or still to
 arrive, once the case managers have done the day's work, and a week at a time once
-everyone is in aftercare."""
+everyone is in aftercare.
+
+A large cohort may be spread over several time-skipping servers (each with its own worker,
+all sharing the one store, so seats and counsellors are the clinic's): patients go to them
+in turn as they arrive, and every server's clock is stepped together, so the clinic keeps
+one calendar. A time-skipping server holds every journey it ever ran (it cannot delete
+one), about a megabyte each, so one server per few thousand patients (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
@@ -37,7 +43,8 @@ STEP_DEADLINE = timedelta(minutes=10)
 TREATMENT = (Phase.intake, Phase.intensive, Phase.step_down)
 
 Send = Callable[[], Awaitable[Any]]
-Start = Callable[[Enrolment], Awaitable[WorkflowHandle[Any, Any]]]
+Start = Callable[[Enrolment, Client], Awaitable[WorkflowHandle[Any, Any]]]
+"""Enrols a patient through the client of the server the patient's journey is to run on."""
 Progress = Callable[[float, int, int], None]
 """Told after each clock step: virtual days so far, journeys ended, patients in all."""
 
@@ -75,6 +82,8 @@ class Patient:
     """The last intensive week whose progress was looked at."""
     arrived_day: float = 0.0
     """The simulated day the patient was enrolled (the run's first is 0)."""
+    client: Client | None = None
+    """The client of the server the patient's journeys and referrals run on."""
 
     @property
     def in_treatment(self) -> bool:
@@ -126,14 +135,15 @@ async def review(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> 
     await p.manager.approve_step_down(p.handle, status)
 
 
-async def follow_up(p: Patient, env: WorkflowEnvironment) -> None:
+async def follow_up(p: Patient) -> None:
     """The case manager opens the patient's chart: a schedule that does not fit (intake
     waits for it), the inbox and the referrals' other parties (consent, the partner's
     answers)."""
     status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
     await p.manager.resolve_schedule_conflict(p.handle, status)
     await p.manager.work_the_inbox(p.handle, status)
-    await p.manager.follow_referrals(env.client, status)
+    assert p.client is not None
+    await p.manager.follow_referrals(p.client, status)
 
 
 async def advance(env: WorkflowEnvironment, by: timedelta) -> None:
@@ -157,7 +167,7 @@ class Run:
 
 
 async def run_clinic(
-    env: WorkflowEnvironment,
+    envs: Sequence[WorkflowEnvironment],
     start: Start,
     arrivals: list[Arrival],
     board: ClinicBoard,
@@ -172,23 +182,28 @@ async def run_clinic(
     their finished weeks' sheets entered and their progress reviewed (and, with
     `withdraw_after_missed`, is discharged once they have stopped coming; with
     `charts_weekly`, has their chart opened on a weekday of their own, and daily while in
-    intake), then the clock moves on. Ends when every journey has ended in the store; a
+    intake), then every server's clock moves on together (`envs`: the servers, patients
+    going to each in turn as they arrive). Ends when every journey has ended in the store; a
     journey still running `give_up_after_days` after its patient arrived is a stall, and
     raises (counted from each arrival: a large cohort arrives over years)."""
     waiting = sorted(arrivals, key=lambda a: a.day)
     cohort: dict[str, Patient] = {}
-    began = await env.get_current_time()
+    clock = envs[0]  # every server's clock is stepped with it
+    began = await clock.get_current_time()
     steps = 0
     while True:
-        now = await env.get_current_time()
+        now = await clock.get_current_time()
         today = (now - began) / DAY
         due = [a for a in waiting if a.day <= today]
         waiting = waiting[len(due) :]
-        handles = await bounded([_starter(start, a.enrolment) for a in due])
+        shards = [envs[(len(cohort) + n) % len(envs)].client for n in range(len(due))]
+        handles = await bounded(
+            [_starter(start, a.enrolment, c) for a, c in zip(due, shards, strict=True)]
+        )
         cohort.update(
             {
-                a.enrolment.patient_id: Patient(h, a.manager, arrived_day=a.day)
-                for a, h in zip(due, handles, strict=True)
+                a.enrolment.patient_id: Patient(h, a.manager, arrived_day=a.day, client=c)
+                for a, h, c in zip(due, handles, shards, strict=True)
             }
         )
         board.read_into(cohort)
@@ -217,16 +232,17 @@ async def run_clinic(
         if charts_weekly:
             await bounded(
                 [
-                    _chart(p, env)
+                    _chart(p)
                     for pid, p in cohort.items()
                     if not p.ended
                     and p.phase is not None
                     and (p.phase == Phase.intake or _weekday(pid) == int(today) % 7)
                 ]
             )
-        await advance(env, DAY if active or waiting else 7 * DAY)
+        step = DAY if active or waiting else 7 * DAY
+        await asyncio.gather(*(advance(env, step) for env in envs))
         steps += 1
-    return Run(cohort, steps, (await env.get_current_time() - began) / DAY)
+    return Run(cohort, steps, (await clock.get_current_time() - began) / DAY)
 
 
 def stalled(cohort: Iterable[Patient], today: float, give_up_after_days: float) -> str | None:
@@ -241,12 +257,12 @@ def stalled(cohort: Iterable[Patient], today: float, give_up_after_days: float) 
     )
 
 
-def _starter(start: Start, enrolment: Enrolment) -> Send:
-    return lambda: start(enrolment)
+def _starter(start: Start, enrolment: Enrolment, client: Client) -> Send:
+    return lambda: start(enrolment, client)
 
 
-def _chart(p: Patient, env: WorkflowEnvironment) -> Send:
-    return lambda: follow_up(p, env)
+def _chart(p: Patient) -> Send:
+    return lambda: follow_up(p)
 
 
 def _weekday(patient_id: str) -> int:

@@ -8,7 +8,9 @@ the seeds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import math
 import re
 import shutil
 import statistics
@@ -20,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
@@ -41,6 +43,7 @@ from simulation.cohort import DAY, Arrival, ClinicBoard, advance, run_clinic
 from simulation.patients import synthetic_cohort
 from simulation.surveys import SurveyRespondents
 from simulation.workers import (
+    WorkerProcess,
     child_named,
     cpu_by_process,
     register_search_attributes,
@@ -67,6 +70,18 @@ class Plan:
     patients: int
     per_week: float
     seeds: tuple[int, ...]
+    servers: int = 1
+    """Time-skipping servers (each with a worker) each program's run is spread over."""
+
+
+PATIENTS_PER_SERVER = 2500
+"""A time-skipping server keeps every journey it ran (it cannot delete one), about a
+megabyte each, and its collector's work grows with them (BENCHMARKS.md): a large cohort is
+spread over a server per this many patients."""
+
+
+def servers_for(patients: int) -> int:
+    return max(1, math.ceil(patients / PATIENTS_PER_SERVER))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,74 +164,87 @@ async def run_program(
     workdir: Path,
     progress: Callable[[float], None],
 ) -> tuple[dict[str, float | None], dict[str, float], Counter[str]]:
-    """One program's run of the seed's cohort: its outcomes, the CPU seconds its worker
-    and server spent on it and the workflow tasks and activity attempts that failed
-    (`FAILED`), and those failures by kind (`failure_kinds`)."""
+    """One program's run of the seed's cohort on `plan.servers` servers: its outcomes, the
+    CPU seconds its workers and servers spent on it and the workflow tasks and activity
+    attempts that failed (`FAILED`), and those failures by kind (`failure_kinds`)."""
     workdir.mkdir(parents=True)
     programs = settings.programs_dir
     protocol = ProgramCatalog(programs).load(program_id)
     settings = dataclasses.replace(settings, task_queue=TASK_QUEUE)
-    async with time_skipping_server(workdir) as env:
-        variables = simulation_worker(
-            worker_env(
-                env.client.service_client.config.target_host,
-                workdir,
-                programs,
-                TASK_QUEUE,
-                CAREPATH_SIMULATED_USE_RISK=str(behaviour.aftercare.use_risk),
+    async with contextlib.AsyncExitStack() as stack:
+        # Each server with a worker of its own, every worker on the run's one store.
+        envs: list[WorkflowEnvironment] = []
+        workers: list[WorkerProcess] = []
+        servers: list[int | None] = []
+        for number in range(1, plan.servers + 1):
+            env = await stack.enter_async_context(time_skipping_server(workdir))
+            variables = simulation_worker(
+                worker_env(
+                    env.client.service_client.config.target_host,
+                    workdir,
+                    programs,
+                    TASK_QUEUE,
+                    CAREPATH_SIMULATED_USE_RISK=str(behaviour.aftercare.use_risk),
+                )
             )
+            port = variables["TEMPORAL_ADDRESS"].rsplit(":", 1)[-1]
+            servers.append(child_named("temporal-test-server", port))
+            workers.append(
+                await stack.enter_async_context(
+                    worker_process(env.client, variables, number=number)
+                )
+            )
+            stack.enter_context(env.auto_time_skipping_disabled())
+            envs.append(env)
+        cpu_before = cpu_by_process([w.pid for w in workers], servers)
+        now = await envs[0].get_current_time()
+        cohort = arrivals(plan, seed, now.date(), behaviour)
+        span = cohort[-1].day + JOURNEY_DAYS
+
+        async def start(enrolment: Enrolment, client: Client) -> WorkflowHandle[Any, Any]:
+            at = await envs[0].get_current_time()
+            journey = journey_input(
+                enrolment.model_copy(update={"program_id": program_id}), settings, now=at
+            )
+            return await enrol(client, TASK_QUEUE, journey)
+
+        board = ClinicBoard(variables["CAREPATH_DATABASE_URL"], KeyRing.load(workdir / "keys.json"))
+        stack.callback(board.close)
+        await run_clinic(
+            envs,
+            start,
+            cohort,
+            board,
+            protocol.step_down.criteria.min_intensive_weeks,
+            withdraw_after_missed=behaviour.dropout.discharge_after_missed,
+            charts_weekly=True,
+            progress=lambda day, ended, total: progress(
+                min(day / span, 0.99) if ended < total else 1.0
+            ),
         )
-        address = variables["TEMPORAL_ADDRESS"]
-        server = child_named("temporal-test-server", address.rsplit(":", 1)[-1])
-        async with worker_process(env.client, variables) as worker:
-            cpu_before = cpu_by_process([worker.pid], server)
-            now = await env.get_current_time()
-            cohort = arrivals(plan, seed, now.date(), behaviour)
-            span = cohort[-1].day + JOURNEY_DAYS
-
-            async def start(enrolment: Enrolment) -> WorkflowHandle[Any, Any]:
-                at = await env.get_current_time()
-                journey = journey_input(
-                    enrolment.model_copy(update={"program_id": program_id}), settings, now=at
-                )
-                return await enrol(env.client, TASK_QUEUE, journey)
-
-            board = ClinicBoard(
-                variables["CAREPATH_DATABASE_URL"], KeyRing.load(workdir / "keys.json")
-            )
-            try:
-                with env.auto_time_skipping_disabled():
-                    await run_clinic(
-                        env,
-                        start,
-                        cohort,
-                        board,
-                        protocol.step_down.criteria.min_intensive_weeks,
-                        withdraw_after_missed=behaviour.dropout.discharge_after_missed,
-                        charts_weekly=True,
-                        progress=lambda day, ended, total: progress(
-                            min(day / span, 0.99) if ended < total else 1.0
-                        ),
-                    )
-                # The simulated patients answer their questionnaires by their links, each
-                # the day after it was sent (the worker signed them with the run's keys).
-                door = SurveyDoor(
-                    board.store,
-                    LinkSigner.from_ring(KeyRing.load(workdir / "keys.json"), ""),
-                    ProgramCatalog(programs),
-                )
-                SurveyRespondents(board.store, door, seed).answer_due(
-                    {p.patient_id for p in board.store.patients()}, None
-                )
-                cpu_after = cpu_by_process([worker.pid], server)
-                cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
-                return (
-                    outcomes(board.store, protocol) | board.tracks.figures(protocol.groups.tracks),
-                    cpu | failed_tasks(worker.log),
-                    failure_kinds(worker.log),
-                )
-            finally:
-                board.close()
+        # The simulated patients answer their questionnaires by their links, each the day
+        # after it was sent (the workers signed them with the run's keys).
+        door = SurveyDoor(
+            board.store,
+            LinkSigner.from_ring(KeyRing.load(workdir / "keys.json"), ""),
+            ProgramCatalog(programs),
+        )
+        SurveyRespondents(board.store, door, seed).answer_due(
+            {p.patient_id for p in board.store.patients()}, None
+        )
+        cpu_after = cpu_by_process([w.pid for w in workers], servers)
+        cpu = {k: cpu_after[k] - cpu_before[k] for k in ("worker", "server")}
+        failed = dict.fromkeys(FAILED, 0.0)
+        kinds: Counter[str] = Counter()
+        for w in workers:
+            for key, count in failed_tasks(w.log).items():
+                failed[key] += count
+            kinds += failure_kinds(w.log)
+        return (
+            outcomes(board.store, protocol) | board.tracks.figures(protocol.groups.tracks),
+            cpu | failed,
+            kinds,
+        )
 
 
 FAILED = {

@@ -217,11 +217,11 @@ def child_named(name: str, port: str) -> int | None:
     return None
 
 
-def cpu_by_process(workers: list[int], server: int | None) -> dict[str, float]:
-    """CPU seconds so far: the worker processes, the time-skipping server, and this process
+def cpu_by_process(workers: list[int], servers: list[int | None]) -> dict[str, float]:
+    """CPU seconds so far: the worker processes, the time-skipping servers, and this process
     (the simulated case managers and the client)."""
     return {
         "worker": sum(cpu_seconds(pid) for pid in workers),
-        "server": cpu_seconds(server) if server is not None else 0.0,
+        "server": sum(cpu_seconds(pid) for pid in servers if pid is not None),
         "driver": time.process_time(),
     }

@@ -4,7 +4,7 @@ patient's attendance has it; its patients are reproducible."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +13,7 @@ from clinical.attendance import SessionStatus
 from clinical.phases import Phase
 from clinical.requests import DischargeReason, DischargeRequest, ProgressReview
 from simulation.case_manager import CaseManager
-from simulation.cohort import Patient, stalled
+from simulation.cohort import Arrival, Patient, run_clinic, stalled
 from simulation.patients import steady_attendance, synthetic_cohort
 from tests.support import JourneyStandIn
 
@@ -103,6 +103,66 @@ def test_a_run_is_stalled_by_a_journey_running_long_after_its_arrival_not_by_its
         "3 journeys still running, the oldest 3800 simulated days after its patient arrived"
     )
     assert stalled([patient(0, Phase.discharged)], today=9999, give_up_after_days=1) is None
+
+
+class _Server:
+    """A time-skipping server as the simulated clinic uses it: a clock it steps."""
+
+    def __init__(self, name: str, at: datetime) -> None:
+        self.at = at
+        self.client = SimpleNamespace(
+            name=name, test_service=SimpleNamespace(unlock_time_skipping_with_sleep=self._sleep)
+        )
+
+    async def get_current_time(self) -> datetime:
+        return self.at
+
+    async def _sleep(self, request: Any, timeout: Any) -> None:
+        self.at += request.duration.ToTimedelta()
+
+
+class _Board:
+    """The store's view: each journey ends the day after it started."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+        self.today = 0
+
+    def read_into(self, cohort: dict[str, Patient]) -> None:
+        for pid, p in cohort.items():
+            p.phase = Phase.completed if self.today > self.started[pid] else Phase.intake
+
+    def recent_sessions(self, since: datetime) -> dict[str, list[Any]]:
+        return {}
+
+
+async def test_a_cohort_over_several_servers_goes_to_each_in_turn_on_one_calendar() -> None:
+    began = datetime(2028, 2, 14, 13, tzinfo=UTC)
+    servers = [_Server("first", began), _Server("second", began)]
+    board = _Board()
+    went_to: list[tuple[str, str]] = []
+
+    async def start(enrolment: Any, client: Any) -> Any:
+        went_to.append((enrolment.patient_id, client.name))
+        board.started[enrolment.patient_id] = board.today
+        return SimpleNamespace(id=f"journey-{enrolment.patient_id}")
+
+    cohort = synthetic_cohort(5, 7, today=began.date())
+    arrivals = [
+        Arrival(day, e, CaseManager(steady_attendance))
+        for day, e in zip((0, 0, 0, 1, 3), cohort, strict=True)
+    ]
+
+    def told(day: float, ended: int, total: int) -> None:
+        board.today = int(day) + 1  # what the store says after the step
+
+    run = await run_clinic(servers, start, arrivals, board, 6, progress=told)  # type: ignore[arg-type]
+    # In turn as they arrive, whatever the day: 0, 1, 0 on day 0, 1 on day 1, 0 on day 3.
+    assert [name for _, name in went_to] == ["first", "second", "first", "second", "first"]
+    assert [p.client.name for p in run.cohort.values()] == [n for _, n in went_to]  # type: ignore[union-attr]
+    # Every clock stepped together: the clinic keeps one calendar.
+    assert servers[0].at == servers[1].at == began + timedelta(days=run.virtual_days)
+    assert run.virtual_days >= 4
 
 
 async def test_a_patient_who_stops_coming_is_discharged_as_withdrawn_once() -> None:

@@ -20,6 +20,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 import cli.simulate
 from cli.main import main
 from infra.settings import PROJECT_ROOT, load_settings
+from infra.store import CareStore
 from simulation.behaviour import Behaviour, load_behaviour
 from simulation.report import charts, from_json, html_report, table, to_json
 from simulation.whatif import (
@@ -86,6 +87,38 @@ async def test_a_what_if_shows_the_shorter_intensive_phase(tmp_path: Path) -> No
     assert "weeks-6" in lines[0] and "weeks-8" in lines[0]
     assert "simulated patient-years; CPU a patient-year: worker" in lines[-2]
     assert lines[-1].startswith("failed workflow tasks: 0; failed activity attempts")
+
+
+@pytest.mark.slow
+async def test_a_what_if_spread_over_two_servers_keeps_one_store_and_calendar(
+    tmp_path: Path,
+) -> None:
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    programs = copy_programs(
+        PROJECT_ROOT / "programs", tmp_path / "programs", [program_file(sources, 6)]
+    )
+    settings = dataclasses.replace(load_settings(), programs_dir=programs)
+    plan = Plan(programs=("weeks-6",), patients=4, per_week=4, seeds=(11,), servers=2)
+    comparison = await compare(
+        settings, plan, staying(load_behaviour()), tmp_path / "runs", lambda _: None
+    )
+    (run,) = comparison.runs["weeks-6"]
+    # Every patient of both servers in the run's one store, each through to aftercare.
+    assert run["treatment_completed"] == 1.0 and run["patient_years"] is not None
+    assert run["weeks_to_step_down"] is not None and 6 <= run["weeks_to_step_down"] < 9
+    assert comparison.cpu["failed_workflow_tasks"] == 0
+    assert comparison.cpu["server"] > 0 and comparison.cpu["worker"] > 0
+    scratch = tmp_path / "runs" / "weeks-6-11"
+    assert sorted(p.name for p in scratch.glob("worker-*.log")) == [
+        "worker-carepath-2.log",
+        "worker-carepath.log",
+    ]
+    store = CareStore(f"sqlite:///{scratch / 'care.db'}")
+    try:
+        assert len(store.patients()) == 4
+    finally:
+        store.dispose()
 
 
 def test_every_what_if_starts_on_a_monday_in_february_of_the_coming_year() -> None:
