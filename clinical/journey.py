@@ -94,6 +94,8 @@ class JourneyState(BaseModel):
     """The track whose waitlist the patient is on (their journey waits in intake)."""
     surveys_sent: list[str] = []
     """The questionnaires sent, as `E<episode>-<occasion>` (clinical.surveys)."""
+    events_taken: dict[str, list[str]] = {}
+    """Other systems' events applied (`sender:event ID`), the last few per session."""
     closures: ClosureCalendar | None = None
     """The site's closed days (holidays, announced closures). None: a journey enrolled before
     sites had zones, on the UTC calendar it started on, which takes no closures."""

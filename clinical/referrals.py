@@ -102,6 +102,8 @@ class ReferralState(BaseModel):
     no_shows: int = 0
     outcome: ReferralOutcome | None = None
     closed_by: str | None = None
+    events_taken: list[str] = []
+    """The partner's events applied (`sender:event ID`), the last few."""
 
     @property
     def tasks(self) -> list[str]:

@@ -27,6 +27,7 @@ TaskKind = Literal[
     "group_waitlist",
     "group_no_fit",
     "counsellor_needed",
+    "event_refused",
 ]
 
 

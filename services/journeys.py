@@ -122,6 +122,24 @@ async def deliver(
     )
 
 
+async def send_event(
+    client: Client, patient_id: str, signal: Any, event: Any, workflow_id: str | None = None
+) -> None:
+    """`signal` with `event` to the patient's journey (or `workflow_id`), returning once
+    the server has stored it in the workflow's history: no worker need be running, and the
+    workflow applies it shortly after (an event ID it took before, it drops). RequestFailed
+    in one line when the server did not take it."""
+    handle = client.get_workflow_handle(workflow_id or journey_workflow_id(patient_id))
+    try:
+        await handle.signal(signal, event, rpc_timeout=ANSWER_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended (or never ran)
+            raise await _why_not_found(client, handle.id, patient_id) from None
+        raise RequestFailed(
+            f"the Temporal server did not take the event: {exc.message}", Why.unreachable
+        ) from None
+
+
 async def query_status(client: Client, patient_id: str) -> JourneyStatus:
     """The journey's own status (a worker answers it), as of now."""
     handle = client.get_workflow_handle(journey_workflow_id(patient_id))

@@ -22,6 +22,7 @@ from activities.telephony import CallPlaced
 from clinical.aftercare import CallOutcome, CallReport, CheckIn
 from clinical.assessment import Enrolment
 from clinical.identifiers import referral_workflow_id
+from clinical.inbound import AttendanceEvent, PartnerAnswerEvent
 from clinical.instruments import BamAnswers, Phq9Answers
 from clinical.phases import Phase
 from clinical.referrals import ConsentGrant, PartnerAnswer, PartnerReport
@@ -219,6 +220,44 @@ async def attendance_sheets(env: WorkflowEnvironment, c: Clinic) -> list[tuple[s
         await drive_journey(env, handle, until=lambda s: s.week >= 4)
         await discharge(handle, "CM-03", DischargeReason.administrative)
     return await runs_of(c, handle, "journey_attendance_sheets")
+
+
+async def events_by_signal(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
+    """Other systems' events as the webhooks signal them: an EHR's attendance for the
+    first intensive week (one event twice, one a session the journey does not know: a task)
+    and a partner's answers to the housing referral (accepted twice: a task; completed)."""
+    data = enrolment_data(social_needs=["housing"], consents={"partner_disclosure": ["housing"]})
+    enrolment = Enrolment.model_validate(data)
+    pid = enrolment.patient_id
+    with env.auto_time_skipping_disabled():
+        handle = await c.enrol(enrolment)
+        await drive_journey(
+            env, handle, choose=lambda n: "none", until=lambda s: s.phase == Phase.intensive
+        )
+        status, _ = await drive_journey(
+            env, handle, choose=lambda n: "none", until=lambda s: s.week == 2
+        )
+        week_one = [s.session_id for s in status.sessions if s.week == 1]
+        signal = PatientJourneyWorkflow.attendance_event
+        events = [
+            (f"ehr-{n}", session, "missed" if n == 1 else "attended")
+            for n, session in enumerate(week_one)
+        ]
+        events += [events[0], ("ehr-x", "ZZZZ-NONE", "attended")]
+        for event_id, session, mark in events:
+            event = {"event_id": event_id, "sender": "ehr-north", "session_id": session}
+            await handle.signal(signal, AttendanceEvent.model_validate(event | {"status": mark}))
+        housing = c.client.get_workflow_handle(referral_workflow_id(pid, "housing"))
+        for event_id, answer in (("p-1", "accepted"), ("p-2", "accepted"), ("p-3", "completed")):
+            await housing.signal(
+                ReferralWorkflow.partner_event,
+                PartnerAnswerEvent(event_id=event_id, sender="housing-portal", answer=answer),
+            )
+        await housing.result()
+        await drive_journey(env, handle, choose=lambda n: "none", until=lambda s: s.week >= 3)
+        await discharge(handle, enrolment.case_manager_id, DischargeReason.administrative)
+    named = await runs_of(c, handle, "journey_events_by_signal")
+    return [*named, ("referral--events-by-signal", await housing.fetch_history())]
 
 
 async def relapse_in_intensive(env: WorkflowEnvironment, c: Clinic) -> list[tuple[str, Any]]:
@@ -564,6 +603,7 @@ SCENARIOS: dict[str, Scenario] = {
         escalated,
         schedule_conflict,
         attendance_sheets,
+        events_by_signal,
         relapse_in_intensive,
         relapse_from_check_in,
         reviewed_step_down,

@@ -1,26 +1,33 @@
 """Signed webhooks in (in-process, on the test's event loop): an EHR's Appointment updates
-and a partner portal's answers reach the journeys; a bad signature, a stale timestamp, a
-replayed event ID, an unknown patient or sender are 4xx; a duplicate callback acts once."""
+and a partner portal's answers are accepted (202, a signal the server stored) and reach the
+journeys shortly after; a bad signature, a stale timestamp, a replayed event ID, an unknown
+patient, session or sender are 4xx; a duplicate callback acts once, and so does an event
+signalled twice; a refusal by the journey's rules becomes a task; a signal Temporal did not
+take frees the event ID for the sender's retry."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from clinical.assessment import Enrolment
 from clinical.identifiers import new_patient_id
+from clinical.inbound import AttendanceEvent, PartnerAnswerEvent
 from clinical.requests import TaskDone
 from infra.webhooks import EventKind, WebhookRefused, WebhookSender, add_sender, signature
 from operators.fhir import RECORD_KEY_SYSTEM
+from services.journeys import RequestFailed, Why, send_event
 from tests.console_support import make_console
 from tests.support import clinic, drive_journey, enrolment_data
 from web.api_security import API, PROBLEM
+from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
 
 EHR = WebhookSender("ehr-north", EventKind.ehr_appointments, "north", "whsec_ehr-secret")
@@ -38,6 +45,19 @@ def signed(
         "webhook-signature": signature(secret or sender.secret, event_id, ts, body),
         "content-type": "application/fhir+json",
     }
+
+
+T = TypeVar("T")
+
+
+async def until(read: Callable[[], Awaitable[T]], holds: Callable[[T], bool]) -> T:
+    """What `read` gives once `holds` (a signal is applied after its 202: wait for it)."""
+    for _ in range(200):
+        found = await read()
+        if holds(found):
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never held; last read: {found!r}")
 
 
 def appointment(patient_id: str, session_id: str, status: str) -> bytes:
@@ -67,7 +87,8 @@ async def test_signed_events_reach_the_journeys_once_and_bad_ones_are_refused(
             session = next(x.session_id for x in status.sessions if x.day <= status.program_day)
             ui = make_console(c.settings, c.store, c.client)
             ui.console.senders = {s.name: s for s in (EHR, PARTNER, SOUTH)}
-            now = ui.clock()
+            # The console's clock is the journey's (the test server's runs ahead of ours).
+            ui.clock.at = now = status.clock.instant(status.program_day)
             url = f"{API}/webhooks/{EHR.name}"
             body = appointment(pid, session, "fulfilled")
             answers: dict[str, Any] = {}
@@ -97,7 +118,15 @@ async def test_signed_events_reach_the_journeys_once_and_bad_ones_are_refused(
                 )
                 booked = appointment(pid, session, "booked")
                 await post("not_attendance", url, booked, signed(EHR, booked, "evt-6", now))
-                after = await handle.query("status")
+                nowhere = appointment(pid, "ZZZZ-NONE", "noshow")
+                await post("unknown_session", url, nowhere, signed(EHR, nowhere, "evt-7", now))
+                ahead = next(x for x in status.sessions if x.day > status.program_day + 1)
+                early = appointment(pid, ahead.session_id, "fulfilled")
+                await post("not_yet_held", url, early, signed(EHR, early, "evt-8", now))
+                after = await until(
+                    lambda: handle.query(PatientJourneyWorkflow.status),
+                    lambda s: s.attendance.attended == 1,
+                )
                 # The partner's answer: refused while the patient's consent is missing, taken
                 # once it is given (the consent task done) and the referral sent.
                 answer = json.dumps({"patient_id": pid, "need": "housing", "answer": "accepted"})
@@ -117,6 +146,18 @@ async def test_signed_events_reach_the_journeys_once_and_bad_ones_are_refused(
                     await asyncio.sleep(0.05)
                 await post("partner", partner_url, raw, signed(PARTNER, raw, "p-2", now))
                 await post("partner_again", partner_url, raw, signed(PARTNER, raw, "p-2", now))
+                await until(
+                    lambda: referral.query(ReferralWorkflow.status),
+                    lambda s: s.stage == "accepted",
+                )
+                # Accepted again under a new ID: the store cannot tell (the referral is sent
+                # either way), the referral's rule refuses it, and the case manager is told.
+                await post("accepted_again", partner_url, raw, signed(PARTNER, raw, "p-3", now))
+
+                async def refusals() -> list[Any]:
+                    return c.store.tasks(patient_id=pid, kind="event_refused")
+
+                (refused,) = await until(refusals, bool)
 
     def problem(name: str, status: int) -> str:
         answer = answers[name]
@@ -124,12 +165,13 @@ async def test_signed_events_reach_the_journeys_once_and_bad_ones_are_refused(
         assert answer.headers["content-type"] == PROBLEM
         return str(answer.json()["detail"])
 
-    assert answers["taken"].status_code == 200, answers["taken"].text
-    assert answers["taken"].json()["message"].startswith("recorded (attended 1,")
+    assert answers["taken"].status_code == 202, answers["taken"].text
+    assert answers["taken"].json()["message"].startswith(f"accepted: session {session} attended")
+    assert answers["duplicate"].status_code == 202
     assert answers["duplicate"].headers["webhook-duplicate"] == "true"
     assert answers["duplicate"].content == answers["taken"].content
-    recorded = {s["session_id"]: s for s in after["sessions"]}
-    assert recorded[session]["status"] == "attended" and after["attendance"]["attended"] == 1
+    recorded = {s.session_id: s for s in after.sessions}
+    assert recorded[session].status == "attended" and after.attendance.attended == 1
     assert "another request" in problem("replayed_id", 422)
     assert "does not match" in problem("bad_signature", 401)
     assert "a replay" in problem("stale", 401)
@@ -137,14 +179,142 @@ async def test_signed_events_reach_the_journeys_once_and_bad_ones_are_refused(
     assert problem("other_site", 404) == f"no patient {pid} at site south"
     assert problem("unknown_sender", 401) == "no such webhook sender"
     assert "is not fulfilled or noshow" in problem("not_attendance", 422)
-    assert problem("too_early", 409).startswith("refused:")
-    assert answers["partner"].status_code == 200, answers["partner"].text
+    assert (
+        problem("unknown_session", 409) == "refused: unknown session 'ZZZZ-NONE' for this patient"
+    )
+    assert problem("not_yet_held", 409).endswith("has not happened yet")
+    assert problem("too_early", 409) == "refused: the referral has not been sent yet (requested)"
+    assert answers["partner"].status_code == 202, answers["partner"].text
     assert answers["partner_again"].content == answers["partner"].content
+    assert answers["accepted_again"].status_code == 202
+    assert refused.workflow_id == task.workflow_id and refused.key.endswith(
+        "/task/event_refused/"
+        + PartnerAnswerEvent(event_id="p-3", sender=PARTNER.name, answer="accepted").ref
+    )
+    assert refused.detail.startswith("housing-portal event p-3 was not applied: a referral that")
     log = ui.console.access.search()
     outcomes = {(e.actor, e.outcome) for e in log}
     assert {("webhook:ehr-north", "allowed"), ("webhook:ehr-north", "denied")} <= outcomes
     assert ("webhook:ehr-north", "refused") in outcomes and ("-", "denied") in outcomes
     assert "Quinlan" not in str(log) and "Avery" not in str(log)
+
+
+async def test_an_ehr_posts_a_week_of_attendance_and_the_journey_shows_it(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            enrolment = Enrolment.model_validate(enrolment_data())
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                until=lambda s: (
+                    s.week >= 1 and all(x.day <= s.program_day for x in s.sessions if x.week == 1)
+                ),
+                choose=lambda n: "none",
+            )
+            week = [x.session_id for x in status.sessions if x.week == 1]
+            marks = {sid: "noshow" if n == 1 else "fulfilled" for n, sid in enumerate(week)}
+            ui = make_console(c.settings, c.store, c.client)
+            ui.console.senders = {EHR.name: EHR}
+            ui.clock.at = now = status.clock.instant(status.program_day)
+            async with ui.signed_in(None) as http:
+                for n, (sid, mark) in enumerate(marks.items()):
+                    body = appointment(enrolment.patient_id, sid, mark)
+                    headers = signed(EHR, body, f"week-1-{n}", now)
+                    answer = await http.post(
+                        f"{API}/webhooks/{EHR.name}", content=body, headers=headers
+                    )
+                    assert answer.status_code == 202, answer.text
+            after = await until(
+                lambda: handle.query(PatientJourneyWorkflow.status),
+                lambda s: all(x.status != "scheduled" for x in s.sessions if x.week == 1),
+            )
+    shown = {x.session_id: x.status for x in after.sessions if x.week == 1}
+    assert len(week) >= 3
+    assert shown == {sid: "missed" if m == "noshow" else "attended" for sid, m in marks.items()}
+
+
+async def test_an_event_signalled_twice_is_applied_once_and_a_refusal_is_a_task(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            enrolment = Enrolment.model_validate(enrolment_data())
+            handle = await c.enrol(enrolment)
+            pid = enrolment.patient_id
+            status, _ = await drive_journey(
+                env,
+                handle,
+                until=lambda s: sum(x.day <= s.program_day for x in s.sessions) >= 2,
+                choose=lambda n: "none",
+            )
+            held = [x.session_id for x in status.sessions if x.day <= status.program_day]
+            first, second = held[:2]
+
+            def event(event_id: str, session_id: str, status: str) -> AttendanceEvent:
+                return AttendanceEvent.model_validate(
+                    {
+                        "event_id": event_id,
+                        "sender": EHR.name,
+                        "session_id": session_id,
+                        "status": status,
+                    }
+                )
+
+            # Straight to the journey, as the webhook signals: the EHR's first event comes
+            # again after a correction (its sender retried it), and is dropped.
+            signal = PatientJourneyWorkflow.attendance_event
+            await handle.signal(signal, event("evt-a", first, "attended"))
+            await handle.signal(signal, event("evt-b", first, "missed"))
+            await handle.signal(signal, event("evt-a", first, "attended"))
+            await handle.signal(signal, event("evt-c", "ZZZZ-NONE", "attended"))
+
+            async def refusals() -> list[Any]:
+                return c.store.tasks(patient_id=pid, kind="event_refused")
+
+            # Signals are applied in order: once the last one's task is open, all were.
+            (task,) = await until(refusals, bool)
+            after = await handle.query(PatientJourneyWorkflow.status)
+            marks = {x.session_id: x.status for x in after.sessions}
+            assert marks[first] == "missed"
+            assert (after.attendance.attended, after.attendance.missed) == (0, 1)
+            assert task.detail == (
+                "ehr-north event evt-c was not applied: unknown session 'ZZZZ-NONE' for this "
+                "patient. Check it with the sender"
+            )
+            assert task.workflow_id is None and task.case_manager_id == enrolment.case_manager_id
+
+            # Through the door: Temporal does not take the first try (503) and the event ID is
+            # freed, so the sender's retry is taken, even with a body corrected meanwhile.
+            ui = make_console(c.settings, c.store, c.client)
+            ui.console.senders = {EHR.name: EHR}
+            ui.clock.at = now = status.clock.instant(status.program_day)
+            url = f"{API}/webhooks/{EHR.name}"
+
+            async def down(*args: Any) -> None:
+                raise RequestFailed(
+                    "the Temporal server did not take the event: down", Why.unreachable
+                )
+
+            monkeypatch.setattr("web.api.send_event", down)
+            async with ui.signed_in(None) as http:
+                body = appointment(pid, second, "noshow")
+                failed = await http.post(url, content=body, headers=signed(EHR, body, "evt-d", now))
+                monkeypatch.setattr("web.api.send_event", send_event)
+                body = appointment(pid, second, "fulfilled")
+                retried = await http.post(
+                    url, content=body, headers=signed(EHR, body, "evt-d", now)
+                )
+            assert failed.status_code == 503 and "did not take" in failed.json()["detail"]
+            assert retried.status_code == 202, retried.text
+            await until(
+                lambda: handle.query(PatientJourneyWorkflow.status),
+                lambda s: any(
+                    x.session_id == second and x.status == "attended" for x in s.sessions
+                ),
+            )
 
 
 def test_a_sender_is_added_once_with_a_secret_only_its_owner_reads(tmp_path: Path) -> None:

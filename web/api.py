@@ -63,6 +63,7 @@ from services.journeys import (
     Why,
     deliver,
     query_status,
+    send_event,
     task_completion,
     worker_running,
 )
@@ -252,6 +253,8 @@ async def taken_once(
         if problem.status < 500 and problem.status != 429:
             refusal = problem_body(problem.status, problem.detail)
             console.clients.answer(owner, key, problem.status, refusal)
+        else:  # nothing was taken: the sender's retry is a request of its own
+            console.clients.release(owner, key)
         raise
     text = json.dumps(_json(body))
     return answered(request, status, text, console.clients.answering(owner, key, status, text))
@@ -285,6 +288,16 @@ async def deliver_to(
         return await deliver(
             client, console.settings.task_queue, patient_id, update, payload, workflow_id, update_id
         )
+    except RequestFailed as exc:
+        raise Problem(STATUS_FOR[exc.why], str(exc)) from None
+
+
+async def signal_to(
+    console: Console, patient_id: str, signal: Any, event: Any, workflow_id: str | None
+) -> None:
+    try:
+        client = await console.connect()
+        await send_event(client, patient_id, signal, event, workflow_id)
     except RequestFailed as exc:
         raise Problem(STATUS_FOR[exc.why], str(exc)) from None
 

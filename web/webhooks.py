@@ -1,11 +1,16 @@
 """Events in: signed webhooks from other systems, under /api/v1/webhooks/{sender}. A sender
 (infra.webhooks) sends one kind of event for one site (the telephony provider: for every
 site); each event is checked (signature over its ID, timestamp and body; the replay
-window), taken once by its ID (a duplicate gets the first answer, and the workflow dedupes
-by the same ID), and answered 2xx only once the workflow has taken it (the update has
-completed: it is in the workflow's history). A bad event is a 4xx the sender should not
-retry; what is logged names the sender, the route and the patient's opaque ID, never the
-body."""
+window) and taken once by its ID (a claim in the store: a duplicate gets the first answer).
+
+An EHR's attendance and a partner's answer are answered 202 once Temporal has stored them
+in the workflow's history (a signal carrying the event's ID): what a sender must hear about
+at once (the patient, the session or referral, whether it can take an event yet) is checked
+from the store first, and the workflow applies the event shortly after, once by its ID, a
+refusal by the journey's rules becoming a task for the case manager. A telephony callback is
+answered 200 once the call's workflow has taken it (an update). A bad event is a 4xx the
+sender should not retry; a 503 (Temporal did not take it) frees the event ID for the retry.
+What is logged names the sender, the route and the patient's opaque ID, never the body."""
 
 from __future__ import annotations
 
@@ -27,14 +32,15 @@ from clinical.aftercare import (
     follow_up_call_workflow_id,
 )
 from clinical.assessment import SocialNeed
+from clinical.attendance import SessionStatus
 from clinical.identifiers import PatientId, journey_workflow_id, referral_workflow_id
+from clinical.inbound import AttendanceEvent, PartnerAnswerEvent
 from clinical.protocol import describe_validation_error
-from clinical.referrals import PartnerAnswer, PartnerReport
-from clinical.requests import AttendanceSheet
+from clinical.referrals import PartnerAnswer
+from infra.store import EnrolledPatient
 from infra.store.api_clients import KEY
 from infra.webhooks import ANY_SITE, EventKind, WebhookRefused, WebhookSender, check_signed
-from web.actions import ACTIONS
-from web.api import PATIENT_ID, Answer, deliver_to, taken_once
+from web.api import PATIENT_ID, Answer, deliver_to, signal_to, taken_once
 from web.api_security import API, Problem, action_of, log_call
 from web.context import Console, console_of
 from workflows.follow_up_call import FollowUpCallWorkflow
@@ -55,8 +61,9 @@ OUTCOME_OF = {
 
 @dataclass(frozen=True)
 class Event:
-    """What an event asks: `update` with `payload` on the patient's workflow (None: the
-    journey), described for the sender by `describe`; or nothing left to do (`settled`)."""
+    """What an event asks: `update` (or `signal`) with `payload` on the patient's workflow
+    (None: the journey), described for the sender by `describe` (a signal's: `accepted`);
+    or nothing left to do (`settled`)."""
 
     patient_id: str
     update: Any = None
@@ -64,6 +71,8 @@ class Event:
     workflow_id: str | None = None
     describe: Callable[[Any], str] = str
     settled: str | None = None
+    signal: Any = None
+    accepted: str = ""
 
 
 class PartnerEvent(BaseModel):
@@ -81,7 +90,7 @@ def _json_of(body: bytes) -> Any:
         raise Problem(422, "the body is not JSON") from None
 
 
-def _appointment(console: Console, sender: WebhookSender, body: bytes) -> Event:
+def _appointment(console: Console, sender: WebhookSender, body: bytes, event_id: str) -> Event:
     """A FHIR Appointment whose status became fulfilled or noshow, naming the session by
     the identifier CarePath's FHIR export gave it (`{patient}/{session}`)."""
     from operators.fhir import RECORD_KEY_SYSTEM  # the FHIR models load only for this
@@ -104,31 +113,61 @@ def _appointment(console: Console, sender: WebhookSender, body: bytes) -> Event:
             422, f"identifier: one of system {RECORD_KEY_SYSTEM}, as CarePath exported it"
         )
     patient_id, session_id = keys[0].split("/")
-    cm = _case_manager(console, sender, patient_id)
+    found = _patient(console, sender, patient_id)
     try:
-        sheet = AttendanceSheet(
-            case_manager_id=cm, marks=[{"session_id": session_id, "status": status}]
+        event = AttendanceEvent(
+            event_id=event_id, sender=sender.name, session_id=session_id, status=status
         )
     except ValidationError as exc:
         raise Problem(422, describe_validation_error(exc)) from None
-    update = PatientJourneyWorkflow.record_attendance_sheet
-    return Event(patient_id, update, sheet, None, ACTIONS["attendance"].describe)
+    # What the journey's rule (check_attendance) would refuse, as far as the store knows.
+    if found.phase.is_terminal:
+        raise Problem(409, f"refused: the journey has ended ({found.phase.value})")
+    session = console.store.appointment(found.patient_id, session_id)
+    if session is None:
+        raise Problem(409, f"refused: unknown session {session_id!r} for this patient")
+    if session.status == SessionStatus.cancelled:
+        raise Problem(409, f"refused: session {session_id} was cancelled")
+    if session.starts_at > console.now():
+        raise Problem(
+            409,
+            f"refused: session {session_id} is on {session.starts_at:%Y-%m-%d %H:%M} UTC "
+            "and has not happened yet",
+        )
+    return Event(
+        found.patient_id,
+        payload=event,
+        signal=PatientJourneyWorkflow.attendance_event,
+        accepted=f"accepted: session {session_id} {status}; the journey records it shortly",
+    )
 
 
-def _partner_answer(console: Console, sender: WebhookSender, body: bytes) -> Event:
+def _partner_answer(console: Console, sender: WebhookSender, body: bytes, event_id: str) -> Event:
     try:
-        event = PartnerEvent.model_validate(_json_of(body))
+        answer = PartnerEvent.model_validate(_json_of(body))
+        event = PartnerAnswerEvent(event_id=event_id, sender=sender.name, answer=answer.answer)
     except ValidationError as exc:
         raise Problem(422, describe_validation_error(exc)) from None
-    _case_manager(console, sender, event.patient_id)
-    report = PartnerReport(answer=event.answer, reported_by=f"webhook:{sender.name}")
-    workflow_id = referral_workflow_id(event.patient_id, event.need.value)
+    found = _patient(console, sender, answer.patient_id)
+    workflow_id = referral_workflow_id(found.patient_id, answer.need.value)
+    # What the referral's rule (check_partner_report) would refuse, as far as the store
+    # knows: its stages within "sent" (accepted or not) only the referral knows.
+    referral = console.store.referral_of(workflow_id)
+    if referral is None:
+        raise Problem(404, f"no {answer.need.value} referral for patient {found.patient_id}")
+    if referral.status == "closed":
+        raise Problem(409, f"refused: the referral is closed ({referral.outcome})")
+    if referral.status != "sent":
+        raise Problem(409, f"refused: the referral has not been sent yet ({referral.status})")
     return Event(
-        event.patient_id,
-        ReferralWorkflow.partner_response,
-        report,
-        workflow_id,
-        ACTIONS["partner-answer"].describe,
+        found.patient_id,
+        payload=event,
+        workflow_id=workflow_id,
+        signal=ReferralWorkflow.partner_event,
+        accepted=(
+            f"accepted: {answer.need.value} referral {answer.answer.value}; "
+            "the referral records it shortly"
+        ),
     )
 
 
@@ -145,7 +184,7 @@ class CallEvent(BaseModel):
     answers: CheckIn | None = None
 
 
-def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event:
+def _call_outcome(console: Console, sender: WebhookSender, body: bytes, event_id: str) -> Event:
     """How a check-in call ended, to the workflow that placed it, as the store recorded at
     the placing: the journey (which calls inside its run) or, for journeys from before, the
     check-in's FollowUpCall workflow. A call whose outcome is recorded already (a callback
@@ -160,7 +199,7 @@ def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event
     if report.outcome is CallOutcome.reached and report.check_in is None:
         raise Problem(422, "answers: a completed call carries the check-in's answers")
     patient_id = report.reference.split("/")[0]
-    _case_manager(console, sender, patient_id)
+    _patient(console, sender, patient_id)
     recorded = console.store.call_attempt(report.reference)
     if recorded is not None:
         return Event(
@@ -175,8 +214,8 @@ def _call_outcome(console: Console, sender: WebhookSender, body: bytes) -> Event
     return Event(patient_id, FollowUpCallWorkflow.call_outcome, report, workflow_id)
 
 
-def _case_manager(console: Console, sender: WebhookSender, patient_id: str) -> str:
-    """The patient's case manager, if the patient is at the sender's site; else 404."""
+def _patient(console: Console, sender: WebhookSender, patient_id: str) -> EnrolledPatient:
+    """The patient, if at the sender's site; else 404."""
     try:
         valid = PATIENT_ID.validate_python(patient_id)
     except ValidationError:
@@ -185,10 +224,10 @@ def _case_manager(console: Console, sender: WebhookSender, patient_id: str) -> s
     if found is None or sender.site_id not in (found.site_id, ANY_SITE):
         where = "" if sender.site_id == ANY_SITE else f" at site {sender.site_id}"
         raise Problem(404, f"no patient {valid}{where}")
-    return found.case_manager_id
+    return found
 
 
-EVENTS: dict[EventKind, Callable[[Console, WebhookSender, bytes], Event]] = {
+EVENTS: dict[EventKind, Callable[[Console, WebhookSender, bytes, str], Event]] = {
     EventKind.ehr_appointments: _appointment,
     EventKind.partner_referrals: _partner_answer,
     EventKind.telephony_calls: _call_outcome,
@@ -196,10 +235,27 @@ EVENTS: dict[EventKind, Callable[[Console, WebhookSender, bytes], Event]] = {
 
 
 def install(app: FastAPI) -> None:
-    @app.post(f"{API}/webhooks/{{sender}}", tags=["webhooks"])
+    @app.post(
+        f"{API}/webhooks/{{sender}}",
+        tags=["webhooks"],
+        status_code=202,
+        responses={
+            200: {"description": "A telephony callback: the call's workflow has taken it."},
+            202: {
+                "description": "Accepted: the event is stored in the workflow's history "
+                "(durable with Temporal) and is applied shortly after, once by its ID; a "
+                "refusal by the journey's rules then becomes a task for the case manager."
+            },
+            503: {"description": "Temporal did not take the event: retry it (same ID)."},
+        },
+    )
     async def api_webhook(request: Request, sender: str) -> Response:
         """An event from a webhook sender, signed as Standard Webhooks signs (headers
-        webhook-id, webhook-timestamp, webhook-signature)."""
+        webhook-id, webhook-timestamp, webhook-signature). An EHR's attendance and a
+        partner's answer are answered 202 once Temporal has stored them: what the sender
+        must hear about at once (unknown or other-site patient, unknown or not yet held
+        session, unknown referral or one not with the partner) is checked first and
+        refused with a 4xx. A telephony callback is answered 200 once taken."""
         console = console_of(request)
         known = console.senders.get(sender)
         body = await request.body()
@@ -225,10 +281,15 @@ def install(app: FastAPI) -> None:
         request.state.actor = actor
 
         async def act(update_id: str | None) -> tuple[int, Any]:
-            event = EVENTS[known.kind](console, known, body)
+            event = EVENTS[known.kind](console, known, body, event_id)
             request.state.patient_id = event.patient_id
             if event.settled is not None:
                 return 200, Answer(message=event.settled)
+            if event.signal is not None:
+                await signal_to(
+                    console, event.patient_id, event.signal, event.payload, event.workflow_id
+                )
+                return 202, Answer(message=event.accepted)
             result = await deliver_to(
                 console, event.patient_id, event.update, event.payload, event.workflow_id, update_id
             )

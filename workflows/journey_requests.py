@@ -21,6 +21,13 @@ with workflow.unsafe.imports_passed_through():
         check_ins_ahead,
     )
     from clinical.closures import MakeUp, apply_closure, check_closure
+    from clinical.inbound import (
+        EVENT_REFUSED,
+        AttendanceEvent,
+        refusal_detail,
+        remember,
+        taken_before,
+    )
     from clinical.journey import JourneyOutcome, ReferralRef
     from clinical.referrals import ReferralStatus, apply_referral_closed, check_referral
     from clinical.reminders import (
@@ -41,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Reassignment,
         ReferralRequest,
         RelapseReport,
+        RequestRefused,
         TaskDone,
     )
     from clinical.sites import Closure
@@ -156,6 +164,30 @@ class JourneyRequests(JourneyCounsellors):
     @record_attendance_sheet.validator
     def _validate_attendance_sheet(self, sheet: AttendanceSheet) -> None:
         check_attendance_sheet(self._state, sheet, self._today())
+
+    @workflow.signal
+    async def attendance_event(self, event: AttendanceEvent) -> None:
+        """An EHR's attendance, acknowledged to the EHR once the server stored this signal:
+        applied once per event ID, under the rule a case manager's sheet meets; a refusal
+        the front door could not foresee from the store goes to the case manager."""
+        st = self._state
+        seen = st.events_taken.get(event.session_id, [])
+        if taken_before(seen, event):
+            return
+        st.events_taken = {**st.events_taken, event.session_id: remember(seen, event)}
+        report = AttendanceReport(
+            case_manager_id=st.case_manager_id, session_id=event.session_id, status=event.status
+        )
+        try:
+            check_attendance(st, report, self._today())
+        except RequestRefused as exc:
+            await self._open_task(
+                EVENT_REFUSED, refusal_detail(event, str(exc)), key_suffix=f"event-{event.ref}"
+            )
+            return
+        self._note_attendance(report, key=f"{st.patient_id}/event/{event.ref}/{event.session_id}")
+        if report.status == "missed":
+            await self._raise_engagement_alerts()
 
     def _note_attendance(self, report: AttendanceReport, key: str | None = None) -> None:
         """Into the state now, into the store with the journey's next write."""

@@ -27,6 +27,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.referral_launch import CANCEL_UPDATE, REFERRAL_WORKFLOW
     from clinical.actors import ENGINE
+    from clinical.inbound import (
+        EVENT_REFUSED,
+        PartnerAnswerEvent,
+        refusal_detail,
+        remember,
+        taken_before,
+    )
     from clinical.referrals import (
         ConsentGrant,
         PartnerReport,
@@ -88,7 +95,9 @@ class ReferralWorkflow:
             await self._wait_for_partner()
         await workflow.wait_condition(workflow.all_handlers_finished)
         for task in st.case_manager_tasks:
-            if task.is_open:  # nothing left to do for a closed referral
+            # Nothing left to do for a closed referral, but a partner's event it could not
+            # take is still for the case manager to check.
+            if task.is_open and task.kind != EVENT_REFUSED:
                 await self._close_task(task, st.closed_by or ENGINE)
         await self._store(
             CareOperations.close_referral,
@@ -194,10 +203,10 @@ class ReferralWorkflow:
         else:
             close(st, ReferralOutcome.expired, ENGINE)
 
-    async def _task(self, kind: TaskKind, detail: str) -> None:
+    async def _task(self, kind: TaskKind, detail: str, suffix: str = "") -> None:
         r = self._input
         task = CaseManagerTask(
-            key=f"{self._key}/task/{kind}",
+            key=f"{self._key}/task/{kind}{suffix}",
             patient_id=r.patient_id,
             case_manager_id=r.case_manager_id,
             kind=kind,
@@ -248,6 +257,24 @@ class ReferralWorkflow:
     @partner_response.validator
     def _validate_response(self, report: PartnerReport) -> None:
         check_partner_report(self._state, report)
+
+    @workflow.signal
+    async def partner_event(self, event: PartnerAnswerEvent) -> None:
+        """A partner portal's answer, acknowledged to the portal once the server stored
+        this signal: applied once per event ID, under the rule a case manager's report of
+        it meets; a refusal the front door could not foresee goes to the case manager."""
+        st = self._state
+        if taken_before(st.events_taken, event):
+            return
+        st.events_taken = remember(st.events_taken, event)
+        report = PartnerReport(answer=event.answer, reported_by=f"webhook:{event.sender}")
+        try:
+            check_partner_report(st, report)
+        except ReferralRefused as exc:
+            await self._task(EVENT_REFUSED, refusal_detail(event, str(exc)), f"/{event.ref}")
+            return
+        apply_partner_report(st, report, self._day())
+        self._changed = True
 
     @workflow.update
     def record_consent(self, grant: ConsentGrant) -> ReferralStatus:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinical.identifiers import SiteId
@@ -203,6 +203,18 @@ class ApiClients:
         if row.status_code is None:
             return Claimed()
         return Answered(row.status_code, row.body)
+
+    def release(self, client: str, key: str) -> None:
+        """Forget a claim that was never answered (its request reached nothing): the
+        retry is a new request, whatever it carries."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(idempotency).where(
+                    idempotency.c.client == client,
+                    idempotency.c.key == key,
+                    idempotency.c.status_code.is_(None),
+                )
+            )
 
     def answer(self, client: str, key: str, status_code: int, body: str) -> None:
         with self.engine.begin() as conn:

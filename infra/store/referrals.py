@@ -132,6 +132,18 @@ class ReferralRecords(StoreCore):
                 facts = {"need": found.need, "outcome": outcome, "referral_id": found.referral_id}
                 publish(conn, [CareEvent(REFERRAL_CLOSED, key, found.patient_id, at, facts)])
 
+    def referral_of(self, workflow_id: str) -> ReferralEntry | None:
+        """The latest referral whose loop runs as `workflow_id` (a need referred again
+        after its loop closed reuses the ID)."""
+        stmt = (
+            select(referrals)
+            .where(referrals.c.workflow_id == workflow_id)
+            .order_by(referrals.c.id.desc())
+            .limit(1)
+        )
+        found = self._read(stmt)
+        return referral_entry(found[0]) if found else None
+
     def referrals(
         self,
         *,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from clinical.actors import ENGINE
 from clinical.attendance import SessionStatus
@@ -87,6 +87,13 @@ def session_appointment(row: Mapping[str, Any]) -> SessionAppointment:
         updated_at=row["updated_at"],
         track_id=row.get("track_id"),
     )
+
+
+# Every EHR event reads it: built once.
+_APPOINTMENT = select(appointments).where(
+    appointments.c.patient_id == bindparam("patient"),
+    appointments.c.session_id == bindparam("session"),
+)
 
 
 class SessionRecords(StoreCore):
@@ -171,6 +178,11 @@ class SessionRecords(StoreCore):
         """The journey's facts in one write; returns how many sessions changed status."""
         with self._transaction() as conn:
             return _record_events(conn, events)
+
+    def appointment(self, patient_id: str, session_id: str) -> SessionAppointment | None:
+        """One of a patient's booked sessions, if the journey booked it."""
+        found = self._read(_APPOINTMENT, {"patient": patient_id, "session": session_id})
+        return session_appointment(found[0]) if found else None
 
     def appointments(
         self, patient_id: str | None = None, *, starting_from: datetime | None = None
