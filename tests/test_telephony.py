@@ -281,7 +281,8 @@ def test_a_callback_goes_to_the_workflow_that_placed_its_call() -> None:
 
     def routed(reference: str) -> tuple[Any, str | None]:
         body = {"type": "call.completed", "call_id": "CA1", "reference": reference}
-        event = _call_outcome(console, SENDER, json.dumps(body | {"status": "busy"}).encode())
+        raw = json.dumps(body | {"status": "busy"}).encode()
+        event = _call_outcome(console, SENDER, raw, "cb-1")
         return event.update, event.workflow_id
 
     assert routed(f"{pid}/FU-D007/attempt-1") == (PatientJourneyWorkflow.call_outcome, None)
