@@ -69,6 +69,11 @@ class Settings:
     # without the hand-offs to and from a thread and without the detector: only for the
     # simulations' own workers (BENCHMARKS.md, fourth what-if session).
     workflow_threads: bool = True
+    # Synchronous activities (the store's writes) on the activity threads (on); off calls
+    # each inline on the worker's event loop (infra/inline_activities.py), without the
+    # hand-off of its result back to the loop: only for the simulations' own workers, whose
+    # workflow tasks are on the loop too. An activity that blocks would hold up the worker.
+    activity_threads: bool = True
     # The worker's garbage collector frozen after start, with higher thresholds (off: Python's
     # defaults): only for the simulations' own workers, whose full collections held every
     # thread for seconds (BENCHMARKS.md).
@@ -164,6 +169,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         workflow_sandbox=_switch(env, "CAREPATH_WORKFLOW_SANDBOX", True),
         deadlock_timeout=_seconds(env, "CAREPATH_DEADLOCK_TIMEOUT", 2.0),
         workflow_threads=_switch(env, "CAREPATH_WORKFLOW_THREADS", True),
+        activity_threads=_switch(env, "CAREPATH_ACTIVITY_THREADS", True),
         gc_tuning=_switch(env, "CAREPATH_GC_TUNING", False),
         console_host=env.get("CAREPATH_CONSOLE_HOST", "127.0.0.1"),
         console_port=_port(env, "CAREPATH_CONSOLE_PORT", 8000),

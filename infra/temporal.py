@@ -23,6 +23,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from infra.codec import EncryptionCodec, KeyFileError, KeyRing
+from infra.inline_activities import InlineActivities
 from infra.sandbox import workflow_runner
 from infra.settings import Settings, SettingsError
 from infra.tracing import tracing_interceptors
@@ -120,7 +121,8 @@ def build_worker(
 ) -> Worker:
     """A worker for `workflows` (the registry's, workflows.registry) and `activities`, their
     activities run on `executor`, which has `settings.max_concurrent_activities` threads:
-    never more activities at once than threads to run them."""
+    never more activities at once than threads to run them (with `activity_threads` off,
+    the synchronous ones on the event loop instead: `infra.inline_activities`)."""
     options: dict[str, Any] = {
         "task_queue": settings.task_queue,
         "workflows": list(workflows),
@@ -129,7 +131,9 @@ def build_worker(
         "max_concurrent_activities": settings.max_concurrent_activities,
         "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
         "max_cached_workflows": settings.max_cached_workflows,
-        "interceptors": tracing_interceptors(settings),
+        # The inline activities innermost: they replace only the SDK's hand-off to a thread.
+        "interceptors": tracing_interceptors(settings)
+        + ([] if settings.activity_threads else [InlineActivities()]),
         "workflow_runner": workflow_runner(
             settings.sdk_tuning, client.data_converter, settings.workflow_sandbox
         ),

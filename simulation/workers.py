@@ -97,7 +97,8 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     directory (with PYTHONDONTWRITEBYTECODE set, as here, each worker compiled CarePath's
     modules twice at start: to import them and to hash them for its build ID); its workflow
     tasks on its event loop, not handed to threads, and its collector frozen after start
-    with higher thresholds (together 8-12% of its CPU, BENCHMARKS.md); its deadlock
+    with higher thresholds (together 8-12% of its CPU, BENCHMARKS.md), its synchronous
+    activities called inline there too (`CAREPATH_ACTIVITY_THREADS`); its deadlock
     detector, were it put back on threads, after a minute (`SIMULATION_DEADLOCK_TIMEOUT`)."""
     cache = Path(tempfile.gettempdir()) / f"carepath-bytecode-{os.getuid()}"
     variables = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -105,6 +106,7 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     variables["CAREPATH_WORKFLOW_SANDBOX"] = "off"
     variables.setdefault("CAREPATH_DEADLOCK_TIMEOUT", str(SIMULATION_DEADLOCK_TIMEOUT))
     variables.setdefault("CAREPATH_WORKFLOW_THREADS", "off")
+    variables.setdefault("CAREPATH_ACTIVITY_THREADS", "off")
     variables.setdefault("CAREPATH_GC_TUNING", "on")
     return variables
 

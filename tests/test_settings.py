@@ -41,6 +41,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
         ("CAREPATH_OTEL", "maybe", "on or off"),
         ("CAREPATH_SDK_TUNING", "fast", "on or off"),
         ("CAREPATH_WORKFLOW_SANDBOX", "sometimes", "on or off"),
+        ("CAREPATH_ACTIVITY_THREADS", "few", "on or off"),
         ("CAREPATH_DEADLOCK_TIMEOUT", "0", "seconds above 0"),
         ("CAREPATH_LOG_FORMAT", "xml", "console, json"),
         ("CAREPATH_TASK_QUEUE", " carepath", "without spaces"),
