@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from cli.common import CliError, console
@@ -22,6 +22,7 @@ from infra.settings import Settings
 from simulation.behaviour import BEHAVIOUR_FILE, Behaviour, load_behaviour
 from simulation.report import charts, html_report, table, to_json
 from simulation.whatif import PATIENTS_PER_SERVER, Plan, compare, copy_programs, servers_for
+from simulation.workers import children, stop_processes
 
 REAL_DAY = 86400
 EXIT_FAILED = 1
@@ -154,9 +155,44 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+class Interruption:
+    """SIGINT (Ctrl-C) and SIGTERM while a what-if runs, handled by this command whatever
+    it inherited (a shell's background job ignores SIGINT, and its workers would still stop
+    on one). The first is noted the moment it lands (a Python signal handler runs between
+    two bytecodes of the main thread, before the event loop gets to any callback already
+    queued) and the run's task cancelled, so whatever then ends the run ends it as an
+    interruption: the cancellation, or an error the stop itself caused (a worker or server
+    the same Ctrl-C ended, a call the cancellation broke, a query no worker answered).
+    Another signal changes nothing: the cleanup under way finishes."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        self.landed: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _land(self, signum: int, _frame: object) -> None:
+        if self.landed is None:
+            self.landed = signum
+            self.task.cancel()
+            self.loop.call_soon_threadsafe(lambda: None)  # wake a loop waiting in select
+
+    def __enter__(self) -> Interruption:
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._land)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Ctrl-C (or SIGTERM) cancels the run: each program's worker and server is stopped
-    and the scratch directory removed on the way out (kept with `--keep`)."""
+    and the scratch directory removed on the way out (kept with `--keep`); the command
+    says "interrupted" and exits 130 however the stop reached it."""
     plan = plan_of(args)
     for option in ("report", "json", "progress_file"):
         path = getattr(args, option)
@@ -166,23 +202,20 @@ async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     behaviour = load_behaviour()
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await _simulate(args, settings, plan, behaviour)
-    except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
-    except RPCTimeoutOrCancelledError:
-        # A signal that lands while a week's sheet (an update) is in flight reaches us as
-        # the update's cancellation, not as CancelledError.
-        if task.cancelling():
-            raise KeyboardInterrupt from None
-        raise
+    with Interruption(task) as interruption:
+        try:
+            return await _simulate(args, settings, plan, behaviour)
+        except BaseException:
+            if interruption.landed is None:
+                raise
+    raise KeyboardInterrupt
 
 
 async def _simulate(
     args: argparse.Namespace, settings: Settings, plan: Plan, behaviour: Behaviour
 ) -> int:
     root = Path(tempfile.mkdtemp(prefix="carepath-whatif-"))
+    ours = children()
     try:
         programs = programs_for(args, settings, root / "programs")
         seeds = f"seed {plan.seeds[0]}" + (
@@ -199,10 +232,13 @@ async def _simulate(
                 dataclasses.replace(settings, programs_dir=programs), plan, behaviour, root, bar
             )
         except (RuntimeError, RPCError) as exc:  # a stalled cohort, a server that gave up
-            bar.done()
             raise CliError(f"the simulation failed: {exc}", EXIT_FAILED) from None
-        seconds = bar.done()
+        finally:
+            seconds = bar.done()  # the bar's line ended, whatever comes next
     finally:
+        # Every process the run started and left running (a server the SDK was still
+        # starting when the run was stopped), by its PID, before its files go.
+        stop_processes(children() - ours)
         if args.keep:
             print(
                 f"scratch directory kept: {root} (each program's worker log in "

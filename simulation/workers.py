@@ -4,6 +4,7 @@ used. Every process started here is stopped by its PID, also on Ctrl-C or an exc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import tempfile
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -55,8 +57,6 @@ class WorkerProcess:
 async def quiet(pid: int, idle_share: float = 0.03, within: float = 900.0) -> None:
     """Wait until a process has been (nearly) idle for a second: a worker has started, or a
     caseload has settled on its timers."""
-    import asyncio
-
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         before = cpu_seconds(pid)
@@ -127,7 +127,6 @@ async def worker_process(
     process, so its CPU and memory are its own. Ready once the task queue has pollers and
     the process has gone idle (a server remembers an earlier worker's pollers for a while);
     stopped by its PID (SIGTERM, then SIGKILL) whatever happens."""
-    import asyncio
     import subprocess
     import sys
 
@@ -149,14 +148,40 @@ async def worker_process(
                 raise TimeoutError(f"the worker did not poll within 60 s; see {log}")
             await asyncio.sleep(0.1)
         await quiet(proc.pid)
-        yield WorkerProcess(pid=proc.pid, task_queue=task_queue, log=log)
+        body = asyncio.current_task()
+        assert body is not None
+        watch = asyncio.create_task(_cancel_when_gone(proc, body))
+        try:
+            yield WorkerProcess(pid=proc.pid, task_queue=task_queue, log=log)
+        except BaseException as exc:
+            if not watch.done() or watch.cancelled():
+                raise
+            body.uncancel()  # our own cancellation, handled here
+            raise RuntimeError(
+                f"the worker exited with code {proc.returncode} while in use; see {log}"
+            ) from exc
+        finally:
+            watch.cancel()
     finally:
+        # Waited for on the event loop, so a run's other workers are told at once too.
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def _cancel_when_gone(proc: Any, body: asyncio.Task[Any]) -> None:
+    """Cancel `body` if the worker process ends while it is in use (a crash, a Ctrl-C that
+    reached the worker first): nothing would do its tasks, and a clock step would wait for
+    them for its whole deadline."""
+    while proc.poll() is None:
+        await asyncio.sleep(0.5)
+    body.cancel()
 
 
 async def _polling(client: Client, task_queue: str) -> bool:
@@ -208,15 +233,54 @@ async def register_search_attributes(client: Client) -> None:
 def child_named(name: str, port: str) -> int | None:
     """The PID of a child process of ours running `name` on `port` (a cohort's
     time-skipping server: shards and what-ifs run several)."""
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-            except OSError:
-                continue
-            if any(name in part for part in command) and port in command:
-                return int(pid)
+    for pid in children():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        except OSError:
+            continue
+        if any(name in part for part in command) and port in command:
+            return pid
     return None
+
+
+def children() -> set[int]:
+    """The PIDs of this process's children now (started by any of its threads: the
+    time-skipping servers are the SDK core's)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+        except OSError:
+            continue  # a thread that has just ended
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether a process is there and not a zombie (ended, waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop_processes(pids: set[int], grace: float = 10.0) -> None:
+    """Each process SIGTERM, then SIGKILL for any still running after `grace` seconds: the
+    last sweep of a run stopped half-way (a server the SDK was still starting, a worker
+    between its start and its context)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = {pid for pid in pids if running(pid)}
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = {pid for pid in left if running(pid)}
+        if not left:
+            return
 
 
 def cpu_by_process(workers: list[int], servers: list[int | None]) -> dict[str, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,10 +15,12 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import cli.simulate
+from cli.common import CliError
 from cli.main import main
 from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore
@@ -261,96 +264,140 @@ def test_simulate_refuses_a_report_in_a_missing_directory(
     assert err.startswith("error: --report ") and err.count("\n") == 1
 
 
-def test_a_signal_while_an_update_is_in_flight_is_an_interruption(
+def _stopped_by(error: BaseException, signum: int | None) -> object:
+    """A run that, once `signum` lands (sent to this process, as Ctrl-C or a supervisor
+    would), ends in `error`: what the stop itself causes under load (a worker the same
+    Ctrl-C ended, a query no worker answered, an update the cancellation broke)."""
+    import os
+
+    async def run(*_: object) -> int:
+        if signum is not None:
+            assert signal.getsignal(signum) not in (signal.SIG_DFL, signal.SIG_IGN)
+            os.kill(os.getpid(), signum)  # its handler runs before the next line
+        raise error
+
+    return run
+
+
+STOP_ERRORS = [
+    WorkflowUpdateRPCTimeoutOrCancelledError(),
+    RPCError("Query deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b""),
+    CliError("the simulation failed: Query deadline exceeded", 1),
+    RuntimeError("the worker exited with code -2 while in use"),
+    asyncio.CancelledError(),
+]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("error", STOP_ERRORS, ids=lambda e: type(e).__name__)
+def test_whatever_ends_a_run_after_a_signal_is_the_interruption(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: BaseException,
+    signum: int,
+) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(cli.simulate, "_simulate", _stopped_by(error, signum))
+    assert main(["simulate", "--program", "default-iop"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # put back
+
+
+def test_a_run_that_fails_without_a_signal_is_a_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def cancelled_mid_update(*_: object) -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()  # what SIGTERM's handler does
-        raise WorkflowUpdateRPCTimeoutOrCancelledError()
-
-    monkeypatch.setattr(cli.simulate, "_simulate", cancelled_mid_update)
-    assert main(["simulate", "--program", "default-iop"]) == 130
-    err = capsys.readouterr().err
-    assert "interrupted" in err and "Traceback" not in err
+    failed = CliError("the simulation failed: Query deadline exceeded", 1)
+    monkeypatch.setattr(cli.simulate, "_simulate", _stopped_by(failed, None))
+    assert main(["simulate", "--program", "default-iop"]) == 1
+    assert capsys.readouterr().err == "error: the simulation failed: Query deadline exceeded\n"
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process under `pid` now (children of children too)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = {int(c) for c in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            todo += children - found
-            found |= children
-    return found
-
-
-def _alive(pid: int) -> bool:
+def test_ctrl_c_interrupts_a_what_if_started_with_sigint_ignored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shell's background job starts with SIGINT ignored; its workers (worker.py) stop
+    on Ctrl-C all the same, so the command must too, not wait for them."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+        monkeypatch.setattr(
+            cli.simulate, "_simulate", _stopped_by(RuntimeError("worker gone"), signal.SIGINT)
+        )
+        assert main(["simulate", "--program", "default-iop"]) == 130
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def _in_group(group: int) -> set[int]:
+    """Every running process of a process group (a what-if's: its command, workers and
+    time-skipping servers), zombies left out."""
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            found.add(int(stat.parent.name))
+    return found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signal_name", "to_group"),
-    [("SIGINT", True), ("SIGTERM", False)],
-    ids=["ctrl-c", "sigterm-to-the-command"],
+    ("signal_name", "to_group", "under_way"),
+    [("SIGINT", True, True), ("SIGTERM", False, True), ("SIGTERM", False, False)],
+    ids=["ctrl-c", "sigterm-to-the-command", "sigterm-while-starting"],
 )
 def test_ctrl_c_stops_a_what_if_and_leaves_no_process_or_scratch_behind(
-    tmp_path: Path, signal_name: str, to_group: bool
+    tmp_path: Path, signal_name: str, to_group: bool, under_way: bool
 ) -> None:
     """Ctrl-C in a terminal is SIGINT to the whole foreground process group: the command,
     its workers and its time-skipping servers; a supervisor's SIGTERM goes to the command
-    alone, which stops the rest."""
+    alone, which stops the rest. Whenever it lands (under way: the clinic's clock has
+    moved; or while the first server starts), the command says "interrupted", exits 130,
+    and leaves no process of its group and no scratch directory. The child starts with
+    SIGINT ignored, as a shell's background job (and some CI runners) would start it."""
     import os
-    import signal
     import subprocess
     import sys
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
+    progress = tmp_path / "progress"
     env = {**os.environ, "TMPDIR": str(scratch)}
     command = [sys.executable, str(PROJECT_ROOT / "starter.py"), "simulate"]
     arguments = ["--program", "default-iop", "--patients", "30", "--arrivals", "30/week"]
     proc = subprocess.Popen(
-        [*command, *arguments, "--seeds", "2"],
+        [*command, *arguments, "--seeds", "2", "--progress-file", str(progress)],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a process group of its own, as a terminal's job is
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
-        deadline = time.monotonic() + 120
-        spawned: set[int] = set()
-        # Running: a worker and a time-skipping server for each of the seed's programs.
-        while len(spawned) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            spawned = _descendants(proc.pid)
-        assert proc.poll() is None and len(spawned) >= 2, "the what-if never got going"
-        time.sleep(3)  # well into the run
-        spawned |= _descendants(proc.pid)
+        # Waits with deadlines only so that a run that never gets going fails, not hangs.
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if under_way and progress.exists() and float(progress.read_text().split()[0]) > 0:
+                break
+            if not under_way and len(_in_group(proc.pid)) > 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the what-if ended before it was stopped"
+        assert time.monotonic() < deadline, "the what-if never got going"
         (os.killpg if to_group else os.kill)(proc.pid, getattr(signal, signal_name))
-        _, err = proc.communicate(timeout=60)
+        # A generous bound: the bug this guards against waits out a 10-minute clock step.
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 130
-    assert err.rstrip().splitlines()[-1].endswith("interrupted")
-    time.sleep(1)
-    assert [pid for pid in spawned if _alive(pid)] == []
+    assert (proc.returncode, err.rstrip().splitlines()[-1]) == (130, "interrupted")
+    assert _in_group(proc.pid) == set()
     assert list(scratch.glob("carepath-whatif-*")) == []  # (a bytecode cache stays)
 
 
