@@ -663,3 +663,31 @@ def test_a_simulation_worker_collects_less_often_and_never_what_it_built_at_star
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.slow
+async def test_a_worker_that_exits_while_in_use_ends_its_run(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Nothing would do a dead worker's tasks: a run waiting on it (a clock step waits for
+    its whole 10-minute deadline) is cancelled and fails saying so, at once."""
+    import os
+
+    from simulation.workers import simulation_worker, worker_env, worker_process
+
+    address = env.client.service_client.config.target_host
+    programs = PROJECT_ROOT / "programs"
+    variables = simulation_worker(worker_env(address, tmp_path, programs, "gone"))
+    waited_out = False
+
+    async def run() -> None:
+        nonlocal waited_out
+        async with worker_process(env.client, variables) as worker:
+            os.kill(worker.pid, signal.SIGKILL)
+            await asyncio.sleep(600)
+            waited_out = True
+
+    with pytest.raises(RuntimeError, match="the worker exited with code -9 while in use"):
+        # The bound only turns a run that waits on into a failure, not a hang.
+        await asyncio.wait_for(run(), timeout=300)
+    assert not waited_out
