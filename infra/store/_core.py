@@ -3,6 +3,7 @@ shares. A write the database refuses is StoreRefused; a repeated key changes not
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -159,20 +160,8 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     """Insert rows whose idempotency key is new; returns how many were new."""
     if not rows:
         return 0
-    key = CONFLICT_KEYS.get(table.name, "idempotency_key")
     dialect = conn.dialect.name
-    stmt: Any
-    if dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise RuntimeError(f"unsupported database {dialect}")
-    # The keys of the rows actually inserted: rowcount of a multi-row insert is -1 on
-    # PostgreSQL's driver. Rows go as parameters (SQLAlchemy batches them into one
-    # multi-row INSERT), not into the statement: a statement holding its rows is
-    # compiled afresh each time, which cost the worker ~7% of its CPU in a cohort.
-    stmt = stmt.returning(table.c[key])
+    stmt = _insert_once_statement(dialect, table)
     if dialect != "postgresql" or table.name not in SECOND_UNIQUE:
         return len(conn.execute(stmt, list(rows)).all())
     # Two workers inserting the same rows at once on PostgreSQL: the loser can fail on
@@ -187,6 +176,26 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+@functools.cache
+def _insert_once_statement(dialect: str, table: Table) -> Any:
+    """The table's insert-unless-its-key-is-there, built once: a statement built for each
+    write was a fifth of a one-row write's CPU (building it, then walking it for the
+    compiled-statement cache's key; BENCHMARKS.md, fifth what-if session)."""
+    key = CONFLICT_KEYS.get(table.name, "idempotency_key")
+    stmt: Any
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database {dialect}")
+    # The keys of the rows actually inserted: rowcount of a multi-row insert is -1 on
+    # PostgreSQL's driver. Rows go as parameters (SQLAlchemy batches them into one
+    # multi-row INSERT), not into the statement: a statement holding its rows is
+    # compiled afresh each time, which cost the worker ~7% of its CPU in a cohort.
+    return stmt.returning(table.c[key])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
