@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -35,7 +36,7 @@ from clinical.assessment import SocialNeed
 from clinical.attendance import SessionStatus
 from clinical.identifiers import PatientId, journey_workflow_id, referral_workflow_id
 from clinical.inbound import AttendanceEvent, PartnerAnswerEvent
-from clinical.protocol import describe_validation_error
+from clinical.protocol import ProgramCatalog, ProtocolError, describe_validation_error
 from clinical.referrals import PartnerAnswer
 from infra.store import EnrolledPatient
 from infra.store.api_clients import KEY
@@ -128,7 +129,7 @@ def _appointment(console: Console, sender: WebhookSender, body: bytes, event_id:
         raise Problem(409, f"refused: unknown session {session_id!r} for this patient")
     if session.status == SessionStatus.cancelled:
         raise Problem(409, f"refused: session {session_id} was cancelled")
-    if session.starts_at > console.now():
+    if session.starts_at > console.now() and _on_real_days(console, found.program_id):
         raise Problem(
             409,
             f"refused: session {session_id} is on {session.starts_at:%Y-%m-%d %H:%M} UTC "
@@ -140,6 +141,22 @@ def _appointment(console: Console, sender: WebhookSender, body: bytes, event_id:
         signal=PatientJourneyWorkflow.attendance_event,
         accepted=f"accepted: session {session_id} {status}; the journey records it shortly",
     )
+
+
+REAL_DAY = 86400.0
+_CATALOGS: dict[Path, ProgramCatalog] = {}  # one per programs directory: it caches
+
+
+def _on_real_days(console: Console, program_id: str) -> bool:
+    """Whether the program's days are real days, so a session's stored start is when it
+    happens (a compressed clock, for demos and benchmarks, holds sessions before their
+    calendar start: then the journey alone can tell)."""
+    directory = console.settings.programs_dir
+    catalog = _CATALOGS.setdefault(directory, ProgramCatalog(directory))
+    try:
+        return catalog.load(program_id).clock.seconds_per_day == REAL_DAY
+    except ProtocolError:
+        return False
 
 
 def _partner_answer(console: Console, sender: WebhookSender, body: bytes, event_id: str) -> Event:
