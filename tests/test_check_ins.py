@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -37,6 +36,7 @@ from infra.store import CallAttempt, InboxTask
 from infra.telephony import CallPlaced
 from simulation.patients import steady_attendance
 from tests.support import PROGRAMS, Scripted, clinic, drive_journey, make_enrolment
+from tests.test_telephony import at_first_check_in
 from workflows.patient_journey import PatientJourneyWorkflow
 
 
@@ -362,16 +362,8 @@ async def test_a_discharge_while_a_check_in_waits_for_the_providers_word_ends_th
     enrolment = make_enrolment()
     pid = enrolment.patient_id
     async with clinic(env.client, tmp_path, telephony=provider) as c:
+        handle = await at_first_check_in(env, c, enrolment)
         with env.auto_time_skipping_disabled():
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
-                env,
-                handle,
-                choose=steady_attendance,
-                until=lambda s: s.phase == Phase.aftercare and bool(s.follow_ups),
-            )
-            due = status.follow_ups[0].due_at
-            await env.sleep(due - await env.get_current_time() + timedelta(minutes=1))
             for _ in range(200):
                 if provider.placed:
                     break
