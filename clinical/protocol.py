@@ -432,8 +432,8 @@ class ProgramProtocol(_Strict):
         unknown = set(self.counselling.session_types) - known_types
         if unknown:
             raise ValueError(
-                f"counselling.session_types: {', '.join(sorted(unknown))} not among "
-                f"{', '.join(sorted(known_types))}"
+                f"counselling.session_types: {', '.join(map(repr, sorted(unknown)))} not among "
+                f"{', '.join(map(repr, sorted(known_types)))}"
             )
         return self
 
@@ -449,7 +449,7 @@ class ProgramProtocol(_Strict):
             unknown = set(track.session_types) - set(self.schedule.group_session_types)
             if unknown:
                 raise ValueError(
-                    f"{where}: session type(s) {', '.join(sorted(unknown))} are not in "
+                    f"{where}: session type(s) {', '.join(map(repr, sorted(unknown)))} are not in "
                     "schedule.group_session_types"
                 )
             for level, pattern in self._patterns_of(track):
@@ -509,12 +509,14 @@ def _read_toml(
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """The first problem of a pydantic error as `field.path: reason`, one line."""
+    """The first problem of a pydantic error as `field.path: reason`, one line (a value
+    quoted in it may hold a line break: every run of white space becomes one space)."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     more = len(exc.errors()) - 1
-    return f"{where}: {message}" + (f" (and {more} more problem(s))" if more else "")
+    text = f"{where}: {message}" + (f" (and {more} more problem(s))" if more else "")
+    return " ".join(text.split())
 
 
 def load_protocol(path: Path, read: list[Path] | None = None) -> ProgramProtocol:

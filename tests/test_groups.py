@@ -74,7 +74,7 @@ def test_the_default_program_has_tracks_at_both_sites() -> None:
     [
         ({"level": "9"}, "unknown level '9'"),
         ({"weekdays": ["mon", "wed"]}, "meets 2 day(s) a week; level 2.1 needs 3"),
-        ({"session_types": ["yoga"]}, "session type(s) yoga are not in"),
+        ({"session_types": ["yoga"]}, "session type(s) 'yoga' are not in"),
         ({"room": None}, "needs a room, a telehealth_link or both"),
         ({"weekdays": ["mon", "mon", "wed"]}, "a weekday appears twice"),
         ({"start": "22:00"}, "would end after midnight"),
