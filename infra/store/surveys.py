@@ -19,7 +19,9 @@ from infra.store.outbox import OutboxMessage, post
 
 
 @dataclass(frozen=True)
-class NewSurvey:
+class _Survey:
+    """What a survey is when issued: the same for the one to issue and the one on record."""
+
     key: str
     token: str
     patient_id: str
@@ -30,22 +32,16 @@ class NewSurvey:
     episode: int
     issued_at: datetime
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class NewSurvey(_Survey):
     channel: str
     """Where its link goes: the patient's channel (sms or email)."""
 
 
 @dataclass(frozen=True)
-class SurveyRecord:
-    key: str
-    token: str
-    patient_id: str
-    program_id: str
-    site_id: str
-    track_id: str | None
-    occasion: str
-    episode: int
-    issued_at: datetime
-    expires_at: datetime
+class SurveyRecord(_Survey):
     answered_at: datetime | None
     answered_via: str | None
     answers: dict[str, int] | None
