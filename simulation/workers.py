@@ -99,7 +99,8 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     tasks on its event loop, not handed to threads, and its collector frozen after start
     with higher thresholds (together 8-12% of its CPU, BENCHMARKS.md), its synchronous
     activities called inline there too (`CAREPATH_ACTIVITY_THREADS`); its deadlock
-    detector, were it put back on threads, after a minute (`SIMULATION_DEADLOCK_TIMEOUT`)."""
+    detector, were it put back on threads, after a minute (`SIMULATION_DEADLOCK_TIMEOUT`); and
+    a cache of every journey its server holds (`SIMULATION_CACHE`)."""
     cache = Path(tempfile.gettempdir()) / f"carepath-bytecode-{os.getuid()}"
     variables = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     variables.setdefault("PYTHONPYCACHEPREFIX", str(cache))
@@ -108,7 +109,16 @@ def simulation_worker(env: dict[str, str]) -> dict[str, str]:
     variables.setdefault("CAREPATH_WORKFLOW_THREADS", "off")
     variables.setdefault("CAREPATH_ACTIVITY_THREADS", "off")
     variables.setdefault("CAREPATH_GC_TUNING", "on")
+    variables.setdefault("CAREPATH_MAX_CACHED_WORKFLOWS", str(SIMULATION_CACHE))
     return variables
+
+
+SIMULATION_CACHE = 3000
+"""A simulation worker's workflow cache: every journey its server holds (a what-if's
+servers take up to 2,500 patients each, a cohort benchmark's shards all their patients at
+once). With the clinic's 1,000, a server of 2,500 journeys in treatment together would
+evict and replay journeys on every clock step; about 300 KiB each (BENCHMARKS.md), so
+under a gigabyte a worker."""
 
 
 SIMULATION_DEADLOCK_TIMEOUT = 60

@@ -579,6 +579,8 @@ async def test_a_simulation_worker_s_task_may_be_held_longer_than_the_sdk_s_2_s(
     assert settings.deadlock_timeout == 60 and load_settings({}).deadlock_timeout == 2
     assert not settings.workflow_threads and load_settings({}).workflow_threads
     assert settings.gc_tuning and not load_settings({}).gc_tuning
+    # Every journey of a server of 2,500 stays cached; a clinic's worker keeps 1,000.
+    assert settings.max_cached_workflows == 3000 and load_settings({}).max_cached_workflows == 1000
     settings = dataclasses.replace(settings, workflow_threads=threads)
     log = tmp_path / "worker-carepath.log"
     handler = logging.FileHandler(log)
