@@ -6,6 +6,7 @@ step over the clinic's records); what is done on looking is here, once."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -131,15 +132,21 @@ class CaseManager:
                 ),
             )
 
+    def gone(self, after_missed: int) -> bool:
+        """Whether the patient, not yet discharged, has missed the last `after_missed`
+        sessions entered (a check that starts no request: a simulation asks it of every
+        patient in treatment every simulated day)."""
+        if self.discharged or len(self.entered) < after_missed:
+            return False
+        last = list(itertools.islice(reversed(self.entered.values()), after_missed))
+        return all(f == "missed" for f in last)
+
     async def discharge_if_gone(
         self, handle: WorkflowHandle[Any, Any], case_manager_id: str, after_missed: int
     ) -> None:
         """A patient who has missed `after_missed` sessions in a row has stopped coming: the
         case manager discharges them as withdrawn."""
-        fates = list(self.entered.values())
-        if self.discharged or len(fates) < after_missed:
-            return
-        if all(f == "missed" for f in fates[-after_missed:]):
+        if self.gone(after_missed):
             self.discharged = True
             with moved_on():  # it ended meanwhile
                 await handle.execute_update(

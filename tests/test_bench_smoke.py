@@ -26,7 +26,7 @@ from bench.cohort import plans
 from bench.common import latency_summary, percentile, spread
 from bench.table import rows
 from simulation.case_manager import CaseManager
-from simulation.cohort import Booked, Patient, enter_sheets
+from simulation.cohort import Booked, Patient, enter_sheets, sheets_due
 from simulation.patients import steady_attendance
 from tests.support import JourneyStandIn
 
@@ -155,10 +155,16 @@ async def test_the_simulated_case_manager_enters_each_week_once_it_has_happened(
     cancelled = Booked("P-1", "INT1-W01-S4", "intensive", 1, monday, "cancelled")
     week_two = [Booked("P-1", "INT1-W02-S1", "intensive", 2, monday + timedelta(days=8), "")]
     booked = [*week_one, cancelled, *week_two]
-    await enter_sheets(p, booked, monday + timedelta(days=2))  # S3 is tomorrow
+
+    async def the_day(now: datetime) -> None:
+        await enter_sheets(p, sheets_due(p, booked, now))
+
+    await the_day(monday + timedelta(days=2))  # S3 is tomorrow
+    assert sheets_due(p, booked, monday + timedelta(days=2)) == []
     assert journey.sent == []
-    await enter_sheets(p, booked, monday + timedelta(days=3))
-    await enter_sheets(p, booked, monday + timedelta(days=4))  # entered once
+    await the_day(monday + timedelta(days=3))
+    assert sheets_due(p, booked, monday + timedelta(days=4)) == []  # entered once
+    await the_day(monday + timedelta(days=4))
     (sheet,) = journey.sent
     assert sheet.case_manager_id == "CM-07"
     marks = [(m.session_id, m.status) for m in sheet.marks]

@@ -171,11 +171,14 @@ async def test_a_patient_who_stops_coming_is_discharged_as_withdrawn_once() -> N
     manager.entered = {"S1": "missed", "S2": "none", "S3": "missed", "S4": "missed"}
     await manager.discharge_if_gone(journey, "CM-01", after_missed=3)  # type: ignore[arg-type]
     assert journey.sent == []  # a session left to the grace period is not known missed
+    assert not manager.gone(after_missed=3)
     manager.entered["S5"] = "missed"
+    assert manager.gone(after_missed=3) and not manager.gone(after_missed=4)
     for _ in range(2):
         await manager.discharge_if_gone(journey, "CM-01", after_missed=3)  # type: ignore[arg-type]
     (request,) = journey.sent
     assert isinstance(request, DischargeRequest) and request.reason == DischargeReason.withdrew
+    assert not manager.gone(after_missed=3)  # discharged: the simulated clinic asks no more
 
 
 def test_nothing_outside_the_tests_imports_them() -> None:

@@ -101,6 +101,23 @@ def test_a_booking_retried_on_many_workers_at_once_books_once(store: CareStore) 
     assert store.duplicate_counts() == dict.fromkeys(store.duplicate_counts(), 0)
 
 
+def test_patients_among_given_ids_and_no_more_ids_than_a_read_binds(store: CareStore) -> None:
+    from infra.store.patients import AMONG_AT_MOST
+
+    ops = operations(store)
+    enrolled = []
+    for _ in range(3):
+        intake, _booking = intake_and_first_week()
+        ops.record_intake(intake)
+        enrolled.append(intake.enrolment.patient_id)
+    first, _, third = sorted(enrolled)
+    found = store.patients(among=[third, "P-NOT-ENROLLED", first])
+    assert [p.patient_id for p in found] == [first, third]
+    assert store.patients(among=[]) == []
+    with pytest.raises(ValueError, match=f"at most {AMONG_AT_MOST} patient IDs"):
+        store.patients(among=[f"P-{n}" for n in range(AMONG_AT_MOST + 1)])
+
+
 def test_a_second_booking_of_a_session_under_another_key_is_refused(store: CareStore) -> None:
     ops = operations(store)
     intake, booking = intake_and_first_week()

@@ -85,6 +85,10 @@ _PATIENT = select(*PATIENT_COLUMNS_WITHOUT_CONTACT).where(
 )
 
 
+AMONG_AT_MOST = 10_000
+"""Patient IDs a read takes at once: each is a bound parameter (SQLite allows 32,766)."""
+
+
 class PatientRecords(StoreCore):
     def record_intake(
         self, patient: NewPatient, audit: Sequence[AuditFact], consents: Sequence[ConsentEntry]
@@ -167,14 +171,23 @@ class PatientRecords(StoreCore):
         return enrolled_patient(found[0]) if found else None
 
     def patients(
-        self, *, site_id: str | None = None, case_manager_id: str | None = None
+        self,
+        *,
+        site_id: str | None = None,
+        case_manager_id: str | None = None,
+        among: Collection[str] | None = None,
     ) -> list[EnrolledPatient]:
-        """The patients matching every filter given, by patient ID."""
+        """The patients matching every filter given, by patient ID (`among`: of these
+        patient IDs, at most `AMONG_AT_MOST`)."""
         stmt = select(*PATIENT_COLUMNS_WITHOUT_CONTACT).order_by(patients.c.patient_id)
         if site_id is not None:
             stmt = stmt.where(patients.c.site_id == site_id)
         if case_manager_id is not None:
             stmt = stmt.where(patients.c.case_manager_id == case_manager_id)
+        if among is not None:
+            if len(among) > AMONG_AT_MOST:
+                raise ValueError(f"at most {AMONG_AT_MOST} patient IDs at once, not {len(among)}")
+            stmt = stmt.where(patients.c.patient_id.in_(list(among)))
         return [enrolled_patient(r) for r in self._read(stmt)]
 
     def active_patients_at(self, site_id: str) -> list[str]:
