@@ -26,7 +26,7 @@ def cmd_deliver(args: argparse.Namespace, settings: Settings) -> int:
     except (SettingsError, SiteError) as exc:
         raise CliError(str(exc)) from None
     store = care_store(settings)
-    deliverer = Deliverer(store, channels, sites, ProgramCatalog(settings.programs_dir))
+    deliverer = Deliverer(store, channels, sites, ProgramCatalog.of(settings.programs_dir))
     events = EventSender(store)
     try:
         if args.once:

@@ -17,7 +17,7 @@ from services.group_sheets import SheetRefused, recent_sessions, roster, submit,
 
 
 async def cmd_group_sheet(args: argparse.Namespace, settings: Settings) -> int:
-    catalog = ProgramCatalog(settings.programs_dir)
+    catalog = ProgramCatalog.of(settings.programs_dir)
     try:
         track = track_of(catalog, args.program, args.track)
     except SheetRefused as exc:

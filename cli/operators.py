@@ -81,7 +81,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         record = journey_record(
             store,
-            ProgramCatalog(settings.programs_dir),
+            ProgramCatalog.of(settings.programs_dir),
             patient_id,
             site_zone_names(settings, store)(patient_id),
         )
@@ -393,7 +393,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     store = care_store(settings)
     try:
         outcomes = report.cohort_report(
-            store, ProgramCatalog(settings.programs_dir), cohort, datetime.now(UTC)
+            store, ProgramCatalog.of(settings.programs_dir), cohort, datetime.now(UTC)
         )
     finally:
         store.dispose()

@@ -117,7 +117,7 @@ def _program_at(
 ) -> tuple[ProgramProtocol, SiteDirectory]:
     """`--program`'s protocol and the sites, `--site` (if given) checked to be one."""
     try:
-        protocol = ProgramCatalog(settings.programs_dir).load(args.program)
+        protocol = ProgramCatalog.of(settings.programs_dir).load(args.program)
     except ProtocolError as exc:
         raise CliError(str(exc)) from None
     sites = _sites(settings)

@@ -24,7 +24,7 @@ def cmd_survey_answer(args: argparse.Namespace, settings: Settings) -> int:
     try:
         survey = answer_at_call(
             store,
-            ProgramCatalog(settings.programs_dir),
+            ProgramCatalog.of(settings.programs_dir),
             args.patient,
             args.occasion,
             given,

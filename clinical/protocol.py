@@ -536,6 +536,16 @@ class ProgramCatalog:
         # is kept until one of the files it was read from changes (size or mtime).
         self._loaded: dict[str, tuple[list[tuple[Path, int, int]], ProgramProtocol]] = {}
 
+    @classmethod
+    def of(cls, directory: Path) -> ProgramCatalog:
+        """The process's one catalog of `directory`: a console's requests and a simulated
+        clinic's enrolments then parse a program once (again when its files change), not
+        once a call (a fresh catalog parses on its first load)."""
+        catalog = _SHARED.get(directory)
+        if catalog is None:
+            catalog = _SHARED.setdefault(directory, cls(directory))
+        return catalog
+
     def path_of(self, program_id: str) -> Path:
         return self.directory / f"{program_id}.toml"
 
@@ -570,6 +580,9 @@ class ProgramCatalog:
             except ProtocolError:
                 continue
         return loaded
+
+
+_SHARED: dict[Path, ProgramCatalog] = {}
 
 
 def _stamps(paths: Iterable[Path]) -> list[tuple[Path, int, int]]:

@@ -45,7 +45,7 @@ def journey_input(
     site is unknown, the placement impossible, or the data cannot be true at the site's
     date (`now`, the real time unless given)."""
     try:
-        protocol = ProgramCatalog(settings.programs_dir).load(enrolment.program_id)
+        protocol = ProgramCatalog.of(settings.programs_dir).load(enrolment.program_id)
         site = SiteDirectory.load(settings.sites_file).get(enrolment.site_id)
         today = (now or datetime.now(UTC)).astimezone(site.zone_info).date()
         check_plausible(enrolment, today)

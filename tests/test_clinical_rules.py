@@ -94,6 +94,17 @@ def test_the_catalog_reads_a_program_again_only_when_one_of_its_files_changed(
         catalog.load("demo-iop")
 
 
+def test_a_process_shares_one_catalog_per_directory_which_sees_programs_added(
+    tmp_path: Path,
+) -> None:
+    shared = ProgramCatalog.of(tmp_path)
+    assert ProgramCatalog.of(tmp_path) is shared and ProgramCatalog.of(PROGRAMS) is not shared
+    with pytest.raises(ProtocolError, match="known programs: none"):
+        shared.load("default-iop")
+    (tmp_path / "default-iop.toml").write_text((PROGRAMS / "default-iop.toml").read_text())
+    assert ProgramCatalog.of(tmp_path).load("default-iop").program.id == "default-iop"
+
+
 # --- placement ---------------------------------------------------------------------------
 
 

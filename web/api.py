@@ -643,7 +643,7 @@ def install(app: FastAPI) -> None:
         except report.ReportError as exc:
             raise Problem(422, str(exc)) from None
         outcomes = report.cohort_report(
-            console.store, ProgramCatalog(console.settings.programs_dir), cohort, console.now()
+            console.store, ProgramCatalog.of(console.settings.programs_dir), cohort, console.now()
         )
         return answered(request, 200, json.dumps(report.as_json(outcomes)))
 
@@ -670,7 +670,7 @@ def install(app: FastAPI) -> None:
         try:
             record = journey_record(
                 console.store,
-                ProgramCatalog(console.settings.programs_dir),
+                ProgramCatalog.of(console.settings.programs_dir),
                 pid,
                 "UTC" if site is None else site.zone,
             )

@@ -30,7 +30,7 @@ def _session(
     console: Console, found: Caller, program_id: str, track_id: str, stamp: str
 ) -> tuple[GroupTrack, Any]:
     try:
-        track = track_of(ProgramCatalog(console.settings.programs_dir), program_id, track_id)
+        track = track_of(ProgramCatalog.of(console.settings.programs_dir), program_id, track_id)
         starts_at = parse_stamp(stamp)
     except (SheetRefused, ValueError) as exc:
         raise Problem(404, str(exc)) from None
@@ -54,7 +54,7 @@ def install(app: FastAPI) -> None:
         status as last recorded. `stamp` is the session's start in UTC, 20270301T1400Z."""
         console = console_of(request)
         track, starts_at = _session(console, found, program_id, track_id, stamp)
-        catalog = ProgramCatalog(console.settings.programs_dir)
+        catalog = ProgramCatalog.of(console.settings.programs_dir)
         try:
             lines = roster(console.store, catalog, program_id, track.id, starts_at).lines
         except SheetRefused as exc:
@@ -90,7 +90,7 @@ def install(app: FastAPI) -> None:
             raise Problem(422, describe_validation_error(exc)) from None
 
         async def act(update_id: str | None) -> tuple[int, Any]:
-            catalog = ProgramCatalog(console.settings.programs_dir)
+            catalog = ProgramCatalog.of(console.settings.programs_dir)
             # A call retried with its Idempotency-Key is the same submission.
             submission = None if update_id is None else sha256(update_id.encode()).hexdigest()
             try:

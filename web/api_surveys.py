@@ -48,7 +48,7 @@ def install(app: FastAPI) -> None:
             try:
                 answer_at_call(
                     console.store,
-                    ProgramCatalog(console.settings.programs_dir),
+                    ProgramCatalog.of(console.settings.programs_dir),
                     pid,
                     occasion,
                     given,

@@ -115,7 +115,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
         console = console_of(request)
         try:
             enrolment = enrolment_from(await _form(request), visitor.user)
-            protocol = ProgramCatalog(console.settings.programs_dir).load(enrolment.program_id)
+            protocol = ProgramCatalog.of(console.settings.programs_dir).load(enrolment.program_id)
             placement = place_enrolment(enrolment, protocol)
         except (FormRefused, ProtocolError, PlacementRefused) as exc:
             return page(request, "answer.html", 422, message=str(exc), ok=False)
@@ -157,7 +157,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
 
 def _programs(console: Console) -> list[str]:
     try:
-        return ProgramCatalog(console.settings.programs_dir).program_ids()
+        return ProgramCatalog.of(console.settings.programs_dir).program_ids()
     except ProtocolError:
         return ["default-iop"]
 

@@ -34,7 +34,7 @@ def _may_mark(user: User, track: GroupTrack) -> bool:
 
 def _tracks_at(console: Console, user: User) -> list[tuple[str, GroupTrack, list[datetime]]]:
     shown = []
-    for program in ProgramCatalog(console.settings.programs_dir).programs():
+    for program in ProgramCatalog.of(console.settings.programs_dir).programs():
         program_id = program.program.id
         for t in program.groups.tracks:
             if _may_mark(user, t):
@@ -49,7 +49,7 @@ def _session(
 ) -> tuple[GroupTrack, datetime]:
     """The track and session start the address names, if the user's site runs it."""
     try:
-        track = track_of(ProgramCatalog(console.settings.programs_dir), program_id, track_id)
+        track = track_of(ProgramCatalog.of(console.settings.programs_dir), program_id, track_id)
         starts_at = parse_stamp(stamp)
     except (SheetRefused, ValueError):
         raise NotFound() from None
@@ -87,7 +87,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
     ) -> Response:
         console = console_of(request)
         track, starts_at = _session(console, visitor.user, program_id, track_id, stamp)
-        catalog = ProgramCatalog(console.settings.programs_dir)
+        catalog = ProgramCatalog.of(console.settings.programs_dir)
         try:
             found = roster(console.store, catalog, program_id, track.id, starts_at)
         except SheetRefused:
@@ -149,7 +149,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             return await show(request, visitor, program_id, track_id, stamp, None, message, 422)
         try:
             client = await console.connect()
-            catalog = ProgramCatalog(console.settings.programs_dir)
+            catalog = ProgramCatalog.of(console.settings.programs_dir)
             lines = await submit(client, console.settings.task_queue, console.store, catalog, sheet)
         except RequestFailed as exc:
             status = STATUS_FOR[exc.why]

@@ -156,7 +156,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             name=console.store.patient_names([pid]).get(pid, ""),
             zone=console.zone_of(snapshot.site_id if snapshot else ""),
             surveys=awaiting_answers(
-                console.store, ProgramCatalog(console.settings.programs_dir), pid
+                console.store, ProgramCatalog.of(console.settings.programs_dir), pid
             )
             if template == "chart.html"
             else [],
@@ -194,7 +194,7 @@ def install(r: FastAPI, signed_in: Callable[..., Awaitable[Visitor]]) -> None:
             message = f"occasion: one of {', '.join(OCCASIONS)}"
             return _answer(request, console, visitor, what, pid, message, 422)
         assert visitor.user.case_manager_id is not None  # a case manager's account has one
-        catalog = ProgramCatalog(console.settings.programs_dir)
+        catalog = ProgramCatalog.of(console.settings.programs_dir)
         try:
             answer_at_call(
                 console.store,

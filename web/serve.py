@@ -84,7 +84,7 @@ def _survey_door(settings: Settings, store: CareStore) -> SurveyDoor | None:
         links = link_signer(settings)
     except SettingsError:
         return None
-    return SurveyDoor(store, links, ProgramCatalog(settings.programs_dir))
+    return SurveyDoor(store, links, ProgramCatalog.of(settings.programs_dir))
 
 
 def serve(settings: Settings, store: CareStore) -> None:

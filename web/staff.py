@@ -29,7 +29,7 @@ def _tracks(console: Console) -> list[tuple[str, list[TrackCapacity], dict[str, 
     """Each program's group tracks in view, with its facilitators' hours a week. A file that
     is no program (the sites file shares the directory) has no tracks to show."""
     shown = []
-    for program in ProgramCatalog(console.settings.programs_dir).programs():
+    for program in ProgramCatalog.of(console.settings.programs_dir).programs():
         program_id, tracks = program.program.id, program.groups.tracks
         if tracks:
             view = capacity_view(tracks, console.store.track_loads(program_id), console.now())
@@ -40,7 +40,7 @@ def _tracks(console: Console) -> list[tuple[str, list[TrackCapacity], dict[str, 
 def _counsellors(console: Console) -> list[tuple[str, list[CounsellorLoad]]]:
     """Each program's counsellors with their sessions this week and next."""
     shown = []
-    for program in ProgramCatalog(console.settings.programs_dir).programs():
+    for program in ProgramCatalog.of(console.settings.programs_dir).programs():
         program_id, counsellors = program.program.id, program.counselling.counsellors
         if counsellors:
             weeks = {c.site: weeks_at(console.now(), console.zone_of(c.site)) for c in counsellors}

@@ -18,7 +18,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -144,19 +143,17 @@ def _appointment(console: Console, sender: WebhookSender, body: bytes, event_id:
 
 
 REAL_DAY = 86400.0
-_CATALOGS: dict[Path, ProgramCatalog] = {}  # one per programs directory: it caches
 
 
 def _on_real_days(console: Console, program_id: str) -> bool:
     """Whether the program's days are real days, so a session's stored start is when it
     happens (a compressed clock, for demos and benchmarks, holds sessions before their
     calendar start: then the journey alone can tell)."""
-    directory = console.settings.programs_dir
-    catalog = _CATALOGS.setdefault(directory, ProgramCatalog(directory))
     try:
-        return catalog.load(program_id).clock.seconds_per_day == REAL_DAY
+        protocol = ProgramCatalog.of(console.settings.programs_dir).load(program_id)
     except ProtocolError:
         return False
+    return protocol.clock.seconds_per_day == REAL_DAY
 
 
 def _partner_answer(console: Console, sender: WebhookSender, body: bytes, event_id: str) -> Event:

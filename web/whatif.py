@@ -69,7 +69,7 @@ def runs_dir(settings: Settings) -> Path:
 
 def programs_offered(settings: Settings) -> list[str]:
     """The clinic's programs on a real day's clock (the simulation steps a day at a time)."""
-    catalog = ProgramCatalog(settings.programs_dir)
+    catalog = ProgramCatalog.of(settings.programs_dir)
     offered = []
     for program_id in catalog.program_ids():
         try:
