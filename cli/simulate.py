@@ -103,7 +103,7 @@ def programs_for(args: argparse.Namespace, settings: Settings, into: Path) -> Pa
     for f in files:
         if not f.is_file():
             raise CliError(f"--program {f}: no such file")
-    programs = copy_programs(settings.programs_dir, into, files)
+    programs = copy_programs(settings.programs_dir, into, files, settings.sites_file)
     catalog = ProgramCatalog(programs)
     for program in args.program:
         program_id = Path(program).stem if program.endswith(".toml") else program

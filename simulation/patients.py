@@ -4,7 +4,7 @@ reproducible) and how they turn up to their sessions."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, time, timedelta
 from typing import Any
 
@@ -98,17 +98,24 @@ def synthetic_cohort(
     case_managers: tuple[str, ...] = ("CM-01", "CM-02", "CM-03"),
     sites: tuple[str, ...] = ("north", "south"),
     today: date | None = None,
+    arrival_days: Sequence[int] = (),
 ) -> list[Enrolment]:
-    """`today`: the day ages are counted from (the real date unless given)."""
+    """`today`: the day ages are counted from (the real date unless given); with
+    `arrival_days`, each patient's ages are counted from the day they arrive, that many
+    days after `today` (a large what-if's cohort arrives over years: an adolescent born
+    for today would be an adult by then, and refused as one)."""
     today = today or date.today()
+    if arrival_days and len(arrival_days) != size:
+        raise ValueError(f"{len(arrival_days)} arrival days for {size} patients")
     rng = random.Random(seed)
     fake = Faker("en_US")
     fake.seed_instance(seed)
     cohort = []
     for i in range(size):
         assessment = _assessment(rng)
+        arrives = today + timedelta(days=arrival_days[i]) if arrival_days else today
         # A birth date that fits the age group, with a margin either side of 18 so the
-        # enrolment is plausible at every site's date today.
+        # enrolment is plausible at every site's date on the day they arrive.
         ages = (13, 16) if assessment["age_group"] == "adolescent" else (19, 70)
         cohort.append(
             Enrolment.model_validate(
@@ -121,8 +128,8 @@ def synthetic_cohort(
                         "given_name": fake.first_name(),
                         "family_name": fake.last_name(),
                         "date_of_birth": fake.date_between_dates(
-                            _years_before(today, ages[1] + 1) + timedelta(days=1),
-                            _years_before(today, ages[0]),
+                            _years_before(arrives, ages[1] + 1) + timedelta(days=1),
+                            _years_before(arrives, ages[0]),
                         ),
                         "phone": fake.numerify("+1 ### ### ####"),
                         "email": fake.email(),

@@ -28,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.assessment import Enrolment
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProgramProtocol
+from clinical.sites import SiteDirectory
 from clinical.surveys import score
 from infra.codec import KeyRing
 from infra.embedded_server import binary
@@ -35,7 +36,7 @@ from infra.settings import Settings
 from infra.store import CareStore
 from infra.survey_links import LinkSigner
 from infra.temporal import data_converter
-from services.enrolment import enrol, journey_input
+from services.enrolment import EnrolmentRefused, enrol, journey_input
 from services.surveys import SurveyDoor
 from simulation.behaviour import Behaviour, seeded
 from simulation.case_manager import CaseManager
@@ -62,6 +63,8 @@ RELINKED_BY_CALL = "relapse (follow_up_call)"
 """How the journey's phase change reads when a check-in's use re-linked the patient."""
 
 Report = Callable[[str], None]
+SITES_FILE = "sites.toml"
+"""The sites file's name in a run's programs directory, where its workers look for it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,20 +124,31 @@ def start_instant(now: datetime) -> datetime:
     return datetime(monday.year, monday.month, monday.day, 13, tzinfo=UTC)
 
 
-def arrivals(plan: Plan, seed: int, today: date, behaviour: Behaviour) -> list[Arrival]:
-    """The cohort: `plan.patients` synthetic patients of the seed, arriving evenly at
-    `plan.per_week` a week, each with their behaviour's attendance."""
-    cohort = synthetic_cohort(plan.patients, seed, case_managers=CASE_MANAGERS, today=today)
+def arrivals(
+    plan: Plan, seed: int, today: date, behaviour: Behaviour, sites: tuple[str, ...]
+) -> list[Arrival]:
+    """The cohort: `plan.patients` synthetic patients of the seed at the clinic's `sites`
+    in turn, arriving evenly at `plan.per_week` a week, each with their behaviour's
+    attendance."""
+    days = [int(i * 7 / plan.per_week) for i in range(plan.patients)]
+    cohort = synthetic_cohort(
+        plan.patients,
+        seed,
+        case_managers=CASE_MANAGERS,
+        sites=sites,
+        today=today,
+        arrival_days=days,
+    )
     return [
         Arrival(
-            int(i * 7 / plan.per_week),
+            day,
             e,
             CaseManager(
                 behaviour.attendance_of(seed, e.patient_id),
                 rng=seeded(str(seed), e.patient_id, "case-manager"),
             ),
         )
-        for i, e in enumerate(cohort)
+        for day, e in zip(days, cohort, strict=True)
     ]
 
 
@@ -198,14 +212,21 @@ async def run_program(
             envs.append(env)
         cpu_before = cpu_by_process([w.pid for w in workers], servers)
         now = await envs[0].get_current_time()
-        cohort = arrivals(plan, seed, now.date(), behaviour)
+        sites = tuple(sorted(SiteDirectory.load(programs / SITES_FILE).sites))
+        cohort = arrivals(plan, seed, now.date(), behaviour, sites)
         span = cohort[-1].day + JOURNEY_DAYS
 
         async def start(enrolment: Enrolment, client: Client) -> WorkflowHandle[Any, Any]:
             at = await envs[0].get_current_time()
-            journey = journey_input(
-                enrolment.model_copy(update={"program_id": program_id}), settings, now=at
-            )
+            try:
+                journey = journey_input(
+                    enrolment.model_copy(update={"program_id": program_id}), settings, now=at
+                )
+            except EnrolmentRefused as exc:  # the model's fault or the program's: say which
+                raise RuntimeError(
+                    f"synthetic patient {enrolment.patient_id} was refused at enrolment "
+                    f"under {program_id}: {exc}"
+                ) from None
             return await enrol(client, TASK_QUEUE, journey)
 
         board = ClinicBoard(variables["CAREPATH_DATABASE_URL"], KeyRing.load(workdir / "keys.json"))
@@ -510,10 +531,13 @@ async def compare(
     return Comparison(plan, runs, cpu, dict(failures.most_common()))
 
 
-def copy_programs(source: Path, into: Path, extra: list[Path]) -> Path:
-    """The clinic's programs and sites, and program files given by path, in a directory of
-    the run's own (a what-if never reads the clinic's directory while it runs)."""
+def copy_programs(source: Path, into: Path, extra: list[Path], sites: Path | None = None) -> Path:
+    """The clinic's programs and sites (`sites`: its sites file, where not among the
+    programs), and program files given by path, in a directory of the run's own (a what-if
+    never reads the clinic's directory while it runs)."""
     into.mkdir(parents=True, exist_ok=True)
     for path in [*source.glob("*.toml"), *(p for e in extra for p in e.parent.glob("*.toml"))]:
         shutil.copy(path, into / path.name)
+    if sites is not None and sites.resolve() != (into / SITES_FILE).resolve():
+        shutil.copy(sites, into / SITES_FILE)
     return into

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from clinical.assessment import check_plausible
 from clinical.attendance import SessionStatus
 from clinical.phases import Phase
@@ -84,6 +86,25 @@ def test_a_cohort_is_the_same_for_a_seed_and_plausible_on_its_day() -> None:
     assert synthetic_cohort(6, 8, today=day) != first
     for e in synthetic_cohort(60, 3, today=day):
         check_plausible(e, day)
+
+
+def test_a_cohort_arriving_over_years_is_plausible_on_each_patient_s_own_day() -> None:
+    """10,000 patients at 15 a week arrive over almost thirteen years: an adolescent born
+    for the first day would be an adult by the last (the 10,000-patient what-if stopped on
+    one), so each is aged for the day they arrive."""
+    day = date(2028, 2, 14)
+    days = [int(i * 7 / 15) for i in range(400)]
+    over_years = [d * 12 for d in days]  # the same 400 spread over 22 years
+    cohort = synthetic_cohort(400, 7, today=day, arrival_days=over_years)
+    assert any(e.assessment.age_group == "adolescent" for e in cohort)
+    for e, arrives in zip(cohort, over_years, strict=True):
+        check_plausible(e, day + timedelta(days=arrives))
+    # The same patients and draws as a cohort arriving at once, but for their birth dates.
+    at_once = synthetic_cohort(400, 7, today=day)
+    assert [e.patient_id for e in cohort] == [e.patient_id for e in at_once]
+    assert [e.assessment for e in cohort] == [e.assessment for e in at_once]
+    with pytest.raises(ValueError, match="3 arrival days for 400 patients"):
+        synthetic_cohort(400, 7, today=day, arrival_days=[0, 1, 2])
 
 
 def test_a_run_is_stalled_by_a_journey_running_long_after_its_arrival_not_by_its_length() -> None:

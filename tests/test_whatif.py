@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 import cli.simulate
 from cli.common import CliError
 from cli.main import main
+from clinical.assessment import check_plausible
 from infra.settings import PROJECT_ROOT, load_settings
 from infra.store import CareStore
 from simulation.behaviour import Behaviour, load_behaviour
@@ -29,6 +30,7 @@ from simulation.report import charts, from_json, html_report, table, to_json
 from simulation.whatif import (
     Comparison,
     Plan,
+    arrivals,
     compare,
     copy_programs,
     failed_tasks,
@@ -139,6 +141,27 @@ def test_a_patient_behaves_alike_under_every_program() -> None:
     assert [again(n) for n in range(60, 0, -1)] == forwards[::-1]
     other_seed = behaviour.attendance_of(8, "P-A1B2C3D4")
     assert [other_seed(n) for n in range(1, 61)] != forwards
+
+
+def test_synthetic_patients_arrive_at_the_clinic_s_own_sites_aged_for_that_day() -> None:
+    """A clinic whose sites are not the sample's north and south: its patients are enrolled
+    at its sites (the 10,000-patient run also found adolescents who had come of age)."""
+    plan = Plan(programs=("default-iop",), patients=10_000, per_week=15, seeds=(7,))
+    today = datetime(2028, 2, 14, tzinfo=UTC).date()
+    cohort = arrivals(plan, 7, today, load_behaviour(), ("harbour", "hill"))
+    assert {a.enrolment.site_id for a in cohort} == {"harbour", "hill"}
+    assert cohort[-1].day == 4666  # 10,000 at 15 a week arrive over almost 13 years
+    last = cohort[-1]
+    check_plausible(last.enrolment, today + timedelta(days=last.day))
+
+
+def test_a_what_if_copies_the_clinic_s_sites_file_from_wherever_it_is(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "etc" / "clinic-sites.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text('[sites.harbour]\nname = "Harbour"\nzone = "Europe/Dublin"\n')
+    programs = copy_programs(PROJECT_ROOT / "programs", tmp_path / "run", [], elsewhere)
+    assert (programs / "sites.toml").read_text() == elsewhere.read_text()
+    assert (programs / "default-iop.toml").is_file()
 
 
 def test_dropout_leaves_a_longer_program_with_fewer_patients() -> None:
