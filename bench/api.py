@@ -35,6 +35,7 @@ from bench.common import dev_server, latency_summary, program_dir
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
 from clinical.assessment import Enrolment
 from clinical.identifiers import journey_workflow_id
+from clinical.inbound import AttendanceEvent
 from clinical.requests import AttendanceMark, AttendanceSheet
 from clinical.status import JourneyStatus
 from infra.embedded_server import free_port
@@ -186,6 +187,9 @@ async def run(
                 event_cpu = cpu_seconds(console_pid) - console_cpu
                 update_rate = await _update_rate(client, firsts, events, concurrency)
                 signal_rate = await _signal_rate(client, bare, events, concurrency)
+                journey_signal_rate = await _journey_signal_rate(
+                    client, firsts, events, concurrency
+                )
     api = latency_summary(api_seconds)
     update = latency_summary(update_seconds)
     return {
@@ -206,6 +210,8 @@ async def run(
         "target_ingest_ratio": 0.8,
         "journey_updates_per_s": update_rate,
         "webhook_to_update_ratio": webhook_rate / update_rate,
+        "journey_signals_per_s": journey_signal_rate,
+        "webhook_to_journey_signal_ratio": webhook_rate / journey_signal_rate,
     }
 
 
@@ -270,6 +276,23 @@ async def _update_rate(
         sheet = AttendanceSheet(case_manager_id=cm, marks=[mark])
         handle = client.get_workflow_handle(journey_workflow_id(patient))
         return lambda: handle.execute_update(PatientJourneyWorkflow.record_attendance_sheet, sheet)
+
+    return await _at_once([send(n) for n in range(events)], concurrency)
+
+
+async def _journey_signal_rate(
+    client: Client, firsts: list[tuple[str, str, str]], events: int, concurrency: int
+) -> float:
+    """The webhook's signal, event and all, straight to the same journeys (no HTTP, no
+    signature, no store): what the door itself costs, the journeys' own work alike."""
+
+    def send(n: int) -> Any:
+        patient, session, _ = firsts[n % len(firsts)]
+        event = AttendanceEvent(
+            event_id=f"direct-{n}", sender="bench-direct", session_id=session, status="attended"
+        )
+        handle = client.get_workflow_handle(journey_workflow_id(patient))
+        return lambda: handle.signal(PatientJourneyWorkflow.attendance_event, event)
 
     return await _at_once([send(n) for n in range(events)], concurrency)
 

@@ -295,6 +295,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
+        if "journey_signals_per_s" in a:  # results from before it was measured lack it
+            out.append(
+                (
+                    "7 api",
+                    "the webhook's signal straight to the journeys per s; webhooks / those",
+                    f"{_num(a['journey_signals_per_s'])}; "
+                    f"{_num(a['webhook_to_journey_signal_ratio'], 2)}x",
+                    "1 run",
+                    "",
+                )
+            )
     return out
 
 

@@ -232,7 +232,7 @@ async def run_clinic(
         booked = board.recent_sessions(now - 8 * DAY)
         # What each patient's case manager does today is decided here, and a request is
         # made only for the patients with something to do (a task for each of a thousand
-        # patients a day, most with nothing to do, was a third of the clinic's CPU).
+        # patients a day, most with nothing to do, was a third of its CPU at 10,000).
         sheets = {
             pid: s for pid, p in active.items() if (s := sheets_due(p, booked.get(pid, []), now))
         }
@@ -312,7 +312,7 @@ class ClinicBoard:
     def read_into(self, cohort: dict[str, Patient]) -> None:
         """The phases of the patients whose journey has not ended (an ended one stays so):
         a long run's ended patients soon outnumber the rest, and reading every patient each
-        simulated day was a quarter of the simulated clinic's CPU."""
+        simulated day was a sixth of the simulated clinic's CPU at 10,000."""
         following = [pid for pid, p in cohort.items() if not p.ended]
         for start in range(0, len(following), AMONG_AT_MOST):
             for found in self.store.patients(among=following[start : start + AMONG_AT_MOST]):
