@@ -8,8 +8,10 @@ the seeds."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
+import itertools
 import math
 import re
 import shutil
@@ -57,6 +59,29 @@ TASK_QUEUE = "carepath-whatif"
 JOURNEY_DAYS = 480
 """About a default journey's length (intake to the end of a year's aftercare): for the
 estimate of time left only."""
+
+
+class CareDays:
+    """How far a run is, as the share of its patients' days in care simulated so far (each
+    patient about `JOURNEY_DAYS` from arrival): what a run's time follows, since a simulated
+    day costs as many journeys as are in care that day. The share of calendar days would
+    race through a large cohort's first months, with few patients yet, and promise it done
+    in a third of its time."""
+
+    def __init__(self, arrival_days: list[int]) -> None:
+        self.days = sorted(arrival_days)
+        self.before = list(itertools.accumulate(self.days, initial=0))
+        """Sums of the first k arrival days."""
+
+    def share(self, today: float) -> float:
+        # Patients who arrived by `today - JOURNEY_DAYS` are through; those since, part way.
+        through = bisect.bisect_right(self.days, today - JOURNEY_DAYS)
+        arrived = bisect.bisect_right(self.days, today)
+        partway = (arrived - through) * today - (self.before[arrived] - self.before[through])
+        done = through * JOURNEY_DAYS + partway
+        return done / (len(self.days) * JOURNEY_DAYS) if self.days else 1.0
+
+
 CASE_MANAGERS = ("CM-01", "CM-02", "CM-03")
 TREATMENT = (Phase.intensive.value, Phase.step_down.value)
 RELINKED_BY_CALL = "relapse (follow_up_call)"
@@ -214,7 +239,7 @@ async def run_program(
         now = await envs[0].get_current_time()
         sites = tuple(sorted(SiteDirectory.load(programs / SITES_FILE).sites))
         cohort = arrivals(plan, seed, now.date(), behaviour, sites)
-        span = cohort[-1].day + JOURNEY_DAYS
+        care_days = CareDays([a.day for a in cohort])
 
         async def start(enrolment: Enrolment, client: Client) -> WorkflowHandle[Any, Any]:
             at = await envs[0].get_current_time()
@@ -240,7 +265,7 @@ async def run_program(
             withdraw_after_missed=behaviour.dropout.discharge_after_missed,
             charts_weekly=True,
             progress=lambda day, ended, total: progress(
-                min(day / span, 0.99) if ended < total else 1.0
+                min(care_days.share(day), 0.99) if ended < total else 1.0
             ),
         )
         # The simulated patients answer their questionnaires by their links, each the day

@@ -28,6 +28,8 @@ from infra.store import CareStore
 from simulation.behaviour import Behaviour, load_behaviour
 from simulation.report import charts, from_json, html_report, table, to_json
 from simulation.whatif import (
+    JOURNEY_DAYS,
+    CareDays,
     Comparison,
     Plan,
     arrivals,
@@ -153,6 +155,24 @@ def test_synthetic_patients_arrive_at_the_clinic_s_own_sites_aged_for_that_day()
     assert cohort[-1].day == 4666  # 10,000 at 15 a week arrive over almost 13 years
     last = cohort[-1]
     check_plausible(last.enrolment, today + timedelta(days=last.day))
+
+
+def test_a_run_s_progress_follows_its_patients_days_in_care_not_the_calendar() -> None:
+    import random
+
+    rng = random.Random(5)
+    arrival_days = sorted(rng.randrange(0, 900) for _ in range(300))
+    progress = CareDays(arrival_days)
+    shares = []
+    for today in [0, 0.5, 17, 240, 479.5, 480, 700, 1000, 1379, 1380, 2000]:
+        by_hand = sum(min(max(today - d, 0), JOURNEY_DAYS) for d in arrival_days)
+        share = progress.share(today)
+        assert share == pytest.approx(by_hand / (300 * JOURNEY_DAYS))
+        shares.append(share)
+    assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)
+    # 10,000 at 15 a week: a year in, 7% of the calendar but 3% of the work.
+    cohort = CareDays([int(i * 7 / 15) for i in range(10_000)])
+    assert cohort.share(365) == pytest.approx(0.030, abs=0.001)
 
 
 def test_a_what_if_copies_the_clinic_s_sites_file_from_wherever_it_is(tmp_path: Path) -> None:
