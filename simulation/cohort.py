@@ -195,8 +195,9 @@ async def run_clinic(
     """Each day, first the day's arrivals are enrolled, then each patient in treatment has
     their finished weeks' sheets entered and their progress reviewed (and, with
     `withdraw_after_missed`, is discharged once they have stopped coming; with
-    `charts_weekly`, has their chart opened on a weekday of their own, and daily while in
-    intake), then every server's clock moves on together (`envs`: the servers, patients
+    `charts_weekly`, has their chart opened, if it has an open task or referral, on a
+    weekday of their own, and daily while in intake), then every server's clock moves on
+    together (`envs`: the servers, patients
     going to each in turn as they arrive). Ends when every journey has ended in the store; a
     journey still running `give_up_after_days` after its patient arrived is a stall, and
     raises (counted from each arrival: a large cohort arrives over years)."""
@@ -253,11 +254,15 @@ async def run_clinic(
             )
         )
         if charts_weekly:
+            # From the inbox and the referral list: a chart with nothing open is not opened
+            # (a waitlist's patients in intake each had theirs opened daily, for nothing).
+            attention = board.store.patients_with_open_work()
             await bounded(
                 [
                     _chart(p)
                     for pid, p in cohort.items()
-                    if not p.ended
+                    if pid in attention
+                    and not p.ended
                     and p.phase is not None
                     and (p.phase == Phase.intake or _weekday(pid) == int(today) % 7)
                 ]

@@ -286,6 +286,31 @@ def test_tasks_open_and_close_once(store: CareStore) -> None:
     assert len(store.outbox(pid, channel="case_manager")) == 2  # a notice per task, once
 
 
+def test_the_patients_with_open_work_are_those_with_an_open_task_or_referral(
+    store: CareStore,
+) -> None:
+    def task(pid: str) -> NewTask:
+        return NewTask(f"{pid}/task/outreach", pid, "CM-07", "unreachable_patient", "…", AT)
+
+    def referral(pid: str) -> NewReferral:
+        return NewReferral(f"{pid}/referral/housing", "REF-housing",
+                           f"journey-{pid}-REF-housing", pid, "CM-07", "housing", AT)  # fmt: skip
+
+    def fact(pid: str, key: str, action: str) -> AuditFact:
+        return AuditFact(key, pid, "CM-07", action, "care_coordination", AT)
+
+    assert store.patients_with_open_work() == set()
+    store.open_task(task("P-TASKOPEN"))
+    store.open_task(task("P-TASKDONE"))
+    closing = TaskClosing(key="P-TASKDONE/task/outreach", by="CM-07", at=AT)
+    store.complete_task(closing, fact("P-TASKDONE", "done", "task_completed"))
+    for pid in ("P-REFOPEN1", "P-REFCLOSE"):
+        store.open_referral(referral(pid), fact(pid, f"{pid}/asked", "referral_requested"))
+    store.close_referral("P-REFCLOSE/referral/housing", "declined", AT,
+                         fact("P-REFCLOSE", "closed", "referral_closed"))  # fmt: skip
+    assert store.patients_with_open_work() == {"P-TASKOPEN", "P-REFOPEN1"}
+
+
 def test_a_task_goes_to_the_case_manager_of_record(store: CareStore) -> None:
     """A referral that began before a reassignment still names the former case manager: its
     later task and notice go to whoever holds the patient's case now."""

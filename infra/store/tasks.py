@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, union, update
 
 from infra.store._core import StoreCore, insert_once, utcnow
-from infra.store._schema import patients, tasks
+from infra.store._schema import patients, referrals, tasks
 from infra.store.audit import AuditFact, write_audit
 from infra.store.events import TASK_CLOSED, TASK_OPENED, CareEvent, publish
 from infra.store.outbox import notify_case_manager
@@ -170,6 +170,13 @@ class TaskRecords(StoreCore):
         if not include_done:
             stmt = stmt.where(tasks.c.status == "open")
         return [inbox_task(r) for r in self._read(stmt)]
+
+    def patients_with_open_work(self) -> set[str]:
+        """The patients with an open task or a referral not yet closed: those a case
+        manager working the inbox and the referral list looks at today, in one read."""
+        open_tasks = select(tasks.c.patient_id).where(tasks.c.status == "open")
+        open_referrals = select(referrals.c.patient_id).where(referrals.c.outcome.is_(None))
+        return {r["patient_id"] for r in self._read(union(open_tasks, open_referrals))}
 
     def task(self, task_id: int) -> InboxTask | None:
         """One task by its number in the inbox."""
