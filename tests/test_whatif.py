@@ -355,6 +355,32 @@ def test_a_run_that_fails_without_a_signal_is_a_failure(
     assert capsys.readouterr().err == "error: the simulation failed: Query deadline exceeded\n"
 
 
+@pytest.mark.slow
+def test_a_synthetic_patient_refused_at_enrolment_ends_the_run_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the 10,000-patient run's adolescent who had come of age: one line, exit 1, not
+    a traceback, and nothing left running."""
+    import simulation.whatif
+    from services.enrolment import EnrolmentRefused
+    from simulation.workers import children
+
+    def refused(*_: object, **__: object) -> None:
+        raise EnrolmentRefused("assessment.age_group: adolescent, but ... makes the patient 18")
+
+    monkeypatch.setattr(simulation.whatif, "journey_input", refused)
+    before = children()
+    arguments = ["--program", "default-iop", "--patients", "1", "--arrivals", "5/week"]
+    assert main(["simulate", *arguments]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: the simulation failed: synthetic patient P-")
+    assert err.endswith(
+        "was refused at enrolment under default-iop: assessment.age_group: adolescent, "
+        "but ... makes the patient 18"
+    )
+    assert children() <= before
+
+
 def test_ctrl_c_interrupts_a_what_if_started_with_sigint_ignored(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
