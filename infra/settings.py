@@ -17,6 +17,10 @@ class SettingsError(ValueError):
     """A CAREPATH_* variable holds a value CarePath cannot use."""
 
 
+SITES_FILE = "sites.toml"
+"""The sites file's name beside the programs, where a worker looks for it by default."""
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -111,7 +115,7 @@ class Settings:
 
     @property
     def sites_file(self) -> Path:
-        return self.sites_path or self.programs_dir / "sites.toml"
+        return self.sites_path or self.programs_dir / SITES_FILE
 
     @property
     def key_file(self) -> Path:

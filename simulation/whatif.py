@@ -34,7 +34,7 @@ from clinical.sites import SiteDirectory
 from clinical.surveys import score
 from infra.codec import KeyRing
 from infra.embedded_server import binary
-from infra.settings import Settings
+from infra.settings import SITES_FILE, Settings
 from infra.store import CareStore
 from infra.survey_links import LinkSigner
 from infra.temporal import data_converter
@@ -88,8 +88,6 @@ RELINKED_BY_CALL = "relapse (follow_up_call)"
 """How the journey's phase change reads when a check-in's use re-linked the patient."""
 
 Report = Callable[[str], None]
-SITES_FILE = "sites.toml"
-"""The sites file's name in a run's programs directory, where its workers look for it."""
 
 
 @dataclasses.dataclass(frozen=True)
