@@ -34,7 +34,6 @@ from clinical.phases import Phase
 from clinical.status import JourneyStatus
 from infra.codec import KeyRing
 from infra.store import CareStore
-from infra.store.patients import AMONG_AT_MOST
 from simulation.case_manager import CaseManager
 from simulation.tracks import TrackWatch
 from workflows.patient_journey import PatientJourneyWorkflow
@@ -319,10 +318,9 @@ class ClinicBoard:
         a long run's ended patients soon outnumber the rest, and reading every patient each
         simulated day was a sixth of the simulated clinic's CPU at 10,000."""
         following = [pid for pid, p in cohort.items() if not p.ended]
-        for start in range(0, len(following), AMONG_AT_MOST):
-            for found in self.store.patients(among=following[start : start + AMONG_AT_MOST]):
-                cohort[found.patient_id].phase = found.phase
-                cohort[found.patient_id].case_manager_id = found.case_manager_id
+        for found in self.store.patients(among=following):
+            cohort[found.patient_id].phase = found.phase
+            cohort[found.patient_id].case_manager_id = found.case_manager_id
         self.tracks.sample(self.store.group_places())
 
     def recent_sessions(self, since: datetime) -> dict[str, list[Booked]]:

@@ -86,7 +86,7 @@ _PATIENT = select(*PATIENT_COLUMNS_WITHOUT_CONTACT).where(
 
 
 AMONG_AT_MOST = 10_000
-"""Patient IDs a read takes at once: each is a bound parameter (SQLite allows 32,766)."""
+"""Patient IDs one statement binds (SQLite allows 32,766): a longer list is read in parts."""
 
 
 class PatientRecords(StoreCore):
@@ -178,17 +178,22 @@ class PatientRecords(StoreCore):
         among: Collection[str] | None = None,
     ) -> list[EnrolledPatient]:
         """The patients matching every filter given, by patient ID (`among`: of these
-        patient IDs, at most `AMONG_AT_MOST`)."""
+        patient IDs, read `AMONG_AT_MOST` at a time)."""
         stmt = select(*PATIENT_COLUMNS_WITHOUT_CONTACT).order_by(patients.c.patient_id)
         if site_id is not None:
             stmt = stmt.where(patients.c.site_id == site_id)
         if case_manager_id is not None:
             stmt = stmt.where(patients.c.case_manager_id == case_manager_id)
-        if among is not None:
-            if len(among) > AMONG_AT_MOST:
-                raise ValueError(f"at most {AMONG_AT_MOST} patient IDs at once, not {len(among)}")
-            stmt = stmt.where(patients.c.patient_id.in_(list(among)))
-        return [enrolled_patient(r) for r in self._read(stmt)]
+        if among is None:
+            return [enrolled_patient(r) for r in self._read(stmt)]
+        ids = list(among)
+        parts = [ids[start : start + AMONG_AT_MOST] for start in range(0, len(ids), AMONG_AT_MOST)]
+        found = [
+            enrolled_patient(r)
+            for part in parts
+            for r in self._read(stmt.where(patients.c.patient_id.in_(part)))
+        ]
+        return found if len(parts) < 2 else sorted(found, key=lambda p: p.patient_id)
 
     def active_patients_at(self, site_id: str) -> list[str]:
         """The patients of a site whose journey has not ended (as the store last heard)."""
