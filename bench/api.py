@@ -10,7 +10,10 @@ worker and a console process serving the API, as in production):
   0.8). A webhook is answered 202 once its signal is stored in the journey's history, as a
   bare signal is answered. Beside them, not a target: the same attendance as updates sent
   straight to Temporal on the same journeys at the same concurrency (what a webhook waited
-  for before it signalled: the journey has applied the event)."""
+  for before it signalled: the journey has applied the event), the webhook's signal sent
+  straight to the journeys, and the same events sent as FHIR Bundles of `BUNDLE`
+  Appointments a webhook (web.webhook_bundles), as many events in flight: against the bare
+  signals too, the same target."""
 
 from __future__ import annotations
 
@@ -49,6 +52,8 @@ from web.security import RateLimit
 from workflows.patient_journey import PatientJourneyWorkflow
 
 BARE_QUEUE = "bench-bare"
+BUNDLE = 10
+"""Appointments in each webhook of the bundled run (an EHR's notification of a morning)."""
 # Sheets are sent no faster than a client's rate limit lets them through (a burst of 60,
 # then 10 a second): past the burst, a faster sender measures 429s, not the API.
 SHEET_EVERY = 60 / RateLimit().per_minute
@@ -185,6 +190,11 @@ async def run(
                     http, base, sender.secret, firsts, events, concurrency
                 )
                 event_cpu = cpu_seconds(console_pid) - console_cpu
+                console_cpu = cpu_seconds(console_pid)
+                bundled_rate = await _webhook_rate(
+                    http, base, sender.secret, firsts, events, concurrency, BUNDLE
+                )
+                bundled_cpu = cpu_seconds(console_pid) - console_cpu
                 update_rate = await _update_rate(client, firsts, events, concurrency)
                 signal_rate = await _signal_rate(client, bare, events, concurrency)
                 journey_signal_rate = await _journey_signal_rate(
@@ -212,6 +222,10 @@ async def run(
         "webhook_to_update_ratio": webhook_rate / update_rate,
         "journey_signals_per_s": journey_signal_rate,
         "webhook_to_journey_signal_ratio": webhook_rate / journey_signal_rate,
+        "bundle": BUNDLE,
+        "bundled_events_per_s": bundled_rate,
+        "bundled_ingest_ratio": bundled_rate / signal_rate,
+        "console_cpu_ms_per_bundled_event": 1000 * bundled_cpu / events,
     }
 
 
@@ -235,34 +249,50 @@ async def _webhook_rate(
     firsts: list[tuple[str, str, str]],
     events: int,
     concurrency: int,
+    bundle: int = 1,
 ) -> float:
+    """Events ingested a second, each webhook one Appointment, or a Bundle of `bundle`."""
     from operators.fhir import RECORD_KEY_SYSTEM
 
-    def event(n: int) -> Any:
+    def appointment(n: int) -> dict[str, Any]:
         patient, session, _ = firsts[n % len(firsts)]
-        body = json.dumps(
-            {
-                "resourceType": "Appointment",
-                "status": "fulfilled",
-                "identifier": [{"system": RECORD_KEY_SYSTEM, "value": f"{patient}/{session}"}],
-            }
-        ).encode()
+        return {
+            "resourceType": "Appointment",
+            "status": "fulfilled",
+            "identifier": [{"system": RECORD_KEY_SYSTEM, "value": f"{patient}/{session}"}],
+        }
+
+    def event(n: int) -> Any:
+        entries = [{"resource": appointment(n * bundle + i)} for i in range(bundle)]
+        # A notification of `bundle` events (web.webhook_bundles), or a single Appointment.
+        resource = (
+            {"resourceType": "Bundle", "type": "batch", "entry": entries}
+            if bundle > 1
+            else appointment(n)
+        )
+        body = json.dumps(resource).encode()
+        event_id = f"evt-{bundle}-{n}"
 
         async def send() -> None:
             ts = str(int(time.time()))
             headers = {
-                "webhook-id": f"evt-{n}",
+                "webhook-id": event_id,
                 "webhook-timestamp": ts,
-                "webhook-signature": signature(secret, f"evt-{n}", ts, body),
+                "webhook-signature": signature(secret, event_id, ts, body),
             }
             answer = await http.post(
                 f"{base}/api/v1/webhooks/bench-ehr", content=body, headers=headers
             )
             assert answer.status_code == 202, answer.text
+            assert (
+                bundle == 1 or answer.json()["message"] == f"accepted {bundle} of {bundle} events"
+            )
 
         return send
 
-    return await _at_once([event(n) for n in range(events)], concurrency)
+    # As many events in flight as the signals' `concurrency`: a bundle's are signalled at once.
+    sends = [event(n) for n in range(events // bundle)]
+    return bundle * await _at_once(sends, max(1, concurrency // bundle))
 
 
 async def _update_rate(

@@ -274,13 +274,31 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 f">= {target}x {_verdict(ratio >= target)}",
             )
         )
+        if "bundled_events_per_s" in a:  # results from before it was measured lack it
+            ratio = a["bundled_ingest_ratio"]
+            out.append(
+                (
+                    "7 api",
+                    f"webhook events in Bundles of {a['bundle']} per s; / bare signals",
+                    f"{_num(a['bundled_events_per_s'])}; {_num(ratio, 2)}x",
+                    "1 run",
+                    f">= {target}x {_verdict(ratio >= target)}",
+                )
+            )
         if "console_cpu_ms_per_sheet" in a:  # results from before it was measured lack it
             out.append(
                 (
                     "7 api",
-                    "the API process's CPU per sheet / per webhook event",
+                    "the API process's CPU per sheet / per webhook event"
+                    + (" / per event in a Bundle" if "bundle" in a else ""),
                     f"{_num(a['console_cpu_ms_per_sheet'], 2)} / "
-                    f"{_num(a['console_cpu_ms_per_event'], 2)} ms",
+                    f"{_num(a['console_cpu_ms_per_event'], 2)}"
+                    + (
+                        f" / {_num(a['console_cpu_ms_per_bundled_event'], 2)}"
+                        if "bundle" in a
+                        else ""
+                    )
+                    + " ms",
                     "1 run",
                     "",
                 )

@@ -16,6 +16,7 @@ from clinical.protocol import ProgramCatalog
 from demo.facilitator import facilitators_of
 from demo.users import create_demo_users
 from infra.store import CareStore
+from infra.store.access_log import Touch
 from infra.store.accounts import IdentityRefused, IdentityStore, Role
 from tests.console_support import (
     FAST_HASHER,
@@ -221,10 +222,15 @@ async def test_every_answer_carries_the_security_headers(tmp_path: Path) -> None
 async def test_the_access_log_chain_shows_tampering(tmp_path: Path, tamper: str) -> None:
     async with store_only_console(tmp_path) as ui:
         log = ui.console.access
-        for n in range(5):
+        for n in range(2):
             log.append(
                 ui.clock(), "cm1", "case_manager", "view chart", "P-7K2M9Q4D", address=str(n)
             )
+        # A call touching three patients (a webhook's bundle): three entries, one chain.
+        touched = [Touch("P-7K2M9Q4D"), Touch(None, "refused"), Touch("P-3H8N2W6C")]
+        bundle = log.append_many(ui.clock(), "webhook:ehr", "api_client", "POST", touched)
+        assert [e.seq for e in bundle] == [3, 4, 5]
+        assert [e.outcome for e in bundle] == ["allowed", "refused", "allowed"]
         assert log.verify().intact
         with ui.console.store.engine.begin() as conn:
             if tamper == "edit":

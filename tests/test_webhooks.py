@@ -236,6 +236,106 @@ async def test_an_ehr_posts_a_week_of_attendance_and_the_journey_shows_it(
     assert shown == {sid: "missed" if m == "noshow" else "attended" for sid, m in marks.items()}
 
 
+def bundle(*resources: dict[str, Any], kind: str = "subscription-notification") -> bytes:
+    """A FHIR R5 subscription notification: its status entry first, then the resources."""
+    status = {
+        "resourceType": "SubscriptionStatus",
+        "status": "active",
+        "type": "event-notification",
+    }
+    entries = [{"resource": r} for r in (status, *resources)]
+    return json.dumps({"resourceType": "Bundle", "type": kind, "entry": entries}).encode()
+
+
+async def test_an_ehr_sends_a_week_of_attendance_in_one_notification(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with clinic(env.client, tmp_path) as c:
+        with env.auto_time_skipping_disabled():
+            enrolment = Enrolment.model_validate(enrolment_data())
+            pid = enrolment.patient_id
+            handle = await c.enrol(enrolment)
+            status, _ = await drive_journey(
+                env,
+                handle,
+                until=lambda s: (
+                    s.week >= 1 and all(x.day <= s.program_day for x in s.sessions if x.week == 1)
+                ),
+                choose=lambda n: "none",
+            )
+            week = [x.session_id for x in status.sessions if x.week == 1]
+            marks = {sid: "noshow" if n == 1 else "fulfilled" for n, sid in enumerate(week)}
+            ui = make_console(c.settings, c.store, c.client)
+            ui.console.senders = {EHR.name: EHR}
+            ui.clock.at = now = status.clock.instant(status.program_day)
+            url = f"{API}/webhooks/{EHR.name}"
+
+            def resource(patient_id: str, session_id: str, mark: str) -> dict[str, Any]:
+                return dict(json.loads(appointment(patient_id, session_id, mark)))
+
+            week_marks = [resource(pid, sid, mark) for sid, mark in marks.items()]
+            refused = [
+                resource(pid, "ZZZZ-NONE", "fulfilled"),
+                {"resourceType": "Patient"},
+                resource(new_patient_id(), week[0], "noshow"),
+            ]
+            body = bundle(*week_marks, *refused)
+            shapes = {
+                "transaction": bundle(*week_marks, kind="transaction"),
+                "no_list": json.dumps({"resourceType": "Bundle", "type": "batch"}).encode(),
+                "status_only": bundle(),
+                "too_many": bundle(*[week_marks[0]] * 101, kind="batch"),
+            }
+
+            async def down(*args: Any) -> None:
+                raise RequestFailed(
+                    "the Temporal server did not take the event: down", Why.unreachable
+                )
+
+            async with ui.signed_in(None) as http:
+                monkeypatch.setattr("web.api.send_event", down)
+                failed = await http.post(url, content=body, headers=signed(EHR, body, "n-1", now))
+                monkeypatch.setattr("web.api.send_event", send_event)
+                taken = await http.post(url, content=body, headers=signed(EHR, body, "n-1", now))
+                again = await http.post(url, content=body, headers=signed(EHR, body, "n-1", now))
+                bad = {
+                    name: await http.post(url, content=raw, headers=signed(EHR, raw, name, now))
+                    for name, raw in shapes.items()
+                }
+            after = await until(
+                lambda: handle.query(PatientJourneyWorkflow.status),
+                lambda s: all(x.status != "scheduled" for x in s.sessions if x.week == 1),
+            )
+    assert failed.status_code == 503 and "did not take" in failed.json()["detail"]
+    assert taken.status_code == 202, taken.text
+    n = len(week)
+    assert (
+        taken.json()["message"] == f"accepted {n} of {n + 3} events; 3 refused (see result.entries)"
+    )
+    entries = taken.json()["result"]["entries"]
+    assert [e["entry"] for e in entries] == list(range(1, n + 4))  # the status entry skipped
+    assert [e["status"] for e in entries] == [202] * n + [409, 422, 404]
+    assert entries[n]["detail"] == "refused: unknown session 'ZZZZ-NONE' for this patient"
+    assert entries[n + 1]["detail"] == "resourceType: an Appointment"
+    assert again.headers["webhook-duplicate"] == "true" and again.content == taken.content
+    shown = {x.session_id: x.status for x in after.sessions if x.week == 1}
+    assert shown == {sid: "missed" if m == "noshow" else "attended" for sid, m in marks.items()}
+    assert after.attendance.attended + after.attendance.missed == n
+    assert {name: a.status_code for name, a in bad.items()} == dict.fromkeys(shapes, 422)
+    assert "of type history" in bad["transaction"].json()["detail"]
+    assert (
+        bad["too_many"].json()["detail"]
+        == "entry: at most 100 Appointments in one Bundle (101 sent)"
+    )
+    # The access log: an entry for each event the notification carried, in one call.
+    log = [e for e in ui.console.access.search() if e.actor == f"webhook:{EHR.name}"]
+    taken_entries = [(e.patient_id, e.outcome) for e in log if e.action.endswith("{sender}")]
+    assert taken_entries.count((pid, "allowed")) == n
+    assert taken_entries.count((None, "refused")) == 3 + len(shapes)
+    assert taken_entries.count((None, "failed")) == 1  # the 503
+    assert ui.console.access.verify().intact
+
+
 async def test_an_event_signalled_twice_is_applied_once_and_a_refusal_is_a_task(
     env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,7 @@ from clinical.requests import (
     RelapseReport,
     TaskDone,
 )
+from infra.store.access_log import Touch
 from infra.store.api_clients import KEY, Answered, Mismatch
 from operators import report
 from operators.caseload import Scope, inbox
@@ -78,6 +79,7 @@ from web.api_security import (
     caller,
     grant,
     log_call,
+    log_touches,
     problem_body,
     problem_response,
 )
@@ -264,14 +266,12 @@ def answered(
     request: Request, status: int, text: str, along: Callable[[Any], object] | None = None
 ) -> Response:
     """A success, in the access log under the request's actor (with `along`, the key's
-    answer, in the same transaction)."""
-    log_call(
-        request,
-        request.state.actor,
-        action_of(request),
-        getattr(request.state, "patient_id", None),
-        along=along,
-    )
+    answer, in the same transaction): an entry for its patient, or for each patient it
+    touched (`request.state.touched`, a webhook's bundle)."""
+    touched = getattr(request.state, "touched", None) or [
+        Touch(getattr(request.state, "patient_id", None))
+    ]
+    log_touches(request, request.state.actor, action_of(request), touched, along)
     return Response(text, status_code=status, media_type=JSON)
 
 

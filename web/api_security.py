@@ -7,7 +7,7 @@ Every refusal is an RFC 9457 problem (application/problem+json) in one line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.store.access_log import Touch
 from infra.store.api_clients import ApiClient
 from web.context import console_of
 from web.security import client_address
@@ -97,9 +98,21 @@ def log_call(
     along: Callable[[Any], object] | None = None,
 ) -> None:
     """The call in the access log; `along`: a write to commit with its entry."""
+    log_touches(request, actor, action, [Touch(patient_id, outcome)], along)
+
+
+def log_touches(
+    request: Request,
+    actor: str,
+    action: str,
+    touched: Sequence[Touch],
+    along: Callable[[Any], object] | None = None,
+) -> None:
+    """The call in the access log, an entry for each patient it touched (a webhook's
+    bundle touches several), in one transaction with `along`."""
     console = console_of(request)
-    console.access.append(
-        console.now(), actor, ROLE, action, patient_id, outcome, client_address(request), along
+    console.access.append_many(
+        console.now(), actor, ROLE, action, touched, client_address(request), along
     )
 
 

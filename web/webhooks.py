@@ -43,6 +43,7 @@ from infra.webhooks import ANY_SITE, EventKind, WebhookRefused, WebhookSender, c
 from web.api import PATIENT_ID, Answer, deliver_to, signal_to, taken_once
 from web.api_security import API, Problem, action_of, log_call
 from web.context import Console, console_of
+from web.webhook_bundles import is_bundle, take_bundle
 from workflows.follow_up_call import FollowUpCallWorkflow
 from workflows.patient_journey import PatientJourneyWorkflow
 from workflows.referral import ReferralWorkflow
@@ -90,12 +91,11 @@ def _json_of(body: bytes) -> Any:
         raise Problem(422, "the body is not JSON") from None
 
 
-def _appointment(console: Console, sender: WebhookSender, body: bytes, event_id: str) -> Event:
+def _appointment(console: Console, sender: WebhookSender, resource: Any, event_id: str) -> Event:
     """A FHIR Appointment whose status became fulfilled or noshow, naming the session by
     the identifier CarePath's FHIR export gave it (`{patient}/{session}`)."""
     from operators.fhir import RECORD_KEY_SYSTEM  # the FHIR models load only for this
 
-    resource = _json_of(body)
     if not isinstance(resource, dict) or resource.get("resourceType") != "Appointment":
         raise Problem(422, "resourceType: an Appointment")
     status = ATTENDANCE_OF.get(str(resource.get("status")))
@@ -241,8 +241,8 @@ def _patient(console: Console, sender: WebhookSender, patient_id: str) -> Enroll
     return found
 
 
+# An EHR's event is an Appointment, or a Bundle of them (web.webhook_bundles).
 EVENTS: dict[EventKind, Callable[[Console, WebhookSender, bytes, str], Event]] = {
-    EventKind.ehr_appointments: _appointment,
     EventKind.partner_referrals: _partner_answer,
     EventKind.telephony_calls: _call_outcome,
 }
@@ -269,7 +269,11 @@ def install(app: FastAPI) -> None:
         partner's answer are answered 202 once Temporal has stored them: what the sender
         must hear about at once (unknown or other-site patient, unknown or not yet held
         session, unknown referral or one not with the partner) is checked first and
-        refused with a 4xx. A telephony callback is answered 200 once taken."""
+        refused with a 4xx. A telephony callback is answered 200 once taken. An EHR may
+        send a FHIR Bundle of up to 100 Appointments (a subscription notification, a batch or
+        a collection): each entry is an event of its own (ID `{webhook-id}:{index}`), and the
+        answer (202 if any was accepted) gives each entry's status and detail in
+        `result.entries`; 503 if Temporal did not take one of them (the retry sends all)."""
         console = console_of(request)
         known = console.senders.get(sender)
         body = await request.body()
@@ -295,7 +299,16 @@ def install(app: FastAPI) -> None:
         request.state.actor = actor
 
         async def act(update_id: str | None) -> tuple[int, Any]:
-            event = EVENTS[known.kind](console, known, body, event_id)
+            if known.kind is EventKind.ehr_appointments:
+                resource = _json_of(body)
+                if is_bundle(resource):
+                    status, answer, request.state.touched = await take_bundle(
+                        console, known, resource, event_id, _appointment
+                    )
+                    return status, answer
+                event = _appointment(console, known, resource, event_id)
+            else:
+                event = EVENTS[known.kind](console, known, body, event_id)
             request.state.patient_id = event.patient_id
             if event.settled is not None:
                 return 200, Answer(message=event.settled)

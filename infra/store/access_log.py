@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -78,18 +78,27 @@ def _hashed_fields(
 
 
 # Built once: every call (an API request appends one) then reuses their cached cache keys
-# and compiled SQL. The head is bumped first, which takes its row lock (serialising
-# appenders), and gives back the new number with the hash of the entry before.
+# and compiled SQL. The head is moved on first, by as many entries as are added, which
+# takes its row lock (serialising appenders), and gives back the last new number with the
+# hash of the entry before the first.
 _BUMP_HEAD = (
     update(access_log_head)
     .where(access_log_head.c.id == 1)
-    .values(seq=access_log_head.c.seq + 1)
+    .values(seq=access_log_head.c.seq + bindparam("added"))
     .returning(access_log_head.c.seq, access_log_head.c.hash)
 )
 _ADD_ENTRY = insert(access_log)
 _SET_HEAD_HASH = (
     update(access_log_head).where(access_log_head.c.id == 1).values(hash=bindparam("head_hash"))
 )
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One patient (or none) a call touched, and how it went for them."""
+
+    patient_id: str | None = None
+    outcome: str = "allowed"
 
 
 class AccessLog:
@@ -110,20 +119,49 @@ class AccessLog:
     ) -> AccessEntry:
         """The entry, chained to the last. `along`: another write committed with it, in
         one transaction (an API call's idempotency answer: one commit, not two)."""
-        assert outcome in OUTCOMES, outcome
+        (entry,) = self.append_many(
+            at, actor, role, action, [Touch(patient_id, outcome)], address, along
+        )
+        return entry
+
+    def append_many(
+        self,
+        at: datetime,
+        actor: str,
+        role: str,
+        action: str,
+        touched: Sequence[Touch],
+        address: str = "-",
+        along: Callable[[Connection], object] | None = None,
+    ) -> list[AccessEntry]:
+        """An entry for each patient one call touched (a webhook's bundle of events),
+        chained in order, in one transaction with `along`."""
+        assert touched and all(t.outcome in OUTCOMES for t in touched), touched
         # Microseconds dropped: every database gives the same time back, and so the same hash.
         at = at.replace(microsecond=0)
+        entries: list[AccessEntry] = []
         with self.engine.begin() as conn:
             if along is not None:
                 along(conn)
-            seq, prev = conn.execute(_BUMP_HEAD).one()
-            fields = _hashed_fields(
-                seq, at, actor[:48], role, action[:64], patient_id, outcome, address[:64]
-            )
-            entry = AccessEntry(**fields, prev_hash=prev, hash=entry_hash(prev, fields))
-            conn.execute(_ADD_ENTRY, entry.model_dump())
-            conn.execute(_SET_HEAD_HASH, {"head_hash": entry.hash})
-        return entry
+            last, prev = conn.execute(_BUMP_HEAD, {"added": len(touched)}).one()
+            for seq, touch in enumerate(touched, start=last - len(touched) + 1):
+                fields = _hashed_fields(
+                    seq,
+                    at,
+                    actor[:48],
+                    role,
+                    action[:64],
+                    touch.patient_id,
+                    touch.outcome,
+                    address[:64],
+                )
+                entry = AccessEntry(**fields, prev_hash=prev, hash=entry_hash(prev, fields))
+                entries.append(entry)
+                prev = entry.hash
+            rows = [e.model_dump() for e in entries]
+            conn.execute(_ADD_ENTRY, rows[0] if len(rows) == 1 else rows)
+            conn.execute(_SET_HEAD_HASH, {"head_hash": prev})
+        return entries
 
     def search(
         self,
