@@ -104,7 +104,7 @@ async def take_bundle(
     event_id: str,
     appointment: Resource,
 ) -> tuple[int, Answer, list[Touch]]:
-    """Each Appointment checked, then the accepted ones signalled at once: the answer's
+    """Each Appointment checked, then the accepted ones signalled: the answer's
     status (202 if any was accepted, else 200: taken, nothing to apply), its body, and the
     patients touched for the access log, in the entries' order."""
     answers: dict[int, EntryAnswer] = {}
@@ -116,21 +116,26 @@ async def take_bundle(
         except Problem as refused:
             answers[n] = EntryAnswer(entry=n, status=refused.status, detail=refused.detail)
             touched[n] = Touch(None, "refused")
-    sent = await asyncio.gather(
-        *(signal_to(console, e.patient_id, e.signal, e.payload, e.workflow_id) for _, e in events),
-        return_exceptions=True,
+    # Each workflow's events in the Bundle's order (a session fulfilled, then corrected),
+    # the workflows' at once.
+    by_workflow: dict[str, list[tuple[int, SignalledEvent]]] = {}
+    for n, event in events:
+        by_workflow.setdefault(event.workflow_id or event.patient_id, []).append((n, event))
+    sent = dict(
+        pair
+        for group in await asyncio.gather(*(_in_order(console, g) for g in by_workflow.values()))
+        for pair in group
     )
-    for (n, event), result in zip(events, sent, strict=True):
-        if isinstance(result, Problem) and result.status < 500:
-            answers[n] = EntryAnswer(entry=n, status=result.status, detail=result.detail)
-            touched[n] = Touch(event.patient_id, "refused")
-        elif isinstance(result, Problem):  # not taken: the sender retries the notification
-            raise Problem(503, f"entry {n}: {result.detail}")
-        elif isinstance(result, BaseException):
-            raise result
-        else:
+    for n, event in events:
+        problem = sent[n]
+        if problem is None:
             answers[n] = EntryAnswer(entry=n, status=202, detail=event.accepted)
             touched[n] = Touch(event.patient_id)
+        elif problem.status < 500:
+            answers[n] = EntryAnswer(entry=n, status=problem.status, detail=problem.detail)
+            touched[n] = Touch(event.patient_id, "refused")
+        else:  # not taken: the sender retries the notification
+            raise Problem(503, f"entry {n}: {problem.detail}")
     accepted = sum(a.status == 202 for a in answers.values())
     message = f"accepted {accepted} of {len(answers)} events" + (
         f"; {len(answers) - accepted} refused (see result.entries)"
@@ -143,3 +148,17 @@ async def take_bundle(
         Answer(message=message, result={"entries": entries}),
         [touched[n] for n in sorted(touched)],
     )
+
+
+async def _in_order(
+    console: Console, events: list[tuple[int, SignalledEvent]]
+) -> list[tuple[int, Problem | None]]:
+    """One workflow's events signalled one after the other: each entry's refusal, if any."""
+    sent: list[tuple[int, Problem | None]] = []
+    for n, e in events:
+        try:
+            await signal_to(console, e.patient_id, e.signal, e.payload, e.workflow_id)
+            sent.append((n, None))
+        except Problem as refused:
+            sent.append((n, refused))
+    return sent
