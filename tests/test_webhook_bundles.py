@@ -55,6 +55,7 @@ def test_an_entry_s_event_id_is_the_notification_s_and_its_index() -> None:
     long = "x" * 64
     derived = entry_event_id(long, 99)
     assert len(derived) <= 64 and derived.endswith(":99")
+    assert len(entry_event_id(long, 99_999)) == 64
     assert derived == entry_event_id(long, 99) != entry_event_id("y" * 64, 99)
 
 

@@ -67,8 +67,9 @@ def is_bundle(resource: Any) -> bool:
 
 def entry_event_id(event_id: str, index: int) -> str:
     """An entry's event ID: the webhook's (shortened to a digest when long) and the entry's
-    index, at most 64 characters, the same for every retry of the notification."""
-    base = event_id if len(event_id) <= 60 else hashlib.sha256(event_id.encode()).hexdigest()[:60]
+    index (up to five digits, however many status entries come first), at most 64
+    characters, the same for every retry of the notification."""
+    base = event_id if len(event_id) <= 58 else hashlib.sha256(event_id.encode()).hexdigest()[:58]
     return f"{base}:{index}"
 
 
