@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--servers",
         type=int,
         help="time-skipping servers (each with a worker, sharing the run's store) each "
-        f"program's run is spread over; default one per {PATIENTS_PER_SERVER:,} patients",
+        f"program's run is spread over; default one per {PATIENTS_PER_SERVER:,} patients; "
+        "at most one a site (a site's journeys hand group seats on to each other)",
     )
     p.add_argument(
         "--report",

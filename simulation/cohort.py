@@ -196,11 +196,16 @@ async def run_clinic(
     `withdraw_after_missed`, is discharged once they have stopped coming; with
     `charts_weekly`, has their chart opened, if it has an open task or referral, on a
     weekday of their own, and daily while in intake), then every server's clock moves on
-    together (`envs`: the servers, patients
-    going to each in turn as they arrive). Ends when every journey has ended in the store; a
+    together (`envs`: the servers, each site's patients on one of them, the sites in
+    turn). Ends when every journey has ended in the store; a
     journey still running `give_up_after_days` after its patient arrived is a stall, and
     raises (counted from each arrival: a large cohort arrives over years)."""
     waiting = sorted(arrivals, key=lambda a: a.day)
+    # A site's journeys hand group seats on to each other by signal, and a signal reaches
+    # only the journeys of its own server (one that found no journey let the seat go on the
+    # waiting patient's behalf, who then waited in intake for ever): each site on one server.
+    sites = sorted({a.enrolment.site_id for a in arrivals})
+    server_of = {site: envs[n % len(envs)].client for n, site in enumerate(sites)}
     cohort: dict[str, Patient] = {}
     clock = envs[0]  # every server's clock is stepped with it
     began = await clock.get_current_time()
@@ -210,7 +215,7 @@ async def run_clinic(
         today = (now - began) / DAY
         due = [a for a in waiting if a.day <= today]
         waiting = waiting[len(due) :]
-        shards = [envs[(len(cohort) + n) % len(envs)].client for n in range(len(due))]
+        shards = [server_of[a.enrolment.site_id] for a in due]
         handles = await bounded(
             [_starter(start, a.enrolment, c) for a, c in zip(due, shards, strict=True)]
         )

@@ -97,13 +97,14 @@ class Plan:
     per_week: float
     seeds: tuple[int, ...]
     servers: int = 1
-    """Time-skipping servers (each with a worker) each program's run is spread over."""
+    """Time-skipping servers (each with a worker) each program's run is spread over, at
+    most one a site (each site's journeys on one)."""
 
 
 PATIENTS_PER_SERVER = 2500
 """A time-skipping server keeps every journey it ran (it cannot delete one), about a
 megabyte each, and its collector's work grows with them (BENCHMARKS.md): a large cohort is
-spread over a server per this many patients."""
+spread over a server per this many patients, up to one a site."""
 
 
 def servers_for(patients: int) -> int:
@@ -213,7 +214,10 @@ async def run_program(
         envs: list[WorkflowEnvironment] = []
         workers: list[WorkerProcess] = []
         servers: list[int | None] = []
-        for number in range(1, plan.servers + 1):
+        sites = tuple(sorted(SiteDirectory.load(programs / SITES_FILE).sites))
+        # At most a server a site: a site's journeys hand seats on to each other by signal,
+        # which reaches only journeys on the same server (simulation.cohort.run_clinic).
+        for number in range(1, min(plan.servers, len(sites)) + 1):
             env = await stack.enter_async_context(time_skipping_server(workdir))
             variables = simulation_worker(
                 worker_env(
@@ -235,7 +239,6 @@ async def run_program(
             envs.append(env)
         cpu_before = cpu_by_process([w.pid for w in workers], servers)
         now = await envs[0].get_current_time()
-        sites = tuple(sorted(SiteDirectory.load(programs / SITES_FILE).sites))
         cohort = arrivals(plan, seed, now.date(), behaviour, sites)
         care_days = CareDays([a.day for a in cohort])
 

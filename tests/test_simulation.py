@@ -157,7 +157,7 @@ class _Board:
         return {}
 
 
-async def test_a_cohort_over_several_servers_goes_to_each_in_turn_on_one_calendar() -> None:
+async def test_each_site_s_patients_go_to_one_server_and_the_servers_keep_one_calendar() -> None:
     began = datetime(2028, 2, 14, 13, tzinfo=UTC)
     servers = [_Server("first", began), _Server("second", began)]
     board = _Board()
@@ -169,17 +169,19 @@ async def test_a_cohort_over_several_servers_goes_to_each_in_turn_on_one_calenda
         return SimpleNamespace(id=f"journey-{enrolment.patient_id}")
 
     cohort = synthetic_cohort(5, 7, today=began.date())
+    sites = ("south", "south", "north", "south", "north")
     arrivals = [
-        Arrival(day, e, CaseManager(steady_attendance))
-        for day, e in zip((0, 0, 0, 1, 3), cohort, strict=True)
+        Arrival(day, e.model_copy(update={"site_id": site}), CaseManager(steady_attendance))
+        for day, e, site in zip((0, 0, 0, 1, 3), cohort, sites, strict=True)
     ]
 
     def told(day: float, ended: int, total: int) -> None:
         board.today = int(day) + 1  # what the store says after the step
 
     run = await run_clinic(servers, start, arrivals, board, 6, progress=told)  # type: ignore[arg-type]
-    # In turn as they arrive, whatever the day: 0, 1, 0 on day 0, 1 on day 1, 0 on day 3.
-    assert [name for _, name in went_to] == ["first", "second", "first", "second", "first"]
+    # By site (their journeys hand seats on to each other by signal): north on the first
+    # server, south on the second, whatever the day or the order of arrival.
+    assert [name for _, name in went_to] == ["second", "second", "first", "second", "first"]
     assert [p.client.name for p in run.cohort.values()] == [n for _, n in went_to]  # type: ignore[union-attr]
     # Every clock stepped together: the clinic keeps one calendar.
     assert servers[0].at == servers[1].at == began + timedelta(days=run.virtual_days)
