@@ -196,10 +196,10 @@ async def run_clinic(
     `withdraw_after_missed`, is discharged once they have stopped coming; with
     `charts_weekly`, has their chart opened, if it has an open task or referral, on a
     weekday of their own, and daily while in intake), then every server's clock moves on
-    together (`envs`: the servers, each site's patients on one of them, the sites in
-    turn). Ends when every journey has ended in the store; a
-    journey still running `give_up_after_days` after its patient arrived is a stall, and
-    raises (counted from each arrival: a large cohort arrives over years)."""
+    together (`envs`: the servers, each site's patients on one of them, the sites in turn).
+    Ends when every journey has ended in the store; a journey still running
+    `give_up_after_days` after its patient arrived is a stall, and raises (counted from
+    each arrival: a large cohort arrives over years)."""
     waiting = sorted(arrivals, key=lambda a: a.day)
     # A site's journeys hand group seats on to each other by signal, and a signal reaches
     # only the journeys of its own server (one that found no journey let the seat go on the
