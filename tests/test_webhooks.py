@@ -21,6 +21,7 @@ from clinical.assessment import Enrolment
 from clinical.identifiers import new_patient_id
 from clinical.inbound import AttendanceEvent, PartnerAnswerEvent
 from clinical.requests import TaskDone
+from clinical.status import JourneyStatus
 from infra.webhooks import EventKind, WebhookRefused, WebhookSender, add_sender, signature
 from operators.fhir import RECORD_KEY_SYSTEM
 from services.journeys import RequestFailed, Why, send_event
@@ -199,22 +200,30 @@ async def test_signed_events_reach_the_journeys_once_and_bad_ones_are_refused(
     assert "Quinlan" not in str(log) and "Avery" not in str(log)
 
 
+async def first_week_held(
+    env: WorkflowEnvironment, c: Any
+) -> tuple[Enrolment, Any, JourneyStatus, list[str]]:
+    """A patient enrolled and driven until their first treatment week's sessions have all
+    happened: the enrolment, the journey's handle and status, and that week's sessions."""
+    enrolment = Enrolment.model_validate(enrolment_data())
+    handle = await c.enrol(enrolment)
+    status, _ = await drive_journey(
+        env,
+        handle,
+        until=lambda s: (
+            s.week >= 1 and all(x.day <= s.program_day for x in s.sessions if x.week == 1)
+        ),
+        choose=lambda n: "none",
+    )
+    return enrolment, handle, status, [x.session_id for x in status.sessions if x.week == 1]
+
+
 async def test_an_ehr_posts_a_week_of_attendance_and_the_journey_shows_it(
     env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            enrolment = Enrolment.model_validate(enrolment_data())
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
-                env,
-                handle,
-                until=lambda s: (
-                    s.week >= 1 and all(x.day <= s.program_day for x in s.sessions if x.week == 1)
-                ),
-                choose=lambda n: "none",
-            )
-            week = [x.session_id for x in status.sessions if x.week == 1]
+            enrolment, handle, status, week = await first_week_held(env, c)
             marks = {sid: "noshow" if n == 1 else "fulfilled" for n, sid in enumerate(week)}
             ui = make_console(c.settings, c.store, c.client)
             ui.console.senders = {EHR.name: EHR}
@@ -252,18 +261,8 @@ async def test_an_ehr_sends_a_week_of_attendance_in_one_notification(
 ) -> None:
     async with clinic(env.client, tmp_path) as c:
         with env.auto_time_skipping_disabled():
-            enrolment = Enrolment.model_validate(enrolment_data())
+            enrolment, handle, status, week = await first_week_held(env, c)
             pid = enrolment.patient_id
-            handle = await c.enrol(enrolment)
-            status, _ = await drive_journey(
-                env,
-                handle,
-                until=lambda s: (
-                    s.week >= 1 and all(x.day <= s.program_day for x in s.sessions if x.week == 1)
-                ),
-                choose=lambda n: "none",
-            )
-            week = [x.session_id for x in status.sessions if x.week == 1]
             marks = {sid: "noshow" if n == 1 else "fulfilled" for n, sid in enumerate(week)}
             ui = make_console(c.settings, c.store, c.client)
             ui.console.senders = {EHR.name: EHR}
