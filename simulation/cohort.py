@@ -279,13 +279,16 @@ async def run_clinic(
 
 def stalled(cohort: Iterable[Patient], today: float, give_up_after_days: float) -> str | None:
     """Why the run is stuck, if a journey is still running `give_up_after_days` after its
-    patient arrived (the run's length is no measure: a large cohort arrives over years)."""
-    running = [p.arrived_day for p in cohort if not p.ended]
-    if not running or today - min(running) <= give_up_after_days:
+    patient arrived (the run's length is no measure: a large cohort arrives over years),
+    with how many of them are still in intake (where a patient waits for a group seat)."""
+    running = [p for p in cohort if not p.ended]
+    if not running or today - min(p.arrived_day for p in running) <= give_up_after_days:
         return None
+    oldest = today - min(p.arrived_day for p in running)
+    in_intake = sum(p.phase in (None, Phase.intake) for p in running)
     return (
-        f"{len(running)} journeys still running, the oldest "
-        f"{today - min(running):.0f} simulated days after its patient arrived"
+        f"{len(running)} journeys still running, the oldest {oldest:.0f} simulated days after "
+        f"its patient arrived; {in_intake} of them still in intake"
     )
 
 

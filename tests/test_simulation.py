@@ -121,7 +121,8 @@ def test_a_run_is_stalled_by_a_journey_running_long_after_its_arrival_not_by_its
     assert stalled(late, today=5000, give_up_after_days=3650) is None
     stuck = [*late, patient(1200, Phase.intensive)]
     assert stalled(stuck, today=5000, give_up_after_days=3650) == (
-        "3 journeys still running, the oldest 3800 simulated days after its patient arrived"
+        "3 journeys still running, the oldest 3800 simulated days after its patient arrived; "
+        "1 of them still in intake"
     )
     assert stalled([patient(0, Phase.discharged)], today=9999, give_up_after_days=1) is None
 
