@@ -263,10 +263,13 @@ async def _webhook_rate(
         }
 
     def event(n: int) -> Any:
-        entries = [{"resource": appointment(n * bundle + i)} for i in range(bundle)]
         # A notification of `bundle` events (web.webhook_bundles), or a single Appointment.
         resource = (
-            {"resourceType": "Bundle", "type": "batch", "entry": entries}
+            {
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [{"resource": appointment(n * bundle + i)} for i in range(bundle)],
+            }
             if bundle > 1
             else appointment(n)
         )
