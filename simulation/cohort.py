@@ -282,9 +282,9 @@ def stalled(cohort: Iterable[Patient], today: float, give_up_after_days: float) 
     patient arrived (the run's length is no measure: a large cohort arrives over years),
     with how many of them are still in intake (where a patient waits for a group seat)."""
     running = [p for p in cohort if not p.ended]
-    if not running or today - min(p.arrived_day for p in running) <= give_up_after_days:
+    oldest = today - min((p.arrived_day for p in running), default=today)
+    if not running or oldest <= give_up_after_days:
         return None
-    oldest = today - min(p.arrived_day for p in running)
     in_intake = sum(p.phase in (None, Phase.intake) for p in running)
     return (
         f"{len(running)} journeys still running, the oldest {oldest:.0f} simulated days after "
