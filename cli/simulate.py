@@ -230,7 +230,12 @@ async def _simulate(
         bar = ProgressBar(args.progress_file)
         try:
             comparison = await compare(
-                dataclasses.replace(settings, programs_dir=programs), plan, behaviour, root, bar
+                dataclasses.replace(settings, programs_dir=programs),
+                plan,
+                behaviour,
+                root,
+                bar,
+                note=lambda line: print(f"note: {line}", file=sys.stderr),
             )
         except (RuntimeError, RPCError) as exc:  # a stalled cohort, a server that gave up
             raise CliError(f"the simulation failed: {exc}", EXIT_FAILED) from None

@@ -47,6 +47,9 @@ def table(comparison: Comparison) -> str:
         ]
         lines.append(metric.label.ljust(width) + "  ".join(cells))
     lines += _track_rows(comparison, width, columns)
+    for program, short in comparison.seats_short.items():
+        lines.append(f"{program} has too few intensive seats for these admissions:")
+        lines += [f"  {line}" for line in short]
     years = patient_years(comparison)
     if not years:
         return "\n".join(lines)
@@ -236,6 +239,7 @@ def to_json(comparison: Comparison) -> str:
             "runs": comparison.runs,
             "cpu": comparison.cpu,
             "failures": comparison.failures,
+            "seats_short": comparison.seats_short,
         }
     )
 
@@ -253,4 +257,5 @@ def from_json(text: str) -> Comparison:
         {p: list(runs) for p, runs in found["runs"].items()},
         {k: float(v) for k, v in found["cpu"].items()},
         {k: int(v) for k, v in found.get("failures", {}).items()},
+        {p: [str(line) for line in lines] for p, lines in found.get("seats_short", {}).items()},
     )

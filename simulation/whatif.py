@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from clinical.assessment import Enrolment
 from clinical.phases import Phase
 from clinical.protocol import ProgramCatalog, ProgramProtocol
+from clinical.seat_demand import seat_demand, short_of_seats
 from clinical.sites import SiteDirectory
 from clinical.surveys import score
 from infra.codec import KeyRing
@@ -88,6 +89,7 @@ RELINKED_BY_CALL = "relapse (follow_up_call)"
 """How the journey's phase change reads when a check-in's use re-linked the patient."""
 
 Report = Callable[[str], None]
+"""Where a run tells its user something before it starts."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,6 +510,29 @@ class Comparison:
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
     """The failed workflow tasks and activity attempts by kind (`failure_kinds`), over
     every program and seed."""
+    seats_short: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Each program's intensive tracks its admissions would outgrow (`seats_short`)."""
+
+
+SEAT_SAMPLE = 2000
+"""Patients of a seed's cohort the seat estimate places (the share placed at each level
+is the behaviour model's, whatever the cohort's size)."""
+
+
+def seats_short(settings: Settings, plan: Plan) -> dict[str, list[str]]:
+    """For each program whose intensive tracks the plan's admissions would outgrow, why,
+    a line a site and level (`clinical.seat_demand`): the waits it reports then grow with
+    the run's length, and a long run may stall on them."""
+    catalog = ProgramCatalog(settings.programs_dir)
+    sites = tuple(sorted(SiteDirectory.load(settings.programs_dir / SITES_FILE).sites))
+    cohort = synthetic_cohort(SEAT_SAMPLE, plan.seeds[0], sites=sites, today=date(2027, 1, 1))
+    admissions = [(e.site_id, e.assessment) for e in cohort]
+    found: dict[str, list[str]] = {}
+    for program in plan.programs:
+        short = short_of_seats(seat_demand(catalog.load(program), admissions), plan.per_week)
+        if short:
+            found[program] = [d.explain(plan.per_week) for d in short]
+    return found
 
 
 async def compare(
@@ -516,9 +541,15 @@ async def compare(
     behaviour: Behaviour,
     scratch: Path,
     progress: Callable[[float], None],
+    note: Report = lambda _: None,
 ) -> Comparison:
     """Each seed's cohort under each program (a seed's programs at once, each on its own
-    server and worker)."""
+    server and worker). Before they start, `note` hears of any program whose tracks the
+    admissions would outgrow."""
+    short = seats_short(settings, plan)
+    for program, lines in short.items():
+        for line in lines:
+            note(f"{program}: {line}")
     runs: dict[str, list[dict[str, float | None]]] = {p: [] for p in plan.programs}
     cpu = {"worker": 0.0, "server": 0.0, "driver": -time.process_time()}
     failures: Counter[str] = Counter()
@@ -554,7 +585,7 @@ async def compare(
                 cpu[key] = cpu.get(key, 0.0) + spent[key]
             failures += kinds
     cpu["driver"] += time.process_time()
-    return Comparison(plan, runs, cpu, dict(failures.most_common()))
+    return Comparison(plan, runs, cpu, dict(failures.most_common()), short)
 
 
 def copy_programs(source: Path, into: Path, extra: list[Path], sites: Path | None = None) -> Path:

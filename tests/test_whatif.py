@@ -37,6 +37,7 @@ from simulation.whatif import (
     copy_programs,
     failed_tasks,
     failure_kinds,
+    seats_short,
     start_instant,
 )
 
@@ -466,6 +467,8 @@ def test_ctrl_c_stops_a_what_if_and_leaves_no_process_or_scratch_behind(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert (proc.returncode, err.rstrip().splitlines()[-1]) == (130, "interrupted")
+    # Before its servers started, it said that 30 a week outgrow the default's seats.
+    assert "note: default-iop: north's level 2.1 groups have 22 seats; at 30 admissions" in err
     assert _in_group(proc.pid) == set()
     assert list(scratch.glob("carepath-whatif-*")) == []  # (a bytecode cache stays)
 
@@ -720,6 +723,27 @@ def test_the_table_shows_each_track_under_the_programs_that_ran_it() -> None:
     wait = next(line for line in lines[at:] if "days waited" in line)
     assert wait.split()[-2:] == ["-", "-"]
     assert table(from_json(to_json(comparison))) == table(comparison)
+
+
+def test_a_what_if_says_which_program_s_tracks_its_admissions_would_outgrow(
+    tmp_path: Path,
+) -> None:
+    what_if = PROJECT_ROOT / "docs" / "whatif" / "afternoon-groups.toml"
+    programs = copy_programs(PROJECT_ROOT / "programs", tmp_path, [what_if])
+    settings = dataclasses.replace(load_settings(), programs_dir=programs)
+    plan = Plan(("default-iop", "afternoon-groups"), patients=50, per_week=15, seeds=(7,))
+    short = seats_short(settings, plan)
+    assert list(short) == ["default-iop"]  # the afternoon groups hold 15 a week
+    north, south = short["default-iop"]
+    assert north.startswith("north's level 2.1 groups have 22 seats; at 15 admissions")
+    assert south.startswith("south's level 2.1 groups have 22 seats")
+    assert seats_short(settings, dataclasses.replace(plan, per_week=5)) == {}
+    # The run's table says so under its figures, also as the console reads it back.
+    comparison = dataclasses.replace(a_comparison(), seats_short=short)
+    lines = table(from_json(to_json(comparison))).splitlines()
+    at = lines.index("default-iop has too few intensive seats for these admissions:")
+    assert lines[at + 1 : at + 3] == [f"  {north}", f"  {south}"]
+    assert "too few intensive seats" not in table(a_comparison())
 
 
 def test_a_simulation_worker_collects_less_often_and_never_what_it_built_at_start() -> None:
