@@ -132,18 +132,17 @@ async def enter_sheets(p: Patient, sheets: list[list[str]]) -> None:
         await p.manager.enter_sheet(p.handle, p.case_manager_id, session_ids)
 
 
-def review_due(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> bool:
+def review_due(p: Patient, booked: list[Booked], min_intensive_weeks: int) -> int | None:
     """From the week intensive care may end, once a week, the case manager looks at the
-    patient's journey (`review`); whether this is such a day (noted as looked at)."""
+    patient's journey (`review`): the intensive week to look at today, if any."""
     week = max((b.week for b in booked if b.phase == Phase.intensive.value), default=0)
-    if week < min_intensive_weeks or week <= p.reviewed_week:
-        return False
+    return week if week >= min_intensive_weeks and week > p.reviewed_week else None
+
+
+async def review(p: Patient, week: int) -> None:
+    """The case manager approves step-down when the journey asks (the week noted as looked
+    at, whatever the journey answers)."""
     p.reviewed_week = week
-    return True
-
-
-async def review(p: Patient) -> None:
-    """The case manager approves step-down when the journey asks."""
     status: JourneyStatus = await p.handle.query(PatientJourneyWorkflow.status)
     await p.manager.approve_step_down(p.handle, status)
 
@@ -252,9 +251,9 @@ async def run_clinic(
             )
         await asyncio.gather(
             *(
-                review(p)
+                review(p, week)
                 for pid, p in active.items()
-                if review_due(p, booked.get(pid, []), min_intensive_weeks)
+                if (week := review_due(p, booked.get(pid, []), min_intensive_weeks)) is not None
             )
         )
         if charts_weekly:

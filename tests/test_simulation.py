@@ -15,7 +15,7 @@ from clinical.attendance import SessionStatus
 from clinical.phases import Phase
 from clinical.requests import DischargeReason, DischargeRequest, ProgressReview
 from simulation.case_manager import CaseManager
-from simulation.cohort import Arrival, Patient, run_clinic, stalled
+from simulation.cohort import Arrival, Booked, Patient, review_due, run_clinic, stalled
 from simulation.patients import steady_attendance, synthetic_cohort
 from tests.support import JourneyStandIn
 
@@ -203,6 +203,22 @@ async def test_a_patient_who_stops_coming_is_discharged_as_withdrawn_once() -> N
     (request,) = journey.sent
     assert isinstance(request, DischargeRequest) and request.reason == DischargeReason.withdrew
     assert not manager.gone(after_missed=3)  # discharged: the simulated clinic asks no more
+
+
+def test_the_case_manager_reviews_each_intensive_week_once_from_the_earliest_step_down() -> None:
+    patient = Patient(handle=JourneyStandIn(), manager=CaseManager(steady_attendance))  # type: ignore[arg-type]
+    at = datetime(2028, 2, 14, 13, tzinfo=UTC)
+
+    def booked(*weeks: int, phase: str = "intensive") -> list[Booked]:
+        return [Booked("P", f"S{w}", phase, w, at, "scheduled") for w in weeks]
+
+    assert review_due(patient, booked(4, 5), min_intensive_weeks=6) is None
+    assert review_due(patient, booked(6, 7, phase="step_down"), min_intensive_weeks=6) is None
+    assert review_due(patient, booked(5, 6), min_intensive_weeks=6) == 6
+    assert review_due(patient, booked(5, 6), min_intensive_weeks=6) == 6  # asking marks nothing
+    patient.reviewed_week = 6  # as `review` notes it
+    assert review_due(patient, booked(6), min_intensive_weeks=6) is None
+    assert review_due(patient, booked(6, 7), min_intensive_weeks=6) == 7
 
 
 def test_nothing_outside_the_tests_imports_them() -> None:
