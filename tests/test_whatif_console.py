@@ -125,7 +125,8 @@ async def test_one_what_if_runs_at_a_time(
     from web import whatif
 
     # A run whose process is alive and a simulation (a PID that stands in for one).
-    _a_run(ui, "c" * 16, pid="4242", progress="0.250 30\n")
+    note = "note: weeks-6: north's level 2.1 groups have 22 seats; at 10 admissions <a week>"
+    _a_run(ui, "c" * 16, pid="4242", progress="0.250 30\n", errors_txt=f"{note}\n[#..]  25%")
     monkeypatch.setattr(whatif, "_running", lambda pid: pid == 4242)
     async with ui.signed_in("sup") as http:
         running = await http.get("/whatif/" + "c" * 16)
@@ -135,6 +136,11 @@ async def test_one_what_if_runs_at_a_time(
         )
     assert 'http-equiv="refresh"' in running.text and "25%" in running.text
     assert "(about 2 min left)" in running.text  # 30 s for a quarter
+    # What the run said before it started (its tracks would not keep up), escaped.
+    assert (
+        "Before it started: weeks-6: north&#39;s level 2.1 groups have 22 seats; at 10 "
+        "admissions &lt;a week&gt;</p>"
+    ) in running.text
     assert again.status_code == 422
     assert "a what-if is already running (started 2027-02-08T13:00:00+00:00 by sup)" in again.text
     assert len(list(_runs(ui).iterdir())) == 1

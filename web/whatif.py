@@ -61,6 +61,8 @@ class Run:
     fraction: float
     seconds_left: float | None
     problem: str
+    notes: tuple[str, ...] = ()
+    """What the run said before it started (`note:` lines: tracks its admissions outgrow)."""
 
 
 def runs_dir(settings: Settings) -> Path:
@@ -184,14 +186,18 @@ def read_run(settings: Settings, run_id: str) -> Run | None:
     if (folder / "progress").is_file():
         fraction, elapsed = (float(x) for x in (folder / "progress").read_text().split()[:2])
     left = elapsed * (1 - fraction) / fraction if fraction >= 0.02 else None
+    # The progress bar shares stderr with what the run says before it starts and at its end.
+    errors = folder / "errors.txt"
+    text = errors.read_text(errors="replace").strip() if errors.is_file() else ""
+    lines = re.split(r"[\r\n]+", text)
+    notes = tuple(line.removeprefix("note: ")[:400] for line in lines if line.startswith("note: "))
     pid_file = folder / "pid"
     starting = not pid_file.is_file() and time.time() - (folder / "asked.json").stat().st_mtime < 60
     if starting or (pid_file.is_file() and _running(int(pid_file.read_text()))):
-        return Run(run_id, asked, "running", fraction, left, "")
-    # Ended without a comparison: its last line says why (the progress bar shares stderr).
-    lines = re.split(r"[\r\n]+", (folder / "errors.txt").read_text(errors="replace").strip())
+        return Run(run_id, asked, "running", fraction, left, "", notes)
+    # Ended without a comparison: its last line says why.
     said = [line for line in lines if line.startswith(("error:", "interrupted"))]
-    return Run(run_id, asked, "failed", fraction, None, (said or ["it stopped"])[-1][:200])
+    return Run(run_id, asked, "failed", fraction, None, (said or ["it stopped"])[-1][:200], notes)
 
 
 def recent_runs(settings: Settings, limit: int = 20) -> list[Run]:
