@@ -728,12 +728,12 @@ def test_the_table_shows_each_track_under_the_programs_that_ran_it() -> None:
 def test_a_what_if_says_which_program_s_tracks_its_admissions_would_outgrow(
     tmp_path: Path,
 ) -> None:
-    what_if = PROJECT_ROOT / "docs" / "whatif" / "afternoon-groups.toml"
+    what_if = PROJECT_ROOT / "docs" / "whatif" / "groups-for-15-a-week.toml"
     programs = copy_programs(PROJECT_ROOT / "programs", tmp_path, [what_if])
     settings = dataclasses.replace(load_settings(), programs_dir=programs)
-    plan = Plan(("default-iop", "afternoon-groups"), patients=50, per_week=15, seeds=(7,))
+    plan = Plan(("default-iop", "groups-for-15-a-week"), patients=50, per_week=15, seeds=(7,))
     short = seats_short(settings, plan)
-    assert list(short) == ["default-iop"]  # the afternoon groups hold 15 a week
+    assert list(short) == ["default-iop"]  # the bigger groups hold 15 a week
     north, south = short["default-iop"]
     assert north.startswith("north's level 2.1 groups have 22 seats; at 15 admissions")
     assert south.startswith("south's level 2.1 groups have 22 seats")
