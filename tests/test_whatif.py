@@ -129,6 +129,72 @@ async def test_a_what_if_spread_over_two_servers_keeps_one_store_and_calendar(
         store.dispose()
 
 
+THREE_SITES = """
+[sites.east]
+name = "East clinic"
+zone = "America/Chicago"
+
+[sites.north]
+name = "North clinic"
+zone = "America/New_York"
+
+[sites.south]
+name = "South clinic"
+zone = "America/Los_Angeles"
+"""
+
+
+def one_seat_a_site(into: Path, sites: tuple[str, ...]) -> Path:
+    """The six-week program with one intensive group a site of one seat, on weekday
+    evenings (the synthetic patients' work ends at 17:00), in a room and by telehealth."""
+    path = program_file(into, 6)
+    tracks = "".join(
+        f'\n[[groups.tracks]]\nid = "{site}-one"\nsite = "{site}"\nname = "One seat"\n'
+        'level = "2.1"\nweekdays = ["mon", "tue", "thu"]\nstart = "18:00"\nhours = 3\n'
+        'session_types = ["group_therapy"]\ncapacity = 1\nfacilitators = ["Dana Reyes"]\n'
+        f'room = "Room A"\ntelehealth_link = "https://telehealth.example.org/{site}-one"\n'
+        for site in sites
+    )
+    path.write_text(path.read_text() + tracks)
+    return path
+
+
+@pytest.mark.slow
+async def test_a_seat_is_handed_on_within_a_site_on_a_what_if_of_two_servers(
+    tmp_path: Path,
+) -> None:
+    """A leaving patient's journey hands their seat to the next on the waitlist by signal,
+    which reaches only journeys on its own server: each site's patients go to one server.
+    Three sites on two servers, patients arriving at each in turn: in turn, the two
+    servers would split a site (the 10,000-patient run lost its handoffs so, and left its
+    waiting patients in intake for good)."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    sites = ("east", "north", "south")
+    programs = copy_programs(
+        PROJECT_ROOT / "programs", tmp_path / "programs", [one_seat_a_site(sources, sites)]
+    )
+    (programs / "sites.toml").write_text(THREE_SITES)
+    settings = dataclasses.replace(load_settings(), programs_dir=programs)
+    plan = Plan(programs=("weeks-6",), patients=6, per_week=6, seeds=(11,), servers=2)
+    comparison = await compare(
+        settings, plan, staying(load_behaviour()), tmp_path / "runs", lambda _: None
+    )
+    (run,) = comparison.runs["weeks-6"]
+    assert comparison.cpu["failed_workflow_tasks"] == 0
+    # Each site's second patient waited for the first's seat and had it handed on when the
+    # first stepped down (or withdrew): every journey went through treatment or withdrew
+    # from it, none was left waiting in intake.
+    assert run["treatment_completed"] + run["withdrawn"] == pytest.approx(1.0)  # type: ignore[operator]
+    assert run["waited_for_seat"] == 0.5
+    for site in sites:
+        figure = {f: run[f"track:{site}-one:{f}"] for f in ("peak_waitlist", "waited")}
+        assert figure == {"peak_waitlist": 1.0, "waited": 1.0}, site
+        assert run[f"track:{site}-one:never_seated"] == 0.0
+        wait = run[f"track:{site}-one:median_wait_days"]
+        assert wait is not None and wait > 7
+
+
 def test_every_what_if_starts_on_a_monday_in_february_of_the_coming_year() -> None:
     for now in (datetime(2026, 12, 7, 1, tzinfo=UTC), datetime(2027, 2, 28, 23, tzinfo=UTC)):
         start = start_instant(now)
