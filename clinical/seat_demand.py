@@ -9,9 +9,12 @@ attending) fit only some of them, the evening groups say, wait for those alone, 
 many seats the others have free. So every set of a site's tracks at a level is weighed
 against the patients who fit only tracks of that set (Hall's condition for seating them).
 
-The weeks are the care plan's intensive weeks. The estimate is rough both ways: a patient
-who drops out frees their seat early, and one whose attendance holds up their step-down
-keeps it longer (up to the program's most weeks)."""
+The weeks are the care plan's intensive weeks, once a patient. The estimate is rough both
+ways: a patient who drops out frees their seat early, one whose attendance holds up their
+step-down keeps it longer (up to the program's most weeks), and one re-linked to care after
+use comes back for another intensive phase (in the 10,000-patient what-if the early
+leavers and the late balanced out, about 9.1 weeks an intensive phase, but there were 1.17
+intensive phases a patient: tracks within a sixth of their seats wait too)."""
 
 from __future__ import annotations
 
