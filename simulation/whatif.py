@@ -525,6 +525,7 @@ def seats_short(settings: Settings, plan: Plan) -> dict[str, list[str]]:
     the run's length, and a long run may stall on them."""
     catalog = ProgramCatalog(settings.programs_dir)
     sites = tuple(sorted(SiteDirectory.load(settings.programs_dir / SITES_FILE).sites))
+    # Only levels and commitments count here, not ages: any day will do for `today`.
     cohort = synthetic_cohort(SEAT_SAMPLE, plan.seeds[0], sites=sites, today=date(2027, 1, 1))
     admissions = [(e.site_id, e.assessment) for e in cohort]
     found: dict[str, list[str]] = {}
