@@ -9,12 +9,11 @@ attending) fit only some of them, the evening groups say, wait for those alone, 
 many seats the others have free. So every set of a site's tracks at a level is weighed
 against the patients who fit only tracks of that set (Hall's condition for seating them).
 
-The weeks are the care plan's intensive weeks, once a patient. The estimate is rough both
-ways: a patient who drops out frees their seat early, one whose attendance holds up their
-step-down keeps it longer (up to the program's most weeks), and one re-linked to care after
-use comes back for another intensive phase (in the 10,000-patient what-if the early
-leavers and the late balanced out, about 9.1 weeks an intensive phase, but there were 1.17
-intensive phases a patient: tracks within a sixth of their seats wait too)."""
+The weeks are the care plan's intensive weeks, times the intensive phases a patient has
+(`phases`: a patient re-linked to care after use comes back for another). The estimate is
+rough both ways: a patient who drops out frees their seat early, and one whose attendance
+holds up their step-down keeps it longer (up to the program's most weeks); in the
+10,000-patient what-if the two balanced out (9.3 weeks an intensive phase, 9.2 planned)."""
 
 from __future__ import annotations
 
@@ -50,12 +49,14 @@ class SeatDemand(BaseModel):
     placed: float = Field(ge=0, le=1)
     """The share of all admissions (every site's) who fit only these tracks."""
     weeks: float = Field(ge=0)
-    """The intensive weeks each of them is planned to hold a seat (the mean)."""
+    """The intensive weeks each of them is planned to hold a seat a phase (the mean)."""
+    phases: float = Field(default=1.0, ge=1)
+    """The intensive phases each has, counting returns after use."""
 
     @property
     def seat_weeks(self) -> float:
         """Seat-weeks one admission to the clinic asks of these tracks, on average."""
-        return self.placed * self.weeks
+        return self.placed * self.weeks * self.phases
 
     def needed(self, per_week: float) -> float:
         """Seats these tracks need, at `per_week` admissions a week, once they are full."""
@@ -76,19 +77,23 @@ class SeatDemand(BaseModel):
         return (
             f"{who}; at {per_week:g} admissions a week they would need about "
             f"{self.needed(per_week):.0f} ({self.placed:.0%} of the clinic's admissions "
-            f"placed there, {self.weeks:.1f} intensive weeks each): they keep up with about "
+            f"placed there, {self.weeks:.1f} intensive weeks{self._times()}): they keep up "
+            f"with about "
             f"{self.holds():.1f} a week, and beyond that their waitlist grows for as long "
             "as admissions go on"
         )
 
+    def _times(self) -> str:
+        return " each" if self.phases == 1 else f" a phase, {self.phases:g} phases each"
+
 
 def seat_demand(
-    protocol: ProgramProtocol, admissions: Iterable[tuple[str, Assessment]]
+    protocol: ProgramProtocol, admissions: Iterable[tuple[str, Assessment]], phases: float = 1.0
 ) -> list[SeatDemand]:
     """For each site and intensive level with tracks, each set of its tracks (the whole
     first), with the share of `admissions` (site, assessment) placed at that level at that
-    site whose fitting tracks are all in the set. Patients no track fits have schedules of
-    their own and take no seat."""
+    site whose fitting tracks are all in the set, each with `phases` intensive phases.
+    Patients no track fits have schedules of their own and take no seat."""
     fits: Counter[tuple[str, str, frozenset[str]]] = Counter()
     weeks: Counter[tuple[str, str, frozenset[str]]] = Counter()
     total = 0
@@ -125,6 +130,7 @@ def seat_demand(
                     seats=sum(t.capacity for t in chosen),
                     placed=patients / total if total else 0.0,
                     weeks=sum(weeks[k] for k in within) / patients if patients else 0.0,
+                    phases=phases,
                 )
             )
     return found

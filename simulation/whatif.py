@@ -517,6 +517,10 @@ class Comparison:
 SEAT_SAMPLE = 2000
 """Patients of a seed's cohort the seat estimate places (the share placed at each level
 is the behaviour model's, whatever the cohort's size)."""
+INTENSIVE_PHASES = 1.24
+"""Intensive phases a simulated patient has, counting returns after use in aftercare: the
+10,000-patient what-if at 15 a week had 4,117 in 3,329 patients by its fifth year
+(BENCHMARKS.md). The behaviour model's, for the seat estimate."""
 
 
 def seats_short(settings: Settings, plan: Plan) -> dict[str, list[str]]:
@@ -530,7 +534,8 @@ def seats_short(settings: Settings, plan: Plan) -> dict[str, list[str]]:
     admissions = [(e.site_id, e.assessment) for e in cohort]
     found: dict[str, list[str]] = {}
     for program in plan.programs:
-        short = short_of_seats(seat_demand(catalog.load(program), admissions), plan.per_week)
+        demands = seat_demand(catalog.load(program), admissions, INTENSIVE_PHASES)
+        short = short_of_seats(demands, plan.per_week)
         if short:
             found[program] = [d.explain(plan.per_week) for d in short]
     return found

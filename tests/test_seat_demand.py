@@ -13,7 +13,7 @@ from clinical.protocol import ProgramCatalog
 from clinical.seat_demand import SeatDemand, seat_demand, short_of_seats
 from infra.settings import PROJECT_ROOT
 from simulation.patients import synthetic_cohort
-from simulation.whatif import copy_programs
+from simulation.whatif import INTENSIVE_PHASES, copy_programs
 from tests.support import PROGRAMS, enrolment_data
 
 PROTOCOL = ProgramCatalog(PROGRAMS).load("default-iop")
@@ -101,24 +101,34 @@ def test_the_tracks_that_fall_furthest_short_are_named_even_when_the_site_has_se
     )
 
 
+def test_patients_who_come_back_after_use_take_seats_again() -> None:
+    demands = seat_demand(PROTOCOL, [("north", assessment())], phases=1.5)
+    (north,) = [d for d in demands if d.whole and (d.site_id, d.level) == ("north", "2.1")]
+    assert north.needed(per_week=2) == pytest.approx(2 * 8 * 1.5)
+    assert "8.0 intensive weeks a phase, 1.5 phases each)" in north.explain(2)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        seat_demand(PROTOCOL, [("north", assessment())], phases=0.5)
+
+
 def test_the_15_a_week_what_if_holds_15_a_week_and_the_default_does_not(
     tmp_path: Path,
 ) -> None:
-    # The synthetic cohort's own mix of levels, commitments and ways of attending.
+    # The synthetic cohort's own mix of levels, commitments and ways of attending, and its
+    # patients' returns after use.
     cohort = synthetic_cohort(2000, 7)
     admissions = [(e.site_id, e.assessment) for e in cohort]
-    default = short_of_seats(seat_demand(PROTOCOL, admissions), per_week=15)
+    default = short_of_seats(seat_demand(PROTOCOL, admissions, INTENSIVE_PHASES), per_week=15)
     assert [(d.site_id, d.level) for d in default] == [("north", "2.1"), ("south", "2.1")]
-    assert all(6 < d.holds() < 8 for d in default)
+    assert all(5 < d.holds() < 7 for d in default)
     what_if = PROJECT_ROOT / "docs" / "whatif" / "groups-for-15-a-week.toml"
     bigger = ProgramCatalog(copy_programs(PROGRAMS, tmp_path, [what_if])).load(
         "groups-for-15-a-week"
     )
-    demands = seat_demand(bigger, admissions)
+    demands = seat_demand(bigger, admissions, INTENSIVE_PHASES)
     assert short_of_seats(demands, per_week=15) == []
-    assert {d.seats for d in demands if d.whole and d.level == "2.1"} == {82}
-    # Its evening groups are the nearest to full: those who work days wait for them alone.
-    evening = [
-        d for d in demands if d.track_ids == ("north-evening", "north-evening-b", "north-evening-c")
-    ]
-    assert len(evening) == 1 and 14 < evening[0].holds() < 20
+    assert {d.seats for d in demands if d.whole and d.level == "2.1"} == {96}
+    # Its evening groups are among the nearest to full: those who work days wait for them
+    # alone.
+    evenings = tuple(f"north-evening{x}" for x in ("", "-b", "-c", "-d"))
+    (evening,) = [d for d in demands if d.track_ids == evenings]
+    assert 15 < evening.holds() < 25
