@@ -115,7 +115,7 @@ async def run(
     from simulation.clinic import enrolment_data
 
     workdir = scratch / "api"
-    programs = program_dir(workdir / "programs", seconds_per_day)
+    programs = program_dir(workdir / "programs", seconds_per_day, group_tracks=False)
     settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)
 
     def enrolment(program: str) -> Enrolment:

@@ -176,11 +176,17 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-def program_dir(into: Path, seconds_per_day: float | None = None) -> Path:
+def program_dir(
+    into: Path, seconds_per_day: float | None = None, group_tracks: bool = True
+) -> Path:
     """A programs directory holding the default protocol and the sites, and with `seconds_per_day` a
-    `bench-iop` that is the default on a compressed clock (as demo-iop is)."""
+    `bench-iop` that is the default on a compressed clock (as demo-iop is). Without
+    `group_tracks`, both programs leave the default's group tracks out: a benchmark that
+    enrols thousands at one site would otherwise measure waitlists (22 seats a site), its
+    journeys waiting in intake rather than in the intensive phase."""
     into.mkdir(parents=True, exist_ok=True)
-    shutil.copy(DEFAULT_PROGRAM, into / DEFAULT_PROGRAM.name)
+    text = DEFAULT_PROGRAM.read_text()
+    (into / DEFAULT_PROGRAM.name).write_text(text if group_tracks else without_tracks(text))
     shutil.copy(DEFAULT_PROGRAM.with_name("sites.toml"), into / "sites.toml")
     if seconds_per_day is not None:
         (into / "bench-iop.toml").write_text(
@@ -189,6 +195,19 @@ def program_dir(into: Path, seconds_per_day: float | None = None) -> Path:
             f"[clock]\nseconds_per_day = {seconds_per_day}\n"
         )
     return into
+
+
+def without_tracks(program: str) -> str:
+    """A program file's text less its `[[groups.tracks]]` tables (each up to the next table
+    header): each patient's group sessions are their own, as before tracks."""
+    kept: list[str] = []
+    dropping = False
+    for line in program.splitlines(keepends=True):
+        if line.startswith("["):
+            dropping = line.strip() == "[[groups.tracks]]"
+        if not dropping:
+            kept.append(line)
+    return "".join(kept)
 
 
 # --- histories -------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ async def carepath_side(
     from cli.enrolment import start_journey
     from simulation.clinic import enrolment_data
 
-    programs = program_dir(workdir / "programs", seconds_per_day)
+    programs = program_dir(workdir / "programs", seconds_per_day, group_tracks=False)
     settings = dataclasses.replace(load_settings(), programs_dir=programs, task_queue=TASK_QUEUE)
 
     def enrolment(program: str) -> Enrolment:

@@ -279,3 +279,18 @@ def test_arguments_are_checked_in_one_line(capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1
         assert bad[1] in err
+
+
+def test_the_load_benchmarks_programs_have_no_group_tracks_and_else_the_default(tmp_path):
+    """Benchmarks 2 and 7 enrol thousands at one site: with the default's 22 seats there,
+    all but a few would wait in intake instead of being the intensive-phase load."""
+    from bench.common import program_dir
+    from clinical.protocol import ProgramCatalog
+
+    tracked = ProgramCatalog(program_dir(tmp_path / "with", 20.0))
+    bare = ProgramCatalog(program_dir(tmp_path / "without", 20.0, group_tracks=False))
+    for program_id in ("default-iop", "bench-iop"):
+        with_tracks, without = tracked.load(program_id), bare.load(program_id)
+        assert len(with_tracks.groups.tracks) == 7 and without.groups.tracks == ()
+        assert without.model_copy(update={"groups": with_tracks.groups}) == with_tracks
+    assert bare.load("bench-iop").clock.seconds_per_day == 20.0
