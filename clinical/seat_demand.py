@@ -74,17 +74,14 @@ class SeatDemand(BaseModel):
             f"{' and '.join(self.track_ids)} (their commitments or way of attending) have "
             f"{self.seats} seats"
         )
+        each = "each" if self.phases == 1 else f"a phase, {self.phases:g} phases each"
         return (
             f"{who}; at {per_week:g} admissions a week they would need about "
             f"{self.needed(per_week):.0f} ({self.placed:.0%} of the clinic's admissions "
-            f"placed there, {self.weeks:.1f} intensive weeks{self._times()}): they keep up "
-            f"with about "
-            f"{self.holds():.1f} a week, and beyond that their waitlist grows for as long "
-            "as admissions go on"
+            f"placed there, {self.weeks:.1f} intensive weeks {each}): they keep up with "
+            f"about {self.holds():.1f} a week, and beyond that their waitlist grows for as "
+            "long as admissions go on"
         )
-
-    def _times(self) -> str:
-        return " each" if self.phases == 1 else f" a phase, {self.phases:g} phases each"
 
 
 def seat_demand(
