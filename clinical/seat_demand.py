@@ -136,8 +136,7 @@ def seat_demand(
 def _sets(tracks: list[GroupTrack]) -> list[tuple[GroupTrack, ...]]:
     """The whole first, then the smaller sets (each track alone only, past `SETS_UP_TO`)."""
     sizes = range(len(tracks) - 1, 0, -1) if len(tracks) <= SETS_UP_TO else [1]
-    smaller = [s for k in sizes for s in itertools.combinations(tracks, k)]
-    return [tuple(tracks), *(s for s in smaller if len(s) < len(tracks))]
+    return [tuple(tracks), *(s for k in sizes for s in itertools.combinations(tracks, k))]
 
 
 def short_of_seats(demands: Iterable[SeatDemand], per_week: float) -> list[SeatDemand]:

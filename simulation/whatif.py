@@ -109,6 +109,12 @@ megabyte each, and its collector's work grows with them (BENCHMARKS.md): a large
 spread over a server per this many patients, up to one a site."""
 
 
+def clinic_sites(programs: Path) -> tuple[str, ...]:
+    """The sites of a run's copy of the clinic's programs, in ID order: where its patients
+    are enrolled in turn."""
+    return tuple(sorted(SiteDirectory.load(programs / SITES_FILE).sites))
+
+
 def servers_for(patients: int) -> int:
     return max(1, math.ceil(patients / PATIENTS_PER_SERVER))
 
@@ -216,7 +222,7 @@ async def run_program(
         envs: list[WorkflowEnvironment] = []
         workers: list[WorkerProcess] = []
         servers: list[int | None] = []
-        sites = tuple(sorted(SiteDirectory.load(programs / SITES_FILE).sites))
+        sites = clinic_sites(programs)
         # At most a server a site: a site's journeys hand seats on to each other by signal,
         # which reaches only journeys on the same server (simulation.cohort.run_clinic).
         for number in range(1, min(plan.servers, len(sites)) + 1):
@@ -528,7 +534,7 @@ def seats_short(settings: Settings, plan: Plan) -> dict[str, list[str]]:
     a line a site and level (`clinical.seat_demand`): the waits it reports then grow with
     the run's length, and a long run may stall on them."""
     catalog = ProgramCatalog(settings.programs_dir)
-    sites = tuple(sorted(SiteDirectory.load(settings.programs_dir / SITES_FILE).sites))
+    sites = clinic_sites(settings.programs_dir)
     # Only levels and commitments count here, not ages: any day will do for `today`.
     cohort = synthetic_cohort(SEAT_SAMPLE, plan.seeds[0], sites=sites, today=date(2027, 1, 1))
     admissions = [(e.site_id, e.assessment) for e in cohort]
