@@ -32,6 +32,7 @@ def sizes(
     cohort_workers: list[int] | None = None,
     cohort_shard_size: int | None = None,
     cohort_one_server: bool = False,
+    cohort_at_once: int | None = None,
 ) -> dict[str, Any]:
     """Each benchmark's parameters: the issue's sizes, or small ones for a smoke run."""
     runs = repeat if repeat is not None else (1 if quick else 3)
@@ -54,6 +55,7 @@ def sizes(
             "workers": cohort_workers or [1],
             "shard_size": cohort_shard_size or (10 if quick else 250),
             "one_server": cohort_one_server,
+            "at_once": cohort_at_once,
             "repeat": runs,
         },
         "patient_year": {"patients": 2 if quick else 5},
@@ -107,6 +109,7 @@ async def run_one(name: str, params: dict[str, Any], scratch: Path) -> dict[str,
             params["workers"],
             params["shard_size"],
             one_server=params["one_server"],
+            at_once=params["at_once"],
         )
     if name == "patient_year":
         from bench import patient_year
@@ -193,6 +196,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="run cohorts above N as shards of N, each on its own server (default 250)",
     )
     parser.add_argument(
+        "--cohort-at-once",
+        type=positive,
+        default=None,
+        metavar="K",
+        help="run at most K shards at a time (default: one a core)",
+    )
+    parser.add_argument(
         "--cohort-one-server",
         action="store_true",
         help="also run cohorts above the shard size on one server (on 2 cores, 1,000 "
@@ -220,6 +230,7 @@ async def main(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str
         args.cohort_workers,
         args.cohort_shard_size,
         args.cohort_one_server,
+        args.cohort_at_once,
     )
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -196,20 +197,29 @@ def _trouble(event: Any) -> str:
     return kind(event)
 
 
-async def sharded(n: int, shards: int, workers: int, workdir: Path) -> dict[str, Any]:
-    """N patients split over `shards` cohorts run at once, each on its own time-skipping
-    server with its own workers: the Java test server works under one lock and its cost
-    per patient-year grows with the workflows it holds, so a big cohort simulates faster as
-    several small ones. Wall-clock time is the slowest shard's."""
+async def sharded(
+    n: int, shards: int, workers: int, workdir: Path, at_once: int | None = None
+) -> dict[str, Any]:
+    """N patients split over `shards` cohorts, each on its own time-skipping server with its
+    own workers, at most `at_once` at a time (default: one a core): the Java test server
+    works under one lock and its cost per patient-year grows with the workflows it holds,
+    so a big cohort simulates faster as several small ones; but a shard's server and worker
+    keep about 1.3 cores busy, and more shards at once than cores only make them contend
+    (BENCHMARKS.md: four at once on two cores cost half again the CPU a patient-year of two
+    at a time). Wall-clock time is the whole run's, from the first server's start to the
+    last shard's end (a lone shard: its own run, as before shards)."""
+    lanes = asyncio.Semaphore(lanes_for(shards, at_once))
 
     async def one(i: int, size: int) -> dict[str, Any]:
         part = workdir / f"shard-{i}"
         part.mkdir(parents=True)
-        async with time_skipping() as env:
+        async with lanes, time_skipping() as env:
             return await simulate(env, size, part, workers)
 
     sizes = [n // shards + (1 if i < n % shards else 0) for i in range(shards)]
+    watch = Stopwatch()
     parts = await asyncio.gather(*(one(i, size) for i, size in enumerate(sizes)))
+    elapsed = watch.seconds()
     total: Counter[str] = Counter()
     troubles: Counter[str] = Counter()
     for part in parts:
@@ -219,7 +229,8 @@ async def sharded(n: int, shards: int, workers: int, workdir: Path) -> dict[str,
         "patients": n,
         "workers": workers,
         "shards": shards,
-        "seconds": max(p["seconds"] for p in parts),
+        "at_once": lanes_for(shards, at_once),
+        "seconds": elapsed if len(parts) > 1 else parts[0]["seconds"],
         "steps": max(p["steps"] for p in parts),
         "virtual_days": max(p["virtual_days"] for p in parts),
         "outcomes": dict(total),
@@ -233,6 +244,11 @@ async def sharded(n: int, shards: int, workers: int, workdir: Path) -> dict[str,
             "driver": max(p["cpu_seconds"]["driver"] for p in parts),
         },
     }
+
+
+def lanes_for(shards: int, at_once: int | None) -> int:
+    """How many of `shards` run at a time: `at_once`, or one a core."""
+    return min(shards, at_once or os.cpu_count() or 1)
 
 
 def plans(sizes: list[int], shard_size: int | None, one_server: bool) -> list[tuple[int, int]]:
@@ -251,23 +267,30 @@ async def run(
     shard_size: int | None = None,
     reference: bool = True,
     one_server: bool = False,
+    at_once: int | None = None,
 ) -> dict[str, Any]:
     """Each size with each number of worker processes, `repeat` times (sizes above 100 once:
     they take minutes), each on a fresh time-skipping server; with `shard_size`, sizes above
-    it run as shards of at most that many instead (see `sharded`), and with `one_server`
-    on one server as well. A patient's whole protocol (about 474 program days from intake
-    to the end of aftercare) counts as one patient-year, as in the architecture's target."""
+    it run as shards of at most that many instead, `at_once` at a time (see `sharded`), and
+    with `one_server` on one server as well. A patient's whole protocol (about 474 program
+    days from intake to the end of aftercare) counts as one patient-year, as in the
+    architecture's target."""
     figures: dict[str, Any] = {"sizes": {}, "target": "1,000 patient-years in 5 minutes"}
     for n, shards in plans(sizes, shard_size, one_server):
         for w in workers or [1]:
             key = f"{n}" + (f"/{w}w" if w > 1 else "") + (f"/{shards}s" if shards > 1 else "")
-            shape = {"patients": n, "workers": w, "shards": shards}
+            shape = {
+                "patients": n,
+                "workers": w,
+                "shards": shards,
+                "at_once": lanes_for(shards, at_once),
+            }
             runs = []
             try:
                 for r in range(repeat if n <= 100 else 1):
                     workdir = scratch / f"cohort-{n}-w{w}-s{shards}-{r}"
                     workdir.mkdir(parents=True)
-                    result = await sharded(n, shards, w, workdir)
+                    result = await sharded(n, shards, w, workdir, at_once)
                     result["patient_years_per_minute"] = n / (result["seconds"] / 60)
                     runs.append(result)
             except Exception as exc:  # a cohort the server cannot carry: say so, go on

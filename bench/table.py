@@ -117,6 +117,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
             workers = f"{w} worker{'s' if w > 1 else ''}"
             if k > 1:
                 workers = f"{k} servers x {workers}"
+                at_once = figures.get("at_once", k)  # older results ran every shard at once
+                if at_once < k:
+                    workers += f", {at_once} at a time"
             if "failed" in figures:
                 reason = figures["failed"].splitlines()[0][:48]
                 out.append(

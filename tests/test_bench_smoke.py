@@ -5,6 +5,7 @@ anything: benchmarks are not tests."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -20,6 +21,7 @@ from temporalio.api.history.v1 import (
 )
 from temporalio.client import WorkflowHistory
 
+from bench import cohort
 from bench.__main__ import arguments, write
 from bench.bare import BareStep, counts, script_of
 from bench.cohort import plans
@@ -263,6 +265,49 @@ def test_cohorts_above_the_shard_size_run_as_shards_and_on_one_server_only_when_
     assert not arguments([]).cohort_one_server
 
 
+async def test_shards_run_at_most_at_once_at_a_time_and_are_timed_as_a_whole(tmp_path, monkeypatch):
+    """Four shards two at a time: never three servers at once, every patient simulated,
+    and the run's seconds the whole run's (two waves), not one shard's."""
+    import asyncio
+    import contextlib
+
+    running, most = 0, 0
+
+    @contextlib.asynccontextmanager
+    async def server():
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            yield object()
+        finally:
+            running -= 1
+
+    async def simulate(env, patients, workdir, workers):
+        await asyncio.sleep(0.05)
+        return {
+            "seconds": 0.05,
+            "steps": 1,
+            "virtual_days": 1.0,
+            "outcomes": {"completed": patients},
+            "reports": 0,
+            "sheets": 0,
+            "troubles": {},
+            "cpu_seconds": {"worker": 1.0, "server": 1.0, "driver": 1.0},
+        }
+
+    monkeypatch.setattr(cohort, "time_skipping", server)
+    monkeypatch.setattr(cohort, "simulate", simulate)
+    result = await cohort.sharded(10, 4, 1, tmp_path, at_once=2)
+    assert most == 2 and result["at_once"] == 2
+    assert result["outcomes"] == {"completed": 10}
+    assert result["seconds"] >= 0.1  # two waves of 0.05 s
+    assert result["cpu_seconds"] == {"worker": 4.0, "server": 4.0, "driver": 1.0}
+    assert cohort.lanes_for(4, None) == min(4, os.cpu_count() or 1)
+    assert cohort.lanes_for(1, 8) == 1
+    assert arguments(["--cohort-at-once", "3"]).cohort_at_once == 3
+
+
 def test_arguments_are_checked_in_one_line(capsys):
     args = arguments(["--only", "latency,memory", "--quick", "--repeat", "2"])
     assert (args.only, args.quick, args.repeat) == (["latency", "memory"], True, 2)
@@ -272,6 +317,7 @@ def test_arguments_are_checked_in_one_line(capsys):
         ["--cohort-sizes", "10,x"],
         ["--cohort-workers", "0"],
         ["--cohort-shard-size", "-5"],
+        ["--cohort-at-once", "0"],
     ):
         with pytest.raises(SystemExit) as exit_:
             arguments(bad)
