@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -121,6 +122,7 @@ async def run(
     def enrolment(program: str) -> Enrolment:
         return Enrolment.model_validate(enrolment_data() | {"program_id": program})
 
+    cpu: dict[str, dict[str, float]] = {}
     async with dev_server(workdir) as (server, client):
         env = worker_env(server, workdir, programs, TASK_QUEUE)
         bare_env = env | {"CAREPATH_TASK_QUEUE": BARE_QUEUE}
@@ -160,9 +162,18 @@ async def run(
                 await quiet(worker.pid)
                 await quiet(bare_worker.pid)
                 api_seconds, update_seconds = [], []
-                # The console's own CPU per call: what the API costs, less disturbed by
-                # whatever else the machine runs than a latency is.
-                console_cpu = cpu_seconds(console_pid)
+                # Each process's own CPU for each part: what the API costs, less disturbed
+                # by whatever else the machine runs than a latency is, and where the rest
+                # of the two cores went (the sender stands in for another machine).
+                meter = CpuMeter(
+                    {
+                        "api": console_pid,
+                        "sender": os.getpid(),
+                        "server": server.pid() or 0,
+                        "worker": worker.pid,
+                        "bare_worker": bare_worker.pid,
+                    }
+                )
                 auth = {"Authorization": f"Bearer {token}"}
                 for i in range(per_round):
                     paced = asyncio.create_task(asyncio.sleep(SHEET_EVERY))
@@ -184,22 +195,23 @@ async def run(
                     api_seconds.append(time.perf_counter() - began)
                     assert answer.status_code == 200, answer.text
                     await paced
-                sheet_cpu = cpu_seconds(console_pid) - console_cpu
-                console_cpu = cpu_seconds(console_pid)
+                cpu["sheets"] = meter.lap(per_round)
                 webhook_rate = await _webhook_rate(
                     http, base, sender.secret, firsts, events, concurrency
                 )
-                event_cpu = cpu_seconds(console_pid) - console_cpu
-                console_cpu = cpu_seconds(console_pid)
+                cpu["webhooks"] = meter.lap(events)
                 bundled_rate = await _webhook_rate(
                     http, base, sender.secret, firsts, events, concurrency, BUNDLE
                 )
-                bundled_cpu = cpu_seconds(console_pid) - console_cpu
+                cpu["bundled_webhooks"] = meter.lap(events)
                 update_rate = await _update_rate(client, firsts, events, concurrency)
+                cpu["journey_updates"] = meter.lap(events)
                 signal_rate = await _signal_rate(client, bare, events, concurrency)
+                cpu["bare_signals"] = meter.lap(events)
                 journey_signal_rate = await _journey_signal_rate(
                     client, firsts, events, concurrency
                 )
+                cpu["journey_signals"] = meter.lap(events)
     api = latency_summary(api_seconds)
     update = latency_summary(update_seconds)
     return {
@@ -209,8 +221,8 @@ async def run(
         "api_sheet": api,
         "bare_sheet_update": update,
         "p99_ratio": api["p99_ms"] / update["p99_ms"],
-        "console_cpu_ms_per_sheet": 1000 * sheet_cpu / per_round,
-        "console_cpu_ms_per_event": 1000 * event_cpu / events,
+        "console_cpu_ms_per_sheet": cpu["sheets"]["api"],
+        "console_cpu_ms_per_event": cpu["webhooks"]["api"],
         "target_p99_ratio": 1.2,
         "events": events,
         "concurrency": concurrency,
@@ -225,8 +237,26 @@ async def run(
         "bundle": BUNDLE,
         "bundled_events_per_s": bundled_rate,
         "bundled_ingest_ratio": bundled_rate / signal_rate,
-        "console_cpu_ms_per_bundled_event": 1000 * bundled_cpu / events,
+        "console_cpu_ms_per_bundled_event": cpu["bundled_webhooks"]["api"],
+        "cpu_ms_per_call": cpu,
     }
+
+
+class CpuMeter:
+    """CPU milliseconds a call each process spent since the last lap (None: not running)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.last = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) if pid else 0.0 for name, pid in self.pids.items()}
+
+    def lap(self, calls: int) -> dict[str, float]:
+        now = self._read()
+        spent = {name: 1000 * (now[name] - self.last[name]) / calls for name in now}
+        self.last = now
+        return spent | {"total": sum(spent.values())}
 
 
 async def _at_once(sends: list[Any], concurrency: int) -> float:
