@@ -37,6 +37,7 @@ from temporalio.client import Client, WorkflowHandle
 from bench.bare import BareJourney, BareScript, BareStep
 from bench.common import dev_server, latency_summary, program_dir
 from bench.overhead import PROGRAM, TASK_QUEUE, first_run_ends, sleep_until, week_one
+from bench.wire import Wire, wire
 from clinical.assessment import Enrolment
 from clinical.identifiers import journey_workflow_id
 from clinical.inbound import AttendanceEvent
@@ -157,7 +158,7 @@ async def run(
             )
             async with (
                 console_process(env) as (base, console_pid),
-                httpx.AsyncClient(timeout=30) as http,
+                wire(base, concurrency) as http,
             ):
                 await quiet(worker.pid)
                 await quiet(bare_worker.pid)
@@ -188,20 +189,18 @@ async def run(
                     update_seconds.append(time.perf_counter() - began)
                     began = time.perf_counter()
                     answer = await http.post(
-                        f"{base}/api/v1/patients/{patient}/attendance",
-                        json={"marks": marks},
-                        headers=auth | {"Idempotency-Key": f"sheet-{i}"},
+                        f"/api/v1/patients/{patient}/attendance",
+                        json.dumps({"marks": marks}).encode(),
+                        auth | {"Idempotency-Key": f"sheet-{i}"},
                     )
                     api_seconds.append(time.perf_counter() - began)
                     assert answer.status_code == 200, answer.text
                     await paced
                 cpu["sheets"] = meter.lap(per_round)
-                webhook_rate = await _webhook_rate(
-                    http, base, sender.secret, firsts, events, concurrency
-                )
+                webhook_rate = await _webhook_rate(http, sender.secret, firsts, events, concurrency)
                 cpu["webhooks"] = meter.lap(events)
                 bundled_rate = await _webhook_rate(
-                    http, base, sender.secret, firsts, events, concurrency, BUNDLE
+                    http, sender.secret, firsts, events, concurrency, BUNDLE
                 )
                 cpu["bundled_webhooks"] = meter.lap(events)
                 update_rate = await _update_rate(client, firsts, events, concurrency)
@@ -273,8 +272,7 @@ async def _at_once(sends: list[Any], concurrency: int) -> float:
 
 
 async def _webhook_rate(
-    http: httpx.AsyncClient,
-    base: str,
+    http: Wire,
     secret: str,
     firsts: list[tuple[str, str, str]],
     events: int,
@@ -313,9 +311,7 @@ async def _webhook_rate(
                 "webhook-timestamp": ts,
                 "webhook-signature": signature(secret, event_id, ts, body),
             }
-            answer = await http.post(
-                f"{base}/api/v1/webhooks/bench-ehr", content=body, headers=headers
-            )
+            answer = await http.post("/api/v1/webhooks/bench-ehr", body, headers)
             assert answer.status_code == 202, answer.text
             assert (
                 bundle == 1 or answer.json()["message"] == f"accepted {bundle} of {bundle} events"

@@ -327,6 +327,28 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
+        if "cpu_ms_per_call" in a:  # results from before it was measured lack it
+            cpu = a["cpu_ms_per_call"]
+            out.append(
+                (
+                    "7 api",
+                    "CPU a call, every process: bare signal / journey signal / webhook "
+                    "/ event in a Bundle (sender's share)",
+                    " / ".join(
+                        f"{_num(cpu[part]['total'], 2)}"
+                        + (f" ({_num(cpu[part]['sender'], 2)})" if part != "bare_signals" else "")
+                        for part in (
+                            "bare_signals",
+                            "journey_signals",
+                            "webhooks",
+                            "bundled_webhooks",
+                        )
+                    )
+                    + " ms",
+                    "1 run",
+                    "",
+                )
+            )
     return out
 
 

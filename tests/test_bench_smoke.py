@@ -340,3 +340,71 @@ def test_the_load_benchmarks_programs_have_no_group_tracks_and_else_the_default(
         assert len(with_tracks.groups.tracks) == 7 and without.groups.tracks == ()
         assert without.model_copy(update={"groups": with_tracks.groups}) == with_tracks
     assert bare.load("bench-iop").clock.seconds_per_day == 20.0
+
+
+async def test_the_lean_sender_keeps_its_connections_and_reopens_one_the_server_closes():
+    """bench.wire against a loopback server: the body and status come back, requests share
+    the connections while the server keeps them, and one closed by the server is replaced."""
+    import asyncio
+
+    from bench.wire import wire
+
+    seen: list[bytes] = []
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            seen.append(await reader.readexactly(length))
+            close = len(seen) == 2  # the second answer closes its connection
+            answer = b'{"n": %d}' % len(seen)
+            writer.write(
+                b"HTTP/1.1 202 Accepted\r\ncontent-length: %d\r\n%s\r\n%s"
+                % (len(answer), b"connection: close\r\n" if close else b"", answer)
+            )
+            await writer.drain()
+            if close:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with wire(f"http://127.0.0.1:{port}", 1) as http:
+            answers = [await http.post("/x", b'{"a": %d}' % i, {"h": "v"}) for i in range(3)]
+    finally:
+        server.close()
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert [a.json() for a in answers] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert seen == [b'{"a": 0}', b'{"a": 1}', b'{"a": 2}']
+    assert connections == 2  # one kept for two requests, one opened after the close
+
+
+def test_benchmark_7_reports_each_process_s_cpu_a_call_with_the_sender_s_share():
+    latency = {"p50_ms": 10.0, "p99_ms": 20.0}
+    part = {"api": 1.0, "sender": 0.25, "server": 2.0, "worker": 1.0}
+    api = {
+        "active": 100,
+        "api_sheet": latency,
+        "bare_sheet_update": latency,
+        "p99_ratio": 1.0,
+        "target_p99_ratio": 1.2,
+        "concurrency": 10,
+        "webhook_events_per_s": 200.0,
+        "bare_signals_per_s": 400.0,
+        "ingest_ratio": 0.5,
+        "target_ingest_ratio": 0.8,
+        "cpu_ms_per_call": {
+            "bare_signals": {"total": 3.0, "sender": 0.4},
+            "journey_signals": part | {"total": 4.0},
+            "webhooks": part | {"total": 7.5},
+            "bundled_webhooks": part | {"total": 4.25, "sender": 0.1},
+        },
+    }
+    results = {"machine": _results(1.0, 1)["machine"], "benchmarks": {"api": api}}
+    found = {row[1]: row for row in rows(results)}
+    cpu = [figure for name, figure in found.items() if name.startswith("CPU a call")]
+    assert [row[2] for row in cpu] == ["3.00 / 4.00 (0.25) / 7.50 (0.25) / 4.25 (0.10) ms"]
+    assert "not met" in found["ingestion ratio webhooks / bare signals"][4]
