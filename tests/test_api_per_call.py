@@ -4,6 +4,7 @@ worker there" check remembers a worker seen for a few seconds but never a missin
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -88,6 +89,55 @@ async def test_a_worker_seen_is_remembered_for_seconds_and_a_missing_one_never(
     assert (up.asked, down.asked) == (1, 3)
     assert await journeys.worker_running(there, "another queue")  # type: ignore[arg-type]
     assert up.asked == 2
-    clock[0] += journeys.WORKER_SEEN_FOR
+    clock[0] += journeys.WORKER_ASKED_AFTER
     assert await journeys.worker_running(there, "q")  # type: ignore[arg-type]
     assert up.asked == 3
+
+
+async def test_a_worker_seen_lately_is_asked_about_beside_the_request_and_forgotten_if_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between WORKER_SEEN_FOR and WORKER_ASKED_AFTER a request does not wait for the
+    question: it goes on, and one question at a time runs beside it; a worker gone by
+    then is forgotten, so the next request asks (and is refused) itself."""
+    clock = [1000.0]
+    monkeypatch.setattr(journeys, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    server = _Server(polled=True)
+    there = _Client(server)
+    assert await journeys.worker_running(there, "q")  # type: ignore[arg-type]
+    clock[0] += journeys.WORKER_SEEN_FOR
+    server.polled = False  # the worker stops
+    answers = [await journeys.worker_running(there, "q") for _ in range(3)]  # type: ignore[arg-type]
+    assert answers == [True, True, True] and server.asked == 1  # none waited, none asked yet
+    await asyncio.sleep(0)  # the question beside them runs
+    assert server.asked == 2  # one question for the three
+    assert not await journeys.worker_running(there, "q")  # type: ignore[arg-type]
+    assert server.asked == 3
+
+
+def test_the_console_keeps_what_it_built_out_of_the_collector_s_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served, the console has frozen what it built (gc.freeze): a full collection would
+    otherwise scan it in the middle of some request."""
+    import dataclasses
+    import gc
+
+    from infra.settings import load_settings
+    from tests.support import OPEN_SITES
+    from web import serve as serving
+
+    settings = dataclasses.replace(
+        load_settings(), database_url=f"sqlite:///{tmp_path / 'care.db'}", sites_path=OPEN_SITES
+    )
+    store = CareStore(settings.database_url)
+    store.migrate()
+    before = gc.get_freeze_count()
+    frozen: list[int] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **_: frozen.append(gc.get_freeze_count()))
+    try:
+        serving.serve(settings, store)
+    finally:
+        gc.unfreeze()
+        store.dispose()
+    assert frozen and frozen[0] > before + 10_000
