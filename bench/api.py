@@ -270,7 +270,7 @@ def _api_sheet(
 
 
 class CpuMeter:
-    """CPU milliseconds a call each process spent since the last lap (None: not running)."""
+    """CPU milliseconds a call each process spent since the last lap (a PID of 0: none)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids

@@ -302,7 +302,9 @@ async def test_shards_run_at_most_at_once_at_a_time_and_are_timed_as_a_whole(tmp
     assert most == 2 and result["at_once"] == 2
     assert result["outcomes"] == {"completed": 10}
     assert result["seconds"] >= 0.1  # two waves of 0.05 s
-    assert result["cpu_seconds"] == {"worker": 4.0, "server": 4.0, "driver": 1.0}
+    assert (result["cpu_seconds"]["worker"], result["cpu_seconds"]["server"]) == (4.0, 4.0)
+    # The driver's CPU is this process's over the whole run, not a shard's reading (1.0).
+    assert 0 <= result["cpu_seconds"]["driver"] < 1.0
     assert cohort.lanes_for(4, None) == min(4, os.cpu_count() or 1)
     assert cohort.lanes_for(1, 8) == 1
     assert arguments(["--cohort-at-once", "3"]).cohort_at_once == 3
