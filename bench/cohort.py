@@ -206,8 +206,8 @@ async def sharded(
     works under one lock and its cost per patient-year grows with the workflows it holds,
     so a big cohort simulates faster as several small ones; but a shard's server and worker
     keep about 1.3 cores busy, and more shards at once than cores only make them contend
-    (BENCHMARKS.md: four at once on two cores cost half again the CPU a patient-year of two
-    at a time). Wall-clock time is the whole run's, from the first server's start to the
+    (BENCHMARKS.md: four at once on two cores cost about 40% more CPU a patient-year than
+    two at a time). Wall-clock time is the whole run's, from the first server's start to the
     last shard's end (a lone shard: its own run, as before shards)."""
     lanes = asyncio.Semaphore(lanes_for(shards, at_once))
 
