@@ -165,8 +165,8 @@ async def test_the_providers_callback_completes_a_check_in_and_a_duplicate_chang
     taken = [e for e in log if e.actor == f"webhook:{SENDER.name}"]
     assert len(taken) == 3 and {e.outcome for e in taken} == {"allowed"}
     assert {e.patient_id for e in taken} <= {pid, None}  # a replayed answer names no one
-    # No name, phone or birth date (a phone's digits with their spaces: an entry's hashes
-    # are hex, and held "555" by chance one run in a few dozen).
+    # No name, phone or birth date (a phone's digits with their spaces: the entries' seven
+    # or so SHA-256 hashes are hex, and held "555" by chance about one run in ten).
     assert [phi for phi in ("Quinlan", "555 010", "1988-04-02") if phi in str(log)] == []
 
 
