@@ -366,14 +366,8 @@ async def _update_rate(
 ) -> float:
     """The webhook's attendance update, straight to the journey (no HTTP, no store)."""
 
-    def send(n: int) -> Any:
-        patient, session, cm = firsts[n % len(firsts)]
-        mark = AttendanceMark(session_id=session, status="attended")
-        sheet = AttendanceSheet(case_manager_id=cm, marks=[mark])
-        handle = client.get_workflow_handle(journey_workflow_id(patient))
-        return lambda: handle.execute_update(PatientJourneyWorkflow.record_attendance_sheet, sheet)
-
-    return await _at_once([send(n) for n in range(events)], concurrency)
+    sends = [_bare_sheet(client, firsts[n % len(firsts)]) for n in range(events)]
+    return await _at_once(sends, concurrency)
 
 
 async def _journey_signal_rate(

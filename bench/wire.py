@@ -52,7 +52,9 @@ class Wire:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.size = size
-        self._free: asyncio.Queue[Connection] = asyncio.Queue()
+        # A free slot holds its open connection, or None once one was dropped (the next
+        # request on that slot opens another).
+        self._free: asyncio.Queue[Connection | None] = asyncio.Queue()
         self._all: list[asyncio.StreamWriter] = []
 
     async def _open(self) -> Connection:
@@ -61,7 +63,7 @@ class Wire:
         return reader, writer
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
-        reader, writer = await self._free.get()
+        reader, writer = await self._free.get() or await self._open()
         lines = [
             f"POST {path} HTTP/1.1",
             f"host: {self.host}:{self.port}",
@@ -69,6 +71,7 @@ class Wire:
             f"content-length: {len(body)}",
             *(f"{name}: {value}" for name, value in headers.items()),
         ]
+        kept = False
         try:
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
             async with asyncio.timeout(TIMEOUT):
@@ -77,19 +80,16 @@ class Wire:
                     int(status_line.split(" ", 2)[1]),
                     await reader.readexactly(int(fields.get("content-length", "0"))),
                 )
-        except BaseException:
-            # A broken or timed-out exchange leaves the connection unusable: a new one.
-            writer.close()
-            self._free.put_nowait(await self._open())
-            raise
-        if fields.get("connection", "").lower() == "close":
-            writer.close()
-            self._free.put_nowait(await self._open())
-        else:
-            self._free.put_nowait((reader, writer))
-        return answer
+            kept = fields.get("connection", "").lower() != "close"
+            return answer
+        finally:
+            # A closed, broken or timed-out exchange leaves the connection unusable.
+            if not kept:
+                writer.close()
+            self._free.put_nowait((reader, writer) if kept else None)
 
     async def fill(self) -> None:
+        """Every slot's connection opened now, before anything is timed."""
         for _ in range(self.size):
             self._free.put_nowait(await self._open())
 
